@@ -4,4 +4,13 @@
 //! machine → broker (exchanges, queues, consumers) → outgoing frames →
 //! socket. The codec is sans-IO: it takes bytes and returns values, and back.
 
+pub mod broker;
 pub mod codec;
+pub mod config;
+pub mod conn;
+pub mod core;
+
+pub use config::Config;
+pub mod server;
+
+pub use server::{Handle, Running, Server};

@@ -1,4 +1,88 @@
-fn main() {
-    env_logger::init();
-    log::info!("warren {}", env!("CARGO_PKG_VERSION"));
+//! The `warren` binary: command-line flags → `Config` → bind → run.
+//! SIGINT/SIGTERM close every connection with 320 CONNECTION_FORCED and exit.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use warren::{Config, Server};
+
+fn usage(opts: &getopts::Options) -> String {
+    opts.usage("Usage: warren [--listen ADDR:PORT]... [--data-dir DIR]")
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = getopts::Options::new();
+    opts.optmulti(
+        "l",
+        "listen",
+        "AMQP listener address (default 127.0.0.1:5672)",
+        "ADDR:PORT",
+    );
+    opts.optopt("d", "data-dir", "data directory (default ./data)", "DIR");
+    opts.optflag("h", "help", "print this help");
+    opts.optflag("V", "version", "print the version");
+    let m = match opts.parse(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warren: {e}\n{}", usage(&opts));
+            return ExitCode::from(2);
+        }
+    };
+    if m.opt_present("help") {
+        print!("{}", usage(&opts));
+        return ExitCode::SUCCESS;
+    }
+    if m.opt_present("version") {
+        println!("warren {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut config = Config::default();
+    let listen = m.opt_strs("listen");
+    if !listen.is_empty() {
+        let mut addrs = Vec::new();
+        for l in listen {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => addrs.push(a),
+                Err(e) => {
+                    eprintln!("warren: bad --listen address '{l}': {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        config.listen = addrs;
+    }
+    if let Some(d) = m.opt_str("data-dir") {
+        config.data_dir = d.into();
+    }
+    let server = match Server::bind(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren: cannot listen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = server.handle();
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    log::info!("received signal {sig}, shutting down");
+                    handle.shutdown();
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot install signal handlers: {e}"),
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,682 @@
+//! Broker state: virtual hosts, exchanges, queues and bindings, and the verbs
+//! the connection layer calls (declare, bind, route, delete …). Connections
+//! are named by [`ConnId`], never borrowed; effects on other connections (a
+//! consumer cancelled because its queue went) are returned to the caller.
+
+pub mod exchange;
+// TEMP until headers.rs lands
+pub mod headers {
+    use crate::codec::FieldTable;
+    pub fn parse_x_match(_a: &FieldTable) -> Result<(), String> {
+        Ok(())
+    }
+    pub fn matches(_a: &FieldTable, _h: Option<&FieldTable>) -> bool {
+        false
+    }
+}
+pub mod message;
+pub mod queue;
+pub mod topic;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::codec::{Error, FieldTable, ReplyCode};
+use exchange::{Binding, Dest, Exchange, ExchangeKind};
+use queue::{ConsumerRef, Queue};
+
+/// A connection's id: slab index plus a generation, since slab keys are reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// Slab index.
+    pub idx: u32,
+    /// Generation of that index.
+    pub gen: u32,
+}
+
+/// A queue's id: slab index plus a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId {
+    /// Slab index.
+    pub idx: u32,
+    /// Generation of that index.
+    pub gen: u32,
+}
+
+/// A virtual host's names.
+#[derive(Debug, Default)]
+pub struct VHost {
+    /// Exchanges by name.
+    pub exchanges: HashMap<Bytes, Exchange>,
+    /// Queues by name.
+    pub queues: HashMap<Bytes, QueueId>,
+}
+
+/// What deleting a queue did to consumers elsewhere.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// Ready messages dropped.
+    pub messages: u32,
+    /// Consumers that lost their queue (to be sent basic.cancel).
+    pub consumers: Vec<ConsumerRef>,
+}
+
+/// All broker state.
+#[derive(Debug, Default)]
+pub struct Broker {
+    /// Virtual hosts by name.
+    pub vhosts: HashMap<Bytes, VHost>,
+    /// Every queue of every vhost.
+    pub queues: Slab<Queue>,
+    /// Generation counter for queue ids.
+    next_gen: u32,
+    /// Counter for server-generated names.
+    name_counter: u64,
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn not_found_exchange(vhost: &[u8], name: &[u8]) -> Error {
+    Error::new(
+        ReplyCode::NOT_FOUND,
+        format!("no exchange '{}' in vhost '{}'", s(name), s(vhost)),
+    )
+}
+
+fn not_found_queue(vhost: &[u8], name: &[u8]) -> Error {
+    Error::new(
+        ReplyCode::NOT_FOUND,
+        format!("no queue '{}' in vhost '{}'", s(name), s(vhost)),
+    )
+}
+
+fn inequivalent(
+    what: &str,
+    arg: &str,
+    name: &[u8],
+    vhost: &[u8],
+    got: String,
+    cur: String,
+) -> Error {
+    Error::new(
+        ReplyCode::PRECONDITION_FAILED,
+        format!(
+            "inequivalent arg '{arg}' for {what} '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+            s(name),
+            s(vhost)
+        ),
+    )
+}
+
+/// Exchange.declare arguments.
+#[derive(Debug, Clone)]
+pub struct ExchangeSpec {
+    /// Name.
+    pub name: Bytes,
+    /// Type name.
+    pub kind: Bytes,
+    /// passive.
+    pub passive: bool,
+    /// durable.
+    pub durable: bool,
+    /// auto-delete.
+    pub auto_delete: bool,
+    /// internal.
+    pub internal: bool,
+    /// arguments.
+    pub arguments: FieldTable,
+}
+
+/// Queue.declare arguments.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    /// Name ("" = server-named).
+    pub name: Bytes,
+    /// passive.
+    pub passive: bool,
+    /// durable.
+    pub durable: bool,
+    /// exclusive.
+    pub exclusive: bool,
+    /// auto-delete.
+    pub auto_delete: bool,
+    /// arguments.
+    pub arguments: FieldTable,
+}
+
+impl Broker {
+    /// A broker with the default vhost `/` and its standard exchanges.
+    pub fn new() -> Broker {
+        let mut b = Broker::default();
+        b.add_vhost(b"/");
+        b
+    }
+
+    /// Create a vhost with RabbitMQ's predeclared exchanges.
+    pub fn add_vhost(&mut self, name: &[u8]) {
+        let mut vh = VHost::default();
+        let std = [
+            (&b""[..], ExchangeKind::Direct),
+            (b"amq.direct", ExchangeKind::Direct),
+            (b"amq.fanout", ExchangeKind::Fanout),
+            (b"amq.topic", ExchangeKind::Topic),
+            (b"amq.headers", ExchangeKind::Headers),
+            (b"amq.match", ExchangeKind::Headers),
+        ];
+        for (n, k) in std {
+            let n = Bytes::copy_from_slice(n);
+            vh.exchanges.insert(
+                n.clone(),
+                Exchange::new(n, k, true, false, false, FieldTable::new()),
+            );
+        }
+        self.vhosts.insert(Bytes::copy_from_slice(name), vh);
+    }
+
+    /// The vhost, if it exists.
+    pub fn vhost(&self, name: &[u8]) -> Option<&VHost> {
+        self.vhosts.get(name)
+    }
+
+    fn vhost_mut(&mut self, name: &[u8]) -> Result<&mut VHost, Error> {
+        self.vhosts
+            .get_mut(name)
+            .ok_or_else(|| Error::new(ReplyCode::NOT_FOUND, format!("no vhost '{}'", s(name))))
+    }
+
+    /// A queue by id (None once deleted).
+    pub fn queue(&self, id: QueueId) -> Option<&Queue> {
+        self.queues.get(id.idx as usize).filter(|q| q.id == id)
+    }
+
+    /// A queue by id, mutable.
+    pub fn queue_mut(&mut self, id: QueueId) -> Option<&mut Queue> {
+        self.queues.get_mut(id.idx as usize).filter(|q| q.id == id)
+    }
+
+    /// Look a queue up by name, checking exclusivity for `conn`.
+    pub fn find_queue(&self, vhost: &[u8], name: &[u8], conn: ConnId) -> Result<QueueId, Error> {
+        let id = self
+            .vhosts
+            .get(vhost)
+            .and_then(|v| v.queues.get(name))
+            .copied()
+            .ok_or_else(|| not_found_queue(vhost, name))?;
+        let q = self.queue(id).ok_or_else(|| not_found_queue(vhost, name))?;
+        check_exclusive(q, conn)?;
+        Ok(id)
+    }
+
+    /// A fresh server-generated name with `prefix` (`amq.gen-…`, `amq.ctag-…`).
+    pub fn gen_name(&mut self, prefix: &str, salt: u64) -> Bytes {
+        const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        self.name_counter += 1;
+        let mut x = self.name_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ salt.rotate_left(17)
+            ^ 0xD1B5_4A32_D192_ED03;
+        let mut out = String::with_capacity(prefix.len() + 22);
+        out.push_str(prefix);
+        for _ in 0..22 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.push(ALPHA[(x % 64) as usize] as char);
+        }
+        Bytes::from(out)
+    }
+
+    /// exchange.declare.
+    pub fn declare_exchange(&mut self, vhost: &[u8], spec: ExchangeSpec) -> Result<(), Error> {
+        let vh = self.vhost_mut(vhost)?;
+        if let Some(x) = vh.exchanges.get(&spec.name) {
+            if spec.passive {
+                return Ok(());
+            }
+            let got = s(&spec.kind);
+            if x.kind.name() != got {
+                return Err(inequivalent(
+                    "exchange",
+                    "type",
+                    &spec.name,
+                    vhost,
+                    got,
+                    x.kind.name().into(),
+                ));
+            }
+            if x.durable != spec.durable {
+                return Err(inequivalent(
+                    "exchange",
+                    "durable",
+                    &spec.name,
+                    vhost,
+                    spec.durable.to_string(),
+                    x.durable.to_string(),
+                ));
+            }
+            if x.auto_delete != spec.auto_delete {
+                return Err(inequivalent(
+                    "exchange",
+                    "auto_delete",
+                    &spec.name,
+                    vhost,
+                    spec.auto_delete.to_string(),
+                    x.auto_delete.to_string(),
+                ));
+            }
+            if x.internal != spec.internal {
+                return Err(inequivalent(
+                    "exchange",
+                    "internal",
+                    &spec.name,
+                    vhost,
+                    spec.internal.to_string(),
+                    x.internal.to_string(),
+                ));
+            }
+            return Ok(());
+        }
+        if spec.passive {
+            return Err(not_found_exchange(vhost, &spec.name));
+        }
+        if spec.name.starts_with(b"amq.") {
+            return Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                format!(
+                    "exchange name '{}' contains reserved prefix 'amq.*'",
+                    s(&spec.name)
+                ),
+            ));
+        }
+        let Some(kind) = ExchangeKind::parse(&spec.kind) else {
+            return Err(Error::new(
+                ReplyCode::COMMAND_INVALID,
+                format!("unknown exchange type '{}'", s(&spec.kind)),
+            ));
+        };
+        if kind == ExchangeKind::Headers {
+            if let Err(e) = headers::parse_x_match(&spec.arguments) {
+                return Err(Error::new(ReplyCode::PRECONDITION_FAILED, e));
+            }
+        }
+        let x = Exchange::new(
+            spec.name.clone(),
+            kind,
+            spec.durable,
+            spec.auto_delete,
+            spec.internal,
+            spec.arguments,
+        );
+        vh.exchanges.insert(spec.name, x);
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(
+        &mut self,
+        vhost: &[u8],
+        name: &[u8],
+        if_unused: bool,
+    ) -> Result<(), Error> {
+        let vh = self.vhost_mut(vhost)?;
+        if name.is_empty() || name.starts_with(b"amq.") {
+            return Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                format!(
+                    "operation not permitted on exchange '{}' in vhost '{}'",
+                    s(name),
+                    s(vhost)
+                ),
+            ));
+        }
+        let Some(x) = vh.exchanges.get(name) else {
+            return Err(not_found_exchange(vhost, name));
+        };
+        let dest = Dest::Exchange(Bytes::copy_from_slice(name));
+        let is_dest = vh.exchanges.values().any(|e| e.has_dest(&dest));
+        if if_unused && (!x.bindings.is_empty() || is_dest) {
+            return Err(Error::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!("exchange '{}' in vhost '{}' in use", s(name), s(vhost)),
+            ));
+        }
+        vh.exchanges.remove(name);
+        for e in vh.exchanges.values_mut() {
+            e.unbind_dest(&dest);
+        }
+        self.cleanup_auto_delete_exchanges(vhost);
+        Ok(())
+    }
+
+    fn cleanup_auto_delete_exchanges(&mut self, vhost: &[u8]) {
+        let Some(vh) = self.vhosts.get_mut(vhost) else {
+            return;
+        };
+        loop {
+            let gone: Vec<Bytes> = vh
+                .exchanges
+                .values()
+                .filter(|e| e.auto_delete && e.bindings.is_empty())
+                .filter(|e| {
+                    let d = Dest::Exchange(e.name.clone());
+                    !vh.exchanges.values().any(|o| o.has_dest(&d))
+                })
+                .map(|e| e.name.clone())
+                .collect();
+            if gone.is_empty() {
+                return;
+            }
+            for n in gone {
+                vh.exchanges.remove(&n);
+                let d = Dest::Exchange(n);
+                for e in vh.exchanges.values_mut() {
+                    e.unbind_dest(&d);
+                }
+            }
+        }
+    }
+
+    /// queue.declare; returns the queue id and whether it was created.
+    pub fn declare_queue(
+        &mut self,
+        vhost: &[u8],
+        mut spec: QueueSpec,
+        conn: ConnId,
+        salt: u64,
+    ) -> Result<(QueueId, bool), Error> {
+        if !self.vhosts.contains_key(vhost) {
+            return Err(Error::new(
+                ReplyCode::NOT_FOUND,
+                format!("no vhost '{}'", s(vhost)),
+            ));
+        }
+        if !spec.passive && spec.name.starts_with(b"amq.") {
+            return Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                format!(
+                    "queue name '{}' contains reserved prefix 'amq.*'",
+                    s(&spec.name)
+                ),
+            ));
+        }
+        if spec.name.is_empty() {
+            if spec.passive {
+                return Err(not_found_queue(vhost, b""));
+            }
+            spec.name = self.gen_name("amq.gen-", salt);
+        }
+        let existing = self
+            .vhosts
+            .get(vhost)
+            .and_then(|v| v.queues.get(&spec.name))
+            .copied();
+        if let Some(id) = existing {
+            let q = self
+                .queue(id)
+                .ok_or_else(|| not_found_queue(vhost, &spec.name))?;
+            check_exclusive(q, conn)?;
+            if spec.passive {
+                return Ok((id, false));
+            }
+            if q.durable != spec.durable {
+                return Err(inequivalent(
+                    "queue",
+                    "durable",
+                    &spec.name,
+                    vhost,
+                    spec.durable.to_string(),
+                    q.durable.to_string(),
+                ));
+            }
+            if q.exclusive_owner.is_some() != spec.exclusive {
+                return Err(inequivalent(
+                    "queue",
+                    "exclusive",
+                    &spec.name,
+                    vhost,
+                    spec.exclusive.to_string(),
+                    q.exclusive_owner.is_some().to_string(),
+                ));
+            }
+            if q.auto_delete != spec.auto_delete {
+                return Err(inequivalent(
+                    "queue",
+                    "auto_delete",
+                    &spec.name,
+                    vhost,
+                    spec.auto_delete.to_string(),
+                    q.auto_delete.to_string(),
+                ));
+            }
+            for (k, v) in &spec.arguments.0 {
+                if q.arguments.get(&s(k)) != Some(v) {
+                    return Err(Error::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        format!(
+                            "inequivalent arg '{}' for queue '{}' in vhost '{}'",
+                            s(k),
+                            s(&spec.name),
+                            s(vhost)
+                        ),
+                    ));
+                }
+            }
+            for (k, _) in &q.arguments.0 {
+                if spec.arguments.get(&s(k)).is_none() {
+                    return Err(Error::new(
+                        ReplyCode::PRECONDITION_FAILED,
+                        format!(
+                            "inequivalent arg '{}' for queue '{}' in vhost '{}': received none",
+                            s(k),
+                            s(&spec.name),
+                            s(vhost)
+                        ),
+                    ));
+                }
+            }
+            return Ok((id, false));
+        }
+        if spec.passive {
+            return Err(not_found_queue(vhost, &spec.name));
+        }
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let entry = self.queues.vacant_entry();
+        let id = QueueId {
+            idx: entry.key() as u32,
+            gen: self.next_gen,
+        };
+        entry.insert(Queue::new(
+            id,
+            spec.name.clone(),
+            Bytes::copy_from_slice(vhost),
+            spec.durable,
+            spec.exclusive.then_some(conn),
+            spec.auto_delete,
+            spec.arguments,
+        ));
+        let vh = self.vhost_mut(vhost)?;
+        vh.queues.insert(spec.name.clone(), id);
+        // Every queue is bound to the default exchange by its name (implicit;
+        // routed without a binding entry).
+        Ok((id, true))
+    }
+
+    /// Delete a queue, its bindings, and report its consumers.
+    pub fn delete_queue(&mut self, id: QueueId) -> Deleted {
+        let Some(q) = self.queue(id) else {
+            return Deleted::default();
+        };
+        let vhost = q.vhost.clone();
+        let name = q.name.clone();
+        let q = self.queues.remove(id.idx as usize);
+        if let Some(vh) = self.vhosts.get_mut(&vhost) {
+            vh.queues.remove(&name);
+            let d = Dest::Queue(id);
+            for e in vh.exchanges.values_mut() {
+                e.unbind_dest(&d);
+            }
+        }
+        self.cleanup_auto_delete_exchanges(&vhost);
+        Deleted {
+            messages: q.ready.len() as u32,
+            consumers: q.consumers,
+        }
+    }
+
+    fn check_bindable(vhost: &[u8], name: &[u8]) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                format!(
+                    "operation not permitted on the default exchange in vhost '{}'",
+                    s(vhost)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// queue.bind / exchange.bind.
+    pub fn bind(
+        &mut self,
+        vhost: &[u8],
+        source: &[u8],
+        dest: Dest,
+        routing_key: Bytes,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        Self::check_bindable(vhost, source)?;
+        let vh = self.vhost_mut(vhost)?;
+        if let Dest::Exchange(d) = &dest {
+            Self::check_bindable(vhost, d)?;
+            if !vh.exchanges.contains_key(d) {
+                return Err(not_found_exchange(vhost, d));
+            }
+        }
+        let Some(x) = vh.exchanges.get_mut(source) else {
+            return Err(not_found_exchange(vhost, source));
+        };
+        if x.kind == ExchangeKind::Headers {
+            if let Err(e) = headers::parse_x_match(&arguments) {
+                return Err(Error::new(ReplyCode::PRECONDITION_FAILED, e));
+            }
+        }
+        x.bind(Binding {
+            dest,
+            routing_key,
+            arguments,
+        });
+        Ok(())
+    }
+
+    /// queue.unbind / exchange.unbind. Unbinding what is not bound is not an
+    /// error (RabbitMQ answers unbind-ok).
+    pub fn unbind(
+        &mut self,
+        vhost: &[u8],
+        source: &[u8],
+        dest: Dest,
+        routing_key: Bytes,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        Self::check_bindable(vhost, source)?;
+        let vh = self.vhost_mut(vhost)?;
+        if let Dest::Exchange(d) = &dest {
+            if !vh.exchanges.contains_key(d) {
+                return Err(not_found_exchange(vhost, d));
+            }
+        }
+        let Some(x) = vh.exchanges.get_mut(source) else {
+            return Err(not_found_exchange(vhost, source));
+        };
+        x.unbind(&Binding {
+            dest,
+            routing_key,
+            arguments,
+        });
+        self.cleanup_auto_delete_exchanges(vhost);
+        Ok(())
+    }
+
+    /// Check that a message may be published to `exchange`.
+    pub fn check_publish(&self, vhost: &[u8], exchange: &[u8]) -> Result<(), Error> {
+        let vh = self
+            .vhosts
+            .get(vhost)
+            .ok_or_else(|| not_found_exchange(vhost, exchange))?;
+        match vh.exchanges.get(exchange) {
+            None => Err(not_found_exchange(vhost, exchange)),
+            Some(x) if x.internal => Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                format!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    s(exchange),
+                    s(vhost)
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Route a message: the queues it goes to, each once, into `out`.
+    pub fn route(
+        &self,
+        vhost: &[u8],
+        exchange: &[u8],
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueId>,
+    ) {
+        out.clear();
+        let Some(vh) = self.vhosts.get(vhost) else {
+            return;
+        };
+        if exchange.is_empty() {
+            if let Some(id) = vh.queues.get(routing_key) {
+                out.push(*id);
+            }
+            return;
+        }
+        let Some(x) = vh.exchanges.get(exchange) else {
+            return;
+        };
+        let mut visited: Vec<&[u8]> = Vec::new();
+        let mut stack: Vec<&Exchange> = vec![x];
+        while let Some(x) = stack.pop() {
+            if visited.contains(&&x.name[..]) {
+                continue;
+            }
+            visited.push(&x.name[..]);
+            x.route(routing_key, headers, &mut |d| match d {
+                Dest::Queue(q) => {
+                    if !out.contains(q) {
+                        out.push(*q)
+                    }
+                }
+                Dest::Exchange(n) => {
+                    if let Some(e) = vh.exchanges.get(n) {
+                        stack.push(e)
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// 405 RESOURCE_LOCKED unless `conn` may use queue `q`.
+pub fn check_exclusive(q: &Queue, conn: ConnId) -> Result<(), Error> {
+    match q.exclusive_owner {
+        Some(owner) if owner != conn => Err(Error::new(
+            ReplyCode::RESOURCE_LOCKED,
+            format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                s(&q.name),
+                s(&q.vhost)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

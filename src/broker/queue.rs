@@ -1,0 +1,186 @@
+//! A queue: its ready messages in order and its consumers in round-robin
+//! order. Unacknowledged messages live in the channels that hold them and come
+//! back here, at their original position, when they are requeued.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::message::{Message, QueuedMsg};
+use super::{ConnId, QueueId};
+use crate::codec::FieldTable;
+
+/// A consumer as the queue sees it; its state lives in its channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRef {
+    /// Owning connection.
+    pub conn: ConnId,
+    /// Channel number.
+    pub channel: u16,
+    /// Consumer tag.
+    pub tag: Bytes,
+}
+
+/// A queue.
+#[derive(Debug)]
+pub struct Queue {
+    /// Own id.
+    pub id: QueueId,
+    /// Name.
+    pub name: Bytes,
+    /// Virtual host name.
+    pub vhost: Bytes,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Connection that declared it exclusive, if any.
+    pub exclusive_owner: Option<ConnId>,
+    /// Deleted when its last consumer goes (after having had one).
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    /// Ready messages, in `seq` order.
+    pub ready: VecDeque<QueuedMsg>,
+    /// Next sequence number.
+    next_seq: u64,
+    /// Consumers, in subscription order.
+    pub consumers: Vec<ConsumerRef>,
+    /// Round-robin cursor into `consumers`.
+    pub rr: usize,
+    /// The one consumer that subscribed with exclusive=true, if any.
+    pub exclusive_consumer: bool,
+    /// Has ever had a consumer (auto-delete triggers only after that).
+    pub had_consumers: bool,
+    /// Messages delivered and not yet acknowledged, across all channels.
+    pub unacked: usize,
+    /// Listed in the core's dirty-queue list.
+    pub dirty: bool,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(
+        id: QueueId,
+        name: Bytes,
+        vhost: Bytes,
+        durable: bool,
+        exclusive_owner: Option<ConnId>,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Queue {
+        Queue {
+            id,
+            name,
+            vhost,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            ready: VecDeque::new(),
+            next_seq: 0,
+            consumers: Vec::new(),
+            rr: 0,
+            exclusive_consumer: false,
+            had_consumers: false,
+            unacked: 0,
+            dirty: false,
+        }
+    }
+
+    /// Append a newly routed message.
+    pub fn push(&mut self, msg: Message) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready.push_back(QueuedMsg {
+            seq,
+            redelivered: false,
+            msg,
+        });
+    }
+
+    /// Put a delivered message back at its original position, marked redelivered.
+    pub fn requeue(&mut self, mut m: QueuedMsg) {
+        m.redelivered = true;
+        self.unacked = self.unacked.saturating_sub(1);
+        match self.ready.back() {
+            Some(last) if last.seq > m.seq => {
+                let at = self.ready.partition_point(|x| x.seq < m.seq);
+                self.ready.insert(at, m);
+            }
+            _ => self.ready.push_back(m),
+        }
+    }
+
+    /// Number of ready messages.
+    pub fn message_count(&self) -> u32 {
+        self.ready.len().min(u32::MAX as usize) as u32
+    }
+
+    /// Drop every ready message; returns how many.
+    pub fn purge(&mut self) -> u32 {
+        let n = self.message_count();
+        self.ready.clear();
+        n
+    }
+
+    /// Remove a consumer; true if it was there.
+    pub fn remove_consumer(&mut self, conn: ConnId, channel: u16, tag: &[u8]) -> bool {
+        let Some(i) = self
+            .consumers
+            .iter()
+            .position(|c| c.conn == conn && c.channel == channel && c.tag == tag)
+        else {
+            return false;
+        };
+        self.consumers.remove(i);
+        if i < self.rr {
+            self.rr -= 1;
+        }
+        if self.rr >= self.consumers.len() {
+            self.rr = 0;
+        }
+        if self.consumers.is_empty() {
+            self.exclusive_consumer = false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> Message {
+        Message {
+            exchange: Bytes::new(),
+            routing_key: Bytes::new(),
+            header: Bytes::new(),
+            body: Bytes::new(),
+            persistent: false,
+        }
+    }
+
+    #[test]
+    fn requeue_goes_back_to_original_position() {
+        let mut q = Queue::new(
+            QueueId { idx: 0, gen: 0 },
+            Bytes::from_static(b"q"),
+            Bytes::from_static(b"/"),
+            false,
+            None,
+            false,
+            FieldTable::new(),
+        );
+        for _ in 0..5 {
+            q.push(msg());
+        }
+        let a = q.ready.pop_front().unwrap();
+        let b = q.ready.pop_front().unwrap();
+        q.unacked = 2;
+        q.requeue(b);
+        q.requeue(a);
+        let seqs: Vec<u64> = q.ready.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+        assert!(q.ready[0].redelivered && q.ready[1].redelivered && !q.ready[2].redelivered);
+        assert_eq!(q.unacked, 0);
+    }
+}

@@ -1,0 +1,51 @@
+//! Broker configuration with RabbitMQ's defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the broker can be told at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// AMQP listeners (port 0 picks a free port; see `Server::local_addrs`).
+    pub listen: Vec<SocketAddr>,
+    /// Data directory (used by persistence).
+    pub data_dir: PathBuf,
+    /// Largest frame offered in connection.tune (RabbitMQ: 131072).
+    pub frame_max: u32,
+    /// Most channels per connection offered in connection.tune (RabbitMQ: 2047).
+    pub channel_max: u16,
+    /// Heartbeat interval offered, in seconds (RabbitMQ: 60; 0 disables).
+    pub heartbeat: u16,
+    /// Largest message body accepted (RabbitMQ: 128 MiB).
+    pub max_message_size: u64,
+    /// A peer that has not opened its connection by then is dropped.
+    pub handshake_timeout: Duration,
+    /// The default user, created at start.
+    pub default_user: String,
+    /// The default user's password.
+    pub default_pass: String,
+    /// Users that may log in only from loopback addresses (RabbitMQ: guest).
+    pub loopback_users: Vec<String>,
+    /// Output bytes queued for one connection above which it gets no more
+    /// deliveries and its input is not read until it drains.
+    pub max_outbox: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5672))],
+            data_dir: PathBuf::from("data"),
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            loopback_users: vec!["guest".into()],
+            max_outbox: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The message path inside the core: publish → route → queues, the dispatch
+//! pass that hands ready messages to consumers with room (round robin,
+//! prefetch, backpressure), acknowledgements, requeues, and releasing a
+//! channel's or connection's holdings when it closes.
+
+use bytes::Bytes;
+
+use super::channel::{ChanState, TxOp, Unacked};
+use super::ConnState;
+use crate::broker::message::Message;
+use crate::broker::queue::ConsumerRef;
+use crate::broker::{ConnId, QueueId};
+use crate::codec::{BasicAck, BasicCancel, BasicReturn, ContentHeader, Error, ReplyCode};
+use crate::core::Core;
+
+/// True when the raw content header's property flags include `headers`.
+fn has_headers(header: &[u8]) -> bool {
+    header.get(12).is_some_and(|f| f & 0x20 != 0)
+}
+
+impl Core {
+    /// Route a complete message and queue it (or return it).
+    pub(crate) fn publish(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        msg: Message,
+        mandatory: bool,
+    ) -> Result<(), Error> {
+        let Some(c) = self.conn(id) else {
+            return Ok(());
+        };
+        let vhost = c.vhost.clone();
+        self.broker.check_publish(&vhost, &msg.exchange)?;
+        let headers = if has_headers(&msg.header) {
+            ContentHeader::decode(&msg.header)
+                .ok()
+                .and_then(|h| h.properties.headers)
+        } else {
+            None
+        };
+        let mut out = std::mem::take(&mut self.route_scratch);
+        self.broker.route(
+            &vhost,
+            &msg.exchange,
+            &msg.routing_key,
+            headers.as_ref(),
+            &mut out,
+        );
+        if out.is_empty() {
+            if mandatory {
+                let frame_max = self.conn(id).map_or(0, |c| c.frame_max);
+                if let Some(c) = self.conn_mut(id) {
+                    let ret = BasicReturn {
+                        reply_code: ReplyCode::NO_ROUTE,
+                        reply_text: Bytes::from_static(b"NO_ROUTE"),
+                        exchange: msg.exchange.clone(),
+                        routing_key: msg.routing_key.clone(),
+                    };
+                    c.outbox.method(ch, &ret.into());
+                    c.outbox.content(ch, &msg.header, &msg.body, frame_max);
+                }
+            }
+        } else {
+            for &q in &out {
+                if let Some(queue) = self.broker.queue_mut(q) {
+                    queue.push(msg.clone());
+                    self.mark_queue(q);
+                }
+            }
+        }
+        self.route_scratch = out;
+        if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+            if chan.confirm {
+                chan.publish_seq += 1;
+                chan.confirm_ready = chan.publish_seq;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the publisher confirms that became ready, coalesced with `multiple`.
+    pub(crate) fn flush_confirms(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        let Connection {
+            channels, outbox, ..
+        } = c;
+        for chan in channels.iter_mut().flatten() {
+            if chan.confirm
+                && chan.confirm_ready > chan.confirm_sent
+                && chan.state == ChanState::Open
+            {
+                let ack = BasicAck {
+                    delivery_tag: chan.confirm_ready,
+                    multiple: chan.confirm_ready - chan.confirm_sent > 1,
+                };
+                outbox.method(chan.id, &ack.into());
+                chan.confirm_sent = chan.confirm_ready;
+            }
+        }
+    }
+
+    /// Note that a queue may be able to deliver.
+    pub(crate) fn mark_queue(&mut self, q: QueueId) {
+        if let Some(queue) = self.broker.queue_mut(q) {
+            if !queue.dirty {
+                queue.dirty = true;
+                self.dirty_queues.push(q);
+            }
+        }
+    }
+
+    /// Deliver from every queue marked dirty.
+    pub(crate) fn run_dispatch(&mut self) {
+        while let Some(q) = self.dirty_queues.pop() {
+            if let Some(queue) = self.broker.queue_mut(q) {
+                queue.dirty = false;
+            }
+            self.dispatch_queue(q);
+        }
+    }
+
+    fn dispatch_queue(&mut self, qid: QueueId) {
+        let max_outbox = self.config.max_outbox;
+        let Some(queue) = self
+            .broker
+            .queues
+            .get_mut(qid.idx as usize)
+            .filter(|q| q.id == qid)
+        else {
+            return;
+        };
+        let conns = &mut self.conns;
+        while !queue.ready.is_empty() && !queue.consumers.is_empty() {
+            let n = queue.consumers.len();
+            let chosen = (0..n).map(|i| (queue.rr + i) % n).find(|&k| {
+                queue.consumers.get(k).is_some_and(|r| {
+                    conns
+                        .get(r.conn.idx as usize)
+                        .filter(|c| c.id == r.conn && c.state == ConnState::Running)
+                        .filter(|c| c.outbox.len() < max_outbox)
+                        .and_then(|c| c.channel(r.channel))
+                        .is_some_and(|ch| ch.can_deliver(&r.tag))
+                })
+            });
+            let Some(k) = chosen else { return };
+            queue.rr = (k + 1) % n;
+            let Some(r) = queue.consumers.get(k) else {
+                return;
+            };
+            let Some(c) = conns.get_mut(r.conn.idx as usize) else {
+                return;
+            };
+            let Some(m) = queue.ready.pop_front() else {
+                return;
+            };
+            let frame_max = c.frame_max;
+            let super::Connection {
+                channels,
+                outbox,
+                in_flush_list,
+                ..
+            } = c;
+            let Some(chan) = channels
+                .get_mut(r.channel as usize)
+                .and_then(|x| x.as_deref_mut())
+            else {
+                return;
+            };
+            chan.last_tag += 1;
+            let tag = chan.last_tag;
+            outbox.deliver(
+                r.channel,
+                &r.tag,
+                tag,
+                m.redelivered,
+                &m.msg.exchange,
+                &m.msg.routing_key,
+            );
+            outbox.content(r.channel, &m.msg.header, &m.msg.body, frame_max);
+            let Some(consumer) = chan.consumers.iter_mut().find(|x| x.tag == r.tag) else {
+                return;
+            };
+            if !consumer.no_ack {
+                consumer.unacked += 1;
+                queue.unacked += 1;
+                chan.unacked.push_back(Unacked {
+                    tag,
+                    queue: qid,
+                    msg: m,
+                    consumer: Some(r.tag.clone()),
+                });
+            }
+            if !*in_flush_list {
+                *in_flush_list = true;
+                self.flush_list.push(r.conn);
+            }
+        }
+    }
+
+    /// A delivery is settled (acked, or nacked/rejected): fix the counters.
+    fn settle(&mut self, id: ConnId, ch: u16, u: &Unacked) {
+        if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+            if let Some(tag) = &u.consumer {
+                if let Some(k) = chan.consumer_mut(tag) {
+                    k.unacked = k.unacked.saturating_sub(1);
+                }
+            }
+        }
+        self.mark_queue(u.queue);
+    }
+
+    fn ack_one(&mut self, id: ConnId, ch: u16, u: Unacked) {
+        self.settle(id, ch, &u);
+        if let Some(q) = self.broker.queue_mut(u.queue) {
+            q.unacked = q.unacked.saturating_sub(1);
+        }
+    }
+
+    fn nack_one(&mut self, id: ConnId, ch: u16, u: Unacked, requeue: bool) {
+        self.settle(id, ch, &u);
+        if let Some(q) = self.broker.queue_mut(u.queue) {
+            if requeue {
+                q.requeue(u.msg);
+            } else {
+                q.unacked = q.unacked.saturating_sub(1);
+            }
+        }
+    }
+
+    fn take_unacked(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<Vec<Unacked>, Error> {
+        let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
+            return Ok(Vec::new());
+        };
+        chan.take_unacked(tag, multiple).ok_or_else(|| {
+            Error::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            )
+        })
+    }
+
+    fn in_tx(&mut self, id: ConnId, ch: u16) -> bool {
+        self.conn_mut(id)
+            .and_then(|c| c.channel_mut(ch))
+            .is_some_and(|c| c.tx.is_some())
+    }
+
+    fn push_tx(&mut self, id: ConnId, ch: u16, op: TxOp) {
+        if let Some(ops) = self
+            .conn_mut(id)
+            .and_then(|c| c.channel_mut(ch))
+            .and_then(|c| c.tx.as_mut())
+        {
+            ops.push(op);
+        }
+    }
+
+    /// basic.ack.
+    pub(crate) fn basic_ack(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<(), Error> {
+        let taken = self.take_unacked(id, ch, tag, multiple)?;
+        if self.in_tx(id, ch) {
+            self.push_tx(id, ch, TxOp::Ack(taken));
+            return Ok(());
+        }
+        for u in taken {
+            self.ack_one(id, ch, u);
+        }
+        Ok(())
+    }
+
+    /// basic.nack / basic.reject.
+    pub(crate) fn basic_nack(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), Error> {
+        let taken = self.take_unacked(id, ch, tag, multiple)?;
+        if self.in_tx(id, ch) {
+            self.push_tx(id, ch, TxOp::Nack(taken, requeue));
+            return Ok(());
+        }
+        for u in taken {
+            self.nack_one(id, ch, u, requeue);
+        }
+        Ok(())
+    }
+
+    /// basic.recover / recover-async: requeue everything unacked.
+    pub(crate) fn recover(&mut self, id: ConnId, ch: u16, requeue: bool) -> Result<(), Error> {
+        if !requeue {
+            return Err(Error::new(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
+        }
+        let taken = self.take_unacked(id, ch, 0, true)?;
+        for u in taken {
+            self.nack_one(id, ch, u, true);
+        }
+        Ok(())
+    }
+
+    /// tx.commit: apply the channel's deferred operations in order.
+    pub(crate) fn tx_commit(&mut self, id: ConnId, ch: u16, ops: Vec<TxOp>) -> Result<(), Error> {
+        for op in ops {
+            match op {
+                TxOp::Publish(msg, mandatory) => self.publish(id, ch, msg, mandatory)?,
+                TxOp::Ack(v) => v.into_iter().for_each(|u| self.ack_one(id, ch, u)),
+                TxOp::Nack(v, requeue) => v
+                    .into_iter()
+                    .for_each(|u| self.nack_one(id, ch, u, requeue)),
+            }
+        }
+        Ok(())
+    }
+
+    /// tx.rollback: drop deferred publishes; deferred acks return to the
+    /// unacked list.
+    pub(crate) fn tx_rollback(&mut self, ops: Vec<TxOp>, id: ConnId, ch: u16) {
+        let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
+            return;
+        };
+        for op in ops {
+            if let TxOp::Ack(v) | TxOp::Nack(v, _) = op {
+                for u in v {
+                    let at = chan.unacked.partition_point(|x| x.tag < u.tag);
+                    chan.unacked.insert(at, u);
+                }
+            }
+        }
+    }
+
+    /// basic.cancel from the client (or a closing channel).
+    pub(crate) fn cancel_consumer(&mut self, id: ConnId, ch: u16, tag: &[u8]) {
+        let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
+            return;
+        };
+        let Some(i) = chan.consumers.iter().position(|k| k.tag == tag) else {
+            return;
+        };
+        let k = chan.consumers.remove(i);
+        self.detach_consumer(k.queue, id, ch, tag);
+    }
+
+    /// Remove a consumer from its queue; auto-delete the queue if it was the last.
+    fn detach_consumer(&mut self, q: QueueId, id: ConnId, ch: u16, tag: &[u8]) {
+        let Some(queue) = self.broker.queue_mut(q) else {
+            return;
+        };
+        queue.remove_consumer(id, ch, tag);
+        if queue.auto_delete && queue.had_consumers && queue.consumers.is_empty() {
+            self.delete_queue(q);
+        }
+    }
+
+    /// Delete a queue and tell its consumers (basic.cancel for clients that
+    /// announced consumer_cancel_notify). Returns the ready messages dropped.
+    pub(crate) fn delete_queue(&mut self, q: QueueId) -> u32 {
+        let gone = self.broker.delete_queue(q);
+        for ConsumerRef { conn, channel, tag } in gone.consumers {
+            let Some(c) = self.conn_mut(conn) else {
+                continue;
+            };
+            let notify = c.cap_cancel_notify;
+            let Some(chan) = c.channel_mut(channel) else {
+                continue;
+            };
+            chan.consumers.retain(|k| k.tag != tag);
+            if notify && chan.state == ChanState::Open {
+                let cancel = BasicCancel {
+                    consumer_tag: tag,
+                    nowait: true,
+                };
+                c.outbox.method(channel, &cancel.into());
+                self.mark_flush(conn);
+            }
+        }
+        gone.messages
+    }
+
+    /// A channel is closing: requeue its unacked messages, drop its consumers.
+    pub(crate) fn release_channel(&mut self, id: ConnId, ch: u16) {
+        let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
+            return;
+        };
+        let unacked: Vec<Unacked> = chan.unacked.drain(..).collect();
+        let consumers = std::mem::take(&mut chan.consumers);
+        chan.assembly = None;
+        let tx = chan.tx.take();
+        if let Some(ops) = tx {
+            self.tx_rollback(ops, id, ch);
+            if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+                let more: Vec<Unacked> = chan.unacked.drain(..).collect();
+                for u in more {
+                    self.nack_one(id, ch, u, true);
+                }
+            }
+        }
+        for u in unacked {
+            self.nack_one(id, ch, u, true);
+        }
+        for k in consumers {
+            self.detach_consumer(k.queue, id, ch, &k.tag);
+        }
+    }
+
+    /// A connection is closing: release every channel, delete its exclusive queues.
+    pub(crate) fn release_connection(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
+        let chans: Vec<u16> = c.channels.iter().flatten().map(|ch| ch.id).collect();
+        for ch in chans {
+            self.release_channel(id, ch);
+        }
+        let excl = self
+            .conn_mut(id)
+            .map(|c| std::mem::take(&mut c.exclusive_queues))
+            .unwrap_or_default();
+        for q in excl {
+            if self
+                .broker
+                .queue(q)
+                .is_some_and(|qq| qq.exclusive_owner == Some(id))
+            {
+                self.delete_queue(q);
+            }
+        }
+    }
+}
+
+use super::Connection;

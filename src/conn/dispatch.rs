@@ -1,0 +1,718 @@
+//! Channel-level methods: one handler per spec method. A handler returns an
+//! `Error`; soft errors close the channel, hard errors the connection.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use log::warn;
+
+use super::channel::{Assembly, ChanConsumer, ChanState, Channel, TxOp};
+use super::ConnState;
+use crate::broker::exchange::Dest;
+use crate::broker::queue::ConsumerRef;
+use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
+use crate::codec::frame::{RawFrame, FRAME_BODY};
+use crate::codec::Error;
+use crate::codec::*;
+type Result<T, E = Error> = std::result::Result<T, E>;
+use crate::core::Core;
+
+fn err(code: u16, text: impl Into<String>) -> Error {
+    Error::new(code, text.into())
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Core {
+    /// A method on a non-zero channel.
+    pub(crate) fn channel_method(&mut self, id: ConnId, ch: u16, m: Method, now: Instant) {
+        let Some(c) = self.conn_mut(id) else { return };
+        let (cl, me) = m.ids();
+        // Channel not open: only channel.open is valid; a closing channel
+        // discards everything until close-ok (spec channel.close).
+        match c.channel(ch).map(|x| x.state) {
+            None => {
+                if let Method::ChannelOpen(_) = m {
+                    if ch > c.channel_max && c.channel_max != 0 {
+                        let e = err(
+                            ReplyCode::NOT_ALLOWED,
+                            format!(
+                                "channel number {ch} exceeds the negotiated channel_max {}",
+                                c.channel_max
+                            ),
+                        );
+                        return self.connection_error(id, e.with_method(cl, me), now);
+                    }
+                    let i = ch as usize;
+                    if c.channels.len() <= i {
+                        c.channels.resize_with(i + 1, || None);
+                    }
+                    if let Some(slot) = c.channels.get_mut(i) {
+                        *slot = Some(Box::new(Channel::new(ch)));
+                    }
+                    c.open_channels += 1;
+                    c.outbox.method(
+                        ch,
+                        &ChannelOpenOk {
+                            channel_id: Bytes::new(),
+                        }
+                        .into(),
+                    );
+                    return;
+                }
+                let e = err(
+                    ReplyCode::CHANNEL_ERROR,
+                    format!("expected 'channel.open' on channel {ch}"),
+                );
+                return self.connection_error(id, e.with_method(cl, me), now);
+            }
+            Some(ChanState::Closing) => {
+                if let Method::ChannelCloseOk(_) = m {
+                    self.drop_channel(id, ch);
+                } else if let Method::ChannelClose(_) = m {
+                    c.outbox.method(ch, &ChannelCloseOk {}.into());
+                }
+                return;
+            }
+            Some(ChanState::Open) => {}
+        }
+        if c.channel(ch).is_some_and(|x| x.assembly.is_some()) {
+            let e = err(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("expected content header for class 60, got non content header frame instead ({})", m.name()),
+            );
+            return self.connection_error(id, e.with_method(cl, me), now);
+        }
+        if let Err(e) = self.channel_method_inner(id, ch, m) {
+            let e = if e.class_id == 0 {
+                e.with_method(cl, me)
+            } else {
+                e
+            };
+            if e.is_hard() {
+                self.connection_error(id, e, now);
+            } else {
+                self.channel_error(id, ch, e);
+            }
+        }
+    }
+
+    /// Close a channel with a soft error.
+    pub(crate) fn channel_error(&mut self, id: ConnId, ch: u16, e: Error) {
+        let Some(c) = self.conn_mut(id) else { return };
+        warn!(
+            "channel error on connection {}, channel {}: {} {}",
+            c.peer,
+            ch,
+            e.code,
+            e.reply_text()
+        );
+        let close = ChannelClose {
+            reply_code: e.code,
+            reply_text: Bytes::from(e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        c.outbox.method(ch, &close.into());
+        self.release_channel(id, ch);
+        if let Some(x) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+            x.state = ChanState::Closing;
+        }
+    }
+
+    fn drop_channel(&mut self, id: ConnId, ch: u16) {
+        self.release_channel(id, ch);
+        if let Some(c) = self.conn_mut(id) {
+            if let Some(slot) = c.channels.get_mut(ch as usize) {
+                if slot.take().is_some() {
+                    c.open_channels -= 1;
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, id: ConnId, ch: u16, m: Method) {
+        if let Some(c) = self.conn_mut(id) {
+            c.outbox.method(ch, &m);
+        }
+    }
+
+    fn chan(&mut self, id: ConnId, ch: u16) -> Option<&mut Channel> {
+        self.conn_mut(id).and_then(|c| c.channel_mut(ch))
+    }
+
+    fn vhost_of(&self, id: ConnId) -> Bytes {
+        self.conn(id).map(|c| c.vhost.clone()).unwrap_or_default()
+    }
+
+    fn channel_method_inner(&mut self, id: ConnId, ch: u16, m: Method) -> Result<(), Error> {
+        let vhost = self.vhost_of(id);
+        match m {
+            Method::ChannelOpen(_) => Err(err(
+                ReplyCode::CHANNEL_ERROR,
+                format!("second 'channel.open' seen on channel {ch}"),
+            )),
+            Method::ChannelClose(_) => {
+                self.drop_channel(id, ch);
+                self.reply(id, ch, ChannelCloseOk {}.into());
+                Ok(())
+            }
+            Method::ChannelCloseOk(_) => Ok(()),
+            Method::ChannelFlow(f) => {
+                // RabbitMQ no longer lets clients pause deliveries.
+                if !f.active {
+                    return Err(err(ReplyCode::NOT_IMPLEMENTED, "active=false"));
+                }
+                self.reply(id, ch, ChannelFlowOk { active: true }.into());
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            Method::AccessRequest(_) => {
+                self.reply(id, ch, AccessRequestOk { ticket: 1 }.into());
+                Ok(())
+            }
+            Method::ExchangeDeclare(d) => {
+                let nowait = d.nowait;
+                self.broker.declare_exchange(
+                    &vhost,
+                    ExchangeSpec {
+                        name: d.exchange,
+                        kind: d.kind,
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: d.arguments,
+                    },
+                )?;
+                if !nowait {
+                    self.reply(id, ch, ExchangeDeclareOk {}.into());
+                }
+                Ok(())
+            }
+            Method::ExchangeDelete(d) => {
+                self.broker
+                    .delete_exchange(&vhost, &d.exchange, d.if_unused)?;
+                if !d.nowait {
+                    self.reply(id, ch, ExchangeDeleteOk {}.into());
+                }
+                Ok(())
+            }
+            Method::ExchangeBind(b) => {
+                self.broker.bind(
+                    &vhost,
+                    &b.source,
+                    Dest::Exchange(b.destination),
+                    b.routing_key,
+                    b.arguments,
+                )?;
+                if !b.nowait {
+                    self.reply(id, ch, ExchangeBindOk {}.into());
+                }
+                Ok(())
+            }
+            Method::ExchangeUnbind(b) => {
+                self.broker.unbind(
+                    &vhost,
+                    &b.source,
+                    Dest::Exchange(b.destination),
+                    b.routing_key,
+                    b.arguments,
+                )?;
+                if !b.nowait {
+                    self.reply(id, ch, ExchangeUnbindOk {}.into());
+                }
+                Ok(())
+            }
+            Method::QueueDeclare(d) => self.queue_declare(id, ch, &vhost, d),
+            Method::QueueBind(b) => {
+                let q = self.resolve_queue(id, ch, &vhost, &b.queue)?;
+                self.broker.bind(
+                    &vhost,
+                    &b.exchange,
+                    Dest::Queue(q),
+                    b.routing_key,
+                    b.arguments,
+                )?;
+                if !b.nowait {
+                    self.reply(id, ch, QueueBindOk {}.into());
+                }
+                Ok(())
+            }
+            Method::QueueUnbind(b) => {
+                let q = self.resolve_queue(id, ch, &vhost, &b.queue)?;
+                self.broker.unbind(
+                    &vhost,
+                    &b.exchange,
+                    Dest::Queue(q),
+                    b.routing_key,
+                    b.arguments,
+                )?;
+                self.reply(id, ch, QueueUnbindOk {}.into());
+                Ok(())
+            }
+            Method::QueuePurge(p) => {
+                let q = self.resolve_queue(id, ch, &vhost, &p.queue)?;
+                let n = self.broker.queue_mut(q).map(|q| q.purge()).unwrap_or(0);
+                if !p.nowait {
+                    self.reply(id, ch, QueuePurgeOk { message_count: n }.into());
+                }
+                Ok(())
+            }
+            Method::QueueDelete(d) => {
+                let q = self.resolve_queue(id, ch, &vhost, &d.queue)?;
+                if let Some(qq) = self.broker.queue(q) {
+                    if d.if_unused && !qq.consumers.is_empty() {
+                        return Err(err(
+                            ReplyCode::PRECONDITION_FAILED,
+                            format!(
+                                "queue '{}' in vhost '{}' in use",
+                                lossy(&d.queue),
+                                lossy(&vhost)
+                            ),
+                        ));
+                    }
+                    if d.if_empty && !qq.ready.is_empty() {
+                        return Err(err(
+                            ReplyCode::PRECONDITION_FAILED,
+                            format!(
+                                "queue '{}' in vhost '{}' not empty",
+                                lossy(&d.queue),
+                                lossy(&vhost)
+                            ),
+                        ));
+                    }
+                }
+                let n = self.delete_queue(q);
+                if !d.nowait {
+                    self.reply(id, ch, QueueDeleteOk { message_count: n }.into());
+                }
+                Ok(())
+            }
+            Method::BasicQos(q) => {
+                if q.prefetch_size != 0 {
+                    return Err(err(
+                        ReplyCode::NOT_IMPLEMENTED,
+                        format!("prefetch_size!=0 ({})", q.prefetch_size),
+                    ));
+                }
+                let Some(c) = self.chan(id, ch) else {
+                    return Ok(());
+                };
+                if q.global {
+                    c.global_prefetch = q.prefetch_count;
+                } else {
+                    c.prefetch_count = q.prefetch_count;
+                }
+                let queues: Vec<_> = c.consumers.iter().map(|k| k.queue).collect();
+                self.reply(id, ch, BasicQosOk {}.into());
+                for q in queues {
+                    self.mark_queue(q);
+                }
+                Ok(())
+            }
+            Method::BasicConsume(bc) => self.basic_consume(id, ch, &vhost, bc),
+            Method::BasicCancel(bc) => {
+                self.cancel_consumer(id, ch, &bc.consumer_tag);
+                if !bc.nowait {
+                    self.reply(
+                        id,
+                        ch,
+                        BasicCancelOk {
+                            consumer_tag: bc.consumer_tag,
+                        }
+                        .into(),
+                    );
+                }
+                Ok(())
+            }
+            Method::BasicPublish(p) => {
+                if p.immediate {
+                    return Err(err(ReplyCode::NOT_IMPLEMENTED, "immediate=true"));
+                }
+                let Some(c) = self.chan(id, ch) else {
+                    return Ok(());
+                };
+                c.assembly = Some(Assembly {
+                    exchange: p.exchange,
+                    routing_key: p.routing_key,
+                    mandatory: p.mandatory,
+                    header: None,
+                    persistent: false,
+                    body_size: 0,
+                    body: BytesMut::new(),
+                    single: None,
+                });
+                Ok(())
+            }
+            Method::BasicGet(g) => self.basic_get(id, ch, &vhost, g),
+            Method::BasicAck(a) => self.basic_ack(id, ch, a.delivery_tag, a.multiple),
+            Method::BasicNack(n) => self.basic_nack(id, ch, n.delivery_tag, n.multiple, n.requeue),
+            Method::BasicReject(r) => self.basic_nack(id, ch, r.delivery_tag, false, r.requeue),
+            Method::BasicRecover(r) => {
+                self.recover(id, ch, r.requeue)?;
+                self.reply(id, ch, BasicRecoverOk {}.into());
+                Ok(())
+            }
+            Method::BasicRecoverAsync(r) => self.recover(id, ch, r.requeue),
+            Method::ConfirmSelect(s) => {
+                let Some(c) = self.chan(id, ch) else {
+                    return Ok(());
+                };
+                if c.tx.is_some() {
+                    return Err(err(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                c.confirm = true;
+                if !s.nowait {
+                    self.reply(id, ch, ConfirmSelectOk {}.into());
+                }
+                Ok(())
+            }
+            Method::TxSelect(_) => {
+                let Some(c) = self.chan(id, ch) else {
+                    return Ok(());
+                };
+                if c.confirm {
+                    return Err(err(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                if c.tx.is_none() {
+                    c.tx = Some(Vec::new());
+                }
+                self.reply(id, ch, TxSelectOk {}.into());
+                Ok(())
+            }
+            Method::TxCommit(_) => {
+                let Some(c) = self.chan(id, ch) else {
+                    return Ok(());
+                };
+                let Some(ops) = c.tx.replace(Vec::new()) else {
+                    return Err(err(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                };
+                self.tx_commit(id, ch, ops)?;
+                self.reply(id, ch, TxCommitOk {}.into());
+                Ok(())
+            }
+            Method::TxRollback(_) => {
+                let Some(c) = self.chan(id, ch) else {
+                    return Ok(());
+                };
+                if c.tx.replace(Vec::new()).is_none() {
+                    return Err(err(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
+                }
+                self.reply(id, ch, TxRollbackOk {}.into());
+                Ok(())
+            }
+            m => Err(err(
+                ReplyCode::COMMAND_INVALID,
+                format!(
+                    "method {} is not valid from a client on a channel",
+                    m.name()
+                ),
+            )),
+        }
+    }
+
+    /// `""` names the channel's last declared queue (spec queue-name rule).
+    fn resolve_queue(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        vhost: &[u8],
+        name: &Bytes,
+    ) -> Result<crate::broker::QueueId, Error> {
+        let name = if name.is_empty() {
+            self.chan(id, ch)
+                .map(|c| c.last_queue.clone())
+                .unwrap_or_default()
+        } else {
+            name.clone()
+        };
+        if name.is_empty() {
+            return Err(err(ReplyCode::NOT_FOUND, "no previously declared queue"));
+        }
+        self.broker.find_queue(vhost, &name, id)
+    }
+
+    fn queue_declare(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        vhost: &Bytes,
+        d: QueueDeclare,
+    ) -> Result<(), Error> {
+        let salt = (id.idx as u64) << 32 | ch as u64;
+        let (q, created) = self.broker.declare_queue(
+            vhost,
+            QueueSpec {
+                name: d.queue,
+                passive: d.passive,
+                durable: d.durable,
+                exclusive: d.exclusive,
+                auto_delete: d.auto_delete,
+                arguments: d.arguments,
+            },
+            id,
+            salt,
+        )?;
+        if created && d.exclusive {
+            if let Some(c) = self.conn_mut(id) {
+                c.exclusive_queues.push(q);
+            }
+        }
+        let (name, messages, consumers) = match self.broker.queue(q) {
+            Some(qq) => (
+                qq.name.clone(),
+                qq.message_count(),
+                qq.consumers.len() as u32,
+            ),
+            None => return Ok(()),
+        };
+        if let Some(c) = self.chan(id, ch) {
+            c.last_queue = name.clone();
+        }
+        if !d.nowait {
+            let ok = QueueDeclareOk {
+                queue: name,
+                message_count: messages,
+                consumer_count: consumers,
+            };
+            self.reply(id, ch, ok.into());
+        }
+        Ok(())
+    }
+
+    fn basic_consume(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        vhost: &Bytes,
+        bc: BasicConsume,
+    ) -> Result<(), Error> {
+        let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
+        let tag = if bc.consumer_tag.is_empty() {
+            self.broker
+                .gen_name("amq.ctag-", (id.idx as u64) << 16 | ch as u64)
+        } else {
+            bc.consumer_tag.clone()
+        };
+        let Some(c) = self.chan(id, ch) else {
+            return Ok(());
+        };
+        if c.consumers.iter().any(|k| k.tag == tag) {
+            return Err(err(
+                ReplyCode::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{}'", lossy(&tag)),
+            ));
+        }
+        let prefetch = c.prefetch_count;
+        let Some(queue) = self.broker.queue_mut(q) else {
+            return Ok(());
+        };
+        if queue.exclusive_consumer || (bc.exclusive && !queue.consumers.is_empty()) {
+            return Err(err(
+                ReplyCode::ACCESS_REFUSED,
+                format!(
+                    "queue '{}' in vhost '{}' in exclusive use",
+                    lossy(&queue.name),
+                    lossy(vhost)
+                ),
+            ));
+        }
+        queue.consumers.push(ConsumerRef {
+            conn: id,
+            channel: ch,
+            tag: tag.clone(),
+        });
+        queue.exclusive_consumer = bc.exclusive;
+        queue.had_consumers = true;
+        if let Some(c) = self.chan(id, ch) {
+            c.consumers.push(ChanConsumer {
+                tag: tag.clone(),
+                queue: q,
+                no_ack: bc.no_ack,
+                prefetch,
+                unacked: 0,
+            });
+        }
+        if !bc.nowait {
+            self.reply(id, ch, BasicConsumeOk { consumer_tag: tag }.into());
+        }
+        self.mark_queue(q);
+        Ok(())
+    }
+
+    fn basic_get(&mut self, id: ConnId, ch: u16, vhost: &Bytes, g: BasicGet) -> Result<(), Error> {
+        let q = self.resolve_queue(id, ch, vhost, &g.queue)?;
+        let frame_max = self.conn(id).map(|c| c.frame_max).unwrap_or(0);
+        let Some(queue) = self.broker.queue_mut(q) else {
+            return Ok(());
+        };
+        let Some(m) = queue.ready.pop_front() else {
+            self.reply(
+                id,
+                ch,
+                BasicGetEmpty {
+                    cluster_id: Bytes::new(),
+                }
+                .into(),
+            );
+            return Ok(());
+        };
+        let remaining = queue.message_count();
+        if !g.no_ack {
+            queue.unacked += 1;
+        }
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        let Some(chan) = c
+            .channels
+            .get_mut(ch as usize)
+            .and_then(|x| x.as_deref_mut())
+        else {
+            return Ok(());
+        };
+        chan.last_tag += 1;
+        let tag = chan.last_tag;
+        let ok = BasicGetOk {
+            delivery_tag: tag,
+            redelivered: m.redelivered,
+            exchange: m.msg.exchange.clone(),
+            routing_key: m.msg.routing_key.clone(),
+            message_count: remaining,
+        };
+        c.outbox.method(ch, &ok.into());
+        c.outbox.content(ch, &m.msg.header, &m.msg.body, frame_max);
+        if !g.no_ack {
+            chan.unacked.push_back(super::channel::Unacked {
+                tag,
+                queue: q,
+                msg: m,
+                consumer: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Content header and body frames for the channel's pending publish.
+    pub(crate) fn content_frame(&mut self, id: ConnId, raw: RawFrame, now: Instant) {
+        let max_size = self.config.max_message_size;
+        let Some(c) = self.conn_mut(id) else { return };
+        let ch = raw.channel;
+        let Some(chan) = c.channel_mut(ch) else {
+            let e = err(
+                ReplyCode::CHANNEL_ERROR,
+                format!("content frame on channel {ch}, which is not open"),
+            );
+            return self.connection_error(id, e, now);
+        };
+        if chan.state == ChanState::Closing {
+            return;
+        }
+        let Some(asm) = chan.assembly.as_mut() else {
+            let e = err(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("content frame on channel {ch} without basic.publish"),
+            );
+            return self.connection_error(id, e, now);
+        };
+        if raw.kind == FRAME_BODY {
+            if asm.header.is_none() {
+                let e = err(
+                    ReplyCode::UNEXPECTED_FRAME,
+                    "expected content header for class 60, got content body frame instead",
+                );
+                return self.connection_error(id, e.with_method(60, 40), now);
+            }
+            let got = asm.body.len() as u64 + asm.single.as_ref().map_or(0, |b| b.len() as u64);
+            if got + raw.payload.len() as u64 > asm.body_size {
+                let e = err(
+                    ReplyCode::FRAME_ERROR,
+                    "content body larger than the size in its header",
+                );
+                return self.connection_error(id, e.with_method(60, 40), now);
+            }
+            if got == 0 && raw.payload.len() as u64 == asm.body_size {
+                asm.single = Some(raw.payload);
+            } else {
+                if let Some(first) = asm.single.take() {
+                    asm.body.extend_from_slice(&first);
+                }
+                asm.body.extend_from_slice(&raw.payload);
+            }
+        } else {
+            if asm.header.is_some() {
+                let e = err(
+                    ReplyCode::UNEXPECTED_FRAME,
+                    "expected content body, got content header",
+                );
+                return self.connection_error(id, e.with_method(60, 40), now);
+            }
+            let h = match ContentHeader::decode(&raw.payload) {
+                Ok(h) => h,
+                Err(e) => return self.connection_error(id, e.with_method(60, 40), now),
+            };
+            if h.body_size > max_size {
+                chan.assembly = None;
+                let e = err(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!(
+                        "message size {} is larger than configured max size {}",
+                        h.body_size, max_size
+                    ),
+                );
+                return self.channel_error(id, ch, e.with_method(60, 40));
+            }
+            asm.body_size = h.body_size;
+            asm.persistent = h.properties.persistent();
+            asm.header = Some(raw.payload);
+        }
+        let got = asm.body.len() as u64 + asm.single.as_ref().map_or(0, |b| b.len() as u64);
+        if asm.header.is_some() && got == asm.body_size {
+            if let Some(asm) = chan.assembly.take() {
+                let body = match asm.single {
+                    Some(b) => b,
+                    None => asm.body.freeze(),
+                };
+                let msg = crate::broker::message::Message {
+                    exchange: asm.exchange,
+                    routing_key: asm.routing_key,
+                    header: asm.header.unwrap_or_default(),
+                    body,
+                    persistent: asm.persistent,
+                };
+                if let Some(ops) = chan.tx.as_mut() {
+                    ops.push(TxOp::Publish(msg, asm.mandatory));
+                    return;
+                }
+                if let Err(e) = self.publish(id, ch, msg, asm.mandatory) {
+                    let e = e.with_method(60, 40);
+                    if e.is_hard() {
+                        self.connection_error(id, e, now);
+                    } else {
+                        self.channel_error(id, ch, e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when the connection is open for channel work.
+    pub fn is_running(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| c.state == ConnState::Running)
+    }
+}

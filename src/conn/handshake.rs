@@ -1,0 +1,365 @@
+//! Frame entry point and the connection-level methods: start / start-ok
+//! (PLAIN, AMQPLAIN), tune / tune-ok, open, close, and the limits that apply
+//! before the connection is tuned.
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use log::{info, warn};
+
+use super::ConnState;
+use crate::broker::ConnId;
+use crate::codec::frame::{
+    RawFrame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
+};
+use crate::codec::reader::Reader;
+use crate::codec::{
+    ConnectionOpenOk, ConnectionStart, ConnectionTune, Error, FieldTable, FieldValue, Method,
+    ReplyCode,
+};
+use crate::core::Core;
+
+fn server_properties() -> FieldTable {
+    let s = |v: &str| FieldValue::LongStr(Bytes::from(v.to_string()));
+    let mut caps = FieldTable::new();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        caps.insert(cap, FieldValue::Bool(true));
+    }
+    let mut t = FieldTable::new();
+    t.insert("capabilities", FieldValue::Table(caps));
+    t.insert("cluster_name", s("warren"));
+    t.insert("copyright", s("Copyright (c) the warren authors"));
+    t.insert("information", s("Warren, a lightweight AMQP 0-9-1 broker"));
+    t.insert("platform", s(&format!("Rust / {}", std::env::consts::OS)));
+    t.insert("product", s("Warren"));
+    t.insert("version", s(env!("CARGO_PKG_VERSION")));
+    t
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::new(ReplyCode::COMMAND_INVALID, what.to_string())
+}
+
+/// Parse SASL credentials: PLAIN is `authzid\0user\0pass`; AMQPLAIN is a
+/// field table without its length prefix holding LOGIN and PASSWORD.
+fn credentials(mechanism: &[u8], response: &Bytes) -> Option<(Bytes, Bytes)> {
+    match mechanism {
+        b"PLAIN" => {
+            let mut parts = response.split(|&b| b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            if parts.next().is_some() {
+                return None;
+            }
+            Some((Bytes::copy_from_slice(user), Bytes::copy_from_slice(pass)))
+        }
+        b"AMQPLAIN" => {
+            let mut framed = BytesMut::with_capacity(response.len() + 4);
+            framed.put_u32(response.len() as u32);
+            framed.extend_from_slice(response);
+            let framed = framed.freeze();
+            let t = FieldTable::decode(&mut Reader::new(&framed)).ok()?;
+            let user = t.get("LOGIN")?.as_bytes()?.clone();
+            let pass = t.get("PASSWORD")?.as_bytes()?.clone();
+            Some((user, pass))
+        }
+        _ => None,
+    }
+}
+
+impl Core {
+    /// Send connection.start (after a valid protocol header).
+    pub(crate) fn send_start(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        let start = ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+            locales: Bytes::from_static(b"en_US"),
+        };
+        c.outbox.method(0, &start.into());
+        c.state = ConnState::StartOk;
+        self.mark_flush(id);
+    }
+
+    /// Handle one raw frame according to the connection state.
+    pub(crate) fn handle_frame(&mut self, id: ConnId, raw: RawFrame, now: Instant) {
+        let Some(c) = self.conn(id) else { return };
+        let state = c.state;
+        if state == ConnState::Closing {
+            // Spec 4.2.6 / connection.close: after sending close, discard
+            // everything but close and close-ok.
+            if raw.kind == FRAME_METHOD {
+                if let Ok(m) = Method::decode(&raw.payload) {
+                    match m {
+                        Method::ConnectionCloseOk(_) => self.set_dead(id),
+                        Method::ConnectionClose(_) => {
+                            if let Some(c) = self.conn_mut(id) {
+                                c.outbox
+                                    .method(0, &crate::codec::ConnectionCloseOk {}.into());
+                            }
+                            self.set_dead(id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            return;
+        }
+        match raw.kind {
+            FRAME_HEARTBEAT => {
+                if raw.channel != 0 {
+                    self.connection_error(
+                        id,
+                        Error::frame("heartbeat frame on a non-zero channel"),
+                        now,
+                    );
+                } else if !raw.payload.is_empty() {
+                    self.connection_error(id, Error::frame("heartbeat frame with a payload"), now);
+                }
+            }
+            FRAME_METHOD => {
+                let m = match Method::decode(&raw.payload) {
+                    Ok(m) => m,
+                    Err(e) => return self.connection_error(id, e, now),
+                };
+                if state != ConnState::Running {
+                    let (cl, me) = m.ids();
+                    if let Err(e) = self.handshake_method(id, raw.channel, m, now) {
+                        let e = if e.class_id == 0 {
+                            e.with_method(cl, me)
+                        } else {
+                            e
+                        };
+                        self.connection_error(id, e, now);
+                    }
+                } else if raw.channel == 0 {
+                    let (cl, me) = m.ids();
+                    if let Err(e) = self.connection_method(id, m) {
+                        self.connection_error(id, e.with_method(cl, me), now);
+                    }
+                } else {
+                    self.channel_method(id, raw.channel, m, now);
+                }
+            }
+            FRAME_HEADER | FRAME_BODY => {
+                if state != ConnState::Running || raw.channel == 0 {
+                    let e = Error::new(
+                        ReplyCode::UNEXPECTED_FRAME,
+                        format!(
+                            "content frame (type {}) on channel {} outside a publish",
+                            raw.kind, raw.channel
+                        ),
+                    );
+                    return self.connection_error(id, e, now);
+                }
+                self.content_frame(id, raw, now);
+            }
+            other => {
+                self.connection_error(id, Error::frame(format!("unknown frame type {other}")), now);
+            }
+        }
+    }
+
+    fn set_dead(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            c.state = ConnState::Dead;
+        }
+        self.mark_flush(id);
+    }
+
+    fn handshake_method(
+        &mut self,
+        id: ConnId,
+        channel: u16,
+        m: Method,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if channel != 0 {
+            return Err(Error::new(
+                ReplyCode::CHANNEL_ERROR,
+                format!("expected channel 0 during the handshake, got {channel}"),
+            ));
+        }
+        let config_frame_max = self.config.frame_max;
+        let config_channel_max = self.config.channel_max;
+        let config_heartbeat = self.config.heartbeat;
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        match (c.state, m) {
+            (ConnState::StartOk, Method::ConnectionStartOk(so)) => {
+                let caps = match so.client_properties.get("capabilities") {
+                    Some(FieldValue::Table(t)) => t.clone(),
+                    _ => FieldTable::new(),
+                };
+                let on = |k: &str| matches!(caps.get(k), Some(FieldValue::Bool(true)));
+                c.cap_cancel_notify = on("consumer_cancel_notify");
+                c.cap_blocked = on("connection.blocked");
+                c.client_properties = so.client_properties;
+                let Some((user, pass)) = credentials(&so.mechanism, &so.response) else {
+                    return Err(Error::new(
+                        ReplyCode::ACCESS_REFUSED,
+                        format!(
+                            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                            String::from_utf8_lossy(&so.mechanism)
+                        ),
+                    ));
+                };
+                let peer = c.peer;
+                let ok = self.authenticate(&user, &pass, peer);
+                let Some(c) = self.conn_mut(id) else {
+                    return Ok(());
+                };
+                if !ok {
+                    warn!(
+                        "{}: user '{}' failed to authenticate with {}",
+                        peer,
+                        String::from_utf8_lossy(&user),
+                        String::from_utf8_lossy(&so.mechanism)
+                    );
+                    return Err(Error::new(
+                        ReplyCode::ACCESS_REFUSED,
+                        format!(
+                            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                            String::from_utf8_lossy(&so.mechanism)
+                        ),
+                    ));
+                }
+                c.user = user;
+                let tune = ConnectionTune {
+                    channel_max: config_channel_max,
+                    frame_max: config_frame_max,
+                    heartbeat: config_heartbeat,
+                };
+                c.outbox.method(0, &tune.into());
+                c.state = ConnState::TuneOk;
+                Ok(())
+            }
+            (ConnState::TuneOk, Method::ConnectionTuneOk(t)) => {
+                if t.frame_max != 0 && t.frame_max < FRAME_MIN_SIZE {
+                    return Err(Error::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("frame_max={} < {} min size", t.frame_max, FRAME_MIN_SIZE),
+                    ));
+                }
+                if t.frame_max > config_frame_max || (t.frame_max == 0 && config_frame_max != 0) {
+                    return Err(Error::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("frame_max={} > {} max size", t.frame_max, config_frame_max),
+                    ));
+                }
+                if t.channel_max > config_channel_max
+                    || (t.channel_max == 0 && config_channel_max != 0)
+                {
+                    return Err(Error::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("channel_max={} > {} max", t.channel_max, config_channel_max),
+                    ));
+                }
+                c.frame_max = t.frame_max;
+                c.channel_max = t.channel_max;
+                c.heartbeat = t.heartbeat;
+                c.last_recv = now;
+                c.state = ConnState::Open;
+                Ok(())
+            }
+            (ConnState::Open, Method::ConnectionOpen(o)) => {
+                let vhost = o.virtual_host.clone();
+                if self.broker.vhost(&vhost).is_none() {
+                    return Err(Error::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("vhost {} not found", String::from_utf8_lossy(&vhost)),
+                    ));
+                }
+                let Some(c) = self.conn_mut(id) else {
+                    return Ok(());
+                };
+                c.vhost = vhost;
+                c.outbox.method(
+                    0,
+                    &ConnectionOpenOk {
+                        known_hosts: Bytes::new(),
+                    }
+                    .into(),
+                );
+                c.state = ConnState::Running;
+                info!(
+                    "connection {}: user '{}' authenticated and granted access to vhost '{}'",
+                    c.peer,
+                    String::from_utf8_lossy(&c.user),
+                    String::from_utf8_lossy(&c.vhost)
+                );
+                Ok(())
+            }
+            (_, Method::ConnectionClose(_)) => {
+                c.outbox
+                    .method(0, &crate::codec::ConnectionCloseOk {}.into());
+                c.state = ConnState::Dead;
+                Ok(())
+            }
+            (state, m) => Err(unexpected(&format!(
+                "expected the next handshake method in state {:?}, got {}",
+                state,
+                m.name()
+            ))),
+        }
+    }
+
+    fn authenticate(&self, user: &[u8], pass: &[u8], peer: std::net::SocketAddr) -> bool {
+        let cfg = &self.config;
+        if user != cfg.default_user.as_bytes() || pass != cfg.default_pass.as_bytes() {
+            return false;
+        }
+        let loopback_only = cfg.loopback_users.iter().any(|u| u.as_bytes() == user);
+        !loopback_only || peer.ip().is_loopback()
+    }
+
+    /// Methods on channel 0 once the connection is open.
+    fn connection_method(&mut self, id: ConnId, m: Method) -> Result<(), Error> {
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        match m {
+            Method::ConnectionClose(cl) => {
+                info!(
+                    "closing AMQP connection {} (client: {} {})",
+                    c.peer,
+                    cl.reply_code,
+                    String::from_utf8_lossy(&cl.reply_text)
+                );
+                c.outbox
+                    .method(0, &crate::codec::ConnectionCloseOk {}.into());
+                c.state = ConnState::Dead;
+                self.release_connection(id);
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                c.state = ConnState::Dead;
+                Ok(())
+            }
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            Method::ConnectionUpdateSecret(_) => {
+                c.outbox
+                    .method(0, &crate::codec::ConnectionUpdateSecretOk {}.into());
+                Ok(())
+            }
+            m => Err(Error::new(
+                ReplyCode::COMMAND_INVALID,
+                format!("method {} is not valid on channel 0", m.name()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! One connection's protocol state: handshake progress, negotiated limits,
+//! input buffer, pending output, and its channels. Still sans-IO: the method
+//! handlers (in `handshake.rs`, `dispatch.rs`, `deliver.rs`) are `impl Core`
+//! blocks, because most of them touch both a connection and the broker.
+
+pub mod channel;
+pub mod deliver;
+pub mod dispatch;
+pub mod handshake;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::broker::{ConnId, QueueId};
+use crate::codec::{FieldTable, Outbox};
+pub use channel::Channel;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Waiting for the 8-byte protocol header.
+    Header,
+    /// connection.start sent; waiting for start-ok.
+    StartOk,
+    /// connection.tune sent; waiting for tune-ok.
+    TuneOk,
+    /// Tuned; waiting for connection.open.
+    Open,
+    /// Open: channels may be used.
+    Running,
+    /// We sent connection.close; waiting for close-ok (or the deadline).
+    Closing,
+    /// Done: close the socket once the output is flushed.
+    Dead,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// Own id.
+    pub id: ConnId,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Protocol state.
+    pub state: ConnState,
+    /// Bytes read and not yet parsed.
+    pub inbuf: BytesMut,
+    /// Bytes to write.
+    pub outbox: Outbox,
+    /// Largest frame either side may send (4096 until tuned).
+    pub frame_max: u32,
+    /// Highest channel number allowed.
+    pub channel_max: u16,
+    /// Negotiated heartbeat interval in seconds (0 = off).
+    pub heartbeat: u16,
+    /// When the connection was accepted.
+    pub accepted_at: Instant,
+    /// When we last received anything.
+    pub last_recv: Instant,
+    /// When we last queued output.
+    pub last_send: Instant,
+    /// When to give up waiting for close-ok.
+    pub close_deadline: Option<Instant>,
+    /// Virtual host (after connection.open).
+    pub vhost: Bytes,
+    /// Authenticated user name.
+    pub user: Bytes,
+    /// Client properties from start-ok.
+    pub client_properties: FieldTable,
+    /// Client announced `consumer_cancel_notify`.
+    pub cap_cancel_notify: bool,
+    /// Client announced `connection.blocked`.
+    pub cap_blocked: bool,
+    /// Channels by number (index 0 unused).
+    pub channels: Vec<Option<Box<Channel>>>,
+    /// Number of open channels.
+    pub open_channels: usize,
+    /// Exclusive queues this connection declared.
+    pub exclusive_queues: Vec<QueueId>,
+    /// Already listed in the core's flush list this turn.
+    pub in_flush_list: bool,
+}
+
+impl Connection {
+    /// A new connection waiting for the protocol header.
+    pub fn new(id: ConnId, peer: SocketAddr, now: Instant) -> Connection {
+        Connection {
+            id,
+            peer,
+            state: ConnState::Header,
+            inbuf: BytesMut::with_capacity(4096),
+            outbox: Outbox::new(),
+            frame_max: crate::codec::frame::FRAME_MIN_SIZE,
+            channel_max: 0,
+            heartbeat: 0,
+            accepted_at: now,
+            last_recv: now,
+            last_send: now,
+            close_deadline: None,
+            vhost: Bytes::new(),
+            user: Bytes::new(),
+            client_properties: FieldTable::new(),
+            cap_cancel_notify: false,
+            cap_blocked: false,
+            channels: Vec::new(),
+            open_channels: 0,
+            exclusive_queues: Vec::new(),
+            in_flush_list: false,
+        }
+    }
+
+    /// The channel with this number, if open or closing.
+    pub fn channel(&self, ch: u16) -> Option<&Channel> {
+        self.channels.get(ch as usize).and_then(|c| c.as_deref())
+    }
+
+    /// The channel with this number, mutable.
+    pub fn channel_mut(&mut self, ch: u16) -> Option<&mut Channel> {
+        self.channels
+            .get_mut(ch as usize)
+            .and_then(|c| c.as_deref_mut())
+    }
+
+    /// A name for logs, like RabbitMQ's `127.0.0.1:54321 -> 127.0.0.1:5672`.
+    pub fn name(&self) -> String {
+        format!("{}", self.peer)
+    }
+}

@@ -1,0 +1,350 @@
+//! The sans-IO heart: every connection and all broker state. The server feeds
+//! it bytes and the current time and takes back bytes to write; tests and the
+//! `session` fuzz target drive it the same way, without sockets, with
+//! simulated time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use log::{info, warn};
+use slab::Slab;
+
+use crate::broker::{Broker, ConnId, QueueId};
+use crate::codec::frame::{
+    parse_protocol_header, parse_raw_frame, ProtocolHeader, PROTOCOL_HEADER,
+};
+use crate::codec::{ConnectionClose, Error, Outbox, ReplyCode};
+use crate::config::Config;
+use crate::conn::{ConnState, Connection};
+
+/// How long we wait for connection.close-ok after sending connection.close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// All connections and the broker.
+#[derive(Debug)]
+pub struct Core {
+    /// Settings.
+    pub config: Config,
+    /// Connections by slab index.
+    pub conns: Slab<Connection>,
+    /// Exchanges, queues, bindings.
+    pub broker: Broker,
+    /// Generation counter for connection ids.
+    next_gen: u32,
+    /// Connections with new output since the server last looked.
+    pub(crate) flush_list: Vec<ConnId>,
+    /// Queues that may be able to deliver.
+    pub(crate) dirty_queues: Vec<QueueId>,
+    /// Scratch vector for routing results.
+    pub(crate) route_scratch: Vec<QueueId>,
+}
+
+impl Core {
+    /// A core with the default vhost.
+    pub fn new(config: Config) -> Core {
+        Core {
+            config,
+            conns: Slab::new(),
+            broker: Broker::new(),
+            next_gen: 0,
+            flush_list: Vec::new(),
+            dirty_queues: Vec::new(),
+            route_scratch: Vec::new(),
+        }
+    }
+
+    /// The connection with this id, if it is still there.
+    pub fn conn(&self, id: ConnId) -> Option<&Connection> {
+        self.conns.get(id.idx as usize).filter(|c| c.id == id)
+    }
+
+    /// Mutable access to a connection.
+    pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns.get_mut(id.idx as usize).filter(|c| c.id == id)
+    }
+
+    /// Register a newly accepted connection.
+    pub fn accept(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            idx: entry.key() as u32,
+            gen: self.next_gen,
+        };
+        entry.insert(Connection::new(id, peer, now));
+        info!("accepting AMQP connection {peer}");
+        id
+    }
+
+    /// The input buffer to read socket bytes into (then call [`Core::process`]).
+    pub fn input_buffer(&mut self, id: ConnId) -> Option<&mut BytesMut> {
+        self.conn_mut(id).map(|c| &mut c.inbuf)
+    }
+
+    /// Append bytes and process them (tests and fuzzing; the server reads
+    /// straight into [`Core::input_buffer`]).
+    pub fn handle_bytes(&mut self, id: ConnId, data: &[u8], now: Instant) {
+        if let Some(c) = self.conn_mut(id) {
+            c.inbuf.extend_from_slice(data);
+        }
+        self.process(id, now);
+    }
+
+    /// The pending output of a connection.
+    pub fn outbox(&mut self, id: ConnId) -> Option<&mut Outbox> {
+        self.conn_mut(id).map(|c| &mut c.outbox)
+    }
+
+    /// Take everything a connection has to write (tests).
+    pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
+        self.conn_mut(id)
+            .map(|c| c.outbox.take_all())
+            .unwrap_or_default()
+    }
+
+    /// Connections that got output since the last call.
+    pub fn take_flush_list(&mut self, out: &mut Vec<ConnId>) {
+        out.clear();
+        std::mem::swap(out, &mut self.flush_list);
+        for id in out.iter() {
+            if let Some(c) = self.conns.get_mut(id.idx as usize) {
+                c.in_flush_list = false;
+            }
+        }
+    }
+
+    /// Note that a connection has output to flush.
+    pub(crate) fn mark_flush(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id.idx as usize) {
+            if c.id == id && !c.in_flush_list {
+                c.in_flush_list = true;
+                self.flush_list.push(id);
+            }
+        }
+    }
+
+    /// True when the connection is finished and its socket should close once
+    /// its output is written.
+    pub fn is_dead(&self, id: ConnId) -> bool {
+        self.conn(id).is_none_or(|c| c.state == ConnState::Dead)
+    }
+
+    /// True when the server should read from this connection now: not dead,
+    /// and its output is not backed up (a peer that does not read its
+    /// deliveries is not read from either).
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        self.conn(id)
+            .is_some_and(|c| c.state != ConnState::Dead && c.outbox.len() < self.config.max_outbox)
+    }
+
+    /// The server wrote some output; deliveries held back by a full outbox
+    /// may resume.
+    pub fn output_drained(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
+        if c.outbox.len() >= self.config.max_outbox / 2 {
+            return;
+        }
+        let queues: Vec<QueueId> = c
+            .channels
+            .iter()
+            .flatten()
+            .flat_map(|ch| ch.consumers.iter().map(|k| k.queue))
+            .collect();
+        for q in queues {
+            self.mark_queue(q);
+        }
+        self.run_dispatch();
+    }
+
+    /// The peer closed the socket (or it failed): clean up and forget it.
+    pub fn peer_closed(&mut self, id: ConnId) {
+        if let Some(c) = self.conn(id) {
+            if !matches!(c.state, ConnState::Dead | ConnState::Closing) {
+                info!(
+                    "closing AMQP connection {} (peer closed the socket)",
+                    c.name()
+                );
+            }
+        }
+        self.release_connection(id);
+        if self.conn(id).is_some() {
+            self.conns.remove(id.idx as usize);
+        }
+        self.run_dispatch();
+    }
+
+    /// Forget a dead connection whose socket the server has closed.
+    pub fn remove(&mut self, id: ConnId) {
+        self.peer_closed(id)
+    }
+
+    /// Parse and handle every complete frame in the connection's input.
+    pub fn process(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if !c.inbuf.is_empty() {
+            c.last_recv = now;
+        }
+        if c.state == ConnState::Header {
+            match parse_protocol_header(&c.inbuf) {
+                None => return,
+                Some(ProtocolHeader::Mismatch) => {
+                    // Spec 4.2.2: answer with the header we support, then close.
+                    warn!("closing connection {}: bad protocol header", c.peer);
+                    c.outbox.buf().extend_from_slice(PROTOCOL_HEADER);
+                    c.inbuf.clear();
+                    c.state = ConnState::Dead;
+                    self.mark_flush(id);
+                    return;
+                }
+                Some(ProtocolHeader::Ok) => {
+                    let _ = c.inbuf.split_to(8);
+                    self.send_start(id);
+                }
+            }
+        }
+        loop {
+            let Some(c) = self.conn_mut(id) else { break };
+            if c.state == ConnState::Dead {
+                c.inbuf.clear();
+                break;
+            }
+            let frame_max = c.frame_max;
+            match parse_raw_frame(&mut c.inbuf, frame_max) {
+                Ok(None) => break,
+                Ok(Some(raw)) => self.handle_frame(id, raw, now),
+                Err(e) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.inbuf.clear();
+                    }
+                    self.connection_error(id, e, now);
+                    break;
+                }
+            }
+        }
+        self.flush_confirms(id);
+        self.run_dispatch();
+        if let Some(c) = self.conn(id) {
+            if !c.outbox.is_empty() {
+                self.mark_flush(id);
+            }
+        }
+    }
+
+    /// Close the connection with a hard error: send connection.close, drop
+    /// its channels, and wait for close-ok.
+    pub fn connection_error(&mut self, id: ConnId, e: Error, now: Instant) {
+        let Some(c) = self.conn_mut(id) else { return };
+        warn!(
+            "closing AMQP connection {} with {} {} (class {} method {})",
+            c.peer,
+            e.code,
+            e.reply_text(),
+            e.class_id,
+            e.method_id
+        );
+        if matches!(c.state, ConnState::Closing | ConnState::Dead) {
+            return;
+        }
+        if c.state == ConnState::Header {
+            c.state = ConnState::Dead;
+            self.mark_flush(id);
+            return;
+        }
+        let close = ConnectionClose {
+            reply_code: e.code,
+            reply_text: Bytes::from(e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        c.outbox.method(0, &close.into());
+        c.state = ConnState::Closing;
+        c.close_deadline = Some(now + CLOSE_TIMEOUT);
+        self.release_connection(id);
+        self.mark_flush(id);
+    }
+
+    /// Close every connection with 320 CONNECTION_FORCED (shutdown).
+    pub fn close_all(&mut self, reason: &str, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+        for id in ids {
+            let running = self.conn(id).is_some_and(|c| {
+                !matches!(
+                    c.state,
+                    ConnState::Header | ConnState::Dead | ConnState::Closing
+                )
+            });
+            if running {
+                self.connection_error(
+                    id,
+                    Error::new(ReplyCode::CONNECTION_FORCED, reason.to_string()),
+                    now,
+                );
+            } else if let Some(c) = self.conn_mut(id) {
+                c.state = ConnState::Dead;
+                self.mark_flush(id);
+            }
+        }
+        self.run_dispatch();
+    }
+
+    /// Timers: heartbeats, handshake timeout, close timeout.
+    pub fn tick(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+        let handshake_timeout = self.config.handshake_timeout;
+        for id in ids {
+            let Some(c) = self.conn_mut(id) else { continue };
+            match c.state {
+                ConnState::Dead => {}
+                ConnState::Closing => {
+                    if c.close_deadline.is_some_and(|d| now >= d) {
+                        c.state = ConnState::Dead;
+                        self.mark_flush(id);
+                    }
+                }
+                ConnState::Header | ConnState::StartOk | ConnState::TuneOk | ConnState::Open
+                    if now.duration_since(c.accepted_at) >= handshake_timeout =>
+                {
+                    warn!("closing connection {}: handshake timeout", c.peer);
+                    c.state = ConnState::Dead;
+                    self.release_connection(id);
+                    self.mark_flush(id);
+                }
+                _ => {
+                    if c.heartbeat == 0 {
+                        continue;
+                    }
+                    let hb = Duration::from_secs(c.heartbeat as u64);
+                    if now.duration_since(c.last_recv) >= hb * 2 {
+                        warn!(
+                            "closing AMQP connection {}: missed heartbeats from client, timeout: {}s",
+                            c.peer, c.heartbeat
+                        );
+                        c.state = ConnState::Dead;
+                        self.release_connection(id);
+                        self.mark_flush(id);
+                    } else if now.duration_since(c.last_send) >= hb / 2 {
+                        crate::codec::frame::write_heartbeat(c.outbox.buf());
+                        c.last_send = now;
+                        self.mark_flush(id);
+                    }
+                }
+            }
+        }
+        self.run_dispatch();
+    }
+
+    /// The next time [`Core::tick`] has something to do.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
+        // Heartbeats have a resolution of a second; timers below that
+        // (message TTL) will tighten this.
+        now + Duration::from_millis(500)
+    }
+
+    /// The server wrote output to the connection (heartbeat bookkeeping).
+    pub fn wrote(&mut self, id: ConnId, now: Instant) {
+        if let Some(c) = self.conn_mut(id) {
+            c.last_send = now;
+        }
+    }
+}

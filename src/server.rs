@@ -1,0 +1,404 @@
+//! The I/O file: one mio `Poll` owns the listeners and every socket; bytes go
+//! into the sans-IO [`Core`] and its output comes back out. One loop turn:
+//! poll → accept / read (capped per connection, with revisits) → timers →
+//! write every connection that has output (vectored, once per turn) → close
+//! finished connections. Like Redis's ae.c plus the I/O half of networking.c.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use crate::broker::ConnId;
+use crate::config::Config;
+use crate::core::Core;
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1024;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per loop turn before others get a go.
+const MAX_READS_PER_TURN: usize = 16;
+/// How long shutdown waits for close frames to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A socket and the connection it carries.
+struct Sock {
+    stream: TcpStream,
+    id: ConnId,
+    /// Reading stopped because of the per-turn cap or backpressure; input
+    /// may be pending without a new readiness event.
+    read_pending: bool,
+}
+
+/// A bound broker, ready to run.
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    socks: Vec<Option<Sock>>,
+    core: Core,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+/// Controls a running broker from another thread.
+#[derive(Clone)]
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    /// Ask the broker to close every connection (320) and stop.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            error!("could not wake the broker loop: {e}");
+        }
+    }
+}
+
+/// A broker running on its own thread.
+pub struct Running {
+    handle: Handle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Running {
+    /// The addresses it listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop it from elsewhere.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stop it and wait for its thread.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        self.handle.shutdown();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("broker thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+impl Server {
+    /// Bind every configured listener (port 0 = an ephemeral port).
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, addr) in config.listen.iter().enumerate() {
+            let mut l = TcpListener::bind(*addr)?;
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            let local = l.local_addr()?;
+            info!("started TCP listener on {local}");
+            addrs.push(local);
+            listeners.push(l);
+        }
+        Ok(Server {
+            poll,
+            listeners,
+            addrs,
+            socks: Vec::new(),
+            core: Core::new(config),
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        })
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            stop: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Run on a new thread.
+    pub fn spawn(self) -> io::Result<Running> {
+        let handle = self.handle();
+        let addrs = self.addrs.clone();
+        let thread = std::thread::Builder::new()
+            .name("warren".into())
+            .spawn(move || self.run())?;
+        Ok(Running {
+            handle,
+            thread: Some(thread),
+            addrs,
+        })
+    }
+
+    /// Run the event loop on this thread until shut down.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; READ_CHUNK];
+        let mut flush = Vec::new();
+        let mut next_tick = Instant::now();
+        let mut stopping: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let revisit = self
+                .socks
+                .iter()
+                .flatten()
+                .any(|s| s.read_pending && self.core.wants_read(s.id));
+            let timeout = if revisit {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(now)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(idx) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
+                                s.read_pending = true;
+                            }
+                        }
+                        if ev.is_writable() {
+                            if let Some(id) = self.sock_id(idx) {
+                                self.core.mark_flush(id);
+                            }
+                        }
+                    }
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) && stopping.is_none() {
+                info!("shutting down: closing all connections");
+                self.core.close_all(
+                    "broker forced connection closure with reason 'shutdown'",
+                    now,
+                );
+                stopping = Some(now);
+            }
+            // Read every socket with pending input (fair: capped per turn).
+            for idx in 0..self.socks.len() {
+                self.read_sock(idx, &mut scratch, now);
+            }
+            if now >= next_tick {
+                self.core.tick(now);
+                next_tick = self.core.next_deadline(now);
+            }
+            self.core.take_flush_list(&mut flush);
+            for &id in &flush {
+                self.write_sock(id, now);
+            }
+            self.reap();
+            if let Some(since) = stopping {
+                if self.socks.iter().all(|s| s.is_none())
+                    || now.duration_since(since) >= SHUTDOWN_GRACE
+                {
+                    info!("stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn sock_id(&self, idx: usize) -> Option<ConnId> {
+        self.socks.get(idx).and_then(|s| s.as_ref()).map(|s| s.id)
+    }
+
+    fn accept(&mut self, i: usize, now: Instant) {
+        loop {
+            let Some(l) = self.listeners.get(i) else {
+                return;
+            };
+            match l.accept() {
+                Ok((mut stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        warn!("{peer}: set_nodelay: {e}");
+                    }
+                    let id = self.core.accept(peer, now);
+                    let idx = id.idx as usize;
+                    if let Err(e) = register(self.poll.registry(), &mut stream, idx) {
+                        error!("{peer}: register: {e}");
+                        self.core.remove(id);
+                        continue;
+                    }
+                    if self.socks.len() <= idx {
+                        self.socks.resize_with(idx + 1, || None);
+                    }
+                    if let Some(slot) = self.socks.get_mut(idx) {
+                        *slot = Some(Sock {
+                            stream,
+                            id,
+                            read_pending: true,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: log and try again next turn.
+                    error!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_sock(&mut self, idx: usize, scratch: &mut [u8], now: Instant) {
+        let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if !s.read_pending {
+            return;
+        }
+        let id = s.id;
+        for _ in 0..MAX_READS_PER_TURN {
+            if !self.core.wants_read(id) {
+                // Backpressure: leave the input in the kernel until our
+                // output to this peer drains.
+                return;
+            }
+            let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
+                return;
+            };
+            match s.stream.read(scratch) {
+                Ok(0) => {
+                    s.read_pending = false;
+                    self.close_sock(idx);
+                    return;
+                }
+                Ok(n) => {
+                    if let (Some(buf), Some(data)) = (self.core.input_buffer(id), scratch.get(..n))
+                    {
+                        buf.extend_from_slice(data);
+                    }
+                    self.core.process(id, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.read_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    info!("connection {}: read error: {e}", idx);
+                    s.read_pending = false;
+                    self.close_sock(idx);
+                    return;
+                }
+            }
+        }
+        // Cap reached: `read_pending` stays set, so the next turn polls with
+        // a zero timeout and comes back here.
+    }
+
+    fn write_sock(&mut self, id: ConnId, now: Instant) {
+        let idx = id.idx as usize;
+        loop {
+            let Some(s) = self
+                .socks
+                .get_mut(idx)
+                .and_then(|s| s.as_mut())
+                .filter(|s| s.id == id)
+            else {
+                return;
+            };
+            let Some(out) = self.core.outbox(id) else {
+                return;
+            };
+            if out.is_empty() {
+                return;
+            }
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut slices);
+            let res = s.stream.write_vectored(slices.get(..n).unwrap_or(&[]));
+            match res {
+                Ok(0) => {
+                    self.close_sock(idx);
+                    return;
+                }
+                Ok(k) => {
+                    if let Some(out) = self.core.outbox(id) {
+                        out.consume(k);
+                    }
+                    self.core.wrote(id, now);
+                    let was_paused = !self.core.wants_read(id);
+                    self.core.output_drained(id);
+                    if was_paused && self.core.wants_read(id) {
+                        if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
+                            s.read_pending = true;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    info!("connection {idx}: write error: {e}");
+                    self.close_sock(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Close sockets whose connection is finished and whose output is written.
+    fn reap(&mut self) {
+        for idx in 0..self.socks.len() {
+            let Some(id) = self.sock_id(idx) else {
+                continue;
+            };
+            let done = self.core.is_dead(id) && self.core.outbox(id).is_none_or(|o| o.is_empty());
+            if done {
+                self.close_sock(idx);
+            }
+        }
+    }
+
+    fn close_sock(&mut self, idx: usize) {
+        let Some(mut s) = self.socks.get_mut(idx).and_then(|s| s.take()) else {
+            return;
+        };
+        // Drain unread input so closing does not turn into a reset that
+        // destroys our last frames (connection.close / close-ok) in flight.
+        let mut sink = [0u8; 4096];
+        while matches!(s.stream.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = self.poll.registry().deregister(&mut s.stream);
+        let _ = s.stream.shutdown(std::net::Shutdown::Both);
+        self.core.remove(s.id);
+    }
+}
+
+fn register(registry: &Registry, stream: &mut TcpStream, idx: usize) -> io::Result<()> {
+    registry.register(stream, Token(idx), Interest::READABLE | Interest::WRITABLE)
+}
