@@ -14,3 +14,6 @@ pub use config::Config;
 pub mod server;
 
 pub use server::{Handle, Running, Server};
+
+#[doc(hidden)]
+pub mod testing;

@@ -4,16 +4,7 @@
 //! consumer cancelled because its queue went) are returned to the caller.
 
 pub mod exchange;
-// TEMP until headers.rs lands
-pub mod headers {
-    use crate::codec::FieldTable;
-    pub fn parse_x_match(_a: &FieldTable) -> Result<(), String> {
-        Ok(())
-    }
-    pub fn matches(_a: &FieldTable, _h: Option<&FieldTable>) -> bool {
-        false
-    }
-}
+pub mod headers;
 pub mod message;
 pub mod queue;
 pub mod topic;
@@ -297,11 +288,6 @@ impl Broker {
                 format!("unknown exchange type '{}'", s(&spec.kind)),
             ));
         };
-        if kind == ExchangeKind::Headers {
-            if let Err(e) = headers::parse_x_match(&spec.arguments) {
-                return Err(Error::new(ReplyCode::PRECONDITION_FAILED, e));
-            }
-        }
         let x = Exchange::new(
             spec.name.clone(),
             kind,

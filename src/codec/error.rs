@@ -169,4 +169,4 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Shorthand result type for codec functions.
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

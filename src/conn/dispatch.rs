@@ -12,9 +12,7 @@ use crate::broker::exchange::Dest;
 use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
 use crate::codec::frame::{RawFrame, FRAME_BODY};
-use crate::codec::Error;
 use crate::codec::*;
-type Result<T, E = Error> = std::result::Result<T, E>;
 use crate::core::Core;
 
 fn err(code: u16, text: impl Into<String>) -> Error {

@@ -1,0 +1,203 @@
+//! The broker core driven in memory with simulated time: heartbeats,
+//! handshake timeout, and protocol errors, without sockets or sleeping.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use warren::codec::frame::{Frame, PROTOCOL_HEADER};
+use warren::codec::*;
+use warren::testing::Pair;
+use warren::Config;
+
+fn close_code(frames: &[Frame]) -> Option<u16> {
+    frames.iter().find_map(|f| match f {
+        Frame::Method(0, Method::ConnectionClose(c)) => Some(c.reply_code),
+        _ => None,
+    })
+}
+
+#[test]
+fn heartbeats_are_sent_when_idle_and_silence_closes() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(10);
+    p.advance(Duration::from_secs(6));
+    let f = p.recv();
+    assert!(f.iter().any(|f| matches!(f, Frame::Heartbeat(0))), "{f:?}");
+    assert!(!p.core.is_dead(p.id));
+    // The client stays silent for two intervals: the broker gives up.
+    p.advance(Duration::from_secs(15));
+    assert!(p.core.is_dead(p.id));
+}
+
+#[test]
+fn client_heartbeats_keep_the_connection_alive() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(2);
+    for _ in 0..20 {
+        p.advance(Duration::from_secs(1));
+        p.send_raw(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    }
+    assert!(!p.core.is_dead(p.id));
+}
+
+#[test]
+fn heartbeat_zero_disables() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.advance(Duration::from_secs(3600));
+    assert!(p.recv().is_empty());
+    assert!(!p.core.is_dead(p.id));
+}
+
+#[test]
+fn unfinished_handshake_times_out() {
+    let mut p = Pair::new(Config::default());
+    p.send_raw(PROTOCOL_HEADER);
+    let _ = p.recv();
+    p.advance(Duration::from_secs(9));
+    assert!(!p.core.is_dead(p.id));
+    p.advance(Duration::from_secs(2));
+    assert!(p.core.is_dead(p.id));
+}
+
+#[test]
+fn wrong_protocol_header_gets_ours_back() {
+    let mut p = Pair::new(Config::default());
+    p.send_raw(b"HTTP/1.1 GET /");
+    assert_eq!(p.core.take_output(p.id), PROTOCOL_HEADER.to_vec());
+    assert!(p.core.is_dead(p.id));
+}
+
+#[test]
+fn frames_over_4096_before_tune_are_frame_errors() {
+    let mut p = Pair::new(Config::default());
+    p.send_raw(PROTOCOL_HEADER);
+    let _ = p.recv();
+    // A method frame header announcing 1 MiB: refused from the header alone.
+    p.send_raw(&[1, 0, 0, 0, 0x10, 0, 0]);
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::FRAME_ERROR));
+}
+
+#[test]
+fn bad_credentials_are_refused_with_403() {
+    let mut p = Pair::new(Config::default());
+    p.send_raw(PROTOCOL_HEADER);
+    let _ = p.recv();
+    p.send(
+        0,
+        ConnectionStartOk {
+            mechanism: Bytes::from_static(b"PLAIN"),
+            response: Bytes::from_static(b"\0guest\0wrong"),
+            ..Default::default()
+        },
+    );
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::ACCESS_REFUSED));
+}
+
+#[test]
+fn amqplain_is_accepted() {
+    let mut p = Pair::new(Config::default());
+    p.send_raw(PROTOCOL_HEADER);
+    let _ = p.recv();
+    let mut t = FieldTable::new();
+    t.insert("LOGIN", FieldValue::LongStr(Bytes::from_static(b"guest")));
+    t.insert("PASSWORD", FieldValue::LongStr(Bytes::from_static(b"guest")));
+    let mut enc = bytes::BytesMut::new();
+    t.encode(&mut enc);
+    p.send(
+        0,
+        ConnectionStartOk {
+            mechanism: Bytes::from_static(b"AMQPLAIN"),
+            response: enc.freeze().slice(4..),
+            ..Default::default()
+        },
+    );
+    let m = p.recv_methods();
+    assert!(matches!(m.first(), Some((0, Method::ConnectionTune(_)))), "{m:?}");
+}
+
+#[test]
+fn unknown_vhost_is_530() {
+    let mut p = Pair::new(Config::default());
+    p.send_raw(PROTOCOL_HEADER);
+    let _ = p.recv();
+    p.send(
+        0,
+        ConnectionStartOk {
+            mechanism: Bytes::from_static(b"PLAIN"),
+            response: Bytes::from_static(b"\0guest\0guest"),
+            ..Default::default()
+        },
+    );
+    p.send(0, ConnectionTuneOk { channel_max: 2047, frame_max: 131072, heartbeat: 0 });
+    p.send(0, ConnectionOpen { virtual_host: Bytes::from_static(b"nope"), ..Default::default() });
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::NOT_ALLOWED));
+}
+
+#[test]
+fn unacked_messages_return_in_order_when_the_connection_drops() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(1, QueueDeclare { queue: Bytes::from_static(b"q"), ..Default::default() });
+    for i in 0..5 {
+        p.publish(1, "", "q", BasicProperties::default(), format!("m{i}").as_bytes());
+    }
+    p.send(1, BasicConsume { queue: Bytes::from_static(b"q"), ..Default::default() });
+    let delivered = p.recv().iter().filter(|f| matches!(f, Frame::Method(1, Method::BasicDeliver(_)))).count();
+    assert_eq!(delivered, 5);
+    p.send(1, BasicAck { delivery_tag: 2, multiple: false });
+    p.core.check_invariants().unwrap();
+    p.core.peer_closed(p.id);
+    p.core.check_invariants().unwrap();
+    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    let bodies: Vec<(Bytes, bool)> = q.ready.iter().map(|m| (m.msg.body.clone(), m.redelivered)).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            (Bytes::from_static(b"m0"), true),
+            (Bytes::from_static(b"m2"), true),
+            (Bytes::from_static(b"m3"), true),
+            (Bytes::from_static(b"m4"), true),
+        ]
+    );
+}
+
+#[test]
+fn method_on_unopened_channel_is_504() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(7, QueueDeclare::default());
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::CHANNEL_ERROR));
+}
+
+#[test]
+fn content_without_publish_is_505() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send_raw(&[3, 0, 1, 0, 0, 0, 1, b'x', 0xCE]);
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::UNEXPECTED_FRAME));
+}
+
+#[test]
+fn unknown_method_is_540() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send_raw(&[1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xCE]);
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::NOT_IMPLEMENTED));
+}
+
+#[test]
+fn frames_are_discarded_after_channel_close_until_close_ok() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(1, QueueDeclare { queue: Bytes::from_static(b"missing"), passive: true, ..Default::default() });
+    let m = p.recv_methods();
+    assert!(matches!(&m[..], [(1, Method::ChannelClose(c))] if c.reply_code == 404), "{m:?}");
+    // Ignored: the channel is closing.
+    p.send(1, QueueDeclare { queue: Bytes::from_static(b"x"), ..Default::default() });
+    assert!(p.recv().is_empty());
+    p.send(1, ChannelCloseOk {});
+    p.send(1, ChannelOpen::default());
+    let m = p.recv_methods();
+    assert!(matches!(&m[..], [(1, Method::ChannelOpenOk(_))]), "{m:?}");
+}
