@@ -203,8 +203,7 @@ impl Core {
                 }
             }
         }
-        loop {
-            let Some(c) = self.conn_mut(id) else { break };
+        while let Some(c) = self.conn_mut(id) {
             if c.state == ConnState::Dead {
                 c.inbuf.clear();
                 break;

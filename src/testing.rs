@@ -59,7 +59,14 @@ impl Pair {
     }
 
     /// Publish a message (method, header, one body frame).
-    pub fn publish(&mut self, channel: u16, exchange: &str, key: &str, props: BasicProperties, body: &[u8]) {
+    pub fn publish(
+        &mut self,
+        channel: u16,
+        exchange: &str,
+        key: &str,
+        props: BasicProperties,
+        body: &[u8],
+    ) {
         let mut out = BytesMut::new();
         let p = BasicPublish {
             exchange: Bytes::copy_from_slice(exchange.as_bytes()),
@@ -113,7 +120,10 @@ impl Pair {
     pub fn handshake(&mut self, heartbeat: u16) {
         self.send_raw(PROTOCOL_HEADER);
         let m = self.recv_methods();
-        assert!(matches!(m.first(), Some((0, Method::ConnectionStart(_)))), "{m:?}");
+        assert!(
+            matches!(m.first(), Some((0, Method::ConnectionStart(_)))),
+            "{m:?}"
+        );
         let mut caps = FieldTable::new();
         caps.insert("consumer_cancel_notify", FieldValue::Bool(true));
         let mut props = FieldTable::new();
@@ -128,7 +138,10 @@ impl Pair {
             },
         );
         let m = self.recv_methods();
-        assert!(matches!(m.first(), Some((0, Method::ConnectionTune(_)))), "{m:?}");
+        assert!(
+            matches!(m.first(), Some((0, Method::ConnectionTune(_)))),
+            "{m:?}"
+        );
         self.send(
             0,
             ConnectionTuneOk {
@@ -146,8 +159,14 @@ impl Pair {
         );
         self.send(1, ChannelOpen::default());
         let m = self.recv_methods();
-        assert!(matches!(m.first(), Some((0, Method::ConnectionOpenOk(_)))), "{m:?}");
-        assert!(matches!(m.get(1), Some((1, Method::ChannelOpenOk(_)))), "{m:?}");
+        assert!(
+            matches!(m.first(), Some((0, Method::ConnectionOpenOk(_)))),
+            "{m:?}"
+        );
+        assert!(
+            matches!(m.get(1), Some((1, Method::ChannelOpenOk(_)))),
+            "{m:?}"
+        );
     }
 }
 
@@ -173,21 +192,32 @@ impl Core {
                 let ok = self
                     .conn(r.conn)
                     .and_then(|c| c.channel(r.channel))
-                    .is_some_and(|ch| ch.consumers.iter().any(|k| k.tag == r.tag && k.queue == q.id));
+                    .is_some_and(|ch| {
+                        ch.consumers
+                            .iter()
+                            .any(|k| k.tag == r.tag && k.queue == q.id)
+                    });
                 if !ok {
-                    return Err(format!("queue {:?} lists a consumer its channel does not have: {r:?}", q.name));
+                    return Err(format!(
+                        "queue {:?} lists a consumer its channel does not have: {r:?}",
+                        q.name
+                    ));
                 }
             }
         }
         for (_, c) in self.conns.iter() {
             for ch in c.channels.iter().flatten() {
                 for k in &ch.consumers {
-                    let listed = self
-                        .broker
-                        .queue(k.queue)
-                        .is_some_and(|q| q.consumers.iter().any(|r| r.conn == c.id && r.channel == ch.id && r.tag == k.tag));
+                    let listed = self.broker.queue(k.queue).is_some_and(|q| {
+                        q.consumers
+                            .iter()
+                            .any(|r| r.conn == c.id && r.channel == ch.id && r.tag == k.tag)
+                    });
                     if !listed {
-                        return Err(format!("channel consumer {:?} not listed by its queue", k.tag));
+                        return Err(format!(
+                            "channel consumer {:?} not listed by its queue",
+                            k.tag
+                        ));
                     }
                 }
             }
@@ -202,9 +232,21 @@ pub fn fuzz_session(data: &[u8]) {
     let mut p = Pair::new(Config::default());
     p.handshake(0);
     // A queue and a consumer so acks/deliveries have something to act on.
-    p.send(1, QueueDeclare { queue: Bytes::from_static(b"q"), ..Default::default() });
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
     p.publish(1, "", "q", BasicProperties::default(), b"hello");
-    p.send(1, BasicConsume { queue: Bytes::from_static(b"q"), ..Default::default() });
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
     let _ = p.recv();
     for chunk in data.chunks(97) {
         p.send_raw(chunk);

@@ -13,7 +13,9 @@ fn root() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
@@ -29,7 +31,16 @@ pub fn venv_python() -> PathBuf {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
     }
     if installed != wanted {
-        run(Command::new(&python).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"]).arg(&reqs));
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs));
         std::fs::write(&stamp, wanted).expect("write stamp");
     }
     python
@@ -38,7 +49,14 @@ pub fn venv_python() -> PathBuf {
 fn pytest(python: &Path, port: u16, args: &[&str]) {
     let mut cmd = Command::new(python);
     cmd.current_dir(root())
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/python",
+        ])
         .args(args)
         .env("WARREN_AMQP_PORT", port.to_string());
     run(&mut cmd);

@@ -101,7 +101,10 @@ fn amqplain_is_accepted() {
     let _ = p.recv();
     let mut t = FieldTable::new();
     t.insert("LOGIN", FieldValue::LongStr(Bytes::from_static(b"guest")));
-    t.insert("PASSWORD", FieldValue::LongStr(Bytes::from_static(b"guest")));
+    t.insert(
+        "PASSWORD",
+        FieldValue::LongStr(Bytes::from_static(b"guest")),
+    );
     let mut enc = bytes::BytesMut::new();
     t.encode(&mut enc);
     p.send(
@@ -113,7 +116,10 @@ fn amqplain_is_accepted() {
         },
     );
     let m = p.recv_methods();
-    assert!(matches!(m.first(), Some((0, Method::ConnectionTune(_)))), "{m:?}");
+    assert!(
+        matches!(m.first(), Some((0, Method::ConnectionTune(_)))),
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -129,8 +135,21 @@ fn unknown_vhost_is_530() {
             ..Default::default()
         },
     );
-    p.send(0, ConnectionTuneOk { channel_max: 2047, frame_max: 131072, heartbeat: 0 });
-    p.send(0, ConnectionOpen { virtual_host: Bytes::from_static(b"nope"), ..Default::default() });
+    p.send(
+        0,
+        ConnectionTuneOk {
+            channel_max: 2047,
+            frame_max: 131072,
+            heartbeat: 0,
+        },
+    );
+    p.send(
+        0,
+        ConnectionOpen {
+            virtual_host: Bytes::from_static(b"nope"),
+            ..Default::default()
+        },
+    );
     assert_eq!(close_code(&p.recv()), Some(ReplyCode::NOT_ALLOWED));
 }
 
@@ -138,19 +157,51 @@ fn unknown_vhost_is_530() {
 fn unacked_messages_return_in_order_when_the_connection_drops() {
     let mut p = Pair::new(Config::default());
     p.handshake(0);
-    p.send(1, QueueDeclare { queue: Bytes::from_static(b"q"), ..Default::default() });
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
     for i in 0..5 {
-        p.publish(1, "", "q", BasicProperties::default(), format!("m{i}").as_bytes());
+        p.publish(
+            1,
+            "",
+            "q",
+            BasicProperties::default(),
+            format!("m{i}").as_bytes(),
+        );
     }
-    p.send(1, BasicConsume { queue: Bytes::from_static(b"q"), ..Default::default() });
-    let delivered = p.recv().iter().filter(|f| matches!(f, Frame::Method(1, Method::BasicDeliver(_)))).count();
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
+    let delivered = p
+        .recv()
+        .iter()
+        .filter(|f| matches!(f, Frame::Method(1, Method::BasicDeliver(_))))
+        .count();
     assert_eq!(delivered, 5);
-    p.send(1, BasicAck { delivery_tag: 2, multiple: false });
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: false,
+        },
+    );
     p.core.check_invariants().unwrap();
     p.core.peer_closed(p.id);
     p.core.check_invariants().unwrap();
     let (_, q) = p.core.broker.queues.iter().next().unwrap();
-    let bodies: Vec<(Bytes, bool)> = q.ready.iter().map(|m| (m.msg.body.clone(), m.redelivered)).collect();
+    let bodies: Vec<(Bytes, bool)> = q
+        .ready
+        .iter()
+        .map(|m| (m.msg.body.clone(), m.redelivered))
+        .collect();
     assert_eq!(
         bodies,
         vec![
@@ -190,11 +241,27 @@ fn unknown_method_is_540() {
 fn frames_are_discarded_after_channel_close_until_close_ok() {
     let mut p = Pair::new(Config::default());
     p.handshake(0);
-    p.send(1, QueueDeclare { queue: Bytes::from_static(b"missing"), passive: true, ..Default::default() });
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"missing"),
+            passive: true,
+            ..Default::default()
+        },
+    );
     let m = p.recv_methods();
-    assert!(matches!(&m[..], [(1, Method::ChannelClose(c))] if c.reply_code == 404), "{m:?}");
+    assert!(
+        matches!(&m[..], [(1, Method::ChannelClose(c))] if c.reply_code == 404),
+        "{m:?}"
+    );
     // Ignored: the channel is closing.
-    p.send(1, QueueDeclare { queue: Bytes::from_static(b"x"), ..Default::default() });
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"x"),
+            ..Default::default()
+        },
+    );
     assert!(p.recv().is_empty());
     p.send(1, ChannelCloseOk {});
     p.send(1, ChannelOpen::default());

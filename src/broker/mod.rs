@@ -3,6 +3,7 @@
 //! are named by [`ConnId`], never borrowed; effects on other connections (a
 //! consumer cancelled because its queue went) are returned to the caller.
 
+pub mod args;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -14,7 +15,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::codec::{Error, FieldTable, ReplyCode};
+use crate::codec::{Error, FieldTable, FieldValue, ReplyCode};
+use args::QueueArgs;
 use exchange::{Binding, Dest, Exchange, ExchangeKind};
 use queue::{ConsumerRef, Queue};
 
@@ -222,6 +224,12 @@ impl Broker {
 
     /// exchange.declare.
     pub fn declare_exchange(&mut self, vhost: &[u8], spec: ExchangeSpec) -> Result<(), Error> {
+        if spec.name.is_empty() && !spec.passive {
+            return Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                "operation not permitted on the default exchange",
+            ));
+        }
         let vh = self.vhost_mut(vhost)?;
         if let Some(x) = vh.exchanges.get(&spec.name) {
             if spec.passive {
@@ -308,18 +316,25 @@ impl Broker {
         if_unused: bool,
     ) -> Result<(), Error> {
         let vh = self.vhost_mut(vhost)?;
-        if name.is_empty() || name.starts_with(b"amq.") {
+        if name.is_empty() {
+            return Err(Error::new(
+                ReplyCode::ACCESS_REFUSED,
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if name.starts_with(b"amq.") {
             return Err(Error::new(
                 ReplyCode::ACCESS_REFUSED,
                 format!(
-                    "operation not permitted on exchange '{}' in vhost '{}'",
+                    "deletion of system exchange '{}' in vhost '{}' not allowed",
                     s(name),
                     s(vhost)
                 ),
             ));
         }
+        // Deleting an exchange that does not exist succeeds (RabbitMQ).
         let Some(x) = vh.exchanges.get(name) else {
-            return Err(not_found_exchange(vhost, name));
+            return Ok(());
         };
         let dest = Dest::Exchange(Bytes::copy_from_slice(name));
         let is_dest = vh.exchanges.values().any(|e| e.has_dest(&dest));
@@ -418,14 +433,7 @@ impl Broker {
                 ));
             }
             if q.exclusive_owner.is_some() != spec.exclusive {
-                return Err(inequivalent(
-                    "queue",
-                    "exclusive",
-                    &spec.name,
-                    vhost,
-                    spec.exclusive.to_string(),
-                    q.exclusive_owner.is_some().to_string(),
-                ));
+                return Err(locked(q));
             }
             if q.auto_delete != spec.auto_delete {
                 return Err(inequivalent(
@@ -437,54 +445,39 @@ impl Broker {
                     q.auto_delete.to_string(),
                 ));
             }
-            for (k, v) in &spec.arguments.0 {
-                if q.arguments.get(&s(k)) != Some(v) {
-                    return Err(Error::new(
-                        ReplyCode::PRECONDITION_FAILED,
-                        format!(
-                            "inequivalent arg '{}' for queue '{}' in vhost '{}'",
-                            s(k),
-                            s(&spec.name),
-                            s(vhost)
-                        ),
-                    ));
-                }
-            }
-            for (k, _) in &q.arguments.0 {
-                if spec.arguments.get(&s(k)).is_none() {
-                    return Err(Error::new(
-                        ReplyCode::PRECONDITION_FAILED,
-                        format!(
-                            "inequivalent arg '{}' for queue '{}' in vhost '{}': received none",
-                            s(k),
-                            s(&spec.name),
-                            s(vhost)
-                        ),
-                    ));
-                }
-            }
+            check_args_equivalent(&q.arguments, &spec.arguments, &spec.name, vhost)?;
             return Ok((id, false));
         }
         if spec.passive {
             return Err(not_found_queue(vhost, &spec.name));
         }
+        let args = QueueArgs::parse(&spec.arguments).map_err(|(k, detail)| {
+            Error::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!(
+                    "invalid arg '{k}' for queue '{}' in vhost '{}': {detail}",
+                    s(&spec.name),
+                    s(vhost)
+                ),
+            )
+        })?;
         self.next_gen = self.next_gen.wrapping_add(1);
         let entry = self.queues.vacant_entry();
         let id = QueueId {
             idx: entry.key() as u32,
             gen: self.next_gen,
         };
+        let name = spec.name.clone();
+        let owner = spec.exclusive.then_some(conn);
         entry.insert(Queue::new(
             id,
-            spec.name.clone(),
             Bytes::copy_from_slice(vhost),
-            spec.durable,
-            spec.exclusive.then_some(conn),
-            spec.auto_delete,
-            spec.arguments,
+            spec,
+            owner,
+            args,
         ));
         let vh = self.vhost_mut(vhost)?;
-        vh.queues.insert(spec.name.clone(), id);
+        vh.queues.insert(name, id);
         // Every queue is bound to the default exchange by its name (implicit;
         // routed without a binding entry).
         Ok((id, true))
@@ -512,14 +505,11 @@ impl Broker {
         }
     }
 
-    fn check_bindable(vhost: &[u8], name: &[u8]) -> Result<(), Error> {
+    fn check_bindable(name: &[u8]) -> Result<(), Error> {
         if name.is_empty() {
             return Err(Error::new(
                 ReplyCode::ACCESS_REFUSED,
-                format!(
-                    "operation not permitted on the default exchange in vhost '{}'",
-                    s(vhost)
-                ),
+                "operation not permitted on the default exchange",
             ));
         }
         Ok(())
@@ -534,10 +524,10 @@ impl Broker {
         routing_key: Bytes,
         arguments: FieldTable,
     ) -> Result<(), Error> {
-        Self::check_bindable(vhost, source)?;
+        Self::check_bindable(source)?;
         let vh = self.vhost_mut(vhost)?;
         if let Dest::Exchange(d) = &dest {
-            Self::check_bindable(vhost, d)?;
+            Self::check_bindable(d)?;
             if !vh.exchanges.contains_key(d) {
                 return Err(not_found_exchange(vhost, d));
             }
@@ -568,15 +558,10 @@ impl Broker {
         routing_key: Bytes,
         arguments: FieldTable,
     ) -> Result<(), Error> {
-        Self::check_bindable(vhost, source)?;
+        Self::check_bindable(source)?;
         let vh = self.vhost_mut(vhost)?;
-        if let Dest::Exchange(d) = &dest {
-            if !vh.exchanges.contains_key(d) {
-                return Err(not_found_exchange(vhost, d));
-            }
-        }
         let Some(x) = vh.exchanges.get_mut(source) else {
-            return Err(not_found_exchange(vhost, source));
+            return Ok(());
         };
         x.unbind(&Binding {
             dest,
@@ -652,17 +637,83 @@ impl Broker {
     }
 }
 
+/// RabbitMQ's rendering of an argument value in "inequivalent arg" texts.
+fn show_value(v: &FieldValue) -> (String, &'static str) {
+    match v {
+        FieldValue::LongStr(b) | FieldValue::Bytes(b) => (s(b), "longstr"),
+        FieldValue::Bool(b) => (b.to_string(), "bool"),
+        FieldValue::F32(f) => (f.to_string(), "float"),
+        FieldValue::F64(f) => (f.to_string(), "double"),
+        FieldValue::Timestamp(t) => (t.to_string(), "timestamp"),
+        other => match other.as_i64() {
+            Some(i) => (i.to_string(), "long"),
+            None => (format!("{other:?}"), "table"),
+        },
+    }
+}
+
+/// Re-declaring a queue with other arguments: 406 naming the first difference.
+fn check_args_equivalent(
+    cur: &FieldTable,
+    got: &FieldTable,
+    name: &[u8],
+    vhost: &[u8],
+) -> Result<(), Error> {
+    let keys = cur.0.iter().chain(got.0.iter()).map(|(k, _)| k);
+    for k in keys {
+        let key = s(k);
+        let (a, b) = (got.get(&key), cur.get(&key));
+        let same = match (a, b) {
+            (Some(x), Some(y)) => x == y || (x.as_i64().is_some() && x.as_i64() == y.as_i64()),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        let detail = match (a, b) {
+            (Some(x), Some(y)) => format!(
+                "received '{}' but current is '{}'",
+                show_value(x).0,
+                show_value(y).0
+            ),
+            (None, Some(y)) => {
+                let (v, t) = show_value(y);
+                format!("received none but current is the value '{v}' of type '{t}'")
+            }
+            (Some(x), None) => {
+                let (v, t) = show_value(x);
+                format!("received the value '{v}' of type '{t}' but current is none")
+            }
+            (None, None) => String::new(),
+        };
+        return Err(Error::new(
+            ReplyCode::PRECONDITION_FAILED,
+            format!(
+                "inequivalent arg '{key}' for queue '{}' in vhost '{}': {detail}",
+                s(name),
+                s(vhost)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn locked(q: &Queue) -> Error {
+    Error::new(
+        ReplyCode::RESOURCE_LOCKED,
+        format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            s(&q.name),
+            s(&q.vhost)
+        ),
+    )
+}
+
 /// 405 RESOURCE_LOCKED unless `conn` may use queue `q`.
 pub fn check_exclusive(q: &Queue, conn: ConnId) -> Result<(), Error> {
     match q.exclusive_owner {
-        Some(owner) if owner != conn => Err(Error::new(
-            ReplyCode::RESOURCE_LOCKED,
-            format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                s(&q.name),
-                s(&q.vhost)
-            ),
-        )),
+        Some(owner) if owner != conn => Err(locked(q)),
         _ => Ok(()),
     }
 }

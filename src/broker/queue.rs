@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::args::{Overflow, QueueArgs};
 use super::message::{Message, QueuedMsg};
-use super::{ConnId, QueueId};
+use super::{ConnId, QueueId, QueueSpec};
 use crate::codec::FieldTable;
 
 /// A consumer as the queue sees it; its state lives in its channel.
@@ -38,8 +39,12 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// Parsed `x-` arguments.
+    pub args: QueueArgs,
     /// Ready messages, in `seq` order.
     pub ready: VecDeque<QueuedMsg>,
+    /// Body bytes of the ready messages.
+    pub ready_bytes: u64,
     /// Next sequence number.
     next_seq: u64,
     /// Consumers, in subscription order.
@@ -60,14 +65,22 @@ impl Queue {
     /// An empty queue.
     pub fn new(
         id: QueueId,
-        name: Bytes,
         vhost: Bytes,
-        durable: bool,
-        exclusive_owner: Option<ConnId>,
-        auto_delete: bool,
-        arguments: FieldTable,
+        spec: QueueSpec,
+        owner: Option<ConnId>,
+        args: QueueArgs,
     ) -> Queue {
+        let QueueSpec {
+            name,
+            durable,
+            auto_delete,
+            arguments,
+            ..
+        } = spec;
+        let exclusive_owner = owner;
         Queue {
+            args,
+            ready_bytes: 0,
             id,
             name,
             vhost,
@@ -86,21 +99,51 @@ impl Queue {
         }
     }
 
-    /// Append a newly routed message.
-    pub fn push(&mut self, msg: Message) {
+    /// Would a message of `len` body bytes exceed the length limits?
+    fn over_limit(&self, extra_msgs: u64, extra_bytes: u64) -> bool {
+        let n = self.ready.len() as u64 + extra_msgs;
+        let b = self.ready_bytes + extra_bytes;
+        self.args.max_length.is_some_and(|m| n > m)
+            || self.args.max_length_bytes.is_some_and(|m| b > m)
+    }
+
+    /// Append a newly routed message. Returns false when the queue refuses it
+    /// (`x-overflow` = reject-publish and the queue is full); with drop-head,
+    /// the oldest messages are dropped to make room and returned in `dropped`.
+    pub fn push(&mut self, msg: Message, dropped: &mut Vec<QueuedMsg>) -> bool {
+        let len = msg.body.len() as u64;
+        if self.args.overflow != Overflow::DropHead && self.over_limit(1, len) {
+            return false;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.ready_bytes += len;
         self.ready.push_back(QueuedMsg {
             seq,
             redelivered: false,
             msg,
         });
+        while self.over_limit(0, 0) {
+            match self.pop() {
+                Some(m) => dropped.push(m),
+                None => break,
+            }
+        }
+        true
+    }
+
+    /// Take the head message for delivery.
+    pub fn pop(&mut self) -> Option<QueuedMsg> {
+        let m = self.ready.pop_front()?;
+        self.ready_bytes = self.ready_bytes.saturating_sub(m.msg.body.len() as u64);
+        Some(m)
     }
 
     /// Put a delivered message back at its original position, marked redelivered.
     pub fn requeue(&mut self, mut m: QueuedMsg) {
         m.redelivered = true;
         self.unacked = self.unacked.saturating_sub(1);
+        self.ready_bytes += m.msg.body.len() as u64;
         match self.ready.back() {
             Some(last) if last.seq > m.seq => {
                 let at = self.ready.partition_point(|x| x.seq < m.seq);
@@ -119,6 +162,7 @@ impl Queue {
     pub fn purge(&mut self) -> u32 {
         let n = self.message_count();
         self.ready.clear();
+        self.ready_bytes = 0;
         n
     }
 
@@ -161,20 +205,26 @@ mod tests {
 
     #[test]
     fn requeue_goes_back_to_original_position() {
+        let spec = QueueSpec {
+            name: Bytes::from_static(b"q"),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
         let mut q = Queue::new(
             QueueId { idx: 0, gen: 0 },
-            Bytes::from_static(b"q"),
             Bytes::from_static(b"/"),
-            false,
+            spec,
             None,
-            false,
-            FieldTable::new(),
+            QueueArgs::default(),
         );
         for _ in 0..5 {
-            q.push(msg());
+            assert!(q.push(msg(), &mut Vec::new()));
         }
-        let a = q.ready.pop_front().unwrap();
-        let b = q.ready.pop_front().unwrap();
+        let a = q.pop().unwrap();
+        let b = q.pop().unwrap();
         q.unacked = 2;
         q.requeue(b);
         q.requeue(a);

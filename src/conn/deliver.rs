@@ -10,7 +10,9 @@ use super::ConnState;
 use crate::broker::message::Message;
 use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, QueueId};
-use crate::codec::{BasicAck, BasicCancel, BasicReturn, ContentHeader, Error, ReplyCode};
+use crate::codec::{
+    BasicAck, BasicCancel, BasicNack, BasicReturn, ContentHeader, Error, ReplyCode,
+};
 use crate::core::Core;
 
 /// True when the raw content header's property flags include `headers`.
@@ -40,6 +42,7 @@ impl Core {
             None
         };
         let mut out = std::mem::take(&mut self.route_scratch);
+        let mut rejected = false;
         self.broker.route(
             &vhost,
             &msg.exchange,
@@ -62,17 +65,45 @@ impl Core {
                 }
             }
         } else {
+            let mut dropped = Vec::new();
             for &q in &out {
                 if let Some(queue) = self.broker.queue_mut(q) {
-                    queue.push(msg.clone());
+                    if !queue.push(msg.clone(), &mut dropped) {
+                        rejected = true;
+                    }
+                    // Dropped heads are discarded (dead-lettering comes with DLX support).
+                    dropped.clear();
                     self.mark_queue(q);
                 }
             }
         }
         self.route_scratch = out;
-        if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        let Connection {
+            channels, outbox, ..
+        } = c;
+        if let Some(chan) = channels.get_mut(ch as usize).and_then(|x| x.as_deref_mut()) {
             if chan.confirm {
                 chan.publish_seq += 1;
+                if rejected {
+                    // Confirms go out in order: ack what precedes, then nack this one.
+                    if chan.confirm_ready > chan.confirm_sent {
+                        let ack = BasicAck {
+                            delivery_tag: chan.confirm_ready,
+                            multiple: chan.confirm_ready - chan.confirm_sent > 1,
+                        };
+                        outbox.method(ch, &ack.into());
+                    }
+                    let nack = BasicNack {
+                        delivery_tag: chan.publish_seq,
+                        multiple: false,
+                        requeue: false,
+                    };
+                    outbox.method(ch, &nack.into());
+                    chan.confirm_sent = chan.publish_seq;
+                }
                 chan.confirm_ready = chan.publish_seq;
             }
         }
@@ -145,13 +176,13 @@ impl Core {
             });
             let Some(k) = chosen else { return };
             queue.rr = (k + 1) % n;
-            let Some(r) = queue.consumers.get(k) else {
+            let Some(r) = queue.consumers.get(k).cloned() else {
                 return;
             };
             let Some(c) = conns.get_mut(r.conn.idx as usize) else {
                 return;
             };
-            let Some(m) = queue.ready.pop_front() else {
+            let Some(m) = queue.pop() else {
                 return;
             };
             let frame_max = c.frame_max;

@@ -240,14 +240,18 @@ impl Core {
                 Ok(())
             }
             Method::QueueUnbind(b) => {
-                let q = self.resolve_queue(id, ch, &vhost, &b.queue)?;
-                self.broker.unbind(
-                    &vhost,
-                    &b.exchange,
-                    Dest::Queue(q),
-                    b.routing_key,
-                    b.arguments,
-                )?;
+                // Unbinding a missing queue succeeds (RabbitMQ).
+                match self.resolve_queue(id, ch, &vhost, &b.queue) {
+                    Ok(q) => self.broker.unbind(
+                        &vhost,
+                        &b.exchange,
+                        Dest::Queue(q),
+                        b.routing_key,
+                        b.arguments,
+                    )?,
+                    Err(e) if e.code == ReplyCode::NOT_FOUND => {}
+                    Err(e) => return Err(e),
+                }
                 self.reply(id, ch, QueueUnbindOk {}.into());
                 Ok(())
             }
@@ -260,7 +264,17 @@ impl Core {
                 Ok(())
             }
             Method::QueueDelete(d) => {
-                let q = self.resolve_queue(id, ch, &vhost, &d.queue)?;
+                // Deleting a missing queue succeeds with a count of 0 (RabbitMQ).
+                let q = match self.resolve_queue(id, ch, &vhost, &d.queue) {
+                    Ok(q) => q,
+                    Err(e) if e.code == ReplyCode::NOT_FOUND => {
+                        if !d.nowait {
+                            self.reply(id, ch, QueueDeleteOk { message_count: 0 }.into());
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(qq) = self.broker.queue(q) {
                     if d.if_unused && !qq.consumers.is_empty() {
                         return Err(err(
@@ -405,12 +419,13 @@ impl Core {
                 let Some(c) = self.chan(id, ch) else {
                     return Ok(());
                 };
-                if c.tx.replace(Vec::new()).is_none() {
+                let Some(ops) = c.tx.replace(Vec::new()) else {
                     return Err(err(
                         ReplyCode::PRECONDITION_FAILED,
                         "channel is not transactional",
                     ));
-                }
+                };
+                self.tx_rollback(ops, id, ch);
                 self.reply(id, ch, TxRollbackOk {}.into());
                 Ok(())
             }
@@ -559,7 +574,7 @@ impl Core {
         let Some(queue) = self.broker.queue_mut(q) else {
             return Ok(());
         };
-        let Some(m) = queue.ready.pop_front() else {
+        let Some(m) = queue.pop() else {
             self.reply(
                 id,
                 ch,

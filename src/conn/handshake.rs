@@ -121,11 +121,12 @@ impl Core {
         match raw.kind {
             FRAME_HEARTBEAT => {
                 if raw.channel != 0 {
-                    self.connection_error(
-                        id,
-                        Error::frame("heartbeat frame on a non-zero channel"),
-                        now,
+                    // RabbitMQ: 505, not the spec's 501.
+                    let e = Error::new(
+                        ReplyCode::UNEXPECTED_FRAME,
+                        format!("heartbeat frame on channel {}", raw.channel),
                     );
+                    self.connection_error(id, e, now);
                 } else if !raw.payload.is_empty() {
                     self.connection_error(id, Error::frame("heartbeat frame with a payload"), now);
                 }
