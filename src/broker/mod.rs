@@ -224,7 +224,8 @@ impl Broker {
 
     /// exchange.declare.
     pub fn declare_exchange(&mut self, vhost: &[u8], spec: ExchangeSpec) -> Result<(), Error> {
-        if spec.name.is_empty() && !spec.passive {
+        // RabbitMQ refuses the default exchange even for a passive declare.
+        if spec.name.is_empty() {
             return Err(Error::new(
                 ReplyCode::ACCESS_REFUSED,
                 "operation not permitted on the default exchange",
