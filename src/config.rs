@@ -9,8 +9,16 @@ use std::time::Duration;
 pub struct Config {
     /// AMQP listeners (port 0 picks a free port; see `Server::local_addrs`).
     pub listen: Vec<SocketAddr>,
-    /// Data directory (used by persistence).
-    pub data_dir: PathBuf,
+    /// Data directory; `None` keeps everything in memory (tests, fuzzing).
+    pub data_dir: Option<PathBuf>,
+    /// Size at which a message store segment file is closed and a new one begun.
+    pub segment_size: u64,
+    /// Memory budget for message contents: beyond half of it new messages
+    /// are paged to disk; at it, publishers are blocked.
+    pub max_memory: u64,
+    /// Publishers are blocked while the data directory's file system has
+    /// less free space than this.
+    pub min_free_disk: u64,
     /// Largest frame offered in connection.tune (RabbitMQ: 131072).
     pub frame_max: u32,
     /// Most channels per connection offered in connection.tune (RabbitMQ: 2047).
@@ -36,7 +44,10 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5672))],
-            data_dir: PathBuf::from("data"),
+            data_dir: Some(PathBuf::from("data")),
+            segment_size: 8 << 20,
+            max_memory: 128 << 20,
+            min_free_disk: 64 << 20,
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat: 60,

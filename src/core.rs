@@ -38,6 +38,22 @@ pub struct Core {
     pub(crate) dirty_queues: Vec<QueueId>,
     /// Scratch vector for routing results.
     pub(crate) route_scratch: Vec<QueueId>,
+    /// Scratch vector for the store ids of durable target queues.
+    pub(crate) store_scratch: Vec<u64>,
+    /// The message store (None: everything in memory).
+    pub store: Option<crate::store::Store>,
+    /// Bytes of message content held in memory (ready and unacked).
+    pub resident: u64,
+    /// Channels whose confirms wait for the next store sync.
+    pub(crate) sync_waiters: Vec<(ConnId, u16)>,
+    /// Sync the store at the end of this turn (tx.commit of persistent messages).
+    pub(crate) force_sync: bool,
+    /// Publishers are blocked (memory or disk alarm).
+    pub blocked: bool,
+    /// Free disk is below the limit.
+    pub(crate) disk_alarm: bool,
+    /// When to look at free disk space again.
+    pub(crate) next_disk_check: Instant,
 }
 
 impl Core {
@@ -51,6 +67,14 @@ impl Core {
             flush_list: Vec::new(),
             dirty_queues: Vec::new(),
             route_scratch: Vec::new(),
+            store_scratch: Vec::new(),
+            store: None,
+            resident: 0,
+            sync_waiters: Vec::new(),
+            force_sync: false,
+            blocked: false,
+            disk_alarm: false,
+            next_disk_check: Instant::now(),
         }
     }
 
@@ -134,8 +158,11 @@ impl Core {
     /// and its output is not backed up (a peer that does not read its
     /// deliveries is not read from either).
     pub fn wants_read(&self, id: ConnId) -> bool {
-        self.conn(id)
-            .is_some_and(|c| c.state != ConnState::Dead && c.outbox.len() < self.config.max_outbox)
+        self.conn(id).is_some_and(|c| {
+            c.state != ConnState::Dead
+                && c.outbox.len() < self.config.max_outbox
+                && !(self.blocked && c.published)
+        })
     }
 
     /// The server wrote some output; deliveries held back by a full outbox

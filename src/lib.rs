@@ -17,3 +17,4 @@ pub use server::{Handle, Running, Server};
 
 #[doc(hidden)]
 pub mod testing;
+pub mod store;

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         config.listen = addrs;
     }
     if let Some(d) = m.opt_str("data-dir") {
-        config.data_dir = d.into();
+        config.data_dir = Some(d.into());
     }
     let server = match Server::bind(config) {
         Ok(s) => s,

@@ -108,6 +108,7 @@ impl Drop for Running {
 impl Server {
     /// Bind every configured listener (port 0 = an ephemeral port).
     pub fn bind(config: Config) -> io::Result<Server> {
+        let core = Core::open(config.clone())?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listeners = Vec::new();
@@ -126,7 +127,7 @@ impl Server {
             listeners,
             addrs,
             socks: Vec::new(),
-            core: Core::new(config),
+            core,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
         })
@@ -218,6 +219,7 @@ impl Server {
                 self.core.tick(now);
                 next_tick = self.core.next_deadline(now);
             }
+            self.core.end_turn(now);
             self.core.take_flush_list(&mut flush);
             for &id in &flush {
                 self.write_sock(id, now);

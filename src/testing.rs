@@ -49,6 +49,7 @@ impl Pair {
     /// Send raw bytes.
     pub fn send_raw(&mut self, data: &[u8]) {
         self.core.handle_bytes(self.id, data, self.now);
+        self.core.end_turn(self.now);
     }
 
     /// Send a method frame.

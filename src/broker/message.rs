@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::store::StoreRef;
+
 /// A published message.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -16,6 +18,47 @@ pub struct Message {
     pub body: Bytes,
     /// delivery_mode = 2.
     pub persistent: bool,
+    /// Body size (kept when the body is paged out).
+    pub size: u64,
+    /// Where the store holds it, if it does.
+    pub stored: Option<StoreRef>,
+}
+
+impl Message {
+    /// A message with its content in memory and not stored.
+    pub fn new(
+        exchange: Bytes,
+        routing_key: Bytes,
+        header: Bytes,
+        body: Bytes,
+        persistent: bool,
+    ) -> Message {
+        Message {
+            exchange,
+            routing_key,
+            header,
+            size: body.len() as u64,
+            body,
+            persistent,
+            stored: None,
+        }
+    }
+
+    /// True when header and body live only on disk.
+    pub fn is_paged(&self) -> bool {
+        self.header.is_empty() && self.stored.is_some()
+    }
+
+    /// Bytes of content held in memory.
+    pub fn resident(&self) -> u64 {
+        (self.header.len() + self.body.len()) as u64
+    }
+
+    /// Drop the in-memory content (the store has it).
+    pub fn page_out(&mut self) {
+        self.header = Bytes::new();
+        self.body = Bytes::new();
+    }
 }
 
 /// A message in a queue, with its position for in-order requeueing.

@@ -47,11 +47,13 @@ pub struct VHost {
     pub queues: HashMap<Bytes, QueueId>,
 }
 
-/// What deleting a queue did to consumers elsewhere.
+/// What deleting a queue left behind.
 #[derive(Debug, Default)]
 pub struct Deleted {
-    /// Ready messages dropped.
-    pub messages: u32,
+    /// Its ready messages.
+    pub ready: std::collections::VecDeque<message::QueuedMsg>,
+    /// Its store id, if durable.
+    pub store_id: Option<u64>,
     /// Consumers that lost their queue (to be sent basic.cancel).
     pub consumers: Vec<ConsumerRef>,
 }
@@ -67,6 +69,12 @@ pub struct Broker {
     next_gen: u32,
     /// Counter for server-generated names.
     name_counter: u64,
+    /// Durable queues get store ids (a message store is attached).
+    pub persistent: bool,
+    /// Next durable queue store id.
+    pub next_store_id: u64,
+    /// Durable definitions changed since they were last saved.
+    pub defs_dirty: bool,
 }
 
 fn s(b: &[u8]) -> String {
@@ -306,6 +314,7 @@ impl Broker {
             spec.arguments,
         );
         vh.exchanges.insert(spec.name, x);
+        self.defs_dirty |= spec.durable;
         Ok(())
     }
 
@@ -349,6 +358,7 @@ impl Broker {
         for e in vh.exchanges.values_mut() {
             e.unbind_dest(&dest);
         }
+        self.defs_dirty = true;
         self.cleanup_auto_delete_exchanges(vhost);
         Ok(())
     }
@@ -470,13 +480,14 @@ impl Broker {
         };
         let name = spec.name.clone();
         let owner = spec.exclusive.then_some(conn);
-        entry.insert(Queue::new(
-            id,
-            Bytes::copy_from_slice(vhost),
-            spec,
-            owner,
-            args,
-        ));
+        let store_id = (spec.durable && self.persistent).then(|| {
+            self.next_store_id += 1;
+            self.next_store_id - 1
+        });
+        self.defs_dirty |= store_id.is_some();
+        let mut q = Queue::new(id, Bytes::copy_from_slice(vhost), spec, owner, args);
+        q.store_id = store_id;
+        entry.insert(q);
         let vh = self.vhost_mut(vhost)?;
         vh.queues.insert(name, id);
         // Every queue is bound to the default exchange by its name (implicit;
@@ -500,8 +511,10 @@ impl Broker {
             }
         }
         self.cleanup_auto_delete_exchanges(&vhost);
+        self.defs_dirty |= q.store_id.is_some();
         Deleted {
-            messages: q.ready.len() as u32,
+            ready: q.ready,
+            store_id: q.store_id,
             consumers: q.consumers,
         }
     }
@@ -546,6 +559,7 @@ impl Broker {
             routing_key,
             arguments,
         });
+        self.defs_dirty = true;
         Ok(())
     }
 
@@ -569,6 +583,7 @@ impl Broker {
             routing_key,
             arguments,
         });
+        self.defs_dirty = true;
         self.cleanup_auto_delete_exchanges(vhost);
         Ok(())
     }

@@ -59,6 +59,8 @@ pub struct Queue {
     pub unacked: usize,
     /// Listed in the core's dirty-queue list.
     pub dirty: bool,
+    /// Id in the message store (durable queues with persistence on).
+    pub store_id: Option<u64>,
 }
 
 impl Queue {
@@ -96,6 +98,7 @@ impl Queue {
             had_consumers: false,
             unacked: 0,
             dirty: false,
+            store_id: None,
         }
     }
 
@@ -107,13 +110,14 @@ impl Queue {
             || self.args.max_length_bytes.is_some_and(|m| b > m)
     }
 
-    /// Append a newly routed message. Returns false when the queue refuses it
-    /// (`x-overflow` = reject-publish and the queue is full); with drop-head,
-    /// the oldest messages are dropped to make room and returned in `dropped`.
-    pub fn push(&mut self, msg: Message, dropped: &mut Vec<QueuedMsg>) -> bool {
-        let len = msg.body.len() as u64;
+    /// Append a newly routed message. Returns the message back when the queue
+    /// refuses it (`x-overflow` = reject-publish and the queue is full); with
+    /// drop-head, the oldest messages are dropped to make room and returned in
+    /// `dropped`.
+    pub fn push(&mut self, msg: Message, dropped: &mut Vec<QueuedMsg>) -> Result<(), Message> {
+        let len = msg.size;
         if self.args.overflow != Overflow::DropHead && self.over_limit(1, len) {
-            return false;
+            return Err(msg);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -129,13 +133,13 @@ impl Queue {
                 None => break,
             }
         }
-        true
+        Ok(())
     }
 
     /// Take the head message for delivery.
     pub fn pop(&mut self) -> Option<QueuedMsg> {
         let m = self.ready.pop_front()?;
-        self.ready_bytes = self.ready_bytes.saturating_sub(m.msg.body.len() as u64);
+        self.ready_bytes = self.ready_bytes.saturating_sub(m.msg.size);
         Some(m)
     }
 
@@ -143,7 +147,7 @@ impl Queue {
     pub fn requeue(&mut self, mut m: QueuedMsg) {
         m.redelivered = true;
         self.unacked = self.unacked.saturating_sub(1);
-        self.ready_bytes += m.msg.body.len() as u64;
+        self.ready_bytes += m.msg.size;
         match self.ready.back() {
             Some(last) if last.seq > m.seq => {
                 let at = self.ready.partition_point(|x| x.seq < m.seq);
@@ -158,12 +162,10 @@ impl Queue {
         self.ready.len().min(u32::MAX as usize) as u32
     }
 
-    /// Drop every ready message; returns how many.
-    pub fn purge(&mut self) -> u32 {
-        let n = self.message_count();
-        self.ready.clear();
+    /// Remove every ready message and hand them back.
+    pub fn purge(&mut self) -> VecDeque<QueuedMsg> {
         self.ready_bytes = 0;
-        n
+        std::mem::take(&mut self.ready)
     }
 
     /// Remove a consumer; true if it was there.
@@ -194,13 +196,13 @@ mod tests {
     use super::*;
 
     fn msg() -> Message {
-        Message {
-            exchange: Bytes::new(),
-            routing_key: Bytes::new(),
-            header: Bytes::new(),
-            body: Bytes::new(),
-            persistent: false,
-        }
+        Message::new(
+            Bytes::new(),
+            Bytes::new(),
+            Bytes::new(),
+            Bytes::new(),
+            false,
+        )
     }
 
     #[test]
@@ -221,7 +223,7 @@ mod tests {
             QueueArgs::default(),
         );
         for _ in 0..5 {
-            assert!(q.push(msg(), &mut Vec::new()));
+            assert!(q.push(msg(), &mut Vec::new()).is_ok());
         }
         let a = q.pop().unwrap();
         let b = q.pop().unwrap();

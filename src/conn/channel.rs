@@ -104,6 +104,10 @@ pub struct Channel {
     pub confirm_ready: u64,
     /// Highest sequence number confirmed to the client.
     pub confirm_sent: u64,
+    /// Highest sequence number that becomes ready after the next store sync.
+    pub confirm_after_sync: u64,
+    /// Listed in the core's sync waiters.
+    pub waiting_sync: bool,
     /// In tx mode: the operations since the last commit/rollback.
     pub tx: Option<Vec<TxOp>>,
     /// Name of the last queue declared on this channel (for `""` names).
@@ -126,6 +130,8 @@ impl Channel {
             publish_seq: 0,
             confirm_ready: 0,
             confirm_sent: 0,
+            confirm_after_sync: 0,
+            waiting_sync: false,
             tx: None,
             last_queue: Bytes::new(),
         }

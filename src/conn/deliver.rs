@@ -11,7 +11,8 @@ use crate::broker::message::Message;
 use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, QueueId};
 use crate::codec::{
-    BasicAck, BasicCancel, BasicNack, BasicReturn, ContentHeader, Error, ReplyCode,
+    BasicAck, BasicCancel, BasicNack, BasicReturn, ConnectionBlocked, ContentHeader, Error,
+    ReplyCode,
 };
 use crate::core::Core;
 
@@ -21,7 +22,9 @@ fn has_headers(header: &[u8]) -> bool {
 }
 
 impl Core {
-    /// Route a complete message and queue it (or return it).
+    /// Route a complete message and queue it (or return it). Persistent
+    /// messages for durable queues are appended to the store; their confirm
+    /// waits for the end-of-turn sync.
     pub(crate) fn publish(
         &mut self,
         id: ConnId,
@@ -29,10 +32,28 @@ impl Core {
         msg: Message,
         mandatory: bool,
     ) -> Result<(), Error> {
-        let Some(c) = self.conn(id) else {
+        let (blocked, disk_alarm) = (self.blocked, self.disk_alarm);
+        let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
         let vhost = c.vhost.clone();
+        if !c.published {
+            c.published = true;
+            if blocked && c.cap_blocked {
+                let reason = if disk_alarm {
+                    "low on disk space"
+                } else {
+                    "low on memory"
+                };
+                c.outbox.method(
+                    0,
+                    &ConnectionBlocked {
+                        reason: Bytes::from_static(reason.as_bytes()),
+                    }
+                    .into(),
+                );
+            }
+        }
         self.broker.check_publish(&vhost, &msg.exchange)?;
         let headers = if has_headers(&msg.header) {
             ContentHeader::decode(&msg.header)
@@ -65,19 +86,51 @@ impl Core {
                 }
             }
         } else {
+            // Persistent messages are written once for all durable queues.
+            let mut durable = std::mem::take(&mut self.store_scratch);
+            durable.clear();
+            if msg.persistent && self.store.is_some() {
+                durable.extend(
+                    out.iter()
+                        .filter_map(|q| self.broker.queue(*q).and_then(|q| q.store_id)),
+                );
+            }
+            let stored = self.store_message(&msg, &durable);
+            self.store_scratch = durable;
+            if stored.is_some() {
+                self.wait_for_sync(id, ch);
+            }
             let mut dropped = Vec::new();
             for &q in &out {
-                if let Some(queue) = self.broker.queue_mut(q) {
-                    if !queue.push(msg.clone(), &mut dropped) {
-                        rejected = true;
-                    }
-                    // Dropped heads are discarded (dead-lettering comes with DLX support).
-                    dropped.clear();
-                    self.mark_queue(q);
+                let Some(sid) = self.broker.queue(q).map(|q| q.store_id) else {
+                    continue;
+                };
+                let mut m = msg.clone();
+                m.stored = if sid.is_some() { stored } else { None };
+                self.maybe_page_out(&mut m);
+                let Some(queue) = self.broker.queue_mut(q) else {
+                    continue;
+                };
+                if let Err(m) = queue.push(m, &mut dropped) {
+                    rejected = true;
+                    self.forget(sid, &m);
                 }
+                // Dropped heads are discarded (dead-lettering comes with DLX support).
+                for d in dropped.drain(..) {
+                    self.forget(sid, &d.msg);
+                }
+                self.mark_queue(q);
             }
         }
         self.route_scratch = out;
+        let waiting = self
+            .conn(id)
+            .and_then(|c| c.channel(ch))
+            .is_some_and(|c| c.confirm && c.waiting_sync);
+        if rejected && waiting {
+            // A nack must not overtake the acks that wait for the sync.
+            self.sync_now();
+        }
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
@@ -103,11 +156,27 @@ impl Core {
                     };
                     outbox.method(ch, &nack.into());
                     chan.confirm_sent = chan.publish_seq;
+                    chan.confirm_ready = chan.publish_seq;
+                } else if chan.waiting_sync {
+                    chan.confirm_after_sync = chan.publish_seq;
+                } else {
+                    chan.confirm_ready = chan.publish_seq;
                 }
-                chan.confirm_ready = chan.publish_seq;
             }
         }
         Ok(())
+    }
+
+    /// The channel's confirms from now on wait for the next store sync (and
+    /// a transaction commit syncs before it answers).
+    fn wait_for_sync(&mut self, id: ConnId, ch: u16) {
+        self.force_sync = true;
+        if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+            if chan.confirm && !chan.waiting_sync {
+                chan.waiting_sync = true;
+                self.sync_waiters.push((id, ch));
+            }
+        }
     }
 
     /// Send the publisher confirms that became ready, coalesced with `multiple`.
@@ -162,6 +231,9 @@ impl Core {
             return;
         };
         let conns = &mut self.conns;
+        let store = &mut self.store;
+        let resident = &mut self.resident;
+        let store_id = queue.store_id;
         while !queue.ready.is_empty() && !queue.consumers.is_empty() {
             let n = queue.consumers.len();
             let chosen = (0..n).map(|i| (queue.rr + i) % n).find(|&k| {
@@ -182,9 +254,12 @@ impl Core {
             let Some(c) = conns.get_mut(r.conn.idx as usize) else {
                 return;
             };
-            let Some(m) = queue.pop() else {
+            let Some(mut m) = queue.pop() else {
                 return;
             };
+            if !Core::load(store, resident, &mut m) {
+                continue;
+            }
             let frame_max = c.frame_max;
             let super::Connection {
                 channels,
@@ -212,7 +287,14 @@ impl Core {
             let Some(consumer) = chan.consumers.iter_mut().find(|x| x.tag == r.tag) else {
                 return;
             };
-            if !consumer.no_ack {
+            if consumer.no_ack {
+                forget_in(store, resident, store_id, &m.msg);
+            } else {
+                if let (Some(sid), Some(sr), Some(st)) = (store_id, m.msg.stored, store.as_mut()) {
+                    if !m.redelivered {
+                        st.delivered(sid, &sr);
+                    }
+                }
                 consumer.unacked += 1;
                 queue.unacked += 1;
                 chan.unacked.push_back(Unacked {
@@ -242,21 +324,23 @@ impl Core {
     }
 
     fn ack_one(&mut self, id: ConnId, ch: u16, u: Unacked) {
-        self.settle(id, ch, &u);
-        if let Some(q) = self.broker.queue_mut(u.queue) {
-            q.unacked = q.unacked.saturating_sub(1);
-        }
+        self.nack_one(id, ch, u, false)
     }
 
+    /// Settle one delivery: requeue it, or let it go (ack, or reject
+    /// without requeue). A message whose queue is gone is let go.
     fn nack_one(&mut self, id: ConnId, ch: u16, u: Unacked, requeue: bool) {
         self.settle(id, ch, &u);
+        let mut sid = None;
         if let Some(q) = self.broker.queue_mut(u.queue) {
             if requeue {
                 q.requeue(u.msg);
-            } else {
-                q.unacked = q.unacked.saturating_sub(1);
+                return;
             }
+            q.unacked = q.unacked.saturating_sub(1);
+            sid = q.store_id;
         }
+        self.forget(sid, &u.msg.msg);
     }
 
     fn take_unacked(
@@ -419,7 +503,15 @@ impl Core {
                 self.mark_flush(conn);
             }
         }
-        gone.messages
+        if let (Some(sid), Some(st)) = (gone.store_id, self.store.as_mut()) {
+            st.purge(sid);
+        }
+        let n = gone.ready.len() as u32;
+        for m in &gone.ready {
+            // The purge record covers the durable ones: only release them.
+            self.forget(None, &m.msg);
+        }
+        n
     }
 
     /// A channel is closing: requeue its unacked messages, drop its consumers.
@@ -472,3 +564,20 @@ impl Core {
 }
 
 use super::Connection;
+
+/// Release a message's memory and store reference (see [`Core::forget`]);
+/// a free function for call sites that hold other borrows of the core.
+pub(crate) fn forget_in(
+    store: &mut Option<crate::store::Store>,
+    resident: &mut u64,
+    queue_store_id: Option<u64>,
+    m: &Message,
+) {
+    *resident = resident.saturating_sub(m.resident());
+    if let (Some(r), Some(st)) = (m.stored, store.as_mut()) {
+        match queue_store_id {
+            Some(q) if r.durable => st.ack(q, &r),
+            _ => st.release(&r),
+        }
+    }
+}

@@ -257,7 +257,14 @@ impl Core {
             }
             Method::QueuePurge(p) => {
                 let q = self.resolve_queue(id, ch, &vhost, &p.queue)?;
-                let n = self.broker.queue_mut(q).map(|q| q.purge()).unwrap_or(0);
+                let (gone, sid) = match self.broker.queue_mut(q) {
+                    Some(q) => (q.purge(), q.store_id),
+                    None => Default::default(),
+                };
+                let n = gone.len() as u32;
+                for m in &gone {
+                    self.forget(sid, &m.msg);
+                }
                 if !p.nowait {
                     self.reply(id, ch, QueuePurgeOk { message_count: n }.into());
                 }
@@ -574,7 +581,8 @@ impl Core {
         let Some(queue) = self.broker.queue_mut(q) else {
             return Ok(());
         };
-        let Some(m) = queue.pop() else {
+        let sid = queue.store_id;
+        let Some(mut m) = queue.pop() else {
             self.reply(
                 id,
                 ch,
@@ -588,6 +596,16 @@ impl Core {
         let remaining = queue.message_count();
         if !g.no_ack {
             queue.unacked += 1;
+        }
+        if !Core::load(&mut self.store, &mut self.resident, &mut m) {
+            if let Some(queue) = self.broker.queue_mut(q) {
+                queue.unacked = queue.unacked.saturating_sub(u32::from(!g.no_ack) as usize);
+            }
+            return self.basic_get(id, ch, vhost, g);
+        }
+        match (sid, m.msg.stored, self.store.as_mut()) {
+            (Some(s), Some(r), Some(st)) if !g.no_ack && !m.redelivered => st.delivered(s, &r),
+            _ => {}
         }
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
@@ -610,7 +628,9 @@ impl Core {
         };
         c.outbox.method(ch, &ok.into());
         c.outbox.content(ch, &m.msg.header, &m.msg.body, frame_max);
-        if !g.no_ack {
+        if g.no_ack {
+            self.forget(sid, &m.msg);
+        } else {
             chan.unacked.push_back(super::channel::Unacked {
                 tag,
                 queue: q,
@@ -701,13 +721,13 @@ impl Core {
                     Some(b) => b,
                     None => asm.body.freeze(),
                 };
-                let msg = crate::broker::message::Message {
-                    exchange: asm.exchange,
-                    routing_key: asm.routing_key,
-                    header: asm.header.unwrap_or_default(),
+                let msg = crate::broker::message::Message::new(
+                    asm.exchange,
+                    asm.routing_key,
+                    asm.header.unwrap_or_default(),
                     body,
-                    persistent: asm.persistent,
-                };
+                    asm.persistent,
+                );
                 if let Some(ops) = chan.tx.as_mut() {
                     ops.push(TxOp::Publish(msg, asm.mandatory));
                     return;

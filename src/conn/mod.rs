@@ -7,6 +7,7 @@ pub mod channel;
 pub mod deliver;
 pub mod dispatch;
 pub mod handshake;
+pub mod persist;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -81,6 +82,8 @@ pub struct Connection {
     pub exclusive_queues: Vec<QueueId>,
     /// Already listed in the core's flush list this turn.
     pub in_flush_list: bool,
+    /// Has published (blocked by memory/disk alarms).
+    pub published: bool,
 }
 
 impl Connection {
@@ -108,6 +111,7 @@ impl Connection {
             open_channels: 0,
             exclusive_queues: Vec::new(),
             in_flush_list: false,
+            published: false,
         }
     }
 

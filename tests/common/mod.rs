@@ -1,24 +1,69 @@
 //! Shared helpers for integration tests: an embedded broker on an ephemeral
-//! port (or an external one via `WARREN_TEST_ADDR`, e.g. a real RabbitMQ
-//! for checking that a test encodes RabbitMQ's behaviour).
+//! port with its own temporary data directory (or an external broker via
+//! `WARREN_TEST_ADDR`, e.g. a real RabbitMQ for checking that a test encodes
+//! RabbitMQ's behaviour).
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use warren::{Config, Running, Server};
 
-/// A broker for one test; stopped when dropped.
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("warren-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A broker for one test; stopped (and its data dir removed) when dropped.
 pub struct TestBroker {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its configuration (the listen address is the bound one).
+    pub config: Config,
     running: Option<Running>,
+    owns_dir: bool,
 }
 
 impl TestBroker {
     /// `amqp://guest:guest@host:port/%2f`.
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// Stop the broker (clean shutdown) and start it again on the same
+    /// address and data directory.
+    pub fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().expect("shutdown");
+        }
+        let server = Server::bind(self.config.clone()).expect("rebind");
+        self.running = Some(server.spawn().expect("spawn"));
+    }
+
+    /// Stop the broker without removing its data.
+    pub fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().expect("shutdown");
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop();
+        if self.owns_dir {
+            if let Some(d) = &self.config.data_dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
     }
 }
 
@@ -33,18 +78,25 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
     if let Ok(addr) = std::env::var("WARREN_TEST_ADDR") {
         return TestBroker {
             addr: addr.parse().expect("WARREN_TEST_ADDR must be host:port"),
+            config: Config::default(),
             running: None,
+            owns_dir: false,
         };
     }
     let mut cfg = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        data_dir: Some(temp_dir("data")),
         ..Config::default()
     };
     f(&mut cfg);
-    let server = Server::bind(cfg).expect("bind");
+    let server = Server::bind(cfg.clone()).expect("bind");
+    let addr = server.local_addrs()[0];
+    cfg.listen = vec![addr];
     let running = server.spawn().expect("spawn");
     TestBroker {
-        addr: running.local_addrs()[0],
+        addr,
+        config: cfg,
         running: Some(running),
+        owns_dir: true,
     }
 }

@@ -1,0 +1,405 @@
+//! The core's side of persistence and memory: opening the store and
+//! restoring durable state at start, the end-of-turn group commit that
+//! releases publisher confirms, paging message contents out beyond the memory
+//! budget and back in when due, and the memory/disk alarms that block
+//! publishers (connection.blocked).
+
+use std::io;
+use std::time::Instant;
+
+use bytes::Bytes;
+use log::{error, info, warn};
+
+use crate::broker::exchange::Dest;
+use crate::broker::message::{Message, QueuedMsg};
+use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
+use crate::codec::{ConnectionBlocked, ConnectionUnblocked};
+use crate::config::Config;
+use crate::core::Core;
+use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::store::{Store, StoreRef};
+
+/// Free bytes on the file system holding `path`.
+pub fn free_disk(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+impl Core {
+    /// A core with persistence: open the data directory, restore durable
+    /// definitions and messages. In-memory when `config.data_dir` is None.
+    pub fn open(config: Config) -> io::Result<Core> {
+        let dir = config.data_dir.clone();
+        let seg_size = config.segment_size;
+        let mut core = Core::new(config);
+        let Some(dir) = dir else { return Ok(core) };
+        let started = Instant::now();
+        let (store, recovered) = Store::open(&dir, seg_size)?;
+        core.store = Some(store);
+        core.broker.persistent = true;
+        let defs = Definitions::load(&dir)?.unwrap_or_default();
+        core.restore(&defs);
+        let mut messages = 0u64;
+        let mut bytes = 0u64;
+        let mut queues = 0usize;
+        for (qid, msgs) in recovered.queues {
+            let Some(id) = core
+                .broker
+                .queues
+                .iter()
+                .find(|(_, q)| q.store_id == Some(qid))
+                .map(|(_, q)| q.id)
+            else {
+                // Messages of a queue whose definition is gone: release them.
+                if let Some(st) = core.store.as_mut() {
+                    st.purge(qid);
+                    msgs.iter().for_each(|m| st.release(&m.at));
+                }
+                continue;
+            };
+            queues += 1;
+            let Some(q) = core.broker.queue_mut(id) else {
+                continue;
+            };
+            for m in msgs {
+                messages += 1;
+                bytes += m.size;
+                let msg = Message {
+                    exchange: m.exchange,
+                    routing_key: m.routing_key,
+                    header: Bytes::new(),
+                    body: Bytes::new(),
+                    persistent: true,
+                    size: m.size,
+                    stored: Some(m.at),
+                };
+                let mut dropped = Vec::new();
+                if q.push(msg, &mut dropped).is_ok() {
+                    if let Some(last) = q.ready.back_mut() {
+                        last.redelivered = m.delivered;
+                    }
+                }
+            }
+        }
+        core.broker.defs_dirty = false;
+        info!(
+            "recovered {} durable queues, {} exchanges, {} bindings; {} messages ({} bytes) in {} queues, in {:?}",
+            defs.queues.len(),
+            defs.exchanges.len(),
+            defs.bindings.len(),
+            messages,
+            bytes,
+            queues,
+            started.elapsed()
+        );
+        Ok(core)
+    }
+
+    fn restore(&mut self, defs: &Definitions) {
+        for v in &defs.vhosts {
+            if self.broker.vhost(v).is_none() {
+                self.broker.add_vhost(v);
+            }
+        }
+        for x in &defs.exchanges {
+            let spec = ExchangeSpec {
+                name: x.name.clone(),
+                kind: x.kind.clone(),
+                passive: false,
+                durable: true,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            };
+            if let Err(e) = self.broker.declare_exchange(&x.vhost, spec) {
+                warn!("cannot restore exchange {:?}: {e}", x.name);
+            }
+        }
+        let nobody = ConnId {
+            idx: u32::MAX,
+            gen: 0,
+        };
+        for q in &defs.queues {
+            let spec = QueueSpec {
+                name: q.name.clone(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+            };
+            match self.broker.declare_queue(&q.vhost, spec, nobody, 0) {
+                Ok((id, _)) => {
+                    if let Some(qq) = self.broker.queue_mut(id) {
+                        qq.store_id = Some(q.id);
+                    }
+                }
+                Err(e) => warn!("cannot restore queue {:?}: {e}", q.name),
+            }
+        }
+        self.broker.next_store_id = self
+            .broker
+            .next_store_id
+            .max(defs.next_queue_id)
+            .max(defs.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
+        for b in &defs.bindings {
+            let dest = if b.to_queue {
+                match self.broker.find_queue(&b.vhost, &b.dest, nobody) {
+                    Ok(id) => Dest::Queue(id),
+                    Err(_) => continue,
+                }
+            } else {
+                Dest::Exchange(b.dest.clone())
+            };
+            if let Err(e) = self.broker.bind(
+                &b.vhost,
+                &b.source,
+                dest,
+                b.routing_key.clone(),
+                b.arguments.clone(),
+            ) {
+                warn!("cannot restore binding {:?} -> {:?}: {e}", b.source, b.dest);
+            }
+        }
+    }
+
+    /// The durable definitions as they stand.
+    pub fn definitions(&self) -> Definitions {
+        let b = &self.broker;
+        let mut d = Definitions {
+            next_queue_id: b.next_store_id,
+            ..Definitions::default()
+        };
+        for (vname, vh) in &b.vhosts {
+            d.vhosts.push(vname.clone());
+            for x in vh.exchanges.values() {
+                let builtin = x.name.is_empty() || x.name.starts_with(b"amq.");
+                if x.durable && !builtin {
+                    d.exchanges.push(ExchangeDef {
+                        vhost: vname.clone(),
+                        name: x.name.clone(),
+                        kind: Bytes::from_static(x.kind.name().as_bytes()),
+                        auto_delete: x.auto_delete,
+                        internal: x.internal,
+                        arguments: x.arguments.clone(),
+                    });
+                }
+            }
+            for id in vh.queues.values() {
+                if let Some(q) = b.queue(*id) {
+                    if let Some(sid) = q.store_id {
+                        d.queues.push(QueueDef {
+                            vhost: vname.clone(),
+                            name: q.name.clone(),
+                            id: sid,
+                            auto_delete: q.auto_delete,
+                            arguments: q.arguments.clone(),
+                        });
+                    }
+                }
+            }
+            for x in vh.exchanges.values() {
+                if !x.durable || x.name.is_empty() {
+                    continue;
+                }
+                for bd in &x.bindings {
+                    let (to_queue, dest) = match &bd.dest {
+                        Dest::Queue(q) => match b.queue(*q) {
+                            Some(qq) if qq.store_id.is_some() => (true, qq.name.clone()),
+                            _ => continue,
+                        },
+                        Dest::Exchange(n) => match vh.exchanges.get(n) {
+                            Some(e) if e.durable => (false, n.clone()),
+                            _ => continue,
+                        },
+                    };
+                    d.bindings.push(BindingDef {
+                        vhost: vname.clone(),
+                        source: x.name.clone(),
+                        to_queue,
+                        dest,
+                        routing_key: bd.routing_key.clone(),
+                        arguments: bd.arguments.clone(),
+                    });
+                }
+            }
+        }
+        d
+    }
+
+    /// A message leaves the broker for good (acked, dropped, rejected,
+    /// purged): release its memory and its store reference.
+    pub(crate) fn forget(&mut self, queue_store_id: Option<u64>, m: &Message) {
+        super::deliver::forget_in(&mut self.store, &mut self.resident, queue_store_id, m);
+    }
+
+    /// Make a queued message's content available (read it back if paged).
+    /// False if it cannot be read (logged; the caller drops it).
+    pub(crate) fn load(store: &mut Option<Store>, resident: &mut u64, m: &mut QueuedMsg) -> bool {
+        if !m.msg.is_paged() {
+            return true;
+        }
+        let (Some(st), Some(r)) = (store.as_mut(), m.msg.stored) else {
+            return false;
+        };
+        match st.read(&r) {
+            Ok((h, b)) => {
+                m.msg.header = h;
+                m.msg.body = b;
+                *resident += m.msg.resident();
+                true
+            }
+            Err(e) => {
+                error!(
+                    "cannot read message {} back from the store: {e}; dropped",
+                    r.msg_id
+                );
+                st.release(&r);
+                false
+            }
+        }
+    }
+
+    /// Store a persistent message for the durable queues among `targets`.
+    pub(crate) fn store_message(
+        &mut self,
+        msg: &Message,
+        durable_queues: &[u64],
+    ) -> Option<StoreRef> {
+        let st = self.store.as_mut()?;
+        if durable_queues.is_empty() || !msg.persistent {
+            return None;
+        }
+        Some(st.append_msg(
+            durable_queues,
+            &msg.exchange,
+            &msg.routing_key,
+            &msg.header,
+            &msg.body,
+        ))
+    }
+
+    /// Beyond half the memory budget, new messages go to disk: store a copy if
+    /// the message is not stored yet and drop its content from memory.
+    pub(crate) fn maybe_page_out(&mut self, m: &mut Message) {
+        let limit = self.config.max_memory / 2;
+        if self.resident + m.resident() <= limit {
+            self.resident += m.resident();
+            return;
+        }
+        let Some(st) = self.store.as_mut() else {
+            self.resident += m.resident();
+            return;
+        };
+        if m.stored.is_none() {
+            m.stored = Some(st.append_paged(&m.exchange, &m.routing_key, &m.header, &m.body));
+        }
+        m.page_out();
+    }
+
+    /// End of a loop turn: save changed definitions, write the store's
+    /// buffered records and, if anyone waits for durability, fdatasync them
+    /// once (group commit) and release the publisher confirms that waited.
+    pub fn end_turn(&mut self, now: Instant) {
+        if self.broker.defs_dirty {
+            self.broker.defs_dirty = false;
+            if let Some(dir) = self.config.data_dir.clone() {
+                if let Err(e) = self.definitions().save(&dir) {
+                    error!("cannot save definitions: {e}");
+                }
+            }
+        }
+        if let Some(st) = self.store.as_mut() {
+            if !self.sync_waiters.is_empty() || self.force_sync {
+                if let Err(e) = st.sync() {
+                    error!("store sync failed: {e}");
+                }
+            } else if let Err(e) = st.flush() {
+                error!("store write failed: {e}");
+            }
+        }
+        self.force_sync = false;
+        self.release_sync_waiters();
+        self.check_alarms(now);
+    }
+
+    /// Confirms that waited for a sync become ready.
+    pub(crate) fn release_sync_waiters(&mut self) {
+        let waiters = std::mem::take(&mut self.sync_waiters);
+        for (id, ch) in waiters {
+            if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
+                chan.confirm_ready = chan.confirm_ready.max(chan.confirm_after_sync);
+                chan.confirm_after_sync = 0;
+                chan.waiting_sync = false;
+            }
+            self.flush_confirms(id);
+            self.mark_flush(id);
+        }
+    }
+
+    /// Sync now (a nack must not overtake earlier confirms that wait for it).
+    pub(crate) fn sync_now(&mut self) {
+        if let Some(st) = self.store.as_mut() {
+            if let Err(e) = st.sync() {
+                error!("store sync failed: {e}");
+            }
+        }
+        self.release_sync_waiters();
+    }
+
+    fn check_alarms(&mut self, now: Instant) {
+        let mem = self.resident >= self.config.max_memory;
+        if let Some(dir) = &self.config.data_dir {
+            if now >= self.next_disk_check {
+                self.next_disk_check = now + std::time::Duration::from_millis(500);
+                self.disk_alarm = match free_disk(dir) {
+                    Ok(free) => free < self.config.min_free_disk,
+                    Err(_) => false,
+                };
+            }
+        }
+        let reason = if mem {
+            Some("low on memory")
+        } else if self.disk_alarm {
+            Some("low on disk space")
+        } else {
+            None
+        };
+        if reason.is_some() == self.blocked {
+            return;
+        }
+        self.blocked = reason.is_some();
+        match reason {
+            Some(r) => warn!(
+                "{r}: blocking publishers (resident {} bytes)",
+                self.resident
+            ),
+            None => info!("alarm cleared: unblocking publishers"),
+        }
+        let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+        for id in ids {
+            let Some(c) = self.conn_mut(id) else { continue };
+            if !c.cap_blocked || !c.published {
+                continue;
+            }
+            match reason {
+                Some(r) => c.outbox.method(
+                    0,
+                    &ConnectionBlocked {
+                        reason: Bytes::from_static(r.as_bytes()),
+                    }
+                    .into(),
+                ),
+                None => c.outbox.method(0, &ConnectionUnblocked {}.into()),
+            }
+            self.mark_flush(id);
+        }
+    }
+}
