@@ -229,6 +229,12 @@ impl Server {
                 if self.socks.iter().all(|s| s.is_none())
                     || now.duration_since(since) >= SHUTDOWN_GRACE
                 {
+                    let ids: Vec<ConnId> = self.socks.iter().flatten().map(|s| s.id).collect();
+                    for id in ids {
+                        self.core.remove(id);
+                    }
+                    self.core.end_turn(now);
+                    self.core.close_store();
                     info!("stopped");
                     return Ok(());
                 }

@@ -330,6 +330,39 @@ impl Core {
         self.check_alarms(now);
     }
 
+    /// Clean shutdown of the store: every connection is gone (their unacked
+    /// messages are back in their queues); write the clean index.
+    pub fn close_store(&mut self) {
+        let Some(st) = self.store.as_mut() else {
+            return;
+        };
+        let mut live = Vec::new();
+        for (_, q) in self.broker.queues.iter() {
+            let Some(sid) = q.store_id else { continue };
+            for m in &q.ready {
+                if let Some(at) = m.msg.stored.filter(|r| r.durable) {
+                    live.push((
+                        sid,
+                        crate::store::RecoveredMsg {
+                            at,
+                            delivered: m.redelivered,
+                            size: m.msg.size,
+                            exchange: m.msg.exchange.clone(),
+                            routing_key: m.msg.routing_key.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        match st.close_clean(&live) {
+            Ok(()) => info!(
+                "store closed cleanly ({} durable messages indexed)",
+                live.len()
+            ),
+            Err(e) => error!("cannot write the clean shutdown index: {e}"),
+        }
+    }
+
     /// Confirms that waited for a sync become ready.
     pub(crate) fn release_sync_waiters(&mut self) {
         let waiters = std::mem::take(&mut self.sync_waiters);
