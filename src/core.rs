@@ -54,6 +54,12 @@ pub struct Core {
     pub(crate) disk_alarm: bool,
     /// When to look at free disk space again.
     pub(crate) next_disk_check: Instant,
+    /// The current turn's time.
+    pub(crate) now: Instant,
+    /// Wall-clock milliseconds since the epoch at `clock_base`.
+    clock_wall: u64,
+    /// The instant `clock_wall` was read.
+    clock_base: Instant,
 }
 
 impl Core {
@@ -75,6 +81,11 @@ impl Core {
             blocked: false,
             disk_alarm: false,
             next_disk_check: Instant::now(),
+            now: Instant::now(),
+            clock_wall: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            clock_base: Instant::now(),
         }
     }
 
@@ -206,8 +217,19 @@ impl Core {
         self.peer_closed(id)
     }
 
+    /// Wall-clock milliseconds since the epoch for the current turn (TTLs
+    /// are wall-clock based so they survive restarts).
+    pub fn wall_ms(&self) -> u64 {
+        self.clock_wall
+            + self
+                .now
+                .saturating_duration_since(self.clock_base)
+                .as_millis() as u64
+    }
+
     /// Parse and handle every complete frame in the connection's input.
     pub fn process(&mut self, id: ConnId, now: Instant) {
+        self.now = self.now.max(now);
         let Some(c) = self.conn_mut(id) else { return };
         if !c.inbuf.is_empty() {
             c.last_recv = now;
@@ -316,6 +338,8 @@ impl Core {
 
     /// Timers: heartbeats, handshake timeout, close timeout.
     pub fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.run_timers(now);
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         let handshake_timeout = self.config.handshake_timeout;
         for id in ids {
@@ -362,9 +386,10 @@ impl Core {
 
     /// The next time [`Core::tick`] has something to do.
     pub fn next_deadline(&self, now: Instant) -> Instant {
-        // Heartbeats have a resolution of a second; timers below that
-        // (message TTL) will tighten this.
-        now + Duration::from_millis(500)
+        // Heartbeats have a resolution of half a second; message and queue
+        // expiry bring it forward.
+        let tick = now + Duration::from_millis(500);
+        self.next_timer(now).map_or(tick, |t| t.min(tick))
     }
 
     /// The server wrote output to the connection (heartbeat bookkeeping).

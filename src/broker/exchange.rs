@@ -82,6 +82,10 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// All bindings, in creation order.
     pub bindings: Vec<Binding>,
+    /// How many bindings lead to other exchanges.
+    pub exchange_bindings: usize,
+    /// `alternate-exchange` argument: where unroutable messages go.
+    pub alternate: Option<Bytes>,
     /// Direct exchanges: routing key → destinations.
     direct: HashMap<Bytes, Vec<Dest>>,
     /// Topic exchanges: the pattern trie.
@@ -98,6 +102,10 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Exchange {
+        let alternate = arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_bytes())
+            .cloned();
         Exchange {
             name,
             kind,
@@ -106,6 +114,8 @@ impl Exchange {
             internal,
             arguments,
             bindings: Vec::new(),
+            exchange_bindings: 0,
+            alternate,
             direct: HashMap::new(),
             topic: TopicTrie::new(),
         }
@@ -127,6 +137,9 @@ impl Exchange {
             }
             ExchangeKind::Fanout | ExchangeKind::Headers => {}
         }
+        if matches!(b.dest, Dest::Exchange(_)) {
+            self.exchange_bindings += 1;
+        }
         self.bindings.push(b);
         true
     }
@@ -137,6 +150,9 @@ impl Exchange {
             return false;
         };
         self.bindings.remove(i);
+        if matches!(b.dest, Dest::Exchange(_)) {
+            self.exchange_bindings -= 1;
+        }
         self.unindex(b);
         true
     }

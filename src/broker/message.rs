@@ -22,6 +22,12 @@ pub struct Message {
     pub size: u64,
     /// Where the store holds it, if it does.
     pub stored: Option<StoreRef>,
+    /// `priority` property (0 when absent).
+    pub priority: u8,
+    /// Per-message TTL from the `expiration` property, in milliseconds.
+    pub ttl: Option<u64>,
+    /// Wall-clock publish time, milliseconds since the epoch (TTL base).
+    pub timestamp: u64,
 }
 
 impl Message {
@@ -41,6 +47,9 @@ impl Message {
             body,
             persistent,
             stored: None,
+            priority: 0,
+            ttl: None,
+            timestamp: 0,
         }
     }
 
@@ -69,6 +78,17 @@ pub struct QueuedMsg {
     pub seq: u64,
     /// Delivered before (sets basic.deliver's redelivered flag).
     pub redelivered: bool,
+    /// Effective priority in this queue (0 unless a priority queue).
+    pub prio: u8,
+    /// Wall-clock expiry in milliseconds since the epoch, if any TTL applies.
+    pub expires_at: Option<u64>,
     /// The message.
     pub msg: Message,
+}
+
+impl QueuedMsg {
+    /// Queue order: higher priority first, then publish order.
+    pub fn key(&self) -> (u8, u64) {
+        (255 - self.prio, self.seq)
+    }
 }

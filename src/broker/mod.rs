@@ -627,28 +627,49 @@ impl Broker {
             }
             return;
         }
-        let Some(x) = vh.exchanges.get(exchange) else {
-            return;
-        };
-        let mut visited: Vec<&[u8]> = Vec::new();
-        let mut stack: Vec<&Exchange> = vec![x];
-        while let Some(x) = stack.pop() {
-            if visited.contains(&&x.name[..]) {
-                continue;
-            }
-            visited.push(&x.name[..]);
-            x.route(routing_key, headers, &mut |d| match d {
-                Dest::Queue(q) => {
-                    if !out.contains(q) {
+        // Unroutable through an exchange: try its alternate exchange (and
+        // that one's), as RabbitMQ does.
+        let mut name = exchange;
+        for _ in 0..8 {
+            let Some(x) = vh.exchanges.get(name) else {
+                break;
+            };
+            if x.exchange_bindings == 0 {
+                // Fast path: no exchange-to-exchange bindings, no allocation.
+                x.route(routing_key, headers, &mut |d| {
+                    if let Dest::Queue(q) = d {
                         out.push(*q)
                     }
-                }
-                Dest::Exchange(n) => {
-                    if let Some(e) = vh.exchanges.get(n) {
-                        stack.push(e)
+                });
+            } else {
+                let mut visited: Vec<&[u8]> = Vec::new();
+                let mut stack: Vec<&Exchange> = vec![x];
+                while let Some(x) = stack.pop() {
+                    if visited.contains(&&x.name[..]) {
+                        continue;
                     }
+                    visited.push(&x.name[..]);
+                    x.route(routing_key, headers, &mut |d| match d {
+                        Dest::Queue(q) => out.push(*q),
+                        Dest::Exchange(n) => {
+                            if let Some(e) = vh.exchanges.get(n) {
+                                stack.push(e)
+                            }
+                        }
+                    });
                 }
-            });
+            }
+            if !out.is_empty() {
+                break;
+            }
+            match &x.alternate {
+                Some(ae) => name = ae,
+                None => break,
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct ConsumerRef {
     pub channel: u16,
     /// Consumer tag.
     pub tag: Bytes,
+    /// `x-priority` consume argument (higher gets messages first).
+    pub priority: i32,
 }
 
 /// A queue.
@@ -61,6 +63,8 @@ pub struct Queue {
     pub dirty: bool,
     /// Id in the message store (durable queues with persistence on).
     pub store_id: Option<u64>,
+    /// Last declare, get, consume or cancel (for `x-expires`).
+    pub last_used: std::time::Instant,
 }
 
 impl Queue {
@@ -99,6 +103,7 @@ impl Queue {
             unacked: 0,
             dirty: false,
             store_id: None,
+            last_used: std::time::Instant::now(),
         }
     }
 
@@ -122,11 +127,19 @@ impl Queue {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ready_bytes += len;
-        self.ready.push_back(QueuedMsg {
+        let prio = self.args.max_priority.map_or(0, |m| msg.priority.min(m));
+        let ttl = match (self.args.message_ttl, msg.ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let m = QueuedMsg {
             seq,
             redelivered: false,
+            prio,
+            expires_at: ttl.map(|t| msg.timestamp.saturating_add(t)),
             msg,
-        });
+        };
+        self.insert(m);
         while self.over_limit(0, 0) {
             match self.pop() {
                 Some(m) => dropped.push(m),
@@ -148,13 +161,28 @@ impl Queue {
         m.redelivered = true;
         self.unacked = self.unacked.saturating_sub(1);
         self.ready_bytes += m.msg.size;
+        self.insert(m);
+    }
+
+    /// Insert in queue order (priority, then position); appending is the
+    /// common case.
+    fn insert(&mut self, m: QueuedMsg) {
         match self.ready.back() {
-            Some(last) if last.seq > m.seq => {
-                let at = self.ready.partition_point(|x| x.seq < m.seq);
+            Some(last) if last.key() > m.key() => {
+                let k = m.key();
+                let at = self.ready.partition_point(|x| x.key() < k);
                 self.ready.insert(at, m);
             }
             _ => self.ready.push_back(m),
         }
+    }
+
+    /// The head message has expired at `now_ms`.
+    pub fn head_expired(&self, now_ms: u64) -> bool {
+        self.ready
+            .front()
+            .and_then(|m| m.expires_at)
+            .is_some_and(|t| t < now_ms)
     }
 
     /// Number of ready messages.
@@ -166,6 +194,16 @@ impl Queue {
     pub fn purge(&mut self) -> VecDeque<QueuedMsg> {
         self.ready_bytes = 0;
         std::mem::take(&mut self.ready)
+    }
+
+    /// Add a consumer after those of equal or higher priority.
+    pub fn add_consumer(&mut self, c: ConsumerRef) {
+        let at = self.consumers.partition_point(|x| x.priority >= c.priority);
+        if at <= self.rr && at < self.consumers.len() {
+            self.rr += 1;
+        }
+        self.consumers.insert(at, c);
+        self.had_consumers = true;
     }
 
     /// Remove a consumer; true if it was there.

@@ -30,6 +30,10 @@ pub struct Assembly {
     pub header: Option<Bytes>,
     /// delivery_mode = 2.
     pub persistent: bool,
+    /// `priority` property.
+    pub priority: u8,
+    /// Per-message TTL from `expiration`.
+    pub ttl: Option<u64>,
     /// Declared body size.
     pub body_size: u64,
     /// Body received so far when it spans several frames.

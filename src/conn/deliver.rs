@@ -7,7 +7,8 @@ use bytes::Bytes;
 
 use super::channel::{ChanState, TxOp, Unacked};
 use super::ConnState;
-use crate::broker::message::Message;
+use crate::broker::args::Overflow;
+use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, QueueId};
 use crate::codec::{
@@ -86,40 +87,10 @@ impl Core {
                 }
             }
         } else {
-            // Persistent messages are written once for all durable queues.
-            let mut durable = std::mem::take(&mut self.store_scratch);
-            durable.clear();
-            if msg.persistent && self.store.is_some() {
-                durable.extend(
-                    out.iter()
-                        .filter_map(|q| self.broker.queue(*q).and_then(|q| q.store_id)),
-                );
-            }
-            let stored = self.store_message(&msg, &durable);
-            self.store_scratch = durable;
-            if stored.is_some() {
+            let (rej, stored) = self.enqueue(msg, &out);
+            rejected = rej;
+            if stored {
                 self.wait_for_sync(id, ch);
-            }
-            let mut dropped = Vec::new();
-            for &q in &out {
-                let Some(sid) = self.broker.queue(q).map(|q| q.store_id) else {
-                    continue;
-                };
-                let mut m = msg.clone();
-                m.stored = if sid.is_some() { stored } else { None };
-                self.maybe_page_out(&mut m);
-                let Some(queue) = self.broker.queue_mut(q) else {
-                    continue;
-                };
-                if let Err(m) = queue.push(m, &mut dropped) {
-                    rejected = true;
-                    self.forget(sid, &m);
-                }
-                // Dropped heads are discarded (dead-lettering comes with DLX support).
-                for d in dropped.drain(..) {
-                    self.forget(sid, &d.msg);
-                }
-                self.mark_queue(q);
             }
         }
         self.route_scratch = out;
@@ -165,6 +136,59 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Put a routed message into its queues: store it once for the durable
+    /// ones (if persistent), page it out beyond the memory budget, apply
+    /// length limits (dead-lettering what overflows). Returns whether a queue
+    /// refused it (reject-publish) and whether it was written to the store.
+    pub(crate) fn enqueue(&mut self, mut msg: Message, targets: &[QueueId]) -> (bool, bool) {
+        msg.timestamp = self.wall_ms();
+        let mut durable = std::mem::take(&mut self.store_scratch);
+        durable.clear();
+        if msg.persistent && self.store.is_some() {
+            durable.extend(
+                targets
+                    .iter()
+                    .filter_map(|q| self.broker.queue(*q).and_then(|q| q.store_id)),
+            );
+        }
+        let stored = self.store_message(&msg, &durable);
+        self.store_scratch = durable;
+        let mut rejected = false;
+        let mut dropped = Vec::new();
+        for &q in targets {
+            let Some((sid, overflow)) = self.broker.queue(q).map(|q| (q.store_id, q.args.overflow))
+            else {
+                continue;
+            };
+            let mut m = msg.clone();
+            m.stored = if sid.is_some() { stored } else { None };
+            self.maybe_page_out(&mut m);
+            let Some(queue) = self.broker.queue_mut(q) else {
+                continue;
+            };
+            if let Err(m) = queue.push(m, &mut dropped) {
+                rejected = true;
+                if overflow == Overflow::RejectPublishDlx {
+                    let qm = QueuedMsg {
+                        seq: 0,
+                        redelivered: false,
+                        prio: 0,
+                        expires_at: None,
+                        msg: m,
+                    };
+                    self.dead_letter(q, qm, "maxlen");
+                } else {
+                    self.forget(sid, &m);
+                }
+            }
+            for d in std::mem::take(&mut dropped) {
+                self.dead_letter(q, d, "maxlen");
+            }
+            self.mark_queue(q);
+        }
+        (rejected, stored.is_some())
     }
 
     /// The channel's confirms from now on wait for the next store sync (and
@@ -216,6 +240,7 @@ impl Core {
             if let Some(queue) = self.broker.queue_mut(q) {
                 queue.dirty = false;
             }
+            self.expire_queue(q);
             self.dispatch_queue(q);
         }
     }
@@ -236,7 +261,7 @@ impl Core {
         let store_id = queue.store_id;
         while !queue.ready.is_empty() && !queue.consumers.is_empty() {
             let n = queue.consumers.len();
-            let chosen = (0..n).map(|i| (queue.rr + i) % n).find(|&k| {
+            let ready = |k: usize| {
                 queue.consumers.get(k).is_some_and(|r| {
                     conns
                         .get(r.conn.idx as usize)
@@ -245,7 +270,28 @@ impl Core {
                         .and_then(|c| c.channel(r.channel))
                         .is_some_and(|ch| ch.can_deliver(&r.tag))
                 })
-            });
+            };
+            // Consumers are sorted by priority: the first with room in the
+            // highest-priority group with room wins, round robin within it.
+            // Single active consumer: only the first may receive.
+            let chosen = if queue.args.single_active_consumer {
+                Some(0).filter(|&k| ready(k))
+            } else {
+                let mut best: Option<(i32, usize)> = None;
+                for k in (0..n).map(|i| (queue.rr + i) % n) {
+                    let p = queue.consumers.get(k).map_or(i32::MIN, |r| r.priority);
+                    if best.is_some_and(|(bp, _)| bp >= p) {
+                        continue;
+                    }
+                    if ready(k) {
+                        best = Some((p, k));
+                        if queue.consumers.first().is_some_and(|f| f.priority == p) {
+                            break;
+                        }
+                    }
+                }
+                best.map(|(_, k)| k)
+            };
             let Some(k) = chosen else { return };
             queue.rr = (k + 1) % n;
             let Some(r) = queue.consumers.get(k).cloned() else {
@@ -324,23 +370,34 @@ impl Core {
     }
 
     fn ack_one(&mut self, id: ConnId, ch: u16, u: Unacked) {
-        self.nack_one(id, ch, u, false)
+        self.settle_one(id, ch, u, false, false)
     }
 
     /// Settle one delivery: requeue it, or let it go (ack, or reject
     /// without requeue). A message whose queue is gone is let go.
     fn nack_one(&mut self, id: ConnId, ch: u16, u: Unacked, requeue: bool) {
+        self.settle_one(id, ch, u, requeue, true)
+    }
+
+    /// Settle one delivery: requeue it, dead-letter it (`rejected`: nack or
+    /// reject without requeue), or let it go (ack).
+    fn settle_one(&mut self, id: ConnId, ch: u16, u: Unacked, requeue: bool, rejected: bool) {
         self.settle(id, ch, &u);
-        let mut sid = None;
-        if let Some(q) = self.broker.queue_mut(u.queue) {
-            if requeue {
-                q.requeue(u.msg);
-                return;
-            }
-            q.unacked = q.unacked.saturating_sub(1);
-            sid = q.store_id;
+        let Some(q) = self.broker.queue_mut(u.queue) else {
+            self.forget(None, &u.msg.msg);
+            return;
+        };
+        if requeue {
+            q.requeue(u.msg);
+            return;
         }
-        self.forget(sid, &u.msg.msg);
+        q.unacked = q.unacked.saturating_sub(1);
+        if rejected {
+            self.dead_letter(u.queue, u.msg, "rejected");
+        } else {
+            let sid = q.store_id;
+            self.forget(sid, &u.msg.msg);
+        }
     }
 
     fn take_unacked(
@@ -476,6 +533,7 @@ impl Core {
             return;
         };
         queue.remove_consumer(id, ch, tag);
+        queue.last_used = self.now;
         if queue.auto_delete && queue.had_consumers && queue.consumers.is_empty() {
             self.delete_queue(q);
         }
@@ -485,7 +543,10 @@ impl Core {
     /// announced consumer_cancel_notify). Returns the ready messages dropped.
     pub(crate) fn delete_queue(&mut self, q: QueueId) -> u32 {
         let gone = self.broker.delete_queue(q);
-        for ConsumerRef { conn, channel, tag } in gone.consumers {
+        for ConsumerRef {
+            conn, channel, tag, ..
+        } in gone.consumers
+        {
             let Some(c) = self.conn_mut(conn) else {
                 continue;
             };

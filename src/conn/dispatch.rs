@@ -19,6 +19,16 @@ fn err(code: u16, text: impl Into<String>) -> Error {
     Error::new(code, text.into())
 }
 
+/// The `expiration` property: a non-negative integer of milliseconds, as a
+/// string (RabbitMQ refuses anything else with 406).
+fn parse_expiration(s: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(s)
+        .ok()
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| format!("invalid expiration '{}': {{error,no_integer}}", lossy(s)))
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -360,6 +370,8 @@ impl Core {
                     mandatory: p.mandatory,
                     header: None,
                     persistent: false,
+                    priority: 0,
+                    ttl: None,
                     body_size: 0,
                     body: BytesMut::new(),
                     single: None,
@@ -504,6 +516,12 @@ impl Core {
         if let Some(c) = self.chan(id, ch) {
             c.last_queue = name.clone();
         }
+        self.expire_queue(q);
+        self.touch_queue(q);
+        let (messages, consumers) = match self.broker.queue(q) {
+            Some(qq) => (qq.message_count(), qq.consumers.len() as u32),
+            None => (messages, consumers),
+        };
         if !d.nowait {
             let ok = QueueDeclareOk {
                 queue: name,
@@ -523,6 +541,18 @@ impl Core {
         bc: BasicConsume,
     ) -> Result<(), Error> {
         let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
+        let priority = match bc.arguments.get("x-priority") {
+            None => 0,
+            Some(v) => match v.as_i64() {
+                Some(p) => p.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                None => {
+                    return Err(err(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "invalid arg 'x-priority': expected an integer",
+                    ))
+                }
+            },
+        };
         let tag = if bc.consumer_tag.is_empty() {
             self.broker
                 .gen_name("amq.ctag-", (id.idx as u64) << 16 | ch as u64)
@@ -552,13 +582,14 @@ impl Core {
                 ),
             ));
         }
-        queue.consumers.push(ConsumerRef {
+        queue.add_consumer(ConsumerRef {
             conn: id,
             channel: ch,
             tag: tag.clone(),
+            priority,
         });
         queue.exclusive_consumer = bc.exclusive;
-        queue.had_consumers = true;
+        self.touch_queue(q);
         if let Some(c) = self.chan(id, ch) {
             c.consumers.push(ChanConsumer {
                 tag: tag.clone(),
@@ -577,6 +608,8 @@ impl Core {
 
     fn basic_get(&mut self, id: ConnId, ch: u16, vhost: &Bytes, g: BasicGet) -> Result<(), Error> {
         let q = self.resolve_queue(id, ch, vhost, &g.queue)?;
+        self.expire_queue(q);
+        self.touch_queue(q);
         let frame_max = self.conn(id).map(|c| c.frame_max).unwrap_or(0);
         let Some(queue) = self.broker.queue_mut(q) else {
             return Ok(());
@@ -712,6 +745,16 @@ impl Core {
             }
             asm.body_size = h.body_size;
             asm.persistent = h.properties.persistent();
+            asm.priority = h.properties.priority.unwrap_or(0);
+            asm.ttl = match h.properties.expiration.as_deref().map(parse_expiration) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(text)) => {
+                    chan.assembly = None;
+                    let e = err(ReplyCode::PRECONDITION_FAILED, text);
+                    return self.channel_error(id, ch, e.with_method(60, 40));
+                }
+            };
             asm.header = Some(raw.payload);
         }
         let got = asm.body.len() as u64 + asm.single.as_ref().map_or(0, |b| b.len() as u64);
@@ -721,13 +764,15 @@ impl Core {
                     Some(b) => b,
                     None => asm.body.freeze(),
                 };
-                let msg = crate::broker::message::Message::new(
+                let mut msg = crate::broker::message::Message::new(
                     asm.exchange,
                     asm.routing_key,
                     asm.header.unwrap_or_default(),
                     body,
                     asm.persistent,
                 );
+                msg.priority = asm.priority;
+                msg.ttl = asm.ttl;
                 if let Some(ops) = chan.tx.as_mut() {
                     ops.push(TxOp::Publish(msg, asm.mandatory));
                     return;

@@ -6,6 +6,7 @@
 pub mod channel;
 pub mod deliver;
 pub mod dispatch;
+pub mod expiry;
 pub mod handshake;
 pub mod persist;
 

@@ -17,7 +17,7 @@ use crate::codec::{ConnectionBlocked, ConnectionUnblocked};
 use crate::config::Config;
 use crate::core::Core;
 use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
-use crate::store::{Store, StoreRef};
+use crate::store::{MsgMeta, Store, StoreRef};
 
 /// Free bytes on the file system holding `path`.
 pub fn free_disk(path: &std::path::Path) -> io::Result<u64> {
@@ -30,6 +30,19 @@ pub fn free_disk(path: &std::path::Path) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The store's view of a message.
+fn meta(m: &Message) -> MsgMeta<'_> {
+    MsgMeta {
+        exchange: &m.exchange,
+        routing_key: &m.routing_key,
+        header: &m.header,
+        body: &m.body,
+        timestamp: m.timestamp,
+        ttl: m.ttl,
+        priority: m.priority,
+    }
 }
 
 impl Core {
@@ -79,6 +92,9 @@ impl Core {
                     persistent: true,
                     size: m.size,
                     stored: Some(m.at),
+                    priority: m.priority,
+                    ttl: m.ttl,
+                    timestamp: m.timestamp,
                 };
                 let mut dropped = Vec::new();
                 if q.push(msg, &mut dropped).is_ok() {
@@ -277,13 +293,7 @@ impl Core {
         if durable_queues.is_empty() || !msg.persistent {
             return None;
         }
-        Some(st.append_msg(
-            durable_queues,
-            &msg.exchange,
-            &msg.routing_key,
-            &msg.header,
-            &msg.body,
-        ))
+        Some(st.append_msg(durable_queues, &meta(msg)))
     }
 
     /// Beyond half the memory budget, new messages go to disk: store a copy if
@@ -299,7 +309,7 @@ impl Core {
             return;
         };
         if m.stored.is_none() {
-            m.stored = Some(st.append_paged(&m.exchange, &m.routing_key, &m.header, &m.body));
+            m.stored = Some(st.append_paged(&meta(m)));
         }
         m.page_out();
     }
@@ -349,6 +359,9 @@ impl Core {
                             size: m.msg.size,
                             exchange: m.msg.exchange.clone(),
                             routing_key: m.msg.routing_key.clone(),
+                            timestamp: m.msg.timestamp,
+                            ttl: m.msg.ttl,
+                            priority: m.msg.priority,
                         },
                     ));
                 }

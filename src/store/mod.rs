@@ -23,7 +23,7 @@ use crc::crc32c;
 
 /// Format version written to `VERSION`; bump with a migration when the
 /// on-disk layout changes.
-pub const FORMAT_VERSION: &str = "warren-store 1";
+pub const FORMAT_VERSION: &str = "warren-store 2";
 
 const REC_MSG: u8 = 1;
 const REC_PAGED: u8 = 2;
@@ -65,6 +65,12 @@ pub struct RecoveredMsg {
     pub exchange: Bytes,
     /// Routing key it was published with.
     pub routing_key: Bytes,
+    /// Publish time (ms since the epoch).
+    pub timestamp: u64,
+    /// Per-message TTL.
+    pub ttl: Option<u64>,
+    /// Priority property.
+    pub priority: u8,
 }
 
 /// What recovery found.
@@ -135,12 +141,43 @@ fn frame_record(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// What the store keeps of a message.
+#[derive(Debug, Clone, Copy)]
+pub struct MsgMeta<'a> {
+    /// Exchange it was published to.
+    pub exchange: &'a [u8],
+    /// Routing key.
+    pub routing_key: &'a [u8],
+    /// Raw content header payload.
+    pub header: &'a [u8],
+    /// Body.
+    pub body: &'a [u8],
+    /// Publish time, ms since the epoch (TTLs count from it).
+    pub timestamp: u64,
+    /// Per-message TTL in ms.
+    pub ttl: Option<u64>,
+    /// Priority property.
+    pub priority: u8,
+}
+
+fn put_short(out: &mut Vec<u8>, s: &[u8]) {
+    let s = s.get(..255).unwrap_or(s);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s);
+}
+
 /// Parsed fields of a message record.
 pub struct MsgRecord {
     /// Message id.
     pub msg_id: u64,
     /// Durable queue ids (empty for paged records).
     pub queues: Vec<u64>,
+    /// Publish time (ms since the epoch).
+    pub timestamp: u64,
+    /// Per-message TTL.
+    pub ttl: Option<u64>,
+    /// Priority property.
+    pub priority: u8,
     /// Exchange.
     pub exchange: Bytes,
     /// Routing key.
@@ -160,6 +197,9 @@ fn parse_msg(payload: &Bytes) -> Option<MsgRecord> {
     for _ in 0..n {
         queues.push(r.u64().ok()?);
     }
+    let timestamp = r.u64().ok()?;
+    let ttl = Some(r.u64().ok()?).filter(|t| *t != u64::MAX);
+    let priority = r.u8().ok()?;
     let exchange = r.shortstr().ok()?;
     let routing_key = r.shortstr().ok()?;
     let header = r.longstr().ok()?;
@@ -167,6 +207,9 @@ fn parse_msg(payload: &Bytes) -> Option<MsgRecord> {
     Some(MsgRecord {
         msg_id,
         queues,
+        timestamp,
+        ttl,
+        priority,
         exchange,
         routing_key,
         header,
@@ -236,6 +279,9 @@ fn scan(mdir: &Path, numbers: &[u32]) -> io::Result<(LiveMap, u64, Recovered)> {
                                     size: m.body.len() as u64,
                                     exchange: Bytes::copy_from_slice(&m.exchange),
                                     routing_key: Bytes::copy_from_slice(&m.routing_key),
+                                    timestamp: m.timestamp,
+                                    ttl: m.ttl,
+                                    priority: m.priority,
                                 },
                             );
                         }
@@ -322,6 +368,9 @@ fn load_clean(mdir: &Path) -> Option<(LiveMap, u64)> {
         let len = r.u32().ok()?;
         let delivered = r.u8().ok()? != 0;
         let size = r.u64().ok()?;
+        let timestamp = r.u64().ok()?;
+        let ttl = Some(r.u64().ok()?).filter(|t| *t != u64::MAX);
+        let priority = r.u8().ok()?;
         let exchange = Bytes::copy_from_slice(&r.shortstr().ok()?);
         let routing_key = Bytes::copy_from_slice(&r.shortstr().ok()?);
         let at = StoreRef {
@@ -339,6 +388,9 @@ fn load_clean(mdir: &Path) -> Option<(LiveMap, u64)> {
                 size,
                 exchange,
                 routing_key,
+                timestamp,
+                ttl,
+                priority,
             },
         );
     }
@@ -477,54 +529,51 @@ impl Store {
     }
 
     /// Append a persistent message for durable queues `queues`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn append_msg(
-        &mut self,
-        queues: &[u64],
-        exchange: &[u8],
-        routing_key: &[u8],
-        header: &[u8],
-        body: &[u8],
-    ) -> StoreRef {
-        self.append_message(REC_MSG, queues, exchange, routing_key, header, body)
+    pub fn append_msg(&mut self, queues: &[u64], m: &MsgMeta<'_>) -> StoreRef {
+        self.append_message(REC_MSG, queues, m)
     }
 
     /// Append a paged-out copy of a message (not recovered after restart).
-    pub fn append_paged(
-        &mut self,
-        exchange: &[u8],
-        routing_key: &[u8],
-        header: &[u8],
-        body: &[u8],
-    ) -> StoreRef {
-        self.append_message(REC_PAGED, &[], exchange, routing_key, header, body)
+    pub fn append_paged(&mut self, m: &MsgMeta<'_>) -> StoreRef {
+        self.append_message(REC_PAGED, &[], m)
     }
 
-    fn append_message(
-        &mut self,
-        kind: u8,
-        queues: &[u64],
-        exchange: &[u8],
-        routing_key: &[u8],
-        header: &[u8],
-        body: &[u8],
-    ) -> StoreRef {
+    fn append_message(&mut self, kind: u8, queues: &[u64], m: &MsgMeta<'_>) -> StoreRef {
+        if self.file_len >= self.seg_size {
+            if let Err(e) = self.roll() {
+                error!("store: cannot start a new segment: {e}");
+            }
+        }
         let id = self.next_msg_id;
         self.next_msg_id += 1;
-        let mut p = BytesMut::with_capacity(
-            32 + queues.len() * 8 + exchange.len() + routing_key.len() + header.len() + body.len(),
-        );
+        // Encoded straight into the write buffer: no per-message allocation.
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; REC_HEADER]);
+        let p = &mut self.buf;
         p.put_u8(kind);
         p.put_u64(id);
         p.put_u16(queues.len() as u16);
         for q in queues {
             p.put_u64(*q);
         }
-        crate::codec::writer::put_shortstr(&mut p, exchange);
-        crate::codec::writer::put_shortstr(&mut p, routing_key);
-        crate::codec::writer::put_longstr(&mut p, header);
-        crate::codec::writer::put_longstr(&mut p, body);
-        let (seg, offset, len) = self.append(&p);
+        p.put_u64(m.timestamp);
+        p.put_u64(m.ttl.unwrap_or(u64::MAX));
+        p.put_u8(m.priority);
+        put_short(p, m.exchange);
+        put_short(p, m.routing_key);
+        p.put_u32(m.header.len() as u32);
+        p.put_slice(m.header);
+        p.put_u32(m.body.len() as u32);
+        p.put_slice(m.body);
+        let payload_len = self.buf.len() - start - REC_HEADER;
+        let crc = crc32c(&self.buf[start + REC_HEADER..]);
+        self.buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_be_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+        let offset = self.file_len as u32;
+        let len = (payload_len + REC_HEADER) as u32;
+        self.file_len += len as u64;
+        self.stats.bytes_written += len as u64;
+        let seg = self.cur;
         let refs = if kind == REC_MSG {
             queues.len() as u64
         } else {
@@ -715,6 +764,9 @@ impl Store {
             p.put_u32(m.at.len);
             p.put_u8(m.delivered as u8);
             p.put_u64(m.size);
+            p.put_u64(m.timestamp);
+            p.put_u64(m.ttl.unwrap_or(u64::MAX));
+            p.put_u8(m.priority);
             crate::codec::writer::put_shortstr(&mut p, &m.exchange);
             crate::codec::writer::put_shortstr(&mut p, &m.routing_key);
         }
