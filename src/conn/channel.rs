@@ -116,6 +116,8 @@ pub struct Channel {
     pub tx: Option<Vec<TxOp>>,
     /// Name of the last queue declared on this channel (for `""` names).
     pub last_queue: Bytes,
+    /// Consumer tag of this channel's direct reply-to consumer.
+    pub reply_consumer: Option<Bytes>,
 }
 
 impl Channel {
@@ -138,6 +140,7 @@ impl Channel {
             waiting_sync: false,
             tx: None,
             last_queue: Bytes::new(),
+            reply_consumer: None,
         }
     }
 

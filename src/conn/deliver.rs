@@ -30,9 +30,10 @@ impl Core {
         &mut self,
         id: ConnId,
         ch: u16,
-        msg: Message,
+        mut msg: Message,
         mandatory: bool,
     ) -> Result<(), Error> {
+        self.rewrite_reply_to(id, ch, &mut msg)?;
         let (blocked, disk_alarm) = (self.blocked, self.disk_alarm);
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
@@ -64,15 +65,24 @@ impl Core {
             None
         };
         let mut out = std::mem::take(&mut self.route_scratch);
+        // A direct reply-to reply goes straight to the requester's channel.
+        let direct = msg.exchange.is_empty()
+            && msg.routing_key.starts_with(super::reply_to::REPLY_PREFIX)
+            && self.deliver_reply(&msg);
         let mut rejected = false;
-        self.broker.route(
-            &vhost,
-            &msg.exchange,
-            &msg.routing_key,
-            headers.as_ref(),
-            &mut out,
-        );
-        if out.is_empty() {
+        out.clear();
+        if !direct {
+            self.broker.route(
+                &vhost,
+                &msg.exchange,
+                &msg.routing_key,
+                headers.as_ref(),
+                &mut out,
+            );
+        }
+        if direct {
+            // Delivered already.
+        } else if out.is_empty() {
             if mandatory {
                 let frame_max = self.conn(id).map_or(0, |c| c.frame_max);
                 if let Some(c) = self.conn_mut(id) {

@@ -344,6 +344,11 @@ impl Core {
             }
             Method::BasicConsume(bc) => self.basic_consume(id, ch, &vhost, bc),
             Method::BasicCancel(bc) => {
+                if let Some(c) = self.chan(id, ch) {
+                    if c.reply_consumer.as_ref() == Some(&bc.consumer_tag) {
+                        c.reply_consumer = None;
+                    }
+                }
                 self.cancel_consumer(id, ch, &bc.consumer_tag);
                 if !bc.nowait {
                     self.reply(
@@ -486,6 +491,18 @@ impl Core {
         vhost: &Bytes,
         d: QueueDeclare,
     ) -> Result<(), Error> {
+        if d.queue == super::reply_to::REPLY_TO {
+            // The direct reply-to pseudo-queue always "exists", empty.
+            if !d.nowait {
+                let ok = QueueDeclareOk {
+                    queue: d.queue,
+                    message_count: 0,
+                    consumer_count: 0,
+                };
+                self.reply(id, ch, ok.into());
+            }
+            return Ok(());
+        }
         let salt = (id.idx as u64) << 32 | ch as u64;
         let (q, created) = self.broker.declare_queue(
             vhost,
@@ -540,6 +557,15 @@ impl Core {
         vhost: &Bytes,
         bc: BasicConsume,
     ) -> Result<(), Error> {
+        if bc.queue == super::reply_to::REPLY_TO {
+            let tag = if bc.consumer_tag.is_empty() {
+                self.broker
+                    .gen_name("amq.ctag-", (id.idx as u64) << 16 | ch as u64)
+            } else {
+                bc.consumer_tag.clone()
+            };
+            return self.consume_reply_to(id, ch, tag, bc.no_ack, bc.nowait);
+        }
         let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
         let priority = match bc.arguments.get("x-priority") {
             None => 0,

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod expiry;
 pub mod handshake;
 pub mod persist;
+pub mod reply_to;
 
 use std::net::SocketAddr;
 use std::time::Instant;
