@@ -65,10 +65,21 @@ pub struct Core {
 impl Core {
     /// A core with the default vhost.
     pub fn new(config: Config) -> Core {
+        let mut broker = Broker::new();
+        // RabbitMQ's first boot: the default user, administrator, with full
+        // permissions on the default vhost.
+        broker.auth.put_user(
+            &config.default_user,
+            &config.default_pass,
+            &["administrator"],
+        );
+        if let Ok(p) = crate::broker::auth::Permission::new(".*", ".*", ".*") {
+            broker.auth.set_permission(&config.default_user, "/", p);
+        }
         Core {
             config,
             conns: Slab::new(),
-            broker: Broker::new(),
+            broker,
             next_gen: 0,
             flush_list: Vec::new(),
             dirty_queues: Vec::new(),

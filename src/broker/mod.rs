@@ -4,6 +4,7 @@
 //! consumer cancelled because its queue went) are returned to the caller.
 
 pub mod args;
+pub mod auth;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -75,6 +76,8 @@ pub struct Broker {
     pub next_store_id: u64,
     /// Durable definitions changed since they were last saved.
     pub defs_dirty: bool,
+    /// Users and permissions.
+    pub auth: auth::Auth,
 }
 
 fn s(b: &[u8]) -> String {

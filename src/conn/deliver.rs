@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::channel::{ChanState, TxOp, Unacked};
 use super::ConnState;
 use crate::broker::args::Overflow;
+use crate::broker::auth::Access;
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, QueueId};
@@ -56,6 +57,7 @@ impl Core {
                 );
             }
         }
+        self.check_access(id, Access::Write, "exchange", &msg.exchange)?;
         self.broker.check_publish(&vhost, &msg.exchange)?;
         let headers = if has_headers(&msg.header) {
             ContentHeader::decode(&msg.header)

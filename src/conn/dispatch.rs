@@ -8,6 +8,7 @@ use log::warn;
 
 use super::channel::{Assembly, ChanConsumer, ChanState, Channel, TxOp};
 use super::ConnState;
+use crate::broker::auth::Access;
 use crate::broker::exchange::Dest;
 use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
@@ -182,6 +183,17 @@ impl Core {
                 Ok(())
             }
             Method::ExchangeDeclare(d) => {
+                if !d.passive {
+                    self.check_access(id, Access::Configure, "exchange", &d.exchange)?;
+                    if let Some(ae) = d
+                        .arguments
+                        .get("alternate-exchange")
+                        .and_then(|v| v.as_bytes())
+                    {
+                        self.check_access(id, Access::Write, "exchange", ae)?;
+                        self.check_access(id, Access::Read, "exchange", &d.exchange)?;
+                    }
+                }
                 let nowait = d.nowait;
                 self.broker.declare_exchange(
                     &vhost,
@@ -201,6 +213,7 @@ impl Core {
                 Ok(())
             }
             Method::ExchangeDelete(d) => {
+                self.check_access(id, Access::Configure, "exchange", &d.exchange)?;
                 self.broker
                     .delete_exchange(&vhost, &d.exchange, d.if_unused)?;
                 if !d.nowait {
@@ -209,6 +222,8 @@ impl Core {
                 Ok(())
             }
             Method::ExchangeBind(b) => {
+                self.check_access(id, Access::Write, "exchange", &b.destination)?;
+                self.check_access(id, Access::Read, "exchange", &b.source)?;
                 self.broker.bind(
                     &vhost,
                     &b.source,
@@ -222,6 +237,8 @@ impl Core {
                 Ok(())
             }
             Method::ExchangeUnbind(b) => {
+                self.check_access(id, Access::Write, "exchange", &b.destination)?;
+                self.check_access(id, Access::Read, "exchange", &b.source)?;
                 self.broker.unbind(
                     &vhost,
                     &b.source,
@@ -236,6 +253,9 @@ impl Core {
             }
             Method::QueueDeclare(d) => self.queue_declare(id, ch, &vhost, d),
             Method::QueueBind(b) => {
+                let qn = self.queue_name(id, ch, &b.queue);
+                self.check_access(id, Access::Write, "queue", &qn)?;
+                self.check_access(id, Access::Read, "exchange", &b.exchange)?;
                 let q = self.resolve_queue(id, ch, &vhost, &b.queue)?;
                 self.broker.bind(
                     &vhost,
@@ -250,6 +270,9 @@ impl Core {
                 Ok(())
             }
             Method::QueueUnbind(b) => {
+                let qn = self.queue_name(id, ch, &b.queue);
+                self.check_access(id, Access::Write, "queue", &qn)?;
+                self.check_access(id, Access::Read, "exchange", &b.exchange)?;
                 // Unbinding a missing queue succeeds (RabbitMQ).
                 match self.resolve_queue(id, ch, &vhost, &b.queue) {
                     Ok(q) => self.broker.unbind(
@@ -266,6 +289,8 @@ impl Core {
                 Ok(())
             }
             Method::QueuePurge(p) => {
+                let qn = self.queue_name(id, ch, &p.queue);
+                self.check_access(id, Access::Read, "queue", &qn)?;
                 let q = self.resolve_queue(id, ch, &vhost, &p.queue)?;
                 let (gone, sid) = match self.broker.queue_mut(q) {
                     Some(q) => (q.purge(), q.store_id),
@@ -281,6 +306,8 @@ impl Core {
                 Ok(())
             }
             Method::QueueDelete(d) => {
+                let qn = self.queue_name(id, ch, &d.queue);
+                self.check_access(id, Access::Configure, "queue", &qn)?;
                 // Deleting a missing queue succeeds with a count of 0 (RabbitMQ).
                 let q = match self.resolve_queue(id, ch, &vhost, &d.queue) {
                     Ok(q) => q,
@@ -463,6 +490,46 @@ impl Core {
         }
     }
 
+    /// 403 ACCESS_REFUSED unless the connection's user has `access` to the
+    /// named resource in its vhost.
+    pub(crate) fn check_access(
+        &self,
+        id: ConnId,
+        access: Access,
+        kind: &str,
+        name: &[u8],
+    ) -> Result<(), Error> {
+        let Some(c) = self.conn(id) else {
+            return Ok(());
+        };
+        let user = String::from_utf8_lossy(&c.user);
+        let vhost = String::from_utf8_lossy(&c.vhost);
+        let name = String::from_utf8_lossy(name);
+        if self.broker.auth.allows(&user, &vhost, access, &name) {
+            return Ok(());
+        }
+        let shown = if name.is_empty() && kind == "exchange" {
+            "amq.default"
+        } else {
+            &name
+        };
+        Err(err(
+            ReplyCode::ACCESS_REFUSED,
+            format!("access to {kind} '{shown}' in vhost '{vhost}' refused for user '{user}'"),
+        ))
+    }
+
+    /// A queue name as given, or the channel's last declared queue for `""`.
+    fn queue_name(&mut self, id: ConnId, ch: u16, name: &Bytes) -> Bytes {
+        if name.is_empty() {
+            self.chan(id, ch)
+                .map(|c| c.last_queue.clone())
+                .unwrap_or_default()
+        } else {
+            name.clone()
+        }
+    }
+
     /// `""` names the channel's last declared queue (spec queue-name rule).
     fn resolve_queue(
         &mut self,
@@ -502,6 +569,17 @@ impl Core {
                 self.reply(id, ch, ok.into());
             }
             return Ok(());
+        }
+        if !d.passive && !d.queue.is_empty() {
+            self.check_access(id, Access::Configure, "queue", &d.queue)?;
+            if let Some(x) = d
+                .arguments
+                .get("x-dead-letter-exchange")
+                .and_then(|v| v.as_bytes())
+            {
+                self.check_access(id, Access::Write, "exchange", x)?;
+                self.check_access(id, Access::Read, "queue", &d.queue)?;
+            }
         }
         let salt = (id.idx as u64) << 32 | ch as u64;
         let (q, created) = self.broker.declare_queue(
@@ -566,6 +644,8 @@ impl Core {
             };
             return self.consume_reply_to(id, ch, tag, bc.no_ack, bc.nowait);
         }
+        let qn = self.queue_name(id, ch, &bc.queue);
+        self.check_access(id, Access::Read, "queue", &qn)?;
         let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
         let priority = match bc.arguments.get("x-priority") {
             None => 0,
@@ -633,6 +713,8 @@ impl Core {
     }
 
     fn basic_get(&mut self, id: ConnId, ch: u16, vhost: &Bytes, g: BasicGet) -> Result<(), Error> {
+        let qn = self.queue_name(id, ch, &g.queue);
+        self.check_access(id, Access::Read, "queue", &qn)?;
         let q = self.resolve_queue(id, ch, vhost, &g.queue)?;
         self.expire_queue(q);
         self.touch_queue(q);

@@ -279,10 +279,18 @@ impl Core {
             }
             (ConnState::Open, Method::ConnectionOpen(o)) => {
                 let vhost = o.virtual_host.clone();
+                let user = String::from_utf8_lossy(&c.user).into_owned();
                 if self.broker.vhost(&vhost).is_none() {
                     return Err(Error::new(
                         ReplyCode::NOT_ALLOWED,
                         format!("vhost {} not found", String::from_utf8_lossy(&vhost)),
+                    ));
+                }
+                let vname = String::from_utf8_lossy(&vhost).into_owned();
+                if !self.broker.auth.may_open(&user, &vname) {
+                    return Err(Error::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("access to vhost '{vname}' refused for user '{user}'"),
                     ));
                 }
                 let Some(c) = self.conn_mut(id) else {
@@ -320,11 +328,15 @@ impl Core {
     }
 
     fn authenticate(&self, user: &[u8], pass: &[u8], peer: std::net::SocketAddr) -> bool {
-        let cfg = &self.config;
-        if user != cfg.default_user.as_bytes() || pass != cfg.default_pass.as_bytes() {
+        if self.broker.auth.login(user, pass).is_none() {
             return false;
         }
-        let loopback_only = cfg.loopback_users.iter().any(|u| u.as_bytes() == user);
+        // RabbitMQ's loopback_users: these may only connect from localhost.
+        let loopback_only = self
+            .config
+            .loopback_users
+            .iter()
+            .any(|u| u.as_bytes() == user);
         !loopback_only || peer.ip().is_loopback()
     }
 

@@ -3,6 +3,7 @@
 //! handlers (in `handshake.rs`, `dispatch.rs`, `deliver.rs`) are `impl Core`
 //! blocks, because most of them touch both a connection and the broker.
 
+pub mod admin;
 pub mod channel;
 pub mod deliver;
 pub mod dispatch;

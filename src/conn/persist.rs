@@ -104,7 +104,8 @@ impl Core {
                 }
             }
         }
-        core.broker.defs_dirty = false;
+        // First boot: save the default user and its permissions.
+        core.broker.defs_dirty = defs.users.is_empty();
         info!(
             "recovered {} durable queues, {} exchanges, {} bindings; {} messages ({} bytes) in {} queues, in {:?}",
             defs.queues.len(),
@@ -119,6 +120,26 @@ impl Core {
     }
 
     fn restore(&mut self, defs: &Definitions) {
+        if !defs.users.is_empty() {
+            let mut auth = crate::broker::auth::Auth::default();
+            for (name, hash, tags) in &defs.users {
+                auth.users.insert(
+                    name.clone(),
+                    crate::broker::auth::User {
+                        name: name.clone(),
+                        password_hash: hash.clone(),
+                        tags: tags.clone(),
+                    },
+                );
+            }
+            for [user, vhost, c, w, r] in &defs.permissions {
+                match crate::broker::auth::Permission::new(c, w, r) {
+                    Ok(p) => auth.set_permission(user, vhost, p),
+                    Err(e) => warn!("cannot restore permissions of {user} on {vhost}: {e}"),
+                }
+            }
+            self.broker.auth = auth;
+        }
         for v in &defs.vhosts {
             if self.broker.vhost(v).is_none() {
                 self.broker.add_vhost(v);
@@ -193,6 +214,19 @@ impl Core {
             next_queue_id: b.next_store_id,
             ..Definitions::default()
         };
+        for u in b.auth.users.values() {
+            d.users
+                .push((u.name.clone(), u.password_hash.clone(), u.tags.clone()));
+        }
+        for ((user, vhost), p) in &b.auth.permissions {
+            d.permissions.push([
+                user.clone(),
+                vhost.clone(),
+                p.configure.clone(),
+                p.write.clone(),
+                p.read.clone(),
+            ]);
+        }
         for (vname, vh) in &b.vhosts {
             d.vhosts.push(vname.clone());
             for x in vh.exchanges.values() {

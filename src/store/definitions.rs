@@ -76,6 +76,10 @@ pub struct Definitions {
     pub bindings: Vec<BindingDef>,
     /// Next queue store id.
     pub next_queue_id: u64,
+    /// Users: name, password hash, tags.
+    pub users: Vec<(String, String, Vec<String>)>,
+    /// Permissions: user, vhost, configure, write, read.
+    pub permissions: Vec<[String; 5]>,
 }
 
 fn s(b: &Bytes) -> FieldValue {
@@ -164,11 +168,67 @@ impl Definitions {
             })
             .collect();
         root.insert("bindings", FieldValue::Array(bs));
+        let st = |x: &str| FieldValue::LongStr(Bytes::copy_from_slice(x.as_bytes()));
+        let us = self
+            .users
+            .iter()
+            .map(|(name, hash, tags)| {
+                let mut t = FieldTable::new();
+                t.insert("name", st(name));
+                t.insert("password_hash", st(hash));
+                t.insert(
+                    "tags",
+                    FieldValue::Array(tags.iter().map(|x| st(x)).collect()),
+                );
+                FieldValue::Table(t)
+            })
+            .collect();
+        root.insert("users", FieldValue::Array(us));
+        let ps = self
+            .permissions
+            .iter()
+            .map(|p| {
+                let mut t = FieldTable::new();
+                for (k, v) in ["user", "vhost", "configure", "write", "read"]
+                    .iter()
+                    .zip(p.iter())
+                {
+                    t.insert(*k, st(v));
+                }
+                FieldValue::Table(t)
+            })
+            .collect();
+        root.insert("permissions", FieldValue::Array(ps));
         root
     }
 
     fn from_table(root: &FieldTable) -> Definitions {
+        let text = |t: &FieldTable, k: &str| String::from_utf8_lossy(&get_s(t, k)).into_owned();
         Definitions {
+            users: tables(root, "users")
+                .map(|t| {
+                    let tags = match t.get("tags") {
+                        Some(FieldValue::Array(a)) => a
+                            .iter()
+                            .filter_map(|v| v.as_bytes())
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    (text(t, "name"), text(t, "password_hash"), tags)
+                })
+                .collect(),
+            permissions: tables(root, "permissions")
+                .map(|t| {
+                    [
+                        text(t, "user"),
+                        text(t, "vhost"),
+                        text(t, "configure"),
+                        text(t, "write"),
+                        text(t, "read"),
+                    ]
+                })
+                .collect(),
             next_queue_id: root
                 .get("next_queue_id")
                 .and_then(|v| v.as_i64())
@@ -285,6 +345,14 @@ mod tests {
                 arguments: FieldTable::new(),
             }],
             next_queue_id: 8,
+            users: vec![("bob".into(), "aGFzaA==".into(), vec!["management".into()])],
+            permissions: vec![[
+                "bob".into(),
+                "/".into(),
+                ".*".into(),
+                "".into(),
+                "^q$".into(),
+            ]],
         };
         d.save(&dir).unwrap();
         assert_eq!(Definitions::load(&dir).unwrap(), Some(d));

@@ -1,0 +1,159 @@
+//! Operator actions on the running broker (used by the management API and
+//! `warren ctl`): virtual hosts, users, permissions, and closing connections.
+//! Every change to durable state marks the definitions for saving.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use log::info;
+
+use crate::broker::auth::{hash_password, Permission, User};
+use crate::broker::ConnId;
+use crate::codec::{Error, ReplyCode};
+use crate::core::Core;
+
+impl Core {
+    /// Create a virtual host (no-op if it exists).
+    pub fn add_vhost(&mut self, name: &str) {
+        if self.broker.vhost(name.as_bytes()).is_none() {
+            self.broker.add_vhost(name.as_bytes());
+            self.broker.defs_dirty = true;
+            info!("added vhost '{name}'");
+        }
+    }
+
+    /// Delete a virtual host: close its connections (320), delete its queues
+    /// and their messages, drop permissions on it. False if it did not exist.
+    pub fn delete_vhost(&mut self, name: &str, now: Instant) -> bool {
+        if self.broker.vhost(name.as_bytes()).is_none() {
+            return false;
+        }
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.vhost == name.as_bytes())
+            .map(|(_, c)| c.id)
+            .collect();
+        for id in conns {
+            let e = Error::new(
+                ReplyCode::CONNECTION_FORCED,
+                format!("vhost '{name}' is deleted"),
+            );
+            self.connection_error(id, e, now);
+        }
+        let queues: Vec<_> = self
+            .broker
+            .queues
+            .iter()
+            .filter(|(_, q)| q.vhost == name.as_bytes())
+            .map(|(_, q)| q.id)
+            .collect();
+        for q in queues {
+            self.delete_queue(q);
+        }
+        self.broker.vhosts.remove(name.as_bytes());
+        self.broker.auth.permissions.retain(|(_, v), _| v != name);
+        self.broker.defs_dirty = true;
+        info!("deleted vhost '{name}'");
+        true
+    }
+
+    /// Create or update a user. `password_hash` wins over `password` when both
+    /// are given (definitions import); neither keeps an existing hash.
+    pub fn put_user(
+        &mut self,
+        name: &str,
+        password: Option<&str>,
+        password_hash: Option<&str>,
+        tags: Vec<String>,
+    ) {
+        let hash = match (password_hash, password) {
+            (Some(h), _) => h.to_string(),
+            (None, Some(p)) => hash_password(p.as_bytes()),
+            (None, None) => self
+                .broker
+                .auth
+                .users
+                .get(name)
+                .map(|u| u.password_hash.clone())
+                .unwrap_or_default(),
+        };
+        self.broker.auth.users.insert(
+            name.to_string(),
+            User {
+                name: name.to_string(),
+                password_hash: hash,
+                tags,
+            },
+        );
+        self.broker.defs_dirty = true;
+    }
+
+    /// Delete a user, its permissions, and close its connections (320).
+    pub fn delete_user(&mut self, name: &str, now: Instant) -> bool {
+        if self.broker.auth.users.remove(name).is_none() {
+            return false;
+        }
+        self.broker.auth.permissions.retain(|(u, _), _| u != name);
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user == name.as_bytes())
+            .map(|(_, c)| c.id)
+            .collect();
+        for id in conns {
+            let e = Error::new(
+                ReplyCode::CONNECTION_FORCED,
+                format!("user '{name}' is deleted"),
+            );
+            self.connection_error(id, e, now);
+        }
+        self.broker.defs_dirty = true;
+        true
+    }
+
+    /// Set a user's permissions in a vhost.
+    pub fn set_permissions(
+        &mut self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<(), String> {
+        if !self.broker.auth.users.contains_key(user) {
+            return Err(format!("no user '{user}'"));
+        }
+        if self.broker.vhost(vhost.as_bytes()).is_none() {
+            return Err(format!("no vhost '{vhost}'"));
+        }
+        let p = Permission::new(configure, write, read)?;
+        self.broker.auth.set_permission(user, vhost, p);
+        self.broker.defs_dirty = true;
+        Ok(())
+    }
+
+    /// Remove a user's permissions in a vhost.
+    pub fn clear_permissions(&mut self, user: &str, vhost: &str) -> bool {
+        let gone = self
+            .broker
+            .auth
+            .permissions
+            .remove(&(user.to_string(), vhost.to_string()))
+            .is_some();
+        self.broker.defs_dirty |= gone;
+        gone
+    }
+
+    /// Close a connection with 320 CONNECTION_FORCED and the given reason.
+    pub fn close_connection(&mut self, id: ConnId, reason: &str, now: Instant) {
+        let e = Error::new(ReplyCode::CONNECTION_FORCED, reason.to_string());
+        self.connection_error(id, e, now);
+    }
+
+    /// A connection's name as the management API shows it:
+    /// `127.0.0.1:54321 -> 127.0.0.1:5672`-style peer address.
+    pub fn connection_name(&self, id: ConnId) -> Option<Bytes> {
+        self.conn(id).map(|c| Bytes::from(c.name()))
+    }
+}
