@@ -346,6 +346,11 @@ impl Core {
             m.stored = Some(st.append_paged(&meta(m)));
         }
         m.page_out();
+        // The exchange and routing key are slices of the connection's input
+        // buffer: kept as they are, they would keep that whole buffer, the
+        // paged-out bodies in it included, in memory while queued.
+        m.exchange = Bytes::copy_from_slice(&m.exchange);
+        m.routing_key = Bytes::copy_from_slice(&m.routing_key);
     }
 
     /// End of a loop turn: save changed definitions, write the store's
