@@ -31,6 +31,10 @@ pub const FRAME_OVERHEAD: usize = 8;
 /// (RabbitMQ enforces 4096 until the client has tuned).
 pub const FRAME_MIN_SIZE: u32 = 4096;
 
+/// Most a partial frame makes [`parse_raw_frame`] reserve ahead of the bytes
+/// that have arrived; a larger frame's buffer grows as its bytes come in.
+const RESERVE_MAX: usize = 131_072 + FRAME_OVERHEAD;
+
 /// Outcome of checking the protocol header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolHeader {
@@ -165,7 +169,10 @@ pub fn parse_raw_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawF
     }
     let total = FRAME_HEADER_SIZE + size + 1;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Make room for the rest, but never more than `RESERVE_MAX` ahead of
+        // the data: with frame_max 0 (no limit) a 7-byte header announcing a
+        // 4 GiB frame must not allocate 4 GiB (found by fuzz/roundtrip).
+        buf.reserve((total - buf.len()).min(RESERVE_MAX));
         return Ok(None);
     }
     if buf.get(total - 1) != Some(&FRAME_END) {
