@@ -56,6 +56,8 @@ pub struct Core {
     pub(crate) next_disk_check: Instant,
     /// The current turn's time.
     pub(crate) now: Instant,
+    /// A timer (message or queue expiry) due before the next regular tick.
+    pub(crate) wake: Option<Instant>,
     /// Wall-clock milliseconds since the epoch at `clock_base`.
     clock_wall: u64,
     /// The instant `clock_wall` was read.
@@ -93,6 +95,7 @@ impl Core {
             disk_alarm: false,
             next_disk_check: Instant::now(),
             now: Instant::now(),
+            wake: None,
             clock_wall: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -190,18 +193,32 @@ impl Core {
     /// The server wrote some output; deliveries held back by a full outbox
     /// may resume.
     pub fn output_drained(&mut self, id: ConnId) {
-        let Some(c) = self.conn(id) else { return };
-        if c.outbox.len() >= self.config.max_outbox / 2 {
+        let half = self.config.max_outbox / 2;
+        let Core {
+            conns,
+            broker,
+            dirty_queues,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(id.idx as usize).filter(|c| c.id == id) else {
+            return;
+        };
+        if !c.held_back || c.outbox.len() >= half {
             return;
         }
-        let queues: Vec<QueueId> = c
+        c.held_back = false;
+        for k in c
             .channels
             .iter()
             .flatten()
-            .flat_map(|ch| ch.consumers.iter().map(|k| k.queue))
-            .collect();
-        for q in queues {
-            self.mark_queue(q);
+            .flat_map(|ch| ch.consumers.iter())
+        {
+            if let Some(q) = broker.queue_mut(k.queue) {
+                if !q.dirty {
+                    q.dirty = true;
+                    dirty_queues.push(k.queue);
+                }
+            }
         }
         self.run_dispatch();
     }
@@ -350,6 +367,7 @@ impl Core {
     /// Timers: heartbeats, handshake timeout, close timeout.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        self.wake = None;
         self.run_timers(now);
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         let handshake_timeout = self.config.handshake_timeout;
@@ -401,6 +419,17 @@ impl Core {
         // expiry bring it forward.
         let tick = now + Duration::from_millis(500);
         self.next_timer(now).map_or(tick, |t| t.min(tick))
+    }
+
+    /// When [`Core::tick`] must run before its regular interval (a message
+    /// or queue expiry scheduled since the last tick).
+    pub fn wake_hint(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    /// Ask for a tick at `at`.
+    pub(crate) fn wake_at(&mut self, at: Instant) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
     }
 
     /// The server wrote output to the connection (heartbeat bookkeeping).

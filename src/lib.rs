@@ -15,6 +15,6 @@ pub mod server;
 
 pub use server::{Handle, Running, Server};
 
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
-pub mod store;

@@ -174,10 +174,14 @@ impl Server {
                 .iter()
                 .flatten()
                 .any(|s| s.read_pending && self.core.wants_read(s.id));
+            let wake = self
+                .core
+                .wake_hint()
+                .map_or(next_tick, |h| h.min(next_tick));
             let timeout = if revisit {
                 Duration::ZERO
             } else {
-                next_tick.saturating_duration_since(now)
+                wake.saturating_duration_since(now)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -215,7 +219,7 @@ impl Server {
             for idx in 0..self.socks.len() {
                 self.read_sock(idx, &mut scratch, now);
             }
-            if now >= next_tick {
+            if now >= next_tick || self.core.wake_hint().is_some_and(|h| now >= h) {
                 self.core.tick(now);
                 next_tick = self.core.next_deadline(now);
             }

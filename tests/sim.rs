@@ -268,3 +268,67 @@ fn frames_are_discarded_after_channel_close_until_close_ok() {
     let m = p.recv_methods();
     assert!(matches!(&m[..], [(1, Method::ChannelOpenOk(_))]), "{m:?}");
 }
+
+#[test]
+fn global_prefetch_refills_after_ack_multiple_zero() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    for q in ["q1", "q2"] {
+        p.send(
+            1,
+            QueueDeclare {
+                queue: Bytes::copy_from_slice(q.as_bytes()),
+                ..Default::default()
+            },
+        );
+        for i in 0..5 {
+            p.publish(
+                1,
+                "",
+                q,
+                BasicProperties::default(),
+                format!("{q}-{i}").as_bytes(),
+            );
+        }
+    }
+    let _ = p.recv();
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 3,
+            global: true,
+            ..Default::default()
+        },
+    );
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::from_static(b"q1"),
+            consumer_tag: Bytes::from_static(b"c1"),
+            ..Default::default()
+        },
+    );
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::from_static(b"q2"),
+            consumer_tag: Bytes::from_static(b"c2"),
+            ..Default::default()
+        },
+    );
+    let deliveries = |f: &[Frame]| {
+        f.iter()
+            .filter(|f| matches!(f, Frame::Method(1, Method::BasicDeliver(_))))
+            .count()
+    };
+    assert_eq!(deliveries(&p.recv()), 3);
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag: 0,
+            multiple: true,
+        },
+    );
+    assert_eq!(deliveries(&p.recv()), 3);
+    p.core.check_invariants().unwrap();
+}

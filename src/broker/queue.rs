@@ -119,6 +119,8 @@ impl Queue {
     /// refuses it (`x-overflow` = reject-publish and the queue is full); with
     /// drop-head, the oldest messages are dropped to make room and returned in
     /// `dropped`.
+    // The refused message is handed back by value, without boxing it.
+    #[allow(clippy::result_large_err)]
     pub fn push(&mut self, msg: Message, dropped: &mut Vec<QueuedMsg>) -> Result<(), Message> {
         let len = msg.size;
         if self.args.overflow != Overflow::DropHead && self.over_limit(1, len) {

@@ -167,6 +167,13 @@ impl Channel {
     /// to it with `multiple` (tag 0 + multiple = all). None if a single tag is
     /// unknown.
     pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        let (start, count) = self.ack_range(tag, multiple)?;
+        Some(self.unacked.drain(start..start + count).collect())
+    }
+
+    /// Where in `unacked` the entries an ack/nack names are: (start, count).
+    /// None if a single tag is unknown, or `multiple` names nothing.
+    pub fn ack_range(&self, tag: u64, multiple: bool) -> Option<(usize, usize)> {
         if multiple {
             let n = if tag == 0 {
                 self.unacked.len()
@@ -176,10 +183,10 @@ impl Channel {
             if n == 0 && tag != 0 {
                 return None;
             }
-            Some(self.unacked.drain(..n).collect())
+            Some((0, n))
         } else {
             let i = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
-            self.unacked.remove(i).map(|u| vec![u])
+            Some((i, 1))
         }
     }
 }

@@ -198,6 +198,16 @@ impl Core {
             for d in std::mem::take(&mut dropped) {
                 self.dead_letter(q, d, "maxlen");
             }
+            let expiry = self
+                .broker
+                .queue(q)
+                .and_then(|q| q.ready.back())
+                .and_then(|m| m.expires_at);
+            if let Some(t) = expiry {
+                let now_ms = self.wall_ms();
+                let at = self.now + std::time::Duration::from_millis(t.saturating_sub(now_ms) + 1);
+                self.wake_at(at);
+            }
             self.mark_queue(q);
         }
         (rejected, stored.is_some())
@@ -304,7 +314,18 @@ impl Core {
                 }
                 best.map(|(_, k)| k)
             };
-            let Some(k) = chosen else { return };
+            let Some(k) = chosen else {
+                // Note consumers whose connection's outbox is full, so that
+                // draining it restarts delivery.
+                for r in &queue.consumers {
+                    if let Some(c) = conns.get_mut(r.conn.idx as usize) {
+                        if c.outbox.len() >= max_outbox {
+                            c.held_back = true;
+                        }
+                    }
+                }
+                return;
+            };
             queue.rr = (k + 1) % n;
             let Some(r) = queue.consumers.get(k).cloned() else {
                 return;
@@ -371,14 +392,38 @@ impl Core {
 
     /// A delivery is settled (acked, or nacked/rejected): fix the counters.
     fn settle(&mut self, id: ConnId, ch: u16, u: &Unacked) {
-        if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
-            if let Some(tag) = &u.consumer {
-                if let Some(k) = chan.consumer_mut(tag) {
-                    k.unacked = k.unacked.saturating_sub(1);
+        let Core {
+            conns,
+            broker,
+            dirty_queues,
+            ..
+        } = self;
+        let mut mark = |q: QueueId| {
+            if let Some(queue) = broker.queue_mut(q) {
+                if !queue.dirty {
+                    queue.dirty = true;
+                    dirty_queues.push(q);
                 }
             }
+        };
+        mark(u.queue);
+        let Some(chan) = conns
+            .get_mut(id.idx as usize)
+            .filter(|c| c.id == id)
+            .and_then(|c| c.channel_mut(ch))
+        else {
+            return;
+        };
+        if let Some(tag) = &u.consumer {
+            if let Some(k) = chan.consumer_mut(tag) {
+                k.unacked = k.unacked.saturating_sub(1);
+            }
         }
-        self.mark_queue(u.queue);
+        // A channel-wide prefetch window is shared: room freed by this
+        // settlement may go to any consumer of the channel.
+        if chan.global_prefetch != 0 {
+            chan.consumers.iter().for_each(|k| mark(k.queue));
+        }
     }
 
     fn ack_one(&mut self, id: ConnId, ch: u16, u: Unacked) {
@@ -454,12 +499,29 @@ impl Core {
         tag: u64,
         multiple: bool,
     ) -> Result<(), Error> {
-        let taken = self.take_unacked(id, ch, tag, multiple)?;
         if self.in_tx(id, ch) {
+            let taken = self.take_unacked(id, ch, tag, multiple)?;
             self.push_tx(id, ch, TxOp::Ack(taken));
             return Ok(());
         }
-        for u in taken {
+        // The hot path: settle in place, no intermediate vector.
+        let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
+            return Ok(());
+        };
+        let Some((start, count)) = chan.ack_range(tag, multiple) else {
+            return Err(Error::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            ));
+        };
+        for _ in 0..count {
+            let Some(u) = self
+                .conn_mut(id)
+                .and_then(|c| c.channel_mut(ch))
+                .and_then(|c| c.unacked.remove(start))
+            else {
+                break;
+            };
             self.ack_one(id, ch, u);
         }
         Ok(())
@@ -545,9 +607,11 @@ impl Core {
             return;
         };
         queue.remove_consumer(id, ch, tag);
-        queue.last_used = self.now;
-        if queue.auto_delete && queue.had_consumers && queue.consumers.is_empty() {
+        let auto_delete = queue.auto_delete && queue.had_consumers && queue.consumers.is_empty();
+        if auto_delete {
             self.delete_queue(q);
+        } else {
+            self.touch_queue(q);
         }
     }
 

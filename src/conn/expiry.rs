@@ -200,10 +200,13 @@ impl Core {
     /// Mark a queue as used now (declare, get, consume, cancel) for `x-expires`.
     pub(crate) fn touch_queue(&mut self, qid: QueueId) {
         let now = self.now;
-        if let Some(q) = self.broker.queue_mut(qid) {
-            q.last_used = now;
-        } else {
+        let Some(q) = self.broker.queue_mut(qid) else {
             warn!("touch of a missing queue");
+            return;
+        };
+        q.last_used = now;
+        if let (Some(ms), true) = (q.args.expires, q.consumers.is_empty()) {
+            self.wake_at(now + Duration::from_millis(ms));
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Connection {
     pub in_flush_list: bool,
     /// Has published (blocked by memory/disk alarms).
     pub published: bool,
+    /// Deliveries were held back because the outbox was full.
+    pub held_back: bool,
 }
 
 impl Connection {
@@ -115,6 +117,7 @@ impl Connection {
             exclusive_queues: Vec::new(),
             in_flush_list: false,
             published: false,
+            held_back: false,
         }
     }
 
