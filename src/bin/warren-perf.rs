@@ -1,0 +1,279 @@
+//! `warren-perf`: a load generator for AMQP 0-9-1 brokers, in the spirit of
+//! RabbitMQ PerfTest and lavinmqperf.
+//!
+//! Each publisher and each consumer is a thread with its own connection.
+//! Publishers copy a pre-encoded basic.publish (method + header + body
+//! frames) into a 64 KiB buffer, patch each body's first 16 bytes (send time
+//! in ns since a shared epoch, publisher id + sequence) and write the buffer
+//! at once; consumers read into a large buffer, split frames with
+//! `parse_raw_frame`, read the body size and the stamp and nothing else, and
+//! record end-to-end latency into a log-linear histogram.
+//!
+//! `warren-perf floor` measures the same traffic through an in-process TCP
+//! relay that parses nothing: the zero-logic floor to compare a broker with.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[path = "../perf/mod.rs"]
+mod perf;
+
+use perf::floor::FloorSettings;
+use perf::run::Settings;
+
+const USAGE: &str = "Usage: warren-perf [OPTIONS]\n       warren-perf floor [--size BYTES] [--duration SECS] [--json]";
+
+fn options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "u",
+        "uri",
+        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
+        "URI",
+    );
+    o.optopt("x", "publishers", "publisher connections (default 1)", "N");
+    o.optopt("y", "consumers", "consumer connections (default 1)", "N");
+    o.optopt("Q", "queues", "number of queues (default 1)", "N");
+    o.optopt(
+        "",
+        "queue-prefix",
+        "queue name prefix (default perf-q-)",
+        "P",
+    );
+    o.optopt(
+        "e",
+        "exchange",
+        "exchange name (default perf-<type>; \"\" = default exchange)",
+        "NAME",
+    );
+    o.optopt(
+        "t",
+        "exchange-type",
+        "direct, fanout or topic (default direct)",
+        "TYPE",
+    );
+    o.optopt(
+        "k",
+        "routing-key",
+        "fixed routing and binding key (default: one key per queue)",
+        "KEY",
+    );
+    o.optopt(
+        "s",
+        "size",
+        "message body size, at least 16 (default 16)",
+        "BYTES",
+    );
+    o.optflag("", "persistent", "publish with delivery-mode 2");
+    o.optopt(
+        "c",
+        "confirm",
+        "publisher confirms, at most N unconfirmed per publisher",
+        "N",
+    );
+    o.optflag("a", "ack", "manual acks (default: no-ack consumers)");
+    o.optopt("q", "prefetch", "basic.qos prefetch count", "N");
+    o.optopt(
+        "A",
+        "multi-ack",
+        "ack every N messages with multiple=true (implies --ack)",
+        "N",
+    );
+    o.optopt("C", "count", "messages per publisher", "N");
+    o.optopt("z", "duration", "publish for SECS seconds", "SECS");
+    o.optopt(
+        "r",
+        "rate",
+        "messages per second per publisher (0 = unlimited)",
+        "R",
+    );
+    o.optflag("", "durable-queues", "declare durable queues and exchange");
+    o.optflag(
+        "l",
+        "latency",
+        "one message in flight: 1 publisher, 1 consumer, 1 queue",
+    );
+    o.optflag("j", "json", "final summary as one JSON line on stdout");
+    o.optflag(
+        "",
+        "keep",
+        "don't delete the queues and exchange at the end",
+    );
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+fn num<T: std::str::FromStr>(m: &getopts::Matches, name: &str, default: T) -> Result<T, String> {
+    match m.opt_str(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("--{name}: '{v}' is not a valid number")),
+    }
+}
+
+fn secs(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, String> {
+    match m.opt_str(name) {
+        None => Ok(None),
+        Some(v) => match v.parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+            _ => Err(format!(
+                "--{name}: '{v}' is not a positive number of seconds"
+            )),
+        },
+    }
+}
+
+fn settings(m: &getopts::Matches) -> Result<Settings, String> {
+    let uri = match m.opt_str("uri") {
+        Some(u) => perf::uri::parse(&u)?,
+        None => perf::uri::Uri::default(),
+    };
+    let exchange_type = m
+        .opt_str("exchange-type")
+        .unwrap_or_else(|| "direct".into());
+    if !matches!(exchange_type.as_str(), "direct" | "fanout" | "topic") {
+        return Err(format!(
+            "--exchange-type: '{exchange_type}' is not direct, fanout or topic"
+        ));
+    }
+    let exchange = m
+        .opt_str("exchange")
+        .unwrap_or_else(|| format!("perf-{exchange_type}"));
+    if exchange.is_empty() && exchange_type != "direct" {
+        return Err("the default exchange (--exchange \"\") is a direct exchange".into());
+    }
+    let mut s = Settings {
+        uri,
+        publishers: num(m, "publishers", 1)?,
+        consumers: num(m, "consumers", 1)?,
+        queues: num(m, "queues", 1)?,
+        queue_prefix: m
+            .opt_str("queue-prefix")
+            .unwrap_or_else(|| "perf-q-".into()),
+        exchange,
+        exchange_type,
+        routing_key: m.opt_str("routing-key"),
+        size: num(m, "size", 16)?,
+        persistent: m.opt_present("persistent"),
+        confirm: num(m, "confirm", 0)?,
+        ack: m.opt_present("ack") || m.opt_present("multi-ack"),
+        prefetch: num(m, "prefetch", 0)?,
+        multi_ack: num(m, "multi-ack", 1)?,
+        count: num(m, "count", 0)?,
+        duration: secs(m, "duration")?,
+        rate: num(m, "rate", 0.0)?,
+        durable_queues: m.opt_present("durable-queues"),
+        latency: m.opt_present("latency"),
+        json: m.opt_present("json"),
+        keep: m.opt_present("keep"),
+    };
+    if s.size < perf::msg::STAMP_LEN {
+        return Err(format!(
+            "--size must be at least {} (timestamp + sequence)",
+            perf::msg::STAMP_LEN
+        ));
+    }
+    if s.queues == 0 {
+        return Err("--queues must be at least 1".into());
+    }
+    if s.multi_ack == 0 {
+        return Err("--multi-ack must be at least 1".into());
+    }
+    if s.ack && s.prefetch > 0 && s.multi_ack > u64::from(s.prefetch) {
+        return Err(format!(
+            "--multi-ack {} > --prefetch {}: the consumer would stall waiting for messages the broker won't send",
+            s.multi_ack, s.prefetch
+        ));
+    }
+    if !(s.rate >= 0.0 && s.rate.is_finite()) {
+        return Err("--rate must be >= 0".into());
+    }
+    if s.publishers > 1 << 20 {
+        return Err("too many publishers".into());
+    }
+    if s.latency {
+        if (s.publishers, s.consumers, s.queues) != (1, 1, 1) {
+            eprintln!("warren-perf: --latency uses 1 publisher, 1 consumer and 1 queue");
+        }
+        s.publishers = 1;
+        s.consumers = 1;
+        s.queues = 1;
+    }
+    Ok(s)
+}
+
+fn floor(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "s",
+        "size",
+        "message body size, at least 16 (default 16)",
+        "BYTES",
+    );
+    o.optopt("z", "duration", "seconds per phase (default 5)", "SECS");
+    o.optflag("j", "json", "summary as one JSON line on stdout");
+    o.optflag("h", "help", "print this help");
+    let m = match o.parse(args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warren-perf floor: {e}\n{}", o.usage(USAGE));
+            return ExitCode::from(2);
+        }
+    };
+    if m.opt_present("help") {
+        print!("{}", o.usage(USAGE));
+        return ExitCode::SUCCESS;
+    }
+    let f = (|| -> Result<FloorSettings, String> {
+        let size = num(&m, "size", 16)?;
+        if size < perf::msg::STAMP_LEN {
+            return Err("--size must be at least 16".into());
+        }
+        Ok(FloorSettings {
+            size,
+            duration: secs(&m, "duration")?.unwrap_or(Duration::from_secs(5)),
+            json: m.opt_present("json"),
+        })
+    })();
+    match f {
+        Ok(f) => ExitCode::from(perf::floor::run(f) as u8),
+        Err(e) => {
+            eprintln!("warren-perf floor: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("floor") {
+        return floor(args.get(1..).unwrap_or_default());
+    }
+    let opts = options();
+    let m = match opts.parse(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warren-perf: {e}\n{}", opts.usage(USAGE));
+            return ExitCode::from(2);
+        }
+    };
+    if m.opt_present("help") {
+        print!("{}", opts.usage(USAGE));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(extra) = m.free.first() {
+        eprintln!(
+            "warren-perf: unexpected argument '{extra}'\n{}",
+            opts.usage(USAGE)
+        );
+        return ExitCode::from(2);
+    }
+    match settings(&m) {
+        Ok(s) => ExitCode::from(perf::run::run(s) as u8),
+        Err(e) => {
+            eprintln!("warren-perf: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! `warren-perf floor`: the machine's zero-logic floor. A thread relays
+//! bytes from a publisher socket to a consumer socket without parsing them
+//! (the "broker" that does nothing), while the same publisher and consumer
+//! code as the broker benchmark pushes AMQP-framed messages of the same size
+//! through it: once flat out (throughput), once one message at a time
+//! (round-trip latency). A broker can't beat these numbers on this machine.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::client::READ_CHUNK;
+use super::hist::Histogram;
+use super::msg::{Event, Scanner, Template};
+use super::run::{per_sec, LatencyUs, Sender};
+
+/// Floor options.
+pub struct FloorSettings {
+    /// Body size.
+    pub size: usize,
+    /// Length of each of the two phases.
+    pub duration: Duration,
+    /// One JSON line instead of text.
+    pub json: bool,
+}
+
+struct Phase {
+    sent: u64,
+    received: u64,
+    bytes: u64,
+    send_secs: f64,
+    recv_secs: f64,
+    hist: Histogram,
+}
+
+/// A publisher socket and a consumer socket joined by a relay thread.
+fn relay_pair() -> io::Result<(TcpStream, TcpStream, thread::JoinHandle<u64>)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let p = TcpStream::connect(addr)?;
+    let (mut from, _) = l.accept()?;
+    let c = TcpStream::connect(addr)?;
+    let (mut to, _) = l.accept()?;
+    for s in [&p, &c, &from, &to] {
+        s.set_nodelay(true)?;
+    }
+    let relay = thread::Builder::new().name("relay".into()).spawn(move || {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut total = 0u64;
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(buf.get(..n).unwrap_or_default()).is_err() {
+                        break;
+                    }
+                    total += n as u64;
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+        total
+    })?;
+    Ok((p, c, relay))
+}
+
+fn phase(size: usize, duration: Duration, one_at_a_time: bool) -> io::Result<Phase> {
+    let epoch = Instant::now();
+    let now_ns = move || epoch.elapsed().as_nanos() as u64;
+    let (mut p, mut c, relay) = relay_pair()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+
+    let publisher = {
+        let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+        thread::Builder::new().name("floor-pub".into()).spawn(
+            move || -> io::Result<(u64, u64)> {
+                let tpl = Template::publish("", "floor", size, false, 131_072);
+                let mut tx = Sender::new(tpl, 0);
+                let n = if one_at_a_time { 1 } else { tx.per_batch() };
+                let mut end = now_ns();
+                while !stop.load(SeqCst) {
+                    tx.send(&mut p, n, now_ns)?;
+                    end = now_ns();
+                    if one_at_a_time {
+                        while received.load(SeqCst) < tx.seq && !stop.load(SeqCst) {
+                            thread::park_timeout(Duration::from_millis(50));
+                        }
+                    }
+                }
+                p.shutdown(Shutdown::Write)?;
+                Ok((tx.seq, end))
+            },
+        )?
+    };
+    let waker = publisher.thread().clone();
+    let consumer = {
+        let received = Arc::clone(&received);
+        thread::Builder::new().name("floor-con".into()).spawn(
+            move || -> io::Result<(Histogram, u64, u64)> {
+                let mut scratch = vec![0u8; READ_CHUNK];
+                let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+                let mut scanner = Scanner::default();
+                let mut hist = Histogram::new();
+                let (mut bytes, mut last) = (0u64, 0u64);
+                loop {
+                    let n = c.read(&mut scratch)?;
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now_ns();
+                    rbuf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    let mut k = 0;
+                    while let Some(ev) = scanner
+                        .next(&mut rbuf, 131_072)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                    {
+                        if let Event::Msg(m) = ev {
+                            k += 1;
+                            bytes += m.size;
+                            if let Some((t, _)) = m.stamp {
+                                hist.record(now.saturating_sub(t));
+                            }
+                        }
+                    }
+                    if k > 0 {
+                        last = now;
+                        received.fetch_add(k, SeqCst);
+                        if one_at_a_time {
+                            waker.unpark();
+                        }
+                    }
+                }
+                Ok((hist, bytes, last))
+            },
+        )?
+    };
+    thread::sleep(duration);
+    stop.store(true, SeqCst);
+    let join_err = |_| io::Error::other("floor thread panicked");
+    let (sent, send_end) = publisher.join().map_err(join_err)??;
+    let (hist, bytes, recv_end) = consumer.join().map_err(join_err)??;
+    let _ = relay.join();
+    Ok(Phase {
+        sent,
+        received: received.load(SeqCst),
+        bytes,
+        send_secs: send_end as f64 / 1e9,
+        recv_secs: recv_end as f64 / 1e9,
+        hist,
+    })
+}
+
+/// Run both phases and print the result; returns the exit code.
+pub fn run(f: FloorSettings) -> i32 {
+    let wire = Template::publish("", "floor", f.size, false, 131_072)
+        .bytes
+        .len();
+    let say = |s: &str| {
+        if f.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    say(&format!(
+        "warren-perf floor: in-process TCP relay, {} B bodies ({wire} B per message on the wire), {:.1} s per phase",
+        f.size,
+        f.duration.as_secs_f64()
+    ));
+    let tp = match phase(f.size, f.duration, false) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warren-perf floor: {e}");
+            return 1;
+        }
+    };
+    let tl = LatencyUs::of(&tp.hist);
+    let (send_rate, recv_rate) = (
+        per_sec(tp.sent, tp.send_secs),
+        per_sec(tp.received, tp.recv_secs),
+    );
+    let mb = per_sec(tp.bytes, tp.recv_secs) / 1e6;
+    say(&format!(
+        "throughput:    sent {send_rate:.0} msg/s, received {recv_rate:.0} msg/s ({mb:.2} MB/s of bodies)\n               latency under load: {}",
+        tl.line()
+    ));
+    let lp = match phase(f.size, f.duration, true) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warren-perf floor: {e}");
+            return 1;
+        }
+    };
+    let ll = LatencyUs::of(&lp.hist);
+    let rt_rate = per_sec(lp.received, lp.recv_secs);
+    say(&format!(
+        "one at a time: {rt_rate:.0} msg/s\n               latency: {}",
+        ll.line()
+    ));
+    if f.json {
+        println!(
+            "{{\"mode\":\"floor\",\"size\":{},\"wire_bytes\":{wire},\"throughput\":{{\"sent\":{},\"received\":{},\"publish_rate\":{send_rate:.1},\"consume_rate\":{recv_rate:.1},\"consume_mb_s\":{mb:.3},\"latency_us\":{}}},\"latency\":{{\"received\":{},\"rate\":{rt_rate:.1},\"latency_us\":{}}}}}",
+            f.size,
+            tp.sent,
+            tp.received,
+            tl.json(),
+            lp.received,
+            ll.json()
+        );
+    }
+    0
+}

@@ -1,0 +1,9 @@
+//! Building blocks of `warren-perf` (declared with `#[path]` from
+//! `src/bin/warren-perf.rs`; not part of the library).
+
+pub mod client;
+pub mod floor;
+pub mod hist;
+pub mod msg;
+pub mod run;
+pub mod uri;

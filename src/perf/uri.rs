@@ -1,0 +1,150 @@
+//! `amqp://user:pass@host:port/vhost` parsing (percent-decoded user,
+//! password and vhost; missing or empty vhost means `/`).
+
+use std::fmt;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// PLAIN user name.
+    pub user: String,
+    /// PLAIN password.
+    pub pass: String,
+    /// Virtual host.
+    pub vhost: String,
+}
+
+impl Default for Uri {
+    fn default() -> Uri {
+        Uri {
+            host: "127.0.0.1".into(),
+            port: 5672,
+            user: "guest".into(),
+            pass: "guest".into(),
+            vhost: "/".into(),
+        }
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(
+            f,
+            "amqp://{}@{}:{}/{}",
+            self.user,
+            host,
+            self.port,
+            self.vhost.replace('%', "%25").replace('/', "%2f")
+        )
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("truncated percent escape in '{s}'"))?;
+            let v = u8::from_str_radix(hex, 16)
+                .map_err(|_| format!("bad percent escape '%{hex}' in '{s}'"))?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("'{s}' is not UTF-8 once decoded"))
+}
+
+/// Parse an `amqp://` URI.
+pub fn parse(s: &str) -> Result<Uri, String> {
+    let rest = if let Some(r) = s.strip_prefix("amqp://") {
+        r
+    } else if s.starts_with("amqps://") {
+        return Err("amqps:// (TLS) is not supported".into());
+    } else {
+        return Err(format!("'{s}' is not an amqp:// URI"));
+    };
+    let mut uri = Uri::default();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let path = path.map(|p| p.split(['?', '#']).next().unwrap_or(""));
+    let hostport = match authority.rfind('@') {
+        Some(i) => {
+            let userinfo = &authority[..i];
+            match userinfo.find(':') {
+                Some(j) => {
+                    uri.user = percent_decode(&userinfo[..j])?;
+                    uri.pass = percent_decode(&userinfo[j + 1..])?;
+                }
+                None => uri.user = percent_decode(userinfo)?,
+            }
+            &authority[i + 1..]
+        }
+        None => authority,
+    };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let end = h
+            .find(']')
+            .ok_or_else(|| format!("unterminated IPv6 address in '{s}'"))?;
+        let after = &h[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("junk after IPv6 address in '{s}'")),
+        };
+        (&h[..end], port)
+    } else {
+        match hostport.rfind(':') {
+            Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
+            None => (hostport, None),
+        }
+    };
+    if !host.is_empty() {
+        uri.host = host.to_string();
+    }
+    if let Some(p) = port.filter(|p| !p.is_empty()) {
+        uri.port = p.parse().map_err(|_| format!("bad port '{p}' in '{s}'"))?;
+    }
+    if let Some(p) = path.filter(|p| !p.is_empty()) {
+        uri.vhost = percent_decode(p)?;
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_and_defaults() {
+        let u = parse("amqp://a%40b:p%3Aw@example.com:5673/v%2fh").unwrap();
+        assert_eq!(u.user, "a@b");
+        assert_eq!(u.pass, "p:w");
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.port, 5673);
+        assert_eq!(u.vhost, "v/h");
+        assert_eq!(parse("amqp://").unwrap(), Uri::default());
+        assert_eq!(parse("amqp://h/").unwrap().vhost, "/");
+        assert_eq!(parse("amqp://h/%2f").unwrap().vhost, "/");
+        let u = parse("amqp://[::1]:1234/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1234));
+        assert!(parse("http://x").is_err());
+        assert!(parse("amqp://h:notaport").is_err());
+    }
+}
