@@ -1938,6 +1938,7 @@ const FUZZ_TARGETS: &[(&str, FuzzTarget)] = &[
     ("table", warren::codec::fuzzing::table),
     ("properties", warren::codec::fuzzing::properties),
     ("roundtrip", warren::codec::fuzzing::roundtrip),
+    ("session", warren::testing::fuzz_session),
 ];
 
 fn corpus_root() -> PathBuf {

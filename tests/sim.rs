@@ -332,3 +332,230 @@ fn global_prefetch_refills_after_ack_multiple_zero() {
     assert_eq!(deliveries(&p.recv()), 3);
     p.core.check_invariants().unwrap();
 }
+
+/// Seeds for the `session` fuzz target: frame sequences a client sends after
+/// the handshake (the target declares queue `q`, publishes one message and
+/// consumes it first). Run with `cargo test --test sim -- --ignored`.
+#[test]
+#[ignore]
+fn write_session_seed_corpus() {
+    use bytes::BytesMut;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/session");
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = || Bytes::from_static(b"q");
+    let publish = |out: &mut BytesMut, ch: u16, props: BasicProperties, body: &'static [u8]| {
+        warren::codec::frame::write_method(
+            out,
+            ch,
+            &BasicPublish {
+                routing_key: q(),
+                ..Default::default()
+            }
+            .into(),
+        );
+        Frame::Header(
+            ch,
+            Box::new(ContentHeader {
+                class_id: 60,
+                body_size: body.len() as u64,
+                properties: props,
+            }),
+        )
+        .encode(out);
+        Frame::Body(ch, Bytes::from_static(body)).encode(out);
+    };
+    let m =
+        |out: &mut BytesMut, ch: u16, m: Method| warren::codec::frame::write_method(out, ch, &m);
+    let mut seeds: Vec<(&str, BytesMut)> = Vec::new();
+    let mut b = BytesMut::new();
+    m(
+        &mut b,
+        1,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }
+        .into(),
+    );
+    seeds.push(("ack", b));
+    let mut b = BytesMut::new();
+    m(
+        &mut b,
+        1,
+        BasicNack {
+            delivery_tag: 1,
+            multiple: true,
+            requeue: true,
+        }
+        .into(),
+    );
+    seeds.push(("nack-requeue", b));
+    let mut b = BytesMut::new();
+    m(
+        &mut b,
+        1,
+        BasicReject {
+            delivery_tag: 1,
+            requeue: false,
+        }
+        .into(),
+    );
+    seeds.push(("reject", b));
+    let mut b = BytesMut::new();
+    publish(
+        &mut b,
+        1,
+        BasicProperties {
+            delivery_mode: Some(2),
+            priority: Some(3),
+            ..Default::default()
+        },
+        b"again",
+    );
+    m(
+        &mut b,
+        1,
+        BasicAck {
+            delivery_tag: 0,
+            multiple: true,
+        }
+        .into(),
+    );
+    seeds.push(("publish-ack-all", b));
+    let mut b = BytesMut::new();
+    m(&mut b, 1, TxSelect {}.into());
+    publish(&mut b, 1, BasicProperties::default(), b"tx");
+    m(
+        &mut b,
+        1,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }
+        .into(),
+    );
+    m(&mut b, 1, TxRollback {}.into());
+    m(&mut b, 1, TxCommit {}.into());
+    seeds.push(("tx", b));
+    let mut b = BytesMut::new();
+    m(&mut b, 1, ConfirmSelect { nowait: false }.into());
+    publish(
+        &mut b,
+        1,
+        BasicProperties {
+            expiration: Some(Bytes::from_static(b"0")),
+            ..Default::default()
+        },
+        b"c",
+    );
+    seeds.push(("confirm", b));
+    let mut b = BytesMut::new();
+    m(&mut b, 2, ChannelOpen::default().into());
+    m(
+        &mut b,
+        2,
+        BasicQos {
+            prefetch_count: 1,
+            global: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    m(
+        &mut b,
+        2,
+        BasicConsume {
+            queue: q(),
+            consumer_tag: Bytes::from_static(b"c2"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    m(&mut b, 1, ChannelClose::default().into());
+    seeds.push(("second-channel", b));
+    let mut b = BytesMut::new();
+    m(
+        &mut b,
+        1,
+        BasicGet {
+            queue: q(),
+            ..Default::default()
+        }
+        .into(),
+    );
+    m(&mut b, 1, BasicRecover { requeue: true }.into());
+    m(
+        &mut b,
+        1,
+        QueuePurge {
+            queue: q(),
+            ..Default::default()
+        }
+        .into(),
+    );
+    m(
+        &mut b,
+        1,
+        QueueDelete {
+            queue: q(),
+            ..Default::default()
+        }
+        .into(),
+    );
+    seeds.push(("get-recover-purge-delete", b));
+    let mut b = BytesMut::new();
+    let mut args = FieldTable::new();
+    args.insert(
+        "x-dead-letter-exchange",
+        FieldValue::LongStr(Bytes::from_static(b"dlx")),
+    );
+    args.insert("x-message-ttl", FieldValue::I32(0));
+    args.insert("x-max-length", FieldValue::I32(1));
+    m(
+        &mut b,
+        1,
+        ExchangeDeclare {
+            exchange: Bytes::from_static(b"dlx"),
+            kind: Bytes::from_static(b"fanout"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    m(
+        &mut b,
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"ttl"),
+            arguments: args,
+            ..Default::default()
+        }
+        .into(),
+    );
+    m(
+        &mut b,
+        1,
+        QueueBind {
+            queue: q(),
+            exchange: Bytes::from_static(b"dlx"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    publish(&mut b, 1, BasicProperties::default(), b"x");
+    seeds.push(("dlx-ttl", b));
+    let mut b = BytesMut::new();
+    m(
+        &mut b,
+        1,
+        BasicCancel {
+            consumer_tag: Bytes::from_static(b"amq.ctag-x"),
+            nowait: false,
+        }
+        .into(),
+    );
+    m(&mut b, 0, ConnectionClose::default().into());
+    seeds.push(("cancel-close", b));
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), &bytes[..]).unwrap();
+    }
+}
