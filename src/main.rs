@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use warren::{Config, Server};
 
 fn usage(opts: &getopts::Options) -> String {
-    opts.usage("Usage: warren [--listen ADDR:PORT]... [--data-dir DIR]")
+    opts.usage(
+        "Usage: warren [--listen ADDR:PORT]... [--data-dir DIR] [--max-memory BYTES] \
+         [--min-free-disk BYTES] [--segment-size BYTES]",
+    )
 }
 
 fn main() -> ExitCode {
@@ -20,6 +23,24 @@ fn main() -> ExitCode {
         "ADDR:PORT",
     );
     opts.optopt("d", "data-dir", "data directory (default ./data)", "DIR");
+    opts.optopt(
+        "",
+        "max-memory",
+        "memory budget for message contents in bytes (default 134217728)",
+        "BYTES",
+    );
+    opts.optopt(
+        "",
+        "min-free-disk",
+        "block publishers below this much free disk, in bytes (default 67108864)",
+        "BYTES",
+    );
+    opts.optopt(
+        "",
+        "segment-size",
+        "message store segment file size in bytes (default 8388608)",
+        "BYTES",
+    );
     opts.optflag("h", "help", "print this help");
     opts.optflag("V", "version", "print the version");
     let m = match opts.parse(&args) {
@@ -55,6 +76,21 @@ fn main() -> ExitCode {
     }
     if let Some(d) = m.opt_str("data-dir") {
         config.data_dir = Some(d.into());
+    }
+    for (flag, field) in [
+        ("max-memory", &mut config.max_memory),
+        ("min-free-disk", &mut config.min_free_disk),
+        ("segment-size", &mut config.segment_size),
+    ] {
+        if let Some(v) = m.opt_str(flag) {
+            match v.parse::<u64>() {
+                Ok(n) => *field = n,
+                Err(e) => {
+                    eprintln!("warren: bad --{flag} '{v}': {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
     }
     let server = match Server::bind(config) {
         Ok(s) => s,
