@@ -98,22 +98,24 @@ fn not_found_queue(vhost: &[u8], name: &[u8]) -> Error {
     )
 }
 
-fn inequivalent(
+/// 406 naming the first of `flags` (argument, received, current) that differs.
+fn check_flags<const N: usize>(
     what: &str,
-    arg: &str,
     name: &[u8],
     vhost: &[u8],
-    got: String,
-    cur: String,
-) -> Error {
-    Error::new(
-        ReplyCode::PRECONDITION_FAILED,
-        format!(
-            "inequivalent arg '{arg}' for {what} '{}' in vhost '{}': received '{got}' but current is '{cur}'",
-            s(name),
-            s(vhost)
-        ),
-    )
+    flags: [(&str, String, String); N],
+) -> Result<(), Error> {
+    match flags.into_iter().find(|(_, got, cur)| got != cur) {
+        None => Ok(()),
+        Some((arg, got, cur)) => Err(Error::new(
+            ReplyCode::PRECONDITION_FAILED,
+            format!(
+                "inequivalent arg '{arg}' for {what} '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+                s(name),
+                s(vhost)
+            ),
+        )),
+    }
 }
 
 /// Exchange.declare arguments.
@@ -247,47 +249,21 @@ impl Broker {
             if spec.passive {
                 return Ok(());
             }
-            let got = s(&spec.kind);
-            if x.kind.name() != got {
-                return Err(inequivalent(
-                    "exchange",
-                    "type",
-                    &spec.name,
-                    vhost,
-                    got,
-                    x.kind.name().into(),
-                ));
-            }
-            if x.durable != spec.durable {
-                return Err(inequivalent(
-                    "exchange",
-                    "durable",
-                    &spec.name,
-                    vhost,
-                    spec.durable.to_string(),
-                    x.durable.to_string(),
-                ));
-            }
-            if x.auto_delete != spec.auto_delete {
-                return Err(inequivalent(
-                    "exchange",
+            let flags = [
+                ("type", s(&spec.kind), x.kind.name().to_string()),
+                ("durable", spec.durable.to_string(), x.durable.to_string()),
+                (
                     "auto_delete",
-                    &spec.name,
-                    vhost,
                     spec.auto_delete.to_string(),
                     x.auto_delete.to_string(),
-                ));
-            }
-            if x.internal != spec.internal {
-                return Err(inequivalent(
-                    "exchange",
+                ),
+                (
                     "internal",
-                    &spec.name,
-                    vhost,
                     spec.internal.to_string(),
                     x.internal.to_string(),
-                ));
-            }
+                ),
+            ];
+            check_flags("exchange", &spec.name, vhost, flags)?;
             return Ok(());
         }
         if spec.passive {
@@ -436,29 +412,18 @@ impl Broker {
             if spec.passive {
                 return Ok((id, false));
             }
-            if q.durable != spec.durable {
-                return Err(inequivalent(
-                    "queue",
-                    "durable",
-                    &spec.name,
-                    vhost,
-                    spec.durable.to_string(),
-                    q.durable.to_string(),
-                ));
-            }
             if q.exclusive_owner.is_some() != spec.exclusive {
                 return Err(locked(q));
             }
-            if q.auto_delete != spec.auto_delete {
-                return Err(inequivalent(
-                    "queue",
+            let flags = [
+                ("durable", spec.durable.to_string(), q.durable.to_string()),
+                (
                     "auto_delete",
-                    &spec.name,
-                    vhost,
                     spec.auto_delete.to_string(),
                     q.auto_delete.to_string(),
-                ));
-            }
+                ),
+            ];
+            check_flags("queue", &spec.name, vhost, flags)?;
             check_args_equivalent(&q.arguments, &spec.arguments, &spec.name, vhost)?;
             return Ok((id, false));
         }
