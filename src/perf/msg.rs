@@ -136,13 +136,15 @@ impl AckFrame {
 }
 
 /// A complete message seen by [`Scanner`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Msg {
     /// The content method's id: 60 deliver, 40 publish (relay), 50 return,
     /// 71 get-ok.
     pub method_id: u16,
     /// Delivery tag (basic.deliver only, else 0).
     pub tag: u64,
+    /// The redelivered bit (basic.deliver only).
+    pub redelivered: bool,
     /// Send time and sequence from the body, if it carried them.
     pub stamp: Option<(u64, u64)>,
     /// Body size.
@@ -170,16 +172,8 @@ enum State {
 #[derive(Default)]
 pub struct Scanner {
     state: State,
-    cur: Msg0,
+    cur: Msg,
     remaining: u64,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Msg0 {
-    method_id: u16,
-    tag: u64,
-    stamp: Option<(u64, u64)>,
-    size: u64,
 }
 
 fn be64(b: Option<&[u8]>) -> Option<u64> {
@@ -204,16 +198,21 @@ impl Scanner {
                     if let Some(&[0, 60, m0, m1]) = p.get(..4) {
                         let method_id = u16::from_be_bytes([m0, m1]);
                         if matches!(method_id, 40 | 50 | 60 | 71) {
-                            let tag = if method_id == 60 {
-                                // consumer-tag shortstr, then the delivery tag
+                            let (tag, redelivered) = if method_id == 60 {
+                                // consumer-tag shortstr, delivery tag, then
+                                // the redelivered bit
                                 let l = p.get(4).copied().unwrap_or(0) as usize;
-                                be64(p.get(5 + l..13 + l)).unwrap_or(0)
+                                (
+                                    be64(p.get(5 + l..13 + l)).unwrap_or(0),
+                                    p.get(13 + l).is_some_and(|b| b & 1 != 0),
+                                )
                             } else {
-                                0
+                                (0, false)
                             };
-                            self.cur = Msg0 {
+                            self.cur = Msg {
                                 method_id,
                                 tag,
+                                redelivered,
                                 stamp: None,
                                 size: 0,
                             };
@@ -233,7 +232,7 @@ impl Scanner {
                     self.remaining = size;
                     if size == 0 {
                         self.state = State::Idle;
-                        return Ok(Some(Event::Msg(self.done())));
+                        return Ok(Some(Event::Msg(self.cur)));
                     }
                     self.state = State::Body;
                 }
@@ -253,21 +252,12 @@ impl Scanner {
                     self.remaining -= n;
                     if self.remaining == 0 {
                         self.state = State::Idle;
-                        return Ok(Some(Event::Msg(self.done())));
+                        return Ok(Some(Event::Msg(self.cur)));
                     }
                 }
                 FRAME_HEARTBEAT => {}
                 _ => {}
             }
-        }
-    }
-
-    fn done(&self) -> Msg {
-        Msg {
-            method_id: self.cur.method_id,
-            tag: self.cur.tag,
-            stamp: self.cur.stamp,
-            size: self.cur.size,
         }
     }
 }
@@ -334,7 +324,7 @@ mod tests {
             &Method::BasicDeliver(warren::codec::BasicDeliver {
                 consumer_tag: Bytes::from_static(b"ctag"),
                 delivery_tag: 42,
-                redelivered: false,
+                redelivered: true,
                 exchange: Bytes::new(),
                 routing_key: Bytes::from_static(b"q"),
             }),
@@ -347,7 +337,7 @@ mod tests {
         let mut s = Scanner::default();
         match s.next(&mut out, 0).unwrap() {
             Some(Event::Msg(m)) => {
-                assert_eq!((m.method_id, m.tag), (60, 42));
+                assert_eq!((m.method_id, m.tag, m.redelivered), (60, 42, true));
                 assert_eq!(m.stamp, Some((0, 0)));
             }
             other => panic!("{other:?}"),

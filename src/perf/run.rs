@@ -221,6 +221,8 @@ pub struct ConStats {
     consumed: AtomicU64,
     bytes: AtomicU64,
     out_of_order: AtomicU64,
+    /// Deliveries with the redelivered bit set.
+    redelivered: AtomicU64,
     /// Deliveries whose tag was not the previous one + 1.
     tag_gaps: AtomicU64,
     /// Deliveries beyond the prefetch window.
@@ -543,6 +545,7 @@ fn consumer(id: usize, s: &Settings, sh: &Shared, st: &ConStats) -> Result<()> {
         }
         let now = sh.now_ns();
         let (mut n, mut bytes, mut ooo, mut tag_gaps, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut redelivered = 0u64;
         let mut err = None;
         {
             let mut h = lock(&st.hist);
@@ -559,12 +562,17 @@ fn consumer(id: usize, s: &Settings, sh: &Shared, st: &ConStats) -> Result<()> {
                     Event::Msg(m) => {
                         n += 1;
                         bytes += m.size;
+                        if m.redelivered {
+                            redelivered += 1;
+                        }
                         if let Some((t, seq)) = m.stamp {
                             h.record(now.saturating_sub(t));
                             let p = (seq >> SEQ_ID_SHIFT) as usize;
                             if let Some(e) = next_seq.get_mut(p) {
                                 if seq & seq_mask < *e {
-                                    ooo += 1;
+                                    // a requeued message may legitimately
+                                    // come back late
+                                    ooo += !m.redelivered as u64;
                                 } else {
                                     *e = (seq & seq_mask) + 1;
                                 }
@@ -613,6 +621,9 @@ fn consumer(id: usize, s: &Settings, sh: &Shared, st: &ConStats) -> Result<()> {
             st.last_ns.store(now, Relaxed);
             if ooo > 0 {
                 st.out_of_order.fetch_add(ooo, Relaxed);
+            }
+            if redelivered > 0 {
+                st.redelivered.fetch_add(redelivered, Relaxed);
             }
             if tag_gaps > 0 {
                 st.tag_gaps.fetch_add(tag_gaps, Relaxed);
@@ -1041,6 +1052,7 @@ fn run_inner(s: Settings) -> Result<i32> {
     let secs = |end: u64| end.saturating_sub(start_ns) as f64 / 1e9;
     let (pub_secs, con_secs) = (secs(pub_end), secs(con_end));
     let ooo: u64 = cstats.iter().map(|c| c.out_of_order.load(Relaxed)).sum();
+    let redelivered: u64 = cstats.iter().map(|c| c.redelivered.load(Relaxed)).sum();
     let tag_gaps: u64 = cstats.iter().map(|c| c.tag_gaps.load(Relaxed)).sum();
     let over_prefetch: u64 = cstats.iter().map(|c| c.over_prefetch.load(Relaxed)).sum();
     let expected: u64 = pstats
@@ -1055,7 +1067,7 @@ fn run_inner(s: Settings) -> Result<i32> {
     if s.json {
         println!(
             "{{\"mode\":\"broker\",\"uri\":{},\"publishers\":{},\"consumers\":{},\"queues\":{},\"exchange_type\":{},\"size\":{},\"persistent\":{},\"durable\":{},\"confirm\":{},\"ack\":{},\"prefetch\":{},\"multi_ack\":{},\"rate\":{},\"latency_mode\":{},\
-\"elapsed_s\":{:.3},\"publish_s\":{:.3},\"consume_s\":{:.3},\"published\":{},\"confirmed\":{},\"nacked\":{},\"consumed\":{},\"expected\":{},\"out_of_order\":{},\"tag_gaps\":{},\"over_prefetch\":{},\
+\"elapsed_s\":{:.3},\"publish_s\":{:.3},\"consume_s\":{:.3},\"published\":{},\"confirmed\":{},\"nacked\":{},\"consumed\":{},\"expected\":{},\"redelivered\":{},\"out_of_order\":{},\"tag_gaps\":{},\"over_prefetch\":{},\
 \"publish_rate\":{:.1},\"confirm_rate\":{:.1},\"consume_rate\":{:.1},\"publish_mb_s\":{:.3},\"consume_mb_s\":{:.3},\"latency_us\":{},\"failed\":{}}}",
             json_str(&s.uri.to_string()),
             s.publishers,
@@ -1079,6 +1091,7 @@ fn run_inner(s: Settings) -> Result<i32> {
             t.nacked,
             t.consumed,
             expected,
+            redelivered,
             ooo,
             tag_gaps,
             over_prefetch,
@@ -1113,6 +1126,11 @@ fn run_inner(s: Settings) -> Result<i32> {
             per_sec(t.consumed, con_secs),
             per_sec(t.bytes, con_secs) / 1e6
         );
+        if redelivered > 0 {
+            println!(
+                "redelivered: {redelivered} (requeued when another consumer's channel closed)"
+            );
+        }
         if ooo > 0 {
             println!("BROKER ANOMALY: {ooo} deliveries out of order or duplicated");
         }
