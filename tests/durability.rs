@@ -1,0 +1,1743 @@
+//! Durability: what survives a clean restart, a SIGKILL, a torn or corrupt
+//! segment tail; acknowledgement state across restarts; the memory budget
+//! (paging) and the memory alarm (connection.blocked).
+//!
+//! Brokers run either embedded (`common::start_with`) or as the real binary
+//! in a child process (so it can be SIGKILLed and its RSS read from /proc).
+//! Clients are a small synchronous AMQP client over `std::net::TcpStream`
+//! built on `warren::codec`, or pika scripts in `tests/python_durability/`
+//! (run with the venv python that `tests/pika.rs` provisions). Every wait has
+//! a deadline; a child process is killed when its handle is dropped.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use warren::codec::frame::{
+    begin_frame, end_frame, parse_frame, write_method, Frame, FRAME_BODY, FRAME_END, FRAME_HEADER,
+    PROTOCOL_HEADER,
+};
+use warren::codec::*;
+use warren::{Config, Running, Server};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// A small synchronous AMQP client
+// ---------------------------------------------------------------------------
+
+/// A received message (basic.deliver or basic.get-ok).
+#[derive(Debug, Clone)]
+struct Delivery {
+    tag: u64,
+    redelivered: bool,
+    props: BasicProperties,
+    body: Bytes,
+}
+
+/// What the connection produced.
+#[derive(Debug)]
+enum Ev {
+    Method(u16, Method),
+    /// A content-bearing method with its content: (from basic.get, message).
+    Content(bool, Box<Delivery>),
+}
+
+struct Client {
+    s: TcpStream,
+    buf: BytesMut,
+    frame_max: u32,
+    /// Deliveries from consumers that arrived while waiting for a reply.
+    pending: VecDeque<Delivery>,
+    /// Every publish up to this delivery tag is confirmed.
+    confirmed_upto: u64,
+    /// Tags confirmed one by one above `confirmed_upto`.
+    confirmed: BTreeSet<u64>,
+    /// connection.blocked / unblocked seen.
+    blocked_events: Vec<bool>,
+}
+
+fn io_err(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+impl Client {
+    /// Connect, handshake (heartbeats off) and open channel 1.
+    fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_nodelay(true)?;
+        let mut c = Client {
+            s,
+            buf: BytesMut::new(),
+            frame_max: 131_072,
+            pending: VecDeque::new(),
+            confirmed_upto: 0,
+            confirmed: BTreeSet::new(),
+            blocked_events: Vec::new(),
+        };
+        c.s.write_all(PROTOCOL_HEADER)?;
+        match c.next()? {
+            Ev::Method(0, Method::ConnectionStart(_)) => {}
+            other => return Err(io_err(format!("expected connection.start, got {other:?}"))),
+        }
+        let mut caps = FieldTable::new();
+        for cap in [
+            "publisher_confirms",
+            "connection.blocked",
+            "basic.nack",
+            "consumer_cancel_notify",
+        ] {
+            caps.insert(cap, FieldValue::Bool(true));
+        }
+        let mut props = FieldTable::new();
+        props.insert("capabilities", FieldValue::Table(caps));
+        c.send(
+            0,
+            ConnectionStartOk {
+                client_properties: props,
+                mechanism: Bytes::from_static(b"PLAIN"),
+                response: Bytes::from_static(b"\0guest\0guest"),
+                locale: Bytes::from_static(b"en_US"),
+            },
+        )?;
+        let tune = match c.next()? {
+            Ev::Method(0, Method::ConnectionTune(t)) => t,
+            other => return Err(io_err(format!("expected connection.tune, got {other:?}"))),
+        };
+        if tune.frame_max != 0 {
+            c.frame_max = tune.frame_max.min(131_072);
+        }
+        c.send(
+            0,
+            ConnectionTuneOk {
+                channel_max: tune.channel_max,
+                frame_max: c.frame_max,
+                heartbeat: 0,
+            },
+        )?;
+        c.send(
+            0,
+            ConnectionOpen {
+                virtual_host: Bytes::from_static(b"/"),
+                ..Default::default()
+            },
+        )?;
+        match c.next()? {
+            Ev::Method(0, Method::ConnectionOpenOk(_)) => {}
+            other => return Err(io_err(format!("expected open-ok, got {other:?}"))),
+        }
+        match c.call(ChannelOpen::default())? {
+            Ev::Method(1, Method::ChannelOpenOk(_)) => {}
+            other => return Err(io_err(format!("expected channel.open-ok, got {other:?}"))),
+        }
+        Ok(c)
+    }
+
+    fn send(&mut self, ch: u16, m: impl Into<Method>) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        write_method(&mut out, ch, &m.into());
+        self.s.write_all(&out)
+    }
+
+    fn frame(&mut self) -> io::Result<Frame> {
+        loop {
+            match parse_frame(&mut self.buf, 0) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(io_err(format!("bad frame from broker: {e:?}"))),
+            }
+            let mut tmp = [0u8; 65536];
+            let n = self.s.read(&mut tmp)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "broker closed the connection",
+                ));
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// The next method, with its content assembled if it carries any.
+    fn next(&mut self) -> io::Result<Ev> {
+        loop {
+            let (ch, m) = match self.frame()? {
+                Frame::Heartbeat(_) => continue,
+                Frame::Method(ch, m) => (ch, m),
+                other => return Err(io_err(format!("unexpected frame {other:?}"))),
+            };
+            let (get, tag, redelivered) = match &m {
+                Method::BasicDeliver(d) => (false, d.delivery_tag, d.redelivered),
+                Method::BasicGetOk(g) => (true, g.delivery_tag, g.redelivered),
+                Method::BasicReturn(_) => (false, 0, false),
+                _ => return Ok(Ev::Method(ch, m)),
+            };
+            let header = match self.frame()? {
+                Frame::Header(_, h) => h,
+                other => return Err(io_err(format!("expected a content header, got {other:?}"))),
+            };
+            let mut body = BytesMut::with_capacity(header.body_size as usize);
+            while (body.len() as u64) < header.body_size {
+                match self.frame()? {
+                    Frame::Body(_, b) => body.extend_from_slice(&b),
+                    other => return Err(io_err(format!("expected a body frame, got {other:?}"))),
+                }
+            }
+            return Ok(Ev::Content(
+                get,
+                Box::new(Delivery {
+                    tag,
+                    redelivered,
+                    props: header.properties,
+                    body: body.freeze(),
+                }),
+            ));
+        }
+    }
+
+    /// Handle an asynchronous event; returns it back if it is a reply.
+    fn absorb(&mut self, ev: Ev) -> io::Result<Option<Ev>> {
+        match ev {
+            Ev::Method(_, Method::BasicAck(a)) => {
+                if a.multiple {
+                    self.confirmed_upto = self.confirmed_upto.max(a.delivery_tag);
+                } else {
+                    self.confirmed.insert(a.delivery_tag);
+                }
+                while self.confirmed.remove(&(self.confirmed_upto + 1)) {
+                    self.confirmed_upto += 1;
+                }
+            }
+            Ev::Method(_, Method::BasicNack(n)) => {
+                return Err(io_err(format!("publish nacked: {n:?}")))
+            }
+            Ev::Method(0, Method::ConnectionBlocked(_)) => self.blocked_events.push(true),
+            Ev::Method(0, Method::ConnectionUnblocked(_)) => self.blocked_events.push(false),
+            Ev::Method(_, Method::ConnectionClose(c)) => {
+                return Err(io_err(format!("connection closed by broker: {c:?}")))
+            }
+            Ev::Method(_, Method::ChannelClose(c)) => {
+                return Err(io_err(format!("channel closed by broker: {c:?}")))
+            }
+            Ev::Content(false, d) => self.pending.push_back(*d),
+            ev => return Ok(Some(ev)),
+        }
+        Ok(None)
+    }
+
+    /// Send a synchronous method on channel 1 and wait for its reply.
+    fn call(&mut self, m: impl Into<Method>) -> io::Result<Ev> {
+        self.send(1, m)?;
+        loop {
+            let ev = self.next()?;
+            if let Some(ev) = self.absorb(ev)? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    fn declare(&mut self, queue: &str, durable: bool) -> io::Result<QueueDeclareOk> {
+        match self.call(QueueDeclare {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            durable,
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::QueueDeclareOk(ok)) => Ok(ok),
+            other => Err(io_err(format!("expected declare-ok, got {other:?}"))),
+        }
+    }
+
+    /// Ready messages in `queue` (passive declare: also a round trip that
+    /// proves everything sent before it was processed).
+    fn count(&mut self, queue: &str) -> io::Result<u32> {
+        match self.call(QueueDeclare {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            passive: true,
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::QueueDeclareOk(ok)) => Ok(ok.message_count),
+            other => Err(io_err(format!("expected declare-ok, got {other:?}"))),
+        }
+    }
+
+    fn confirm_select(&mut self) -> io::Result<()> {
+        match self.call(ConfirmSelect::default())? {
+            Ev::Method(_, Method::ConfirmSelectOk(_)) => Ok(()),
+            other => Err(io_err(format!("expected confirm.select-ok, got {other:?}"))),
+        }
+    }
+
+    fn qos(&mut self, prefetch: u16) -> io::Result<()> {
+        match self.call(BasicQos {
+            prefetch_count: prefetch,
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::BasicQosOk(_)) => Ok(()),
+            other => Err(io_err(format!("expected qos-ok, got {other:?}"))),
+        }
+    }
+
+    fn consume(&mut self, queue: &str) -> io::Result<()> {
+        match self.call(BasicConsume {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            consumer_tag: Bytes::from_static(b"durability"),
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::BasicConsumeOk(_)) => Ok(()),
+            other => Err(io_err(format!("expected consume-ok, got {other:?}"))),
+        }
+    }
+
+    /// basic.get with manual ack; None when the queue is empty.
+    fn get(&mut self, queue: &str) -> io::Result<Option<Delivery>> {
+        match self.call(BasicGet {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            no_ack: false,
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::BasicGetEmpty(_)) => Ok(None),
+            Ev::Content(true, d) => Ok(Some(*d)),
+            other => Err(io_err(format!("expected get-ok/get-empty, got {other:?}"))),
+        }
+    }
+
+    /// The next consumer delivery.
+    fn delivery(&mut self) -> io::Result<Delivery> {
+        loop {
+            if let Some(d) = self.pending.pop_front() {
+                return Ok(d);
+            }
+            let ev = self.next()?;
+            if let Some(ev) = self.absorb(ev)? {
+                return Err(io_err(format!("unexpected {ev:?} while consuming")));
+            }
+        }
+    }
+
+    fn ack(&mut self, tag: u64, multiple: bool) -> io::Result<()> {
+        self.send(
+            1,
+            BasicAck {
+                delivery_tag: tag,
+                multiple,
+            },
+        )
+    }
+
+    fn publish(&mut self, queue: &str, props: &BasicProperties, body: &[u8]) -> io::Result<()> {
+        self.publish_to("", queue, props, body)
+    }
+
+    fn publish_to(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        props: &BasicProperties,
+        body: &[u8],
+    ) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        encode_publish(&mut out, exchange, routing_key, props, body, self.frame_max);
+        self.s.write_all(&out)
+    }
+
+    /// A durable exchange.
+    fn exchange(&mut self, name: &str, kind: &str) -> io::Result<()> {
+        match self.call(ExchangeDeclare {
+            exchange: Bytes::copy_from_slice(name.as_bytes()),
+            kind: Bytes::copy_from_slice(kind.as_bytes()),
+            durable: true,
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::ExchangeDeclareOk(_)) => Ok(()),
+            other => Err(io_err(format!(
+                "expected exchange.declare-ok, got {other:?}"
+            ))),
+        }
+    }
+
+    fn bind(&mut self, queue: &str, exchange: &str) -> io::Result<()> {
+        match self.call(QueueBind {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            exchange: Bytes::copy_from_slice(exchange.as_bytes()),
+            ..Default::default()
+        })? {
+            Ev::Method(_, Method::QueueBindOk(_)) => Ok(()),
+            other => Err(io_err(format!("expected queue.bind-ok, got {other:?}"))),
+        }
+    }
+
+    /// Wait until every publish up to `tag` is confirmed (an error on a nack).
+    fn wait_confirms(&mut self, tag: u64) -> io::Result<()> {
+        loop {
+            if self.confirmed_upto >= tag {
+                return Ok(());
+            }
+            let ev = self.next()?;
+            if let Some(ev) = self.absorb(ev)? {
+                return Err(io_err(format!(
+                    "unexpected {ev:?} while waiting for confirms"
+                )));
+            }
+        }
+    }
+}
+
+/// basic.publish + content header + body frames.
+fn encode_publish(
+    out: &mut BytesMut,
+    exchange: &str,
+    routing_key: &str,
+    props: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) {
+    write_method(
+        out,
+        1,
+        &BasicPublish {
+            exchange: Bytes::copy_from_slice(exchange.as_bytes()),
+            routing_key: Bytes::copy_from_slice(routing_key.as_bytes()),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let at = begin_frame(out, FRAME_HEADER, 1);
+    ContentHeader {
+        class_id: 60,
+        body_size: body.len() as u64,
+        properties: props.clone(),
+    }
+    .encode(out);
+    end_frame(out, at);
+    for chunk in body.chunks(frame_max as usize - 8) {
+        out.put_u8(FRAME_BODY);
+        out.put_u16(1);
+        out.put_u32(chunk.len() as u32);
+        out.put_slice(chunk);
+        out.put_u8(FRAME_END);
+    }
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties {
+        delivery_mode: Some(2),
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Message bodies that say what they are
+// ---------------------------------------------------------------------------
+
+/// Body of message `seq` from publisher `p`: a marker that names it, then a
+/// deterministic filler, so a recovered body can be checked byte for byte.
+fn body_of(p: u32, seq: u64, len: usize) -> Vec<u8> {
+    let mut b = marker(p, seq).into_bytes();
+    b.extend_from_slice(format!("{len:08}|").as_bytes());
+    let mut x = (p as u64) << 32 ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ len as u64;
+    while b.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.push(b'a' + (x % 26) as u8);
+    }
+    assert!(len >= 32, "bodies carry a 23-byte prefix");
+    b
+}
+
+fn marker(p: u32, seq: u64) -> String {
+    format!("<P{p:02}S{seq:08}>")
+}
+
+/// Variable length for the crash/torn-tail tests: 60..~6000 bytes.
+fn len_of(p: u32, seq: u64) -> usize {
+    60 + ((seq * 7919 + p as u64 * 104_729) % 6000) as usize
+}
+
+/// Parse and verify a body made by [`body_of`]: (publisher, seq).
+fn check_body(body: &[u8]) -> (u32, u64) {
+    let text = String::from_utf8_lossy(&body[..body.len().min(32)]).into_owned();
+    let parse = || -> Option<(u32, u64, usize)> {
+        let p = text.get(2..4)?.parse().ok()?;
+        let seq = text.get(5..13)?.parse().ok()?;
+        let len = text.get(14..22)?.parse().ok()?;
+        Some((p, seq, len))
+    };
+    let (p, seq, len) = parse().unwrap_or_else(|| panic!("unrecognisable body {text:?}"));
+    assert_eq!(body.len(), len, "body of {text:?} has the wrong length");
+    assert!(
+        body == body_of(p, seq, len).as_slice(),
+        "body of {text:?} is corrupt"
+    );
+    (p, seq)
+}
+
+// ---------------------------------------------------------------------------
+// Processes: the broker binary, python scripts
+// ---------------------------------------------------------------------------
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The real broker binary in a child process.
+struct BrokerProc {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    /// Time from spawn until it completed an AMQP handshake.
+    ready_after: Duration,
+}
+
+impl BrokerProc {
+    fn start(dir: &Path, port: u16, extra: &[&str]) -> BrokerProc {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = dir.with_extension(format!("log{}", free_port()));
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn warren");
+        let mut b = BrokerProc {
+            child,
+            addr,
+            log,
+            ready_after: Duration::ZERO,
+        };
+        let deadline = started + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = b.child.try_wait() {
+                panic!("warren exited at start ({st}):\n{}", b.log_text());
+            }
+            if Client::connect(addr).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warren did not accept connections within 20 s:\n{}",
+                b.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        b.ready_after = started.elapsed();
+        b
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL and reap.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+
+    /// SIGTERM (clean shutdown) and wait for the exit.
+    fn stop(mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                assert!(
+                    st.success(),
+                    "warren exited with {st}:\n{}",
+                    self.log_text()
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "warren did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = fs::remove_file(&self.log);
+    }
+
+    /// "store recovered N messages ..." from its log.
+    fn recovery_line(&self) -> String {
+        self.log_text()
+            .lines()
+            .find(|l| l.contains("store recovered"))
+            .map(|l| l.split("] ").last().unwrap_or(l).to_string())
+            .unwrap_or_default()
+    }
+
+    /// (VmRSS, VmHWM) in bytes.
+    fn rss(&self) -> (u64, u64) {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The venv's python (created by tests/pika.rs's recipe on first use).
+fn venv_python() -> PathBuf {
+    let venv = root().join("target").join("pyvenv");
+    let python = venv.join("bin").join("python");
+    let reqs = root().join("tests/python/requirements.txt");
+    let wanted = fs::read_to_string(&reqs).expect("requirements.txt");
+    let stamp = venv.join("installed-requirements.txt");
+    if !python.exists() {
+        let st = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 -m venv");
+        assert!(st.success());
+    }
+    if fs::read_to_string(&stamp).unwrap_or_default() != wanted {
+        let st = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs)
+            .status()
+            .expect("pip install");
+        assert!(st.success());
+        fs::write(&stamp, wanted).expect("stamp");
+    }
+    python
+}
+
+/// A python helper script talking line by line on stdout/stdin.
+struct Script {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Script {
+    fn start(name: &str, port: u16) -> Script {
+        let mut child = Command::new(venv_python())
+            .arg(root().join("tests/python_durability").join(name))
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Script {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a line starting with `prefix`; returns it.
+    fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("[script] {line}");
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                    assert!(!line.starts_with("FAIL"), "script failed: {line}");
+                }
+                Err(_) => panic!(
+                    "no '{prefix}' line from the script within {timeout:?}; got {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to script");
+        stdin.flush().expect("flush");
+    }
+
+    fn finish(mut self, timeout: Duration) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                assert!(
+                    st.success(),
+                    "script exited with {st}; output {:?}",
+                    self.seen
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "script did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Embedded brokers on a chosen directory
+// ---------------------------------------------------------------------------
+
+fn embedded(dir: &Path, f: impl FnOnce(&mut Config)) -> (Running, SocketAddr) {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        data_dir: Some(dir.to_path_buf()),
+        ..Config::default()
+    };
+    f(&mut cfg);
+    let server = Server::bind(cfg).expect("bind");
+    let addr = server.local_addrs()[0];
+    (server.spawn().expect("spawn"), addr)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Drain `queue` with a consumer (prefetch 200, acks in batches): every
+/// message's body verified; returns (publisher, seq, redelivered) in
+/// delivery order. The count is taken first; afterwards the queue must be
+/// empty (a round trip that also proves every ack was processed).
+fn drain(c: &mut Client, queue: &str) -> Vec<(u32, u64, bool)> {
+    let n = c.count(queue).expect("count");
+    c.qos(200).expect("qos");
+    c.consume(queue).expect("consume");
+    let mut out = Vec::with_capacity(n as usize);
+    while out.len() < n as usize {
+        let d = c.delivery().expect("delivery");
+        let (p, seq) = check_body(&d.body);
+        assert_eq!(d.props.delivery_mode, Some(2), "delivery mode of {p}/{seq}");
+        out.push((p, seq, d.redelivered));
+        if out.len() % 50 == 0 || out.len() == n as usize {
+            c.ack(d.tag, true).expect("ack");
+        }
+    }
+    assert_eq!(
+        c.count(queue).expect("count"),
+        0,
+        "queue not empty after drain"
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------
+// 1. Clean restart, pika (the seed scenario and its edges)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn restart_keeps_durable_state_pika() {
+    let mut broker = common::start_with(|_| {});
+    let mut script = Script::start("restart.py", broker.addr.port());
+    script.expect("READY", Duration::from_secs(30));
+    let t = Instant::now();
+    broker.restart();
+    eprintln!("clean restart took {:?}", t.elapsed());
+    script.say("go");
+    script.expect("OK", Duration::from_secs(30));
+    script.finish(Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------
+// 2. SIGKILL mid-stream: no confirmed message is lost
+// ---------------------------------------------------------------------------
+
+/// Per-publisher outcome of one publishing run.
+#[derive(Default)]
+struct PubLog {
+    /// seq of each delivery tag - 1.
+    seqs: Vec<u64>,
+    /// Every tag up to this one is confirmed (basic.ack multiple).
+    upto: u64,
+    /// Tags confirmed one by one.
+    singles: BTreeSet<u64>,
+    nacked: u64,
+    done: bool,
+}
+
+impl PubLog {
+    fn confirmed(&self) -> u64 {
+        self.upto + self.singles.range(self.upto + 1..).count() as u64
+    }
+}
+
+/// Publish persistent messages with confirms until the connection dies;
+/// returns the confirmed and all published seqs.
+fn publisher(
+    addr: SocketAddr,
+    queue: &'static str,
+    p: u32,
+    first_seq: u64,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> JoinHandle<(BTreeSet<u64>, BTreeSet<u64>)> {
+    std::thread::spawn(move || {
+        let mut c = Client::connect(addr).expect("publisher connect");
+        c.declare(queue, true).expect("declare");
+        c.confirm_select().expect("confirm.select");
+        let mut w = c.s.try_clone().expect("clone");
+        let frame_max = c.frame_max;
+        let log = Arc::new((Mutex::new(PubLog::default()), Condvar::new()));
+        let rlog = log.clone();
+        // Reader: confirms until the connection dies.
+        let reader = std::thread::spawn(move || {
+            let (m, cv) = &*rlog;
+            loop {
+                let ev = match c.next() {
+                    Ok(ev) => ev,
+                    Err(_) => break,
+                };
+                let mut l = m.lock().unwrap();
+                match ev {
+                    Ev::Method(_, Method::BasicAck(a)) => {
+                        let before = l.confirmed();
+                        if a.multiple {
+                            l.upto = l.upto.max(a.delivery_tag);
+                        } else {
+                            l.singles.insert(a.delivery_tag);
+                        }
+                        progress.fetch_add(l.confirmed() - before, Ordering::SeqCst);
+                    }
+                    Ev::Method(_, Method::BasicNack(_)) => l.nacked += 1,
+                    _ => {}
+                }
+                cv.notify_all();
+            }
+            let mut l = m.lock().unwrap();
+            l.done = true;
+            cv.notify_all();
+        });
+        let (m, cv) = &*log;
+        let mut seq = first_seq;
+        let mut out = BytesMut::new();
+        while !stop.load(Ordering::SeqCst) {
+            {
+                // At most 64 unconfirmed in flight.
+                let mut l = m.lock().unwrap();
+                while !l.done && l.seqs.len() as u64 - l.confirmed() >= 64 {
+                    l = cv.wait_timeout(l, Duration::from_millis(100)).unwrap().0;
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                if l.done {
+                    break;
+                }
+                l.seqs.push(seq);
+            }
+            out.clear();
+            encode_publish(
+                &mut out,
+                "",
+                queue,
+                &persistent(),
+                &body_of(p, seq, len_of(p, seq)),
+                frame_max,
+            );
+            if w.write_all(&out).is_err() {
+                break;
+            }
+            seq += 1;
+        }
+        // The connection dies with the broker: let the reader see the end.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(reader.is_finished(), "confirm reader did not finish");
+        let l = m.lock().unwrap();
+        assert_eq!(l.nacked, 0, "publisher {p}: broker nacked publishes");
+        let confirmed = (1..=l.upto)
+            .chain(l.singles.iter().copied())
+            .map(|t| l.seqs[t as usize - 1])
+            .collect();
+        (confirmed, l.seqs.iter().copied().collect())
+    })
+}
+
+#[test]
+fn sigkill_loses_no_confirmed_message() {
+    const QUEUE: &str = "crash_q";
+    const PUBLISHERS: u32 = 3;
+    const CYCLES: u64 = 4;
+    let dir = common::temp_dir("crash");
+    let port = free_port();
+    // Small segments: recovery walks many files, and GC deletes some.
+    let seg = ["--segment-size", "262144"];
+    let mut broker = BrokerProc::start(&dir, port, &seg);
+    let mut next_seq = vec![0u64; PUBLISHERS as usize];
+    let mut total_recovered = 0usize;
+    let mut acked_before: BTreeSet<(u32, u64)> = BTreeSet::new();
+    for cycle in 0..CYCLES {
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress: Vec<_> = (0..PUBLISHERS)
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        let pubs: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let first = next_seq[p as usize];
+                let progress = progress[p as usize].clone();
+                publisher(broker.addr, QUEUE, p, first, stop.clone(), progress)
+            })
+            .collect();
+        // Let every publisher get some confirms, then kill at a different
+        // point each time.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while progress.iter().any(|c| c.load(Ordering::SeqCst) < 10) {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: no confirms within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100 + 150 * cycle));
+        let killed_at = Instant::now();
+        broker.kill();
+        stop.store(true, Ordering::SeqCst);
+        let mut confirmed: BTreeSet<(u32, u64)> = BTreeSet::new();
+        let mut published: BTreeSet<(u32, u64)> = BTreeSet::new();
+        for (p, h) in pubs.into_iter().enumerate() {
+            let (c, all) = h.join().expect("publisher panicked");
+            let p = p as u32;
+            next_seq[p as usize] = all
+                .iter()
+                .next_back()
+                .map_or(next_seq[p as usize], |s| s + 1);
+            confirmed.extend(c.into_iter().map(|s| (p, s)));
+            published.extend(all.into_iter().map(|s| (p, s)));
+        }
+        assert!(
+            confirmed.len() >= 10,
+            "cycle {cycle}: only {} confirms before the kill",
+            confirmed.len()
+        );
+        broker = BrokerProc::start(&dir, port, &seg);
+        let restart = killed_at.elapsed();
+        let mut c = Client::connect(broker.addr).expect("connect");
+        let got = drain(&mut c, QUEUE);
+        let got_set: BTreeSet<(u32, u64)> = got.iter().map(|&(p, s, _)| (p, s)).collect();
+        let flagged: Vec<_> = got
+            .iter()
+            .filter(|&&(p, s, r)| r && published.contains(&(p, s)))
+            .take(10)
+            .collect();
+        assert!(
+            flagged.is_empty(),
+            "cycle {cycle}: never delivered, yet redelivered: {flagged:?}"
+        );
+        assert_eq!(
+            got_set.len(),
+            got.len(),
+            "cycle {cycle}: a message came back twice"
+        );
+        let lost: Vec<_> = confirmed.difference(&got_set).take(10).collect();
+        assert!(
+            lost.is_empty(),
+            "cycle {cycle}: confirmed messages lost: {lost:?}"
+        );
+        // Only what was published can come back; acked messages of earlier
+        // cycles may (the acks are not fsynced), but only those.
+        let unknown: Vec<_> = got_set
+            .iter()
+            .filter(|m| !published.contains(m) && !acked_before.contains(m))
+            .take(10)
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "cycle {cycle}: messages nobody published: {unknown:?}"
+        );
+        let reappeared = got_set.iter().filter(|m| acked_before.contains(m)).count();
+        // In publish order per publisher.
+        for p in 0..PUBLISHERS {
+            let seqs: Vec<u64> = got.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "cycle {cycle}: publisher {p} out of order"
+            );
+        }
+        eprintln!(
+            "crash cycle {cycle}: published {}, confirmed {}, recovered {} (+{} unconfirmed, {} acked-earlier reappeared); restart in {:?} (ready {:?}); {}",
+            published.len(),
+            confirmed.len(),
+            got.len(),
+            got_set.difference(&confirmed).count(),
+            reappeared,
+            restart,
+            broker.ready_after,
+            broker.recovery_line()
+        );
+        total_recovered += got.len();
+        acked_before.extend(got_set);
+    }
+    assert!(total_recovered > 0);
+    let files_before = segments(&dir).len();
+    // Everything is acked: a clean stop syncs, and the sync collects the
+    // fully acked segments; at most the current one is left.
+    broker.stop();
+    let left = segments(&dir);
+    let bytes: u64 = left
+        .values()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "crash test: {total_recovered} messages recovered over {CYCLES} kills; {files_before} segment files before the final clean stop, {} ({bytes} bytes) after",
+        left.len()
+    );
+    assert!(
+        left.len() <= 2 && bytes <= 2 * 262_144 + 65_536,
+        "segments left after everything was acked: {left:?} ({bytes} bytes)"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Torn / corrupt segment tails
+// ---------------------------------------------------------------------------
+
+/// One record of a segment file.
+#[derive(Debug, Clone)]
+struct Rec {
+    offset: usize,
+    end: usize,
+    /// (publisher, seq) for a message record of ours.
+    msg: Option<(u32, u64)>,
+}
+
+/// Walk `len u32 | crc u32 | payload` records; message records (kind 1) are
+/// recognised by the marker in their body.
+fn walk_segment(data: &[u8]) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 8 <= data.len() {
+        let len = u32::from_be_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        let end = off + 8 + len;
+        assert!(len > 0 && end <= data.len(), "unexpected layout at {off}");
+        let payload = &data[off + 8..end];
+        let msg = (payload[0] == 1)
+            .then(|| {
+                let at = payload.windows(3).position(|w| w == b"<P0")?;
+                let text = std::str::from_utf8(&payload[at..at + 14]).ok()?;
+                Some((text[2..4].parse().ok()?, text[5..13].parse().ok()?))
+            })
+            .flatten();
+        out.push(Rec {
+            offset: off,
+            end,
+            msg,
+        });
+        off = end;
+    }
+    assert_eq!(off, data.len(), "segment does not end on a record boundary");
+    out
+}
+
+fn segments(dir: &Path) -> BTreeMap<u32, PathBuf> {
+    fs::read_dir(dir.join("msgs"))
+        .expect("msgs dir")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Some((name.strip_suffix(".seg")?.parse().ok()?, e.path()))
+        })
+        .collect()
+}
+
+/// Everything in `queue`, via basic.get (verifying each body), acked.
+fn get_all(addr: SocketAddr, queue: &str) -> Vec<(u32, u64)> {
+    let mut c = Client::connect(addr).expect("connect");
+    let mut out = Vec::new();
+    while let Some(d) = c.get(queue).expect("get") {
+        out.push(check_body(&d.body));
+        c.ack(d.tag, false).expect("ack");
+    }
+    assert_eq!(c.count(queue).expect("count"), 0);
+    out
+}
+
+#[test]
+fn torn_or_corrupt_tail_keeps_every_record_before_it() {
+    const QUEUE: &str = "torn_q";
+    const N: u64 = 60;
+    let base = common::temp_dir("torn");
+    let dir = base.join("orig");
+    {
+        let (running, addr) = embedded(&dir, |c| c.segment_size = 16 * 1024);
+        let mut c = Client::connect(addr).expect("connect");
+        c.declare(QUEUE, true).expect("declare");
+        c.confirm_select().expect("confirm");
+        for seq in 0..N {
+            c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+                .expect("publish");
+        }
+        c.wait_confirms(N).expect("confirms");
+        drop(c);
+        running.shutdown().expect("shutdown");
+    }
+    let segs = segments(&dir);
+    let layout: BTreeMap<u32, Vec<Rec>> = segs
+        .iter()
+        .map(|(n, p)| (*n, walk_segment(&fs::read(p).expect("read"))))
+        .collect();
+    let all: Vec<(u32, u64)> = layout.values().flatten().filter_map(|r| r.msg).collect();
+    assert_eq!(
+        all,
+        (0..N).map(|s| (0, s)).collect::<Vec<_>>(),
+        "segment layout"
+    );
+    let (&newest, recs) = layout.iter().next_back().expect("segments");
+    assert!(
+        layout.len() >= 4,
+        "expected several segments, got {}",
+        layout.len()
+    );
+    assert!(recs.len() >= 2, "newest segment has {} records", recs.len());
+    let size = recs.last().unwrap().end;
+    let before_newest: Vec<(u32, u64)> = layout
+        .range(..newest)
+        .flat_map(|(_, r)| r.iter().filter_map(|r| r.msg))
+        .collect();
+    // Messages whose record ends at or before `at` in the newest segment.
+    let intact_before = |at: usize| -> Vec<(u32, u64)> {
+        let mut v = before_newest.clone();
+        v.extend(recs.iter().filter(|r| r.end <= at).filter_map(|r| r.msg));
+        v
+    };
+    enum Damage {
+        Truncate(usize),
+        Flip(usize),
+        Zeros(usize),
+    }
+    let mid = &recs[recs.len() / 2];
+    let mut trials = vec![
+        Damage::Truncate(size - 1),
+        Damage::Truncate(size - 5),
+        Damage::Truncate(mid.offset + 3),
+        Damage::Truncate(mid.offset + 8 + 20),
+        Damage::Truncate(mid.offset),
+        Damage::Truncate(recs[0].offset + 1),
+        Damage::Truncate(0),
+        Damage::Flip(recs.last().unwrap().offset + 8 + 40),
+        Damage::Flip(mid.offset),
+        Damage::Flip(mid.offset + 5),
+        Damage::Flip(mid.end - 1),
+        Damage::Flip(recs[0].offset + 8),
+        Damage::Zeros(4096),
+    ];
+    // And a few arbitrary (fixed pseudo-random) offsets.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..6 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % size as u64) as usize;
+        trials.push(if i % 2 == 0 {
+            Damage::Truncate(at)
+        } else {
+            Damage::Flip(at)
+        });
+    }
+    let newest_name = segs[&newest].file_name().unwrap().to_owned();
+    for (i, damage) in trials.iter().enumerate() {
+        for clean_index in [false, true] {
+            let copy = base.join(format!("trial{i}-{clean_index}"));
+            copy_dir(&dir, &copy);
+            let clean = copy.join("msgs").join("CLEAN");
+            if !clean_index {
+                // The state a crash leaves: no clean shutdown index.
+                let _ = fs::remove_file(&clean);
+            }
+            let path = copy.join("msgs").join(&newest_name);
+            let mut data = fs::read(&path).expect("read");
+            // First byte of the newest segment that is not as written.
+            let damaged_at = match *damage {
+                Damage::Truncate(at) => {
+                    data.truncate(at);
+                    at
+                }
+                Damage::Flip(at) => {
+                    data[at] ^= 0x5A;
+                    at
+                }
+                Damage::Zeros(n) => {
+                    let at = data.len();
+                    data.resize(at + n, 0);
+                    at
+                }
+            };
+            fs::write(&path, &data).expect("write");
+            let expected = intact_before(damaged_at);
+            // Start on the damaged copy: it must come up and hold everything
+            // before the damage, intact.
+            let (running, addr) = embedded(&copy, |c| c.segment_size = 16 * 1024);
+            let mut c = Client::connect(addr).expect("connect after damage");
+            let n = c.count(QUEUE).expect("count");
+            // Read without acking (closing the connection requeues).
+            let mut got = Vec::new();
+            while let Some(d) = c.get(QUEUE).expect("get") {
+                got.push(check_body(&d.body));
+            }
+            drop(c);
+            let missing: Vec<_> = expected.iter().filter(|m| !got.contains(m)).collect();
+            assert!(
+                missing.is_empty(),
+                "trial {i} (clean index {clean_index}): lost records before the damage at {damaged_at}: {missing:?}"
+            );
+            assert!(
+                got.windows(2).all(|w| w[0] < w[1]),
+                "trial {i}: order {got:?}"
+            );
+            if !clean_index {
+                // Crash recovery cuts at the first bad record: exactly the
+                // records before it survive, and the queue says so.
+                assert_eq!(got, expected, "trial {i}: recovered set");
+                assert_eq!(n as usize, expected.len(), "trial {i}: message count");
+            }
+            // The broker keeps working on the repaired store: a new message,
+            // then a crash-style restart (index removed) finds the same set
+            // plus the new one (a truncated tail stays truncated).
+            let mut c = Client::connect(addr).expect("connect");
+            c.confirm_select().expect("confirm");
+            c.publish(QUEUE, &persistent(), &body_of(1, i as u64, 500))
+                .expect("publish");
+            c.wait_confirms(1).expect("confirm");
+            drop(c);
+            running.shutdown().expect("shutdown");
+            let _ = fs::remove_file(&clean);
+            let (running, addr) = embedded(&copy, |c| c.segment_size = 16 * 1024);
+            let again = get_all(addr, QUEUE);
+            let new = (1, i as u64);
+            if clean_index {
+                // The first start trusted the clean index and never looked
+                // at the damage; the scan now cuts the older (no longer
+                // newest) segment at the damaged record. What lay before the
+                // damage is still there, plus the new message.
+                let lost: Vec<_> = expected.iter().filter(|m| !again.contains(m)).collect();
+                assert!(
+                    lost.is_empty(),
+                    "trial {i}: after a second restart lost {lost:?}"
+                );
+                assert!(
+                    again.iter().all(|m| got.contains(m) || *m == new) && again.contains(&new),
+                    "trial {i}: after a second restart {again:?}"
+                );
+                if again.len() != got.len() + 1 {
+                    eprintln!(
+                        "torn tail trial {i}: the clean index served {} messages after the damage that a crash-restart scan then dropped",
+                        got.len() + 1 - again.len()
+                    );
+                }
+            } else {
+                let mut want = got.clone();
+                want.push(new);
+                assert_eq!(again, want, "trial {i}: after a second restart");
+            }
+            running.shutdown().expect("shutdown");
+            let _ = fs::remove_dir_all(&copy);
+        }
+    }
+    // Damage in an older segment: a corrupt record there is skipped, the
+    // rest of the store is recovered.
+    let (&older, orecs) = layout.iter().nth(1).expect("second segment");
+    let victim = orecs
+        .iter()
+        .find(|r| r.msg.is_some())
+        .expect("message record");
+    let copy = base.join("older");
+    copy_dir(&dir, &copy);
+    let _ = fs::remove_file(copy.join("msgs").join("CLEAN"));
+    let path = segs[&older].file_name().unwrap().to_owned();
+    let path = copy.join("msgs").join(path);
+    let mut data = fs::read(&path).expect("read");
+    data[victim.offset + 8 + 30] ^= 0xFF;
+    fs::write(&path, &data).expect("write");
+    let (running, addr) = embedded(&copy, |c| c.segment_size = 16 * 1024);
+    let got = get_all(addr, QUEUE);
+    let want: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|m| Some(*m) != victim.msg)
+        .collect();
+    assert_eq!(got, want, "corrupt record in an older segment");
+    running.shutdown().expect("shutdown");
+    eprintln!(
+        "torn tail: {} segments, newest {} records / {size} bytes, {} trials x 2 recovery paths + 1 older-segment trial",
+        layout.len(),
+        recs.len(),
+        trials.len()
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Acknowledgement state across restarts
+// ---------------------------------------------------------------------------
+
+#[test]
+fn acks_survive_clean_stop_and_unacked_survive_sigkill() {
+    const QUEUE: &str = "ack_q";
+    const N: u64 = 30;
+    let base = common::temp_dir("acks");
+    let dir = base.join("clean");
+    // (seq, redelivered) expected after the restart.
+    let mut expected: Vec<(u64, bool)> = Vec::new();
+    {
+        let (running, addr) = embedded(&dir, |_| {});
+        let mut c = Client::connect(addr).expect("connect");
+        c.declare(QUEUE, true).expect("declare");
+        c.confirm_select().expect("confirm");
+        for seq in 0..N {
+            c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+                .expect("publish");
+        }
+        c.wait_confirms(N).expect("confirms");
+        // A second connection takes 20 messages and settles them variously.
+        let mut k = Client::connect(addr).expect("connect");
+        let ds: Vec<Delivery> = (0..20)
+            .map(|_| k.get(QUEUE).expect("get").expect("a message"))
+            .collect();
+        for (i, d) in ds.iter().enumerate() {
+            assert_eq!(check_body(&d.body), (0, i as u64));
+        }
+        // 0..=5 acked with one multiple ack, 6..=9 one by one.
+        k.ack(ds[5].tag, true).expect("ack");
+        for d in &ds[6..10] {
+            k.ack(d.tag, false).expect("ack");
+        }
+        // 10, 11 rejected without requeue: gone as well.
+        for d in &ds[10..12] {
+            k.send(
+                1,
+                BasicReject {
+                    delivery_tag: d.tag,
+                    requeue: false,
+                },
+            )
+            .expect("reject");
+        }
+        // 12, 13 nacked with requeue: back in the queue, redelivered.
+        for d in &ds[12..14] {
+            k.send(
+                1,
+                BasicNack {
+                    delivery_tag: d.tag,
+                    multiple: false,
+                    requeue: true,
+                },
+            )
+            .expect("nack");
+        }
+        // 14..20 stay unacked until the broker stops.
+        // A round trip on the settling connection: all of it is processed.
+        assert_eq!(k.count(QUEUE).expect("count"), (N - 20 + 2) as u32);
+        expected.extend((12..20).map(|s| (s, true)));
+        expected.extend((20..N).map(|s| (s, false)));
+        drop(k);
+        drop(c);
+        running.shutdown().expect("clean stop");
+    }
+    // The same store through both recovery paths: the clean shutdown index,
+    // and a full scan (index removed, as after a crash).
+    let scan = base.join("scan");
+    copy_dir(&dir, &scan);
+    let _ = fs::remove_file(scan.join("msgs").join("CLEAN"));
+    for (name, d) in [("clean index", &dir), ("log scan", &scan)] {
+        let (running, addr) = embedded(d, |_| {});
+        let mut c = Client::connect(addr).expect("connect");
+        let mut got = Vec::new();
+        while let Some(d) = c.get(QUEUE).expect("get") {
+            let (_, seq) = check_body(&d.body);
+            got.push((seq, d.redelivered));
+        }
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted, expected,
+            "{name}: messages and redelivered flags after a clean stop"
+        );
+        assert_eq!(
+            got.iter().map(|m| m.0).collect::<Vec<_>>(),
+            expected.iter().map(|m| m.0).collect::<Vec<_>>(),
+            "{name}: order"
+        );
+        drop(c);
+        running.shutdown().expect("shutdown");
+    }
+
+    // SIGKILL: acks are written without fsync, so an acked message may come
+    // back; an unacked one must not be lost, and delivered ones come back
+    // flagged as redelivered.
+    let kdir = base.join("kill");
+    let port = free_port();
+    let broker = BrokerProc::start(&kdir, port, &[]);
+    let mut c = Client::connect(broker.addr).expect("connect");
+    c.declare(QUEUE, true).expect("declare");
+    c.confirm_select().expect("confirm");
+    for seq in 0..N {
+        c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+            .expect("publish");
+    }
+    c.wait_confirms(N).expect("confirms");
+    let mut k = Client::connect(broker.addr).expect("connect");
+    let ds: Vec<Delivery> = (0..15)
+        .map(|_| k.get(QUEUE).expect("get").expect("a message"))
+        .collect();
+    k.ack(ds[9].tag, true).expect("ack");
+    // Round trip: the acks were processed (and written, not fsynced).
+    assert_eq!(k.count(QUEUE).expect("count"), (N - 15) as u32);
+    broker.kill();
+    let broker = BrokerProc::start(&kdir, port, &[]);
+    let mut c = Client::connect(broker.addr).expect("connect");
+    let mut got = Vec::new();
+    while let Some(d) = c.get(QUEUE).expect("get") {
+        let (_, seq) = check_body(&d.body);
+        got.push((seq, d.redelivered));
+    }
+    let seqs: BTreeSet<u64> = got.iter().map(|m| m.0).collect();
+    assert_eq!(seqs.len(), got.len(), "duplicates after SIGKILL: {got:?}");
+    let lost: Vec<u64> = (10..N).filter(|s| !seqs.contains(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "unacked messages lost by SIGKILL: {lost:?}"
+    );
+    for &(seq, redelivered) in &got {
+        if (10..15).contains(&seq) {
+            assert!(
+                redelivered,
+                "message {seq} was delivered before the kill: {got:?}"
+            );
+        } else if seq >= 15 {
+            assert!(!redelivered, "message {seq} was never delivered: {got:?}");
+        }
+    }
+    let back = got.iter().filter(|m| m.0 < 10).count();
+    eprintln!(
+        "acks: clean stop OK on both recovery paths; after SIGKILL {} unacked recovered, {back} of 10 acked came back; {}",
+        got.len() - back,
+        broker.recovery_line()
+    );
+    drop(c);
+    broker.stop();
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A message routed to two durable queues is one record with two
+/// references: acking it in one queue, and the garbage collection that
+/// follows, must not take it from the other.
+#[test]
+fn message_in_two_queues_lives_until_both_ack() {
+    const N: u64 = 40;
+    let base = common::temp_dir("fanout");
+    let dir = base.join("orig");
+    let small = |c: &mut Config| c.segment_size = 4096;
+    {
+        let (running, addr) = embedded(&dir, small);
+        let mut c = Client::connect(addr).expect("connect");
+        c.exchange("fan", "fanout").expect("exchange");
+        for q in ["fan_a", "fan_b", "filler"] {
+            c.declare(q, true).expect("declare");
+        }
+        c.bind("fan_a", "fan").expect("bind");
+        c.bind("fan_b", "fan").expect("bind");
+        c.confirm_select().expect("confirm");
+        for seq in 0..N {
+            c.publish_to("fan", "", &persistent(), &body_of(0, seq, len_of(0, seq)))
+                .expect("publish");
+        }
+        c.wait_confirms(N).expect("confirms");
+        let first_segments = segments(&dir).len();
+        let a = drain(&mut c, "fan_a");
+        assert_eq!(
+            a.iter().map(|m| m.1).collect::<Vec<_>>(),
+            (0..N).collect::<Vec<_>>()
+        );
+        // More persistent traffic, fully acked: syncs, each collecting garbage.
+        let mut k = Client::connect(addr).expect("connect");
+        k.confirm_select().expect("confirm");
+        for seq in 0..N {
+            k.publish("filler", &persistent(), &body_of(1, seq, len_of(1, seq)))
+                .expect("publish");
+            k.wait_confirms(seq + 1).expect("confirm");
+        }
+        drain(&mut k, "filler");
+        k.publish("filler", &persistent(), &body_of(2, 0, 100))
+            .expect("publish");
+        k.wait_confirms(N + 1).expect("confirm");
+        let segs = segments(&dir);
+        assert!(
+            segs.len() >= first_segments,
+            "segments still referenced by fan_b were deleted ({} of {first_segments} left)",
+            segs.len()
+        );
+        drop((c, k));
+        running.shutdown().expect("shutdown");
+    }
+    let scan = base.join("scan");
+    copy_dir(&dir, &scan);
+    let _ = fs::remove_file(scan.join("msgs").join("CLEAN"));
+    for (name, d) in [("clean index", &dir), ("log scan", &scan)] {
+        let (running, addr) = embedded(d, small);
+        let mut c = Client::connect(addr).expect("connect");
+        assert_eq!(c.count("fan_a").expect("count"), 0, "{name}: fan_a");
+        let b = drain(&mut c, "fan_b");
+        assert_eq!(
+            b.iter().map(|m| (m.0, m.1, m.2)).collect::<Vec<_>>(),
+            (0..N).map(|s| (0, s, false)).collect::<Vec<_>>(),
+            "{name}: fan_b after a restart"
+        );
+        assert_eq!(get_all(addr, "filler"), vec![(2, 0)], "{name}: filler");
+        drop(c);
+        running.shutdown().expect("shutdown");
+    }
+    let _ = fs::remove_dir_all(&base);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Memory budget: paging keeps RSS near the budget
+// ---------------------------------------------------------------------------
+
+const MEM_SIZE: usize = 64 * 1024;
+
+/// Body of message `seq` of the memory test (64 KiB; only the marker varies).
+fn mem_body(buf: &mut [u8], seq: u64) {
+    let m = marker(0, seq);
+    buf[..m.len()].copy_from_slice(m.as_bytes());
+}
+
+/// Publish `seqs` with confirms (32 in flight); `mode(seq)` is the delivery
+/// mode. Returns the highest RSS sampled meanwhile.
+fn mem_publish(
+    c: &mut Client,
+    broker: &BrokerProc,
+    queue: &str,
+    seqs: std::ops::Range<u64>,
+    mode: impl Fn(u64) -> u8,
+) -> u64 {
+    const WINDOW: u64 = 32;
+    let mut body = body_of(0, 0, MEM_SIZE);
+    let mut peak = 0;
+    let mut sent = 0u64;
+    let base = c.confirmed_upto;
+    for seq in seqs {
+        mem_body(&mut body, seq);
+        let props = BasicProperties {
+            delivery_mode: Some(mode(seq)),
+            ..Default::default()
+        };
+        c.publish(queue, &props, &body).expect("publish");
+        sent += 1;
+        if sent > WINDOW {
+            c.wait_confirms(base + sent - WINDOW).expect("confirms");
+        }
+        if seq % 128 == 0 {
+            peak = peak.max(broker.rss().0);
+        }
+    }
+    c.wait_confirms(base + sent).expect("confirms");
+    peak
+}
+
+/// Consume `seqs` in order, checking size, content and delivery mode.
+/// Returns the highest RSS sampled meanwhile.
+fn mem_drain(
+    broker: &BrokerProc,
+    queue: &str,
+    seqs: impl Iterator<Item = u64>,
+    mode: impl Fn(u64) -> u8,
+) -> u64 {
+    let mut body = body_of(0, 0, MEM_SIZE);
+    let mut peak = 0;
+    let mut k = Client::connect(broker.addr).expect("connect");
+    k.qos(16).expect("qos");
+    k.consume(queue).expect("consume");
+    for seq in seqs {
+        let d = k.delivery().expect("delivery");
+        mem_body(&mut body, seq);
+        assert_eq!(d.body.len(), MEM_SIZE, "message {seq}: size");
+        assert!(
+            d.body == body.as_slice(),
+            "message {seq}: content (got {:?})",
+            String::from_utf8_lossy(&d.body[..16])
+        );
+        assert_eq!(
+            d.props.delivery_mode,
+            Some(mode(seq)),
+            "message {seq}: delivery mode"
+        );
+        k.ack(d.tag, false).expect("ack");
+        if seq % 128 == 0 {
+            peak = peak.max(broker.rss().0);
+        }
+    }
+    assert_eq!(
+        k.count(queue).expect("count"),
+        0,
+        "queue not empty after the drain"
+    );
+    peak
+}
+
+#[test]
+fn memory_stays_near_budget_while_paging() {
+    const QUEUE: &str = "mem_q";
+    const BUDGET: u64 = 16 << 20;
+    const COUNT: u64 = 3200; // 200 MiB, 12.5x the budget
+    const DURABLE: u64 = 1024; // 64 MiB through a SIGKILL and recovery
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let limit = BUDGET + (40 << 20);
+    let dir = common::temp_dir("mem");
+    let port = free_port();
+    let budget = BUDGET.to_string();
+    let args = ["--max-memory", budget.as_str()];
+    let broker = BrokerProc::start(&dir, port, &args);
+    let (rss0, _) = broker.rss();
+    let mut c = Client::connect(broker.addr).expect("connect");
+    c.declare(QUEUE, true).expect("declare");
+    c.confirm_select().expect("confirm");
+    // Half persistent, half transient, no consumer: all but the first half
+    // budget goes to disk.
+    let mixed = |seq: u64| if seq.is_multiple_of(2) { 2 } else { 1 };
+    let t = Instant::now();
+    let peak_pub = mem_publish(&mut c, &broker, QUEUE, 0..COUNT, mixed);
+    let publish_time = t.elapsed();
+    let (rss_full, hwm_pub) = broker.rss();
+    assert_eq!(c.count(QUEUE).expect("count") as u64, COUNT);
+    let t = Instant::now();
+    let peak_drain = mem_drain(&broker, QUEUE, 0..COUNT, mixed);
+    let drain_time = t.elapsed();
+    let (rss_end, hwm) = broker.rss();
+    eprintln!(
+        "memory: budget {:.0} MiB, published {:.1} MiB in {publish_time:?}, drained in order in {drain_time:?}; RSS at start {:.1} MiB, sampled peak while publishing {:.1} MiB, with the queue full {:.1} MiB, sampled peak while draining {:.1} MiB, at the end {:.1} MiB; VmHWM after publishing {:.1} MiB, after draining {:.1} MiB",
+        mib(BUDGET),
+        mib(COUNT * MEM_SIZE as u64),
+        mib(rss0),
+        mib(peak_pub),
+        mib(rss_full),
+        mib(peak_drain),
+        mib(rss_end),
+        mib(hwm_pub),
+        mib(hwm)
+    );
+    assert!(
+        hwm < limit,
+        "peak RSS {:.1} MiB with a {:.0} MiB budget",
+        mib(hwm),
+        mib(BUDGET)
+    );
+
+    // A large persistent backlog survives a SIGKILL, and recovering it stays
+    // within the budget too (recovered messages start out on disk).
+    mem_publish(&mut c, &broker, QUEUE, COUNT..COUNT + DURABLE, |_| 2);
+    drop(c);
+    broker.kill();
+    let broker = BrokerProc::start(&dir, port, &args);
+    let (rss_rec, hwm_rec) = broker.rss();
+    let t = Instant::now();
+    let peak = mem_drain(&broker, QUEUE, COUNT..COUNT + DURABLE, |_| 2);
+    let (_, hwm) = broker.rss();
+    eprintln!(
+        "memory: {:.0} MiB persistent recovered after SIGKILL in {:?} ({}); RSS after recovery {:.1} MiB (VmHWM {:.1} MiB), drained in {:?}, sampled peak {:.1} MiB, VmHWM {:.1} MiB",
+        mib(DURABLE * MEM_SIZE as u64),
+        broker.ready_after,
+        broker.recovery_line(),
+        mib(rss_rec),
+        mib(hwm_rec),
+        t.elapsed(),
+        mib(peak),
+        mib(hwm)
+    );
+    assert!(
+        hwm < limit,
+        "peak RSS {:.1} MiB after recovery with a {:.0} MiB budget",
+        mib(hwm),
+        mib(BUDGET)
+    );
+    broker.stop();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// 6. Memory alarm: connection.blocked / unblocked (pika)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn memory_alarm_blocks_and_unblocks_publishers_pika() {
+    let broker = common::start_with(|c| c.max_memory = 1 << 20);
+    let mut script = Script::start("blocked.py", broker.addr.port());
+    script.expect("OK", Duration::from_secs(40));
+    script.finish(Duration::from_secs(10));
+}
