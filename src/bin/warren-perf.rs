@@ -21,7 +21,13 @@ mod perf;
 use perf::floor::FloorSettings;
 use perf::run::Settings;
 
-const USAGE: &str = "Usage: warren-perf [OPTIONS]\n       warren-perf floor [--size BYTES] [--duration SECS] [--json]";
+const USAGE: &str = "Usage: warren-perf [OPTIONS]
+       warren-perf floor [--size BYTES] [--duration SECS] [--json]
+
+Publishes until --count or --duration is reached (or Ctrl-C: the summary is
+still printed; a second Ctrl-C exits at once), lets the consumers drain, then
+prints totals and end-to-end latency percentiles. `floor` pushes the same
+traffic through an in-process byte relay instead of a broker.";
 
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
