@@ -1741,3 +1741,92 @@ fn memory_alarm_blocks_and_unblocks_publishers_pika() {
     script.expect("OK", Duration::from_secs(40));
     script.finish(Duration::from_secs(10));
 }
+
+/// The disk alarm: with less free space than `min_free_disk`, a publishing
+/// connection gets connection.blocked and is not read any more; other
+/// connections are served.
+#[test]
+fn disk_alarm_blocks_publishers() {
+    let dir = common::temp_dir("disk");
+    let (running, addr) = embedded(&dir, |c| c.min_free_disk = u64::MAX);
+    let mut other = Client::connect(addr).expect("connect");
+    other.declare("disk_q", true).expect("declare");
+    let mut c = Client::connect(addr).expect("connect");
+    c.publish("disk_q", &persistent(), b"first")
+        .expect("publish");
+    while c.blocked_events.is_empty() {
+        let ev = c.next().expect("connection.blocked");
+        if let Ev::Method(0, Method::ConnectionBlocked(b)) = &ev {
+            assert_eq!(b.reason.as_ref(), b"low on disk space");
+        }
+        c.absorb(ev).expect("event");
+    }
+    assert_eq!(
+        other.count("disk_q").expect("count"),
+        1,
+        "the first publish"
+    );
+    c.publish("disk_q", &persistent(), b"second")
+        .expect("publish");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        other.count("disk_q").expect("count"),
+        1,
+        "read while blocked"
+    );
+    drop((c, other));
+    running.shutdown().expect("shutdown");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Known issue (ignored until fixed): requeued messages keep their content
+/// in memory. A consumer that took more than the budget unacked and then
+/// went away leaves its messages back in the queue, resident, so the memory
+/// alarm never clears and publishers stay blocked with nobody consuming.
+/// RabbitMQ pages such messages out and unblocks. A fix: page a requeued
+/// message out again (as `Core::maybe_page_out` does on publish) when the
+/// resident total is over half the budget.
+#[test]
+#[ignore = "known issue: requeued messages stay resident and hold the memory alarm"]
+fn requeued_messages_do_not_hold_the_memory_alarm() {
+    let dir = common::temp_dir("requeue");
+    let (running, addr) = embedded(&dir, |c| c.max_memory = 1 << 20);
+    let mut k = Client::connect(addr).expect("connect");
+    k.declare("rq", true).expect("declare");
+    k.consume("rq").expect("consume");
+    let mut c = Client::connect(addr).expect("connect");
+    let body = vec![b'x'; 65536];
+    for _ in 0..24 {
+        c.publish("rq", &persistent(), &body).expect("publish");
+    }
+    // The consumer takes what it is given (no prefetch limit) and acks nothing.
+    k.s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = 0;
+    while k.delivery().is_ok() {
+        got += 1;
+    }
+    assert!(got >= 16, "consumer got only {got}");
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while c.blocked_events.is_empty() {
+        let ev = c.next().expect("connection.blocked");
+        c.absorb(ev).expect("event");
+    }
+    // The consumer goes away: its messages are requeued.
+    drop(k);
+    let unblocked = (|| -> io::Result<()> {
+        while c.blocked_events.len() < 2 {
+            let ev = c.next()?;
+            c.absorb(ev)?;
+        }
+        Ok(())
+    })();
+    assert!(
+        unblocked.is_ok() && c.blocked_events == [true, false],
+        "publisher still blocked 5 s after the consumer left ({unblocked:?}, events {:?})",
+        c.blocked_events
+    );
+    drop(c);
+    running.shutdown().expect("shutdown");
+    let _ = fs::remove_dir_all(&dir);
+}
