@@ -181,7 +181,18 @@ impl Core {
                 .conns
                 .iter()
                 .flat_map(|(_, c)| c.channels.iter().flatten())
-                .map(|ch| ch.unacked.iter().filter(|u| u.queue == q.id).count())
+                .map(|ch| {
+                    // Acks and nacks inside an open transaction hold their
+                    // deliveries until commit or rollback.
+                    let in_tx = ch.tx.iter().flatten().map(|op| match op {
+                        crate::conn::channel::TxOp::Ack(v)
+                        | crate::conn::channel::TxOp::Nack(v, _) => {
+                            v.iter().filter(|u| u.queue == q.id).count()
+                        }
+                        crate::conn::channel::TxOp::Publish(..) => 0,
+                    });
+                    ch.unacked.iter().filter(|u| u.queue == q.id).count() + in_tx.sum::<usize>()
+                })
                 .sum();
             if held != q.unacked {
                 return Err(format!(

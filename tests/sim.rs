@@ -559,3 +559,48 @@ fn write_session_seed_corpus() {
         std::fs::write(dir.join(name), &bytes[..]).unwrap();
     }
 }
+
+/// Found by the `session` fuzzer: an ack inside a transaction holds its
+/// delivery until commit or rollback; the bookkeeping must count it.
+#[test]
+fn acks_held_by_an_open_transaction_keep_the_books_balanced() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
+    p.publish(1, "", "q", BasicProperties::default(), b"m");
+    p.send(
+        1,
+        BasicGet {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
+    p.send(1, TxSelect {});
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    p.core.check_invariants().unwrap();
+    p.send(1, TxRollback {});
+    p.core.check_invariants().unwrap();
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    p.send(1, TxCommit {});
+    p.core.check_invariants().unwrap();
+    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    assert_eq!((q.ready.len(), q.unacked), (0, 0));
+}
