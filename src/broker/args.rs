@@ -1,9 +1,13 @@
-//! Queue arguments (`x-…`) parsed and validated the way RabbitMQ does:
-//! a wrong type or value is 406 PRECONDITION_FAILED naming the argument.
+//! Queue arguments (`x-…`) parsed and validated the way RabbitMQ 3.10 does:
+//! a wrong type or value is 406 PRECONDITION_FAILED naming the argument, with
+//! RabbitMQ's texts, checked in RabbitMQ's order; re-declaring a queue with
+//! other arguments is 406 naming the first difference (in the same order).
+//! The `expiration` property and the `x-priority` consume argument are
+//! checked here too.
 
 use bytes::Bytes;
 
-use crate::codec::{FieldTable, FieldValue};
+use crate::codec::{Error, FieldTable, FieldValue, ReplyCode};
 
 /// What a full queue does with a new message (`x-overflow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,128 +44,435 @@ pub struct QueueArgs {
     pub single_active_consumer: bool,
 }
 
-fn type_name(v: &FieldValue) -> &'static str {
+/// Longest TTL or expiry RabbitMQ accepts (ten years, in milliseconds).
+pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+/// Arguments compared when a queue is re-declared, in RabbitMQ's order
+/// (`x-queue-type` is compared separately, absent meaning "classic").
+const COMPARED: [&str; 13] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-queue-master-locator",
+];
+
+/// Arguments of quorum queues and streams, refused for classic queues.
+const NOT_CLASSIC: [&str; 8] = [
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-delivery-limit",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-quorum-initial-group-size",
+    "x-queue-leader-locator",
+];
+
+/// What is wrong with a queue's arguments; [`ArgError::into_error`] turns it
+/// into the 406 RabbitMQ sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgError {
+    /// `invalid arg 'KEY' for queue 'Q' in vhost 'V': DETAIL`.
+    Invalid(&'static str, String),
+    /// `invalid type 'TYPE' for arg 'x-dead-letter-exchange' in queue …`.
+    DlxType(&'static str),
+    /// `invalid arg 'KEY' for queue … of queue type rabbit_classic_queue`.
+    NotClassic(&'static str),
+    /// `inequivalent arg 'KEY' for queue 'Q' in vhost 'V': DETAIL`.
+    Inequivalent(&'static str, String),
+}
+
+impl ArgError {
+    /// The 406 for queue `name` in `vhost`.
+    pub fn into_error(self, name: &[u8], vhost: &[u8]) -> Error {
+        let (q, v) = (
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(vhost),
+        );
+        let text = match self {
+            ArgError::Invalid(k, d) => {
+                format!("invalid arg '{k}' for queue '{q}' in vhost '{v}': {d}")
+            }
+            ArgError::DlxType(t) => format!(
+                "invalid type '{t}' for arg 'x-dead-letter-exchange' in queue '{q}' in vhost '{v}'"
+            ),
+            ArgError::NotClassic(k) => format!(
+                "invalid arg '{k}' for queue '{q}' in vhost '{v}' of queue type rabbit_classic_queue"
+            ),
+            ArgError::Inequivalent(k, d) => {
+                format!("inequivalent arg '{k}' for queue '{q}' in vhost '{v}': {d}")
+            }
+        };
+        Error::new(ReplyCode::PRECONDITION_FAILED, text)
+    }
+}
+
+/// RabbitMQ's name for a field value's type.
+pub fn type_name(v: &FieldValue) -> &'static str {
     match v {
         FieldValue::Bool(_) => "bool",
-        FieldValue::LongStr(_) | FieldValue::Bytes(_) => "longstr",
+        FieldValue::I8(_) => "byte",
+        FieldValue::U8(_) => "unsignedbyte",
+        FieldValue::I16(_) => "short",
+        FieldValue::U16(_) => "unsignedshort",
+        FieldValue::I32(_) => "signedint",
+        FieldValue::U32(_) => "unsignedint",
+        FieldValue::I64(_) => "long",
         FieldValue::F32(_) => "float",
         FieldValue::F64(_) => "double",
         FieldValue::Decimal(..) => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::Bytes(_) => "binary",
         FieldValue::Array(_) => "array",
-        FieldValue::Table(_) => "table",
         FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
         FieldValue::Void => "void",
-        _ => "long",
     }
 }
 
-fn non_negative(key: &str, v: &FieldValue) -> Result<u64, (String, String)> {
-    match v.as_i64() {
-        Some(n) if n >= 0 => Ok(n as u64),
-        Some(n) => Err((key.to_string(), format!("{{value_negative,{n}}}"))),
-        None => Err((
-            key.to_string(),
-            format!("{{unacceptable_type,{}}}", type_name(v)),
-        )),
+fn longstr(v: &FieldValue) -> Option<&Bytes> {
+    match v {
+        FieldValue::LongStr(b) => Some(b),
+        _ => None,
     }
 }
 
-fn string(key: &str, v: &FieldValue) -> Result<Bytes, (String, String)> {
-    v.as_bytes().cloned().ok_or_else(|| {
-        (
-            key.to_string(),
-            format!("{{unacceptable_type,{}}}", type_name(v)),
-        )
+fn unacceptable(key: &'static str, v: &FieldValue) -> ArgError {
+    ArgError::Invalid(key, format!("{{unacceptable_type,{}}}", type_name(v)))
+}
+
+/// An integer of any width, or `"expected integer, got TYPE"`.
+fn int(key: &'static str, v: &FieldValue) -> Result<i64, ArgError> {
+    v.as_i64().ok_or_else(|| {
+        ArgError::Invalid(key, format!("\"expected integer, got {}\"", type_name(v)))
     })
 }
 
+fn non_negative(key: &'static str, v: &FieldValue) -> Result<u64, ArgError> {
+    match int(key, v)? {
+        n if n < 0 => Err(ArgError::Invalid(key, format!("{{value_negative,{n}}}"))),
+        n => Ok(n as u64),
+    }
+}
+
+/// A TTL or expiry: 0..=[`MAX_EXPIRY_MS`].
+fn expiry(key: &'static str, n: i64) -> Result<u64, ArgError> {
+    if n < 0 {
+        Err(ArgError::Invalid(key, format!("{{value_negative,{n}}}")))
+    } else if n as u64 > MAX_EXPIRY_MS {
+        Err(ArgError::Invalid(key, format!("{{value_too_large,{n}}}")))
+    } else {
+        Ok(n as u64)
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 impl QueueArgs {
-    /// Parse and validate; `Err` holds the argument name and what is wrong
-    /// with it, for the 406 text.
-    pub fn parse(args: &FieldTable) -> Result<QueueArgs, (String, String)> {
+    /// Parse and validate the arguments of a new queue, in RabbitMQ's order:
+    /// the dead-letter exchange's type, the queue type, the classic-queue
+    /// arguments, then arguments classic queues do not take.
+    pub fn parse(args: &FieldTable) -> Result<QueueArgs, ArgError> {
         let mut out = QueueArgs::default();
-        for (k, v) in &args.0 {
-            let key = String::from_utf8_lossy(k);
-            match &*key {
-                "x-max-length" => out.max_length = Some(non_negative(&key, v)?),
-                "x-message-ttl" => out.message_ttl = Some(non_negative(&key, v)?),
-                "x-expires" => {
-                    let n = non_negative(&key, v)?;
-                    if n == 0 {
-                        return Err((key.to_string(), "{value_zero,0}".into()));
-                    }
-                    out.expires = Some(n);
+        if let Some(v) = args.get("x-dead-letter-exchange") {
+            let name = longstr(v).ok_or(ArgError::DlxType(type_name(v)))?;
+            out.dead_letter_exchange = Some(name.clone());
+        }
+        let mut classic = true;
+        if let Some(v) = args.get("x-queue-type") {
+            let t = longstr(v).ok_or_else(|| unacceptable("x-queue-type", v))?;
+            match &t[..] {
+                b"classic" => {}
+                // Quorum queues and streams are served as classic queues.
+                b"quorum" | b"stream" => classic = false,
+                other => {
+                    return Err(ArgError::Invalid(
+                        "x-queue-type",
+                        format!("\"unsupported queue type '{}'\"", lossy(other)),
+                    ))
                 }
-                "x-max-priority" => {
-                    let n = non_negative(&key, v)?;
-                    if n > 255 {
-                        return Err((key.to_string(), format!("{{value_too_big,{n}}}")));
-                    }
-                    // RabbitMQ treats 0 as "not a priority queue".
-                    out.max_priority = (n > 0).then_some(n as u8);
-                }
-                "x-dead-letter-exchange" => out.dead_letter_exchange = Some(string(&key, v)?),
-                "x-dead-letter-routing-key" => out.dead_letter_routing_key = Some(string(&key, v)?),
-                "x-single-active-consumer" => match v {
-                    FieldValue::Bool(b) => out.single_active_consumer = *b,
-                    other => {
-                        return Err((
-                            key.to_string(),
-                            format!("{{unacceptable_type,{}}}", type_name(other)),
-                        ))
-                    }
-                },
-                "x-queue-type" => match v.as_bytes().map(|b| &b[..]) {
-                    // Quorum and stream queues are served as classic queues.
-                    Some(b"classic" | b"quorum" | b"stream") => {}
-                    Some(other) => {
-                        return Err((
-                            key.to_string(),
-                            format!(
-                                "{{unsupported_queue_type,<<\"{}\">>}}",
-                                String::from_utf8_lossy(other)
-                            ),
-                        ))
-                    }
-                    None => {
-                        return Err((
-                            key.to_string(),
-                            format!("{{unacceptable_type,{}}}", type_name(v)),
-                        ))
-                    }
-                },
-                "x-max-length-bytes" => out.max_length_bytes = Some(non_negative(&key, v)?),
-                "x-overflow" => {
-                    out.overflow = match v.as_bytes().map(|b| &b[..]) {
-                        Some(b"drop-head") => Overflow::DropHead,
-                        Some(b"reject-publish") => Overflow::RejectPublish,
-                        Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
-                        Some(other) => {
-                            return Err((
-                                key.to_string(),
-                                format!(
-                                    "{{unknown_overflow_type,<<\"{}\">>}}",
-                                    String::from_utf8_lossy(other)
-                                ),
-                            ))
-                        }
-                        None => {
-                            return Err((
-                                key.to_string(),
-                                format!("{{unacceptable_type,{}}}", type_name(v)),
-                            ))
-                        }
-                    }
-                }
-                _ => {}
             }
         }
-        if out.dead_letter_routing_key.is_some() && out.dead_letter_exchange.is_none() {
-            return Err((
-                "x-dead-letter-routing-key".into(),
-                "Key x-dead-letter-exchange should be present".into(),
-            ));
+        if let Some(v) = args.get("x-expires") {
+            let n = int("x-expires", v)?;
+            if n == 0 {
+                return Err(ArgError::Invalid("x-expires", "{value_zero,0}".into()));
+            }
+            out.expires = Some(expiry("x-expires", n)?);
+        }
+        if let Some(v) = args.get("x-message-ttl") {
+            out.message_ttl = Some(expiry("x-message-ttl", int("x-message-ttl", v)?)?);
+        }
+        if let Some(v) = args.get("x-dead-letter-routing-key") {
+            let key = "x-dead-letter-routing-key";
+            let rk = longstr(v).ok_or_else(|| unacceptable(key, v))?;
+            if out.dead_letter_exchange.is_none() {
+                return Err(ArgError::Invalid(
+                    key,
+                    "routing_key_but_no_dlx_defined".into(),
+                ));
+            }
+            out.dead_letter_routing_key = Some(rk.clone());
+        }
+        if let Some(v) = args.get("x-max-length") {
+            out.max_length = Some(non_negative("x-max-length", v)?);
+        }
+        if let Some(v) = args.get("x-max-length-bytes") {
+            out.max_length_bytes = Some(non_negative("x-max-length-bytes", v)?);
+        }
+        if let Some(v) = args.get("x-max-priority") {
+            let n = non_negative("x-max-priority", v)?;
+            if n > 255 {
+                return Err(ArgError::Invalid(
+                    "x-max-priority",
+                    format!("{{max_value_exceeded,{n}}}"),
+                ));
+            }
+            // RabbitMQ treats 0 as "not a priority queue".
+            out.max_priority = (n > 0).then_some(n as u8);
+        }
+        if let Some(v) = args.get("x-overflow") {
+            let o = longstr(v).ok_or_else(|| unacceptable("x-overflow", v))?;
+            out.overflow = match &o[..] {
+                b"drop-head" => Overflow::DropHead,
+                b"reject-publish" => Overflow::RejectPublish,
+                b"reject-publish-dlx" => Overflow::RejectPublishDlx,
+                _ => return Err(ArgError::Invalid("x-overflow", "invalid_overflow".into())),
+            };
+        }
+        if let Some(v) = args.get("x-queue-mode") {
+            // Lazy queues are not different here: paging is by memory budget.
+            let m = longstr(v).ok_or_else(|| unacceptable("x-queue-mode", v))?;
+            if !matches!(&m[..], b"default" | b"lazy") {
+                return Err(ArgError::Invalid(
+                    "x-queue-mode",
+                    format!("\"unsupported queue mode '{}'\"", lossy(m)),
+                ));
+            }
+        }
+        if let Some(v) = args.get("x-single-active-consumer") {
+            match v {
+                FieldValue::Bool(b) => out.single_active_consumer = *b,
+                other => return Err(unacceptable("x-single-active-consumer", other)),
+            }
+        }
+        if classic {
+            if let Some(k) = NOT_CLASSIC.iter().find(|k| args.get(k).is_some()) {
+                return Err(ArgError::NotClassic(k));
+            }
         }
         Ok(out)
+    }
+}
+
+/// RabbitMQ's rendering of an argument value in "inequivalent arg" texts.
+fn show(v: &FieldValue) -> String {
+    match v {
+        FieldValue::LongStr(b) | FieldValue::Bytes(b) => lossy(b),
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::F32(f) => format!("{f:?}"),
+        FieldValue::F64(f) => format!("{f:?}"),
+        FieldValue::Timestamp(t) => t.to_string(),
+        FieldValue::Decimal(scale, n) => format!("{{{scale},{n}}}"),
+        FieldValue::Void => "undefined".into(),
+        other => match other.as_i64() {
+            Some(i) => i.to_string(),
+            None => format!("{other:?}"),
+        },
+    }
+}
+
+/// Same value for RabbitMQ: equal values of the same type class (integers of
+/// any width are one class, as are float and double).
+fn equivalent(a: &FieldValue, b: &FieldValue) -> bool {
+    let float = |v: &FieldValue| match v {
+        FieldValue::F32(f) => Some(*f as f64),
+        FieldValue::F64(f) => Some(*f),
+        _ => None,
+    };
+    a == b
+        || a.as_i64().is_some_and(|x| b.as_i64() == Some(x))
+        || float(a).is_some_and(|x| float(b) == Some(x))
+}
+
+/// Re-declaring a queue: the first argument (in RabbitMQ's order) whose
+/// value differs is a 406; arguments RabbitMQ does not compare are ignored.
+pub fn check_equivalent(cur: &FieldTable, got: &FieldTable) -> Result<(), ArgError> {
+    let classic = FieldValue::LongStr(Bytes::from_static(b"classic"));
+    let (ct, gt) = (cur.get("x-queue-type"), got.get("x-queue-type"));
+    if ct.unwrap_or(&classic) != gt.unwrap_or(&classic) {
+        return Err(inequivalent("x-queue-type", gt, ct));
+    }
+    for key in COMPARED {
+        let (a, b) = (got.get(key), cur.get(key));
+        let same = match (a, b) {
+            (None, None) => true,
+            (Some(x), Some(y)) => equivalent(x, y),
+            _ => false,
+        };
+        if !same {
+            return Err(inequivalent(key, a, b));
+        }
+    }
+    Ok(())
+}
+
+fn inequivalent(key: &'static str, got: Option<&FieldValue>, cur: Option<&FieldValue>) -> ArgError {
+    let detail = match (got, cur) {
+        (Some(x), Some(y)) => format!("received '{}' but current is '{}'", show(x), show(y)),
+        (None, Some(y)) => format!(
+            "received none but current is the value '{}' of type '{}'",
+            show(y),
+            type_name(y)
+        ),
+        (Some(x), None) => format!(
+            "received the value '{}' of type '{}' but current is none",
+            show(x),
+            type_name(x)
+        ),
+        (None, None) => "received none but current is none".into(),
+    };
+    ArgError::Inequivalent(key, detail)
+}
+
+/// The `expiration` property: a TTL in milliseconds, as RabbitMQ reads it
+/// (Erlang's `string:to_integer`, then 0..=[`MAX_EXPIRY_MS`]); the error is
+/// the 406 text.
+pub fn parse_expiration(s: &[u8]) -> Result<u64, String> {
+    let text = lossy(s);
+    let fail = |why: String| Err(format!("invalid expiration '{text}': {why}"));
+    let (neg, rest) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return fail("no_integer".into());
+    }
+    let (num, left) = rest.split_at(digits);
+    if !left.is_empty() {
+        return fail(format!("{{leftover_string,\"{}\"}}", lossy(left)));
+    }
+    let num = std::str::from_utf8(num)
+        .unwrap_or("0")
+        .trim_start_matches('0');
+    let num = if num.is_empty() { "0" } else { num };
+    match num.parse::<u64>() {
+        Ok(0) => Ok(0),
+        Ok(_) | Err(_) if neg => fail(format!("{{value_negative,-{num}}}")),
+        Ok(n) if n <= MAX_EXPIRY_MS => Ok(n),
+        _ => fail(format!("{{value_too_large,{num}}}")),
+    }
+}
+
+/// The `x-priority` consume argument (0 when absent).
+pub fn consumer_priority(args: &FieldTable) -> Result<i32, ArgError> {
+    match args.get("x-priority") {
+        None => Ok(0),
+        Some(v) => {
+            let p = int("x-priority", v)?;
+            Ok(p.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(kv: &[(&str, FieldValue)]) -> FieldTable {
+        let mut t = FieldTable::new();
+        for (k, v) in kv {
+            t.insert(Bytes::copy_from_slice(k.as_bytes()), v.clone());
+        }
+        t
+    }
+
+    fn s(v: &str) -> FieldValue {
+        FieldValue::LongStr(Bytes::copy_from_slice(v.as_bytes()))
+    }
+
+    #[test]
+    fn rabbitmq_order_decides_which_argument_is_named() {
+        let t = table(&[
+            ("x-max-length", FieldValue::I32(-1)),
+            ("x-dead-letter-routing-key", s("k")),
+        ]);
+        assert_eq!(
+            QueueArgs::parse(&t),
+            Err(ArgError::Invalid(
+                "x-dead-letter-routing-key",
+                "routing_key_but_no_dlx_defined".into()
+            ))
+        );
+        let t = table(&[("x-delivery-limit", FieldValue::I32(5))]);
+        assert_eq!(
+            QueueArgs::parse(&t),
+            Err(ArgError::NotClassic("x-delivery-limit"))
+        );
+        let t = table(&[
+            ("x-delivery-limit", FieldValue::I32(5)),
+            ("x-queue-type", s("quorum")),
+        ]);
+        assert!(QueueArgs::parse(&t).is_ok());
+    }
+
+    #[test]
+    fn expiration_texts() {
+        assert_eq!(parse_expiration(b"60000"), Ok(60000));
+        assert_eq!(parse_expiration(b"0"), Ok(0));
+        assert_eq!(parse_expiration(b"-0"), Ok(0));
+        let e = |s: &[u8]| parse_expiration(s).unwrap_err();
+        assert_eq!(e(b"abc"), "invalid expiration 'abc': no_integer");
+        assert_eq!(e(b""), "invalid expiration '': no_integer");
+        assert_eq!(e(b"-1"), "invalid expiration '-1': {value_negative,-1}");
+        assert_eq!(
+            e(b"1.5"),
+            "invalid expiration '1.5': {leftover_string,\".5\"}"
+        );
+        assert_eq!(
+            e(b"315360000001"),
+            "invalid expiration '315360000001': {value_too_large,315360000001}"
+        );
+        assert_eq!(
+            e(b"99999999999999999999999"),
+            "invalid expiration '99999999999999999999999': {value_too_large,99999999999999999999999}"
+        );
+    }
+
+    #[test]
+    fn equivalence_ignores_unknown_arguments_and_queue_type_classic() {
+        let a = table(&[
+            ("x-foo", FieldValue::I32(1)),
+            ("x-message-ttl", FieldValue::I32(5)),
+        ]);
+        let b = table(&[
+            ("x-message-ttl", FieldValue::I64(5)),
+            ("x-queue-type", s("classic")),
+        ]);
+        assert_eq!(check_equivalent(&a, &b), Ok(()));
+        let c = table(&[
+            ("x-message-ttl", FieldValue::I64(5)),
+            ("x-queue-type", s("quorum")),
+        ]);
+        assert_eq!(
+            check_equivalent(&a, &c),
+            Err(ArgError::Inequivalent(
+                "x-queue-type",
+                "received the value 'quorum' of type 'longstr' but current is none".into()
+            ))
+        );
     }
 }

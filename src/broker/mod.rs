@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::codec::{Error, FieldTable, FieldValue, ReplyCode};
+use crate::codec::{Error, FieldTable, ReplyCode};
 use args::QueueArgs;
 use exchange::{Binding, Dest, Exchange, ExchangeKind};
 use queue::{ConsumerRef, Queue};
@@ -424,22 +424,15 @@ impl Broker {
                 ),
             ];
             check_flags("queue", &spec.name, vhost, flags)?;
-            check_args_equivalent(&q.arguments, &spec.arguments, &spec.name, vhost)?;
+            args::check_equivalent(&q.arguments, &spec.arguments)
+                .map_err(|e| e.into_error(&spec.name, vhost))?;
             return Ok((id, false));
         }
         if spec.passive {
             return Err(not_found_queue(vhost, &spec.name));
         }
-        let args = QueueArgs::parse(&spec.arguments).map_err(|(k, detail)| {
-            Error::new(
-                ReplyCode::PRECONDITION_FAILED,
-                format!(
-                    "invalid arg '{k}' for queue '{}' in vhost '{}': {detail}",
-                    s(&spec.name),
-                    s(vhost)
-                ),
-            )
-        })?;
+        let args =
+            QueueArgs::parse(&spec.arguments).map_err(|e| e.into_error(&spec.name, vhost))?;
         self.next_gen = self.next_gen.wrapping_add(1);
         let entry = self.queues.vacant_entry();
         let id = QueueId {
@@ -640,68 +633,6 @@ impl Broker {
             out.dedup();
         }
     }
-}
-
-/// RabbitMQ's rendering of an argument value in "inequivalent arg" texts.
-fn show_value(v: &FieldValue) -> (String, &'static str) {
-    match v {
-        FieldValue::LongStr(b) | FieldValue::Bytes(b) => (s(b), "longstr"),
-        FieldValue::Bool(b) => (b.to_string(), "bool"),
-        FieldValue::F32(f) => (f.to_string(), "float"),
-        FieldValue::F64(f) => (f.to_string(), "double"),
-        FieldValue::Timestamp(t) => (t.to_string(), "timestamp"),
-        other => match other.as_i64() {
-            Some(i) => (i.to_string(), "long"),
-            None => (format!("{other:?}"), "table"),
-        },
-    }
-}
-
-/// Re-declaring a queue with other arguments: 406 naming the first difference.
-fn check_args_equivalent(
-    cur: &FieldTable,
-    got: &FieldTable,
-    name: &[u8],
-    vhost: &[u8],
-) -> Result<(), Error> {
-    let keys = cur.0.iter().chain(got.0.iter()).map(|(k, _)| k);
-    for k in keys {
-        let key = s(k);
-        let (a, b) = (got.get(&key), cur.get(&key));
-        let same = match (a, b) {
-            (Some(x), Some(y)) => x == y || (x.as_i64().is_some() && x.as_i64() == y.as_i64()),
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            continue;
-        }
-        let detail = match (a, b) {
-            (Some(x), Some(y)) => format!(
-                "received '{}' but current is '{}'",
-                show_value(x).0,
-                show_value(y).0
-            ),
-            (None, Some(y)) => {
-                let (v, t) = show_value(y);
-                format!("received none but current is the value '{v}' of type '{t}'")
-            }
-            (Some(x), None) => {
-                let (v, t) = show_value(x);
-                format!("received the value '{v}' of type '{t}' but current is none")
-            }
-            (None, None) => String::new(),
-        };
-        return Err(Error::new(
-            ReplyCode::PRECONDITION_FAILED,
-            format!(
-                "inequivalent arg '{key}' for queue '{}' in vhost '{}': {detail}",
-                s(name),
-                s(vhost)
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn locked(q: &Queue) -> Error {

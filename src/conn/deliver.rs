@@ -262,8 +262,10 @@ impl Core {
             if let Some(queue) = self.broker.queue_mut(q) {
                 queue.dirty = false;
             }
-            self.expire_queue(q);
+            self.expire_overdue(q);
             self.dispatch_queue(q);
+            // What is due now and found nobody to take it expires now (TTL 0).
+            self.expire_queue(q);
         }
     }
 

@@ -8,6 +8,7 @@ use log::warn;
 
 use super::channel::{Assembly, ChanConsumer, ChanState, Channel, TxOp};
 use super::ConnState;
+use crate::broker::args::{self, parse_expiration};
 use crate::broker::auth::Access;
 use crate::broker::exchange::Dest;
 use crate::broker::queue::ConsumerRef;
@@ -18,16 +19,6 @@ use crate::core::Core;
 
 fn err(code: u16, text: impl Into<String>) -> Error {
     Error::new(code, text.into())
-}
-
-/// The `expiration` property: a non-negative integer of milliseconds, as a
-/// string (RabbitMQ refuses anything else with 406).
-fn parse_expiration(s: &[u8]) -> Result<u64, String> {
-    std::str::from_utf8(s)
-        .ok()
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|t| t.parse::<u64>().ok())
-        .ok_or_else(|| format!("invalid expiration '{}': {{error,no_integer}}", lossy(s)))
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -647,18 +638,10 @@ impl Core {
         let qn = self.queue_name(id, ch, &bc.queue);
         self.check_access(id, Access::Read, "queue", &qn)?;
         let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
-        let priority = match bc.arguments.get("x-priority") {
-            None => 0,
-            Some(v) => match v.as_i64() {
-                Some(p) => p.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
-                None => {
-                    return Err(err(
-                        ReplyCode::PRECONDITION_FAILED,
-                        "invalid arg 'x-priority': expected an integer",
-                    ))
-                }
-            },
-        };
+        let priority = args::consumer_priority(&bc.arguments).map_err(|e| {
+            let name = self.broker.queue(q).map(|x| x.name.clone());
+            e.into_error(&name.unwrap_or_default(), vhost)
+        })?;
         let tag = if bc.consumer_tag.is_empty() {
             self.broker
                 .gen_name("amq.ctag-", (id.idx as u64) << 16 | ch as u64)

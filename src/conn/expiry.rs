@@ -39,14 +39,27 @@ fn is_cycle(target: &[u8], deaths: &[FieldValue]) -> bool {
 }
 
 impl Core {
-    /// Remove expired messages from the head of a queue (dead-lettering them).
+    /// Remove expired messages from the head of a queue (dead-lettering
+    /// them). A message is expired once its expiry time has come: a TTL of 0
+    /// leaves nothing for a later look (see [`Core::expire_overdue`]).
     pub(crate) fn expire_queue(&mut self, qid: QueueId) {
-        let now_ms = self.wall_ms();
+        self.expire_head(qid, self.wall_ms() + 1);
+    }
+
+    /// Remove the head messages whose expiry time is already past, not those
+    /// due this very millisecond: a dispatch pass right after a publish can
+    /// still hand a message with TTL 0 to a waiting consumer, as RabbitMQ does.
+    pub(crate) fn expire_overdue(&mut self, qid: QueueId) {
+        self.expire_head(qid, self.wall_ms());
+    }
+
+    /// Remove head messages expiring before `before_ms`.
+    fn expire_head(&mut self, qid: QueueId, before_ms: u64) {
         loop {
             let Some(q) = self.broker.queue_mut(qid) else {
                 return;
             };
-            if !q.head_expired(now_ms) {
+            if !q.head_expired(before_ms) {
                 return;
             }
             let Some(m) = q.pop() else { return };
