@@ -38,6 +38,9 @@ pub struct Config {
     /// Output bytes queued for one connection above which it gets no more
     /// deliveries and its input is not read until it drains.
     pub max_outbox: usize,
+    /// Management HTTP API and `/metrics` listener (RabbitMQ: 15672); `None`
+    /// disables it. Port 0 picks a free port (see `Server::management_addr`).
+    pub management_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
             max_outbox: 1 << 20,
+            management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
         }
     }
 }

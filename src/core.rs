@@ -21,6 +21,30 @@ use crate::conn::{ConnState, Connection};
 /// How long we wait for connection.close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Message and byte counters since start (management API, `/metrics`);
+/// each is one integer increment where it happens.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Messages received from publishers (and the management API).
+    pub publish: u64,
+    /// Deliveries to consumers.
+    pub deliver: u64,
+    /// Messages fetched with basic.get (or the management API).
+    pub get: u64,
+    /// Deliveries acknowledged.
+    pub ack: u64,
+    /// Deliveries of messages delivered before.
+    pub redeliver: u64,
+    /// Unroutable mandatory messages returned.
+    pub return_unroutable: u64,
+    /// Unroutable messages dropped.
+    pub drop_unroutable: u64,
+    /// Bytes read from AMQP sockets.
+    pub bytes_in: u64,
+    /// Bytes written to AMQP sockets.
+    pub bytes_out: u64,
+}
+
 /// All connections and the broker.
 #[derive(Debug)]
 pub struct Core {
@@ -44,6 +68,8 @@ pub struct Core {
     pub store: Option<crate::store::Store>,
     /// Bytes of message content held in memory (ready and unacked).
     pub resident: u64,
+    /// Message and byte counters.
+    pub counters: Counters,
     /// Channels whose confirms wait for the next store sync.
     pub(crate) sync_waiters: Vec<(ConnId, u16)>,
     /// Sync the store at the end of this turn (tx.commit of persistent messages).
@@ -89,6 +115,7 @@ impl Core {
             store_scratch: Vec::new(),
             store: None,
             resident: 0,
+            counters: Counters::default(),
             sync_waiters: Vec::new(),
             force_sync: false,
             blocked: false,
@@ -430,6 +457,16 @@ impl Core {
     /// Ask for a tick at `at`.
     pub(crate) fn wake_at(&mut self, at: Instant) {
         self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// The server read `read` and wrote `written` bytes on a connection.
+    pub fn count_io(&mut self, id: ConnId, read: usize, written: usize) {
+        self.counters.bytes_in += read as u64;
+        self.counters.bytes_out += written as u64;
+        if let Some(c) = self.conns.get_mut(id.idx as usize) {
+            c.recv_oct += read as u64;
+            c.send_oct += written as u64;
+        }
     }
 
     /// The server wrote output to the connection (heartbeat bookkeeping).

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod mgmt;
 
 pub use config::Config;
 pub mod server;

@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use crate::broker::ConnId;
 use crate::config::Config;
 use crate::core::Core;
+use crate::mgmt::{HttpConn, Mgmt};
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
@@ -27,6 +28,12 @@ const READ_CHUNK: usize = 64 * 1024;
 const MAX_READS_PER_TURN: usize = 16;
 /// How long shutdown waits for close frames to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The management HTTP listener.
+const MGMT_LISTENER: Token = Token(usize::MAX - 1);
+/// Management HTTP sockets have tokens from here up (below the listeners).
+const HTTP_BASE: usize = usize::MAX / 2;
+/// Most management HTTP connections at once; more are refused.
+const MAX_HTTP_CONNS: usize = 256;
 
 /// A socket and the connection it carries.
 struct Sock {
@@ -35,6 +42,20 @@ struct Sock {
     /// Reading stopped because of the per-turn cap or backpressure; input
     /// may be pending without a new readiness event.
     read_pending: bool,
+}
+
+/// A management HTTP socket and its protocol state.
+struct HttpSock {
+    stream: TcpStream,
+    conn: HttpConn,
+    read_pending: bool,
+}
+
+/// The management API's listener, sockets and state.
+struct Http {
+    listener: Option<TcpListener>,
+    socks: slab::Slab<HttpSock>,
+    mgmt: Mgmt,
 }
 
 /// A bound broker, ready to run.
@@ -46,6 +67,7 @@ pub struct Server {
     core: Core,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    http: Http,
 }
 
 /// Controls a running broker from another thread.
@@ -70,12 +92,18 @@ pub struct Running {
     handle: Handle,
     thread: Option<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
+    mgmt_addr: Option<SocketAddr>,
 }
 
 impl Running {
     /// The addresses it listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The management HTTP API's address, if it listens.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.mgmt_addr
     }
 
     /// A handle to stop it from elsewhere.
@@ -122,6 +150,7 @@ impl Server {
             addrs.push(local);
             listeners.push(l);
         }
+        let http = Http::bind(&poll, &config, &addrs);
         Ok(Server {
             poll,
             listeners,
@@ -130,7 +159,13 @@ impl Server {
             core,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
+            http,
         })
+    }
+
+    /// The management HTTP API's address, if it listens.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.http.mgmt.http_addr
     }
 
     /// The addresses actually bound.
@@ -150,6 +185,7 @@ impl Server {
     pub fn spawn(self) -> io::Result<Running> {
         let handle = self.handle();
         let addrs = self.addrs.clone();
+        let mgmt_addr = self.management_addr();
         let thread = std::thread::Builder::new()
             .name("warren".into())
             .spawn(move || self.run())?;
@@ -157,6 +193,7 @@ impl Server {
             handle,
             thread: Some(thread),
             addrs,
+            mgmt_addr,
         })
     }
 
@@ -173,7 +210,8 @@ impl Server {
                 .socks
                 .iter()
                 .flatten()
-                .any(|s| s.read_pending && self.core.wants_read(s.id));
+                .any(|s| s.read_pending && self.core.wants_read(s.id))
+                || self.http.read_pending();
             let wake = self
                 .core
                 .wake_hint()
@@ -192,7 +230,17 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
+                    MGMT_LISTENER => self.accept_http(now),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) if t >= HTTP_BASE => {
+                        if let Some(s) = self.http.socks.get_mut(t - HTTP_BASE) {
+                            s.read_pending |=
+                                ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        }
+                        if ev.is_writable() {
+                            self.write_http(t - HTTP_BASE);
+                        }
+                    }
                     Token(idx) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
@@ -219,9 +267,11 @@ impl Server {
             for idx in 0..self.socks.len() {
                 self.read_sock(idx, &mut scratch, now);
             }
+            self.serve_http(&mut scratch, now);
             if now >= next_tick || self.core.wake_hint().is_some_and(|h| now >= h) {
                 self.core.tick(now);
                 next_tick = self.core.next_deadline(now);
+                self.http_timers(now);
             }
             self.core.end_turn(now);
             self.core.take_flush_list(&mut flush);
@@ -261,6 +311,9 @@ impl Server {
                         warn!("{peer}: set_nodelay: {e}");
                     }
                     let id = self.core.accept(peer, now);
+                    if let Some(c) = self.core.conn_mut(id) {
+                        c.local = stream.local_addr().ok();
+                    }
                     let idx = id.idx as usize;
                     if let Err(e) = register(self.poll.registry(), &mut stream, idx) {
                         error!("{peer}: register: {e}");
@@ -316,6 +369,7 @@ impl Server {
                     {
                         buf.extend_from_slice(data);
                     }
+                    self.core.count_io(id, n, 0);
                     self.core.process(id, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -364,6 +418,7 @@ impl Server {
                     if let Some(out) = self.core.outbox(id) {
                         out.consume(k);
                     }
+                    self.core.count_io(id, 0, k);
                     self.core.wrote(id, now);
                     let was_paused = !self.core.wants_read(id);
                     self.core.output_drained(id);
@@ -413,4 +468,177 @@ impl Server {
 
 fn register(registry: &Registry, stream: &mut TcpStream, idx: usize) -> io::Result<()> {
     registry.register(stream, Token(idx), Interest::READABLE | Interest::WRITABLE)
+}
+
+// ---------------------------------------------------------------------------
+// Management HTTP API: its own listener and sockets in the same poll; bytes
+// go through the sans-IO `mgmt::HttpConn`, which calls into the core.
+
+impl Http {
+    /// Bind the management listener. A failure is logged, not fatal: the
+    /// broker runs without its management API.
+    fn bind(poll: &Poll, config: &Config, amqp: &[SocketAddr]) -> Http {
+        let mut http = Http {
+            listener: None,
+            socks: slab::Slab::new(),
+            mgmt: Mgmt::new(amqp.to_vec(), None),
+        };
+        let Some(addr) = config.management_listen else {
+            return http;
+        };
+        let bound = TcpListener::bind(addr).and_then(|mut l| {
+            poll.registry()
+                .register(&mut l, MGMT_LISTENER, Interest::READABLE)?;
+            Ok((l.local_addr()?, l))
+        });
+        match bound {
+            Ok((local, l)) => {
+                info!("started management HTTP listener on {local}");
+                http.mgmt.http_addr = Some(local);
+                http.listener = Some(l);
+            }
+            Err(e) => error!("management API disabled: cannot listen on {addr}: {e}"),
+        }
+        http
+    }
+
+    /// A socket has input to read and room to take it.
+    fn read_pending(&self) -> bool {
+        self.socks
+            .iter()
+            .any(|(_, s)| s.read_pending && s.conn.wants_read())
+    }
+}
+
+impl Server {
+    fn accept_http(&mut self, now: Instant) {
+        loop {
+            let Some(l) = self.http.listener.as_ref() else {
+                return;
+            };
+            match l.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.http.socks.len() >= MAX_HTTP_CONNS {
+                        warn!("{peer}: too many management connections; refused");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.http.socks.vacant_entry();
+                    let token = Token(HTTP_BASE + entry.key());
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+                        error!("{peer}: register: {e}");
+                        continue;
+                    }
+                    entry.insert(HttpSock {
+                        stream,
+                        conn: HttpConn::new(peer, now),
+                        read_pending: true,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    error!("management accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Read, handle and answer every management socket with pending input.
+    fn serve_http(&mut self, scratch: &mut [u8], now: Instant) {
+        let keys: Vec<usize> = self
+            .http
+            .socks
+            .iter()
+            .filter(|(_, s)| s.read_pending)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let Some(s) = self.http.socks.get_mut(key) else {
+                continue;
+            };
+            let mut closed = false;
+            for _ in 0..MAX_READS_PER_TURN {
+                if !s.conn.wants_read() {
+                    break;
+                }
+                match s.stream.read(scratch) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        let data = scratch.get(..n).unwrap_or(&[]);
+                        s.conn.inbuf.extend_from_slice(data);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        s.read_pending = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            s.conn.process(&mut self.core, &mut self.http.mgmt, now);
+            if closed {
+                // Answer what was complete, then close (a half-closed peer
+                // may still read).
+                self.write_http(key);
+                self.close_http(key);
+            } else {
+                self.write_http(key);
+            }
+        }
+    }
+
+    fn write_http(&mut self, key: usize) {
+        let Some(s) = self.http.socks.get_mut(key) else {
+            return;
+        };
+        while !s.conn.output().is_empty() {
+            match s.stream.write(s.conn.output()) {
+                Ok(0) => return self.close_http(key),
+                Ok(n) => s.conn.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close_http(key),
+            }
+        }
+        if s.conn.is_done() {
+            return self.close_http(key);
+        }
+        // Pipelined requests held back while the output was full.
+        if !s.conn.inbuf.is_empty() {
+            s.read_pending = true;
+        }
+    }
+
+    fn close_http(&mut self, key: usize) {
+        if let Some(mut s) = self.http.socks.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut s.stream);
+            let _ = s.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Rate samples, and closing idle keep-alive connections.
+    fn http_timers(&mut self, now: Instant) {
+        if self.http.listener.is_none() {
+            return;
+        }
+        self.http.mgmt.tick(&self.core, now);
+        let idle: Vec<usize> = self
+            .http
+            .socks
+            .iter()
+            .filter(|(_, s)| s.conn.is_idle(now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            self.close_http(key);
+        }
+    }
 }

@@ -24,6 +24,21 @@ pub struct ConsumerRef {
     pub priority: i32,
 }
 
+/// A queue's message counters since it was declared.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueueStats {
+    /// Messages enqueued.
+    pub publish: u64,
+    /// Deliveries to consumers.
+    pub deliver: u64,
+    /// basic.get deliveries.
+    pub get: u64,
+    /// Acknowledgements.
+    pub ack: u64,
+    /// Deliveries of messages delivered before.
+    pub redeliver: u64,
+}
+
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
@@ -65,6 +80,8 @@ pub struct Queue {
     pub store_id: Option<u64>,
     /// Last declare, get, consume or cancel (for `x-expires`).
     pub last_used: std::time::Instant,
+    /// Message counters.
+    pub stats: QueueStats,
 }
 
 impl Queue {
@@ -104,6 +121,7 @@ impl Queue {
             dirty: false,
             store_id: None,
             last_used: std::time::Instant::now(),
+            stats: QueueStats::default(),
         }
     }
 

@@ -59,6 +59,7 @@ impl Core {
         }
         self.check_access(id, Access::Write, "exchange", &msg.exchange)?;
         self.broker.check_publish(&vhost, &msg.exchange)?;
+        self.counters.publish += 1;
         let headers = if has_headers(&msg.header) {
             ContentHeader::decode(&msg.header)
                 .ok()
@@ -85,6 +86,8 @@ impl Core {
         if direct {
             // Delivered already.
         } else if out.is_empty() {
+            self.counters.return_unroutable += u64::from(mandatory);
+            self.counters.drop_unroutable += u64::from(!mandatory);
             if mandatory {
                 let frame_max = self.conn(id).map_or(0, |c| c.frame_max);
                 if let Some(c) = self.conn_mut(id) {
@@ -180,7 +183,9 @@ impl Core {
             let Some(queue) = self.broker.queue_mut(q) else {
                 continue;
             };
-            if let Err(m) = queue.push(m, &mut dropped) {
+            let pushed = queue.push(m, &mut dropped);
+            queue.stats.publish += u64::from(pushed.is_ok());
+            if let Err(m) = pushed {
                 rejected = true;
                 if overflow == Overflow::RejectPublishDlx {
                     let qm = QueuedMsg {
@@ -282,6 +287,7 @@ impl Core {
         let conns = &mut self.conns;
         let store = &mut self.store;
         let resident = &mut self.resident;
+        let counters = &mut self.counters;
         let store_id = queue.store_id;
         while !queue.ready.is_empty() && !queue.consumers.is_empty() {
             let n = queue.consumers.len();
@@ -340,6 +346,12 @@ impl Core {
             };
             if !Core::load(store, resident, &mut m) {
                 continue;
+            }
+            queue.stats.deliver += 1;
+            counters.deliver += 1;
+            if m.redelivered {
+                queue.stats.redeliver += 1;
+                counters.redeliver += 1;
             }
             let frame_max = c.frame_max;
             let super::Connection {
@@ -454,7 +466,9 @@ impl Core {
         if rejected {
             self.dead_letter(u.queue, u.msg, "rejected");
         } else {
+            q.stats.ack += 1;
             let sid = q.store_id;
+            self.counters.ack += 1;
             self.forget(sid, &u.msg.msg);
         }
     }

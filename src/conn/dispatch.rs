@@ -721,6 +721,10 @@ impl Core {
         if !g.no_ack {
             queue.unacked += 1;
         }
+        queue.stats.get += 1;
+        queue.stats.redeliver += u64::from(m.redelivered);
+        self.counters.get += 1;
+        self.counters.redeliver += u64::from(m.redelivered);
         if !Core::load(&mut self.store, &mut self.resident, &mut m) {
             if let Some(queue) = self.broker.queue_mut(q) {
                 queue.unacked = queue.unacked.saturating_sub(u32::from(!g.no_ack) as usize);

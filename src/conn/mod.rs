@@ -87,6 +87,12 @@ pub struct Connection {
     pub in_flush_list: bool,
     /// Has published (blocked by memory/disk alarms).
     pub published: bool,
+    /// Local address of the socket (set by the server; management API).
+    pub local: Option<SocketAddr>,
+    /// Bytes received.
+    pub recv_oct: u64,
+    /// Bytes sent.
+    pub send_oct: u64,
     /// Deliveries were held back because the outbox was full.
     pub held_back: bool,
 }
@@ -117,6 +123,9 @@ impl Connection {
             exclusive_queues: Vec::new(),
             in_flush_list: false,
             published: false,
+            local: None,
+            recv_oct: 0,
+            send_oct: 0,
             held_back: false,
         }
     }

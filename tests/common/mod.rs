@@ -28,6 +28,9 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// Its configuration (the listen address is the bound one).
     pub config: Config,
+    /// The management HTTP API's address, when enabled (`start_with` and
+    /// `management_listen`; `WARREN_TEST_MGMT_ADDR` for an external broker).
+    pub mgmt_addr: Option<SocketAddr>,
     running: Option<Running>,
     owns_dir: bool,
 }
@@ -45,6 +48,7 @@ impl TestBroker {
             r.shutdown().expect("shutdown");
         }
         let server = Server::bind(self.config.clone()).expect("rebind");
+        self.mgmt_addr = server.management_addr();
         self.running = Some(server.spawn().expect("spawn"));
     }
 
@@ -79,6 +83,9 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
         return TestBroker {
             addr: addr.parse().expect("WARREN_TEST_ADDR must be host:port"),
             config: Config::default(),
+            mgmt_addr: std::env::var("WARREN_TEST_MGMT_ADDR")
+                .ok()
+                .map(|a| a.parse().expect("WARREN_TEST_MGMT_ADDR must be host:port")),
             running: None,
             owns_dir: false,
         };
@@ -86,16 +93,22 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
     let mut cfg = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         data_dir: Some(temp_dir("data")),
+        management_listen: None,
         ..Config::default()
     };
     f(&mut cfg);
     let server = Server::bind(cfg.clone()).expect("bind");
     let addr = server.local_addrs()[0];
     cfg.listen = vec![addr];
+    let mgmt_addr = server.management_addr();
+    if mgmt_addr.is_some() {
+        cfg.management_listen = mgmt_addr;
+    }
     let running = server.spawn().expect("spawn");
     TestBroker {
         addr,
         config: cfg,
+        mgmt_addr,
         running: Some(running),
         owns_dir: true,
     }

@@ -1,0 +1,507 @@
+//! RabbitMQ's JSON definitions format: export what the broker holds, and
+//! import a file exported by RabbitMQ (or by us) through the broker's
+//! ordinary declare/bind paths.
+//!
+//! Export follows RabbitMQ 3.10: users (sha256 password hashes, tags as a
+//! list), vhosts, permissions, every non-exclusive queue and every
+//! non-built-in exchange (durable or not), and the bindings between them.
+//! Import accepts tags as a list or as RabbitMQ 3.x's comma-separated
+//! string, `password_hash` or a plain `password`, and logs and skips what
+//! warren does not apply (policies, parameters, topic permissions, limits).
+
+use bytes::Bytes;
+use log::{info, warn};
+use serde_json::{json, Value};
+
+use super::json::{get_bool, get_str, get_table, table_to_json};
+use crate::broker::auth::HASHING_ALGORITHM;
+use crate::broker::exchange::Dest;
+use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
+use crate::core::Core;
+
+/// RabbitMQ version whose API and formats this follows.
+pub const COMPAT_VERSION: &str = "3.10.8";
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The connection id used for operator-made entities (never exclusive).
+pub const NOBODY: ConnId = ConnId {
+    idx: u32::MAX,
+    gen: 0,
+};
+
+/// Is this a built-in exchange (the default one or `amq.*`)?
+pub fn builtin_exchange(name: &[u8]) -> bool {
+    name.is_empty() || name.starts_with(b"amq.")
+}
+
+fn sorted_vhosts(core: &Core, only: Option<&str>) -> Vec<Bytes> {
+    let mut v: Vec<Bytes> = core
+        .broker
+        .vhosts
+        .keys()
+        .filter(|k| only.is_none_or(|o| k.as_ref() == o.as_bytes()))
+        .cloned()
+        .collect();
+    v.sort();
+    v
+}
+
+/// Queues, exchanges and bindings of the given vhosts, as definitions.
+fn entities(
+    core: &Core,
+    vhosts: &[Bytes],
+    with_vhost: bool,
+) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let b = &core.broker;
+    let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+    for vname in vhosts {
+        let Some(vh) = b.vhost(vname) else { continue };
+        let vs = lossy(vname);
+        let mut qnames: Vec<_> = vh.queues.iter().collect();
+        qnames.sort_by(|a, c| a.0.cmp(c.0));
+        for (_, id) in qnames {
+            let Some(q) = b.queue(*id) else { continue };
+            if q.exclusive_owner.is_some() {
+                continue;
+            }
+            let mut o = json!({
+                "name": lossy(&q.name),
+                "durable": q.durable,
+                "auto_delete": q.auto_delete,
+                "arguments": table_to_json(&q.arguments),
+            });
+            if with_vhost {
+                if let Some(m) = o.as_object_mut() {
+                    m.insert("vhost".into(), json!(vs));
+                }
+            }
+            queues.push(o);
+        }
+        let mut xs: Vec<_> = vh.exchanges.values().collect();
+        xs.sort_by(|a, c| a.name.cmp(&c.name));
+        for x in &xs {
+            if builtin_exchange(&x.name) {
+                continue;
+            }
+            let mut o = json!({
+                "name": lossy(&x.name),
+                "type": x.kind.name(),
+                "durable": x.durable,
+                "auto_delete": x.auto_delete,
+                "internal": x.internal,
+                "arguments": table_to_json(&x.arguments),
+            });
+            if with_vhost {
+                if let Some(m) = o.as_object_mut() {
+                    m.insert("vhost".into(), json!(vs));
+                }
+            }
+            exchanges.push(o);
+        }
+        for x in &xs {
+            if x.name.is_empty() {
+                continue;
+            }
+            for bd in &x.bindings {
+                let (dtype, dest) = match &bd.dest {
+                    Dest::Queue(id) => match b.queue(*id) {
+                        Some(q) if q.exclusive_owner.is_none() => ("queue", q.name.clone()),
+                        _ => continue,
+                    },
+                    Dest::Exchange(n) => ("exchange", n.clone()),
+                };
+                let mut o = json!({
+                    "source": lossy(&x.name),
+                    "destination": lossy(&dest),
+                    "destination_type": dtype,
+                    "routing_key": lossy(&bd.routing_key),
+                    "arguments": table_to_json(&bd.arguments),
+                });
+                if with_vhost {
+                    if let Some(m) = o.as_object_mut() {
+                        m.insert("vhost".into(), json!(vs));
+                    }
+                }
+                bindings.push(o);
+            }
+        }
+    }
+    (queues, exchanges, bindings)
+}
+
+/// A user as the API and definitions show it.
+pub fn user_json(u: &crate::broker::auth::User) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": HASHING_ALGORITHM,
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+/// `GET /api/definitions` (all) or `/api/definitions/VHOST` (one vhost's
+/// queues, exchanges and bindings, without vhost fields).
+pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
+    if let Some(v) = vhost {
+        core.broker.vhost(v.as_bytes())?;
+        let (queues, exchanges, bindings) = entities(core, &sorted_vhosts(core, vhost), false);
+        return Some(json!({
+            "rabbit_version": COMPAT_VERSION,
+            "rabbitmq_version": COMPAT_VERSION,
+            "product_name": "Warren",
+            "product_version": env!("CARGO_PKG_VERSION"),
+            "parameters": [],
+            "policies": [],
+            "queues": queues,
+            "exchanges": exchanges,
+            "bindings": bindings,
+        }));
+    }
+    let auth = &core.broker.auth;
+    let users: Vec<Value> = auth.users.values().map(user_json).collect();
+    let vhosts = sorted_vhosts(core, None);
+    let vhost_list: Vec<Value> = vhosts
+        .iter()
+        .map(|v| json!({"name": lossy(v), "limits": [], "metadata": {"description": "", "tags": []}}))
+        .collect();
+    let permissions: Vec<Value> = auth
+        .permissions
+        .iter()
+        .map(|((u, v), p)| {
+            json!({"user": u, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read})
+        })
+        .collect();
+    let (queues, exchanges, bindings) = entities(core, &vhosts, true);
+    Some(json!({
+        "rabbit_version": COMPAT_VERSION,
+        "rabbitmq_version": COMPAT_VERSION,
+        "product_name": "Warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "users": users,
+        "vhosts": vhost_list,
+        "permissions": permissions,
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    }))
+}
+
+/// User tags from a definitions file or a PUT body: a list, or a
+/// comma-separated string (RabbitMQ 3.x exports).
+pub fn parse_tags(v: Option<&Value>) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|t| {
+                t.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| "tags must be strings".to_string())
+            })
+            .collect(),
+        Some(_) => Err("tags must be a list or a comma-separated string".into()),
+    }
+}
+
+/// Create or update a user from a definitions entry or a PUT body. Returns
+/// whether the user was created.
+pub fn put_user(core: &mut Core, name: &str, body: &Value) -> Result<bool, String> {
+    let tags = parse_tags(body.get("tags"))?;
+    if let Some(alg) = get_str(body, "hashing_algorithm") {
+        if alg != HASHING_ALGORITHM {
+            return Err(format!(
+                "hashing algorithm '{alg}' is not supported (only {HASHING_ALGORITHM})"
+            ));
+        }
+    }
+    let hash = get_str(body, "password_hash");
+    let password = get_str(body, "password");
+    if let Some(h) = hash.filter(|h| !h.is_empty()) {
+        match crate::broker::auth::base64_decode(h) {
+            Some(raw) if raw.len() == 36 => {}
+            _ => {
+                return Err(format!(
+                    "password_hash of user '{name}' is not a sha256 hash"
+                ))
+            }
+        }
+    }
+    let exists = core.broker.auth.users.contains_key(name);
+    if hash.is_none() && password.is_none() && !exists {
+        return Err("key_missing: password or password_hash".into());
+    }
+    core.put_user(name, password, hash, tags);
+    Ok(!exists)
+}
+
+fn field<'a>(item: &'a Value, key: &str, what: &str) -> Result<&'a str, String> {
+    get_str(item, key).ok_or_else(|| format!("{what}: missing '{key}'"))
+}
+
+fn items<'a>(defs: &'a Value, key: &str) -> &'a [Value] {
+    defs.get(key)
+        .and_then(|v| v.as_array())
+        .map_or(&[], |a| a.as_slice())
+}
+
+/// Declare an exchange from an API body or definitions entry. Returns
+/// whether it was created.
+pub fn declare_exchange(
+    core: &mut Core,
+    vhost: &str,
+    name: &str,
+    body: &Value,
+) -> Result<bool, String> {
+    let kind = get_str(body, "type").ok_or("key_missing: type")?;
+    let existed = core
+        .broker
+        .vhost(vhost.as_bytes())
+        .is_some_and(|v| v.exchanges.contains_key(name.as_bytes()));
+    let spec = ExchangeSpec {
+        name: Bytes::from(name.to_string()),
+        kind: Bytes::from(kind.to_string()),
+        passive: false,
+        durable: get_bool(body, "durable", true)?,
+        auto_delete: get_bool(body, "auto_delete", false)?,
+        internal: get_bool(body, "internal", false)?,
+        arguments: get_table(body, "arguments")?,
+    };
+    core.broker
+        .declare_exchange(vhost.as_bytes(), spec)
+        .map_err(|e| e.text.to_string())?;
+    Ok(!existed)
+}
+
+/// Declare a queue from an API body or definitions entry. Returns whether
+/// it was created.
+pub fn declare_queue(
+    core: &mut Core,
+    vhost: &str,
+    name: &str,
+    body: &Value,
+) -> Result<bool, String> {
+    if name.is_empty() {
+        return Err("queue name must not be empty".into());
+    }
+    let spec = QueueSpec {
+        name: Bytes::from(name.to_string()),
+        passive: false,
+        durable: get_bool(body, "durable", true)?,
+        exclusive: false,
+        auto_delete: get_bool(body, "auto_delete", false)?,
+        arguments: get_table(body, "arguments")?,
+    };
+    let (q, created) = core
+        .broker
+        .declare_queue(vhost.as_bytes(), spec, NOBODY, 0)
+        .map_err(|e| e.text.to_string())?;
+    core.expire_queue(q);
+    core.touch_queue(q);
+    Ok(created)
+}
+
+/// Add a binding from an API body or definitions entry.
+pub fn bind(
+    core: &mut Core,
+    vhost: &str,
+    source: &str,
+    dest_type: &str,
+    dest: &str,
+    body: &Value,
+) -> Result<(), String> {
+    let d = match dest_type {
+        "queue" | "q" => Dest::Queue(
+            core.api_queue(vhost.as_bytes(), dest.as_bytes())
+                .ok_or_else(|| format!("no queue '{dest}' in vhost '{vhost}'"))?,
+        ),
+        "exchange" | "e" => Dest::Exchange(Bytes::from(dest.to_string())),
+        other => return Err(format!("bad destination_type '{other}'")),
+    };
+    let rk = get_str(body, "routing_key").unwrap_or("");
+    let args = get_table(body, "arguments")?;
+    core.broker
+        .bind(
+            vhost.as_bytes(),
+            source.as_bytes(),
+            d,
+            Bytes::from(rk.to_string()),
+            args,
+        )
+        .map_err(|e| e.text.to_string())
+}
+
+/// `POST /api/definitions[/VHOST]`: apply a definitions document. Entities
+/// are created in dependency order; every error is collected and the rest
+/// still applied (as RabbitMQ, nothing is rolled back).
+pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<(), String> {
+    if !defs.is_object() {
+        return Err("definitions must be a JSON object".into());
+    }
+    let mut errors: Vec<String> = Vec::new();
+    let mut note = |r: Result<(), String>| {
+        if let Err(e) = r {
+            warn!("definitions import: {e}");
+            errors.push(e);
+        }
+    };
+    if vhost.is_none() {
+        for u in items(defs, "users") {
+            note(field(u, "name", "user").and_then(|n| put_user(core, n, u).map(|_| ())));
+        }
+        for v in items(defs, "vhosts") {
+            note(field(v, "name", "vhost").map(|n| core.add_vhost(n)));
+        }
+        for p in items(defs, "permissions") {
+            note((|| {
+                let user = field(p, "user", "permission")?;
+                let vh = field(p, "vhost", "permission")?;
+                core.set_permissions(
+                    user,
+                    vh,
+                    get_str(p, "configure").unwrap_or(""),
+                    get_str(p, "write").unwrap_or(""),
+                    get_str(p, "read").unwrap_or(""),
+                )
+            })());
+        }
+    }
+    let vhost_of = |item: &Value| -> Result<String, String> {
+        match vhost {
+            Some(v) => Ok(v.to_string()),
+            None => get_str(item, "vhost")
+                .map(String::from)
+                .ok_or_else(|| "missing 'vhost'".to_string()),
+        }
+    };
+    for x in items(defs, "exchanges") {
+        note((|| {
+            let vh = vhost_of(x)?;
+            let name = field(x, "name", "exchange")?;
+            if builtin_exchange(name.as_bytes()) {
+                return Ok(());
+            }
+            declare_exchange(core, &vh, name, x).map(|_| ())
+        })());
+    }
+    for q in items(defs, "queues") {
+        note((|| {
+            let vh = vhost_of(q)?;
+            let name = field(q, "name", "queue")?;
+            declare_queue(core, &vh, name, q).map(|_| ())
+        })());
+    }
+    for b in items(defs, "bindings") {
+        note((|| {
+            let vh = vhost_of(b)?;
+            let source = field(b, "source", "binding")?;
+            if source.is_empty() {
+                // The default exchange's implicit bindings.
+                return Ok(());
+            }
+            let dest = field(b, "destination", "binding")?;
+            let dtype = get_str(b, "destination_type").unwrap_or("queue");
+            bind(core, &vh, source, dtype, dest, b)
+        })());
+    }
+    for (key, what) in [
+        ("policies", "policy"),
+        ("parameters", "parameter"),
+        ("global_parameters", "global parameter"),
+        ("topic_permissions", "topic permission"),
+    ] {
+        for item in items(defs, key) {
+            let name = get_str(item, "name")
+                .or_else(|| get_str(item, "user"))
+                .unwrap_or("?");
+            info!("definitions import: {what} '{name}' ignored (not supported by warren)");
+        }
+    }
+    core.broker.defs_dirty = true;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn core() -> Core {
+        Core::new(crate::Config {
+            data_dir: None,
+            ..crate::Config::default()
+        })
+    }
+
+    #[test]
+    fn import_rabbitmq_export_and_export_back() {
+        let mut c = core();
+        // As RabbitMQ 3.8 exports it: tags as a string.
+        let defs = json!({
+            "rabbit_version": "3.8.9",
+            "users": [{"name": "ops", "password_hash": "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR",
+                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator,monitoring"}],
+            "vhosts": [{"name": "prod"}],
+            "permissions": [{"user": "ops", "vhost": "prod", "configure": ".*", "write": ".*", "read": ".*"}],
+            "policies": [{"vhost": "prod", "name": "ha", "pattern": ".*", "definition": {"ha-mode": "all"}}],
+            "exchanges": [{"name": "ev", "vhost": "prod", "type": "topic", "durable": true,
+                           "auto_delete": false, "internal": false, "arguments": {}}],
+            "queues": [{"name": "jobs", "vhost": "prod", "durable": true, "auto_delete": false,
+                        "arguments": {"x-max-length": 100}}],
+            "bindings": [{"source": "ev", "vhost": "prod", "destination": "jobs", "destination_type": "queue",
+                          "routing_key": "job.#", "arguments": {}}]
+        });
+        import(&mut c, &defs, None).unwrap();
+        assert!(c.broker.defs_dirty);
+        let u = &c.broker.auth.users["ops"];
+        assert_eq!(u.tags, vec!["administrator", "monitoring"]);
+        let out = export(&c, None).unwrap();
+        assert_eq!(out["users"].as_array().unwrap().len(), 2);
+        let q = out["queues"].as_array().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0]["arguments"]["x-max-length"], 100);
+        assert_eq!(out["bindings"][0]["routing_key"], "job.#");
+        assert_eq!(out["exchanges"][0]["type"], "topic");
+        // Routing works through what was imported.
+        let mut to = Vec::new();
+        c.broker.route(b"prod", b"ev", b"job.a", None, &mut to);
+        assert_eq!(to.len(), 1);
+        // Re-importing the export is a no-op.
+        import(&mut c, &out, None).unwrap();
+        // Per-vhost export has no vhost fields.
+        let v = export(&c, Some("prod")).unwrap();
+        assert!(v["queues"][0].get("vhost").is_none());
+        assert!(export(&c, Some("nope")).is_none());
+    }
+
+    #[test]
+    fn import_reports_errors_and_applies_the_rest() {
+        let mut c = core();
+        let defs = json!({
+            "queues": [{"name": "ok", "vhost": "/", "durable": false},
+                       {"name": "bad", "vhost": "missing"}],
+            "exchanges": [{"name": "x", "vhost": "/", "type": "nonsense"}]
+        });
+        let e = import(&mut c, &defs, None).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+        assert!(e.contains("nonsense"), "{e}");
+        assert!(c.api_queue(b"/", b"ok").is_some());
+    }
+}
