@@ -1738,7 +1738,8 @@ fn mem_drain(
 fn memory_stays_near_budget_while_paging() {
     const QUEUE: &str = "mem_q";
     const BUDGET: u64 = 16 << 20;
-    const COUNT: u64 = 3200; // 200 MiB, 12.5x the budget
+    // 200 MiB (12.5x the budget); 162.5 MiB (10x) in unoptimised builds.
+    const COUNT: u64 = if cfg!(debug_assertions) { 2600 } else { 3200 };
     const DURABLE: u64 = 1024; // 64 MiB through a SIGKILL and recovery
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let limit = BUDGET + (40 << 20);
