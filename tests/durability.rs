@@ -619,6 +619,9 @@ impl Drop for BrokerProc {
 
 /// The venv's python (created by tests/pika.rs's recipe on first use).
 fn venv_python() -> PathBuf {
+    // Two tests here may ask at once: provision once, not concurrently.
+    static PROVISION: Mutex<()> = Mutex::new(());
+    let _guard = PROVISION.lock().unwrap_or_else(|e| e.into_inner());
     let venv = root().join("target").join("pyvenv");
     let python = venv.join("bin").join("python");
     let reqs = root().join("tests/python/requirements.txt");
