@@ -10,6 +10,8 @@
 #   SCENARIOS    which scenarios to run, e.g. "1 2 7" (default: 1 2 3 4 5 6 7)
 #   FLOOR=1      also run `warren-perf floor` (in-process TCP relay, no broker)
 #                for 16 B and 64 KiB bodies and print its rows
+#   BROKER_PID   the broker's process id: adds its CPU time per delivered
+#                message (from /proc; steadier than throughput on a busy box)
 #   NO_HEADER=1  don't print the table header (to append rows of another broker)
 #   WARREN_PERF  path of a warren-perf binary (default: build it with cargo)
 #
@@ -25,7 +27,8 @@
 #
 # Columns: messages published/s, confirmed/s (scenario 6), delivered/s (all
 # consumers together), delivered body MB/s (10^6 bytes), end-to-end latency
-# p50/p99 in µs. Throughput scenarios publish flat out, so their latency is
+# p50/p99 in µs, broker CPU µs per delivered message (with BROKER_PID; for
+# the floor rows, the relay thread's). Throughput scenarios publish flat out, so their latency is
 # mostly time spent queued; scenario 7 is the latency measurement.
 set -u
 
@@ -56,19 +59,23 @@ import json, sys
 label, num, desc, line, kind = sys.argv[1:6]
 def n(x):
     return f"{x:,.0f}"
+def cpu(x):
+    return "–" if x is None else f"{x:,.2f}"
 try:
     j = json.loads(line)
 except ValueError:
-    print(f"| {label} | {num} | {desc} | FAILED | | | | | |")
+    print(f"| {label} | {num} | {desc} | FAILED | | | | | | |")
     sys.exit(0)
 if j.get("mode") == "floor":
     t, l = j["throughput"], j["latency"]
     if kind == "lat":
         print(f"| {label} | {num} | {desc} | {n(l['rate'])} | – | {n(l['rate'])} | "
-              f"{l['rate'] * j['size'] / 1e6:,.2f} | {l['latency_us']['p50']:,.0f} | {l['latency_us']['p99']:,.0f} |")
+              f"{l['rate'] * j['size'] / 1e6:,.2f} | {l['latency_us']['p50']:,.0f} | {l['latency_us']['p99']:,.0f} | "
+              f"{cpu(l.get('relay_cpu_us_per_msg'))} |")
     else:
         print(f"| {label} | {num} | {desc} | {n(t['publish_rate'])} | – | {n(t['consume_rate'])} | "
-              f"{t['consume_mb_s']:,.2f} | {t['latency_us']['p50']:,.0f} | {t['latency_us']['p99']:,.0f} |")
+              f"{t['consume_mb_s']:,.2f} | {t['latency_us']['p50']:,.0f} | {t['latency_us']['p99']:,.0f} | "
+              f"{cpu(t.get('relay_cpu_us_per_msg'))} |")
     sys.exit(0)
 lat = j["latency_us"]
 conf = n(j["confirm_rate"]) if j["confirm"] else "–"
@@ -76,7 +83,7 @@ flag = " (FAILED)" if j.get("failed") else ""
 lost = j["expected"] - j["consumed"]
 note = f" ({lost:,} not delivered in time)" if lost > 0 and j["consumers"] else ""
 print(f"| {label} | {num} | {desc}{flag}{note} | {n(j['publish_rate'])} | {conf} | {n(j['consume_rate'])} | "
-      f"{j['consume_mb_s']:,.2f} | {lat['p50']:,.0f} | {lat['p99']:,.0f} |")
+      f"{j['consume_mb_s']:,.2f} | {lat['p50']:,.0f} | {lat['p99']:,.0f} | {cpu(j.get('broker_cpu_us_per_msg'))} |")
 PY
 }
 
@@ -86,7 +93,9 @@ scenario() {
     shift 2
     case " $SCENARIOS " in *" $num "*) ;; *) return ;; esac
     local out log=${TMPDIR:-/tmp}/warren-perf-s$num.log
-    if ! out=$(set -o pipefail; "$PERF" --uri "$URI" --duration "$DURATION" --json \
+    local pid=()
+    if [ -n "${BROKER_PID:-}" ]; then pid=(--broker-pid "$BROKER_PID"); fi
+    if ! out=$(set -o pipefail; "$PERF" --uri "$URI" --duration "$DURATION" --json "${pid[@]}" \
         --exchange "perf-s$num" --queue-prefix "perf-s$num-q-" "$@" 2>"$log" | tail -n 1) \
         || [ -z "$out" ]; then
         status=1
@@ -97,8 +106,8 @@ scenario() {
 }
 
 if [ -z "${NO_HEADER:-}" ]; then
-    echo "| broker | # | scenario | published msg/s | confirmed msg/s | delivered msg/s | delivered MB/s | p50 µs | p99 µs |"
-    echo "|---|---|---|--:|--:|--:|--:|--:|--:|"
+    echo "| broker | # | scenario | published msg/s | confirmed msg/s | delivered msg/s | delivered MB/s | p50 µs | p99 µs | broker CPU µs/msg |"
+    echo "|---|---|---|--:|--:|--:|--:|--:|--:|--:|"
 fi
 
 scenario 1 "1 pub → 1 queue → 1 consumer, 16 B, no-ack" \

@@ -105,6 +105,12 @@ fn options() -> getopts::Options {
         "keep",
         "don't delete the queues and exchange at the end",
     );
+    o.optopt(
+        "",
+        "broker-pid",
+        "report this process's CPU time (read from /proc) per message",
+        "PID",
+    );
     o.optflag("h", "help", "print this help");
     o
 }
@@ -173,7 +179,16 @@ fn settings(m: &getopts::Matches) -> Result<Settings, String> {
         latency: m.opt_present("latency"),
         json: m.opt_present("json"),
         keep: m.opt_present("keep"),
+        broker_pid: match m.opt_str("broker-pid") {
+            None => None,
+            Some(_) => Some(num(m, "broker-pid", 0u32)?),
+        },
     };
+    if let Some(pid) = s.broker_pid {
+        if perf::cpu::process(pid).is_none() {
+            return Err(format!("--broker-pid: cannot read /proc/{pid}/stat"));
+        }
+    }
     if s.size < perf::msg::STAMP_LEN {
         return Err(format!(
             "--size must be at least {} (timestamp + sequence)",

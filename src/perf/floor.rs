@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::client::READ_CHUNK;
+use super::cpu;
 use super::hist::Histogram;
 use super::msg::{Event, Scanner, Template};
 use super::run::{per_sec, LatencyUs, Sender};
@@ -42,10 +43,14 @@ struct Phase {
     send_secs: f64,
     recv_secs: f64,
     hist: Histogram,
+    /// CPU seconds the relay thread used.
+    relay_cpu: Option<f64>,
 }
 
 /// A publisher socket and a consumer socket joined by a relay thread.
-fn relay_pair() -> io::Result<(TcpStream, TcpStream, thread::JoinHandle<io::Result<u64>>)> {
+type Relay = thread::JoinHandle<io::Result<(u64, Option<f64>)>>;
+
+fn relay_pair() -> io::Result<(TcpStream, TcpStream, Relay)> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     let p = TcpStream::connect(addr)?;
@@ -55,9 +60,11 @@ fn relay_pair() -> io::Result<(TcpStream, TcpStream, thread::JoinHandle<io::Resu
     for s in [&p, &c, &from, &to] {
         s.set_nodelay(true)?;
     }
-    let relay = thread::Builder::new()
-        .name("relay".into())
-        .spawn(move || relay(from, to))?;
+    let relay = thread::Builder::new().name("relay".into()).spawn(move || {
+        let cpu0 = cpu::this_thread();
+        let n = relay(from, to)?;
+        Ok((n, cpu::this_thread().zip(cpu0).map(|(b, a)| b - a)))
+    })?;
     Ok((p, c, relay))
 }
 
@@ -86,7 +93,9 @@ fn relay(from: TcpStream, to: TcpStream) -> io::Result<u64> {
         let mut progress = false;
         // Read while there is data and room (edge-triggered: until WouldBlock).
         while !eof {
-            if RELAY_BUFFER - tail < RELAY_CHUNK && head > 0 {
+            // Move the held bytes to the front only once at least half the
+            // buffer has been written out, so each byte moves at most once.
+            if RELAY_BUFFER - tail < RELAY_CHUNK && head >= RELAY_BUFFER / 2 {
                 buf.copy_within(head..tail, 0);
                 tail -= head;
                 head = 0;
@@ -208,10 +217,10 @@ fn phase(size: usize, duration: Duration, one_at_a_time: bool) -> io::Result<Pha
     let join_err = |_| io::Error::other("floor thread panicked");
     let (sent, send_end) = publisher.join().map_err(join_err)??;
     let (hist, bytes, recv_end) = consumer.join().map_err(join_err)??;
-    let relayed = relay.join().map_err(join_err)?;
-    if let Err(e) = relayed {
-        return Err(io::Error::new(e.kind(), format!("relay: {e}")));
-    }
+    let (_, relay_cpu) = relay
+        .join()
+        .map_err(join_err)?
+        .map_err(|e| io::Error::new(e.kind(), format!("relay: {e}")))?;
     Ok(Phase {
         sent,
         received: received.load(SeqCst),
@@ -219,7 +228,19 @@ fn phase(size: usize, duration: Duration, one_at_a_time: bool) -> io::Result<Pha
         send_secs: send_end as f64 / 1e9,
         recv_secs: recv_end as f64 / 1e9,
         hist,
+        relay_cpu,
     })
+}
+
+/// Relay CPU time per relayed message, in µs.
+fn relay_cpu_us(p: &Phase) -> Option<f64> {
+    let c = p.relay_cpu?;
+    (p.received > 0).then(|| c * 1e6 / p.received as f64)
+}
+
+fn cpu_note(us: Option<f64>) -> String {
+    us.map(|u| format!(", relay CPU {u:.2} µs/msg"))
+        .unwrap_or_default()
 }
 
 /// Run both phases and print the result; returns the exit code.
@@ -252,8 +273,10 @@ pub fn run(f: FloorSettings) -> i32 {
         per_sec(tp.received, tp.recv_secs),
     );
     let mb = per_sec(tp.bytes, tp.recv_secs) / 1e6;
+    let tp_cpu = relay_cpu_us(&tp);
     say(&format!(
-        "throughput:    sent {send_rate:.0} msg/s, received {recv_rate:.0} msg/s ({mb:.2} MB/s of bodies)\n               latency under load: {}",
+        "throughput:    sent {send_rate:.0} msg/s, received {recv_rate:.0} msg/s ({mb:.2} MB/s of bodies){}\n               latency under load: {}",
+        cpu_note(tp_cpu),
         tl.line()
     ));
     let lp = match phase(f.size, f.duration, true) {
@@ -265,19 +288,24 @@ pub fn run(f: FloorSettings) -> i32 {
     };
     let ll = LatencyUs::of(&lp.hist);
     let rt_rate = per_sec(lp.received, lp.recv_secs);
+    let lp_cpu = relay_cpu_us(&lp);
     say(&format!(
-        "one at a time: {rt_rate:.0} msg/s\n               latency: {}",
+        "one at a time: {rt_rate:.0} msg/s{}\n               latency: {}",
+        cpu_note(lp_cpu),
         ll.line()
     ));
+    let opt = |x: Option<f64>| x.map_or("null".to_string(), |v| format!("{v:.3}"));
     if f.json {
         println!(
-            "{{\"mode\":\"floor\",\"size\":{},\"wire_bytes\":{wire},\"throughput\":{{\"sent\":{},\"received\":{},\"publish_rate\":{send_rate:.1},\"consume_rate\":{recv_rate:.1},\"consume_mb_s\":{mb:.3},\"latency_us\":{}}},\"latency\":{{\"received\":{},\"rate\":{rt_rate:.1},\"latency_us\":{}}}}}",
+            "{{\"mode\":\"floor\",\"size\":{},\"wire_bytes\":{wire},\"throughput\":{{\"sent\":{},\"received\":{},\"publish_rate\":{send_rate:.1},\"consume_rate\":{recv_rate:.1},\"consume_mb_s\":{mb:.3},\"latency_us\":{},\"relay_cpu_us_per_msg\":{}}},\"latency\":{{\"received\":{},\"rate\":{rt_rate:.1},\"latency_us\":{},\"relay_cpu_us_per_msg\":{}}}}}",
             f.size,
             tp.sent,
             tp.received,
             tl.json(),
+            opt(tp_cpu),
             lp.received,
-            ll.json()
+            ll.json(),
+            opt(lp_cpu)
         );
     }
     0

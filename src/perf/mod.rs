@@ -2,6 +2,7 @@
 //! `src/bin/warren-perf.rs`; not part of the library).
 
 pub mod client;
+pub mod cpu;
 pub mod floor;
 pub mod hist;
 pub mod msg;

@@ -16,6 +16,7 @@ use warren::codec::{
 };
 
 use super::client::{channel_closed, closed, is_timeout, Conn, PerfError, Result};
+use super::cpu;
 use super::hist::Histogram;
 use super::msg::{AckFrame, Event, Scanner, Template, SEQ_ID_SHIFT};
 use super::uri::Uri;
@@ -68,6 +69,8 @@ pub struct Settings {
     pub json: bool,
     /// Do not delete queues and exchange at the end.
     pub keep: bool,
+    /// Process id of the broker, to report its CPU time.
+    pub broker_pid: Option<u32>,
 }
 
 impl Settings {
@@ -927,6 +930,8 @@ fn run_inner(s: Settings) -> Result<i32> {
     }
     let t_start = Instant::now();
     let start_ns = sh.now_ns();
+    let broker_cpu0 = s.broker_pid.and_then(cpu::process);
+    let self_cpu0 = cpu::this_process();
     sh.go();
 
     let mut interval = Histogram::new();
@@ -1039,6 +1044,24 @@ fn run_inner(s: Settings) -> Result<i32> {
     }
     harvest(&mut interval, &mut total_hist);
     let t = totals(&pstats, &cstats);
+    let elapsed = t_start.elapsed().as_secs_f64();
+    let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    let broker_cpu = used(broker_cpu0, s.broker_pid.and_then(cpu::process));
+    let self_cpu = used(self_cpu0, cpu::this_process());
+    // Per delivered message, or per published one when nothing is consumed.
+    let per_msg = |c: f64| {
+        let n = if t.consumed > 0 {
+            t.consumed
+        } else {
+            t.published
+        };
+        (n > 0).then(|| c * 1e6 / n as f64)
+    };
+    let broker_us = broker_cpu.and_then(per_msg);
+    let opt = |x: Option<f64>, prec: usize| match x {
+        Some(v) => format!("{v:.prec$}"),
+        None => "null".into(),
+    };
     let pub_end = pstats
         .iter()
         .map(|p| p.end_ns.load(Relaxed))
@@ -1062,13 +1085,12 @@ fn run_inner(s: Settings) -> Result<i32> {
         .sum();
     let lat = LatencyUs::of(&total_hist);
     let body = s.size as f64;
-    let elapsed = t_start.elapsed().as_secs_f64();
 
     if s.json {
         println!(
             "{{\"mode\":\"broker\",\"uri\":{},\"publishers\":{},\"consumers\":{},\"queues\":{},\"exchange_type\":{},\"size\":{},\"persistent\":{},\"durable\":{},\"confirm\":{},\"ack\":{},\"prefetch\":{},\"multi_ack\":{},\"rate\":{},\"latency_mode\":{},\
 \"elapsed_s\":{:.3},\"publish_s\":{:.3},\"consume_s\":{:.3},\"published\":{},\"confirmed\":{},\"nacked\":{},\"consumed\":{},\"expected\":{},\"redelivered\":{},\"out_of_order\":{},\"tag_gaps\":{},\"over_prefetch\":{},\
-\"publish_rate\":{:.1},\"confirm_rate\":{:.1},\"consume_rate\":{:.1},\"publish_mb_s\":{:.3},\"consume_mb_s\":{:.3},\"latency_us\":{},\"failed\":{}}}",
+\"publish_rate\":{:.1},\"confirm_rate\":{:.1},\"consume_rate\":{:.1},\"publish_mb_s\":{:.3},\"consume_mb_s\":{:.3},\"latency_us\":{},\"broker_cpu_s\":{},\"broker_cpu_us_per_msg\":{},\"client_cpu_s\":{},\"failed\":{}}}",
             json_str(&s.uri.to_string()),
             s.publishers,
             s.consumers,
@@ -1101,6 +1123,9 @@ fn run_inner(s: Settings) -> Result<i32> {
             per_sec(t.published, pub_secs) * body / 1e6,
             per_sec(t.bytes, con_secs) / 1e6,
             lat.json(),
+            opt(broker_cpu, 2),
+            opt(broker_us, 3),
+            opt(self_cpu, 2),
             sh.failed.load(SeqCst),
         );
     } else {
@@ -1141,6 +1166,21 @@ fn run_inner(s: Settings) -> Result<i32> {
             println!("BROKER ANOMALY: {over_prefetch} deliveries beyond the prefetch window");
         }
         println!("latency:   {}", lat.line());
+        if let Some(c) = broker_cpu {
+            println!(
+                "broker CPU: {c:.2} s ({:.0}% of one core){}",
+                c / elapsed * 100.0,
+                broker_us
+                    .map(|u| format!(", {u:.2} µs per message"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(c) = self_cpu {
+            println!(
+                "warren-perf CPU: {c:.2} s ({:.0}% of one core)",
+                c / elapsed * 100.0
+            );
+        }
     }
 
     if !s.keep {
