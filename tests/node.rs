@@ -1,0 +1,60 @@
+//! Runs the amqplib (Node.js) tests in `tests/node/` against an embedded
+//! broker. Needs `node` and `npm` on the PATH: without them this test fails
+//! (it does not skip). Dependencies are installed with `npm ci` into
+//! `tests/node/node_modules` (git-ignored) on first use and again whenever
+//! `package-lock.json` changes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn node_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// Fail loudly when a tool is missing.
+fn require(tool: &str) {
+    let found = Command::new(tool).arg("--version").output();
+    match found {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "`{tool}` is not installed (or not on PATH): the amqplib tests in tests/node \
+             need node and npm"
+        ),
+    }
+}
+
+/// `npm ci` unless node_modules already holds what package-lock.json names.
+fn install() {
+    let dir = node_dir();
+    let lock = std::fs::read_to_string(dir.join("package-lock.json")).expect("package-lock.json");
+    let stamp = dir.join("node_modules").join(".warren-installed-lock");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
+        return;
+    }
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir));
+    std::fs::write(&stamp, lock).expect("write install stamp");
+}
+
+#[test]
+fn amqplib_ttl_and_dead_lettering() {
+    require("node");
+    require("npm");
+    install();
+    let broker = common::start();
+    run(Command::new("node")
+        .arg("ttl_dlx.js")
+        .current_dir(node_dir())
+        .env("WARREN_AMQP_HOST", broker.addr.ip().to_string())
+        .env("WARREN_AMQP_PORT", broker.addr.port().to_string()));
+}
