@@ -213,7 +213,7 @@ impl Core {
         self.conn(id).is_some_and(|c| {
             c.state != ConnState::Dead
                 && c.outbox.len() < self.config.max_outbox
-                && !(self.blocked && c.published)
+                && !(self.blocked && c.published && c.state != ConnState::Closing)
         })
     }
 

@@ -1866,15 +1866,11 @@ fn disk_alarm_blocks_publishers() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// Known issue (ignored until fixed): requeued messages keep their content
-/// in memory. A consumer that took more than the budget unacked and then
-/// went away leaves its messages back in the queue, resident, so the memory
-/// alarm never clears and publishers stay blocked with nobody consuming.
-/// RabbitMQ pages such messages out and unblocks. A fix: page a requeued
-/// message out again (as `Core::maybe_page_out` does on publish) when the
-/// resident total is over half the budget.
+/// Requeued messages are paged out again beyond half the budget: a consumer
+/// that took more than the budget unacked and then went away must not leave
+/// the memory alarm raised with nobody consuming (RabbitMQ pages them out
+/// and unblocks).
 #[test]
-#[ignore = "known issue: requeued messages stay resident and hold the memory alarm"]
 fn requeued_messages_do_not_hold_the_memory_alarm() {
     let dir = common::temp_dir("requeue");
     let (running, addr) = embedded(&dir, |c| c.max_memory = 1 << 20);

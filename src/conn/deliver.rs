@@ -459,7 +459,16 @@ impl Core {
             return;
         };
         if requeue {
-            q.requeue(u.msg);
+            let mut m = u.msg;
+            // Back in the queue, a message is held like a new one: beyond
+            // half the memory budget its content goes (back) to disk.
+            if !m.msg.is_paged() {
+                self.resident = self.resident.saturating_sub(m.msg.resident());
+                self.maybe_page_out(&mut m.msg);
+            }
+            if let Some(q) = self.broker.queue_mut(u.queue) {
+                q.requeue(m);
+            }
             return;
         }
         q.unacked = q.unacked.saturating_sub(1);

@@ -472,7 +472,8 @@ impl Store {
         let mut store = Store {
             dir: mdir,
             _lock: lock,
-            seg_size: seg_size.max(4096),
+            // Offsets within a segment are 32-bit.
+            seg_size: seg_size.clamp(4096, 1 << 30),
             segs,
             cur,
             file,
