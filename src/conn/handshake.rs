@@ -139,7 +139,8 @@ impl Core {
                 if state != ConnState::Running {
                     let (cl, me) = m.ids();
                     if let Err(e) = self.handshake_method(id, raw.channel, m, now) {
-                        let e = if e.class_id == 0 {
+                        // RabbitMQ names no method in a login refusal.
+                        let e = if e.class_id == 0 && e.code != ReplyCode::ACCESS_REFUSED {
                             e.with_method(cl, me)
                         } else {
                             e

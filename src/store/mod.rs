@@ -429,8 +429,9 @@ impl Store {
                 ))
             }
             Err(_) => {
+                // Made durable with the directory's next sync (the
+                // definitions snapshot syncs it on the first turn).
                 fs::write(&version, format!("{FORMAT_VERSION}\n"))?;
-                sync_dir(dir)?;
             }
         }
         let mdir = dir.join("msgs");
@@ -468,7 +469,6 @@ impl Store {
             .append(true)
             .open(seg_path(&mdir, cur))?;
         segs.insert(cur, Seg::default());
-        sync_dir(&mdir)?;
         let mut store = Store {
             dir: mdir,
             _lock: lock,
@@ -480,7 +480,10 @@ impl Store {
             file_len: 0,
             buf: Vec::new(),
             unsynced: Vec::new(),
-            dir_dirty: false,
+            // The new segment's directory entry is made durable by the first
+            // sync (nothing in it needs to survive before then); start-up
+            // does no fsync at all.
+            dir_dirty: true,
             readers: HashMap::new(),
             next_msg_id: max_id + 1,
             stats: StoreStats::default(),
