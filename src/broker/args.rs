@@ -83,8 +83,9 @@ const NOT_CLASSIC: [&str; 8] = [
 pub enum ArgError {
     /// `invalid arg 'KEY' for queue 'Q' in vhost 'V': DETAIL`.
     Invalid(&'static str, String),
-    /// `invalid type 'TYPE' for arg 'x-dead-letter-exchange' in queue …`.
-    DlxType(&'static str),
+    /// `invalid type 'TYPE' for arg 'KEY' in queue …` (an exchange name
+    /// argument that is not a string).
+    InvalidType(&'static str, &'static str),
     /// `invalid arg 'KEY' for queue … of queue type rabbit_classic_queue`.
     NotClassic(&'static str),
     /// `inequivalent arg 'KEY' for queue 'Q' in vhost 'V': DETAIL`.
@@ -94,22 +95,27 @@ pub enum ArgError {
 impl ArgError {
     /// The 406 for queue `name` in `vhost`.
     pub fn into_error(self, name: &[u8], vhost: &[u8]) -> Error {
+        self.into_error_for("queue", name, vhost)
+    }
+
+    /// The 406 for `what` ("queue" or "exchange") `name` in `vhost`.
+    pub fn into_error_for(self, what: &str, name: &[u8], vhost: &[u8]) -> Error {
         let (q, v) = (
             String::from_utf8_lossy(name),
             String::from_utf8_lossy(vhost),
         );
         let text = match self {
             ArgError::Invalid(k, d) => {
-                format!("invalid arg '{k}' for queue '{q}' in vhost '{v}': {d}")
+                format!("invalid arg '{k}' for {what} '{q}' in vhost '{v}': {d}")
             }
-            ArgError::DlxType(t) => format!(
-                "invalid type '{t}' for arg 'x-dead-letter-exchange' in queue '{q}' in vhost '{v}'"
-            ),
+            ArgError::InvalidType(k, t) => {
+                format!("invalid type '{t}' for arg '{k}' in {what} '{q}' in vhost '{v}'")
+            }
             ArgError::NotClassic(k) => format!(
-                "invalid arg '{k}' for queue '{q}' in vhost '{v}' of queue type rabbit_classic_queue"
+                "invalid arg '{k}' for {what} '{q}' in vhost '{v}' of queue type rabbit_classic_queue"
             ),
             ArgError::Inequivalent(k, d) => {
-                format!("inequivalent arg '{k}' for queue '{q}' in vhost '{v}': {d}")
+                format!("inequivalent arg '{k}' for {what} '{q}' in vhost '{v}': {d}")
             }
         };
         Error::new(ReplyCode::PRECONDITION_FAILED, text)
@@ -186,7 +192,10 @@ impl QueueArgs {
     pub fn parse(args: &FieldTable) -> Result<QueueArgs, ArgError> {
         let mut out = QueueArgs::default();
         if let Some(v) = args.get("x-dead-letter-exchange") {
-            let name = longstr(v).ok_or(ArgError::DlxType(type_name(v)))?;
+            let name = longstr(v).ok_or(ArgError::InvalidType(
+                "x-dead-letter-exchange",
+                type_name(v),
+            ))?;
             out.dead_letter_exchange = Some(name.clone());
         }
         let mut classic = true;
@@ -344,6 +353,26 @@ fn inequivalent(key: &'static str, got: Option<&FieldValue>, cur: Option<&FieldV
         (None, None) => "received none but current is none".into(),
     };
     ArgError::Inequivalent(key, detail)
+}
+
+/// A new exchange's arguments: `alternate-exchange`, if given, is a string.
+pub fn check_exchange_args(args: &FieldTable) -> Result<(), ArgError> {
+    match args.get("alternate-exchange") {
+        Some(v) if longstr(v).is_none() => {
+            Err(ArgError::InvalidType("alternate-exchange", type_name(v)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Re-declaring an exchange: RabbitMQ compares `alternate-exchange` only.
+pub fn check_exchange_equivalent(cur: &FieldTable, got: &FieldTable) -> Result<(), ArgError> {
+    let key = "alternate-exchange";
+    match (got.get(key), cur.get(key)) {
+        (None, None) => Ok(()),
+        (Some(x), Some(y)) if equivalent(x, y) => Ok(()),
+        (a, b) => Err(inequivalent(key, a, b)),
+    }
 }
 
 /// The `expiration` property: a TTL in milliseconds, as RabbitMQ reads it

@@ -264,6 +264,8 @@ impl Broker {
                 ),
             ];
             check_flags("exchange", &spec.name, vhost, flags)?;
+            args::check_exchange_equivalent(&x.arguments, &spec.arguments)
+                .map_err(|e| e.into_error_for("exchange", &spec.name, vhost))?;
             return Ok(());
         }
         if spec.passive {
@@ -284,6 +286,8 @@ impl Broker {
                 format!("unknown exchange type '{}'", s(&spec.kind)),
             ));
         };
+        args::check_exchange_args(&spec.arguments)
+            .map_err(|e| e.into_error_for("exchange", &spec.name, vhost))?;
         let x = Exchange::new(
             spec.name.clone(),
             kind,

@@ -661,7 +661,9 @@ impl Core {
         let Some(queue) = self.broker.queue_mut(q) else {
             return Ok(());
         };
-        if queue.exclusive_consumer || (bc.exclusive && !queue.consumers.is_empty()) {
+        // RabbitMQ refuses exclusive consumers on single-active-consumer queues.
+        let shared = !queue.consumers.is_empty() || queue.args.single_active_consumer;
+        if queue.exclusive_consumer || (bc.exclusive && shared) {
             return Err(err(
                 ReplyCode::ACCESS_REFUSED,
                 format!(
