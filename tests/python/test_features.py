@@ -14,6 +14,7 @@ import datetime
 import time
 
 import pika
+import pika.compat
 import pytest
 from pika.exceptions import ChannelClosedByBroker, NackError, UnroutableError
 
@@ -83,6 +84,8 @@ def assert_death(entry, reason, queue, exchange, routing_keys, count=1, **extra)
     want_keys |= set(k.replace("_", "-") for k in extra)
     assert set(entry) == want_keys, entry
     assert entry["count"] == count
+    # a 64-bit 'l' field (pika decodes only that one into its `long`)
+    assert isinstance(entry["count"], pika.compat.long)
     assert entry["reason"] == reason
     assert entry["queue"] == queue
     assert entry["exchange"] == exchange
@@ -751,6 +754,16 @@ def test_single_active_consumer_takeover_on_connection_close(connect, names):
     assert all(d.method.redelivered for d in second.deliveries)
 
 
+def test_single_active_consumer_refuses_exclusive_consumers_403(conn, names):
+    ch = conn.channel()
+    q = names.queue("sac-excl")
+    ch.queue_declare(q, arguments={"x-single-active-consumer": True})
+    with channel_closed(
+        403, "ACCESS_REFUSED - queue '%s' in vhost %s in exclusive use" % (q, V)
+    ):
+        ch.basic_consume(q, Collector(), exclusive=True)
+
+
 # ===========================================================================
 # consumer priorities
 # ===========================================================================
@@ -866,6 +879,44 @@ def test_alternate_exchange_chain(conn, names):
     ch.basic_publish(x, "a.b", b"deep", mandatory=True)
     m, _, body = get(ch, q)
     assert (body, m.exchange, m.routing_key) == (b"deep", x, "a.b")
+
+
+@pytest.mark.parametrize("value,type_name", [(5, "signedint"), (b"ae", "binary")])
+def test_alternate_exchange_argument_must_be_a_string_406(conn, names, value, type_name):
+    x = names.exchange("ae-bad")
+    with channel_closed(
+        406,
+        "PRECONDITION_FAILED - invalid type '%s' for arg 'alternate-exchange' in "
+        "exchange '%s' in vhost %s" % (type_name, x, V),
+    ):
+        conn.channel().exchange_declare(x, "direct", arguments={"alternate-exchange": value})
+
+
+def test_alternate_exchange_redeclare_must_match_406(conn, names):
+    x = names.exchange("ae-redecl")
+    ch = conn.channel()
+    ch.exchange_declare(x, "direct", arguments={"alternate-exchange": "ae-1", "x-other": 1})
+    # other arguments are not compared
+    ch.exchange_declare(x, "direct", arguments={"alternate-exchange": "ae-1"})
+    text = "PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange '%s' in vhost %s: " % (
+        x,
+        V,
+    )
+    with channel_closed(406, text + "received 'ae-2' but current is 'ae-1'"):
+        conn.channel().exchange_declare(x, "direct", arguments={"alternate-exchange": "ae-2"})
+    with channel_closed(
+        406, text + "received none but current is the value 'ae-1' of type 'longstr'"
+    ):
+        conn.channel().exchange_declare(x, "direct")
+
+
+def test_alternate_exchange_missing_means_unroutable(conn, names):
+    x = names.exchange("ae-missing")
+    ch = conn.channel()
+    ch.exchange_declare(x, "direct", arguments={"alternate-exchange": names.unique("nope")})
+    ch.confirm_delivery()
+    with pytest.raises(UnroutableError):
+        ch.basic_publish(x, "k", b"x", mandatory=True)
 
 
 # ===========================================================================
