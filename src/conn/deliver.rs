@@ -14,7 +14,7 @@ use crate::broker::queue::ConsumerRef;
 use crate::broker::{ConnId, QueueId};
 use crate::codec::{
     BasicAck, BasicCancel, BasicNack, BasicReturn, ConnectionBlocked, ContentHeader, Error,
-    ReplyCode,
+    FieldTable, FieldValue, ReplyCode,
 };
 use crate::core::Core;
 
@@ -82,6 +82,9 @@ impl Core {
                 headers.as_ref(),
                 &mut out,
             );
+            if let Some(h) = &headers {
+                self.route_cc_bcc(&vhost, &mut msg, h, &mut out);
+            }
         }
         if direct {
             // Delivered already.
@@ -216,6 +219,48 @@ impl Core {
             self.mark_queue(q);
         }
         (rejected, stored.is_some())
+    }
+
+    /// Sender-selected distribution (RabbitMQ): the routing keys listed in
+    /// the `CC` and `BCC` headers route the message too; `BCC` is removed
+    /// before the message is queued.
+    fn route_cc_bcc(
+        &mut self,
+        vhost: &[u8],
+        msg: &mut Message,
+        headers: &FieldTable,
+        out: &mut Vec<QueueId>,
+    ) {
+        let keys = |k: &str| -> Vec<Bytes> {
+            match headers.get(k) {
+                Some(FieldValue::Array(a)) => {
+                    a.iter().filter_map(|v| v.as_bytes().cloned()).collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        let (cc, bcc) = (keys("CC"), keys("BCC"));
+        if cc.is_empty() && bcc.is_empty() && headers.get("BCC").is_none() {
+            return;
+        }
+        let mut more = Vec::new();
+        for k in cc.iter().chain(bcc.iter()) {
+            self.broker
+                .route(vhost, &msg.exchange, k, Some(headers), &mut more);
+            out.append(&mut more);
+        }
+        out.sort_unstable();
+        out.dedup();
+        if headers.get("BCC").is_some() {
+            if let Ok(mut h) = ContentHeader::decode(&msg.header) {
+                if let Some(t) = h.properties.headers.as_mut() {
+                    t.remove("BCC");
+                }
+                let mut buf = bytes::BytesMut::new();
+                h.encode(&mut buf);
+                msg.header = buf.freeze();
+            }
+        }
     }
 
     /// The channel's confirms from now on wait for the next store sync (and

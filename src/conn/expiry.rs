@@ -116,7 +116,13 @@ impl Core {
                 t.insert("queue", s(&qname));
                 t.insert("time", FieldValue::Timestamp(now_s));
                 t.insert("exchange", s(&old.exchange));
-                t.insert("routing-keys", FieldValue::Array(vec![s(&old.routing_key)]));
+                // The routing keys it was published with: its own and any
+                // sender-selected (CC) ones, as RabbitMQ records them.
+                let mut keys = vec![s(&old.routing_key)];
+                if let Some(FieldValue::Array(cc)) = headers.get("CC") {
+                    keys.extend(cc.iter().filter(|v| v.as_bytes().is_some()).cloned());
+                }
+                t.insert("routing-keys", FieldValue::Array(keys));
                 if let Some(e) = &original_expiration {
                     t.insert("original-expiration", s(e));
                 }
