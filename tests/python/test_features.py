@@ -1148,3 +1148,38 @@ def test_redeclare_with_different_arguments_406(conn, names):
     # the queue is unchanged
     ch = conn.channel()
     ch.queue_declare(q, arguments={"x-message-ttl": 100, "x-max-length": 5})
+
+
+def test_sender_selected_distribution_cc_and_bcc(conn, names):
+    """CC and BCC header keys route the message too (RabbitMQ's
+    sender-selected distribution); BCC is stripped before delivery, CC is
+    kept and shows up in x-death's routing-keys."""
+    ch = conn.channel()
+    x = names.exchange("cc")
+    ch.exchange_declare(x, "direct")
+    q1, q2, q3 = names.queue("to"), names.queue("cc"), names.queue("bcc")
+    for q in (q1, q2, q3):
+        ch.queue_declare(q)
+        ch.queue_bind(q, x, q)
+    ch.confirm_delivery()
+    ch.basic_publish(x, q1, b"m", pika.BasicProperties(headers={"CC": [q2], "BCC": [q3]}))
+    for q in (q1, q2, q3):
+        method, props, body = get(ch, q)
+        assert body == b"m", q
+        assert props.headers == {"CC": [q2]}, q
+
+    dlx = names.exchange("ccdlx")
+    ch.exchange_declare(dlx, "fanout")
+    dead = names.queue("ccdead")
+    ch.queue_declare(dead)
+    ch.queue_bind(dead, dlx)
+    src = names.queue("ccsrc")
+    ch.queue_declare(src, arguments={"x-dead-letter-exchange": dlx})
+    other = names.queue("ccother")
+    ch.queue_declare(other)
+    ch.basic_publish("", src, b"r", pika.BasicProperties(headers={"CC": [other]}))
+    method, _, _ = ch.basic_get(src)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    _, props, body = get(ch, dead)
+    assert body == b"r"
+    assert props.headers["x-death"][0]["routing-keys"] == [src, other]
