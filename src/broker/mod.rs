@@ -437,6 +437,29 @@ impl Broker {
         }
         let args =
             QueueArgs::parse(&spec.arguments).map_err(|e| e.into_error(&spec.name, vhost))?;
+        // Quorum and stream queues are served as classic queues, but their
+        // declaration rules are RabbitMQ's: durable, not exclusive, not
+        // auto-delete.
+        let replicated = spec
+            .arguments
+            .get("x-queue-type")
+            .and_then(|v| v.as_bytes())
+            .is_some_and(|t| &t[..] == b"quorum" || &t[..] == b"stream");
+        let bad = [
+            (!spec.durable, "non-durable"),
+            (spec.exclusive, "exclusive-owner"),
+            (spec.auto_delete, "auto-delete"),
+        ];
+        if let Some((_, prop)) = bad.iter().find(|(b, _)| replicated && *b) {
+            return Err(Error::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!(
+                    "invalid property '{prop}' for queue '{}' in vhost '{}'",
+                    s(&spec.name),
+                    s(vhost)
+                ),
+            ));
+        }
         self.next_gen = self.next_gen.wrapping_add(1);
         let entry = self.queues.vacant_entry();
         let id = QueueId {

@@ -1183,3 +1183,27 @@ def test_sender_selected_distribution_cc_and_bcc(conn, names):
     _, props, body = get(ch, dead)
     assert body == b"r"
     assert props.headers["x-death"][0]["routing-keys"] == [src, other]
+
+
+@pytest.mark.parametrize(
+    "flags, prop",
+    [
+        (dict(durable=False), "non-durable"),
+        (dict(durable=True, exclusive=True), "exclusive-owner"),
+        (dict(durable=True, auto_delete=True), "auto-delete"),
+    ],
+)
+def test_quorum_queue_declaration_rules_406(connect, names, flags, prop):
+    queue = names.queue("quorum")
+    ch = connect().channel()
+    with channel_closed(406, "PRECONDITION_FAILED - invalid property '%s' for queue '%s' in vhost %s" % (prop, queue, V)):
+        ch.queue_declare(queue, arguments={"x-queue-type": "quorum"}, **flags)
+
+
+def test_quorum_queue_declared_durable_works(conn, names):
+    queue = names.queue("quorum")
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    ch.confirm_delivery()
+    ch.basic_publish("", queue, b"q")
+    assert get(ch, queue)[2] == b"q"
