@@ -1,6 +1,6 @@
 //! Broker configuration with RabbitMQ's defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,8 +33,22 @@ pub struct Config {
     pub default_user: String,
     /// The default user's password.
     pub default_pass: String,
+    /// The default user's tags (RabbitMQ: administrator).
+    pub default_user_tags: Vec<String>,
+    /// The vhost created at first start, on which the default user gets
+    /// `default_permissions` (RabbitMQ: `/`).
+    pub default_vhost: String,
+    /// The default user's configure, write and read patterns on the
+    /// default vhost (RabbitMQ: `.*` each).
+    pub default_permissions: [String; 3],
     /// Users that may log in only from loopback addresses (RabbitMQ: guest).
     pub loopback_users: Vec<String>,
+    /// Peer addresses that count as loopback for `loopback_users`; `None`:
+    /// all of 127.0.0.0/8 and ::1 (also IPv4-mapped), as RabbitMQ.
+    pub loopback_addresses: Option<Vec<IpAddr>>,
+    /// Most client connections at once (RabbitMQ's `connection_max`);
+    /// `None`: no limit. Beyond it connection.open is refused with 530.
+    pub max_connections: Option<usize>,
     /// Output bytes queued for one connection above which it gets no more
     /// deliveries and its input is not read until it drains.
     pub max_outbox: usize,
@@ -58,9 +72,33 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             default_user: "guest".into(),
             default_pass: "guest".into(),
+            default_user_tags: vec!["administrator".into()],
+            default_vhost: "/".into(),
+            default_permissions: [".*".into(), ".*".into(), ".*".into()],
             loopback_users: vec!["guest".into()],
+            loopback_addresses: None,
+            max_connections: None,
             max_outbox: 1 << 20,
             management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
         }
+    }
+}
+
+impl Config {
+    /// Does a peer at `ip` count as local for `loopback_users`?
+    pub fn is_loopback(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match &self.loopback_addresses {
+            None => ip.is_loopback(),
+            Some(list) => list.contains(&ip),
+        }
+    }
+
+    /// May `user` log in from `ip` (RabbitMQ's `loopback_users`)?
+    pub fn may_login_from(&self, user: &[u8], ip: IpAddr) -> bool {
+        !self.loopback_users.iter().any(|u| u.as_bytes() == user) || self.is_loopback(ip)
     }
 }

@@ -94,15 +94,26 @@ impl Core {
     /// A core with the default vhost.
     pub fn new(config: Config) -> Core {
         let mut broker = Broker::new();
-        // RabbitMQ's first boot: the default user, administrator, with full
-        // permissions on the default vhost.
-        broker.auth.put_user(
-            &config.default_user,
-            &config.default_pass,
-            &["administrator"],
-        );
-        if let Ok(p) = crate::broker::auth::Permission::new(".*", ".*", ".*") {
-            broker.auth.set_permission(&config.default_user, "/", p);
+        // RabbitMQ's first boot: the default vhost, and the default user
+        // (administrator) with full permissions on it.
+        if config.default_vhost != "/" {
+            broker.vhosts.remove(&b"/"[..]);
+            broker.add_vhost(config.default_vhost.as_bytes());
+        }
+        let tags: Vec<&str> = config
+            .default_user_tags
+            .iter()
+            .map(String::as_str)
+            .collect();
+        broker
+            .auth
+            .put_user(&config.default_user, &config.default_pass, &tags);
+        let [c, w, r] = &config.default_permissions;
+        match crate::broker::auth::Permission::new(c, w, r) {
+            Ok(p) => broker
+                .auth
+                .set_permission(&config.default_user, &config.default_vhost, p),
+            Err(e) => log::warn!("default_permissions: {e}"),
         }
         Core {
             config,

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod conn;
 pub mod core;
 pub mod mgmt;

@@ -294,6 +294,22 @@ impl Core {
                         format!("access to vhost '{vname}' refused for user '{user}'"),
                     ));
                 }
+                if let Some(max) = self.config.max_connections {
+                    let open = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.state == ConnState::Running)
+                        .count();
+                    if open >= max {
+                        warn!(
+                            "connection of user '{user}' refused: connection_max ({max}) reached"
+                        );
+                        return Err(Error::new(
+                            ReplyCode::NOT_ALLOWED,
+                            format!("connection refused: node connection limit ({max}) is reached"),
+                        ));
+                    }
+                }
                 let Some(c) = self.conn_mut(id) else {
                     return Ok(());
                 };
@@ -332,13 +348,9 @@ impl Core {
         if self.broker.auth.login(user, pass).is_none() {
             return false;
         }
-        // RabbitMQ's loopback_users: these may only connect from localhost.
-        let loopback_only = self
-            .config
-            .loopback_users
-            .iter()
-            .any(|u| u.as_bytes() == user);
-        !loopback_only || peer.ip().is_loopback()
+        // RabbitMQ's loopback_users: these may only connect from localhost
+        // (`Config::loopback_addresses`).
+        self.config.may_login_from(user, peer.ip())
     }
 
     /// Methods on channel 0 once the connection is open.
