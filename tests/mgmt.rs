@@ -1098,4 +1098,17 @@ fn misc_endpoints() {
     let w = api.get("/api/whoami");
     assert_eq!(w["name"], "guest");
     assert!(w["tags"].to_string().contains("administrator"));
+    // An empty path segment names the default exchange (rabbitmqadmin v2
+    // publishes so); a trailing slash is ignored.
+    let q = unique("dflt");
+    let qp = format!("/api/queues/%2F/{}", enc(&q));
+    assert_eq!(api.put(&qp, json!({"durable": false})), 201);
+    let r = api.post(
+        "/api/exchanges/%2F//publish",
+        json!({"routing_key": q, "payload": "x", "payload_encoding": "string", "properties": {}}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"routed": true}));
+    assert!(find(&api.get("/api/exchanges/%2F/"), "name", "amq.direct").is_some());
+    assert_eq!(api.delete(&qp), 204);
 }

@@ -132,14 +132,12 @@ impl Ctx<'_> {
 
 /// Serve one request.
 pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> Response {
-    let segs: Vec<String> = req
-        .path
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s, false))
-        .collect();
+    // Empty segments inside the path are names too: `/api/exchanges/%2F//publish`
+    // is the default exchange (as RabbitMQ reads it). One trailing slash is
+    // ignored.
+    let path = req.path.strip_prefix('/').unwrap_or(&req.path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let segs: Vec<String> = path.split('/').map(|s| percent_decode(s, false)).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["metrics"] | ["metrics", ..] if req.method == "GET" => {
@@ -709,6 +707,9 @@ fn queue_consumers(core: &Core, mgmt: &Mgmt, q: &Queue) -> Vec<Value> {
             "arguments": args,
             "active": active,
             "activity_status": if active { "up" } else { "waiting" },
+            // RabbitMQ's default delivery acknowledgement timeout (30 min);
+            // newer clients expect the field.
+            "consumer_timeout": 1_800_000,
         }));
     }
     out
