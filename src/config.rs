@@ -52,6 +52,10 @@ pub struct Config {
     /// Output bytes queued for one connection above which it gets no more
     /// deliveries and its input is not read until it drains.
     pub max_outbox: usize,
+    /// A RabbitMQ JSON definitions file imported at every start, after the
+    /// durable state is restored (`--definitions`, RabbitMQ's
+    /// `load_definitions`); an import error stops the start.
+    pub definitions: Option<PathBuf>,
     /// Management HTTP API and `/metrics` listener (RabbitMQ: 15672); `None`
     /// disables it. Port 0 picks a free port (see `Server::management_addr`).
     pub management_listen: Option<SocketAddr>,
@@ -79,6 +83,7 @@ impl Default for Config {
             loopback_addresses: None,
             max_connections: None,
             max_outbox: 1 << 20,
+            definitions: None,
             management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
         }
     }

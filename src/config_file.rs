@@ -28,6 +28,7 @@
 //! | `data_dir` | path | `data_dir` |
 //! | `segment_size` | bytes or units, 4 KiB ..= 1 GiB | `segment_size` |
 //! | `loopback_addresses` | comma-separated IPs | `loopback_addresses` |
+//! | `load_definitions` (alias `definitions.local.path`) | path of a JSON definitions file | `definitions` |
 //!
 //! RabbitMQ's units: `k`/`K`/`kiB`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`;
 //! `kB`/`KB` = 1000, `MB`, `GB` (rabbit_resource_monitor_misc).
@@ -38,6 +39,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::broker::auth::Permission;
+use crate::core::Core;
 use crate::Config;
 
 /// Settings from the file that are not part of [`Config`].
@@ -83,6 +85,40 @@ pub fn load(path: &Path, config: &mut Config) -> Result<FileSettings, ConfigErro
         line,
         message,
     })
+}
+
+/// Read and parse a RabbitMQ JSON definitions file (an object).
+pub fn read_definitions(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
+    if !v.is_object() {
+        return Err(format!(
+            "{}: definitions must be a JSON object",
+            path.display()
+        ));
+    }
+    Ok(v)
+}
+
+impl Core {
+    /// Import `config.definitions` (after the durable state is restored).
+    /// Whatever can be applied is; any error fails the start, as in RabbitMQ.
+    pub(crate) fn load_definitions_file(&mut self) -> std::io::Result<()> {
+        let Some(path) = self.config.definitions.clone() else {
+            return Ok(());
+        };
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let defs = read_definitions(&path).map_err(bad)?;
+        crate::mgmt::definitions::import(self, &defs, None).map_err(|e| {
+            bad(format!(
+                "{}: importing definitions failed: {e}",
+                path.display()
+            ))
+        })?;
+        log::info!("imported definitions from {}", path.display());
+        Ok(())
+    }
 }
 
 /// RabbitMQ settings that are recognised but have no meaning in warren.
@@ -233,6 +269,7 @@ impl Parser<'_> {
                 }
             }
             "data_dir" => c.data_dir = Some(v.into()),
+            "load_definitions" | "definitions.local.path" => c.definitions = Some(v.into()),
             "segment_size" => {
                 let n = info_units(v)?;
                 if !(4096..=1 << 30).contains(&n) {
@@ -514,6 +551,12 @@ mod tests {
             c.data_dir.as_deref() == Some(Path::new("/var/lib/warren"))
         }),
         ("segment_size = 16MiB", |c, _| c.segment_size == 16 << 20),
+        ("load_definitions = /etc/warren/defs.json", |c, _| {
+            c.definitions.as_deref() == Some(Path::new("/etc/warren/defs.json"))
+        }),
+        ("definitions.local.path = d.json", |c, _| {
+            c.definitions.as_deref() == Some(Path::new("d.json"))
+        }),
         ("loopback_addresses = 127.0.0.1, ::1", |c, _| {
             c.loopback_addresses == Some(vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()])
         }),

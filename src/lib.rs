@@ -10,6 +10,7 @@ pub mod config;
 pub mod config_file;
 pub mod conn;
 pub mod core;
+pub mod ctl;
 pub mod mgmt;
 
 pub use config::Config;

@@ -1,21 +1,40 @@
-//! The `warren` binary: command-line flags → `Config` → bind → run.
-//! SIGINT/SIGTERM close every connection with 320 CONNECTION_FORCED and exit.
+//! The `warren` binary: `--config` file, then command-line flags → `Config`
+//! → bind → run. SIGINT/SIGTERM close every connection with 320
+//! CONNECTION_FORCED and exit. `warren ctl ...` is the operator CLI
+//! (`src/ctl.rs`), talking to a running broker's management API.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 
 use warren::{Config, Server};
 
 fn usage(opts: &getopts::Options) -> String {
     opts.usage(
-        "Usage: warren [--listen ADDR:PORT]... [--data-dir DIR] [--max-memory BYTES] \
-         [--min-free-disk BYTES] [--segment-size BYTES]",
+        "Usage: warren [--config FILE] [--definitions FILE] [--listen ADDR:PORT]... \
+         [--data-dir DIR] [--max-memory BYTES] [--min-free-disk BYTES] [--segment-size BYTES]\n       \
+         warren ctl COMMAND [ARGS] (warren ctl --help)",
     )
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "ctl") {
+        return warren::ctl::main(args.get(1..).unwrap_or(&[]));
+    }
     let mut opts = getopts::Options::new();
+    opts.optopt(
+        "c",
+        "config",
+        "configuration file in rabbitmq.conf format (flags override it)",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "definitions",
+        "RabbitMQ JSON definitions to import at start",
+        "FILE",
+    );
     opts.optmulti(
         "l",
         "listen",
@@ -58,8 +77,18 @@ fn main() -> ExitCode {
         println!("warren {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut config = Config::default();
+    let mut log_filter = String::from("info");
+    if let Some(f) = m.opt_str("config") {
+        match warren::config_file::load(Path::new(&f), &mut config) {
+            Ok(settings) => log_filter = settings.log_filter.unwrap_or(log_filter),
+            Err(e) => {
+                eprintln!("warren: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(log_filter)).init();
     let listen = m.opt_strs("listen");
     if !listen.is_empty() {
         let mut addrs = Vec::new();
@@ -92,10 +121,19 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Some(d) = m.opt_str("definitions") {
+        config.definitions = Some(d.into());
+    }
+    if let Some(d) = &config.definitions {
+        if let Err(e) = warren::config_file::read_definitions(d) {
+            eprintln!("warren: definitions: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("warren: cannot listen: {e}");
+            eprintln!("warren: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

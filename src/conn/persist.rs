@@ -52,7 +52,10 @@ impl Core {
         let dir = config.data_dir.clone();
         let seg_size = config.segment_size;
         let mut core = Core::new(config);
-        let Some(dir) = dir else { return Ok(core) };
+        let Some(dir) = dir else {
+            core.load_definitions_file()?;
+            return Ok(core);
+        };
         let started = Instant::now();
         let (store, recovered) = Store::open(&dir, seg_size)?;
         core.store = Some(store);
@@ -116,6 +119,7 @@ impl Core {
             queues,
             started.elapsed()
         );
+        core.load_definitions_file()?;
         Ok(core)
     }
 

@@ -1,0 +1,1065 @@
+//! `warren ctl`: a `rabbitmqctl`-like operator CLI that talks to a running
+//! broker's management HTTP API (warren's or RabbitMQ's: same paths, same
+//! JSON) with a small HTTP/1.1 client over `std::net::TcpStream`.
+//!
+//! Lists print like `rabbitmqctl`: a header line, then one tab-separated
+//! row per item (`--no-table-headers` drops the header, `--json` prints a
+//! JSON array of objects instead). The "Listing ..." line goes to stderr
+//! (`--quiet` drops it) so stdout is only the table. Errors print
+//! `Error: ...` on stderr and exit with `rabbitmqctl`'s sysexits codes: 64
+//! usage, 67 no such user, 69 broker unreachable or no such vhost / queue /
+//! connection, 70 any other refusal, 77 not authorised.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::broker::auth::base64_encode;
+
+/// Bad command line.
+pub const EX_USAGE: u8 = 64;
+/// No such user.
+pub const EX_NOUSER: u8 = 67;
+/// Broker unreachable, or the named vhost / queue / connection is missing.
+pub const EX_UNAVAILABLE: u8 = 69;
+/// The broker refused the request.
+pub const EX_SOFTWARE: u8 = 70;
+/// Wrong credentials, or the user may not do this.
+pub const EX_NOPERM: u8 = 77;
+
+const COMMANDS: &str = "\
+Commands:
+  list_queues [COLUMN...]          (default: name messages)
+  list_exchanges [COLUMN...]       (default: name type)
+  list_bindings [COLUMN...]        (default: source_name source_kind destination_name
+                                    destination_kind routing_key arguments)
+  list_connections [COLUMN...]     (default: user peer_host peer_port state)
+  list_users                       (user tags)
+  list_vhosts [COLUMN...]          (default: name)
+  list_permissions                 (user configure write read, in --vhost)
+  list_user_permissions USER       (vhost configure write read)
+  add_user USER PASSWORD
+  delete_user USER
+  change_password USER PASSWORD
+  set_user_tags USER [TAG...]
+  set_permissions USER CONFIGURE WRITE READ    (in --vhost)
+  clear_permissions USER                       (in --vhost)
+  add_vhost VHOST
+  delete_vhost VHOST
+  purge_queue QUEUE                            (in --vhost)
+  delete_queue QUEUE [--if-empty] [--if-unused] (in --vhost)
+  close_connection NAME [REASON]   (NAME as list_connections name shows it)
+  export_definitions FILE|-
+  import_definitions FILE|-
+  status";
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtlError {
+    /// Process exit code.
+    pub code: u8,
+    /// Message (printed after `Error: `).
+    pub message: String,
+}
+
+impl CtlError {
+    fn new(code: u8, message: impl Into<String>) -> CtlError {
+        CtlError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> CtlError {
+        CtlError::new(EX_USAGE, message)
+    }
+}
+
+type Result<T> = std::result::Result<T, CtlError>;
+
+/// Entry point: `args` are the words after `ctl`.
+pub fn main(args: &[String]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let code = run(args, &mut out, &mut err);
+    let _ = out.flush();
+    ExitCode::from(code)
+}
+
+fn options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "H",
+        "host",
+        "management API host (default localhost)",
+        "HOST",
+    );
+    o.optopt("P", "port", "management API port (default 15672)", "PORT");
+    o.optopt("u", "user", "user name (default guest)", "USER");
+    o.optopt("w", "password", "password (default guest)", "PASSWORD");
+    o.optopt("p", "vhost", "virtual host (default /)", "VHOST");
+    o.optopt(
+        "t",
+        "timeout",
+        "seconds to wait for the broker (default 30)",
+        "SECS",
+    );
+    o.optflag("", "json", "print JSON instead of tables");
+    o.optopt("", "formatter", "table (default) or json", "FORMAT");
+    o.optflag("q", "quiet", "no informational messages");
+    o.optflag("s", "silent", "same as --quiet");
+    o.optflag("", "no-table-headers", "no header line above tables");
+    o.optflag("", "if-empty", "delete_queue: only if it has no messages");
+    o.optflag("", "if-unused", "delete_queue: only if it has no consumers");
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+fn usage(o: &getopts::Options) -> String {
+    format!(
+        "{}\n{COMMANDS}\n",
+        o.usage("Usage: warren ctl [OPTIONS] COMMAND [ARGS...]")
+    )
+}
+
+/// Run a command, writing its output to `out` and messages to `err`;
+/// returns the exit code.
+pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let o = options();
+    let m = match o.parse(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = write!(err, "Error: {e}\n\n{}", usage(&o));
+            return EX_USAGE;
+        }
+    };
+    if m.opt_present("help") || m.free.is_empty() {
+        let _ = write!(out, "{}", usage(&o));
+        return if m.opt_present("help") { 0 } else { EX_USAGE };
+    }
+    match Ctl::from_matches(&m).and_then(|ctl| ctl.command(&m.free, out, err)) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "Error: {}", e.message);
+            if e.code == EX_USAGE {
+                let _ = write!(err, "\n{}", usage(&o));
+            }
+            e.code
+        }
+    }
+}
+
+/// A management API client (HTTP/1.1, one connection per request).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Connect / read / write timeout.
+    pub timeout: Duration,
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as JSON (`null` when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error text of a failed request: the API's `reason`, else the body.
+    fn error_text(&self) -> String {
+        let v = self.json();
+        match v.get("reason").or_else(|| v.get("error")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::from_utf8_lossy(&self.body).trim().to_string(),
+        }
+    }
+}
+
+/// Percent-encode one path segment (everything but RFC 3986 unreserved).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// Send one request and read the whole response.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response> {
+        let unreachable = |e: std::io::Error| {
+            CtlError::new(
+                EX_UNAVAILABLE,
+                format!(
+                    "cannot reach the management API at {}:{}: {e}",
+                    self.host, self.port
+                ),
+            )
+        };
+        let addrs: Vec<_> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(unreachable)?
+            .collect();
+        let mut last = std::io::Error::other("no address");
+        let mut stream = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, self.timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut s = stream.ok_or_else(|| unreachable(last))?;
+        s.set_read_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        s.set_write_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        let auth = base64_encode(format!("{}:{}", self.user, self.password).as_bytes());
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Basic {auth}\r\n\
+             Accept: */*\r\nUser-Agent: warren-ctl\r\nConnection: close\r\n",
+            self.host, self.port
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        let mut data = req.into_bytes();
+        data.extend_from_slice(body.unwrap_or_default());
+        s.write_all(&data).map_err(unreachable)?;
+        let mut raw = Vec::new();
+        // Read to EOF (Connection: close); a reset after a complete
+        // response is not an error.
+        if let Err(e) = s.read_to_end(&mut raw) {
+            if raw.is_empty() {
+                return Err(unreachable(e));
+            }
+        }
+        parse_response(&raw).map_err(|e| {
+            CtlError::new(
+                EX_SOFTWARE,
+                format!("bad HTTP response from {}:{}: {e}", self.host, self.port),
+            )
+        })
+    }
+
+    /// A request that must succeed; its body as JSON.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let r = self.request(method, path, bytes.as_deref(), &[])?;
+        check(&r, method, path)?;
+        Ok(r.json())
+    }
+}
+
+/// Map a failed response to an error (404 and the like handled by callers
+/// that know what is missing).
+fn check(r: &Response, method: &str, path: &str) -> Result<()> {
+    if r.is_success() {
+        return Ok(());
+    }
+    let code = match r.status {
+        401 | 403 => EX_NOPERM,
+        404 => EX_UNAVAILABLE,
+        _ => EX_SOFTWARE,
+    };
+    Err(CtlError::new(
+        code,
+        format!(
+            "{method} {path}: HTTP {}: {}",
+            r.status,
+            if r.status == 404 && r.body.is_empty() {
+                "Not Found".into()
+            } else {
+                r.error_text()
+            }
+        ),
+    ))
+}
+
+/// Parse a complete HTTP/1.1 response (Content-Length, chunked, or to EOF).
+pub fn parse_response(raw: &[u8]) -> std::result::Result<Response, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("truncated response".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.code.ok_or("no status code")?;
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let rest = raw.get(n..).unwrap_or_default();
+    let body = if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
+        rest.get(..len).ok_or("truncated body")?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut data: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let line = String::from_utf8_lossy(data.get(..line_end).unwrap_or_default()).into_owned();
+        let size_hex = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16).map_err(|_| "bad chunk size")?;
+        data = data.get(line_end + 2..).unwrap_or_default();
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
+        data = data.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// How to show a table.
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    json: bool,
+    headers: bool,
+    quiet: bool,
+}
+
+struct Ctl {
+    client: Client,
+    vhost: String,
+    fmt: Format,
+    if_empty: bool,
+    if_unused: bool,
+}
+
+fn arg<'a>(args: &'a [String], i: usize, what: &str) -> Result<&'a str> {
+    args.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| CtlError::usage(format!("missing argument: {what}")))
+}
+
+fn no_more(args: &[String], n: usize) -> Result<()> {
+    match args.get(n..) {
+        Some(extra) if !extra.is_empty() => Err(CtlError::usage(format!(
+            "unexpected arguments: {}",
+            extra.join(" ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One cell as `rabbitmqctl` shows it.
+pub fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => {
+            let items: Vec<String> = a.iter().map(|x| cell(Some(x))).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Some(Value::Object(o)) => {
+            // Tables (arguments) as rabbitmqctl prints them: [{"k",v},...].
+            let items: Vec<String> = o
+                .iter()
+                .map(|(k, v)| format!("{{{},{}}}", Value::String(k.clone()), v))
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The value of `column` in an API object, with `rabbitmqctl`'s info-item
+/// names mapped onto the API's field names.
+fn column(item: &Value, kind: &str, col: &str) -> Value {
+    let field = match (kind, col) {
+        ("bindings", "source_name") => "source",
+        ("bindings", "source_kind") => return json!("exchange"),
+        ("bindings", "destination_name") => "destination",
+        ("bindings", "destination_kind") => "destination_type",
+        ("users", "user") => "name",
+        ("users", "tags") => {
+            // RabbitMQ 3.8 and earlier: a comma-separated string.
+            return match item.get("tags") {
+                Some(Value::String(s)) => Value::Array(
+                    s.split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(|t| json!(t))
+                        .collect(),
+                ),
+                Some(v) => v.clone(),
+                None => json!([]),
+            };
+        }
+        (_, c) => c,
+    };
+    item.get(field).cloned().unwrap_or(Value::Null)
+}
+
+impl Ctl {
+    fn from_matches(m: &getopts::Matches) -> Result<Ctl> {
+        let port = match m.opt_str("port") {
+            None => 15672,
+            Some(p) => p
+                .parse()
+                .map_err(|_| CtlError::usage(format!("bad --port '{p}'")))?,
+        };
+        let timeout = match m.opt_str("timeout") {
+            None => 30,
+            Some(t) => t
+                .parse::<u64>()
+                .ok()
+                .filter(|&t| t > 0)
+                .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+        };
+        let json = match m.opt_str("formatter").as_deref() {
+            None | Some("table") => m.opt_present("json"),
+            Some("json") => true,
+            Some(f) => return Err(CtlError::usage(format!("unknown formatter '{f}'"))),
+        };
+        Ok(Ctl {
+            client: Client {
+                host: m.opt_str("host").unwrap_or_else(|| "localhost".into()),
+                port,
+                user: m.opt_str("user").unwrap_or_else(|| "guest".into()),
+                password: m.opt_str("password").unwrap_or_else(|| "guest".into()),
+                timeout: Duration::from_secs(timeout),
+            },
+            vhost: m.opt_str("vhost").unwrap_or_else(|| "/".into()),
+            fmt: Format {
+                json,
+                headers: !m.opt_present("no-table-headers"),
+                quiet: m.opt_present("quiet") || m.opt_present("silent"),
+            },
+            if_empty: m.opt_present("if-empty"),
+            if_unused: m.opt_present("if-unused"),
+        })
+    }
+
+    fn vh(&self) -> String {
+        encode_segment(&self.vhost)
+    }
+
+    fn info(&self, err: &mut dyn Write, msg: &str) {
+        if !self.fmt.quiet {
+            let _ = writeln!(err, "{msg}");
+        }
+    }
+
+    /// Print a list of API objects as a table (or JSON) of `cols`.
+    fn table(&self, out: &mut dyn Write, kind: &str, items: &[Value], cols: &[&str]) -> Result<()> {
+        // A closed pipe (`| head`) ends the output quietly.
+        let w = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CtlError::new(
+                EX_SOFTWARE,
+                format!("cannot write output: {e}"),
+            )),
+            _ => Ok(()),
+        };
+        if self.fmt.json {
+            // Built by hand to keep the columns in the order asked for.
+            let rows: Vec<String> = items
+                .iter()
+                .map(|it| {
+                    let fields: Vec<String> = cols
+                        .iter()
+                        .map(|c| format!("{}:{}", json!(c), column(it, kind, c)))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                })
+                .collect();
+            return w(writeln!(out, "[{}]", rows.join(",\n")));
+        }
+        if self.fmt.headers {
+            w(writeln!(out, "{}", cols.join("\t")))?;
+        }
+        for it in items {
+            let row: Vec<String> = cols
+                .iter()
+                .map(|c| cell(Some(&column(it, kind, c))))
+                .collect();
+            w(writeln!(out, "{}", row.join("\t")))?;
+        }
+        Ok(())
+    }
+
+    fn list(
+        &self,
+        out: &mut dyn Write,
+        kind: &str,
+        path: &str,
+        args: &[String],
+        default: &[&str],
+        vhost_scoped: bool,
+    ) -> Result<()> {
+        let cols: Vec<&str> = if args.is_empty() {
+            default.to_vec()
+        } else {
+            args.iter().map(String::as_str).collect()
+        };
+        let r = self.client.request("GET", path, None, &[])?;
+        if r.status == 404 && vhost_scoped {
+            return Err(CtlError::new(
+                EX_UNAVAILABLE,
+                format!("virtual host '{}' does not exist", self.vhost),
+            ));
+        }
+        check(&r, "GET", path)?;
+        let items = match r.json() {
+            Value::Array(a) => a,
+            other => {
+                return Err(CtlError::new(
+                    EX_SOFTWARE,
+                    format!("GET {path}: expected a JSON list, got {other}"),
+                ))
+            }
+        };
+        self.table(out, kind, &items, &cols)
+    }
+
+    fn user_path(user: &str) -> String {
+        format!("/api/users/{}", encode_segment(user))
+    }
+
+    /// GET a user; `does not exist` (67) when it is missing.
+    fn get_user(&self, user: &str) -> Result<Value> {
+        let path = Ctl::user_path(user);
+        let r = self.client.request("GET", &path, None, &[])?;
+        if r.status == 404 {
+            return Err(CtlError::new(
+                EX_NOUSER,
+                format!("user \"{user}\" does not exist"),
+            ));
+        }
+        check(&r, "GET", &path)?;
+        Ok(r.json())
+    }
+
+    fn command(&self, args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+        let (cmd, rest) = match args.split_first() {
+            Some((c, r)) => (c.as_str(), r),
+            None => return Err(CtlError::usage("missing command")),
+        };
+        let vhost = self.vhost.clone();
+        let c = &self.client;
+        match cmd {
+            "list_queues" => {
+                self.info(err, &format!("Listing queues for vhost {vhost} ..."));
+                let path = format!("/api/queues/{}", self.vh());
+                self.list(out, "queues", &path, rest, &["name", "messages"], true)
+            }
+            "list_exchanges" => {
+                self.info(err, &format!("Listing exchanges for vhost {vhost} ..."));
+                let path = format!("/api/exchanges/{}", self.vh());
+                self.list(out, "exchanges", &path, rest, &["name", "type"], true)
+            }
+            "list_bindings" => {
+                self.info(err, &format!("Listing bindings for vhost {vhost}..."));
+                let path = format!("/api/bindings/{}", self.vh());
+                let default = [
+                    "source_name",
+                    "source_kind",
+                    "destination_name",
+                    "destination_kind",
+                    "routing_key",
+                    "arguments",
+                ];
+                self.list(out, "bindings", &path, rest, &default, true)
+            }
+            "list_connections" => {
+                self.info(err, "Listing connections ...");
+                let default = ["user", "peer_host", "peer_port", "state"];
+                self.list(
+                    out,
+                    "connections",
+                    "/api/connections",
+                    rest,
+                    &default,
+                    false,
+                )
+            }
+            "list_users" => {
+                no_more(rest, 0)?;
+                self.info(err, "Listing users ...");
+                self.list(out, "users", "/api/users", rest, &["user", "tags"], false)
+            }
+            "list_vhosts" => {
+                self.info(err, "Listing vhosts ...");
+                self.list(out, "vhosts", "/api/vhosts", rest, &["name"], false)
+            }
+            "list_permissions" => {
+                no_more(rest, 0)?;
+                self.info(
+                    err,
+                    &format!("Listing permissions for vhost \"{vhost}\" ..."),
+                );
+                let path = format!("/api/vhosts/{}/permissions", self.vh());
+                let cols = ["user", "configure", "write", "read"];
+                self.list(out, "permissions", &path, rest, &cols, true)
+            }
+            "list_user_permissions" => {
+                let user = arg(rest, 0, "USER")?;
+                no_more(rest, 1)?;
+                self.info(err, &format!("Listing permissions for user \"{user}\" ..."));
+                self.get_user(user)?;
+                let path = format!("{}/permissions", Ctl::user_path(user));
+                let cols = ["vhost", "configure", "write", "read"];
+                self.list(out, "permissions", &path, &[], &cols, false)
+            }
+            "add_user" => {
+                let user = arg(rest, 0, "USER")?;
+                let pass = arg(rest, 1, "PASSWORD")?;
+                no_more(rest, 2)?;
+                self.info(err, &format!("Adding user \"{user}\" ..."));
+                let path = Ctl::user_path(user);
+                if c.request("GET", &path, None, &[])?.is_success() {
+                    return Err(CtlError::new(
+                        EX_SOFTWARE,
+                        format!("user \"{user}\" already exists"),
+                    ));
+                }
+                c.call("PUT", &path, Some(&json!({"password": pass, "tags": ""})))?;
+                Ok(())
+            }
+            "delete_user" => {
+                let user = arg(rest, 0, "USER")?;
+                no_more(rest, 1)?;
+                self.info(err, &format!("Deleting user \"{user}\" ..."));
+                let path = Ctl::user_path(user);
+                let r = c.request("DELETE", &path, None, &[])?;
+                if r.status == 404 {
+                    return Err(CtlError::new(
+                        EX_NOUSER,
+                        format!("user \"{user}\" does not exist"),
+                    ));
+                }
+                check(&r, "DELETE", &path)
+            }
+            "change_password" => {
+                let user = arg(rest, 0, "USER")?;
+                let pass = arg(rest, 1, "PASSWORD")?;
+                no_more(rest, 2)?;
+                self.info(err, &format!("Changing password for user \"{user}\" ..."));
+                let u = self.get_user(user)?;
+                let tags = cell(Some(&column(&u, "users", "tags")));
+                let tags = tags.trim_start_matches('[').trim_end_matches(']');
+                let body = json!({"password": pass, "tags": tags.replace(", ", ",")});
+                c.call("PUT", &Ctl::user_path(user), Some(&body))?;
+                Ok(())
+            }
+            "set_user_tags" => {
+                let user = arg(rest, 0, "USER")?;
+                let tags: Vec<&str> = rest.iter().skip(1).map(String::as_str).collect();
+                self.info(
+                    err,
+                    &format!(
+                        "Setting tags for user \"{user}\" to [{}] ...",
+                        tags.join(", ")
+                    ),
+                );
+                let u = self.get_user(user)?;
+                let mut body = json!({"tags": tags.join(",")});
+                for k in ["password_hash", "hashing_algorithm"] {
+                    if let (Some(v), Some(o)) = (u.get(k), body.as_object_mut()) {
+                        o.insert(k.into(), v.clone());
+                    }
+                }
+                c.call("PUT", &Ctl::user_path(user), Some(&body))?;
+                Ok(())
+            }
+            "set_permissions" => {
+                let user = arg(rest, 0, "USER")?;
+                let conf = arg(rest, 1, "CONFIGURE")?;
+                let write = arg(rest, 2, "WRITE")?;
+                let read = arg(rest, 3, "READ")?;
+                no_more(rest, 4)?;
+                self.info(
+                    err,
+                    &format!("Setting permissions for user \"{user}\" in vhost \"{vhost}\" ..."),
+                );
+                self.require_vhost()?;
+                self.get_user(user)?;
+                let path = format!("/api/permissions/{}/{}", self.vh(), encode_segment(user));
+                let body = json!({"configure": conf, "write": write, "read": read});
+                c.call("PUT", &path, Some(&body))?;
+                Ok(())
+            }
+            "clear_permissions" => {
+                let user = arg(rest, 0, "USER")?;
+                no_more(rest, 1)?;
+                self.info(
+                    err,
+                    &format!("Clearing permissions for user \"{user}\" in vhost \"{vhost}\" ..."),
+                );
+                self.require_vhost()?;
+                self.get_user(user)?;
+                let path = format!("/api/permissions/{}/{}", self.vh(), encode_segment(user));
+                let r = c.request("DELETE", &path, None, &[])?;
+                // No permissions to clear is not an error (rabbitmqctl).
+                if r.status == 404 {
+                    return Ok(());
+                }
+                check(&r, "DELETE", &path)
+            }
+            "add_vhost" => {
+                let name = arg(rest, 0, "VHOST")?;
+                no_more(rest, 1)?;
+                self.info(err, &format!("Adding vhost \"{name}\" ..."));
+                let path = format!("/api/vhosts/{}", encode_segment(name));
+                c.call("PUT", &path, Some(&json!({})))?;
+                Ok(())
+            }
+            "delete_vhost" => {
+                let name = arg(rest, 0, "VHOST")?;
+                no_more(rest, 1)?;
+                self.info(err, &format!("Deleting vhost \"{name}\" ..."));
+                let path = format!("/api/vhosts/{}", encode_segment(name));
+                let r = c.request("DELETE", &path, None, &[])?;
+                if r.status == 404 {
+                    return Err(CtlError::new(
+                        EX_UNAVAILABLE,
+                        format!("virtual host '{name}' does not exist"),
+                    ));
+                }
+                check(&r, "DELETE", &path)
+            }
+            "purge_queue" => {
+                let q = arg(rest, 0, "QUEUE")?;
+                no_more(rest, 1)?;
+                self.info(err, &format!("Purging queue '{q}' in vhost '{vhost}' ..."));
+                let path = format!("/api/queues/{}/{}/contents", self.vh(), encode_segment(q));
+                let r = c.request("DELETE", &path, None, &[])?;
+                if r.status == 404 {
+                    return Err(self.no_queue(q));
+                }
+                check(&r, "DELETE", &path)
+            }
+            "delete_queue" => {
+                let q = arg(rest, 0, "QUEUE")?;
+                no_more(rest, 1)?;
+                self.info(err, &format!("Deleting queue '{q}' on vhost '{vhost}' ..."));
+                let path = format!("/api/queues/{}/{}", self.vh(), encode_segment(q));
+                let r = c.request("GET", &path, None, &[])?;
+                if r.status == 404 {
+                    return Err(self.no_queue(q));
+                }
+                check(&r, "GET", &path)?;
+                let messages = r.json().get("messages").and_then(Value::as_u64);
+                let mut query = Vec::new();
+                if self.if_empty {
+                    query.push("if-empty=true");
+                }
+                if self.if_unused {
+                    query.push("if-unused=true");
+                }
+                let full = if query.is_empty() {
+                    path.clone()
+                } else {
+                    format!("{path}?{}", query.join("&"))
+                };
+                let r = c.request("DELETE", &full, None, &[])?;
+                if r.status == 404 {
+                    return Err(self.no_queue(q));
+                }
+                check(&r, "DELETE", &path)?;
+                if !self.fmt.quiet {
+                    let _ = writeln!(
+                        out,
+                        "Queue was successfully deleted with {} messages",
+                        messages.unwrap_or(0)
+                    );
+                }
+                Ok(())
+            }
+            "close_connection" => {
+                let name = arg(rest, 0, "NAME")?;
+                let reason = rest.get(1).map_or("Closed via warren ctl", String::as_str);
+                no_more(rest, 2)?;
+                self.info(
+                    err,
+                    &format!("Closing connection {name}, reason: {reason}..."),
+                );
+                let path = format!("/api/connections/{}", encode_segment(name));
+                let r = c.request("DELETE", &path, None, &[("X-Reason", reason)])?;
+                if r.status == 404 {
+                    return Err(CtlError::new(
+                        EX_UNAVAILABLE,
+                        format!("no connection named '{name}'"),
+                    ));
+                }
+                check(&r, "DELETE", &path)
+            }
+            "export_definitions" => {
+                let file = arg(rest, 0, "FILE (or - for stdout)")?;
+                no_more(rest, 1)?;
+                let defs = c.call("GET", "/api/definitions", None)?;
+                let text = serde_json::to_string_pretty(&defs)
+                    .map_err(|e| CtlError::new(EX_SOFTWARE, e.to_string()))?;
+                if file == "-" {
+                    let _ = writeln!(out, "{text}");
+                } else {
+                    self.info(
+                        err,
+                        &format!("Exporting definitions in JSON to a file at \"{file}\" ..."),
+                    );
+                    std::fs::write(file, text + "\n").map_err(|e| {
+                        CtlError::new(EX_SOFTWARE, format!("cannot write {file}: {e}"))
+                    })?;
+                }
+                Ok(())
+            }
+            "import_definitions" => {
+                let file = arg(rest, 0, "FILE (or - for stdin)")?;
+                no_more(rest, 1)?;
+                let mut text = Vec::new();
+                let read = if file == "-" {
+                    std::io::stdin().read_to_end(&mut text).map(|_| ())
+                } else {
+                    std::fs::read(file).map(|t| text = t)
+                };
+                read.map_err(|e| CtlError::new(EX_SOFTWARE, format!("cannot read {file}: {e}")))?;
+                let defs: Value = serde_json::from_slice(&text).map_err(|e| {
+                    CtlError::new(EX_SOFTWARE, format!("{file} is not valid JSON: {e}"))
+                })?;
+                self.info(
+                    err,
+                    &format!("Importing definitions in JSON from a file at \"{file}\" ..."),
+                );
+                c.call("POST", "/api/definitions", Some(&defs))?;
+                if !self.fmt.quiet {
+                    let _ = writeln!(out, "Successfully started definition import.");
+                }
+                Ok(())
+            }
+            "status" => {
+                no_more(rest, 0)?;
+                let ov = c.call("GET", "/api/overview", None)?;
+                let nodes = c.call("GET", "/api/nodes", None)?;
+                self.status(out, &ov, nodes.get(0).unwrap_or(&Value::Null))
+            }
+            other => Err(CtlError::usage(format!("unknown command '{other}'"))),
+        }
+    }
+
+    fn no_queue(&self, q: &str) -> CtlError {
+        CtlError::new(
+            EX_UNAVAILABLE,
+            format!("queue '{q}' in vhost '{}' not found", self.vhost),
+        )
+    }
+
+    fn require_vhost(&self) -> Result<()> {
+        let path = format!("/api/vhosts/{}", self.vh());
+        let r = self.client.request("GET", &path, None, &[])?;
+        if r.status == 404 {
+            return Err(CtlError::new(
+                EX_UNAVAILABLE,
+                format!("virtual host '{}' does not exist", self.vhost),
+            ));
+        }
+        check(&r, "GET", &path)
+    }
+
+    fn status(&self, out: &mut dyn Write, ov: &Value, node: &Value) -> Result<()> {
+        if self.fmt.json {
+            let _ = writeln!(out, "{}", json!({"overview": ov, "node": node}));
+            return Ok(());
+        }
+        let s = |v: &Value, k: &str| cell(v.get(k));
+        let totals = ov.get("object_totals").cloned().unwrap_or(Value::Null);
+        let queue_totals = ov.get("queue_totals").cloned().unwrap_or(Value::Null);
+        let mut lines = vec![
+            format!("Status of node {} ...", s(ov, "node")),
+            format!(
+                "Product: {} {}",
+                s(ov, "product_name"),
+                s(ov, "product_version")
+            ),
+            format!(
+                "RabbitMQ compatibility version: {}",
+                s(ov, "rabbitmq_version")
+            ),
+            format!(
+                "Uptime (seconds): {}",
+                node.get("uptime").and_then(Value::as_u64).unwrap_or(0) / 1000
+            ),
+            format!("Memory used (bytes): {}", s(node, "mem_used")),
+            format!("Memory limit (bytes): {}", s(node, "mem_limit")),
+            format!("Disk free (bytes): {}", s(node, "disk_free")),
+            format!("Disk free limit (bytes): {}", s(node, "disk_free_limit")),
+            format!(
+                "Alarms: {}",
+                if node.get("mem_alarm") == Some(&json!(true))
+                    || node.get("disk_free_alarm") == Some(&json!(true))
+                {
+                    "resource alarm in effect"
+                } else {
+                    "(none)"
+                }
+            ),
+            format!("Connections: {}", s(&totals, "connections")),
+            format!("Channels: {}", s(&totals, "channels")),
+            format!("Queues: {}", s(&totals, "queues")),
+            format!("Consumers: {}", s(&totals, "consumers")),
+            format!("Messages: {}", s(&queue_totals, "messages")),
+        ];
+        if let Some(Value::Array(ls)) = ov.get("listeners") {
+            for l in ls {
+                lines.push(format!(
+                    "Listener: interface {}, port {}, protocol {}",
+                    s(l, "ip_address"),
+                    s(l, "port"),
+                    s(l, "protocol")
+                ));
+            }
+        }
+        for l in lines {
+            writeln!(out, "{l}")
+                .map_err(|e| CtlError::new(EX_SOFTWARE, format!("cannot write output: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_parse() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]extra").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"[]"[..]));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2;x=y\r\n2]\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.json(), json!([1, 2]));
+        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n{\"error\":\"Object Not Found\",\"reason\":\"Not Found\"}").unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.error_text(), "Not Found");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n[]").is_err());
+    }
+
+    #[test]
+    fn cells_look_like_rabbitmqctl() {
+        assert_eq!(cell(Some(&json!("q"))), "q");
+        assert_eq!(cell(Some(&json!(3))), "3");
+        assert_eq!(cell(Some(&json!(false))), "false");
+        assert_eq!(cell(None), "");
+        assert_eq!(
+            cell(Some(&json!(["administrator", "management"]))),
+            "[administrator, management]"
+        );
+        assert_eq!(cell(Some(&json!({}))), "[]");
+        assert_eq!(
+            cell(Some(
+                &json!({"x-max-length": 10, "x-dead-letter-exchange": "dlx"})
+            )),
+            "[{\"x-dead-letter-exchange\",\"dlx\"},{\"x-max-length\",10}]"
+        );
+        let b = json!({"source": "", "destination": "q", "destination_type": "queue"});
+        assert_eq!(column(&b, "bindings", "source_kind"), json!("exchange"));
+        assert_eq!(column(&b, "bindings", "destination_kind"), json!("queue"));
+        let u = json!({"name": "bob", "tags": "administrator,monitoring"});
+        assert_eq!(column(&u, "users", "user"), json!("bob"));
+        assert_eq!(
+            column(&u, "users", "tags"),
+            json!(["administrator", "monitoring"])
+        );
+        assert_eq!(encode_segment("/"), "%2F");
+        assert_eq!(encode_segment("a b.c-d_e~"), "a%20b.c-d_e~");
+    }
+
+    #[test]
+    fn usage_errors_exit_64() {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(run(&args(&[]), &mut out, &mut err), EX_USAGE);
+        assert_eq!(run(&args(&["frobnicate"]), &mut out, &mut err), EX_USAGE);
+        assert!(String::from_utf8_lossy(&err).contains("unknown command 'frobnicate'"));
+        assert_eq!(
+            run(&args(&["add_user", "bob"]), &mut out, &mut err),
+            EX_USAGE
+        );
+        assert_eq!(
+            run(&args(&["--port", "x", "status"]), &mut out, &mut err),
+            EX_USAGE
+        );
+        assert_eq!(run(&args(&["--help"]), &mut out, &mut err), 0);
+    }
+
+    #[test]
+    fn unreachable_broker_exits_69() {
+        // A port nothing listens on: bind one, learn it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "list_vhosts",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        assert_eq!(run(&args, &mut out, &mut err), EX_UNAVAILABLE);
+        assert!(String::from_utf8_lossy(&err).contains("cannot reach the management API"));
+    }
+}
