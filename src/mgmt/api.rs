@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::definitions::{self, builtin_exchange, user_json, COMPAT_VERSION};
 use super::json::{
-    get_bool, get_int, get_str, json_to_properties, list_response, parse_query, percent_decode,
+    get_bool, get_int, get_str, json_to_properties, list_bytes, parse_query, percent_decode,
     percent_encode, rate, select_object_columns, table_to_json,
 };
 use super::ops::AckMode;
@@ -41,6 +41,18 @@ fn lossy(b: &[u8]) -> String {
 /// A field of a JSON object (null if absent).
 fn at<'a>(v: &'a Value, k: &str) -> &'a Value {
     v.get(k).unwrap_or(&Value::Null)
+}
+
+/// A list response rendered item by item (see [`list_bytes`]).
+fn list_with<T>(query: &[(String, String)], items: &[T], render: impl Fn(&T) -> Value) -> Response {
+    match list_bytes(items, render, query) {
+        Ok(body) => Response {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body,
+        },
+        Err(e) => bad_request(e),
+    }
 }
 
 fn ok(v: Value) -> Response {
@@ -115,10 +127,7 @@ impl Ctx<'_> {
     }
 
     fn list(&self, items: Vec<Value>) -> Response {
-        match list_response(items, &self.query) {
-            Ok(v) => ok(v),
-            Err(e) => bad_request(e),
-        }
+        list_with(&self.query, &items, Value::clone)
     }
 
     fn object(&self, v: Value) -> Response {
@@ -285,12 +294,20 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             c.list(list)
         }
         ("POST", ["exchanges", v, x, "publish"]) => publish(c, v, x),
-        ("GET", ["queues"]) => c.list(queues(c.core, c.mgmt, c.now, None)),
+        ("GET", ["queues"]) => {
+            let qs = sorted_queues(c.core, None);
+            list_with(&c.query, &qs, |q| {
+                queue_json(c.core, c.mgmt, q, c.now, false)
+            })
+        }
         ("GET", ["queues", v]) => {
             if !c.vhost_exists(v) {
                 return not_found();
             }
-            c.list(queues(c.core, c.mgmt, c.now, Some(v)))
+            let qs = sorted_queues(c.core, Some(v));
+            list_with(&c.query, &qs, |q| {
+                queue_json(c.core, c.mgmt, q, c.now, false)
+            })
         }
         ("GET", ["queues", v, name]) => match c.core.api_queue(v.as_bytes(), name.as_bytes()) {
             Some(id) => match c.core.broker.queue(id) {
@@ -788,13 +805,6 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         m.insert("incoming".into(), json!([]));
     }
     v
-}
-
-fn queues(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> Vec<Value> {
-    sorted_queues(core, vhost)
-        .into_iter()
-        .map(|q| queue_json(core, mgmt, q, now, false))
-        .collect()
 }
 
 /// The default exchange is `amq.default` in paths.

@@ -313,76 +313,122 @@ fn cmp_json(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     }
 }
 
-/// Apply a list request's query options: `sort`/`sort_reverse`, `columns`,
-/// and pagination (`page`, `page_size`, with a `name` filter: substring, or
-/// a regex with `use_regex=true`), which wraps the list in RabbitMQ's paging
-/// object.
-pub fn list_response(mut items: Vec<Value>, query: &[(String, String)]) -> Result<Value, String> {
+/// Apply a list request's query options and serialize the list: `sort` /
+/// `sort_reverse`, `columns`, and pagination (`page`, `page_size`, with a
+/// `name` filter: substring, or a regex with `use_regex=true`), which wraps
+/// the list in RabbitMQ's paging object. Items are rendered one at a time
+/// and written out at once, so a list of 10,000 queues never exists as one
+/// JSON tree (sorting or filtering renders each item once more, keeping
+/// only its key).
+pub fn list_bytes<T>(
+    items: &[T],
+    render: impl Fn(&T) -> Value,
+    query: &[(String, String)],
+) -> Result<Vec<u8>, String> {
     let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
     let total = items.len();
     let paged = get("page").is_some();
     // As RabbitMQ: the name filter applies to paginated requests only.
-    if let Some(name) = get("name").filter(|n| paged && !n.is_empty()) {
-        if get("use_regex") == Some("true") {
-            let re = regex_lite::Regex::new(name).map_err(|e| format!("bad regex: {e}"))?;
-            items.retain(|v| {
-                v.get("name")
-                    .and_then(|n| n.as_str())
-                    .is_some_and(|n| re.is_match(n))
-            });
-        } else {
-            items.retain(|v| {
-                v.get("name")
-                    .and_then(|n| n.as_str())
-                    .is_some_and(|n| n.contains(name))
-            });
+    let name = get("name").filter(|n| paged && !n.is_empty());
+    let re = match (name, get("use_regex") == Some("true")) {
+        (Some(n), true) => Some(regex_lite::Regex::new(n).map_err(|e| format!("bad regex: {e}"))?),
+        _ => None,
+    };
+    let sort = get("sort").filter(|s| !s.is_empty());
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    if name.is_some() || sort.is_some() {
+        let mut keyed: Vec<(usize, Option<Value>)> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let v = render(item);
+            if let Some(n) = name {
+                let item_name = v.get("name").and_then(Value::as_str).unwrap_or("");
+                let keep = match &re {
+                    Some(re) => re.is_match(item_name),
+                    None => item_name.contains(n),
+                };
+                if !keep {
+                    continue;
+                }
+            }
+            keyed.push((i, sort.and_then(|s| at_path(&v, s)).cloned()));
         }
-    }
-    if let Some(sort) = get("sort").filter(|s| !s.is_empty()) {
-        items.sort_by(|a, b| cmp_json(at_path(a, sort), at_path(b, sort)));
+        if sort.is_some() {
+            keyed.sort_by(|a, b| cmp_json(a.1.as_ref(), b.1.as_ref()));
+        }
+        order = keyed.into_iter().map(|(i, _)| i).collect();
     }
     if get("sort_reverse") == Some("true") {
-        items.reverse();
+        order.reverse();
     }
-    if let Some(cols) = get("columns").filter(|c| !c.is_empty()) {
-        let cols: Vec<&str> = cols.split(',').map(str::trim).collect();
-        items = items.iter().map(|v| select_columns(v, &cols)).collect();
-    }
-    let Some(page) = get("page") else {
-        return Ok(Value::Array(items));
-    };
-    let page: usize = page
-        .parse()
-        .ok()
-        .filter(|p| *p >= 1)
-        .ok_or("page must be a positive integer")?;
-    let page_size: usize = match get("page_size") {
-        None => 100,
-        Some(s) => s
+    let cols: Option<Vec<&str>> = get("columns")
+        .filter(|c| !c.is_empty())
+        .map(|c| c.split(',').map(str::trim).collect());
+    let filtered = order.len();
+    let mut page_info = None;
+    if let Some(page) = get("page") {
+        let page: usize = page
             .parse()
             .ok()
-            .filter(|p| (1..=500).contains(p))
-            .ok_or("page_size must be between 1 and 500")?,
-    };
-    let filtered = items.len();
-    let page_count = filtered.div_ceil(page_size).max(1);
-    if page > page_count {
-        return Err("page out of range".into());
+            .filter(|p| *p >= 1)
+            .ok_or("page must be a positive integer")?;
+        let page_size: usize = match get("page_size") {
+            None => 100,
+            Some(s) => s
+                .parse()
+                .ok()
+                .filter(|p| (1..=500).contains(p))
+                .ok_or("page_size must be between 1 and 500")?,
+        };
+        let page_count = filtered.div_ceil(page_size).max(1);
+        if page > page_count {
+            return Err("page out of range".into());
+        }
+        order = order
+            .into_iter()
+            .skip((page - 1) * page_size)
+            .take(page_size)
+            .collect();
+        page_info = Some((page, page_size, page_count));
     }
-    let slice: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * page_size)
-        .take(page_size)
-        .collect();
-    Ok(json!({
+    let mut out = Vec::with_capacity(64 + order.len() * 256);
+    out.push(b'[');
+    for (n, i) in order.iter().enumerate() {
+        let Some(item) = items.get(*i) else { continue };
+        if n > 0 {
+            out.push(b',');
+        }
+        let v = render(item);
+        let v = match &cols {
+            Some(c) => select_columns(&v, c),
+            None => v,
+        };
+        serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
+    }
+    out.push(b']');
+    let Some((page, page_size, page_count)) = page_info else {
+        return Ok(out);
+    };
+    // The paging object, with the items spliced in as they are.
+    let head = json!({
         "filtered_count": filtered,
-        "item_count": slice.len(),
-        "items": slice,
+        "item_count": order.len(),
         "page": page,
         "page_count": page_count,
         "page_size": page_size,
         "total_count": total,
-    }))
+    });
+    let mut obj = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
+    obj.pop(); // the closing brace
+    obj.extend_from_slice(b",\"items\":");
+    obj.extend_from_slice(&out);
+    obj.push(b'}');
+    Ok(obj)
+}
+
+/// [`list_bytes`] over ready values, parsed back (tests).
+pub fn list_response(items: Vec<Value>, query: &[(String, String)]) -> Result<Value, String> {
+    let bytes = list_bytes(&items, Value::clone, query)?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// `{"rate": r}`, with rates rounded like RabbitMQ's (one decimal).
@@ -436,10 +482,25 @@ mod tests {
             json!([{"name":"a","x":{"y":2}},{"name":"b","x":{"y":1}},{"name":"c","x":{"y":3}}])
         );
         let q = parse_query("page=2&page_size=2&sort=name");
-        let out = list_response(items, &q).unwrap();
+        let out = list_response(items.clone(), &q).unwrap();
         assert_eq!(out["items"], json!([{"name":"c","messages":1,"x":{"y":3}}]));
         assert_eq!(out["page_count"], 2);
         assert_eq!(out["total_count"], 3);
+        // Name filters apply to paginated requests (as RabbitMQ's do).
+        let q = parse_query("page=1&name=%5E%5Bab%5D%24&use_regex=true&sort=name");
+        let out = list_response(items.clone(), &q).unwrap();
+        assert_eq!(out["filtered_count"], 2);
+        assert_eq!(out["items"][1]["name"], "b");
+        let q = parse_query("name=a");
+        assert_eq!(
+            list_response(items.clone(), &q)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert!(list_response(items, &parse_query("page=9")).is_err());
     }
 
     #[test]
