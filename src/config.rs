@@ -43,8 +43,10 @@ pub struct Config {
     pub default_permissions: [String; 3],
     /// Users that may log in only from loopback addresses (RabbitMQ: guest).
     pub loopback_users: Vec<String>,
-    /// Peer addresses that count as loopback for `loopback_users`; `None`:
-    /// all of 127.0.0.0/8 and ::1 (also IPv4-mapped), as RabbitMQ.
+    /// Addresses that count as loopback for `loopback_users`; `None`: all
+    /// of 127.0.0.0/8 and ::1 (also IPv4-mapped), as RabbitMQ. Like
+    /// RabbitMQ's `rabbit_net:is_loopback`, the address judged is the one
+    /// the client connected to (the socket's local address).
     pub loopback_addresses: Option<Vec<IpAddr>>,
     /// Most client connections at once (RabbitMQ's `connection_max`);
     /// `None`: no limit. Beyond it connection.open is refused with 530.
@@ -90,7 +92,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Does a peer at `ip` count as local for `loopback_users`?
+    /// Does a connection to `ip` count as local for `loopback_users`?
     pub fn is_loopback(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -102,7 +104,8 @@ impl Config {
         }
     }
 
-    /// May `user` log in from `ip` (RabbitMQ's `loopback_users`)?
+    /// May `user` log in over a connection to `ip` (RabbitMQ's
+    /// `loopback_users`)?
     pub fn may_login_from(&self, user: &[u8], ip: IpAddr) -> bool {
         !self.loopback_users.iter().any(|u| u.as_bytes() == user) || self.is_loopback(ip)
     }

@@ -221,7 +221,10 @@ impl Core {
                     ));
                 };
                 let peer = c.peer;
-                let ok = self.authenticate(&user, &pass, peer);
+                // RabbitMQ (rabbit_net:is_loopback) judges the address the
+                // client connected to, not the one it came from.
+                let to = c.local.unwrap_or(peer).ip();
+                let ok = self.authenticate(&user, &pass, to);
                 let Some(c) = self.conn_mut(id) else {
                     return Ok(());
                 };
@@ -344,13 +347,13 @@ impl Core {
         }
     }
 
-    fn authenticate(&self, user: &[u8], pass: &[u8], peer: std::net::SocketAddr) -> bool {
+    fn authenticate(&self, user: &[u8], pass: &[u8], to: std::net::IpAddr) -> bool {
         if self.broker.auth.login(user, pass).is_none() {
             return false;
         }
-        // RabbitMQ's loopback_users: these may only connect from localhost
-        // (`Config::loopback_addresses`).
-        self.config.may_login_from(user, peer.ip())
+        // RabbitMQ's loopback_users: these may only connect to a loopback
+        // address (`Config::loopback_addresses`).
+        self.config.may_login_from(user, to)
     }
 
     /// Methods on channel 0 once the connection is open.
