@@ -1,0 +1,383 @@
+//! `warren ctl` (the binary) against an embedded broker's management
+//! listener, and against the `warren` binary started with `--config` and
+//! `--definitions`. Tables are compared exactly: header line, then
+//! tab-separated rows, as `rabbitmqctl` prints them.
+
+mod amqp_raw;
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use amqp_raw::Raw;
+use bytes::Bytes;
+use warren::codec::{
+    BasicProperties, ExchangeDeclare, FieldTable, FieldValue, QueueBind, QueueDeclare, ReplyCode,
+};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ctl_at(port: u16, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("ctl")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run warren ctl");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run and require success; returns stdout.
+fn ok(port: u16, args: &[&str]) -> String {
+    let o = ctl_at(port, args);
+    assert_eq!(o.code, 0, "ctl {args:?}: {}{}", o.stdout, o.stderr);
+    o.stdout
+}
+
+fn mgmt_broker() -> common::TestBroker {
+    common::start_with(|cfg| cfg.management_listen = Some("127.0.0.1:0".parse().unwrap()))
+}
+
+fn mgmt_port(b: &common::TestBroker) -> u16 {
+    b.mgmt_addr.expect("management listener").port()
+}
+
+fn declare(r: &mut Raw, queue: &str, args: FieldTable) {
+    r.rpc(
+        1,
+        QueueDeclare {
+            queue: Bytes::from(queue.to_string()),
+            durable: true,
+            arguments: args,
+            ..QueueDeclare::default()
+        },
+    );
+}
+
+fn publish(r: &mut Raw, exchange: &str, key: &str, n: usize) {
+    for i in 0..n {
+        r.publish(
+            1,
+            exchange,
+            key,
+            false,
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        );
+    }
+    // A round trip: everything published before it has been routed.
+    declare(r, "sync-point", FieldTable::new());
+}
+
+#[test]
+fn ctl_manages_vhosts_users_and_permissions() {
+    let broker = mgmt_broker();
+    let p = mgmt_port(&broker);
+    assert_eq!(ok(p, &["-q", "list_vhosts"]), "name\n/\n");
+    ok(p, &["add_vhost", "staging"]);
+    assert_eq!(ok(p, &["-q", "list_vhosts"]), "name\n/\nstaging\n");
+
+    ok(p, &["add_user", "bob", "pw 1"]);
+    let again = ctl_at(p, &["add_user", "bob", "pw 1"]);
+    assert_eq!(again.code, 70);
+    assert!(
+        again.stderr.contains("Error: user \"bob\" already exists"),
+        "{}",
+        again.stderr
+    );
+    ok(p, &["set_user_tags", "bob", "management", "monitoring"]);
+    assert_eq!(
+        ok(p, &["-q", "list_users"]),
+        "user\ttags\nbob\t[management, monitoring]\nguest\t[administrator]\n"
+    );
+    ok(
+        p,
+        &[
+            "-p",
+            "staging",
+            "set_permissions",
+            "bob",
+            "^bob-",
+            ".*",
+            ".*",
+        ],
+    );
+    assert_eq!(
+        ok(p, &["-q", "--vhost", "staging", "list_permissions"]),
+        "user\tconfigure\twrite\tread\nbob\t^bob-\t.*\t.*\nguest\t.*\t.*\t.*\n"
+    );
+    assert_eq!(
+        ok(
+            p,
+            &["-q", "--no-table-headers", "list_user_permissions", "bob"]
+        ),
+        "staging\t^bob-\t.*\t.*\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(p, &["--json", "list_users"])).expect("JSON");
+    assert_eq!(
+        j,
+        serde_json::json!([
+            {"user": "bob", "tags": ["management", "monitoring"]},
+            {"user": "guest", "tags": ["administrator"]}
+        ])
+    );
+
+    // The user logs in, with the new password after change_password.
+    Raw::tcp(broker.addr)
+        .handshake("bob", "pw 1", "staging")
+        .expect("bob logs in");
+    ok(p, &["change_password", "bob", "pw-2"]);
+    let e = Raw::tcp(broker.addr)
+        .handshake("bob", "pw 1", "staging")
+        .unwrap_err();
+    assert_eq!(e.reply_code, ReplyCode::ACCESS_REFUSED);
+    Raw::tcp(broker.addr)
+        .handshake("bob", "pw-2", "staging")
+        .expect("new password");
+    // The tags survived the password change.
+    assert!(ok(p, &["-q", "list_users"]).contains("bob\t[management, monitoring]\n"));
+    // ctl as bob (monitoring may read, not write).
+    let as_bob = ["--user", "bob", "--password", "pw-2"];
+    assert!(ok(p, &[&as_bob[..], &["-q", "list_vhosts"]].concat()).starts_with("name\n"));
+    let refused = ctl_at(p, &[&as_bob[..], &["add_vhost", "x"]].concat());
+    assert_eq!(refused.code, 77, "{}", refused.stderr);
+
+    ok(p, &["-p", "staging", "clear_permissions", "bob"]);
+    let e = Raw::tcp(broker.addr)
+        .handshake("bob", "pw-2", "staging")
+        .unwrap_err();
+    assert_eq!(e.reply_code, ReplyCode::NOT_ALLOWED);
+
+    ok(p, &["delete_user", "bob"]);
+    let gone = ctl_at(p, &["delete_user", "bob"]);
+    assert_eq!(gone.code, 67);
+    assert!(gone.stderr.contains("user \"bob\" does not exist"));
+    ok(p, &["delete_vhost", "staging"]);
+    assert_eq!(ctl_at(p, &["delete_vhost", "staging"]).code, 69);
+    assert_eq!(ctl_at(p, &["-p", "staging", "list_queues"]).code, 69);
+
+    // Wrong credentials, unknown command, missing argument.
+    let bad = ctl_at(p, &["--password", "nope", "list_users"]);
+    assert_eq!(bad.code, 77);
+    assert!(bad.stderr.contains("HTTP 401"), "{}", bad.stderr);
+    assert_eq!(ctl_at(p, &["frobnicate"]).code, 64);
+    assert_eq!(ctl_at(p, &["add_user", "only-name"]).code, 64);
+}
+
+#[test]
+fn ctl_queues_connections_and_definitions() {
+    let broker = mgmt_broker();
+    let p = mgmt_port(&broker);
+    let mut r = Raw::open(broker.addr);
+    r.open_channel(1);
+    let mut args = FieldTable::new();
+    args.insert("x-max-length", FieldValue::I32(10));
+    declare(&mut r, "jobs", args);
+    r.rpc(
+        1,
+        ExchangeDeclare {
+            exchange: Bytes::from_static(b"ev"),
+            kind: Bytes::from_static(b"topic"),
+            durable: true,
+            ..ExchangeDeclare::default()
+        },
+    );
+    r.rpc(
+        1,
+        QueueBind {
+            queue: Bytes::from_static(b"jobs"),
+            exchange: Bytes::from_static(b"ev"),
+            routing_key: Bytes::from_static(b"job.#"),
+            ..QueueBind::default()
+        },
+    );
+    publish(&mut r, "ev", "job.a", 3);
+
+    assert_eq!(
+        ok(
+            p,
+            &[
+                "-q",
+                "list_queues",
+                "name",
+                "messages",
+                "durable",
+                "arguments"
+            ]
+        ),
+        "name\tmessages\tdurable\targuments\n\
+         jobs\t3\ttrue\t[{\"x-max-length\",10}]\n\
+         sync-point\t0\ttrue\t[]\n"
+    );
+    let xs = ok(p, &["-q", "list_exchanges"]);
+    assert!(xs.starts_with("name\ttype\n"), "{xs}");
+    assert!(xs.contains("\nev\ttopic\n"), "{xs}");
+    assert!(xs.contains("\namq.topic\ttopic\n"), "{xs}");
+    let bs = ok(p, &["-q", "list_bindings"]);
+    assert!(
+        bs.starts_with(
+            "source_name\tsource_kind\tdestination_name\tdestination_kind\trouting_key\targuments\n"
+        ),
+        "{bs}"
+    );
+    assert!(bs.contains("\n\texchange\tjobs\tqueue\tjobs\t[]\n"), "{bs}");
+    assert!(
+        bs.contains("\nev\texchange\tjobs\tqueue\tjob.#\t[]\n"),
+        "{bs}"
+    );
+
+    // Definitions out of this broker and into a fresh one.
+    let dir = common::temp_dir("ctl-defs");
+    let file = dir.join("defs.json");
+    ok(p, &["export_definitions", file.to_str().unwrap()]);
+    let defs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).expect("JSON");
+    assert!(defs["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "jobs" && q["arguments"]["x-max-length"] == 10));
+    let other = mgmt_broker();
+    let p2 = mgmt_port(&other);
+    assert!(ok(p2, &["import_definitions", file.to_str().unwrap()])
+        .contains("Successfully started definition import."));
+    assert!(ok(p2, &["-q", "list_queues", "name", "arguments"])
+        .contains("\njobs\t[{\"x-max-length\",10}]\n"));
+    assert!(ok(p2, &["-q", "list_bindings"]).contains("\nev\texchange\tjobs\tqueue\tjob.#\t[]\n"));
+    let stdout = ok(p2, &["-q", "export_definitions", "-"]);
+    let again: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(again["queues"], defs["queues"]);
+    assert_eq!(again["bindings"], defs["bindings"]);
+
+    // purge_queue, then delete_queue reporting the messages it dropped.
+    ok(p, &["purge_queue", "jobs"]);
+    assert!(ok(p, &["-q", "list_queues"]).contains("\njobs\t0\n"));
+    publish(&mut r, "", "jobs", 2);
+    assert_eq!(
+        ok(p, &["delete_queue", "jobs"]),
+        "Queue was successfully deleted with 2 messages\n"
+    );
+    assert_eq!(ctl_at(p, &["delete_queue", "jobs"]).code, 69);
+    assert_eq!(ctl_at(p, &["purge_queue", "jobs"]).code, 69);
+
+    // list_connections, then close_connection by the name it shows.
+    let conns = ok(
+        p,
+        &["-q", "list_connections", "name", "user", "vhost", "state"],
+    );
+    let rows: Vec<&str> = conns.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{conns}");
+    let cols: Vec<&str> = rows[0].split('\t').collect();
+    assert_eq!(&cols[1..], ["guest", "/", "running"], "{conns}");
+    ok(p, &["close_connection", cols[0], "maintenance window"]);
+    let close = r.expect_connection_close();
+    assert_eq!(close.reply_code, ReplyCode::CONNECTION_FORCED);
+    assert_eq!(
+        &close.reply_text[..],
+        &b"CONNECTION_FORCED - maintenance window"[..]
+    );
+    assert_eq!(ctl_at(p, &["close_connection", cols[0]]).code, 69);
+
+    let status = ok(p, &["status"]);
+    assert!(status.contains("Product: Warren"), "{status}");
+    assert!(
+        status.contains(&format!("port {}, protocol amqp", broker.addr.port())),
+        "{status}"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary with `--config` (listeners, management port, data dir, log
+/// level) and `--definitions`; `warren ctl` and an AMQP client see it all.
+#[test]
+fn binary_with_config_and_definitions() {
+    let dir = common::temp_dir("ctl-bin");
+    let (amqp, http) = (free_port(), free_port());
+    let conf = dir.join("rabbitmq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listeners.tcp.default = 127.0.0.1:{amqp}\n\
+             management.tcp.ip = 127.0.0.1\n\
+             management.tcp.port = {http}\n\
+             data_dir = {}\n\
+             log.console.level = warning\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let defs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_auth/definitions.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--definitions")
+        .arg(&defs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start warren");
+    let _guard = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctl_at(http, &["-q", "status"]).code != 0 {
+        assert!(Instant::now() < deadline, "warren did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ok(
+            http,
+            &["-q", "-p", "auth-test", "list_queues", "name", "durable"]
+        ),
+        "name\tdurable\naudit.log\ttrue\norders\ttrue\norders.dead\ttrue\nshared\ttrue\n"
+    );
+    assert!(ok(http, &["-q", "list_users"]).contains("\nalice\t[administrator]\n"));
+    assert_eq!(
+        ok(http, &["-q", "list_vhosts"]),
+        "name\n/\nauth-other\nauth-test\n"
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{amqp}").parse().unwrap();
+    Raw::tcp(addr)
+        .handshake("alice", "alice-Secr3t", "auth-test")
+        .expect("alice logs in with her password");
+    Raw::tcp(addr)
+        .handshake("carol", "pässwörd✓", "auth-test")
+        .expect("carol logs in with her UTF-8 password");
+    // alice is an administrator: ctl works as her too.
+    assert!(ok(
+        http,
+        &[
+            "--user",
+            "alice",
+            "--password",
+            "alice-Secr3t",
+            "-q",
+            "list_users"
+        ]
+    )
+    .contains("\ncarol\t[]\n"));
+}
