@@ -238,7 +238,7 @@ impl Server {
                                 ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         }
                         if ev.is_writable() {
-                            self.write_http(t - HTTP_BASE);
+                            self.write_http(t - HTTP_BASE, now);
                         }
                     }
                     Token(idx) => {
@@ -587,22 +587,25 @@ impl Server {
             if closed {
                 // Answer what was complete, then close (a half-closed peer
                 // may still read).
-                self.write_http(key);
+                self.write_http(key, now);
                 self.close_http(key);
             } else {
-                self.write_http(key);
+                self.write_http(key, now);
             }
         }
     }
 
-    fn write_http(&mut self, key: usize) {
+    fn write_http(&mut self, key: usize, now: Instant) {
         let Some(s) = self.http.socks.get_mut(key) else {
             return;
         };
         while !s.conn.output().is_empty() {
             match s.stream.write(s.conn.output()) {
                 Ok(0) => return self.close_http(key),
-                Ok(n) => s.conn.consume(n),
+                Ok(n) => {
+                    s.conn.consume(n);
+                    s.conn.last_active = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.close_http(key),

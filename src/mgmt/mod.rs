@@ -260,7 +260,7 @@ pub struct HttpConn {
     closing: bool,
     /// `100 Continue` already sent for the request being received.
     continue_sent: bool,
-    /// Last time anything was read or a request answered.
+    /// Last time anything was read or written.
     pub last_active: Instant,
 }
 
@@ -313,10 +313,10 @@ impl HttpConn {
         self.closing && self.pending_output() == 0
     }
 
-    /// Idle for longer than [`IDLE_TIMEOUT`] with nothing to write.
+    /// Nothing read or written for [`IDLE_TIMEOUT`]: an idle keep-alive
+    /// connection, or a peer that does not read its responses.
     pub fn is_idle(&self, now: Instant) -> bool {
-        self.pending_output() == 0
-            && now.saturating_duration_since(self.last_active) >= IDLE_TIMEOUT
+        now.saturating_duration_since(self.last_active) >= IDLE_TIMEOUT
     }
 
     fn fail(&mut self, status: u16, reason: &str) {
