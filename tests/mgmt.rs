@@ -264,6 +264,12 @@ fn auth_errors_and_http_behaviour() {
     let m = api.as_user(&mon, "pw");
     assert_eq!(m.get("/api/whoami")["name"], mon.as_str());
     assert_eq!(m.call("GET", "/api/queues", None).status, 200);
+    assert_eq!(m.call("GET", "/api/nodes", None).status, 200);
+    // Users, permissions and definitions are for administrators only.
+    for p in ["/api/users", "/api/permissions", "/api/definitions"] {
+        let s = m.call("GET", p, None).status;
+        assert!(s == 401 || s == 403, "{p}: {s}");
+    }
     let denied = m.put("/api/vhosts/nope", json!({}));
     if api.rabbit {
         assert_eq!(denied, 401);

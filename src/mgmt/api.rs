@@ -5,8 +5,10 @@
 //!
 //! Access: HTTP basic auth against the broker's users. `administrator` may
 //! do everything; `management`, `policymaker` and `monitoring` may only
-//! read (GET). Missing or wrong credentials: 401 with a `WWW-Authenticate`
-//! challenge; a user without the needed tag: 403.
+//! read (GET), and not users, permissions, definitions or parameters (nodes:
+//! monitoring only), as in RabbitMQ. Missing or wrong credentials: 401 with
+//! a `WWW-Authenticate` challenge; a user without the needed tag: 403
+//! (RabbitMQ answers 401 there too).
 
 use std::time::{Duration, Instant};
 
@@ -175,9 +177,28 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     if !MGMT_TAGS.iter().any(|t| has(t)) {
         return forbidden("Not management user");
     }
-    if req.method != "GET" && !has("administrator") {
+    let admin = has("administrator");
+    // As RabbitMQ: users, permissions, definitions and parameters are for
+    // administrators only, even to read; nodes need monitoring.
+    let admin_only = matches!(
+        rest.first().copied(),
+        Some(
+            "users"
+                | "permissions"
+                | "definitions"
+                | "parameters"
+                | "global-parameters"
+                | "topic-permissions"
+                | "user-limits"
+        )
+    ) || matches!(rest, [_, _, "permissions"] | [_, _, "topic-permissions"]);
+    if (req.method != "GET" || admin_only) && !admin {
         return forbidden("Not administrator user");
     }
+    if rest.first() == Some(&"nodes") && !admin && !has("monitoring") {
+        return forbidden("Not monitor user");
+    }
+    core.now = core.now.max(now);
     let mut ctx = Ctx {
         core,
         mgmt,

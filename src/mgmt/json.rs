@@ -105,8 +105,23 @@ pub fn get_int(body: &Value, key: &str) -> Result<Option<i64>, String> {
     }
 }
 
+/// Deepest nesting accepted in arguments and headers (the codec reads at
+/// most 32 levels back from the definitions file and the wire).
+const MAX_NESTING: usize = 16;
+
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// An `arguments` field: an object, or a JSON object inside a string.
 pub fn get_table(body: &Value, key: &str) -> Result<FieldTable, String> {
+    if body.get(key).is_some_and(|v| nesting(v) > MAX_NESTING) {
+        return Err(format!("{key} nested too deeply"));
+    }
     match body.get(key) {
         None | Some(Value::Null) => Ok(FieldTable::new()),
         Some(v @ Value::Object(_)) => Ok(json_to_table(v)),
@@ -196,6 +211,9 @@ pub fn json_to_properties(v: &Value) -> Result<BasicProperties, String> {
             "priority" => p.priority = Some(int(255)? as u8),
             "timestamp" => p.timestamp = Some(int(u64::MAX)?),
             "headers" => match x {
+                Value::Object(_) if nesting(x) > MAX_NESTING => {
+                    return Err("headers nested too deeply".into())
+                }
                 Value::Object(_) => p.headers = Some(json_to_table(x)),
                 Value::Null => {}
                 Value::Array(a) if a.is_empty() => {}
@@ -514,5 +532,11 @@ mod tests {
         assert_eq!(back["headers"]["h"], 1);
         assert_eq!(back["content_type"], "text/plain");
         assert!(json_to_properties(&json!({"bogus": 1})).is_err());
+        let mut deep = json!(1);
+        for _ in 0..40 {
+            deep = json!({ "a": deep });
+        }
+        assert!(json_to_properties(&json!({ "headers": deep })).is_err());
+        assert!(get_table(&json!({ "arguments": deep }), "arguments").is_err());
     }
 }
