@@ -12,8 +12,7 @@ import os
 import socket
 import tempfile
 
-from conftest import (AMQP_PORT, BASE, HOST, Api, api, eventually, names, q,  # noqa: F401
-                      rabbitmqadmin)
+from conftest import AMQP_PORT, BASE, HOST, Api, eventually, q, rabbitmqadmin
 import pytest
 import requests
 
