@@ -94,6 +94,12 @@ fn options() -> getopts::Options {
         "R",
     );
     o.optflag("", "durable-queues", "declare durable queues and exchange");
+    o.optmulti(
+        "",
+        "queue-arg",
+        "queue argument KEY=VALUE (integers as long, else string), e.g. x-message-ttl=60000",
+        "KEY=VALUE",
+    );
     o.optflag(
         "l",
         "latency",
@@ -176,6 +182,7 @@ fn settings(m: &getopts::Matches) -> Result<Settings, String> {
         duration: secs(m, "duration")?,
         rate: num(m, "rate", 0.0)?,
         durable_queues: m.opt_present("durable-queues"),
+        queue_args: queue_args(&m.opt_strs("queue-arg"))?,
         latency: m.opt_present("latency"),
         json: m.opt_present("json"),
         keep: m.opt_present("keep"),
@@ -297,4 +304,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `KEY=VALUE` queue arguments: integers become longs, anything else a string.
+fn queue_args(args: &[String]) -> Result<warren::codec::FieldTable, String> {
+    use warren::codec::{FieldTable, FieldValue};
+    let mut t = FieldTable::new();
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| format!("--queue-arg {a}: expected KEY=VALUE"))?;
+        let value = match v.parse::<i64>() {
+            Ok(n) => FieldValue::I64(n),
+            Err(_) => FieldValue::LongStr(bytes::Bytes::copy_from_slice(v.as_bytes())),
+        };
+        t.insert(bytes::Bytes::copy_from_slice(k.as_bytes()), value);
+    }
+    Ok(t)
 }

@@ -63,6 +63,8 @@ pub struct Settings {
     pub rate: f64,
     /// Declare queues (and the exchange) durable.
     pub durable_queues: bool,
+    /// Queue arguments (`--queue-arg x-max-priority=10`).
+    pub queue_args: FieldTable,
     /// One message in flight at a time.
     pub latency: bool,
     /// Final summary as one JSON line.
@@ -674,6 +676,7 @@ fn declare(ctl: &mut Conn, s: &Settings) -> Result<()> {
             &Method::QueueDeclare(QueueDeclare {
                 queue: queue.clone(),
                 durable: s.durable_queues,
+                arguments: s.queue_args.clone(),
                 ..Default::default()
             }),
             |m| matches!(m, Method::QueueDeclareOk(_)),
