@@ -604,3 +604,37 @@ fn acks_held_by_an_open_transaction_keep_the_books_balanced() {
     let (_, q) = p.core.broker.queues.iter().next().unwrap();
     assert_eq!((q.ready.len(), q.unacked), (0, 0));
 }
+
+/// Permissions are cached per connection; a change reaches open connections.
+#[test]
+fn permission_changes_reach_open_connections() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"mine"),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(
+        &p.recv_methods()[..],
+        [(1, Method::QueueDeclareOk(_))]
+    ));
+    p.core
+        .set_permissions("guest", "/", "^other$", ".*", ".*")
+        .unwrap();
+    p.core.end_turn(p.now);
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"mine2"),
+            ..Default::default()
+        },
+    );
+    let m = p.recv_methods();
+    assert!(
+        matches!(&m[..], [(1, Method::ChannelClose(c))] if c.reply_code == ReplyCode::ACCESS_REFUSED),
+        "{m:?}"
+    );
+}

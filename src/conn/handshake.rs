@@ -313,10 +313,12 @@ impl Core {
                         ));
                     }
                 }
+                let perm = self.broker.auth.permission(&user, &vname).cloned();
                 let Some(c) = self.conn_mut(id) else {
                     return Ok(());
                 };
                 c.vhost = vhost;
+                c.perm = perm;
                 c.outbox.method(
                     0,
                     &ConnectionOpenOk {

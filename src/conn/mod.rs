@@ -95,6 +95,8 @@ pub struct Connection {
     pub send_oct: u64,
     /// Deliveries were held back because the outbox was full.
     pub held_back: bool,
+    /// The user's permissions in the connection's vhost (cached).
+    pub perm: Option<crate::broker::auth::Permission>,
 }
 
 impl Connection {
@@ -127,6 +129,7 @@ impl Connection {
             recv_oct: 0,
             send_oct: 0,
             held_back: false,
+            perm: None,
         }
     }
 

@@ -363,6 +363,14 @@ impl Core {
     pub fn end_turn(&mut self, now: Instant) {
         if self.broker.defs_dirty {
             self.broker.defs_dirty = false;
+            // Users or permissions may have changed: refresh the copies the
+            // open connections check against.
+            let Core { conns, broker, .. } = self;
+            for (_, c) in conns.iter_mut().filter(|(_, c)| !c.vhost.is_empty()) {
+                let user = String::from_utf8_lossy(&c.user);
+                let vhost = String::from_utf8_lossy(&c.vhost);
+                c.perm = broker.auth.permission(&user, &vhost).cloned();
+            }
             if let Some(dir) = self.config.data_dir.clone() {
                 if let Err(e) = self.definitions().save(&dir) {
                     error!("cannot save definitions: {e}");
