@@ -106,9 +106,9 @@ fn allocations_per_message_stay_small() {
         .collect();
     let (id, now) = (p.id, p.now);
     // Warm up buffers, then count.
-    for i in 0..10 {
+    for ack in &acks[..10] {
         p.core.handle_bytes(id, &publishes, now);
-        p.core.handle_bytes(id, &acks[i], now);
+        p.core.handle_bytes(id, ack, now);
         p.core.end_turn(now);
         let out = p.core.outbox(id).unwrap();
         let n = out.len();
@@ -116,9 +116,9 @@ fn allocations_per_message_stay_small() {
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     let mut delivered = 0u64;
-    for i in 10..(N / BATCH) as usize {
+    for ack in &acks[10..] {
         p.core.handle_bytes(id, &publishes, now);
-        p.core.handle_bytes(id, &acks[i], now);
+        p.core.handle_bytes(id, ack, now);
         p.core.end_turn(now);
         let out = p.core.outbox(id).unwrap();
         let n = out.len();
