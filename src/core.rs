@@ -18,6 +18,10 @@ use crate::codec::{ConnectionClose, Error, Outbox, ReplyCode};
 use crate::config::Config;
 use crate::conn::{ConnState, Connection};
 
+/// Memory a queued message costs beyond its content (queue entry, retained
+/// frame bytes), for the memory alarm.
+pub const PER_MESSAGE_OVERHEAD: u64 = 320;
+
 /// How long we wait for connection.close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -68,6 +72,8 @@ pub struct Core {
     pub store: Option<crate::store::Store>,
     /// Bytes of message content held in memory (ready and unacked).
     pub resident: u64,
+    /// Messages in queues or unacknowledged, paged or not.
+    pub queued: u64,
     /// Message and byte counters.
     pub counters: Counters,
     /// Channels whose confirms wait for the next store sync.
@@ -126,6 +132,7 @@ impl Core {
             store_scratch: Vec::new(),
             store: None,
             resident: 0,
+            queued: 0,
             counters: Counters::default(),
             sync_waiters: Vec::new(),
             force_sync: false,

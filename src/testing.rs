@@ -176,6 +176,33 @@ impl Core {
     /// the unacked entries channels hold for it, and every consumer a queue
     /// lists exists on an open channel (and vice versa).
     pub fn check_invariants(&self) -> Result<(), String> {
+        // Every message the memory accounting counts is somewhere: ready in
+        // a queue, unacked on a channel, or held by an open transaction.
+        let ready: usize = self.broker.queues.iter().map(|(_, q)| q.ready.len()).sum();
+        let held: usize = self
+            .conns
+            .iter()
+            .flat_map(|(_, c)| c.channels.iter().flatten())
+            .map(|ch| {
+                let in_tx: usize = ch
+                    .tx
+                    .iter()
+                    .flatten()
+                    .map(|op| match op {
+                        crate::conn::channel::TxOp::Ack(v)
+                        | crate::conn::channel::TxOp::Nack(v, _) => v.len(),
+                        crate::conn::channel::TxOp::Publish(..) => 0,
+                    })
+                    .sum();
+                ch.unacked.len() + in_tx
+            })
+            .sum();
+        if (ready + held) as u64 != self.queued {
+            return Err(format!(
+                "{} messages counted, but {ready} ready and {held} unacked",
+                self.queued
+            ));
+        }
         for (_, q) in self.broker.queues.iter() {
             let held: usize = self
                 .conns

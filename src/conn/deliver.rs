@@ -183,6 +183,7 @@ impl Core {
             let mut m = msg.clone();
             m.stored = if sid.is_some() { stored } else { None };
             self.maybe_page_out(&mut m);
+            self.queued += 1;
             let Some(queue) = self.broker.queue_mut(q) else {
                 continue;
             };
@@ -332,6 +333,7 @@ impl Core {
         let conns = &mut self.conns;
         let store = &mut self.store;
         let resident = &mut self.resident;
+        let queued = &mut self.queued;
         let counters = &mut self.counters;
         let store_id = queue.store_id;
         while !queue.ready.is_empty() && !queue.consumers.is_empty() {
@@ -426,7 +428,7 @@ impl Core {
                 return;
             };
             if consumer.no_ack {
-                forget_in(store, resident, store_id, &m.msg);
+                forget_in(store, resident, queued, store_id, &m.msg);
             } else {
                 if let (Some(sid), Some(sr), Some(st)) = (store_id, m.msg.stored, store.as_mut()) {
                     if !m.redelivered {
@@ -777,10 +779,12 @@ use super::Connection;
 pub(crate) fn forget_in(
     store: &mut Option<crate::store::Store>,
     resident: &mut u64,
+    queued: &mut u64,
     queue_store_id: Option<u64>,
     m: &Message,
 ) {
     *resident = resident.saturating_sub(m.resident());
+    *queued = queued.saturating_sub(1);
     if let (Some(r), Some(st)) = (m.stored, store.as_mut()) {
         match queue_store_id {
             Some(q) if r.durable => st.ack(q, &r),

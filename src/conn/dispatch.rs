@@ -497,7 +497,11 @@ impl Core {
         // refreshed when users or permissions change: no lookup (and no
         // allocation) per publish.
         let name = String::from_utf8_lossy(name);
-        let resource = if name.is_empty() { "amq.default" } else { &name };
+        let resource = if name.is_empty() {
+            "amq.default"
+        } else {
+            &name
+        };
         if c.perm.as_ref().is_some_and(|p| p.allows(access, resource)) {
             return Ok(());
         }

@@ -101,6 +101,7 @@ impl Core {
                 };
                 let mut dropped = Vec::new();
                 if q.push(msg, &mut dropped).is_ok() {
+                    core.queued += 1;
                     if let Some(last) = q.ready.back_mut() {
                         last.redelivered = m.delivered;
                     }
@@ -291,7 +292,13 @@ impl Core {
     /// A message leaves the broker for good (acked, dropped, rejected,
     /// purged): release its memory and its store reference.
     pub(crate) fn forget(&mut self, queue_store_id: Option<u64>, m: &Message) {
-        super::deliver::forget_in(&mut self.store, &mut self.resident, queue_store_id, m);
+        super::deliver::forget_in(
+            &mut self.store,
+            &mut self.resident,
+            &mut self.queued,
+            queue_store_id,
+            m,
+        );
     }
 
     /// Make a queued message's content available (read it back if paged).
@@ -452,7 +459,17 @@ impl Core {
     }
 
     fn check_alarms(&mut self, now: Instant) {
-        let mem = self.resident >= self.config.max_memory;
+        // Message contents in memory, plus what every queued message costs
+        // whatever its size (queue entry and retained frame bytes, measured
+        // at about 300 bytes): a queue of tiny messages is bounded too.
+        let used = self.resident + self.queued * crate::core::PER_MESSAGE_OVERHEAD;
+        // Hysteresis: raised at the budget, cleared below 90 % of it, so a
+        // queue hovering at the limit does not flap blocked/unblocked.
+        let mem = if self.blocked && !self.disk_alarm {
+            used >= self.config.max_memory / 10 * 9
+        } else {
+            used >= self.config.max_memory
+        };
         if let Some(dir) = &self.config.data_dir {
             if now >= self.next_disk_check {
                 self.next_disk_check = now + std::time::Duration::from_millis(500);
