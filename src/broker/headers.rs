@@ -40,6 +40,7 @@
 
 use std::fmt::Write as _;
 
+use super::args::type_name;
 use crate::codec::table::{FieldTable, FieldValue};
 
 /// The `x-match` mode of a headers binding, parsed from its arguments.
@@ -156,29 +157,6 @@ fn float(v: &FieldValue) -> Option<f64> {
         FieldValue::F32(f) => Some(f64::from(f)),
         FieldValue::F64(f) => Some(f),
         _ => None,
-    }
-}
-
-/// RabbitMQ's name for a field type, as in its error messages.
-fn type_name(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(..) => "decimal",
-        FieldValue::LongStr(_) => "longstr",
-        FieldValue::Bytes(_) => "binary",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Void => "void",
     }
 }
 

@@ -162,6 +162,11 @@ impl Broker {
         b
     }
 
+    /// Consumers on all queues.
+    pub fn consumer_count(&self) -> usize {
+        self.queues.iter().map(|(_, q)| q.consumers.len()).sum()
+    }
+
     /// Create a vhost with RabbitMQ's predeclared exchanges.
     pub fn add_vhost(&mut self, name: &[u8]) {
         let mut vh = VHost::default();

@@ -1140,12 +1140,7 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         .global_base(now)
         .map_or((cur, Duration::ZERO), |(b, dt)| (*b, dt));
     let channels: usize = live_conns(core).map(|c| c.open_channels).sum();
-    let consumers: usize = core
-        .broker
-        .queues
-        .iter()
-        .map(|(_, q)| q.consumers.len())
-        .sum();
+    let consumers = core.broker.consumer_count();
     let exchanges: usize = core.broker.vhosts.values().map(|v| v.exchanges.len()).sum();
     let mut listeners: Vec<Value> = mgmt
         .amqp_addrs

@@ -38,12 +38,7 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: std::time::Instant) -> String {
         .filter(|(_, c)| c.state != ConnState::Dead)
         .count();
     let channels: usize = core.conns.iter().map(|(_, c)| c.open_channels).sum();
-    let consumers: usize = core
-        .broker
-        .queues
-        .iter()
-        .map(|(_, q)| q.consumers.len())
-        .sum();
+    let consumers = core.broker.consumer_count();
     let c = &core.counters;
     metric(
         &mut out,
