@@ -7,58 +7,22 @@
 
 mod common;
 
+use common::root;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use warren::{Config, Server};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn definitions() -> PathBuf {
     root().join("tests/python_auth/definitions.json")
 }
 
-/// The venv's python (tests/pika.rs's recipe), provisioned once.
-fn venv_python() -> PathBuf {
-    static PROVISION: Mutex<()> = Mutex::new(());
-    let _guard = PROVISION.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = root().join("target").join("pyvenv");
-    let python = venv.join("bin").join("python");
-    let reqs = root().join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&reqs).expect("requirements.txt");
-    let stamp = venv.join("installed-requirements.txt");
-    if !python.exists() {
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 -m venv");
-        assert!(st.success());
-    }
-    if std::fs::read_to_string(&stamp).unwrap_or_default() != wanted {
-        let st = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs)
-            .status()
-            .expect("pip install");
-        assert!(st.success());
-        std::fs::write(&stamp, wanted).expect("stamp");
-    }
-    python
-}
-
 fn pytest(file: &str, args: &[&str], env: &[(&str, String)]) {
-    let mut cmd = Command::new(venv_python());
+    let mut cmd = Command::new(common::venv_python(
+        "pyvenv",
+        "tests/python/requirements.txt",
+    ));
     cmd.current_dir(root())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(Path::new("tests/python_auth").join(file))

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::root;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -489,10 +491,6 @@ fn check_body(body: &[u8]) -> (u32, u64) {
 // Processes: the broker binary, python scripts
 // ---------------------------------------------------------------------------
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -617,43 +615,6 @@ impl Drop for BrokerProc {
     }
 }
 
-/// The venv's python (created by tests/pika.rs's recipe on first use).
-fn venv_python() -> PathBuf {
-    // Two tests here may ask at once: provision once, not concurrently.
-    static PROVISION: Mutex<()> = Mutex::new(());
-    let _guard = PROVISION.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = root().join("target").join("pyvenv");
-    let python = venv.join("bin").join("python");
-    let reqs = root().join("tests/python/requirements.txt");
-    let wanted = fs::read_to_string(&reqs).expect("requirements.txt");
-    let stamp = venv.join("installed-requirements.txt");
-    if !python.exists() {
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 -m venv");
-        assert!(st.success());
-    }
-    if fs::read_to_string(&stamp).unwrap_or_default() != wanted {
-        let st = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs)
-            .status()
-            .expect("pip install");
-        assert!(st.success());
-        fs::write(&stamp, wanted).expect("stamp");
-    }
-    python
-}
-
 /// A python helper script talking line by line on stdout/stdin.
 struct Script {
     child: Child,
@@ -664,14 +625,17 @@ struct Script {
 
 impl Script {
     fn start(name: &str, port: u16) -> Script {
-        let mut child = Command::new(venv_python())
-            .arg(root().join("tests/python_durability").join(name))
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python");
+        let mut child = Command::new(common::venv_python(
+            "pyvenv",
+            "tests/python/requirements.txt",
+        ))
+        .arg(root().join("tests/python_durability").join(name))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python");
         let out = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

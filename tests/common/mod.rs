@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use warren::{Config, Running, Server};
 
@@ -112,4 +114,48 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
         running: Some(running),
         owns_dir: true,
     }
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run a command; panic with its name unless it succeeds.
+pub fn run(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// The python of the venv `target/<venv>`, created on first use, with the
+/// `requirements` file (relative to the repository root) installed and
+/// re-installed when that file changes. Nothing but python3 needs to be on
+/// the machine. Tests of one binary may ask at once: provisioning is locked.
+pub fn venv_python(venv: &str, requirements: &str) -> PathBuf {
+    static PROVISION: Mutex<()> = Mutex::new(());
+    let _guard = PROVISION.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = root().join("target").join(venv);
+    let python = venv.join("bin").join("python");
+    let reqs = root().join(requirements);
+    let wanted = std::fs::read_to_string(&reqs).expect("requirements file");
+    let stamp = venv.join("installed-requirements.txt");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    }
+    if std::fs::read_to_string(&stamp).unwrap_or_default() != wanted {
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs));
+        std::fs::write(&stamp, wanted).expect("write stamp");
+    }
+    python
 }
