@@ -42,6 +42,8 @@ struct Sock {
     /// Reading stopped because of the per-turn cap or backpressure; input
     /// may be pending without a new readiness event.
     read_pending: bool,
+    /// Its index is in `Server::pending_reads`.
+    listed: bool,
 }
 
 /// A management HTTP socket and its protocol state.
@@ -64,6 +66,9 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
     socks: Vec<Option<Sock>>,
+    /// Indexes of sockets that may have input to read: a turn visits these,
+    /// not every socket (10,000 idle connections cost nothing per turn).
+    pending_reads: Vec<usize>,
     core: Core,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -156,6 +161,7 @@ impl Server {
             listeners,
             addrs,
             socks: Vec::new(),
+            pending_reads: Vec::new(),
             core,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
@@ -206,12 +212,12 @@ impl Server {
         let mut stopping: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let revisit = self
-                .socks
-                .iter()
-                .flatten()
-                .any(|s| s.read_pending && self.core.wants_read(s.id))
-                || self.http.read_pending();
+            let revisit = self.pending_reads.iter().any(|&idx| {
+                self.socks
+                    .get(idx)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.read_pending && self.core.wants_read(s.id))
+            }) || self.http.read_pending();
             let wake = self
                 .core
                 .wake_hint()
@@ -243,9 +249,7 @@ impl Server {
                     }
                     Token(idx) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
-                                s.read_pending = true;
-                            }
+                            self.mark_read_pending(idx);
                         }
                         if ev.is_writable() {
                             if let Some(id) = self.sock_id(idx) {
@@ -263,22 +267,36 @@ impl Server {
                 );
                 stopping = Some(now);
             }
-            // Read every socket with pending input (fair: capped per turn).
-            for idx in 0..self.socks.len() {
+            // Read every socket with pending input (fair: capped per turn);
+            // those cut off by the cap or by backpressure stay listed.
+            for idx in std::mem::take(&mut self.pending_reads) {
+                if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
+                    s.listed = false;
+                }
                 self.read_sock(idx, &mut scratch, now);
+                if self
+                    .socks
+                    .get(idx)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.read_pending)
+                {
+                    self.mark_read_pending(idx);
+                }
             }
             self.serve_http(&mut scratch, now);
             if now >= next_tick || self.core.wake_hint().is_some_and(|h| now >= h) {
                 self.core.tick(now);
                 next_tick = self.core.next_deadline(now);
                 self.http_timers(now);
+                // Connections that died without output to flush.
+                self.reap(0..self.socks.len());
             }
             self.core.end_turn(now);
             self.core.take_flush_list(&mut flush);
             for &id in &flush {
                 self.write_sock(id, now);
             }
-            self.reap();
+            self.reap(flush.iter().map(|id| id.idx as usize));
             if let Some(since) = stopping {
                 if self.socks.iter().all(|s| s.is_none())
                     || now.duration_since(since) >= SHUTDOWN_GRACE
@@ -328,8 +346,10 @@ impl Server {
                             stream,
                             id,
                             read_pending: true,
+                            listed: false,
                         });
                     }
+                    self.mark_read_pending(idx);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -423,9 +443,7 @@ impl Server {
                     let was_paused = !self.core.wants_read(id);
                     self.core.output_drained(id);
                     if was_paused && self.core.wants_read(id) {
-                        if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
-                            s.read_pending = true;
-                        }
+                        self.mark_read_pending(idx);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -439,9 +457,21 @@ impl Server {
         }
     }
 
-    /// Close sockets whose connection is finished and whose output is written.
-    fn reap(&mut self) {
-        for idx in 0..self.socks.len() {
+    /// Note that socket `idx` may have input, and list it for the next read pass.
+    fn mark_read_pending(&mut self, idx: usize) {
+        if let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) {
+            s.read_pending = true;
+            if !s.listed {
+                s.listed = true;
+                self.pending_reads.push(idx);
+            }
+        }
+    }
+
+    /// Close those of the sockets `idxs` whose connection is finished and
+    /// whose output is written.
+    fn reap(&mut self, idxs: impl Iterator<Item = usize>) {
+        for idx in idxs {
             let Some(id) = self.sock_id(idx) else {
                 continue;
             };
