@@ -18,9 +18,9 @@ use crate::codec::{ConnectionClose, Error, Outbox, ReplyCode};
 use crate::config::Config;
 use crate::conn::{ConnState, Connection};
 
-/// Memory a queued message costs beyond its content (queue entry, retained
-/// frame bytes), for the memory alarm.
-pub const PER_MESSAGE_OVERHEAD: u64 = 320;
+/// Memory a queued message costs beyond its packed content, for the memory
+/// alarm: its 64-byte queue entry, with room for the queue's growth.
+pub const PER_MESSAGE_OVERHEAD: u64 = 96;
 
 /// How long we wait for connection.close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,6 +72,8 @@ pub struct Core {
     pub store: Option<crate::store::Store>,
     /// Bytes of message content held in memory (ready and unacked).
     pub resident: u64,
+    /// Where queued messages are packed.
+    pub(crate) arena: crate::broker::message::Arena,
     /// Messages in queues or unacknowledged, paged or not.
     pub queued: u64,
     /// Message and byte counters.
@@ -132,6 +134,7 @@ impl Core {
             store_scratch: Vec::new(),
             store: None,
             resident: 0,
+            arena: Default::default(),
             queued: 0,
             counters: Counters::default(),
             sync_waiters: Vec::new(),

@@ -200,7 +200,7 @@ fn unacked_messages_return_in_order_when_the_connection_drops() {
     let bodies: Vec<(Bytes, bool)> = q
         .ready
         .iter()
-        .map(|m| (m.msg.body.clone(), m.redelivered))
+        .map(|m| (m.body(), m.redelivered()))
         .collect();
     assert_eq!(
         bodies,

@@ -1,11 +1,20 @@
-//! A message as the broker keeps it: routing info, the publisher's raw
-//! content header, and the body, all shared `Bytes` (cloning is a refcount).
+//! Messages as the broker keeps them.
+//!
+//! A [`Message`] is a message being published or routed: its parts are
+//! shared `Bytes`, slices of the frames it arrived in. Once routed, each
+//! queue holds a [`QueuedMsg`]: 64 bytes, whose exchange, routing key, content
+//! header and small body are packed into one slice of an [`Arena`] chunk
+//! (shared by every queue the message went to). Packing copies a few dozen
+//! bytes and lets the connection's input buffer be reused instead of kept
+//! alive by the messages sliced out of it. Bodies of 2 KiB and more are not
+//! copied: they stay a shared `Bytes` of their own.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::store::StoreRef;
+use crate::codec::Outbox;
+use crate::store::{MsgMeta, StoreRef};
 
-/// A published message.
+/// A published message, as it is routed.
 #[derive(Debug, Clone)]
 pub struct Message {
     /// Exchange it was published to.
@@ -18,10 +27,6 @@ pub struct Message {
     pub body: Bytes,
     /// delivery_mode = 2.
     pub persistent: bool,
-    /// Body size (kept when the body is paged out).
-    pub size: u64,
-    /// Where the store holds it, if it does.
-    pub stored: Option<StoreRef>,
     /// `priority` property (0 when absent).
     pub priority: u8,
     /// Per-message TTL from the `expiration` property, in milliseconds.
@@ -31,7 +36,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message with its content in memory and not stored.
+    /// A message with its content in memory.
     pub fn new(
         exchange: Bytes,
         routing_key: Bytes,
@@ -43,52 +48,581 @@ impl Message {
             exchange,
             routing_key,
             header,
-            size: body.len() as u64,
             body,
             persistent,
-            stored: None,
             priority: 0,
             ttl: None,
             timestamp: 0,
         }
     }
 
-    /// True when header and body live only on disk.
-    pub fn is_paged(&self) -> bool {
-        self.header.is_empty() && self.stored.is_some()
-    }
-
-    /// Bytes of content held in memory.
-    pub fn resident(&self) -> u64 {
-        (self.header.len() + self.body.len()) as u64
-    }
-
-    /// Drop the in-memory content (the store has it).
-    pub fn page_out(&mut self) {
-        self.header = Bytes::new();
-        self.body = Bytes::new();
+    /// The store's view of it.
+    pub fn meta(&self) -> MsgMeta<'_> {
+        MsgMeta {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            header: &self.header,
+            body: &self.body,
+            timestamp: self.timestamp,
+            ttl: self.ttl,
+            priority: self.priority,
+        }
     }
 }
 
-/// A message in a queue, with its position for in-order requeueing.
+/// Bodies shorter than this are packed with the message's other parts;
+/// longer ones stay a `Bytes` of their own (sent without a copy).
+pub const INLINE_BODY: usize = crate::codec::outbox::COPY_THRESHOLD;
+
+/// Size of the chunks packed messages are carved from.
+const ARENA_CHUNK: usize = 32 * 1024;
+
+/// Where packed messages are written: a chunk that is carved into frozen
+/// slices, one per message. A chunk is freed when its last message goes.
+#[derive(Debug, Default)]
+pub struct Arena {
+    buf: BytesMut,
+}
+
+impl Arena {
+    /// Room for `len` bytes, written with `BufMut` calls and then taken with
+    /// [`Arena::finish`].
+    fn start(&mut self, len: usize) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < len {
+            self.buf = BytesMut::with_capacity(len.max(ARENA_CHUNK));
+        }
+        &mut self.buf
+    }
+
+    /// The bytes written since [`Arena::start`].
+    fn finish(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+// First byte of a packed slice: which optional sections follow it.
+/// A store reference follows.
+const B_REF: u8 = 1;
+/// The publish time and TTL follow.
+const B_TIMES: u8 = 2;
+const REF_LEN: usize = 21;
+const TIMES_LEN: usize = 16;
+
+// Per-copy flags.
+const F_PERSISTENT: u8 = 1;
+/// The store reference applies to this copy (see [`QueuedMsg::stored`]).
+const F_STORED: u8 = 2;
+/// Content (header and body) only on disk.
+const F_PAGED: u8 = 4;
+const F_REDELIVERED: u8 = 8;
+
+/// A message in a queue (or delivered and not yet acknowledged).
+///
+/// `data` holds, in order: a byte of section flags, the store reference
+/// (if any), publish time and TTL (if stored or with a TTL), exchange and
+/// routing key (short strings), then, unless paged out, the content header
+/// (u32 length + bytes) and a small body. A large body is `big`.
 #[derive(Debug, Clone)]
 pub struct QueuedMsg {
+    data: Bytes,
+    big: Option<Box<Bytes>>,
     /// Position in the queue (monotonic per queue); requeued messages go back
     /// to this position.
     pub seq: u64,
-    /// Delivered before (sets basic.deliver's redelivered flag).
-    pub redelivered: bool,
+    /// Wall-clock expiry, ms since the epoch; `u64::MAX` when none.
+    expires: u64,
+    /// Body size (kept while the body is paged out).
+    size: u32,
+    flags: u8,
+    /// The message's `priority` property.
+    priority: u8,
     /// Effective priority in this queue (0 unless a priority queue).
     pub prio: u8,
-    /// Wall-clock expiry in milliseconds since the epoch, if any TTL applies.
-    pub expires_at: Option<u64>,
-    /// The message.
-    pub msg: Message,
+}
+
+/// Borrowed parts of a queued message.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    /// Exchange.
+    pub exchange: &'a [u8],
+    /// Routing key.
+    pub routing_key: &'a [u8],
+    /// Raw content header payload (empty when paged out).
+    pub header: &'a [u8],
+    /// The body when packed inline (empty when large or paged out).
+    pub inline_body: &'a [u8],
+}
+
+/// Offsets of the sections of a packed slice.
+struct Layout {
+    refs: usize,
+    times: Option<usize>,
+    exchange: (usize, usize),
+    routing_key: (usize, usize),
+    header: (usize, usize),
+    body: usize,
+}
+
+fn short_at(d: &[u8], at: usize) -> ((usize, usize), usize) {
+    let n = d.get(at).copied().unwrap_or(0) as usize;
+    ((at + 1, at + 1 + n), at + 1 + n)
+}
+
+fn put_short(out: &mut BytesMut, s: &[u8]) {
+    let s = s.get(..255).unwrap_or(s);
+    out.put_u8(s.len() as u8);
+    out.put_slice(s);
+}
+
+fn put_ref(out: &mut BytesMut, r: &StoreRef) {
+    out.put_u64(r.msg_id);
+    out.put_u32(r.seg);
+    out.put_u32(r.offset);
+    out.put_u32(r.len);
+    out.put_u8(r.durable as u8);
+}
+
+fn be(d: &[u8], at: usize, n: usize) -> u64 {
+    d.get(at..at + n)
+        .map_or(0, |b| b.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
 }
 
 impl QueuedMsg {
+    /// Pack a routed message; `stored` is where the store keeps it (for
+    /// copies in durable queues, see [`QueuedMsg::set_stored`]).
+    pub fn pack(arena: &mut Arena, m: &Message, stored: Option<StoreRef>) -> QueuedMsg {
+        let inline = m.body.len() < INLINE_BODY;
+        let times = stored.is_some() || m.ttl.is_some();
+        let exchange = m.exchange.get(..255).unwrap_or(&m.exchange);
+        let routing_key = m.routing_key.get(..255).unwrap_or(&m.routing_key);
+        let len = 1
+            + if stored.is_some() { REF_LEN } else { 0 }
+            + if times { TIMES_LEN } else { 0 }
+            + 2
+            + exchange.len()
+            + routing_key.len()
+            + 4
+            + m.header.len()
+            + if inline { m.body.len() } else { 0 };
+        let out = arena.start(len);
+        out.put_u8(if stored.is_some() { B_REF } else { 0 } | if times { B_TIMES } else { 0 });
+        if let Some(r) = &stored {
+            put_ref(out, r);
+        }
+        if times {
+            out.put_u64(m.timestamp);
+            out.put_u64(m.ttl.unwrap_or(u64::MAX));
+        }
+        put_short(out, exchange);
+        put_short(out, routing_key);
+        out.put_u32(m.header.len() as u32);
+        out.put_slice(&m.header);
+        if inline {
+            out.put_slice(&m.body);
+        }
+        QueuedMsg {
+            data: arena.finish(),
+            big: (!inline).then(|| Box::new(m.body.clone())),
+            seq: 0,
+            expires: u64::MAX,
+            size: m.body.len().min(u32::MAX as usize) as u32,
+            flags: if m.persistent { F_PERSISTENT } else { 0 },
+            priority: m.priority,
+            prio: 0,
+        }
+    }
+
+    /// A message found by store recovery: paged out, stored.
+    pub fn recovered(arena: &mut Arena, r: &crate::store::RecoveredMsg) -> QueuedMsg {
+        let len = 1 + REF_LEN + TIMES_LEN + 2 + r.exchange.len() + r.routing_key.len();
+        let out = arena.start(len);
+        out.put_u8(B_REF | B_TIMES);
+        put_ref(out, &r.at);
+        out.put_u64(r.timestamp);
+        out.put_u64(r.ttl.unwrap_or(u64::MAX));
+        put_short(out, &r.exchange);
+        put_short(out, &r.routing_key);
+        QueuedMsg {
+            data: arena.finish(),
+            big: None,
+            seq: 0,
+            expires: u64::MAX,
+            size: r.size.min(u64::from(u32::MAX)) as u32,
+            flags: F_PERSISTENT | F_STORED | F_PAGED | if r.delivered { F_REDELIVERED } else { 0 },
+            priority: r.priority,
+            prio: 0,
+        }
+    }
+
+    fn layout(&self) -> Layout {
+        let d = &self.data[..];
+        let b = d.first().copied().unwrap_or(0);
+        let mut at = 1;
+        let refs = at;
+        if b & B_REF != 0 {
+            at += REF_LEN;
+        }
+        let times = (b & B_TIMES != 0).then_some(at);
+        if times.is_some() {
+            at += TIMES_LEN;
+        }
+        let (exchange, at) = short_at(d, at);
+        let (routing_key, at) = short_at(d, at);
+        let (header, body) = if self.is_paged() {
+            ((at, at), at)
+        } else {
+            let n = be(d, at, 4) as usize;
+            ((at + 4, at + 4 + n), at + 4 + n)
+        };
+        Layout {
+            refs,
+            times,
+            exchange,
+            routing_key,
+            header,
+            body,
+        }
+    }
+
+    /// Exchange, routing key, header and inline body.
+    pub fn parts(&self) -> Parts<'_> {
+        let l = self.layout();
+        let d = &self.data[..];
+        let get = |(a, b): (usize, usize)| d.get(a..b).unwrap_or_default();
+        Parts {
+            exchange: get(l.exchange),
+            routing_key: get(l.routing_key),
+            header: get(l.header),
+            inline_body: if self.big.is_some() {
+                &[]
+            } else {
+                d.get(l.body..).unwrap_or_default()
+            },
+        }
+    }
+
+    fn slice(&self, (a, b): (usize, usize)) -> Bytes {
+        if a <= b && b <= self.data.len() {
+            self.data.slice(a..b)
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// Exchange it was published to.
+    pub fn exchange(&self) -> Bytes {
+        self.slice(self.layout().exchange)
+    }
+
+    /// Routing key it was published with.
+    pub fn routing_key(&self) -> Bytes {
+        self.slice(self.layout().routing_key)
+    }
+
+    /// Raw content header payload (empty when paged out).
+    pub fn header(&self) -> Bytes {
+        self.slice(self.layout().header)
+    }
+
+    /// The body (empty when paged out).
+    pub fn body(&self) -> Bytes {
+        match &self.big {
+            Some(b) => (**b).clone(),
+            None if self.is_paged() => Bytes::new(),
+            None => self.slice((self.layout().body, self.data.len())),
+        }
+    }
+
+    /// The body when it is not packed inline (large bodies).
+    pub fn big_body(&self) -> Option<&Bytes> {
+        self.big.as_deref()
+    }
+
+    /// Body size.
+    pub fn size(&self) -> u64 {
+        u64::from(self.size)
+    }
+
+    /// delivery_mode = 2.
+    pub fn persistent(&self) -> bool {
+        self.flags & F_PERSISTENT != 0
+    }
+
+    /// The `priority` property.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// Delivered before (sets basic.deliver's redelivered flag).
+    pub fn redelivered(&self) -> bool {
+        self.flags & F_REDELIVERED != 0
+    }
+
+    /// Mark as delivered before.
+    pub fn set_redelivered(&mut self, yes: bool) {
+        if yes {
+            self.flags |= F_REDELIVERED;
+        } else {
+            self.flags &= !F_REDELIVERED;
+        }
+    }
+
+    /// Wall-clock expiry in ms since the epoch, if a TTL applies.
+    pub fn expires_at(&self) -> Option<u64> {
+        (self.expires != u64::MAX).then_some(self.expires)
+    }
+
+    /// Set the expiry (None: never).
+    pub fn set_expires_at(&mut self, at: Option<u64>) {
+        self.expires = at.map_or(u64::MAX, |t| t.min(u64::MAX - 1));
+    }
+
+    /// Publish time and per-message TTL, when kept (stored messages and
+    /// messages with a TTL); `(0, None)` otherwise.
+    pub fn times(&self) -> (u64, Option<u64>) {
+        match self.layout().times {
+            Some(at) => {
+                let ttl = be(&self.data, at + 8, 8);
+                (be(&self.data, at, 8), (ttl != u64::MAX).then_some(ttl))
+            }
+            None => (0, None),
+        }
+    }
+
+    /// Where the store holds this copy, if it does.
+    pub fn stored(&self) -> Option<StoreRef> {
+        if self.flags & F_STORED == 0 || self.data.first().is_none_or(|b| b & B_REF == 0) {
+            return None;
+        }
+        let d = &self.data[..];
+        let at = self.layout().refs;
+        Some(StoreRef {
+            msg_id: be(d, at, 8),
+            seg: be(d, at + 8, 4) as u32,
+            offset: be(d, at + 12, 4) as u32,
+            len: be(d, at + 16, 4) as u32,
+            durable: d.get(at + 20).is_some_and(|b| *b != 0),
+        })
+    }
+
+    /// Whether the packed store reference applies to this copy (it does for
+    /// copies in durable queues of a stored persistent message).
+    pub fn set_stored(&mut self, yes: bool) {
+        if yes {
+            self.flags |= F_STORED;
+        } else {
+            self.flags &= !F_STORED;
+        }
+    }
+
+    /// True when header and body live only on disk.
+    pub fn is_paged(&self) -> bool {
+        self.flags & F_PAGED != 0
+    }
+
+    /// Bytes of message data held in memory for this copy.
+    pub fn resident(&self) -> u64 {
+        if self.is_paged() {
+            return 0;
+        }
+        (self.data.len() + self.big.as_ref().map_or(0, |b| b.len())) as u64
+    }
+
+    /// The store's view of it (content empty when paged out).
+    pub fn meta(&self) -> MsgMeta<'_> {
+        let p = self.parts();
+        let (timestamp, ttl) = self.times();
+        MsgMeta {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            header: p.header,
+            body: match &self.big {
+                Some(b) => b,
+                None => p.inline_body,
+            },
+            timestamp,
+            ttl,
+            priority: self.priority,
+        }
+    }
+
+    /// Drop the in-memory content; `at` is where the store has it (the
+    /// existing reference when None).
+    pub fn page_out(&mut self, arena: &mut Arena, at: Option<StoreRef>) {
+        let stored = at.or_else(|| self.stored());
+        let Some(r) = stored else { return };
+        let l = self.layout();
+        let times = l
+            .times
+            .map(|t| (be(&self.data, t, 8), be(&self.data, t + 8, 8)));
+        let p = self.parts();
+        let len = 1 + REF_LEN + times.map_or(0, |_| TIMES_LEN) + 2;
+        let len = len + p.exchange.len() + p.routing_key.len();
+        let out = arena.start(len);
+        out.put_u8(B_REF | if times.is_some() { B_TIMES } else { 0 });
+        put_ref(out, &r);
+        if let Some((ts, ttl)) = times {
+            out.put_u64(ts);
+            out.put_u64(ttl);
+        }
+        put_short(out, p.exchange);
+        put_short(out, p.routing_key);
+        self.data = arena.finish();
+        self.big = None;
+        self.flags |= F_PAGED | F_STORED;
+    }
+
+    /// Content read back from the store: in memory again.
+    pub fn page_in(&mut self, arena: &mut Arena, header: &[u8], body: Bytes) {
+        if !self.is_paged() {
+            return;
+        }
+        let inline = body.len() < INLINE_BODY;
+        let prefix = self.data.len();
+        let len = prefix + 4 + header.len() + if inline { body.len() } else { 0 };
+        let out = arena.start(len);
+        out.put_slice(&self.data);
+        out.put_u32(header.len() as u32);
+        out.put_slice(header);
+        if inline {
+            out.put_slice(&body);
+        }
+        self.data = arena.finish();
+        self.big = (!inline).then(|| Box::new(body));
+        self.flags &= !F_PAGED;
+    }
+
+    /// Append its content header and body frames to `outbox`.
+    pub fn write_content(&self, outbox: &mut Outbox, channel: u16, frame_max: u32) {
+        let p = self.parts();
+        match &self.big {
+            Some(b) => outbox.content(channel, p.header, b, frame_max),
+            None => outbox.content_copied(channel, p.header, p.inline_body, frame_max),
+        }
+    }
+
+    /// A message for routing again (dead-lettering), with the same parts.
+    pub fn to_message(&self) -> Message {
+        let mut m = Message::new(
+            self.exchange(),
+            self.routing_key(),
+            self.header(),
+            self.body(),
+            self.persistent(),
+        );
+        m.priority = self.priority;
+        m
+    }
+
     /// Queue order: higher priority first, then publish order.
     pub fn key(&self) -> (u8, u64) {
         (255 - self.prio, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &[u8], ttl: Option<u64>) -> Message {
+        let mut m = Message::new(
+            Bytes::from_static(b"ex"),
+            Bytes::from_static(b"key"),
+            Bytes::from_static(b"\x00\x3c\x00\x00hdr"),
+            Bytes::copy_from_slice(body),
+            true,
+        );
+        m.ttl = ttl;
+        m.timestamp = 42;
+        m.priority = 3;
+        m
+    }
+
+    fn at() -> StoreRef {
+        StoreRef {
+            msg_id: 7,
+            seg: 2,
+            offset: 300,
+            len: 90,
+            durable: true,
+        }
+    }
+
+    #[test]
+    fn entry_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<QueuedMsg>(), 64);
+    }
+
+    #[test]
+    fn packs_and_reads_back() {
+        let mut arena = Arena::default();
+        for (body, stored, ttl) in [
+            (&b"small"[..], None, None),
+            (&[7u8; 5000][..], Some(at()), Some(1000)),
+            (&b""[..], Some(at()), None),
+            (&[1u8; 2047][..], None, Some(5)),
+        ] {
+            let m = message(body, ttl);
+            let mut q = QueuedMsg::pack(&mut arena, &m, stored);
+            assert!(q.stored().is_none());
+            q.set_stored(true);
+            assert_eq!(q.stored(), stored);
+            let p = q.parts();
+            assert_eq!(p.exchange, b"ex");
+            assert_eq!(p.routing_key, b"key");
+            assert_eq!(p.header, &m.header[..]);
+            assert_eq!(q.body(), m.body);
+            assert_eq!(q.big_body().is_some(), body.len() >= INLINE_BODY);
+            assert_eq!(q.size(), body.len() as u64);
+            assert_eq!((q.priority(), q.persistent()), (3, true));
+            let times = if stored.is_some() || ttl.is_some() {
+                (42, ttl)
+            } else {
+                (0, None)
+            };
+            assert_eq!(q.times(), times);
+            let resident = q.resident();
+            assert!(resident >= (body.len() + m.header.len()) as u64);
+
+            let paged_at = StoreRef {
+                durable: false,
+                ..at()
+            };
+            q.page_out(&mut arena, stored.is_none().then_some(paged_at));
+            assert!(q.is_paged());
+            assert_eq!(q.resident(), 0);
+            assert_eq!(q.stored(), Some(stored.unwrap_or(paged_at)));
+            assert_eq!(
+                (q.exchange(), q.routing_key()),
+                (m.exchange.clone(), m.routing_key.clone())
+            );
+            assert!(q.header().is_empty() && q.body().is_empty());
+            assert_eq!(q.times(), times);
+            q.page_in(&mut arena, &m.header, m.body.clone());
+            assert!(!q.is_paged());
+            // Paged in, it keeps the store reference it got when paged out.
+            let with_ref = resident + if stored.is_none() { REF_LEN as u64 } else { 0 };
+            assert_eq!(q.resident(), with_ref);
+            assert_eq!((q.header(), q.body()), (m.header.clone(), m.body.clone()));
+            assert_eq!(q.meta().routing_key, b"key");
+        }
+    }
+
+    #[test]
+    fn flags_and_expiry() {
+        let mut arena = Arena::default();
+        let mut q = QueuedMsg::pack(&mut arena, &message(b"x", None), None);
+        assert!(!q.redelivered() && q.expires_at().is_none());
+        q.set_redelivered(true);
+        q.set_expires_at(Some(99));
+        assert!(q.redelivered());
+        assert_eq!(q.expires_at(), Some(99));
+        q.set_redelivered(false);
+        assert!(!q.redelivered());
+        let m = q.to_message();
+        assert_eq!(
+            (&m.body[..], m.priority, m.persistent),
+            (&b"x"[..], 3, true)
+        );
     }
 }

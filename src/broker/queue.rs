@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::args::{Overflow, QueueArgs};
-use super::message::{Message, QueuedMsg};
+use super::message::QueuedMsg;
 use super::{ConnId, QueueId, QueueSpec};
 use crate::codec::FieldTable;
 
@@ -133,32 +133,33 @@ impl Queue {
             || self.args.max_length_bytes.is_some_and(|m| b > m)
     }
 
-    /// Append a newly routed message. Returns the message back when the queue
-    /// refuses it (`x-overflow` = reject-publish and the queue is full); with
-    /// drop-head, the oldest messages are dropped to make room and returned in
-    /// `dropped`.
+    /// Append a newly routed message (published at `timestamp` with its own
+    /// TTL `ttl`, if any). Returns the message back when the queue refuses
+    /// it (`x-overflow` = reject-publish and the queue is full); with
+    /// drop-head, the oldest messages are dropped to make room and returned
+    /// in `dropped`.
     // The refused message is handed back by value, without boxing it.
     #[allow(clippy::result_large_err)]
-    pub fn push(&mut self, msg: Message, dropped: &mut Vec<QueuedMsg>) -> Result<(), Message> {
-        let len = msg.size;
+    pub fn push(
+        &mut self,
+        mut m: QueuedMsg,
+        ttl: Option<u64>,
+        timestamp: u64,
+        dropped: &mut Vec<QueuedMsg>,
+    ) -> Result<(), QueuedMsg> {
+        let len = m.size();
         if self.args.overflow != Overflow::DropHead && self.over_limit(1, len) {
-            return Err(msg);
+            return Err(m);
         }
-        let seq = self.next_seq;
+        m.seq = self.next_seq;
         self.next_seq += 1;
         self.ready_bytes += len;
-        let prio = self.args.max_priority.map_or(0, |m| msg.priority.min(m));
-        let ttl = match (self.args.message_ttl, msg.ttl) {
+        m.prio = self.args.max_priority.map_or(0, |p| m.priority().min(p));
+        let ttl = match (self.args.message_ttl, ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let m = QueuedMsg {
-            seq,
-            redelivered: false,
-            prio,
-            expires_at: ttl.map(|t| msg.timestamp.saturating_add(t)),
-            msg,
-        };
+        m.set_expires_at(ttl.map(|t| timestamp.saturating_add(t)));
         self.insert(m);
         while self.over_limit(0, 0) {
             match self.pop() {
@@ -172,15 +173,15 @@ impl Queue {
     /// Take the head message for delivery.
     pub fn pop(&mut self) -> Option<QueuedMsg> {
         let m = self.ready.pop_front()?;
-        self.ready_bytes = self.ready_bytes.saturating_sub(m.msg.size);
+        self.ready_bytes = self.ready_bytes.saturating_sub(m.size());
         Some(m)
     }
 
     /// Put a delivered message back at its original position, marked redelivered.
     pub fn requeue(&mut self, mut m: QueuedMsg) {
-        m.redelivered = true;
+        m.set_redelivered(true);
         self.unacked = self.unacked.saturating_sub(1);
-        self.ready_bytes += m.msg.size;
+        self.ready_bytes += m.size();
         self.insert(m);
     }
 
@@ -201,7 +202,7 @@ impl Queue {
     pub fn head_expired(&self, now_ms: u64) -> bool {
         self.ready
             .front()
-            .and_then(|m| m.expires_at)
+            .and_then(|m| m.expires_at())
             .is_some_and(|t| t < now_ms)
     }
 
@@ -252,15 +253,17 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::message::{Arena, Message};
 
-    fn msg() -> Message {
-        Message::new(
+    fn msg() -> QueuedMsg {
+        let m = Message::new(
             Bytes::new(),
             Bytes::new(),
             Bytes::new(),
             Bytes::new(),
             false,
-        )
+        );
+        QueuedMsg::pack(&mut Arena::default(), &m, None)
     }
 
     #[test]
@@ -281,7 +284,7 @@ mod tests {
             QueueArgs::default(),
         );
         for _ in 0..5 {
-            assert!(q.push(msg(), &mut Vec::new()).is_ok());
+            assert!(q.push(msg(), None, 0, &mut Vec::new()).is_ok());
         }
         let a = q.pop().unwrap();
         let b = q.pop().unwrap();
@@ -290,7 +293,7 @@ mod tests {
         q.requeue(a);
         let seqs: Vec<u64> = q.ready.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-        assert!(q.ready[0].redelivered && q.ready[1].redelivered && !q.ready[2].redelivered);
+        assert!(q.ready[0].redelivered() && q.ready[1].redelivered() && !q.ready[2].redelivered());
         assert_eq!(q.unacked, 0);
     }
 }

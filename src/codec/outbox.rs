@@ -99,7 +99,29 @@ impl Outbox {
 
     /// Append a content header (from its raw encoded payload) and the body,
     /// split into body frames of at most `frame_max` bytes (0 = no limit).
-    pub fn content(&mut self, channel: u16, header_payload: &Bytes, body: &Bytes, frame_max: u32) {
+    pub fn content(&mut self, channel: u16, header_payload: &[u8], body: &Bytes, frame_max: u32) {
+        self.content_from(channel, header_payload, body, Some(body), frame_max);
+    }
+
+    /// Like [`Outbox::content`] for a body that is copied (a small one).
+    pub fn content_copied(
+        &mut self,
+        channel: u16,
+        header_payload: &[u8],
+        body: &[u8],
+        frame_max: u32,
+    ) {
+        self.content_from(channel, header_payload, body, None, frame_max);
+    }
+
+    fn content_from(
+        &mut self,
+        channel: u16,
+        header_payload: &[u8],
+        body: &[u8],
+        shared: Option<&Bytes>,
+        frame_max: u32,
+    ) {
         let at = begin_frame(&mut self.tail, FRAME_HEADER, channel);
         self.tail.extend_from_slice(header_payload);
         end_frame(&mut self.tail, at);
@@ -114,7 +136,12 @@ impl Outbox {
             self.tail.put_u8(FRAME_BODY);
             self.tail.put_u16(channel);
             self.tail.put_u32(n as u32);
-            self.push_bytes(&body.slice(off..off + n));
+            match shared {
+                Some(b) if n >= COPY_THRESHOLD => self.push_bytes(&b.slice(off..off + n)),
+                _ => self
+                    .tail
+                    .extend_from_slice(body.get(off..off + n).unwrap_or_default()),
+            }
             self.tail.put_u8(FRAME_END);
             off += n;
         }

@@ -173,6 +173,7 @@ impl Core {
         }
         let stored = self.store_message(&msg, &durable);
         self.store_scratch = durable;
+        let packed = QueuedMsg::pack(&mut self.arena, &msg, stored);
         let mut rejected = false;
         let mut dropped = Vec::new();
         for &q in targets {
@@ -180,26 +181,19 @@ impl Core {
             else {
                 continue;
             };
-            let mut m = msg.clone();
-            m.stored = if sid.is_some() { stored } else { None };
+            let mut m = packed.clone();
+            m.set_stored(sid.is_some());
             self.maybe_page_out(&mut m);
             self.queued += 1;
             let Some(queue) = self.broker.queue_mut(q) else {
                 continue;
             };
-            let pushed = queue.push(m, &mut dropped);
+            let pushed = queue.push(m, msg.ttl, msg.timestamp, &mut dropped);
             queue.stats.publish += u64::from(pushed.is_ok());
             if let Err(m) = pushed {
                 rejected = true;
                 if overflow == Overflow::RejectPublishDlx {
-                    let qm = QueuedMsg {
-                        seq: 0,
-                        redelivered: false,
-                        prio: 0,
-                        expires_at: None,
-                        msg: m,
-                    };
-                    self.dead_letter(q, qm, "maxlen");
+                    self.dead_letter(q, m, "maxlen");
                 } else {
                     self.forget(sid, &m);
                 }
@@ -211,7 +205,7 @@ impl Core {
                 .broker
                 .queue(q)
                 .and_then(|q| q.ready.back())
-                .and_then(|m| m.expires_at);
+                .and_then(|m| m.expires_at());
             if let Some(t) = expiry {
                 let now_ms = self.wall_ms();
                 let at = self.now + std::time::Duration::from_millis(t.saturating_sub(now_ms) + 1);
@@ -333,6 +327,7 @@ impl Core {
         let conns = &mut self.conns;
         let store = &mut self.store;
         let resident = &mut self.resident;
+        let arena = &mut self.arena;
         let queued = &mut self.queued;
         let counters = &mut self.counters;
         let store_id = queue.store_id;
@@ -391,12 +386,12 @@ impl Core {
             let Some(mut m) = queue.pop() else {
                 return;
             };
-            if !Core::load(store, resident, &mut m) {
+            if !Core::load(store, resident, arena, &mut m) {
                 continue;
             }
             queue.stats.deliver += 1;
             counters.deliver += 1;
-            if m.redelivered {
+            if m.redelivered() {
                 queue.stats.redeliver += 1;
                 counters.redeliver += 1;
             }
@@ -415,23 +410,24 @@ impl Core {
             };
             chan.last_tag += 1;
             let tag = chan.last_tag;
+            let p = m.parts();
             outbox.deliver(
                 r.channel,
                 &r.tag,
                 tag,
-                m.redelivered,
-                &m.msg.exchange,
-                &m.msg.routing_key,
+                m.redelivered(),
+                p.exchange,
+                p.routing_key,
             );
-            outbox.content(r.channel, &m.msg.header, &m.msg.body, frame_max);
+            m.write_content(outbox, r.channel, frame_max);
             let Some(consumer) = chan.consumers.iter_mut().find(|x| x.tag == r.tag) else {
                 return;
             };
             if consumer.no_ack {
-                forget_in(store, resident, queued, store_id, &m.msg);
+                forget_in(store, resident, queued, store_id, &m);
             } else {
-                if let (Some(sid), Some(sr), Some(st)) = (store_id, m.msg.stored, store.as_mut()) {
-                    if !m.redelivered {
+                if let (Some(sid), Some(sr), Some(st)) = (store_id, m.stored(), store.as_mut()) {
+                    if !m.redelivered() {
                         st.delivered(sid, &sr);
                     }
                 }
@@ -502,16 +498,16 @@ impl Core {
     fn settle_one(&mut self, id: ConnId, ch: u16, u: Unacked, requeue: bool, rejected: bool) {
         self.settle(id, ch, &u);
         let Some(q) = self.broker.queue_mut(u.queue) else {
-            self.forget(None, &u.msg.msg);
+            self.forget(None, &u.msg);
             return;
         };
         if requeue {
             let mut m = u.msg;
             // Back in the queue, a message is held like a new one: beyond
             // half the memory budget its content goes (back) to disk.
-            if !m.msg.is_paged() {
-                self.resident = self.resident.saturating_sub(m.msg.resident());
-                self.maybe_page_out(&mut m.msg);
+            if !m.is_paged() {
+                self.resident = self.resident.saturating_sub(m.resident());
+                self.maybe_page_out(&mut m);
             }
             if let Some(q) = self.broker.queue_mut(u.queue) {
                 q.requeue(m);
@@ -525,7 +521,7 @@ impl Core {
             q.stats.ack += 1;
             let sid = q.store_id;
             self.counters.ack += 1;
-            self.forget(sid, &u.msg.msg);
+            self.forget(sid, &u.msg);
         }
     }
 
@@ -718,7 +714,7 @@ impl Core {
         let n = gone.ready.len() as u32;
         for m in &gone.ready {
             // The purge record covers the durable ones: only release them.
-            self.forget(None, &m.msg);
+            self.forget(None, m);
         }
         n
     }
@@ -781,11 +777,11 @@ pub(crate) fn forget_in(
     resident: &mut u64,
     queued: &mut u64,
     queue_store_id: Option<u64>,
-    m: &Message,
+    m: &QueuedMsg,
 ) {
     *resident = resident.saturating_sub(m.resident());
     *queued = queued.saturating_sub(1);
-    if let (Some(r), Some(st)) = (m.stored, store.as_mut()) {
+    if let (Some(r), Some(st)) = (m.stored(), store.as_mut()) {
         match queue_store_id {
             Some(q) if r.durable => st.ack(q, &r),
             _ => st.release(&r),

@@ -289,7 +289,7 @@ impl Core {
                 };
                 let n = gone.len() as u32;
                 for m in &gone {
-                    self.forget(sid, &m.msg);
+                    self.forget(sid, m);
                 }
                 if !p.nowait {
                     self.reply(id, ch, QueuePurgeOk { message_count: n }.into());
@@ -732,17 +732,17 @@ impl Core {
             queue.unacked += 1;
         }
         queue.stats.get += 1;
-        queue.stats.redeliver += u64::from(m.redelivered);
+        queue.stats.redeliver += u64::from(m.redelivered());
         self.counters.get += 1;
-        self.counters.redeliver += u64::from(m.redelivered);
-        if !Core::load(&mut self.store, &mut self.resident, &mut m) {
+        self.counters.redeliver += u64::from(m.redelivered());
+        if !Core::load(&mut self.store, &mut self.resident, &mut self.arena, &mut m) {
             if let Some(queue) = self.broker.queue_mut(q) {
                 queue.unacked = queue.unacked.saturating_sub(u32::from(!g.no_ack) as usize);
             }
             return self.basic_get(id, ch, vhost, g);
         }
-        match (sid, m.msg.stored, self.store.as_mut()) {
-            (Some(s), Some(r), Some(st)) if !g.no_ack && !m.redelivered => st.delivered(s, &r),
+        match (sid, m.stored(), self.store.as_mut()) {
+            (Some(s), Some(r), Some(st)) if !g.no_ack && !m.redelivered() => st.delivered(s, &r),
             _ => {}
         }
         let Some(c) = self.conn_mut(id) else {
@@ -759,15 +759,15 @@ impl Core {
         let tag = chan.last_tag;
         let ok = BasicGetOk {
             delivery_tag: tag,
-            redelivered: m.redelivered,
-            exchange: m.msg.exchange.clone(),
-            routing_key: m.msg.routing_key.clone(),
+            redelivered: m.redelivered(),
+            exchange: m.exchange(),
+            routing_key: m.routing_key(),
             message_count: remaining,
         };
         c.outbox.method(ch, &ok.into());
-        c.outbox.content(ch, &m.msg.header, &m.msg.body, frame_max);
+        m.write_content(&mut c.outbox, ch, frame_max);
         if g.no_ack {
-            self.forget(sid, &m.msg);
+            self.forget(sid, &m);
         } else {
             chan.unacked.push_back(super::channel::Unacked {
                 tag,

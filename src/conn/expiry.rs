@@ -71,23 +71,28 @@ impl Core {
     /// "maxlen"): republish it to the queue's dead-letter exchange, or drop it.
     pub(crate) fn dead_letter(&mut self, qid: QueueId, mut qm: QueuedMsg, reason: &'static str) {
         let Some(q) = self.broker.queue(qid) else {
-            self.forget(None, &qm.msg);
+            self.forget(None, &qm);
             return;
         };
         let sid = q.store_id;
         let Some(dlx) = q.args.dead_letter_exchange.clone() else {
-            self.forget(sid, &qm.msg);
+            self.forget(sid, &qm);
             return;
         };
         let dlrk = q.args.dead_letter_routing_key.clone();
         let qname = q.name.clone();
         let vhost = q.vhost.clone();
-        if !Core::load(&mut self.store, &mut self.resident, &mut qm) {
+        if !Core::load(
+            &mut self.store,
+            &mut self.resident,
+            &mut self.arena,
+            &mut qm,
+        ) {
             return;
         }
-        let old = qm.msg;
+        let old = qm.to_message();
         let Ok(mut h) = ContentHeader::decode(&old.header) else {
-            self.forget(sid, &old);
+            self.forget(sid, &qm);
             return;
         };
         let props = &mut h.properties;
@@ -156,6 +161,7 @@ impl Core {
         }
         let mut msg = Message::new(dlx, rk, header, old.body.clone(), old.persistent);
         msg.priority = old.priority;
+        // The packed original keeps the body alive until it is forgotten.
         // Publish the dead-lettered copy before acknowledging the original, so
         // that a crash in between can duplicate but never lose it.
         let targets = std::mem::take(&mut out);
@@ -163,7 +169,7 @@ impl Core {
             self.enqueue(msg, &targets);
         }
         self.route_scratch = targets;
-        self.forget(sid, &old);
+        self.forget(sid, &qm);
     }
 
     /// Expire messages and unused queues whose time has come.
@@ -204,7 +210,7 @@ impl Core {
         let mut best: Option<Instant> = None;
         let mut consider = |t: Instant| best = Some(best.map_or(t, |b: Instant| b.min(t)));
         for (_, q) in self.broker.queues.iter() {
-            if let Some(t) = q.ready.front().and_then(|m| m.expires_at) {
+            if let Some(t) = q.ready.front().and_then(|m| m.expires_at()) {
                 consider(now + Duration::from_millis(t.saturating_sub(now_ms) + 1));
             }
             if let Some(ms) = q.args.expires {

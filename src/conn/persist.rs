@@ -11,13 +11,13 @@ use bytes::Bytes;
 use log::{error, info, warn};
 
 use crate::broker::exchange::Dest;
-use crate::broker::message::{Message, QueuedMsg};
+use crate::broker::message::{Arena, Message, QueuedMsg};
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
 use crate::codec::{ConnectionBlocked, ConnectionUnblocked};
 use crate::config::Config;
 use crate::core::Core;
 use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
-use crate::store::{MsgMeta, Store, StoreRef};
+use crate::store::{Store, StoreRef};
 
 /// Free bytes on the file system holding `path`.
 pub fn free_disk(path: &std::path::Path) -> io::Result<u64> {
@@ -30,19 +30,6 @@ pub fn free_disk(path: &std::path::Path) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-/// The store's view of a message.
-fn meta(m: &Message) -> MsgMeta<'_> {
-    MsgMeta {
-        exchange: &m.exchange,
-        routing_key: &m.routing_key,
-        header: &m.header,
-        body: &m.body,
-        timestamp: m.timestamp,
-        ttl: m.ttl,
-        priority: m.priority,
-    }
 }
 
 impl Core {
@@ -87,24 +74,10 @@ impl Core {
             for m in msgs {
                 messages += 1;
                 bytes += m.size;
-                let msg = Message {
-                    exchange: m.exchange,
-                    routing_key: m.routing_key,
-                    header: Bytes::new(),
-                    body: Bytes::new(),
-                    persistent: true,
-                    size: m.size,
-                    stored: Some(m.at),
-                    priority: m.priority,
-                    ttl: m.ttl,
-                    timestamp: m.timestamp,
-                };
+                let msg = QueuedMsg::recovered(&mut core.arena, &m);
                 let mut dropped = Vec::new();
-                if q.push(msg, &mut dropped).is_ok() {
+                if q.push(msg, m.ttl, m.timestamp, &mut dropped).is_ok() {
                     core.queued += 1;
-                    if let Some(last) = q.ready.back_mut() {
-                        last.redelivered = m.delivered;
-                    }
                 }
             }
         }
@@ -291,7 +264,7 @@ impl Core {
 
     /// A message leaves the broker for good (acked, dropped, rejected,
     /// purged): release its memory and its store reference.
-    pub(crate) fn forget(&mut self, queue_store_id: Option<u64>, m: &Message) {
+    pub(crate) fn forget(&mut self, queue_store_id: Option<u64>, m: &QueuedMsg) {
         super::deliver::forget_in(
             &mut self.store,
             &mut self.resident,
@@ -303,18 +276,22 @@ impl Core {
 
     /// Make a queued message's content available (read it back if paged).
     /// False if it cannot be read (logged; the caller drops it).
-    pub(crate) fn load(store: &mut Option<Store>, resident: &mut u64, m: &mut QueuedMsg) -> bool {
-        if !m.msg.is_paged() {
+    pub(crate) fn load(
+        store: &mut Option<Store>,
+        resident: &mut u64,
+        arena: &mut Arena,
+        m: &mut QueuedMsg,
+    ) -> bool {
+        if !m.is_paged() {
             return true;
         }
-        let (Some(st), Some(r)) = (store.as_mut(), m.msg.stored) else {
+        let (Some(st), Some(r)) = (store.as_mut(), m.stored()) else {
             return false;
         };
         match st.read(&r) {
             Ok((h, b)) => {
-                m.msg.header = h;
-                m.msg.body = b;
-                *resident += m.msg.resident();
+                m.page_in(arena, &h, b);
+                *resident += m.resident();
                 true
             }
             Err(e) => {
@@ -338,12 +315,12 @@ impl Core {
         if durable_queues.is_empty() || !msg.persistent {
             return None;
         }
-        Some(st.append_msg(durable_queues, &meta(msg)))
+        Some(st.append_msg(durable_queues, &msg.meta()))
     }
 
     /// Beyond half the memory budget, new messages go to disk: store a copy if
     /// the message is not stored yet and drop its content from memory.
-    pub(crate) fn maybe_page_out(&mut self, m: &mut Message) {
+    pub(crate) fn maybe_page_out(&mut self, m: &mut QueuedMsg) {
         let limit = self.config.max_memory / 2;
         if self.resident + m.resident() <= limit {
             self.resident += m.resident();
@@ -353,15 +330,11 @@ impl Core {
             self.resident += m.resident();
             return;
         };
-        if m.stored.is_none() {
-            m.stored = Some(st.append_paged(&meta(m)));
-        }
-        m.page_out();
-        // The exchange and routing key are slices of the connection's input
-        // buffer: kept as they are, they would keep that whole buffer, the
-        // paged-out bodies in it included, in memory while queued.
-        m.exchange = Bytes::copy_from_slice(&m.exchange);
-        m.routing_key = Bytes::copy_from_slice(&m.routing_key);
+        let at = match m.stored() {
+            Some(_) => None,
+            None => Some(st.append_paged(&m.meta())),
+        };
+        m.page_out(&mut self.arena, at);
     }
 
     /// End of a loop turn: save changed definitions, write the store's
@@ -408,18 +381,19 @@ impl Core {
         for (_, q) in self.broker.queues.iter() {
             let Some(sid) = q.store_id else { continue };
             for m in &q.ready {
-                if let Some(at) = m.msg.stored.filter(|r| r.durable) {
+                if let Some(at) = m.stored().filter(|r| r.durable) {
+                    let (timestamp, ttl) = m.times();
                     live.push((
                         sid,
                         crate::store::RecoveredMsg {
                             at,
-                            delivered: m.redelivered,
-                            size: m.msg.size,
-                            exchange: m.msg.exchange.clone(),
-                            routing_key: m.msg.routing_key.clone(),
-                            timestamp: m.msg.timestamp,
-                            ttl: m.msg.ttl,
-                            priority: m.msg.priority,
+                            delivered: m.redelivered(),
+                            size: m.size(),
+                            exchange: m.exchange(),
+                            routing_key: m.routing_key(),
+                            timestamp,
+                            ttl,
+                            priority: m.priority(),
                         },
                     ));
                 }

@@ -125,35 +125,35 @@ impl Core {
             queue.unacked += 1;
             queue.stats.get += 1;
             self.counters.get += 1;
-            if m.redelivered {
+            if m.redelivered() {
                 queue.stats.redeliver += 1;
                 self.counters.redeliver += 1;
             }
             let remaining = queue.message_count();
-            if !Core::load(&mut self.store, &mut self.resident, &mut m) {
+            if !Core::load(&mut self.store, &mut self.resident, &mut self.arena, &mut m) {
                 if let Some(queue) = self.broker.queue_mut(q) {
                     queue.unacked = queue.unacked.saturating_sub(1);
                 }
                 continue;
             }
-            if let (Some(s), Some(r), Some(st)) = (sid, m.msg.stored, self.store.as_mut()) {
-                if !m.redelivered {
+            if let (Some(s), Some(r), Some(st)) = (sid, m.stored(), self.store.as_mut()) {
+                if !m.redelivered() {
                     st.delivered(s, &r);
                 }
             }
             got.push(GotMessage {
-                exchange: m.msg.exchange.clone(),
-                routing_key: m.msg.routing_key.clone(),
-                header: m.msg.header.clone(),
-                body: m.msg.body.clone(),
-                redelivered: m.redelivered,
+                exchange: m.exchange(),
+                routing_key: m.routing_key(),
+                header: m.header(),
+                body: m.body(),
+                redelivered: m.redelivered(),
                 message_count: remaining,
             });
             taken.push(m);
         }
         for m in taken {
             let Some(queue) = self.broker.queue_mut(q) else {
-                self.forget(None, &m.msg);
+                self.forget(None, &m);
                 continue;
             };
             match mode {
@@ -163,7 +163,7 @@ impl Core {
                     queue.stats.ack += 1;
                     self.counters.ack += 1;
                     let sid = queue.store_id;
-                    self.forget(sid, &m.msg);
+                    self.forget(sid, &m);
                 }
                 AckMode::Reject => {
                     queue.unacked = queue.unacked.saturating_sub(1);
@@ -183,7 +183,7 @@ impl Core {
             None => return 0,
         };
         for m in &gone {
-            self.forget(sid, &m.msg);
+            self.forget(sid, m);
         }
         gone.len() as u32
     }
