@@ -22,6 +22,18 @@ use crate::conn::{ConnState, Connection};
 /// alarm: its 64-byte queue entry, with room for the queue's growth.
 pub const PER_MESSAGE_OVERHEAD: u64 = 96;
 
+/// Frames at least this large are read without a copy (see [`Core::read_hint`]).
+const LARGE_FRAME: usize = 16 * 1024;
+
+/// See [`Core::read_hint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadHint {
+    /// Read at most this many bytes straight into [`Core::input_buffer`].
+    Direct(usize),
+    /// Read at most this many bytes into a scratch buffer, then append them.
+    Scratch(usize),
+}
+
 /// How long we wait for connection.close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -177,6 +189,37 @@ impl Core {
     /// The input buffer to read socket bytes into (then call [`Core::process`]).
     pub fn input_buffer(&mut self, id: ConnId) -> Option<&mut BytesMut> {
         self.conn_mut(id).map(|c| &mut c.inbuf)
+    }
+
+    /// How the server should read this connection's next input. The rest
+    /// of a large frame that has begun to arrive is read straight into the
+    /// input buffer ([`ReadHint::Direct`], exactly its missing bytes), not
+    /// copied through the server's scratch buffer; while a publisher sends
+    /// large bodies, scratch reads are kept short so that most of each body
+    /// takes the direct path.
+    pub fn read_hint(&self, id: ConnId) -> ReadHint {
+        let Some(c) = self.conn(id) else {
+            return ReadHint::Scratch(usize::MAX);
+        };
+        if c.state == ConnState::Header || c.state == ConnState::Dead {
+            return ReadHint::Scratch(usize::MAX);
+        }
+        if let Some(h) = c.inbuf.get(3..7) {
+            let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            // A frame over frame_max is an error the parser reports; with no
+            // negotiated limit, nothing is reserved ahead.
+            if size >= LARGE_FRAME && c.frame_max != 0 && size <= c.frame_max as usize {
+                let missing = (size + 8).saturating_sub(c.inbuf.len());
+                if missing > 0 {
+                    return ReadHint::Direct(missing);
+                }
+            }
+        }
+        if c.large_bodies {
+            ReadHint::Scratch(4096)
+        } else {
+            ReadHint::Scratch(usize::MAX)
+        }
     }
 
     /// Append bytes and process them (tests and fuzzing; the server reads
@@ -336,7 +379,12 @@ impl Core {
             let frame_max = c.frame_max;
             match parse_raw_frame(&mut c.inbuf, frame_max) {
                 Ok(None) => break,
-                Ok(Some(raw)) => self.handle_frame(id, raw, now),
+                Ok(Some(raw)) => {
+                    if raw.kind == crate::codec::frame::FRAME_BODY {
+                        c.large_bodies = raw.payload.len() >= LARGE_FRAME;
+                    }
+                    self.handle_frame(id, raw, now)
+                }
                 Err(e) => {
                     if let Some(c) = self.conn_mut(id) {
                         c.inbuf.clear();

@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::broker::ConnId;
 use crate::config::Config;
-use crate::core::Core;
+use crate::core::{Core, ReadHint};
 use crate::mgmt::{HttpConn, Mgmt};
 
 const WAKER: Token = Token(usize::MAX);
@@ -378,17 +378,29 @@ impl Server {
             let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
                 return;
             };
-            match s.stream.read(scratch) {
+            let res = match (self.core.read_hint(id), self.core.input_buffer(id)) {
+                (ReadHint::Direct(n), Some(buf)) => read_into(&s.stream, buf, n),
+                (hint, _) => {
+                    let max = match hint {
+                        ReadHint::Scratch(m) => m,
+                        ReadHint::Direct(_) => usize::MAX,
+                    };
+                    let into = scratch.get_mut(..max.min(READ_CHUNK)).unwrap_or_default();
+                    s.stream.read(into).inspect(|&n| {
+                        if let (Some(buf), Some(data)) = (self.core.input_buffer(id), into.get(..n))
+                        {
+                            buf.extend_from_slice(data);
+                        }
+                    })
+                }
+            };
+            match res {
                 Ok(0) => {
                     s.read_pending = false;
                     self.close_sock(idx);
                     return;
                 }
                 Ok(n) => {
-                    if let (Some(buf), Some(data)) = (self.core.input_buffer(id), scratch.get(..n))
-                    {
-                        buf.extend_from_slice(data);
-                    }
                     self.core.count_io(id, n, 0);
                     self.core.process(id, now);
                 }
@@ -674,4 +686,24 @@ impl Server {
             self.close_http(key);
         }
     }
+}
+
+/// Read at most `max` bytes from `stream` straight into the spare capacity
+/// of `buf` (reserved first): the rest of a large frame arrives without a
+/// copy through the scratch buffer.
+fn read_into(stream: &TcpStream, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of at least `len` bytes owned by
+    // `buf`; read(2) writes at most `len` bytes into it.
+    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (n as usize).min(len);
+    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }

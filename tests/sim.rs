@@ -638,3 +638,72 @@ fn permission_changes_reach_open_connections() {
         "{m:?}"
     );
 }
+
+/// The server reads the rest of a large frame straight into the input
+/// buffer: the core says how many bytes are missing, and the message that
+/// arrives that way is delivered intact.
+#[test]
+fn read_hint_asks_for_the_rest_of_large_frames() {
+    use warren::core::ReadHint;
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    assert_eq!(p.core.read_hint(p.id), ReadHint::Scratch(usize::MAX));
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"big"),
+            ..Default::default()
+        },
+    );
+    let _ = p.recv();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut out = bytes::BytesMut::new();
+    warren::codec::frame::write_method(
+        &mut out,
+        1,
+        &BasicPublish {
+            routing_key: Bytes::from_static(b"big"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    Frame::Header(
+        1,
+        Box::new(ContentHeader {
+            class_id: 60,
+            body_size: body.len() as u64,
+            properties: BasicProperties::default(),
+        }),
+    )
+    .encode(&mut out);
+    Frame::Body(1, Bytes::copy_from_slice(&body)).encode(&mut out);
+    // Everything up to 1,000 bytes into the body frame.
+    let body_frame_at = out.len() - body.len() - 8;
+    let cut = body_frame_at + 7 + 1000;
+    p.send_raw(&out[..cut]);
+    assert_eq!(
+        p.core.read_hint(p.id),
+        ReadHint::Direct(out.len() - cut),
+        "the missing part of the body frame"
+    );
+    p.send_raw(&out[cut..]);
+    assert_eq!(p.core.read_hint(p.id), ReadHint::Scratch(4096));
+    p.send(
+        1,
+        BasicGet {
+            queue: Bytes::from_static(b"big"),
+            no_ack: true,
+            ..Default::default()
+        },
+    );
+    let got: Vec<u8> = p
+        .recv()
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Body(_, b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(got, body);
+}
