@@ -19,8 +19,10 @@ use crate::config::Config;
 use crate::conn::{ConnState, Connection};
 
 /// Memory a queued message costs beyond its packed content, for the memory
-/// alarm: its 64-byte queue entry, with room for the queue's growth.
-pub const PER_MESSAGE_OVERHEAD: u64 = 96;
+/// alarm: its 64-byte queue entry and a share of the arena chunk's unused
+/// tail. (A queue's spare capacity is not counted: the pages of a grown
+/// ring buffer are untouched until used.)
+pub const PER_MESSAGE_OVERHEAD: u64 = 72;
 
 /// Frames at least this large are read without a copy (see [`Core::read_hint`]).
 const LARGE_FRAME: usize = 16 * 1024;
@@ -86,6 +88,9 @@ pub struct Core {
     pub resident: u64,
     /// Where queued messages are packed.
     pub(crate) arena: crate::broker::message::Arena,
+    /// Highest [`Core::memory_estimate`] since memory was last handed back
+    /// to the system (see [`Core::should_trim`]).
+    trim_peak: u64,
     /// Messages in queues or unacknowledged, paged or not.
     pub queued: u64,
     /// Message and byte counters.
@@ -147,6 +152,7 @@ impl Core {
             store: None,
             resident: 0,
             arena: Default::default(),
+            trim_peak: 0,
             queued: 0,
             counters: Counters::default(),
             sync_waiters: Vec::new(),
@@ -458,6 +464,25 @@ impl Core {
             }
         }
         self.run_dispatch();
+    }
+
+    /// Rough bytes of heap in use for messages and connections.
+    pub fn memory_estimate(&self) -> u64 {
+        self.resident + self.queued * PER_MESSAGE_OVERHEAD + self.conns.len() as u64 * 8192
+    }
+
+    /// True when much of the memory in use at the last peak has been freed
+    /// since (a queue drained, connections closed): the server then asks
+    /// the allocator to return free pages to the system. Cheap; call it
+    /// every loop turn.
+    pub fn should_trim(&mut self) -> bool {
+        let now = self.memory_estimate();
+        self.trim_peak = self.trim_peak.max(now);
+        if self.trim_peak - now >= 8 << 20 && now < self.trim_peak / 2 {
+            self.trim_peak = now;
+            return true;
+        }
+        false
     }
 
     /// Timers: heartbeats, handshake timeout, close timeout.

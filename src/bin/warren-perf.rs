@@ -23,11 +23,15 @@ use perf::run::Settings;
 
 const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
+       warren-perf footprint [--connections N] [--messages N] [--json] -- BROKER [ARGS...]
 
 Publishes until --count or --duration is reached (or Ctrl-C: the summary is
 still printed; a second Ctrl-C exits at once), lets the consumers drain, then
 prints totals and end-to-end latency percentiles. `floor` pushes the same
-traffic through an in-process byte relay instead of a broker.";
+traffic through an in-process byte relay instead of a broker. `footprint`
+starts a broker binary (warren's --listen/--data-dir options are appended)
+and measures its start-up time, idle RSS, RSS per idle connection and RSS
+with a million queued messages.";
 
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
@@ -273,10 +277,62 @@ fn floor(args: &[String]) -> ExitCode {
     }
 }
 
+fn footprint(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "p",
+        "port",
+        "port to run the broker on (default 5699)",
+        "PORT",
+    );
+    o.optopt(
+        "n",
+        "connections",
+        "idle connections to hold (default 10000)",
+        "N",
+    );
+    o.optopt("m", "messages", "messages to queue (default 1000000)", "N");
+    o.optflag("j", "json", "summary as one JSON line on stdout");
+    o.optflag("h", "help", "print this help");
+    let m = match o.parse(args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warren-perf footprint: {e}\n{}", o.usage(USAGE));
+            return ExitCode::from(2);
+        }
+    };
+    if m.opt_present("help") || m.free.is_empty() {
+        print!("{}", o.usage(USAGE));
+        return if m.free.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let f = (|| -> Result<perf::footprint::FootprintSettings, String> {
+        Ok(perf::footprint::FootprintSettings {
+            broker: m.free.clone(),
+            port: num(&m, "port", 5699)? as u16,
+            connections: num(&m, "connections", 10_000)?,
+            messages: num(&m, "messages", 1_000_000)? as u64,
+            json: m.opt_present("json"),
+        })
+    })();
+    match f {
+        Ok(f) => ExitCode::from(perf::footprint::run(f) as u8),
+        Err(e) => {
+            eprintln!("warren-perf footprint: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("floor") {
-        return floor(args.get(1..).unwrap_or_default());
+    match args.first().map(String::as_str) {
+        Some("floor") => return floor(args.get(1..).unwrap_or_default()),
+        Some("footprint") => return footprint(args.get(1..).unwrap_or_default()),
+        _ => {}
     }
     let opts = options();
     let m = match opts.parse(&args) {

@@ -295,6 +295,12 @@ impl Conn {
         }
     }
 
+    /// The socket alone, without the read and write buffers (to hold many
+    /// idle connections cheaply).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Open a channel.
     pub fn open_channel(&mut self, channel: u16) -> Result<()> {
         self.rpc(channel, &Method::ChannelOpen(ChannelOpen::default()), |m| {

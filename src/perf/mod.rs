@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cpu;
 pub mod floor;
+pub mod footprint;
 pub mod hist;
 pub mod msg;
 pub mod run;
