@@ -25,6 +25,8 @@ use super::run::{per_sec, LatencyUs, Sender};
 const RELAY_CHUNK: usize = 64 * 1024;
 /// Most bytes the relay holds when the consumer is slower than the publisher.
 const RELAY_BUFFER: usize = 16 * 1024 * 1024;
+/// Reads before the relay writes what it has.
+const RELAY_READS_PER_TURN: usize = 4;
 
 /// Floor options.
 pub struct FloorSettings {
@@ -91,8 +93,12 @@ fn relay(from: TcpStream, to: TcpStream) -> io::Result<u64> {
     let mut eof = false;
     loop {
         let mut progress = false;
-        // Read while there is data and room (edge-triggered: until WouldBlock).
-        while !eof {
+        // Read while there is data and room (edge-triggered: until
+        // WouldBlock), at most a few chunks before writing, as warren caps
+        // its reads per turn: the bytes are written out while still in cache.
+        let mut reads = 0;
+        while !eof && reads < RELAY_READS_PER_TURN {
+            reads += 1;
             // Move the held bytes to the front only once at least half the
             // buffer has been written out, so each byte moves at most once.
             if RELAY_BUFFER - tail < RELAY_CHUNK && head >= RELAY_BUFFER / 2 {
