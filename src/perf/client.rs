@@ -4,7 +4,7 @@
 //! live in `run.rs` and only borrow the socket and buffers from here.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use warren::codec::{
 use super::msg::{Event, Scanner};
 use super::uri::Uri;
 
-/// Size of the scratch buffer each socket read goes into.
+/// Room reserved in the read buffer before each socket read.
 pub const READ_CHUNK: usize = 256 * 1024;
 
 /// What can go wrong talking to the broker.
@@ -79,13 +79,37 @@ pub fn is_timeout(e: &PerfError) -> bool {
     matches!(e, PerfError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
+/// Read once from `stream` straight into the spare capacity of `buf` (at
+/// least `READ_CHUNK` bytes reserved): no copy through a scratch buffer,
+/// which would cost the client a memcpy per large body. 0 means EOF.
+pub fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(READ_CHUNK);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len();
+    let n = loop {
+        // SAFETY: `spare` is writable memory of `len` bytes owned by `buf`;
+        // read(2) writes at most `len` bytes into it.
+        let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        if n >= 0 {
+            break (n as usize).min(len);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // SAFETY: read(2) initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// An open connection.
 pub struct Conn {
     /// The socket (blocking).
     pub stream: TcpStream,
     /// Bytes read and not yet parsed.
     pub rbuf: BytesMut,
-    scratch: Vec<u8>,
     wbuf: BytesMut,
     /// Negotiated frame_max (0 = unlimited).
     pub frame_max: u32,
@@ -110,7 +134,6 @@ impl Conn {
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            scratch: vec![0; READ_CHUNK],
             wbuf: BytesMut::with_capacity(4096),
             frame_max: 0,
             scanner: Scanner::default(),
@@ -209,15 +232,13 @@ impl Conn {
 
     /// Read once from the socket into `rbuf`; EOF is an error.
     pub fn read_more(&mut self) -> Result<usize> {
-        let n = self.stream.read(&mut self.scratch)?;
+        let n = read_into(&self.stream, &mut self.rbuf)?;
         if n == 0 {
             return Err(PerfError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the broker closed the socket",
             )));
         }
-        self.rbuf
-            .extend_from_slice(self.scratch.get(..n).unwrap_or_default());
         Ok(n)
     }
 

@@ -150,7 +150,7 @@ fn relay(from: TcpStream, to: TcpStream) -> io::Result<u64> {
 fn phase(size: usize, duration: Duration, one_at_a_time: bool) -> io::Result<Phase> {
     let epoch = Instant::now();
     let now_ns = move || epoch.elapsed().as_nanos() as u64;
-    let (mut p, mut c, relay) = relay_pair()?;
+    let (mut p, c, relay) = relay_pair()?;
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
 
@@ -181,18 +181,15 @@ fn phase(size: usize, duration: Duration, one_at_a_time: bool) -> io::Result<Pha
         let received = Arc::clone(&received);
         thread::Builder::new().name("floor-con".into()).spawn(
             move || -> io::Result<(Histogram, u64, u64)> {
-                let mut scratch = vec![0u8; READ_CHUNK];
                 let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
                 let mut scanner = Scanner::default();
                 let mut hist = Histogram::new();
                 let (mut bytes, mut last) = (0u64, 0u64);
                 loop {
-                    let n = c.read(&mut scratch)?;
-                    if n == 0 {
+                    if super::client::read_into(&c, &mut rbuf)? == 0 {
                         break;
                     }
                     let now = now_ns();
-                    rbuf.extend_from_slice(scratch.get(..n).unwrap_or_default());
                     let mut k = 0;
                     while let Some(ev) = scanner
                         .next(&mut rbuf, 131_072)
