@@ -201,8 +201,7 @@ impl Core {
     /// of a large frame that has begun to arrive is read straight into the
     /// input buffer ([`ReadHint::Direct`], exactly its missing bytes), not
     /// copied through the server's scratch buffer; while a publisher sends
-    /// large bodies, scratch reads are kept short so that most of each body
-    /// takes the direct path.
+    /// large bodies, each read asks for one more message of that size.
     pub fn read_hint(&self, id: ConnId) -> ReadHint {
         let Some(c) = self.conn(id) else {
             return ReadHint::Scratch(usize::MAX);
@@ -221,10 +220,22 @@ impl Core {
                 }
             }
         }
-        if c.large_bodies {
-            ReadHint::Scratch(4096)
+        if c.large_body > 0 {
+            // Expect another message like the last: its method and header
+            // frames and a body of the same size, read in one go.
+            ReadHint::Direct(c.large_body as usize + 1024)
         } else {
             ReadHint::Scratch(usize::MAX)
+        }
+    }
+
+    /// The socket had nothing more to read: if the input buffer is empty,
+    /// let go of a large one (an idle connection keeps a small buffer).
+    pub fn input_idle(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            if c.inbuf.is_empty() && c.inbuf.capacity() > 4096 {
+                c.inbuf = BytesMut::new();
+            }
         }
     }
 
@@ -387,7 +398,8 @@ impl Core {
                 Ok(None) => break,
                 Ok(Some(raw)) => {
                     if raw.kind == crate::codec::frame::FRAME_BODY {
-                        c.large_bodies = raw.payload.len() >= LARGE_FRAME;
+                        let n = raw.payload.len();
+                        c.large_body = if n >= LARGE_FRAME { n as u32 } else { 0 };
                     }
                     self.handle_frame(id, raw, now)
                 }

@@ -409,6 +409,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     s.read_pending = false;
+                    self.core.input_idle(id);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -51,9 +51,9 @@ pub struct Connection {
     pub state: ConnState,
     /// Bytes read and not yet parsed.
     pub inbuf: BytesMut,
-    /// The last body frame received was large (see
+    /// Size of the last body frame received if it was large, else 0 (see
     /// [`crate::core::Core::read_hint`]).
-    pub large_bodies: bool,
+    pub large_body: u32,
     /// Bytes to write.
     pub outbox: Outbox,
     /// Largest frame either side may send (4096 until tuned).
@@ -110,7 +110,7 @@ impl Connection {
             peer,
             state: ConnState::Header,
             inbuf: BytesMut::with_capacity(4096),
-            large_bodies: false,
+            large_body: 0,
             outbox: Outbox::new(),
             frame_max: crate::codec::frame::FRAME_MIN_SIZE,
             channel_max: 0,
