@@ -28,7 +28,10 @@ pub struct Pair {
 impl Pair {
     /// A fresh core with one accepted (not yet handshaken) connection.
     pub fn new(config: Config) -> Pair {
-        let mut core = Core::new(config);
+        Pair::with_core(Core::new(config))
+    }
+
+    fn with_core(mut core: Core) -> Pair {
         let now = Instant::now();
         let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();
         let id = core.accept(peer, now);
@@ -38,6 +41,12 @@ impl Pair {
             now,
             pending: BytesMut::new(),
         }
+    }
+
+    /// Like [`Pair::new`] with persistence: the core opens (and recovers)
+    /// `config.data_dir`.
+    pub fn open(config: Config) -> std::io::Result<Pair> {
+        Ok(Pair::with_core(Core::open(config)?))
     }
 
     /// Advance simulated time and run the core's timers.

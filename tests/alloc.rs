@@ -35,17 +35,22 @@ static GLOBAL: Counting = Counting;
 const N: u64 = 100_000;
 const BATCH: u64 = 100;
 
-#[test]
-fn allocations_per_message_stay_small() {
-    let mut p = Pair::new(Config {
-        data_dir: None,
-        ..Config::default()
-    });
+/// Publish and consume (manual multiple acks) 100,000 16-byte messages
+/// through `p`; returns heap allocations per message after a warm-up.
+/// `persistent`: durable queue, delivery-mode 2, publisher confirms.
+fn allocations_per_message(mut p: Pair, persistent: bool) -> f64 {
+    // The counter is global: one measurement at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     p.handshake(0);
+    if persistent {
+        p.send(1, ConfirmSelect { nowait: false });
+    }
     p.send(
         1,
         QueueDeclare {
             queue: Bytes::from_static(b"q"),
+            durable: persistent,
             ..Default::default()
         },
     );
@@ -83,7 +88,10 @@ fn allocations_per_message_stay_small() {
             Box::new(ContentHeader {
                 class_id: 60,
                 body_size: 16,
-                properties: BasicProperties::default(),
+                properties: BasicProperties {
+                    delivery_mode: persistent.then_some(2),
+                    ..Default::default()
+                },
             }),
         )
         .encode(&mut publishes);
@@ -128,11 +136,37 @@ fn allocations_per_message_stay_small() {
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     let messages = N - 10 * BATCH;
     let per_message = allocs as f64 / messages as f64;
-    eprintln!("{allocs} allocations for {messages} messages: {per_message:.3} per message");
+    eprintln!("{allocs} allocations for {messages} messages (persistent: {persistent}): {per_message:.3} per message");
     assert!(
         delivered > messages * 40,
         "deliveries were written ({delivered} bytes)"
     );
     p.core.check_invariants().unwrap();
+    per_message
+}
+
+#[test]
+fn allocations_per_message_stay_small() {
+    let p = Pair::new(Config {
+        data_dir: None,
+        ..Config::default()
+    });
+    let per_message = allocations_per_message(p, false);
+    assert!(per_message < 0.5, "{per_message} allocations per message");
+}
+
+/// The same with persistence: each message is appended to the store (one
+/// group commit per batch), confirmed, acked, and its ack record written.
+#[test]
+fn allocations_per_persistent_message_stay_small() {
+    let dir = std::env::temp_dir().join(format!("warren-alloc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let p = Pair::open(Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    })
+    .expect("open the store");
+    let per_message = allocations_per_message(p, true);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(per_message < 0.5, "{per_message} allocations per message");
 }
