@@ -13,6 +13,8 @@
 #   BROKER_PID   the broker's process id: adds its CPU time per delivered
 #                message (from /proc; steadier than throughput on a busy box)
 #   NO_HEADER=1  don't print the table header (to append rows of another broker)
+#   REPEAT=N     run each scenario N times and report the median run (by
+#                delivered msg/s; latency: by p99), to damp run-to-run noise
 #   WARREN_PERF  path of a warren-perf binary (default: build it with cargo)
 #
 # Scenarios (each uses its own exchange perf-sN and queues perf-sN-q-<i>):
@@ -87,22 +89,47 @@ print(f"| {label} | {num} | {desc}{flag}{note} | {n(j['publish_rate'])} | {conf}
 PY
 }
 
+# median JSON-LINES...: the run with the median delivered rate (latency
+# runs: the median p99), so one noisy run does not make the row.
+median() {
+    python3 - "$@" <<'PY'
+import json, sys
+runs = []
+for line in sys.argv[1:]:
+    try:
+        runs.append((json.loads(line), line))
+    except ValueError:
+        pass
+if not runs:
+    print(sys.argv[-1] if len(sys.argv) > 1 else "")
+    sys.exit(0)
+def key(r):
+    j = r[0]
+    return -j["latency_us"]["p99"] if j.get("latency_mode") else j["consume_rate"]
+runs.sort(key=key)
+print(runs[len(runs) // 2][1])
+PY
+}
+
 # scenario NUMBER DESCRIPTION ARGS...
 scenario() {
     local num=$1 desc=$2
     shift 2
     case " $SCENARIOS " in *" $num "*) ;; *) return ;; esac
     local out log=${TMPDIR:-/tmp}/warren-perf-s$num.log
-    local pid=()
+    local pid=() runs=() r
     if [ -n "${BROKER_PID:-}" ]; then pid=(--broker-pid "$BROKER_PID"); fi
-    if ! out=$(set -o pipefail; "$PERF" --uri "$URI" --duration "$DURATION" --json "${pid[@]}" \
-        --exchange "perf-s$num" --queue-prefix "perf-s$num-q-" "$@" 2>"$log" | tail -n 1) \
-        || [ -z "$out" ]; then
-        status=1
-        echo "run.sh: scenario $num failed, see $log:" >&2
-        tail -n 3 "$log" >&2
-    fi
-    row "$LABEL" "$num" "$desc" "$out"
+    for ((r = 0; r < ${REPEAT:-1}; r++)); do
+        if ! out=$(set -o pipefail; "$PERF" --uri "$URI" --duration "$DURATION" --json "${pid[@]}" \
+            --exchange "perf-s$num" --queue-prefix "perf-s$num-q-" "$@" 2>"$log" | tail -n 1) \
+            || [ -z "$out" ]; then
+            status=1
+            echo "run.sh: scenario $num failed, see $log:" >&2
+            tail -n 3 "$log" >&2
+        fi
+        runs+=("$out")
+    done
+    row "$LABEL" "$num" "$desc" "$(median "${runs[@]}")"
 }
 
 if [ -z "${NO_HEADER:-}" ]; then
