@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     opts.optopt(
         "",
         "max-memory",
-        "memory budget for message contents in bytes (default 134217728)",
+        "memory budget for queued messages in bytes: contents go to disk beyond half of it, publishers are blocked at it (default 134217728)",
         "BYTES",
     );
     opts.optopt(
