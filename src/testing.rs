@@ -206,6 +206,35 @@ impl Core {
                 ch.unacked.len() + in_tx
             })
             .sum();
+        // The bytes the memory accounting counts are the bytes those
+        // messages hold in memory.
+        let mut bytes: u64 = self
+            .broker
+            .queues
+            .iter()
+            .flat_map(|(_, q)| q.ready.iter())
+            .map(|m| m.resident())
+            .sum();
+        for ch in self
+            .conns
+            .iter()
+            .flat_map(|(_, c)| c.channels.iter().flatten())
+        {
+            bytes += ch.unacked.iter().map(|u| u.msg.resident()).sum::<u64>();
+            for op in ch.tx.iter().flatten() {
+                if let crate::conn::channel::TxOp::Ack(v) | crate::conn::channel::TxOp::Nack(v, _) =
+                    op
+                {
+                    bytes += v.iter().map(|u| u.msg.resident()).sum::<u64>();
+                }
+            }
+        }
+        if bytes != self.resident {
+            return Err(format!(
+                "{} resident bytes counted, but the messages hold {bytes}",
+                self.resident
+            ));
+        }
         if (ready + held) as u64 != self.queued {
             return Err(format!(
                 "{} messages counted, but {ready} ready and {held} unacked",
