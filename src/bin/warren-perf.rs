@@ -235,6 +235,46 @@ fn settings(m: &getopts::Matches) -> Result<Settings, String> {
     Ok(s)
 }
 
+/// Parse a subcommand's options (`--json` and `--help` are added here),
+/// build its settings and run it. `needs_free`: it takes a command line
+/// after its options.
+fn subcommand<T>(
+    name: &str,
+    args: &[String],
+    mut o: getopts::Options,
+    needs_free: bool,
+    settings: impl FnOnce(&getopts::Matches) -> Result<T, String>,
+    run: impl FnOnce(T) -> i32,
+) -> ExitCode {
+    o.optflag("j", "json", "summary as one JSON line on stdout");
+    o.optflag("h", "help", "print this help");
+    let m = match o.parse(args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("warren-perf {name}: {e}\n{}", o.usage(USAGE));
+            return ExitCode::from(2);
+        }
+    };
+    if m.opt_present("help") {
+        print!("{}", o.usage(USAGE));
+        return ExitCode::SUCCESS;
+    }
+    if needs_free && m.free.is_empty() {
+        eprintln!(
+            "warren-perf {name}: the broker command is missing\n{}",
+            o.usage(USAGE)
+        );
+        return ExitCode::from(2);
+    }
+    match settings(&m) {
+        Ok(s) => ExitCode::from(run(s) as u8),
+        Err(e) => {
+            eprintln!("warren-perf {name}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn floor(args: &[String]) -> ExitCode {
     let mut o = getopts::Options::new();
     o.optopt(
@@ -244,37 +284,18 @@ fn floor(args: &[String]) -> ExitCode {
         "BYTES",
     );
     o.optopt("z", "duration", "seconds per phase (default 5)", "SECS");
-    o.optflag("j", "json", "summary as one JSON line on stdout");
-    o.optflag("h", "help", "print this help");
-    let m = match o.parse(args) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("warren-perf floor: {e}\n{}", o.usage(USAGE));
-            return ExitCode::from(2);
-        }
-    };
-    if m.opt_present("help") {
-        print!("{}", o.usage(USAGE));
-        return ExitCode::SUCCESS;
-    }
-    let f = (|| -> Result<FloorSettings, String> {
-        let size = num(&m, "size", 16)?;
+    let settings = |m: &getopts::Matches| {
+        let size = num(m, "size", 16)?;
         if size < perf::msg::STAMP_LEN {
-            return Err("--size must be at least 16".into());
+            return Err("--size must be at least 16".to_string());
         }
         Ok(FloorSettings {
             size,
-            duration: secs(&m, "duration")?.unwrap_or(Duration::from_secs(5)),
+            duration: secs(m, "duration")?.unwrap_or(Duration::from_secs(5)),
             json: m.opt_present("json"),
         })
-    })();
-    match f {
-        Ok(f) => ExitCode::from(perf::floor::run(f) as u8),
-        Err(e) => {
-            eprintln!("warren-perf floor: {e}");
-            ExitCode::from(2)
-        }
-    }
+    };
+    subcommand("floor", args, o, false, settings, perf::floor::run)
 }
 
 fn footprint(args: &[String]) -> ExitCode {
@@ -292,39 +313,16 @@ fn footprint(args: &[String]) -> ExitCode {
         "N",
     );
     o.optopt("m", "messages", "messages to queue (default 1000000)", "N");
-    o.optflag("j", "json", "summary as one JSON line on stdout");
-    o.optflag("h", "help", "print this help");
-    let m = match o.parse(args) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("warren-perf footprint: {e}\n{}", o.usage(USAGE));
-            return ExitCode::from(2);
-        }
-    };
-    if m.opt_present("help") || m.free.is_empty() {
-        print!("{}", o.usage(USAGE));
-        return if m.free.is_empty() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let f = (|| -> Result<perf::footprint::FootprintSettings, String> {
+    let settings = |m: &getopts::Matches| {
         Ok(perf::footprint::FootprintSettings {
             broker: m.free.clone(),
-            port: num(&m, "port", 5699)? as u16,
-            connections: num(&m, "connections", 10_000)?,
-            messages: num(&m, "messages", 1_000_000)? as u64,
+            port: num(m, "port", 5699)?,
+            connections: num(m, "connections", 10_000)?,
+            messages: num(m, "messages", 1_000_000)?,
             json: m.opt_present("json"),
         })
-    })();
-    match f {
-        Ok(f) => ExitCode::from(perf::footprint::run(f) as u8),
-        Err(e) => {
-            eprintln!("warren-perf footprint: {e}");
-            ExitCode::from(2)
-        }
-    }
+    };
+    subcommand("footprint", args, o, true, settings, perf::footprint::run)
 }
 
 fn main() -> ExitCode {
