@@ -805,7 +805,7 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "messages_unacknowledged_details": details(s.unacked, b.unacked, dt),
         "message_bytes": q.ready_bytes,
         "message_bytes_ready": q.ready_bytes,
-        "memory": 1024 + q.ready.len() as u64 * 128 + q.ready_bytes,
+        "memory": 1024 + q.ready.len() as u64 * crate::core::PER_MESSAGE_OVERHEAD + q.ready_bytes,
         "head_message_timestamp": null,
         "message_stats": stats,
     });
