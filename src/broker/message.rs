@@ -187,39 +187,61 @@ fn be(d: &[u8], at: usize, n: usize) -> u64 {
         .map_or(0, |b| b.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
 }
 
+/// The sections every packed slice starts with: section flags, the store
+/// reference and publish time / TTL when present, exchange and routing key.
+struct Prefix<'a> {
+    stored: Option<&'a StoreRef>,
+    /// Publish time and TTL as stored (`u64::MAX`: no TTL).
+    times: Option<(u64, u64)>,
+    exchange: &'a [u8],
+    routing_key: &'a [u8],
+}
+
+impl Prefix<'_> {
+    fn len(&self) -> usize {
+        let short = |s: &[u8]| 1 + s.len().min(255);
+        1 + self.stored.map_or(0, |_| REF_LEN)
+            + self.times.map_or(0, |_| TIMES_LEN)
+            + short(self.exchange)
+            + short(self.routing_key)
+    }
+
+    /// Start a slice of `self.len() + more` bytes in `arena` with the prefix
+    /// written; the caller appends the rest and takes it with `finish`.
+    fn start<'b>(&self, arena: &'b mut Arena, more: usize) -> &'b mut BytesMut {
+        let out = arena.start(self.len() + more);
+        let b = |yes: bool, bit: u8| if yes { bit } else { 0 };
+        out.put_u8(b(self.stored.is_some(), B_REF) | b(self.times.is_some(), B_TIMES));
+        if let Some(r) = self.stored {
+            put_ref(out, r);
+        }
+        if let Some((ts, ttl)) = self.times {
+            out.put_u64(ts);
+            out.put_u64(ttl);
+        }
+        put_short(out, self.exchange);
+        put_short(out, self.routing_key);
+        out
+    }
+}
+
 impl QueuedMsg {
     /// Pack a routed message; `stored` is where the store keeps it (for
     /// copies in durable queues, see [`QueuedMsg::set_stored`]).
     pub fn pack(arena: &mut Arena, m: &Message, stored: Option<StoreRef>) -> QueuedMsg {
         let inline = m.body.len() < INLINE_BODY;
-        let times = stored.is_some() || m.ttl.is_some();
-        let exchange = m.exchange.get(..255).unwrap_or(&m.exchange);
-        let routing_key = m.routing_key.get(..255).unwrap_or(&m.routing_key);
-        let len = 1
-            + if stored.is_some() { REF_LEN } else { 0 }
-            + if times { TIMES_LEN } else { 0 }
-            + 2
-            + exchange.len()
-            + routing_key.len()
-            + 4
-            + m.header.len()
-            + if inline { m.body.len() } else { 0 };
-        let out = arena.start(len);
-        out.put_u8(if stored.is_some() { B_REF } else { 0 } | if times { B_TIMES } else { 0 });
-        if let Some(r) = &stored {
-            put_ref(out, r);
-        }
-        if times {
-            out.put_u64(m.timestamp);
-            out.put_u64(m.ttl.unwrap_or(u64::MAX));
-        }
-        put_short(out, exchange);
-        put_short(out, routing_key);
+        let prefix = Prefix {
+            stored: stored.as_ref(),
+            times: (stored.is_some() || m.ttl.is_some())
+                .then(|| (m.timestamp, m.ttl.unwrap_or(u64::MAX))),
+            exchange: &m.exchange,
+            routing_key: &m.routing_key,
+        };
+        let body = if inline { &m.body[..] } else { &[] };
+        let out = prefix.start(arena, 4 + m.header.len() + body.len());
         out.put_u32(m.header.len() as u32);
         out.put_slice(&m.header);
-        if inline {
-            out.put_slice(&m.body);
-        }
+        out.put_slice(body);
         QueuedMsg {
             data: arena.finish(),
             big: (!inline).then(|| Box::new(m.body.clone())),
@@ -234,14 +256,13 @@ impl QueuedMsg {
 
     /// A message found by store recovery: paged out, stored.
     pub fn recovered(arena: &mut Arena, r: &crate::store::RecoveredMsg) -> QueuedMsg {
-        let len = 1 + REF_LEN + TIMES_LEN + 2 + r.exchange.len() + r.routing_key.len();
-        let out = arena.start(len);
-        out.put_u8(B_REF | B_TIMES);
-        put_ref(out, &r.at);
-        out.put_u64(r.timestamp);
-        out.put_u64(r.ttl.unwrap_or(u64::MAX));
-        put_short(out, &r.exchange);
-        put_short(out, &r.routing_key);
+        let prefix = Prefix {
+            stored: Some(&r.at),
+            times: Some((r.timestamp, r.ttl.unwrap_or(u64::MAX))),
+            exchange: &r.exchange,
+            routing_key: &r.routing_key,
+        };
+        prefix.start(arena, 0);
         QueuedMsg {
             data: arena.finish(),
             big: None,
@@ -380,13 +401,16 @@ impl QueuedMsg {
     /// Publish time and per-message TTL, when kept (stored messages and
     /// messages with a TTL); `(0, None)` otherwise.
     pub fn times(&self) -> (u64, Option<u64>) {
-        match self.layout().times {
-            Some(at) => {
-                let ttl = be(&self.data, at + 8, 8);
-                (be(&self.data, at, 8), (ttl != u64::MAX).then_some(ttl))
-            }
+        match self.raw_times() {
+            Some((ts, ttl)) => (ts, (ttl != u64::MAX).then_some(ttl)),
             None => (0, None),
         }
+    }
+
+    /// Publish time and TTL as packed (`u64::MAX`: no TTL), if packed.
+    fn raw_times(&self) -> Option<(u64, u64)> {
+        let at = self.layout().times?;
+        Some((be(&self.data, at, 8), be(&self.data, at + 8, 8)))
     }
 
     /// Where the store holds this copy, if it does.
@@ -446,27 +470,16 @@ impl QueuedMsg {
         }
     }
 
-    /// Drop the in-memory content; `at` is where the store has it (the
-    /// existing reference when None).
-    pub fn page_out(&mut self, arena: &mut Arena, at: Option<StoreRef>) {
-        let stored = at.or_else(|| self.stored());
-        let Some(r) = stored else { return };
-        let l = self.layout();
-        let times = l
-            .times
-            .map(|t| (be(&self.data, t, 8), be(&self.data, t + 8, 8)));
+    /// Drop the in-memory content; `at` is where the store has it.
+    pub fn page_out(&mut self, arena: &mut Arena, at: StoreRef) {
         let p = self.parts();
-        let len = 1 + REF_LEN + times.map_or(0, |_| TIMES_LEN) + 2;
-        let len = len + p.exchange.len() + p.routing_key.len();
-        let out = arena.start(len);
-        out.put_u8(B_REF | if times.is_some() { B_TIMES } else { 0 });
-        put_ref(out, &r);
-        if let Some((ts, ttl)) = times {
-            out.put_u64(ts);
-            out.put_u64(ttl);
-        }
-        put_short(out, p.exchange);
-        put_short(out, p.routing_key);
+        let prefix = Prefix {
+            stored: Some(&at),
+            times: self.raw_times(),
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+        };
+        prefix.start(arena, 0);
         self.data = arena.finish();
         self.big = None;
         self.flags |= F_PAGED | F_STORED;
@@ -588,7 +601,7 @@ mod tests {
                 durable: false,
                 ..at()
             };
-            q.page_out(&mut arena, stored.is_none().then_some(paged_at));
+            q.page_out(&mut arena, stored.unwrap_or(paged_at));
             assert!(q.is_paged());
             assert_eq!(q.resident(), 0);
             assert_eq!(q.stored(), Some(stored.unwrap_or(paged_at)));

@@ -161,7 +161,6 @@ impl Core {
         }
         let mut msg = Message::new(dlx, rk, header, old.body.clone(), old.persistent);
         msg.priority = old.priority;
-        // The packed original keeps the body alive until it is forgotten.
         // Publish the dead-lettered copy before acknowledging the original, so
         // that a crash in between can duplicate but never lose it.
         let targets = std::mem::take(&mut out);

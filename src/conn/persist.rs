@@ -331,8 +331,8 @@ impl Core {
             return;
         };
         let at = match m.stored() {
-            Some(_) => None,
-            None => Some(st.append_paged(&m.meta())),
+            Some(r) => r,
+            None => st.append_paged(&m.meta()),
         };
         m.page_out(&mut self.arena, at);
     }
