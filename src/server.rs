@@ -692,21 +692,30 @@ impl Server {
     }
 }
 
-/// Read at most `max` bytes from `stream` straight into the spare capacity
-/// of `buf` (reserved first): the rest of a large frame arrives without a
-/// copy through the scratch buffer.
-fn read_into(stream: &TcpStream, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
+/// Read once, at most `max` bytes, from socket `fd` straight into the
+/// spare capacity of `buf` (reserved first), retrying if interrupted: no
+/// copy through a scratch buffer. 0 means end of file. (Also used by
+/// `warren-perf`'s client.)
+pub fn read_into(
+    fd: &impl std::os::fd::AsRawFd,
+    buf: &mut bytes::BytesMut,
+    max: usize,
+) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
-    // SAFETY: `spare` is writable memory of at least `len` bytes owned by
-    // `buf`; read(2) writes at most `len` bytes into it.
-    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = (n as usize).min(len);
+    let n = loop {
+        // SAFETY: `spare` is writable memory of at least `len` bytes owned
+        // by `buf`; read(2) writes at most `len` bytes into it.
+        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        if n >= 0 {
+            break (n as usize).min(len);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
     // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)

@@ -595,16 +595,7 @@ impl BrokerProc {
 
     /// (VmRSS, VmHWM) in bytes.
     fn rss(&self) -> (u64, u64) {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        warren::mgmt::stats::rss_and_peak(self.pid())
     }
 }
 

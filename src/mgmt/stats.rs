@@ -241,6 +241,21 @@ pub fn rss_bytes() -> u64 {
     pages * page.max(1) as u64
 }
 
+/// Resident set size and its peak (VmRSS, VmHWM) of process `pid` in
+/// bytes, from /proc/PID/status; zeros if it cannot be read.
+pub fn rss_and_peak(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Open file descriptors of this process.
 pub fn fd_used() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)

@@ -79,31 +79,6 @@ pub fn is_timeout(e: &PerfError) -> bool {
     matches!(e, PerfError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
-/// Read once from `stream` straight into the spare capacity of `buf` (at
-/// least `READ_CHUNK` bytes reserved): no copy through a scratch buffer,
-/// which would cost the client a memcpy per large body. 0 means EOF.
-pub fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    buf.reserve(READ_CHUNK);
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len();
-    let n = loop {
-        // SAFETY: `spare` is writable memory of `len` bytes owned by `buf`;
-        // read(2) writes at most `len` bytes into it.
-        let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-        if n >= 0 {
-            break (n as usize).min(len);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    // SAFETY: read(2) initialised the first `n` spare bytes.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
-}
-
 /// An open connection.
 pub struct Conn {
     /// The socket (blocking).
@@ -232,7 +207,7 @@ impl Conn {
 
     /// Read once from the socket into `rbuf`; EOF is an error.
     pub fn read_more(&mut self) -> Result<usize> {
-        let n = read_into(&self.stream, &mut self.rbuf)?;
+        let n = warren::server::read_into(&self.stream, &mut self.rbuf, READ_CHUNK)?;
         if n == 0 {
             return Err(PerfError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

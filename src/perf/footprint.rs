@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use warren::codec::{Method, QueueDeclare, QueueDelete};
+use warren::mgmt::stats::rss_and_peak as rss;
 
 use super::client::{Conn, Result};
 use super::msg::Template;
@@ -35,19 +36,6 @@ pub struct FootprintSettings {
     pub messages: u64,
     /// One JSON line instead of text.
     pub json: bool,
-}
-
-/// VmRSS and VmHWM of a process, in bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 struct Broker {
