@@ -766,20 +766,17 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
     let (b, dt) = mgmt
         .queue_base(q.id, now)
         .map_or((s, Duration::ZERO), |(b, dt)| (*b, dt));
-    let stats = json!({
-        "publish": s.publish,
-        "publish_details": details(s.publish, b.publish, dt),
-        "deliver": s.deliver,
-        "deliver_details": details(s.deliver, b.deliver, dt),
-        "get": s.get,
-        "get_details": details(s.get, b.get, dt),
-        "deliver_get": s.deliver + s.get,
-        "deliver_get_details": details(s.deliver + s.get, b.deliver + b.get, dt),
-        "ack": s.ack,
-        "ack_details": details(s.ack, b.ack, dt),
-        "redeliver": s.redeliver,
-        "redeliver_details": details(s.redeliver, b.redeliver, dt),
-    });
+    let stats = counters_json(
+        &[
+            ("publish", s.publish, b.publish),
+            ("deliver", s.deliver, b.deliver),
+            ("get", s.get, b.get),
+            ("deliver_get", s.deliver + s.get, b.deliver + b.get),
+            ("ack", s.ack, b.ack),
+            ("redeliver", s.redeliver, b.redeliver),
+        ],
+        dt,
+    );
     let first_tag = q.consumers.first().map(|r| lossy(&r.tag));
     let mut v = json!({
         "name": lossy(&q.name),
@@ -1105,24 +1102,34 @@ fn permissions(core: &Core, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
 
 fn message_stats(cur: &GlobalSample, base: &GlobalSample, dt: Duration) -> Value {
     let (c, b) = (&cur.counters, &base.counters);
-    json!({
-        "publish": c.publish,
-        "publish_details": details(c.publish, b.publish, dt),
-        "deliver": c.deliver,
-        "deliver_details": details(c.deliver, b.deliver, dt),
-        "get": c.get,
-        "get_details": details(c.get, b.get, dt),
-        "deliver_get": c.deliver + c.get,
-        "deliver_get_details": details(c.deliver + c.get, b.deliver + b.get, dt),
-        "ack": c.ack,
-        "ack_details": details(c.ack, b.ack, dt),
-        "redeliver": c.redeliver,
-        "redeliver_details": details(c.redeliver, b.redeliver, dt),
-        "drop_unroutable": c.drop_unroutable,
-        "drop_unroutable_details": details(c.drop_unroutable, b.drop_unroutable, dt),
-        "return_unroutable": c.return_unroutable,
-        "return_unroutable_details": details(c.return_unroutable, b.return_unroutable, dt),
-    })
+    counters_json(
+        &[
+            ("publish", c.publish, b.publish),
+            ("deliver", c.deliver, b.deliver),
+            ("get", c.get, b.get),
+            ("deliver_get", c.deliver + c.get, b.deliver + b.get),
+            ("ack", c.ack, b.ack),
+            ("redeliver", c.redeliver, b.redeliver),
+            ("drop_unroutable", c.drop_unroutable, b.drop_unroutable),
+            (
+                "return_unroutable",
+                c.return_unroutable,
+                b.return_unroutable,
+            ),
+        ],
+        dt,
+    )
+}
+
+/// RabbitMQ's message_stats shape: for each (name, now, at the rate base),
+/// `name` with the count and `name_details` with its rate.
+fn counters_json(fields: &[(&str, u64, u64)], dt: Duration) -> Value {
+    let mut m = serde_json::Map::new();
+    for &(name, now, then) in fields {
+        m.insert(name.to_string(), now.into());
+        m.insert(format!("{name}_details"), details(now, then, dt));
+    }
+    Value::Object(m)
 }
 
 fn exchange_types() -> Value {
