@@ -1868,3 +1868,49 @@ fn requeued_messages_do_not_hold_the_memory_alarm() {
     running.shutdown().expect("shutdown");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Connections that each sent one large message (read straight from the
+/// socket into their input buffers) and then went quiet keep neither the
+/// bodies nor large buffers: the broker's RSS stays well below what the
+/// messages took.
+#[test]
+fn idle_connections_after_large_messages_stay_small() {
+    const CONNS: usize = 200;
+    const SIZE: usize = 100 * 1024;
+    let dir = common::temp_dir("idle-big");
+    let port = free_port();
+    let broker = BrokerProc::start(&dir, port, &[]);
+    let mut first = Client::connect(broker.addr).expect("connect");
+    first.declare("idle_big", false).expect("declare");
+    std::thread::sleep(Duration::from_millis(300));
+    let (rss0, _) = broker.rss();
+    let body = vec![7u8; SIZE];
+    let mut held = Vec::new();
+    for _ in 0..CONNS {
+        let mut c = Client::connect(broker.addr).expect("connect");
+        c.publish("idle_big", &BasicProperties::default(), &body)
+            .expect("publish");
+        c.count("idle_big").expect("count");
+        held.push(c);
+    }
+    // Take the messages away, so only what the connections keep remains.
+    for i in 0..CONNS {
+        let d = first.get("idle_big").expect("get").expect("a message");
+        assert_eq!(d.body.len(), SIZE, "message {i}");
+        first.ack(d.tag, false).expect("ack");
+    }
+    assert_eq!(first.count("idle_big").expect("count"), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss1, _) = broker.rss();
+    let grown = rss1.saturating_sub(rss0);
+    eprintln!(
+        "{CONNS} idle connections after one {SIZE}-byte message each: RSS {rss0} -> {rss1} bytes"
+    );
+    assert!(
+        grown < (CONNS * SIZE / 4) as u64,
+        "RSS grew by {grown} bytes for {CONNS} idle connections"
+    );
+    drop(held);
+    broker.stop();
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -689,6 +689,11 @@ fn read_hint_asks_for_the_rest_of_large_frames() {
     p.send_raw(&out[cut..]);
     // The next read asks for a message like the last one.
     assert_eq!(p.core.read_hint(p.id), ReadHint::Direct(100_000 + 1024));
+    // Reserve that much, as the server does, then find the socket empty:
+    // the large, empty buffer is let go.
+    p.core.input_buffer(p.id).unwrap().reserve(100_000 + 1024);
+    p.core.input_idle(p.id);
+    assert!(p.core.input_buffer(p.id).unwrap().capacity() <= 4096);
     p.send(
         1,
         BasicGet {
