@@ -1045,3 +1045,87 @@ fn many_channels_with_chosen_numbers() {
     // Reopen after close works.
     r.open_channel(20);
 }
+
+/// The rest of a large frame is read straight into the connection's input
+/// buffer: a body frame cut off midway (the publisher goes away) queues
+/// nothing and leaves the broker serving others.
+#[test]
+fn large_body_frame_cut_off_midway_is_not_queued() {
+    let b = common::start();
+    let q = unique("cut");
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    declare_queue(&mut r, 1, &q);
+    r.send(
+        1,
+        BasicPublish {
+            ticket: 0,
+            exchange: Bytes::new(),
+            routing_key: s(&q),
+            mandatory: false,
+            immediate: false,
+        },
+    );
+    let big = vec![9u8; 100_000];
+    r.send_bytes(&Raw::header_frame(1, big.len() as u64));
+    let frame = Raw::body_frame(1, &big);
+    r.send_bytes(&frame[..frame.len() / 2]);
+    drop(r);
+    let mut r2 = Raw::open(b.addr);
+    r2.open_channel(1);
+    match r2.rpc(
+        1,
+        QueueDeclare {
+            queue: s(&q),
+            passive: true,
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeclareOk(ok) => assert_eq!(ok.message_count, 0),
+        other => panic!("queue.declare: {other:?}"),
+    }
+    delete_queue(&mut r2, 1, &q);
+}
+
+/// A large body frame that arrives in many small pieces (each read goes
+/// straight into the input buffer) is delivered intact.
+#[test]
+fn large_body_frame_in_small_pieces_arrives_intact() {
+    let b = common::start();
+    let q = unique("trickle");
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    declare_queue(&mut r, 1, &q);
+    r.send(
+        1,
+        BasicPublish {
+            ticket: 0,
+            exchange: Bytes::new(),
+            routing_key: s(&q),
+            mandatory: false,
+            immediate: false,
+        },
+    );
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    r.send_bytes(&Raw::header_frame(1, big.len() as u64));
+    let frame = Raw::body_frame(1, &big);
+    for (i, piece) in frame.chunks(4096).enumerate() {
+        r.send_bytes(piece);
+        if i < 8 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    r.send(
+        1,
+        BasicGet {
+            ticket: 0,
+            queue: s(&q),
+            no_ack: true,
+        },
+    );
+    match r.recv_any() {
+        (1, Method::BasicGetOk(_), Some(c)) => assert!(c.body[..] == big[..], "body differs"),
+        other => panic!("basic.get: {:?}", other.1),
+    }
+    delete_queue(&mut r, 1, &q);
+}
