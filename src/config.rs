@@ -2,7 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::store::Faults;
 
 /// Everything the broker can be told at start-up.
 #[derive(Debug, Clone)]
@@ -61,6 +64,10 @@ pub struct Config {
     /// Management HTTP API and `/metrics` listener (RabbitMQ: 15672); `None`
     /// disables it. Port 0 picks a free port (see `Server::management_addr`).
     pub management_listen: Option<SocketAddr>,
+    /// Fault injection for tests: a simulated disk for the data directory
+    /// (its free space, failing writes and syncs).
+    #[doc(hidden)]
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl Default for Config {
@@ -87,6 +94,7 @@ impl Default for Config {
             max_outbox: 1 << 20,
             definitions: None,
             management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
+            faults: None,
         }
     }
 }

@@ -84,6 +84,13 @@ pub struct Core {
     pub(crate) store_scratch: Vec<u64>,
     /// The message store (None: everything in memory).
     pub store: Option<crate::store::Store>,
+    /// The durable definitions on disk (None: in memory).
+    pub(crate) defs: Option<crate::store::definitions::DefsLog>,
+    /// Connections sent a reply this turn whose truth depends on this turn's
+    /// commit (a durable declare or delete, a purge, tx.commit), with the
+    /// length their output had before it: if the commit fails, what follows
+    /// that mark is dropped and the connection closed with 541.
+    pub(crate) commit_dependents: Vec<(ConnId, usize)>,
     /// Bytes of message content held in memory (ready and unacked).
     pub resident: u64,
     /// Where queued messages are packed.
@@ -101,8 +108,11 @@ pub struct Core {
     pub(crate) force_sync: bool,
     /// Publishers are blocked (memory or disk alarm).
     pub blocked: bool,
-    /// Free disk is below the limit.
+    /// Publishers are blocked for the disk: free space is below the limit,
+    /// or the store cannot write or reserve its next segment.
     pub(crate) disk_alarm: bool,
+    /// Free space was below `min_free_disk` at the last look.
+    pub(crate) disk_low: bool,
     /// When to look at free disk space again.
     pub(crate) next_disk_check: Instant,
     /// The current turn's time.
@@ -150,6 +160,8 @@ impl Core {
             route_scratch: Vec::new(),
             store_scratch: Vec::new(),
             store: None,
+            defs: None,
+            commit_dependents: Vec::new(),
             resident: 0,
             arena: Default::default(),
             trim_peak: 0,
@@ -159,6 +171,7 @@ impl Core {
             force_sync: false,
             blocked: false,
             disk_alarm: false,
+            disk_low: false,
             next_disk_check: Instant::now(),
             now: Instant::now(),
             wake: None,
@@ -401,7 +414,12 @@ impl Core {
                         let n = raw.payload.len();
                         c.large_body = if n >= LARGE_FRAME { n as u32 } else { 0 };
                     }
-                    self.handle_frame(id, raw, now)
+                    let mark = c.outbox.len();
+                    let changes = self.broker.def_changes.len();
+                    self.handle_frame(id, raw, now);
+                    if self.broker.def_changes.len() > changes {
+                        self.depend_on_commit_at(id, mark);
+                    }
                 }
                 Err(e) => {
                     if let Some(c) = self.conn_mut(id) {
@@ -418,6 +436,19 @@ impl Core {
             if !c.outbox.is_empty() {
                 self.mark_flush(id);
             }
+        }
+    }
+
+    /// The reply about to be queued for `id` depends on this turn's commit
+    /// (see `commit_dependents`).
+    pub(crate) fn depend_on_commit(&mut self, id: ConnId) {
+        let mark = self.conn(id).map_or(0, |c| c.outbox.len());
+        self.depend_on_commit_at(id, mark);
+    }
+
+    fn depend_on_commit_at(&mut self, id: ConnId, mark: usize) {
+        if self.store.is_some() && !self.commit_dependents.iter().any(|(c, _)| *c == id) {
+            self.commit_dependents.push((id, mark));
         }
     }
 

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::codec::{Error, FieldTable, ReplyCode};
+use crate::store::definitions::{BindingDef, DefChange, ExchangeDef, QueueDef};
 use args::QueueArgs;
 use exchange::{Binding, Dest, Exchange, ExchangeKind};
 use queue::{ConsumerRef, Queue};
@@ -74,8 +75,9 @@ pub struct Broker {
     pub persistent: bool,
     /// Next durable queue store id.
     pub next_store_id: u64,
-    /// Durable definitions changed since they were last saved.
-    pub defs_dirty: bool,
+    /// Changes to the durable definitions since the end of the last turn,
+    /// in order (written to the definitions log, see [`DefChange`]).
+    pub def_changes: Vec<DefChange>,
     /// Users and permissions.
     pub auth: auth::Auth,
 }
@@ -301,8 +303,18 @@ impl Broker {
             spec.internal,
             spec.arguments,
         );
+        let def = spec.durable.then(|| ExchangeDef {
+            vhost: Bytes::copy_from_slice(vhost),
+            name: spec.name.clone(),
+            kind: Bytes::from_static(x.kind.name().as_bytes()),
+            auto_delete: x.auto_delete,
+            internal: x.internal,
+            arguments: x.arguments.clone(),
+        });
         vh.exchanges.insert(spec.name, x);
-        self.defs_dirty |= spec.durable;
+        if let Some(def) = def {
+            self.def_changes.push(DefChange::PutExchange(def));
+        }
         Ok(())
     }
 
@@ -342,11 +354,17 @@ impl Broker {
                 format!("exchange '{}' in vhost '{}' in use", s(name), s(vhost)),
             ));
         }
+        let durable = x.durable;
         vh.exchanges.remove(name);
         for e in vh.exchanges.values_mut() {
             e.unbind_dest(&dest);
         }
-        self.defs_dirty = true;
+        if durable {
+            self.def_changes.push(DefChange::DelExchange(
+                Bytes::copy_from_slice(vhost),
+                Bytes::copy_from_slice(name),
+            ));
+        }
         self.cleanup_auto_delete_exchanges(vhost);
         Ok(())
     }
@@ -370,7 +388,12 @@ impl Broker {
                 return;
             }
             for n in gone {
-                vh.exchanges.remove(&n);
+                if vh.exchanges.remove(&n).is_some_and(|x| x.durable) {
+                    self.def_changes.push(DefChange::DelExchange(
+                        Bytes::copy_from_slice(vhost),
+                        n.clone(),
+                    ));
+                }
                 let d = Dest::Exchange(n);
                 for e in vh.exchanges.values_mut() {
                     e.unbind_dest(&d);
@@ -477,7 +500,15 @@ impl Broker {
             self.next_store_id += 1;
             self.next_store_id - 1
         });
-        self.defs_dirty |= store_id.is_some();
+        if let Some(sid) = store_id {
+            self.def_changes.push(DefChange::PutQueue(QueueDef {
+                vhost: Bytes::copy_from_slice(vhost),
+                name: spec.name.clone(),
+                id: sid,
+                auto_delete: spec.auto_delete,
+                arguments: spec.arguments.clone(),
+            }));
+        }
         let mut q = Queue::new(id, Bytes::copy_from_slice(vhost), spec, owner, args);
         q.store_id = store_id;
         entry.insert(q);
@@ -503,8 +534,11 @@ impl Broker {
                 e.unbind_dest(&d);
             }
         }
+        if q.store_id.is_some() {
+            self.def_changes
+                .push(DefChange::DelQueue(vhost.clone(), q.name.clone()));
+        }
         self.cleanup_auto_delete_exchanges(&vhost);
-        self.defs_dirty |= q.store_id.is_some();
         Deleted {
             ready: q.ready,
             store_id: q.store_id,
@@ -547,12 +581,21 @@ impl Broker {
                 return Err(Error::new(ReplyCode::PRECONDITION_FAILED, e));
             }
         }
-        x.bind(Binding {
-            dest,
-            routing_key,
-            arguments,
-        });
-        self.defs_dirty = true;
+        let def = self.binding_def(vhost, source, &dest, &routing_key, &arguments);
+        if let Some(x) = self
+            .vhosts
+            .get_mut(vhost)
+            .and_then(|v| v.exchanges.get_mut(source))
+        {
+            x.bind(Binding {
+                dest,
+                routing_key,
+                arguments,
+            });
+        }
+        if let Some(b) = def {
+            self.def_changes.push(DefChange::PutBinding(b));
+        }
         Ok(())
     }
 
@@ -568,17 +611,60 @@ impl Broker {
     ) -> Result<(), Error> {
         Self::check_bindable(source)?;
         let vh = self.vhost_mut(vhost)?;
-        let Some(x) = vh.exchanges.get_mut(source) else {
+        if !vh.exchanges.contains_key(source) {
             return Ok(());
-        };
-        x.unbind(&Binding {
-            dest,
-            routing_key,
-            arguments,
-        });
-        self.defs_dirty = true;
+        }
+        let def = self.binding_def(vhost, source, &dest, &routing_key, &arguments);
+        if let Some(x) = self
+            .vhosts
+            .get_mut(vhost)
+            .and_then(|v| v.exchanges.get_mut(source))
+        {
+            x.unbind(&Binding {
+                dest,
+                routing_key,
+                arguments,
+            });
+        }
+        if let Some(b) = def {
+            self.def_changes.push(DefChange::DelBinding(b));
+        }
         self.cleanup_auto_delete_exchanges(vhost);
         Ok(())
+    }
+
+    /// The durable form of a binding, if both its ends are durable (only
+    /// those survive a restart).
+    fn binding_def(
+        &self,
+        vhost: &[u8],
+        source: &[u8],
+        dest: &Dest,
+        routing_key: &Bytes,
+        arguments: &FieldTable,
+    ) -> Option<BindingDef> {
+        let vh = self.vhosts.get(vhost)?;
+        if !vh.exchanges.get(source)?.durable {
+            return None;
+        }
+        let (to_queue, dest) = match dest {
+            Dest::Queue(q) => {
+                let q = self.queue(*q).filter(|q| q.store_id.is_some())?;
+                (true, q.name.clone())
+            }
+            Dest::Exchange(n) => {
+                vh.exchanges.get(n).filter(|x| x.durable)?;
+                (false, n.clone())
+            }
+        };
+        Some(BindingDef {
+            vhost: Bytes::copy_from_slice(vhost),
+            source: Bytes::copy_from_slice(source),
+            to_queue,
+            dest,
+            routing_key: routing_key.clone(),
+            arguments: arguments.clone(),
+        })
     }
 
     /// Check that a message may be published to `exchange`.

@@ -184,6 +184,29 @@ impl Outbox {
         }
     }
 
+    /// Drop everything after the first `len` bytes (output queued after a
+    /// point that must not reach the peer after all).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.queued_len {
+            self.tail.truncate(len - self.queued_len);
+            return;
+        }
+        self.tail.clear();
+        while self.queued_len > len {
+            let Some(back) = self.queued.back_mut() else {
+                break;
+            };
+            let excess = self.queued_len - len;
+            if back.len() <= excess {
+                self.queued_len -= back.len();
+                self.queued.pop_back();
+            } else {
+                back.truncate(back.len() - excess);
+                self.queued_len = len;
+            }
+        }
+    }
+
     /// Everything pending, concatenated (for tests and the in-memory core).
     pub fn take_all(&mut self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());

@@ -1,6 +1,6 @@
 //! Operator actions on the running broker (used by the management API and
 //! `warren ctl`): virtual hosts, users, permissions, and closing connections.
-//! Every change to durable state marks the definitions for saving.
+//! Every change to durable state is recorded for the definitions log.
 
 use std::time::Instant;
 
@@ -11,13 +11,16 @@ use crate::broker::auth::{hash_password, Permission, User};
 use crate::broker::ConnId;
 use crate::codec::{Error, ReplyCode};
 use crate::core::Core;
+use crate::store::definitions::DefChange;
 
 impl Core {
     /// Create a virtual host (no-op if it exists).
     pub fn add_vhost(&mut self, name: &str) {
         if self.broker.vhost(name.as_bytes()).is_none() {
             self.broker.add_vhost(name.as_bytes());
-            self.broker.defs_dirty = true;
+            self.broker
+                .def_changes
+                .push(DefChange::AddVhost(Bytes::copy_from_slice(name.as_bytes())));
             info!("added vhost '{name}'");
         }
     }
@@ -53,7 +56,9 @@ impl Core {
         }
         self.broker.vhosts.remove(name.as_bytes());
         self.broker.auth.permissions.retain(|(_, v), _| v != name);
-        self.broker.defs_dirty = true;
+        self.broker
+            .def_changes
+            .push(DefChange::DelVhost(Bytes::copy_from_slice(name.as_bytes())));
         info!("deleted vhost '{name}'");
         true
     }
@@ -86,7 +91,7 @@ impl Core {
                 tags,
             },
         );
-        self.broker.defs_dirty = true;
+        self.broker.def_changes.push(DefChange::Auth);
     }
 
     /// Delete a user, its permissions, and close its connections (320).
@@ -108,7 +113,7 @@ impl Core {
             );
             self.connection_error(id, e, now);
         }
-        self.broker.defs_dirty = true;
+        self.broker.def_changes.push(DefChange::Auth);
         true
     }
 
@@ -129,7 +134,7 @@ impl Core {
         }
         let p = Permission::new(configure, write, read)?;
         self.broker.auth.set_permission(user, vhost, p);
-        self.broker.defs_dirty = true;
+        self.broker.def_changes.push(DefChange::Auth);
         Ok(())
     }
 
@@ -141,7 +146,9 @@ impl Core {
             .permissions
             .remove(&(user.to_string(), vhost.to_string()))
             .is_some();
-        self.broker.defs_dirty |= gone;
+        if gone {
+            self.broker.def_changes.push(DefChange::Auth);
+        }
         gone
     }
 

@@ -291,6 +291,10 @@ impl Core {
                 for m in &gone {
                     self.forget(sid, m);
                 }
+                if sid.is_some() && n > 0 {
+                    // purge-ok says the messages are gone for good.
+                    self.depend_on_commit(id);
+                }
                 if !p.nowait {
                     self.reply(id, ch, QueuePurgeOk { message_count: n }.into());
                 }
@@ -453,7 +457,16 @@ impl Core {
                         "channel is not transactional",
                     ));
                 };
-                self.tx_commit(id, ch, ops)?;
+                // commit-ok says the persistent publishes are on disk: it
+                // depends on this turn's commit if the transaction stored any.
+                let earlier = std::mem::take(&mut self.force_sync);
+                let res = self.tx_commit(id, ch, ops);
+                let stored = self.force_sync;
+                self.force_sync |= earlier;
+                res?;
+                if stored {
+                    self.depend_on_commit(id);
+                }
                 self.reply(id, ch, TxCommitOk {}.into());
                 Ok(())
             }

@@ -10,27 +10,20 @@ use std::time::Instant;
 use bytes::Bytes;
 use log::{error, info, warn};
 
+use super::channel::ChanState;
+use super::{ConnState, Connection};
 use crate::broker::exchange::Dest;
 use crate::broker::message::{Arena, Message, QueuedMsg};
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
-use crate::codec::{ConnectionBlocked, ConnectionUnblocked};
+use crate::codec::{BasicAck, BasicNack, ConnectionBlocked, ConnectionUnblocked, Error, ReplyCode};
 use crate::config::Config;
 use crate::core::Core;
-use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::store::definitions::{
+    BindingDef, DefChange, Definitions, DefsLog, ExchangeDef, QueueDef,
+};
 use crate::store::{Store, StoreRef};
 
-/// Free bytes on the file system holding `path`.
-pub fn free_disk(path: &std::path::Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
+pub use crate::store::free_disk;
 
 impl Core {
     /// A core with persistence: open the data directory, restore durable
@@ -44,11 +37,15 @@ impl Core {
             return Ok(core);
         };
         let started = Instant::now();
-        let (store, recovered) = Store::open(&dir, seg_size)?;
+        let faults = core.config.faults.clone();
+        let (store, recovered) = Store::open(&dir, seg_size, faults.clone())?;
         core.store = Some(store);
         core.broker.persistent = true;
-        let defs = Definitions::load(&dir)?.unwrap_or_default();
+        let (log, defs) = DefsLog::open(&dir, faults)?;
+        core.defs = Some(log);
         core.restore(&defs);
+        // Restoring is not a change.
+        core.broker.def_changes.clear();
         let mut messages = 0u64;
         let mut bytes = 0u64;
         let mut queues = 0usize;
@@ -82,7 +79,9 @@ impl Core {
             }
         }
         // First boot: save the default user and its permissions.
-        core.broker.defs_dirty = defs.users.is_empty();
+        if defs.users.is_empty() {
+            core.broker.def_changes.push(DefChange::All);
+        }
         info!(
             "recovered {} durable queues, {} exchanges, {} bindings; {} messages ({} bytes) in {} queues, in {:?}",
             defs.queues.len(),
@@ -188,23 +187,8 @@ impl Core {
     /// The durable definitions as they stand.
     pub fn definitions(&self) -> Definitions {
         let b = &self.broker;
-        let mut d = Definitions {
-            next_queue_id: b.next_store_id,
-            ..Definitions::default()
-        };
-        for u in b.auth.users.values() {
-            d.users
-                .push((u.name.clone(), u.password_hash.clone(), u.tags.clone()));
-        }
-        for ((user, vhost), p) in &b.auth.permissions {
-            d.permissions.push([
-                user.clone(),
-                vhost.clone(),
-                p.configure.clone(),
-                p.write.clone(),
-                p.read.clone(),
-            ]);
-        }
+        let mut d = Core::auth_definitions(b);
+        d.next_queue_id = b.next_store_id;
         for (vname, vh) in &b.vhosts {
             d.vhosts.push(vname.clone());
             for x in vh.exchanges.values() {
@@ -258,6 +242,25 @@ impl Core {
                     });
                 }
             }
+        }
+        d
+    }
+
+    /// The users and permissions part of the definitions.
+    fn auth_definitions(b: &crate::broker::Broker) -> Definitions {
+        let mut d = Definitions::default();
+        for u in b.auth.users.values() {
+            d.users
+                .push((u.name.clone(), u.password_hash.clone(), u.tags.clone()));
+        }
+        for ((user, vhost), p) in &b.auth.permissions {
+            d.permissions.push([
+                user.clone(),
+                vhost.clone(),
+                p.configure.clone(),
+                p.write.clone(),
+                p.read.clone(),
+            ]);
         }
         d
     }
@@ -326,7 +329,8 @@ impl Core {
             self.resident += m.resident();
             return;
         }
-        let Some(st) = self.store.as_mut() else {
+        // A failing store keeps what it is given in memory anyway.
+        let Some(st) = self.store.as_mut().filter(|st| st.healthy()) else {
             self.resident += m.resident();
             return;
         };
@@ -337,38 +341,118 @@ impl Core {
         m.page_out(&mut self.arena, at);
     }
 
-    /// End of a loop turn: save changed definitions, write the store's
-    /// buffered records and, if anyone waits for durability, fdatasync them
-    /// once (group commit) and release the publisher confirms that waited.
+    /// End of a loop turn: the group commit. Changed definitions are staged
+    /// in the definitions log; if anyone waits for durability (publisher
+    /// confirms, tx.commit, a durable declare, delete or purge), the store
+    /// and the log are written and fdatasynced once for all of them, and then
+    /// the confirms that waited are sent. If the commit fails nothing that
+    /// depended on it is confirmed: waiting publishes are nacked and
+    /// connections whose replies depended on it are closed with 541 (see
+    /// [`Core::commit_failed`]). Otherwise records are only written.
     pub fn end_turn(&mut self, now: Instant) {
-        if self.broker.defs_dirty {
-            self.broker.defs_dirty = false;
-            // Users or permissions may have changed: refresh the copies the
-            // open connections check against.
-            let Core { conns, broker, .. } = self;
-            for (_, c) in conns.iter_mut().filter(|(_, c)| !c.vhost.is_empty()) {
-                let user = String::from_utf8_lossy(&c.user);
-                let vhost = String::from_utf8_lossy(&c.vhost);
-                c.perm = broker.auth.permission(&user, &vhost).cloned();
-            }
-            if let Some(dir) = self.config.data_dir.clone() {
-                if let Err(e) = self.definitions().save(&dir) {
-                    error!("cannot save definitions: {e}");
-                }
-            }
+        let _ = self.group_commit(now, false);
+        self.check_alarms(now);
+    }
+
+    /// The commit of [`Core::end_turn`], also run by the management API
+    /// after a request that changed something (`force`), so that its answer
+    /// says whether the change is durable.
+    pub fn group_commit(&mut self, now: Instant, force: bool) -> io::Result<()> {
+        self.now = self.now.max(now);
+        if !self.broker.def_changes.is_empty() {
+            self.stage_definitions();
         }
         if let Some(st) = self.store.as_mut() {
-            if !self.sync_waiters.is_empty() || self.force_sync {
-                if let Err(e) = st.sync() {
-                    error!("store sync failed: {e}");
-                }
-            } else if let Err(e) = st.flush() {
-                error!("store write failed: {e}");
+            if st.collect_garbage() {
+                // Space came back: look at the disk again now.
+                self.next_disk_check = now;
             }
         }
+        let wanted = force
+            || !self.sync_waiters.is_empty()
+            || self.force_sync
+            || !self.commit_dependents.is_empty()
+            || self.store.as_ref().is_some_and(|st| st.wants_sync(now))
+            || self.defs.as_ref().is_some_and(|d| d.wants_commit(now));
+        let result = if wanted {
+            self.commit(now)
+        } else {
+            match self.store.as_mut() {
+                // Written, not synced: errors surface at the next commit.
+                Some(st) => st.flush(now),
+                None => Ok(()),
+            }
+        };
         self.force_sync = false;
-        self.release_sync_waiters();
-        self.check_alarms(now);
+        match &result {
+            Ok(()) => {
+                self.commit_dependents.clear();
+                self.release_sync_waiters(true);
+            }
+            Err(e) if wanted => self.commit_failed(e, now),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Turn the recorded definition changes into log records (and refresh
+    /// the permissions open connections check against: users or
+    /// permissions may have changed).
+    fn stage_definitions(&mut self) {
+        let changes = std::mem::take(&mut self.broker.def_changes);
+        let Core { conns, broker, .. } = self;
+        for (_, c) in conns.iter_mut().filter(|(_, c)| !c.vhost.is_empty()) {
+            let user = String::from_utf8_lossy(&c.user);
+            let vhost = String::from_utf8_lossy(&c.vhost);
+            c.perm = broker.auth.permission(&user, &vhost).cloned();
+        }
+        if let Some(d) = self.defs.as_mut() {
+            let b = &self.broker;
+            d.stage(&changes, || {
+                let d = Core::auth_definitions(b);
+                (d.users, d.permissions)
+            });
+        }
+        // Reuse the allocation.
+        self.broker.def_changes = changes;
+        self.broker.def_changes.clear();
+    }
+
+    /// Make everything appended and staged durable: the store's records,
+    /// then the definitions. Nothing is confirmed unless both worked.
+    pub(crate) fn commit(&mut self, now: Instant) -> io::Result<()> {
+        if let Some(st) = self.store.as_mut() {
+            st.sync(now)?;
+        }
+        let Some(mut d) = self.defs.take() else {
+            return Ok(());
+        };
+        let res = d.commit(now, || self.definitions());
+        self.defs = Some(d);
+        res
+    }
+
+    /// A commit failed: publishes waiting for it are nacked (after the
+    /// confirms that did not depend on it), and every connection that was
+    /// sent a reply depending on it this turn (declare-ok of a durable
+    /// queue, tx.commit-ok, ...) loses that reply and what followed it and
+    /// is closed with 541 INTERNAL_ERROR, as RabbitMQ closes on an internal
+    /// error. What was staged stays staged and is written by a later commit.
+    pub(crate) fn commit_failed(&mut self, e: &io::Error, now: Instant) {
+        self.release_sync_waiters(false);
+        let dependents = std::mem::take(&mut self.commit_dependents);
+        for (id, mark) in dependents {
+            let Some(c) = self.conn_mut(id) else { continue };
+            if matches!(c.state, ConnState::Closing | ConnState::Dead) {
+                continue;
+            }
+            c.outbox.truncate(mark);
+            let err = Error::new(
+                ReplyCode::INTERNAL_ERROR,
+                format!("cannot make the change durable: {e}"),
+            );
+            self.connection_error(id, err, now);
+        }
     }
 
     /// Clean shutdown of the store: every connection is gone (their unacked
@@ -408,14 +492,38 @@ impl Core {
         }
     }
 
-    /// Confirms that waited for a sync become ready.
-    pub(crate) fn release_sync_waiters(&mut self) {
+    /// Resolve the confirms that waited for a sync: acked when it worked
+    /// (`ok`), nacked (multiple, after acking what did not wait) when it
+    /// failed.
+    pub(crate) fn release_sync_waiters(&mut self, ok: bool) {
         let waiters = std::mem::take(&mut self.sync_waiters);
         for (id, ch) in waiters {
-            if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
-                chan.confirm_ready = chan.confirm_ready.max(chan.confirm_after_sync);
-                chan.confirm_after_sync = 0;
-                chan.waiting_sync = false;
+            if let Some(c) = self.conn_mut(id) {
+                let Connection {
+                    channels, outbox, ..
+                } = c;
+                if let Some(chan) = channels.get_mut(ch as usize).and_then(|x| x.as_deref_mut()) {
+                    let upto = chan.confirm_after_sync;
+                    if !ok && upto > chan.confirm_ready && chan.state == ChanState::Open {
+                        if chan.confirm_ready > chan.confirm_sent {
+                            let ack = BasicAck {
+                                delivery_tag: chan.confirm_ready,
+                                multiple: chan.confirm_ready - chan.confirm_sent > 1,
+                            };
+                            outbox.method(ch, &ack.into());
+                        }
+                        let nack = BasicNack {
+                            delivery_tag: upto,
+                            multiple: upto - chan.confirm_ready > 1,
+                            requeue: false,
+                        };
+                        outbox.method(ch, &nack.into());
+                        chan.confirm_sent = upto;
+                    }
+                    chan.confirm_ready = chan.confirm_ready.max(upto);
+                    chan.confirm_after_sync = 0;
+                    chan.waiting_sync = false;
+                }
             }
             self.flush_confirms(id);
             self.mark_flush(id);
@@ -424,12 +532,11 @@ impl Core {
 
     /// Sync now (a nack must not overtake earlier confirms that wait for it).
     pub(crate) fn sync_now(&mut self) {
-        if let Some(st) = self.store.as_mut() {
-            if let Err(e) = st.sync() {
-                error!("store sync failed: {e}");
-            }
+        let now = self.now;
+        match self.commit(now) {
+            Ok(()) => self.release_sync_waiters(true),
+            Err(e) => self.commit_failed(&e, now),
         }
-        self.release_sync_waiters();
     }
 
     fn check_alarms(&mut self, now: Instant) {
@@ -444,14 +551,22 @@ impl Core {
         } else {
             used >= self.config.max_memory
         };
-        if let Some(dir) = &self.config.data_dir {
-            if now >= self.next_disk_check {
+        if let Some(st) = self.store.as_mut() {
+            // Space is reserved a segment at a time: looking right after a
+            // new segment was reserved (and twice a second) finds a filling
+            // disk before a write can fail.
+            if now >= self.next_disk_check || st.take_rolled() {
                 self.next_disk_check = now + std::time::Duration::from_millis(500);
-                self.disk_alarm = match free_disk(dir) {
+                self.disk_low = match st.free_space() {
                     Ok(free) => free < self.config.min_free_disk,
                     Err(_) => false,
                 };
             }
+            // Blocked too while the store cannot write or reserve its next
+            // segment, or holds too much that is not yet durable.
+            let backlog_limit = (self.config.max_memory / 8).max(8 << 20);
+            self.disk_alarm =
+                self.disk_low || st.space_short() || st.backlog() as u64 > backlog_limit;
         }
         let reason = if mem {
             Some("low on memory")

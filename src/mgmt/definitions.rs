@@ -430,7 +430,9 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<(), 
             info!("definitions import: {what} '{name}' ignored (not supported by warren)");
         }
     }
-    core.broker.defs_dirty = true;
+    core.broker
+        .def_changes
+        .push(crate::store::definitions::DefChange::All);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -469,7 +471,7 @@ mod tests {
                           "routing_key": "job.#", "arguments": {}}]
         });
         import(&mut c, &defs, None).unwrap();
-        assert!(c.broker.defs_dirty);
+        assert!(!c.broker.def_changes.is_empty());
         let u = &c.broker.auth.users["ops"];
         assert_eq!(u.tags, vec!["administrator", "monitoring"]);
         let out = export(&c, None).unwrap();

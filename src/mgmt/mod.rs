@@ -364,7 +364,20 @@ impl HttpConn {
                 body,
                 peer: self.peer,
             };
-            let resp = api::handle(&req, core, mgmt, now);
+            let changes = req.method != "GET";
+            let mut resp = api::handle(&req, core, mgmt, now);
+            // A change is answered only once it is durable.
+            if changes && resp.status < 300 {
+                if let Err(e) = core.group_commit(now, true) {
+                    resp = Response::json(
+                        500,
+                        &serde_json::json!({
+                            "error": "internal_error",
+                            "reason": format!("the change could not be made durable: {e}"),
+                        }),
+                    );
+                }
+            }
             let close = !head.keep_alive;
             write_response(&mut self.out, &resp, close, is_head);
             if close {

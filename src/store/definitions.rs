@@ -1,16 +1,27 @@
-//! Durable definitions (vhosts, exchanges, queues, bindings) as one snapshot
-//! file, replaced atomically: write `definitions.tmp`, fsync, rename over
-//! `definitions`, fsync the directory. Encoded as an AMQP field table with a
-//! CRC in front, so the codec we already trust does the parsing.
+//! Durable definitions (vhosts, users, permissions, exchanges, queues,
+//! bindings): a snapshot file plus an append-only log of the changes since.
+//! The snapshot `definitions` is replaced atomically (write `definitions.tmp`,
+//! fsync, rename, fsync the directory); the log `definitions.log` gets one
+//! record per change, written and synced with the message store's group
+//! commit at the end of a loop turn, and is folded into a new snapshot once
+//! it outgrows the last one. Both are AMQP field tables behind a CRC, so the
+//! codec we already trust does the parsing. The log's first record names the
+//! snapshot generation it extends; a log left from an older generation (a
+//! crash between writing a snapshot and starting its log) is ignored.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use log::{error, info, warn};
 
 use super::crc::crc32c;
-use super::sync_dir;
+use super::file::{Faults, LogFile};
+use super::{repeats, sync_dir, Throttle, REC_HEADER};
 use crate::codec::reader::Reader;
 use crate::codec::{FieldTable, FieldValue};
 
@@ -115,62 +126,81 @@ fn tables<'a>(t: &'a FieldTable, k: &str) -> impl Iterator<Item = &'a FieldTable
     })
 }
 
-impl Definitions {
-    fn to_table(&self) -> FieldTable {
-        let mut root = FieldTable::new();
-        root.insert("version", FieldValue::I32(1));
-        root.insert("next_queue_id", FieldValue::I64(self.next_queue_id as i64));
-        root.insert(
-            "vhosts",
-            FieldValue::Array(self.vhosts.iter().map(s).collect()),
-        );
-        let xs = self
-            .exchanges
-            .iter()
-            .map(|x| {
-                let mut t = FieldTable::new();
-                t.insert("vhost", s(&x.vhost));
-                t.insert("name", s(&x.name));
-                t.insert("type", s(&x.kind));
-                t.insert("auto_delete", FieldValue::Bool(x.auto_delete));
-                t.insert("internal", FieldValue::Bool(x.internal));
-                t.insert("arguments", FieldValue::Table(x.arguments.clone()));
-                FieldValue::Table(t)
-            })
-            .collect();
-        root.insert("exchanges", FieldValue::Array(xs));
-        let qs = self
-            .queues
-            .iter()
-            .map(|q| {
-                let mut t = FieldTable::new();
-                t.insert("vhost", s(&q.vhost));
-                t.insert("name", s(&q.name));
-                t.insert("id", FieldValue::I64(q.id as i64));
-                t.insert("auto_delete", FieldValue::Bool(q.auto_delete));
-                t.insert("arguments", FieldValue::Table(q.arguments.clone()));
-                FieldValue::Table(t)
-            })
-            .collect();
-        root.insert("queues", FieldValue::Array(qs));
-        let bs = self
-            .bindings
-            .iter()
-            .map(|b| {
-                let mut t = FieldTable::new();
-                t.insert("vhost", s(&b.vhost));
-                t.insert("source", s(&b.source));
-                t.insert("to_queue", FieldValue::Bool(b.to_queue));
-                t.insert("dest", s(&b.dest));
-                t.insert("routing_key", s(&b.routing_key));
-                t.insert("arguments", FieldValue::Table(b.arguments.clone()));
-                FieldValue::Table(t)
-            })
-            .collect();
-        root.insert("bindings", FieldValue::Array(bs));
-        let st = |x: &str| FieldValue::LongStr(Bytes::copy_from_slice(x.as_bytes()));
-        let us = self
-            .users
+fn st(x: &str) -> FieldValue {
+    FieldValue::LongStr(Bytes::copy_from_slice(x.as_bytes()))
+}
+
+fn text(t: &FieldTable, k: &str) -> String {
+    String::from_utf8_lossy(&get_s(t, k)).into_owned()
+}
+
+fn exchange_table(x: &ExchangeDef) -> FieldTable {
+    let mut t = FieldTable::new();
+    t.insert("vhost", s(&x.vhost));
+    t.insert("name", s(&x.name));
+    t.insert("type", s(&x.kind));
+    t.insert("auto_delete", FieldValue::Bool(x.auto_delete));
+    t.insert("internal", FieldValue::Bool(x.internal));
+    t.insert("arguments", FieldValue::Table(x.arguments.clone()));
+    t
+}
+
+fn exchange_of(t: &FieldTable) -> ExchangeDef {
+    ExchangeDef {
+        vhost: get_s(t, "vhost"),
+        name: get_s(t, "name"),
+        kind: get_s(t, "type"),
+        auto_delete: get_b(t, "auto_delete"),
+        internal: get_b(t, "internal"),
+        arguments: get_t(t, "arguments"),
+    }
+}
+
+fn queue_table(q: &QueueDef) -> FieldTable {
+    let mut t = FieldTable::new();
+    t.insert("vhost", s(&q.vhost));
+    t.insert("name", s(&q.name));
+    t.insert("id", FieldValue::I64(q.id as i64));
+    t.insert("auto_delete", FieldValue::Bool(q.auto_delete));
+    t.insert("arguments", FieldValue::Table(q.arguments.clone()));
+    t
+}
+
+fn queue_of(t: &FieldTable) -> QueueDef {
+    QueueDef {
+        vhost: get_s(t, "vhost"),
+        name: get_s(t, "name"),
+        id: t.get("id").and_then(|v| v.as_i64()).unwrap_or(0) as u64,
+        auto_delete: get_b(t, "auto_delete"),
+        arguments: get_t(t, "arguments"),
+    }
+}
+
+fn binding_table(b: &BindingDef) -> FieldTable {
+    let mut t = FieldTable::new();
+    t.insert("vhost", s(&b.vhost));
+    t.insert("source", s(&b.source));
+    t.insert("to_queue", FieldValue::Bool(b.to_queue));
+    t.insert("dest", s(&b.dest));
+    t.insert("routing_key", s(&b.routing_key));
+    t.insert("arguments", FieldValue::Table(b.arguments.clone()));
+    t
+}
+
+fn binding_of(t: &FieldTable) -> BindingDef {
+    BindingDef {
+        vhost: get_s(t, "vhost"),
+        source: get_s(t, "source"),
+        to_queue: get_b(t, "to_queue"),
+        dest: get_s(t, "dest"),
+        routing_key: get_s(t, "routing_key"),
+        arguments: get_t(t, "arguments"),
+    }
+}
+
+fn users_value(users: &[(String, String, Vec<String>)]) -> FieldValue {
+    FieldValue::Array(
+        users
             .iter()
             .map(|(name, hash, tags)| {
                 let mut t = FieldTable::new();
@@ -182,53 +212,75 @@ impl Definitions {
                 );
                 FieldValue::Table(t)
             })
-            .collect();
-        root.insert("users", FieldValue::Array(us));
-        let ps = self
-            .permissions
+            .collect(),
+    )
+}
+
+fn users_of(root: &FieldTable) -> Vec<(String, String, Vec<String>)> {
+    tables(root, "users")
+        .map(|t| {
+            let tags = match t.get("tags") {
+                Some(FieldValue::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_bytes())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (text(t, "name"), text(t, "password_hash"), tags)
+        })
+        .collect()
+}
+
+const PERMISSION_KEYS: [&str; 5] = ["user", "vhost", "configure", "write", "read"];
+
+fn permissions_value(perms: &[[String; 5]]) -> FieldValue {
+    FieldValue::Array(
+        perms
             .iter()
             .map(|p| {
                 let mut t = FieldTable::new();
-                for (k, v) in ["user", "vhost", "configure", "write", "read"]
-                    .iter()
-                    .zip(p.iter())
-                {
+                for (k, v) in PERMISSION_KEYS.iter().zip(p.iter()) {
                     t.insert(*k, st(v));
                 }
                 FieldValue::Table(t)
             })
-            .collect();
-        root.insert("permissions", FieldValue::Array(ps));
+            .collect(),
+    )
+}
+
+fn permissions_of(root: &FieldTable) -> Vec<[String; 5]> {
+    tables(root, "permissions")
+        .map(|t| PERMISSION_KEYS.map(|k| text(t, k)))
+        .collect()
+}
+
+impl Definitions {
+    fn to_table(&self, log_gen: u64) -> FieldTable {
+        let mut root = FieldTable::new();
+        root.insert("version", FieldValue::I32(1));
+        root.insert("log_gen", FieldValue::I64(log_gen as i64));
+        root.insert("next_queue_id", FieldValue::I64(self.next_queue_id as i64));
+        root.insert(
+            "vhosts",
+            FieldValue::Array(self.vhosts.iter().map(s).collect()),
+        );
+        let table = |t| FieldValue::Table(t);
+        let xs = self.exchanges.iter().map(exchange_table).map(table);
+        root.insert("exchanges", FieldValue::Array(xs.collect()));
+        let qs = self.queues.iter().map(queue_table).map(table);
+        root.insert("queues", FieldValue::Array(qs.collect()));
+        let bs = self.bindings.iter().map(binding_table).map(table);
+        root.insert("bindings", FieldValue::Array(bs.collect()));
+        root.insert("users", users_value(&self.users));
+        root.insert("permissions", permissions_value(&self.permissions));
         root
     }
 
     fn from_table(root: &FieldTable) -> Definitions {
-        let text = |t: &FieldTable, k: &str| String::from_utf8_lossy(&get_s(t, k)).into_owned();
         Definitions {
-            users: tables(root, "users")
-                .map(|t| {
-                    let tags = match t.get("tags") {
-                        Some(FieldValue::Array(a)) => a
-                            .iter()
-                            .filter_map(|v| v.as_bytes())
-                            .map(|b| String::from_utf8_lossy(b).into_owned())
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    (text(t, "name"), text(t, "password_hash"), tags)
-                })
-                .collect(),
-            permissions: tables(root, "permissions")
-                .map(|t| {
-                    [
-                        text(t, "user"),
-                        text(t, "vhost"),
-                        text(t, "configure"),
-                        text(t, "write"),
-                        text(t, "read"),
-                    ]
-                })
-                .collect(),
+            users: users_of(root),
+            permissions: permissions_of(root),
             next_queue_id: root
                 .get("next_queue_id")
                 .and_then(|v| v.as_i64())
@@ -239,55 +291,22 @@ impl Definitions {
                 }
                 _ => Vec::new(),
             },
-            exchanges: tables(root, "exchanges")
-                .map(|t| ExchangeDef {
-                    vhost: get_s(t, "vhost"),
-                    name: get_s(t, "name"),
-                    kind: get_s(t, "type"),
-                    auto_delete: get_b(t, "auto_delete"),
-                    internal: get_b(t, "internal"),
-                    arguments: get_t(t, "arguments"),
-                })
-                .collect(),
-            queues: tables(root, "queues")
-                .map(|t| QueueDef {
-                    vhost: get_s(t, "vhost"),
-                    name: get_s(t, "name"),
-                    id: t.get("id").and_then(|v| v.as_i64()).unwrap_or(0) as u64,
-                    auto_delete: get_b(t, "auto_delete"),
-                    arguments: get_t(t, "arguments"),
-                })
-                .collect(),
-            bindings: tables(root, "bindings")
-                .map(|t| BindingDef {
-                    vhost: get_s(t, "vhost"),
-                    source: get_s(t, "source"),
-                    to_queue: get_b(t, "to_queue"),
-                    dest: get_s(t, "dest"),
-                    routing_key: get_s(t, "routing_key"),
-                    arguments: get_t(t, "arguments"),
-                })
-                .collect(),
+            exchanges: tables(root, "exchanges").map(exchange_of).collect(),
+            queues: tables(root, "queues").map(queue_of).collect(),
+            bindings: tables(root, "bindings").map(binding_of).collect(),
         }
     }
 
-    /// Write the snapshot atomically into `dir/definitions`.
+    /// Write the snapshot atomically into `dir/definitions` (a fresh
+    /// generation with no log behind it).
     pub fn save(&self, dir: &Path) -> io::Result<()> {
-        let mut body = BytesMut::new();
-        self.to_table().encode(&mut body);
-        let tmp = dir.join("definitions.tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&crc32c(&body).to_be_bytes())?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, dir.join("definitions"))?;
-        sync_dir(dir)
+        write_snapshot(dir, &self.to_table(0), None)
     }
 
-    /// Load `dir/definitions`; a missing file is an empty set. A corrupt file
-    /// is an error: starting without the definitions would lose queues.
-    pub fn load(dir: &Path) -> io::Result<Option<Definitions>> {
+    /// Load the snapshot `dir/definitions` and the generation of the log
+    /// that extends it; a missing file is an empty set. A corrupt file is an
+    /// error: starting without the definitions would lose queues.
+    fn load_snapshot(dir: &Path) -> io::Result<Option<(Definitions, u64)>> {
         let data = match fs::read(dir.join("definitions")) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -305,7 +324,437 @@ impl Definitions {
             return Err(bad("fails its checksum"));
         }
         let t = FieldTable::decode(&mut Reader::new(&body)).map_err(|_| bad("does not parse"))?;
-        Ok(Some(Definitions::from_table(&t)))
+        let gen = t.get("log_gen").and_then(|v| v.as_i64()).unwrap_or(0) as u64;
+        Ok(Some((Definitions::from_table(&t), gen)))
+    }
+
+    /// Load `dir/definitions` and replay the changes logged after it.
+    pub fn load(dir: &Path) -> io::Result<Option<Definitions>> {
+        let Some((mut defs, gen)) = Definitions::load_snapshot(dir)? else {
+            return Ok(None);
+        };
+        if let Ok(data) = fs::read(dir.join(LOG)) {
+            let (records, _) = read_log(&data, gen);
+            let mut r = Replay::new(std::mem::take(&mut defs));
+            records.iter().for_each(|t| r.apply(t));
+            defs = r.finish();
+        }
+        Ok(Some(defs))
+    }
+}
+
+/// Write `table` as the snapshot `dir/definitions`: to a temporary file,
+/// synced, renamed over the old one, and the directory synced.
+fn write_snapshot(dir: &Path, table: &FieldTable, faults: Option<Arc<Faults>>) -> io::Result<()> {
+    let mut body = BytesMut::new();
+    table.encode(&mut body);
+    let tmp = dir.join("definitions.tmp");
+    let mut f = LogFile::create(&tmp, 0, faults)?;
+    f.buf_mut().extend_from_slice(&crc32c(&body).to_be_bytes());
+    f.buf_mut().extend_from_slice(&body);
+    let res = f.sync();
+    if let Err(e) = res {
+        f.release_space();
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    drop(f);
+    fs::rename(&tmp, dir.join("definitions"))?;
+    sync_dir(dir)
+}
+
+/// A change to the durable definitions, recorded where it happens and
+/// written to the definitions log at the end of the turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DefChange {
+    /// A vhost was created.
+    AddVhost(Bytes),
+    /// A vhost was deleted with everything in it.
+    DelVhost(Bytes),
+    /// A durable exchange was declared.
+    PutExchange(ExchangeDef),
+    /// An exchange was deleted, with the bindings from and to it.
+    DelExchange(Bytes, Bytes),
+    /// A durable queue was declared.
+    PutQueue(QueueDef),
+    /// A queue was deleted, with the bindings to it.
+    DelQueue(Bytes, Bytes),
+    /// A binding between durable entities was made.
+    PutBinding(BindingDef),
+    /// A binding was removed.
+    DelBinding(BindingDef),
+    /// Users or permissions changed: write them all.
+    Auth,
+    /// Many changes at once (an import, the first start): write a snapshot.
+    All,
+}
+
+/// The log's file name.
+const LOG: &str = "definitions.log";
+/// Space reserved for the log, so definition changes (deleting a queue to
+/// free space, say) still work when the disk is full.
+const LOG_RESERVE: u64 = 1 << 20;
+/// The log is folded into a snapshot once it is larger than this and than
+/// twice the last snapshot.
+const LOG_COMPACT_MIN: u64 = 1 << 20;
+
+fn record(out: &mut Vec<u8>, t: &FieldTable) {
+    let mut body = BytesMut::new();
+    t.encode(&mut body);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+}
+
+fn op_table(op: &str, mut t: FieldTable) -> FieldTable {
+    t.insert("op", st(op));
+    t
+}
+
+fn name_table(vhost: &Bytes, name: &Bytes) -> FieldTable {
+    let mut t = FieldTable::new();
+    t.insert("vhost", s(vhost));
+    t.insert("name", s(name));
+    t
+}
+
+/// The records of a log for snapshot generation `gen`, and the length of
+/// its good prefix (a torn tail is cut there). A log of another generation
+/// has no records.
+fn read_log(data: &[u8], gen: u64) -> (Vec<FieldTable>, u64) {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    let mut first = true;
+    while let Some(head) = data.get(off..off + REC_HEADER) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let Some(body) = data.get(off + REC_HEADER..off + REC_HEADER + len) else {
+            break;
+        };
+        if len == 0 || crc32c(body) != crc {
+            break;
+        }
+        let Ok(t) = FieldTable::decode(&mut Reader::new(&Bytes::copy_from_slice(body))) else {
+            break;
+        };
+        off += REC_HEADER + len;
+        if first {
+            first = false;
+            let g = t.get("log_gen").and_then(|v| v.as_i64()).map(|g| g as u64);
+            if g != Some(gen) {
+                return (Vec::new(), 0);
+            }
+            continue;
+        }
+        out.push(t);
+    }
+    if off < data.len() {
+        warn!(
+            "definitions log: {} bytes after offset {off} are torn or damaged; ignored",
+            data.len() - off
+        );
+    }
+    (out, off as u64)
+}
+
+/// Definitions being rebuilt from a snapshot and log records.
+struct Replay {
+    vhosts: Vec<Bytes>,
+    exchanges: BTreeMap<(Bytes, Bytes), ExchangeDef>,
+    queues: BTreeMap<(Bytes, Bytes), QueueDef>,
+    bindings: Vec<BindingDef>,
+    next_queue_id: u64,
+    users: Vec<(String, String, Vec<String>)>,
+    permissions: Vec<[String; 5]>,
+}
+
+impl Replay {
+    fn new(d: Definitions) -> Replay {
+        Replay {
+            vhosts: d.vhosts,
+            exchanges: d
+                .exchanges
+                .into_iter()
+                .map(|x| ((x.vhost.clone(), x.name.clone()), x))
+                .collect(),
+            queues: d
+                .queues
+                .into_iter()
+                .map(|q| ((q.vhost.clone(), q.name.clone()), q))
+                .collect(),
+            bindings: d.bindings,
+            next_queue_id: d.next_queue_id,
+            users: d.users,
+            permissions: d.permissions,
+        }
+    }
+
+    fn apply(&mut self, t: &FieldTable) {
+        let key = || (get_s(t, "vhost"), get_s(t, "name"));
+        match text(t, "op").as_str() {
+            "add_vhost" => {
+                let name = get_s(t, "name");
+                if !self.vhosts.contains(&name) {
+                    self.vhosts.push(name);
+                }
+            }
+            "del_vhost" => {
+                let v = get_s(t, "name");
+                self.vhosts.retain(|x| *x != v);
+                self.exchanges.retain(|(xv, _), _| *xv != v);
+                self.queues.retain(|(qv, _), _| *qv != v);
+                self.bindings.retain(|b| b.vhost != v);
+                let vs = String::from_utf8_lossy(&v);
+                self.permissions.retain(|p| p[1] != vs);
+            }
+            "put_exchange" => {
+                self.exchanges.insert(key(), exchange_of(t));
+            }
+            "del_exchange" => {
+                let (v, n) = key();
+                self.exchanges.remove(&(v.clone(), n.clone()));
+                self.bindings
+                    .retain(|b| b.vhost != v || (b.source != n && (b.to_queue || b.dest != n)));
+            }
+            "put_queue" => {
+                let q = queue_of(t);
+                self.next_queue_id = self.next_queue_id.max(q.id + 1);
+                self.queues.insert(key(), q);
+            }
+            "del_queue" => {
+                let (v, n) = key();
+                self.queues.remove(&(v.clone(), n.clone()));
+                self.bindings
+                    .retain(|b| b.vhost != v || !b.to_queue || b.dest != n);
+            }
+            "put_binding" => {
+                let b = binding_of(t);
+                if !self.bindings.contains(&b) {
+                    self.bindings.push(b);
+                }
+            }
+            "del_binding" => {
+                let b = binding_of(t);
+                self.bindings.retain(|x| *x != b);
+            }
+            "auth" => {
+                self.users = users_of(t);
+                self.permissions = permissions_of(t);
+            }
+            other => warn!("definitions log: unknown record '{other}' ignored"),
+        }
+    }
+
+    fn finish(self) -> Definitions {
+        Definitions {
+            vhosts: self.vhosts,
+            exchanges: self.exchanges.into_values().collect(),
+            queues: self.queues.into_values().collect(),
+            bindings: self.bindings,
+            next_queue_id: self.next_queue_id,
+            users: self.users,
+            permissions: self.permissions,
+        }
+    }
+}
+
+/// The definitions on disk: the snapshot's generation and the log after it.
+/// Changes are staged with [`DefsLog::stage`] and made durable by
+/// [`DefsLog::commit`] (the end-of-turn group commit); a failed commit keeps
+/// them staged and is retried.
+#[derive(Debug)]
+pub struct DefsLog {
+    dir: PathBuf,
+    /// Generation of the snapshot the log extends.
+    gen: u64,
+    log: LogFile,
+    /// Size of the last snapshot written or loaded.
+    snapshot_len: u64,
+    /// A whole snapshot is wanted (an import, the first start).
+    snapshot_due: bool,
+    /// When a failed commit may be tried again.
+    retry_at: Option<Instant>,
+    log_throttle: Throttle,
+    faults: Option<Arc<Faults>>,
+}
+
+impl DefsLog {
+    /// Open the definitions in `dir`: load the snapshot, replay the log
+    /// (cutting a torn tail), and get ready to append.
+    pub fn open(dir: &Path, faults: Option<Arc<Faults>>) -> io::Result<(DefsLog, Definitions)> {
+        let (defs, gen, fresh) = match Definitions::load_snapshot(dir)? {
+            Some((d, g)) => (d, g, false),
+            None => (Definitions::default(), 0, true),
+        };
+        let snapshot_len = fs::metadata(dir.join("definitions")).map_or(0, |m| m.len());
+        let path = dir.join(LOG);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (records, good) = read_log(&data, gen);
+        let mut r = Replay::new(defs);
+        records.iter().for_each(|t| r.apply(t));
+        let defs = r.finish();
+        let log = if good > 0 {
+            LogFile::open_at(&path, good, LOG_RESERVE, faults.clone())?
+        } else {
+            let mut log = match LogFile::create(&path, LOG_RESERVE, faults.clone()) {
+                Ok(f) => f,
+                Err(_) => LogFile::create(&path, 0, faults.clone())?,
+            };
+            let mut head = FieldTable::new();
+            head.insert("log_gen", FieldValue::I64(gen as i64));
+            record(log.buf_mut(), &head);
+            log
+        };
+        if !records.is_empty() {
+            info!(
+                "definitions: {} changes replayed from the log",
+                records.len()
+            );
+        }
+        Ok((
+            DefsLog {
+                dir: dir.to_path_buf(),
+                gen,
+                log,
+                snapshot_len,
+                snapshot_due: fresh,
+                retry_at: None,
+                log_throttle: Throttle::default(),
+                faults,
+            },
+            defs,
+        ))
+    }
+
+    /// Encode `changes` into the log (buffered until [`DefsLog::commit`]).
+    /// `lookup_auth` gives the current users and permissions for
+    /// [`DefChange::Auth`].
+    pub fn stage(
+        &mut self,
+        changes: &[DefChange],
+        lookup_auth: impl Fn() -> (Vec<(String, String, Vec<String>)>, Vec<[String; 5]>),
+    ) {
+        let out = self.log.buf_mut();
+        for c in changes {
+            let t = match c {
+                DefChange::AddVhost(v) => {
+                    let mut t = FieldTable::new();
+                    t.insert("name", s(v));
+                    op_table("add_vhost", t)
+                }
+                DefChange::DelVhost(v) => {
+                    let mut t = FieldTable::new();
+                    t.insert("name", s(v));
+                    op_table("del_vhost", t)
+                }
+                DefChange::PutExchange(x) => op_table("put_exchange", exchange_table(x)),
+                DefChange::DelExchange(v, n) => op_table("del_exchange", name_table(v, n)),
+                DefChange::PutQueue(q) => op_table("put_queue", queue_table(q)),
+                DefChange::DelQueue(v, n) => op_table("del_queue", name_table(v, n)),
+                DefChange::PutBinding(b) => op_table("put_binding", binding_table(b)),
+                DefChange::DelBinding(b) => op_table("del_binding", binding_table(b)),
+                DefChange::Auth => {
+                    let (users, perms) = lookup_auth();
+                    let mut t = FieldTable::new();
+                    t.insert("users", users_value(&users));
+                    t.insert("permissions", permissions_value(&perms));
+                    op_table("auth", t)
+                }
+                DefChange::All => {
+                    self.snapshot_due = true;
+                    continue;
+                }
+            };
+            record(out, &t);
+        }
+    }
+
+    /// True when changes are staged and not yet durable.
+    pub fn pending(&self) -> bool {
+        self.log.unsynced() > 0 || self.snapshot_due
+    }
+
+    /// True when a failed commit is due to be tried again.
+    pub fn wants_commit(&self, now: Instant) -> bool {
+        self.pending() && self.retry_at.is_none_or(|t| now >= t)
+    }
+
+    /// Make what is staged durable: sync the log, or, when a snapshot is
+    /// due or the log has outgrown the last snapshot, write `current()` as
+    /// a new snapshot and start an empty log for it. After an error nothing
+    /// staged is lost; it is tried again after `now` + the retry interval.
+    pub fn commit(&mut self, now: Instant, current: impl Fn() -> Definitions) -> io::Result<()> {
+        if !self.pending() {
+            return Ok(());
+        }
+        if self.retry_at.is_some_and(|t| now < t) {
+            return Err(io::Error::other(
+                "the definitions could not be written (retrying)",
+            ));
+        }
+        let compact = self.snapshot_due
+            || self.log.len() > LOG_COMPACT_MIN.max(self.snapshot_len.saturating_mul(2));
+        let res = if compact {
+            match self.compact(&current()) {
+                Ok(()) => Ok(()),
+                // A due snapshot is needed; a size-driven one can wait.
+                Err(e) if self.snapshot_due => Err(e),
+                Err(_) => self.log.sync(),
+            }
+        } else {
+            self.log.sync()
+        };
+        match res {
+            Ok(()) => {
+                if self.retry_at.take().is_some() {
+                    info!("definitions are written again");
+                    self.log_throttle = Throttle::default();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.retry_at = Some(now + super::RETRY_AFTER);
+                if let Some(n) = self.log_throttle.hit(now) {
+                    error!(
+                        "cannot write the definitions in {}: {e}{}",
+                        self.dir.display(),
+                        repeats(n)
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Write `defs` as the snapshot of the next generation and start its
+    /// (empty) log.
+    fn compact(&mut self, defs: &Definitions) -> io::Result<()> {
+        let gen = self.gen + 1;
+        let table = defs.to_table(gen);
+        write_snapshot(&self.dir, &table, self.faults.clone())?;
+        self.snapshot_len = fs::metadata(self.dir.join("definitions")).map_or(0, |m| m.len());
+        self.gen = gen;
+        self.snapshot_due = false;
+        // The old log is obsolete now (its generation no longer matches);
+        // a new one is started, reserved and synced on the next commit.
+        self.log.release_space();
+        let path = self.dir.join(LOG);
+        let mut log = match LogFile::create(&path, LOG_RESERVE, self.faults.clone()) {
+            Ok(f) => f,
+            Err(_) => LogFile::create(&path, 0, self.faults.clone())?,
+        };
+        let mut head = FieldTable::new();
+        head.insert("log_gen", FieldValue::I64(gen as i64));
+        record(log.buf_mut(), &head);
+        self.log = log;
+        // Best effort: the snapshot is durable; an unsynced empty log is fine.
+        let _ = self.log.sync();
+        Ok(())
     }
 }
 

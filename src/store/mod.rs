@@ -7,13 +7,15 @@
 
 pub mod crc;
 pub mod definitions;
+mod file;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,6 +23,8 @@ use log::{error, info, warn};
 
 use crate::codec::reader::Reader;
 use crc::crc32c;
+pub use file::Faults;
+use file::LogFile;
 use recover::{load_clean, scan, CLEAN};
 
 /// Format version written to `VERSION`; bump with a migration when the
@@ -92,6 +96,8 @@ pub struct Recovered {
 struct Seg {
     /// References from queues to messages in this segment.
     live: u64,
+    /// Bytes it takes on disk (set when it is finished).
+    size: u64,
 }
 
 /// Counters for metrics and the benchmark report.
@@ -103,6 +109,37 @@ pub struct StoreStats {
     pub sync_time: Duration,
     /// Bytes appended.
     pub bytes_written: u64,
+    /// Writes, syncs or segment reservations that failed.
+    pub failures: u64,
+}
+
+/// Records not yet synced beyond this many bytes ask for a sync at the end
+/// of the turn even if nobody waits for one (they are kept in memory until
+/// synced, see [`file`]).
+const RETAIN_MAX: usize = 4 << 20;
+
+/// How long after a failed write or sync (or a failed segment reservation)
+/// the store tries again, unless space is freed first.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Why the store cannot write.
+#[derive(Debug)]
+struct Failure {
+    /// The error, as the OS reported it.
+    kind: io::ErrorKind,
+    raw: Option<i32>,
+    text: String,
+    /// When to try again.
+    retry_at: Instant,
+}
+
+impl Failure {
+    fn error(&self) -> io::Error {
+        match self.raw {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(self.kind, self.text.clone()),
+        }
+    }
 }
 
 /// The message store.
@@ -112,18 +149,26 @@ pub struct Store {
     _lock: File,
     seg_size: u64,
     segs: BTreeMap<u32, Seg>,
+    /// Number of the segment being appended to.
     cur: u32,
-    file: File,
-    file_len: u64,
-    /// Records appended but not yet written.
-    buf: Vec<u8>,
-    /// Files written since the last sync (the current one, and any rolled).
-    unsynced: Vec<File>,
+    /// The segment being appended to; its unsynced records stay buffered.
+    seg: LogFile,
     /// The directory gained or lost files since the last sync.
     dir_dirty: bool,
     readers: HashMap<u32, File>,
     /// Next message id.
     next_msg_id: u64,
+    /// The last write or sync failed: nothing is durable until a retry works.
+    failure: Option<Failure>,
+    /// The next segment could not be reserved (no space): retried at this time.
+    roll_retry: Option<Instant>,
+    /// A segment was started since [`Store::take_rolled`] last looked.
+    rolled: bool,
+    /// The current turn's time (as last given to [`Store::sync`] / [`Store::flush`]).
+    now: Instant,
+    /// Repeated identical errors are logged once a second.
+    log_throttle: Throttle,
+    faults: Option<Arc<Faults>>,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -222,7 +267,11 @@ fn parse_msg(payload: &Bytes) -> Option<MsgRecord> {
 impl Store {
     /// Open (creating if needed) the store in `dir/msgs`, lock the data
     /// directory, and recover what it holds.
-    pub fn open(dir: &Path, seg_size: u64) -> io::Result<(Store, Recovered)> {
+    pub fn open(
+        dir: &Path,
+        seg_size: u64,
+        faults: Option<Arc<Faults>>,
+    ) -> io::Result<(Store, Recovered)> {
         let lock = recover::claim_dir(dir)?;
         let mdir = dir.join("msgs");
         fs::create_dir_all(&mdir)?;
@@ -254,11 +303,23 @@ impl Store {
             rec.queues.insert(q, msgs.into_values().collect());
         }
         let cur = last.map_or(0, |n| n + 1);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(seg_path(&mdir, cur))?;
+        let path = seg_path(&mdir, cur);
+        // A full disk must not stop the start: without a reservation the
+        // store still works while there is room, and publishers are blocked
+        // (disk alarm) until the next segment can be reserved.
+        let (seg, roll_retry) = match LogFile::create(&path, seg_size, faults.clone()) {
+            Ok(f) => (f, None),
+            Err(e) => {
+                warn!("store: cannot reserve {seg_size} bytes for a new segment: {e}");
+                (LogFile::create(&path, 0, faults.clone())?, Some(started))
+            }
+        };
         segs.insert(cur, Seg::default());
+        for (n, s) in segs.iter_mut() {
+            if *n != cur {
+                s.size = fs::metadata(seg_path(&mdir, *n)).map_or(0, |m| m.len());
+            }
+        }
         let mut store = Store {
             dir: mdir,
             _lock: lock,
@@ -266,16 +327,19 @@ impl Store {
             seg_size: seg_size.clamp(4096, 1 << 30),
             segs,
             cur,
-            file,
-            file_len: 0,
-            buf: Vec::new(),
-            unsynced: Vec::new(),
+            seg,
             // The new segment's directory entry is made durable by the first
             // sync (nothing in it needs to survive before then); start-up
             // does no fsync at all.
             dir_dirty: true,
             readers: HashMap::new(),
             next_msg_id: max_id + 1,
+            failure: None,
+            roll_retry,
+            rolled: false,
+            now: started,
+            log_throttle: Throttle::default(),
+            faults,
             stats: StoreStats::default(),
         };
         store.collect_garbage();
@@ -292,34 +356,61 @@ impl Store {
         Ok((store, rec))
     }
 
-    fn append(&mut self, payload: &[u8]) -> (u32, u32, u32) {
-        if self.file_len >= self.seg_size {
-            if let Err(e) = self.roll() {
-                error!("store: cannot start a new segment: {e}");
-            }
+    /// Start a new segment when the current one is full (before appending).
+    fn maybe_roll(&mut self) {
+        if self.seg.len() >= self.seg_size && self.roll_retry.is_none() && self.failure.is_none() {
+            self.roll();
         }
-        let offset = self.file_len as u32;
-        let len = (payload.len() + REC_HEADER) as u32;
-        frame_record(&mut self.buf, payload);
-        self.file_len += len as u64;
-        self.stats.bytes_written += len as u64;
-        (self.cur, offset, len)
     }
 
-    fn roll(&mut self) -> io::Result<()> {
-        self.write_out()?;
+    /// Finish the current segment (sync it) and start the next, reserving its
+    /// space. Without space for the reservation, appends go on in the current
+    /// segment (publishers are blocked, see [`Store::space_short`]) and the
+    /// roll is tried again later.
+    fn roll(&mut self) {
+        let now = self.now;
+        if let Err(e) = self.sync_segment() {
+            self.fail(now, e);
+            return;
+        }
         let next = self.cur + 1;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(seg_path(&self.dir, next))?;
-        let old = std::mem::replace(&mut self.file, file);
-        self.unsynced.push(old);
-        self.cur = next;
-        self.file_len = 0;
-        self.segs.insert(next, Seg::default());
-        self.dir_dirty = true;
-        Ok(())
+        let path = seg_path(&self.dir, next);
+        match LogFile::create(&path, self.seg_size, self.faults.clone()) {
+            Ok(file) => {
+                let mut old = std::mem::replace(&mut self.seg, file);
+                old.trim();
+                if let Some(s) = self.segs.get_mut(&self.cur) {
+                    s.size = old.len();
+                }
+                self.cur = next;
+                self.segs.insert(next, Seg::default());
+                self.dir_dirty = true;
+                self.rolled = true;
+                if self.roll_retry.take().is_some() {
+                    info!("store: space for a new segment is back");
+                }
+            }
+            Err(e) => {
+                self.roll_retry = Some(now + RETRY_AFTER);
+                self.stats.failures += 1;
+                if let Some(n) = self.log_throttle.hit(now) {
+                    error!(
+                        "store: cannot reserve {} bytes for segment {next:08}: {e}{}",
+                        self.seg_size,
+                        repeats(n)
+                    );
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, payload: &[u8]) -> (u32, u32, u32) {
+        self.maybe_roll();
+        let offset = self.seg.len() as u32;
+        let len = (payload.len() + REC_HEADER) as u32;
+        frame_record(self.seg.buf_mut(), payload);
+        self.stats.bytes_written += len as u64;
+        (self.cur, offset, len)
     }
 
     /// Append a persistent message for durable queues `queues`.
@@ -333,17 +424,14 @@ impl Store {
     }
 
     fn append_message(&mut self, kind: u8, queues: &[u64], m: &MsgMeta<'_>) -> StoreRef {
-        if self.file_len >= self.seg_size {
-            if let Err(e) = self.roll() {
-                error!("store: cannot start a new segment: {e}");
-            }
-        }
+        self.maybe_roll();
         let id = self.next_msg_id;
         self.next_msg_id += 1;
+        let offset = self.seg.len() as u32;
         // Encoded straight into the write buffer: no per-message allocation.
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; REC_HEADER]);
-        let p = &mut self.buf;
+        let p = self.seg.buf_mut();
+        let start = p.len();
+        p.extend_from_slice(&[0u8; REC_HEADER]);
         p.put_u8(kind);
         p.put_u64(id);
         p.put_u16(queues.len() as u16);
@@ -359,13 +447,13 @@ impl Store {
         p.put_slice(m.header);
         p.put_u32(m.body.len() as u32);
         p.put_slice(m.body);
-        let payload_len = self.buf.len() - start - REC_HEADER;
-        let crc = crc32c(&self.buf[start + REC_HEADER..]);
-        self.buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_be_bytes());
-        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
-        let offset = self.file_len as u32;
+        let payload_len = p.len() - start - REC_HEADER;
+        let crc = crc32c(p.get(start + REC_HEADER..).unwrap_or_default());
+        if let Some(h) = p.get_mut(start..start + REC_HEADER) {
+            h[..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
+            h[4..].copy_from_slice(&crc.to_be_bytes());
+        }
         let len = (payload_len + REC_HEADER) as u32;
-        self.file_len += len as u64;
         self.stats.bytes_written += len as u64;
         let seg = self.cur;
         let refs = if kind == REC_MSG {
@@ -429,24 +517,36 @@ impl Store {
         self.append_small(REC_PURGE, queue, None);
     }
 
-    /// Read a stored message back: (header, body).
-    pub fn read(&mut self, r: &StoreRef) -> io::Result<(Bytes, Bytes)> {
-        if r.seg == self.cur {
-            self.write_out()?;
-        }
-        let file = match self.readers.get(&r.seg) {
-            Some(f) => f,
+    /// The bytes of a stored record, checked against its CRC: from the
+    /// buffer while not yet synced (so a record can be read back even while
+    /// the disk fails), else from its segment file.
+    fn record_bytes(&mut self, r: &StoreRef) -> io::Result<Bytes> {
+        let len = r.len as usize;
+        let buffered = (r.seg == self.cur)
+            .then(|| self.seg.buffered(r.offset as u64, len))
+            .flatten();
+        let data = match buffered {
+            Some(b) => Bytes::copy_from_slice(b),
             None => {
-                let f = File::open(seg_path(&self.dir, r.seg))?;
-                if self.readers.len() > 64 {
-                    self.readers.clear();
+                let mut data = vec![0u8; len];
+                if r.seg == self.cur {
+                    self.seg.file().read_exact_at(&mut data, r.offset as u64)?;
+                } else {
+                    let file = match self.readers.get(&r.seg) {
+                        Some(f) => f,
+                        None => {
+                            let f = File::open(seg_path(&self.dir, r.seg))?;
+                            if self.readers.len() > 64 {
+                                self.readers.clear();
+                            }
+                            self.readers.entry(r.seg).or_insert(f)
+                        }
+                    };
+                    file.read_exact_at(&mut data, r.offset as u64)?;
                 }
-                self.readers.entry(r.seg).or_insert(f)
+                Bytes::from(data)
             }
         };
-        let mut data = vec![0u8; r.len as usize];
-        file.read_exact_at(&mut data, r.offset as u64)?;
-        let data = Bytes::from(data);
         let payload = data.slice(REC_HEADER.min(data.len())..);
         let crc = data
             .get(4..8)
@@ -457,96 +557,205 @@ impl Store {
                 "stored message fails its checksum",
             ));
         }
-        let m = parse_msg(&payload).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "stored message does not parse")
-        })?;
+        Ok(payload)
+    }
+
+    /// Read a stored message back: (header, body).
+    pub fn read(&mut self, r: &StoreRef) -> io::Result<(Bytes, Bytes)> {
+        let m = self.read_record(r)?;
         Ok((m.header, m.body))
     }
 
-    /// Exchange and routing key of a stored message (recovery).
+    /// Every field of a stored message record.
     pub fn read_record(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
-        if r.seg == self.cur {
-            self.write_out()?;
-        }
-        let f = File::open(seg_path(&self.dir, r.seg))?;
-        let mut data = vec![0u8; r.len as usize];
-        f.read_exact_at(&mut data, r.offset as u64)?;
-        let data = Bytes::from(data);
-        parse_msg(&data.slice(REC_HEADER.min(data.len())..)).ok_or_else(|| {
+        let payload = self.record_bytes(r)?;
+        parse_msg(&payload).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "stored message does not parse")
         })
     }
 
-    fn write_out(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
     /// True when records are buffered or written but not yet synced.
     pub fn needs_sync(&self) -> bool {
-        !self.buf.is_empty() || !self.unsynced.is_empty() || self.dir_dirty
+        self.seg.unsynced() > 0 || self.dir_dirty
     }
 
-    /// Write buffered records without syncing (acks, delivery marks).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.write_out()
+    /// True when the store wants a sync at the end of this turn even if no
+    /// confirm waits for one: much is buffered, or a failed write or segment
+    /// reservation is due to be tried again.
+    pub fn wants_sync(&self, now: Instant) -> bool {
+        self.seg.unsynced() > RETAIN_MAX
+            || self.failure.as_ref().is_some_and(|f| now >= f.retry_at)
+            || self.roll_retry.is_some_and(|t| now >= t)
     }
 
-    /// Write everything buffered and `fdatasync` it: after this returns, every
-    /// record appended so far survives a crash.
-    pub fn sync(&mut self) -> io::Result<()> {
+    /// False while the last write or sync failed (nothing new is durable).
+    pub fn healthy(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// True while the store cannot write, or has no space reserved for its
+    /// next segment: publishers must be blocked (disk alarm).
+    pub fn space_short(&self) -> bool {
+        self.failure.is_some() || self.roll_retry.is_some()
+    }
+
+    /// Bytes appended and not yet durable (kept in memory until synced).
+    pub fn backlog(&self) -> usize {
+        self.seg.unsynced()
+    }
+
+    /// The last write or sync error, while the store is failing.
+    pub fn failure(&self) -> Option<io::Error> {
+        self.failure.as_ref().map(Failure::error)
+    }
+
+    /// True once after a new segment was started (its space was just
+    /// reserved: a good moment to look at free space).
+    pub fn take_rolled(&mut self) -> bool {
+        std::mem::take(&mut self.rolled)
+    }
+
+    /// Free bytes on the file system holding the store (or the simulated
+    /// disk's, under fault injection).
+    pub fn free_space(&self) -> io::Result<u64> {
+        match &self.faults {
+            Some(fx) => Ok(fx.free()),
+            None => free_disk(&self.dir),
+        }
+    }
+
+    /// Write buffered records without syncing (acks, delivery marks): they
+    /// reach the page cache; they are kept in memory until a sync.
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        self.now = now;
+        if let Some(f) = &self.failure {
+            return Err(f.error());
+        }
+        self.seg.write().map_err(|e| {
+            let keep = e.raw_os_error().map(io::Error::from_raw_os_error);
+            self.fail(now, e);
+            keep.unwrap_or_else(|| io::Error::other("store write failed"))
+        })
+    }
+
+    fn sync_segment(&mut self) -> io::Result<()> {
         let started = Instant::now();
-        self.write_out()?;
-        for f in self.unsynced.drain(..) {
-            f.sync_data()?;
-        }
-        self.file.sync_data()?;
-        if self.dir_dirty {
-            sync_dir(&self.dir)?;
-            self.dir_dirty = false;
-        }
+        self.seg.sync()?;
         self.stats.syncs += 1;
         self.stats.sync_time += started.elapsed();
-        self.collect_garbage();
         Ok(())
     }
 
-    /// Delete the oldest segments while nothing in them is referenced. Only a
-    /// prefix may go: a later segment may hold acks for messages in an earlier
-    /// one, and deleting it alone would bring those messages back.
-    pub fn collect_garbage(&mut self) {
+    /// Write everything buffered and `fdatasync` it: after `Ok`, every record
+    /// appended so far survives a crash. After a failure the segment is cut
+    /// back to what was synced and the records stay buffered; until `now`
+    /// reaches the retry time this answers the same error without touching
+    /// the disk.
+    pub fn sync(&mut self, now: Instant) -> io::Result<()> {
+        self.now = now;
+        if let Some(f) = self.failure.as_ref().filter(|f| now < f.retry_at) {
+            return Err(f.error());
+        }
+        self.try_sync()
+    }
+
+    fn try_sync(&mut self) -> io::Result<()> {
+        let now = self.now;
+        let res = self.sync_segment().and_then(|()| {
+            if self.dir_dirty {
+                sync_dir(&self.dir)?;
+                self.dir_dirty = false;
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            let keep = e.raw_os_error().map(io::Error::from_raw_os_error);
+            self.fail(now, e);
+            return Err(keep.unwrap_or_else(|| io::Error::other("store sync failed")));
+        }
+        if self.failure.take().is_some() {
+            info!("store: writes and syncs work again");
+            self.log_throttle = Throttle::default();
+        }
+        self.collect_garbage();
+        if self.roll_retry.is_some_and(|t| now >= t) {
+            self.roll();
+        }
+        Ok(())
+    }
+
+    /// A write or sync failed: remember it (the store answers with it until
+    /// the retry time) and log it, once a second at most.
+    fn fail(&mut self, now: Instant, e: io::Error) {
+        self.stats.failures += 1;
+        if let Some(n) = self.log_throttle.hit(now) {
+            error!(
+                "store: writing {} failed: {e}; nothing new is confirmed until a retry succeeds{}",
+                self.seg.path().display(),
+                repeats(n)
+            );
+        }
+        self.failure = Some(Failure {
+            kind: e.kind(),
+            raw: e.raw_os_error(),
+            text: e.to_string(),
+            retry_at: now + RETRY_AFTER,
+        });
+    }
+
+    /// Delete the oldest segments while nothing in them is referenced, and
+    /// report whether any went. Only a prefix may go: a later segment may
+    /// hold acks for messages in an earlier one, and deleting it alone would
+    /// bring those messages back. Safe before the acks are synced: a crash
+    /// then loses only messages that were acknowledged. A failing store
+    /// tries writing again at once when space was freed.
+    pub fn collect_garbage(&mut self) -> bool {
         let dead: Vec<u32> = self
             .segs
             .iter()
             .take_while(|(n, s)| **n != self.cur && s.live == 0)
             .map(|(n, _)| *n)
             .collect();
+        let freed = !dead.is_empty();
         for n in dead {
-            self.segs.remove(&n);
+            let size = self.segs.remove(&n).map_or(0, |s| s.size);
             self.readers.remove(&n);
             match fs::remove_file(seg_path(&self.dir, n)) {
-                Ok(()) => self.dir_dirty = true,
+                Ok(()) => {
+                    self.dir_dirty = true;
+                    if let Some(fx) = &self.faults {
+                        fx.add_free(size);
+                    }
+                }
                 Err(e) => warn!("store: cannot delete segment {n:08}: {e}"),
+            }
+        }
+        if freed {
+            // Space came back: retry a failed write or reservation now.
+            let now = self.now;
+            if let Some(f) = self.failure.as_mut() {
+                f.retry_at = now;
+            }
+            if let Some(t) = self.roll_retry.as_mut() {
+                *t = now;
             }
         }
         // The current segment is fully dead and big: start afresh so it can go.
         let cur_dead =
             self.segs.len() == 1 && self.segs.get(&self.cur).is_some_and(|s| s.live == 0);
-        if cur_dead && self.file_len >= self.seg_size / 2 {
-            if let Err(e) = self.roll() {
-                warn!("store: cannot roll segment: {e}");
-            }
+        if cur_dead && self.seg.len() >= self.seg_size / 2 && self.failure.is_none() {
+            self.roll();
         }
+        freed
     }
 
     /// Clean shutdown: sync everything and write the index of live durable
     /// messages (queue store id, message, redelivered flag), so the next
-    /// start skips the scan.
+    /// start skips the scan. Nothing is written unless the sync works.
     pub fn close_clean(&mut self, live: &[(u64, RecoveredMsg)]) -> io::Result<()> {
-        self.sync()?;
+        self.now = Instant::now();
+        self.try_sync()?;
+        self.seg.trim();
         let mut p = BytesMut::with_capacity(16 + live.len() * 48);
         p.put_u64(self.next_msg_id.saturating_sub(1));
         p.put_u64(live.len() as u64);
@@ -585,5 +794,53 @@ impl Store {
     /// Number of segment files.
     pub fn segments(&self) -> usize {
         self.segs.len()
+    }
+}
+
+/// Free bytes on the file system holding `path`.
+pub fn free_disk(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Rate limit for a repeated log line: at most one a second, saying how many
+/// were held back.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Throttle {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// Another occurrence at `now`: `Some(held back since the last line)`
+    /// when it should be logged, `None` when it is held back.
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
+/// " (N more like it)" for a throttled log line.
+pub fn repeats(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more like it since the last report)")
     }
 }
