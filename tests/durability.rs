@@ -1914,3 +1914,358 @@ fn idle_connections_after_large_messages_stay_small() {
     broker.stop();
     let _ = fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// 6. A full disk (the real binary on a small tmpfs)
+// ---------------------------------------------------------------------------
+
+/// A tmpfs of `mib` MiB mounted under `target/` for one test (unmounted when
+/// dropped). Mounting needs root, which the test machines and CI have.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(tag: &str, mib: u64) -> Tmpfs {
+        let path = root()
+            .join("target")
+            .join(format!("tmpfs-{tag}-{}", std::process::id()));
+        let _ = Command::new("umount")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status();
+        fs::create_dir_all(&path).expect("mount point");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "cannot mount a tmpfs at {path:?} (the full-disk tests need root)"
+        );
+        Tmpfs { path }
+    }
+
+    fn free(&self) -> u64 {
+        warren::store::free_disk(&self.path).expect("statvfs")
+    }
+
+    /// Take every free byte with a file of its own (as another program
+    /// filling the disk would); returns its path.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let f = fs::File::create(&filler).expect("filler");
+        let free = self.free();
+        // SAFETY: fallocate(2) on a file we just created; no memory passed.
+        let rc = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+                0,
+                free as libc::off_t,
+            )
+        };
+        assert_eq!(rc, 0, "fallocate filler: {}", io::Error::last_os_error());
+        assert!(self.free() < 64 * 1024, "filler left {} bytes", self.free());
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// What a publisher that tolerates nacks saw.
+#[derive(Debug, Default)]
+struct Settled {
+    /// Seqs whose publish was acked.
+    acked: BTreeSet<u64>,
+    nacked: u64,
+    /// connection.blocked arrived.
+    blocked: bool,
+}
+
+/// Publish persistent `size`-byte messages with confirms (at most 256 in
+/// flight) until `stop` is set or nothing has been settled for 3 s
+/// (blocked); every tag is settled exactly once, by an ack or a nack.
+fn settling_publisher(
+    addr: SocketAddr,
+    queue: &'static str,
+    size: usize,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Settled> {
+    std::thread::spawn(move || {
+        let mut c = Client::connect(addr).expect("publisher connect");
+        c.declare(queue, true).expect("declare");
+        c.confirm_select().expect("confirm.select");
+        let mut w = c.s.try_clone().expect("clone");
+        let frame_max = c.frame_max;
+        // tag - 1 → (seq, settled: None / Some(acked))
+        type Log = (Vec<(u64, Option<bool>)>, Settled, Instant, bool);
+        let log: Arc<(Mutex<Log>, Condvar)> = Arc::new((
+            Mutex::new((Vec::new(), Settled::default(), Instant::now(), false)),
+            Condvar::new(),
+        ));
+        let rlog = log.clone();
+        let reader = std::thread::spawn(move || {
+            let (m, cv) = &*rlog;
+            c.s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            loop {
+                let ev = match c.next() {
+                    Ok(ev) => ev,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::TimedOut =>
+                    {
+                        if m.lock().unwrap().3 {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let mut l = m.lock().unwrap();
+                let (tag, multiple, ok) = match ev {
+                    Ev::Method(_, Method::BasicAck(a)) => (a.delivery_tag, a.multiple, true),
+                    Ev::Method(_, Method::BasicNack(n)) => (n.delivery_tag, n.multiple, false),
+                    Ev::Method(_, Method::ConnectionBlocked(_)) => {
+                        l.1.blocked = true;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let lo = if multiple { 1 } else { tag };
+                for t in lo..=tag {
+                    let slot = &mut l.0[t as usize - 1];
+                    if slot.1.is_none() {
+                        slot.1 = Some(ok);
+                        let seq = slot.0;
+                        if ok {
+                            l.1.acked.insert(seq);
+                        } else {
+                            l.1.nacked += 1;
+                        }
+                    } else {
+                        assert!(multiple, "tag {t} settled twice");
+                    }
+                }
+                l.2 = Instant::now();
+                cv.notify_all();
+            }
+            m.lock().unwrap().3 = true;
+            cv.notify_all();
+        });
+        let (m, cv) = &*log;
+        let mut seq = 0u64;
+        let mut out = BytesMut::new();
+        loop {
+            {
+                let mut l = m.lock().unwrap();
+                loop {
+                    let pending = l.0.iter().rev().take(300).filter(|s| s.1.is_none()).count();
+                    if stop.load(Ordering::SeqCst)
+                        || l.3
+                        || l.2.elapsed() > Duration::from_secs(3)
+                        || pending < 256
+                    {
+                        break;
+                    }
+                    l = cv.wait_timeout(l, Duration::from_millis(100)).unwrap().0;
+                }
+                if stop.load(Ordering::SeqCst) || l.3 || l.2.elapsed() > Duration::from_secs(3) {
+                    l.3 = true;
+                    break;
+                }
+                l.0.push((seq, None));
+            }
+            out.clear();
+            encode_publish(
+                &mut out,
+                "",
+                queue,
+                &persistent(),
+                &body_of(0, seq, size),
+                frame_max,
+            );
+            if w.write_all(&out).is_err() {
+                m.lock().unwrap().3 = true;
+                break;
+            }
+            seq += 1;
+        }
+        let _ = reader.join();
+        let mut l = m.lock().unwrap();
+        std::mem::take(&mut l.1)
+    })
+}
+
+/// Lines of the broker's log at ERROR level.
+fn error_lines(b: &BrokerProc) -> usize {
+    b.log_text().lines().filter(|l| l.contains("ERROR")).count()
+}
+
+/// The disk fills while a pipelined publisher of 4 KiB persistent messages
+/// waits for confirms (no free-space margin): what was confirmed is exactly
+/// what is on disk, the broker stays small and quiet, and after a SIGKILL it
+/// starts on the full disk and gives back every confirmed message. Once the
+/// disk has room again, publishing works without a restart.
+#[test]
+fn a_full_disk_confirms_only_what_is_on_disk() {
+    const QUEUE: &str = "full_q";
+    let disk = Tmpfs::mount("full", 64);
+    let dir = disk.path.join("data");
+    let port = free_port();
+    let args = ["--min-free-disk", "0"];
+    let broker = BrokerProc::start(&dir, port, &args);
+    // Another program takes the rest of the disk: the broker has what it
+    // reserved (its current segment and its definitions log), nothing more.
+    let filler = disk.fill();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let publisher = settling_publisher(broker.addr, QUEUE, 4096, stop.clone());
+    let mut peak_rss = 0;
+    while !publisher.is_finished() && started.elapsed() < Duration::from_secs(20) {
+        peak_rss = peak_rss.max(broker.rss().0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = publisher.join().expect("publisher");
+    let secs = started.elapsed().as_secs_f64();
+    let errors = error_lines(&broker);
+    eprintln!(
+        "full disk: {} confirmed, {} nacked, blocked {}, {:.1} s, peak RSS {} MB, {} ERROR lines",
+        seen.acked.len(),
+        seen.nacked,
+        seen.blocked,
+        secs,
+        peak_rss >> 20,
+        errors
+    );
+    assert!(
+        seen.acked.len() > 1000,
+        "the reserved segment takes ~2000 messages: {} confirmed",
+        seen.acked.len()
+    );
+    assert!(seen.blocked, "publishers are blocked when the disk is full");
+    assert!(peak_rss < 100 << 20, "RSS grew to {peak_rss} bytes");
+    // One line a second at most per repeated error (and a few others).
+    assert!(
+        (errors as f64) < 10.0 + 3.0 * secs,
+        "{errors} ERROR lines in {secs:.1} s:\n{}",
+        broker.log_text()
+    );
+    broker.kill();
+    // The disk is still full: the broker must come up anyway.
+    let broker = BrokerProc::start(&dir, port, &args);
+    let mut c = Client::connect(broker.addr).expect("connect");
+    let got: BTreeSet<u64> = drain(&mut c, QUEUE).iter().map(|m| m.1).collect();
+    let lost: Vec<_> = seen.acked.difference(&got).collect();
+    assert!(
+        lost.is_empty(),
+        "{} confirmed messages lost: {lost:?}",
+        lost.len()
+    );
+    // Room again: the alarm clears and a publish is confirmed, no restart.
+    drop(c);
+    fs::remove_file(&filler).expect("remove filler");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = Client::connect(broker.addr).expect("connect");
+    c.confirm_select().expect("confirm");
+    c.publish(QUEUE, &persistent(), &body_of(1, 0, 4096))
+        .expect("publish");
+    c.wait_confirms(1)
+        .expect("confirmed once the disk has room");
+    assert!(Instant::now() < deadline);
+    drop(c);
+    broker.stop();
+}
+
+/// With a free-space limit the disk alarm blocks publishers before the disk
+/// is full (space is reserved a segment at a time and looked at on every
+/// reservation): nothing is nacked, no write fails. Purging the queue
+/// deletes its segments at once and the alarm clears; a durable queue
+/// deleted while the alarm is on stays deleted after a crash.
+#[test]
+fn the_disk_alarm_blocks_before_the_disk_fills_and_a_purge_clears_it() {
+    const QUEUE: &str = "alarm_q";
+    let disk = Tmpfs::mount("alarm", 64);
+    let dir = disk.path.join("data");
+    let port = free_port();
+    let args = ["--min-free-disk", "16777216"];
+    let broker = BrokerProc::start(&dir, port, &args);
+    {
+        let mut c = Client::connect(broker.addr).expect("connect");
+        c.declare("doomed", true).expect("declare");
+        c.confirm_select().expect("confirm");
+        for seq in 0..100 {
+            c.publish("doomed", &persistent(), &body_of(2, seq, 4096))
+                .expect("publish");
+        }
+        c.wait_confirms(100).expect("confirms");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = settling_publisher(broker.addr, QUEUE, 4096, stop.clone());
+    let seen = publisher.join().expect("publisher");
+    let free = disk.free();
+    eprintln!(
+        "disk alarm: {} confirmed, {} nacked, blocked {}, {} MB free",
+        seen.acked.len(),
+        seen.nacked,
+        seen.blocked,
+        free >> 20
+    );
+    assert!(seen.blocked, "the disk alarm did not block the publisher");
+    assert_eq!(seen.nacked, 0, "nacks: a write failed before the alarm");
+    assert!(free >= 8 << 20, "the disk filled up to {free} bytes free");
+    assert!(
+        !broker.log_text().contains("No space left"),
+        "a write hit ENOSPC"
+    );
+    let mut c = Client::connect(broker.addr).expect("connect");
+    c.call(QueueDelete {
+        queue: Bytes::from_static(b"doomed"),
+        ..Default::default()
+    })
+    .expect("delete while blocked");
+    let before = Instant::now();
+    c.call(QueuePurge {
+        queue: Bytes::from_static(QUEUE.as_bytes()),
+        ..Default::default()
+    })
+    .expect("purge");
+    // The alarm clears: a new publisher (the old one gave up) is confirmed.
+    let mut p = Client::connect(broker.addr).expect("connect");
+    p.confirm_select().expect("confirm");
+    p.publish(QUEUE, &persistent(), &body_of(3, 0, 4096))
+        .expect("publish");
+    p.wait_confirms(1).expect("confirm after the purge");
+    eprintln!("disk alarm: cleared {:?} after the purge", before.elapsed());
+    assert!(
+        disk.free() > free + (16 << 20),
+        "the purge gave back {} bytes",
+        disk.free().saturating_sub(free)
+    );
+    drop((c, p));
+    broker.kill();
+    let broker = BrokerProc::start(&dir, port, &args);
+    let mut c = Client::connect(broker.addr).expect("connect");
+    let e = c
+        .call(QueueDeclare {
+            queue: Bytes::from_static(b"doomed"),
+            passive: true,
+            ..Default::default()
+        })
+        .map(|_| ());
+    assert!(e.is_err(), "the queue deleted under the alarm came back");
+    // The message confirmed after the purge is there (behind publishes the
+    // first publisher still had in flight when the alarm cleared).
+    let mut c = Client::connect(broker.addr).expect("connect");
+    let got = drain(&mut c, QUEUE);
+    assert!(got.iter().any(|m| (m.0, m.1) == (3, 0)), "{got:?}");
+    drop(c);
+    broker.stop();
+}

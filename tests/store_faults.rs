@@ -566,3 +566,37 @@ fn thousands_of_durable_declares_are_logged_and_recovered() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A management API change whose commit fails is answered 500, not 2xx.
+#[test]
+fn the_management_api_answers_500_when_a_change_cannot_be_made_durable() {
+    use warren::mgmt::{HttpConn, Mgmt};
+    let dir = temp_dir("http");
+    let faults = Faults::with_free(1 << 30);
+    let mut p = open(&dir, &faults);
+    let mut mgmt = Mgmt::new(Vec::new(), None);
+    let peer = "127.0.0.1:5555".parse().unwrap();
+    let put = |h: &mut HttpConn, name: &str| {
+        let body = br#"{"durable":true}"#;
+        let req = format!(
+            "PUT /api/queues/%2F/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        h.inbuf.extend_from_slice(req.as_bytes());
+        h.inbuf.extend_from_slice(body);
+    };
+    let mut h = HttpConn::new(peer, p.now);
+    put(&mut h, "web1");
+    h.process(&mut p.core, &mut mgmt, p.now);
+    let out = String::from_utf8_lossy(h.output()).into_owned();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    let mut h = HttpConn::new(peer, p.now);
+    faults.fail_syncs(1);
+    put(&mut h, "web2");
+    h.process(&mut p.core, &mut mgmt, p.now);
+    let out = String::from_utf8_lossy(h.output()).into_owned();
+    assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+    assert!(out.contains("could not be made durable"), "{out}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

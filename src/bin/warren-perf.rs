@@ -24,6 +24,7 @@ use perf::run::Settings;
 const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
        warren-perf footprint [--connections N] [--messages N] [--json] -- BROKER [ARGS...]
+       warren-perf declare [--uri URI] [--count N] [--transient] [--json]
 
 Publishes until --count or --duration is reached (or Ctrl-C: the summary is
 still printed; a second Ctrl-C exits at once), lets the consumers drain, then
@@ -31,7 +32,8 @@ prints totals and end-to-end latency percentiles. `floor` pushes the same
 traffic through an in-process byte relay instead of a broker. `footprint`
 starts a broker binary (warren's --listen/--data-dir options are appended)
 and measures its start-up time, idle RSS, RSS per idle connection and RSS
-with a million queued messages.";
+with a million queued messages. `declare` declares and binds --count queues
+one operation at a time and reports the rate per thousand.";
 
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
@@ -325,11 +327,50 @@ fn footprint(args: &[String]) -> ExitCode {
     subcommand("footprint", args, o, true, settings, perf::footprint::run)
 }
 
+fn declare(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "u",
+        "uri",
+        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
+        "URI",
+    );
+    o.optopt(
+        "C",
+        "count",
+        "queues to declare and bind (default 10000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "queue-prefix",
+        "queue name prefix (default perf-decl-)",
+        "P",
+    );
+    o.optflag("", "transient", "declare transient queues and exchange");
+    let settings = |m: &getopts::Matches| {
+        let uri = m
+            .opt_str("uri")
+            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        Ok(perf::declare::DeclareSettings {
+            uri: perf::uri::parse(&uri)?,
+            count: num(m, "count", 10_000)?,
+            durable: !m.opt_present("transient"),
+            prefix: m
+                .opt_str("queue-prefix")
+                .unwrap_or_else(|| "perf-decl-".into()),
+            json: m.opt_present("json"),
+        })
+    };
+    subcommand("declare", args, o, false, settings, perf::declare::run)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("floor") => return floor(args.get(1..).unwrap_or_default()),
         Some("footprint") => return footprint(args.get(1..).unwrap_or_default()),
+        Some("declare") => return declare(args.get(1..).unwrap_or_default()),
         _ => {}
     }
     let opts = options();

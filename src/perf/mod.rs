@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod cpu;
+pub mod declare;
 pub mod floor;
 pub mod footprint;
 pub mod hist;
