@@ -110,13 +110,22 @@ impl Core {
         };
         let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let defs = read_definitions(&path).map_err(bad)?;
-        crate::mgmt::definitions::import(self, &defs, None).map_err(|e| {
-            bad(format!(
-                "{}: importing definitions failed: {e}",
-                path.display()
-            ))
-        })?;
-        log::info!("imported definitions from {}", path.display());
+        let rep = crate::mgmt::definitions::import(self, &defs, None)
+            .and_then(|rep| match rep.errors.is_empty() {
+                true => Ok(rep),
+                false => Err(rep.error_text()),
+            })
+            .map_err(|e| {
+                bad(format!(
+                    "{}: importing definitions failed: {e}",
+                    path.display()
+                ))
+            })?;
+        log::info!(
+            "imported definitions from {} ({} skipped)",
+            path.display(),
+            rep.skipped.len()
+        );
         Ok(())
     }
 }

@@ -1118,3 +1118,89 @@ fn misc_endpoints() {
     assert!(find(&api.get("/api/exchanges/%2F/"), "name", "amq.direct").is_some());
     assert_eq!(api.delete(&qp), 204);
 }
+
+/// `rabbitmqctl export_definitions` from a real RabbitMQ 3.10 while a client
+/// holds a server-named (`amq.gen-*`) queue: warren imports it over HTTP
+/// (200, the skipped queue and its binding listed) and at start-up with
+/// `--definitions` (it used to refuse to start), as RabbitMQ itself skips
+/// such queues with a warning.
+#[test]
+fn a_real_rabbitmq_export_with_server_named_queues_imports() {
+    let rmq = common::rabbitmq::RabbitMq::start("export");
+    let mut r = Raw::open(rmq.addr);
+    r.open_channel(1);
+    r.rpc(
+        1,
+        warren::codec::ExchangeDeclare {
+            exchange: "events".into(),
+            kind: "fanout".into(),
+            durable: true,
+            ..Default::default()
+        },
+    );
+    let mut names = Vec::new();
+    for (name, durable) in [("work", true), ("", false)] {
+        let ok = r.rpc(
+            1,
+            QueueDeclare {
+                queue: name.to_string().into(),
+                durable,
+                ..Default::default()
+            },
+        );
+        let Method::QueueDeclareOk(ok) = ok else {
+            panic!("{ok:?}")
+        };
+        names.push(String::from_utf8_lossy(&ok.queue).into_owned());
+        r.rpc(
+            1,
+            warren::codec::QueueBind {
+                queue: ok.queue.clone(),
+                exchange: "events".into(),
+                ..Default::default()
+            },
+        );
+    }
+    let generated = names[1].clone();
+    assert!(generated.starts_with("amq.gen-"), "{generated}");
+    let path = rmq.base.join("export.json");
+    let out = rmq.ctl(&["export_definitions", path.to_str().unwrap()]);
+    assert!(out.status.success(), "export_definitions: {out:?}");
+    drop(r);
+    let text = std::fs::read_to_string(&path).expect("export file");
+    let defs: Value = serde_json::from_str(&text).expect("export is JSON");
+    assert!(
+        defs["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == generated.as_str()),
+        "the export lists the server-named queue: {text}"
+    );
+    // Over HTTP: applied, with what was skipped listed.
+    let (_b, api) = start();
+    let resp = api.call("POST", "/api/definitions", Some(&defs));
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let rep = resp.json();
+    assert_eq!(rep["applied"]["queues"], 1, "{rep}");
+    assert_eq!(rep["applied"]["exchanges"], 1, "{rep}");
+    let skipped = rep["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .filter(|s| s.as_str().unwrap().contains(&generated))
+            .count()
+            == 2,
+        "the queue and its binding are skipped: {rep}"
+    );
+    // At start-up.
+    let b = common::start_with(|cfg| {
+        cfg.definitions = Some(path.clone());
+        cfg.management_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let api = Api::new(&b);
+    let q = api.get("/api/queues/%2F/work");
+    assert_eq!(q["durable"], true, "{q}");
+    let missing = api.call("GET", &format!("/api/queues/%2F/{}", enc(&generated)), None);
+    assert_eq!(missing.status, 404);
+}

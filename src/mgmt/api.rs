@@ -1456,7 +1456,17 @@ fn import(c: &mut Ctx<'_>, vhost: Option<&str>) -> Response {
         }
     }
     match definitions::import(c.core, &body, vhost) {
-        Ok(()) => Response::empty(204),
+        Ok(rep) if rep.errors.is_empty() && rep.skipped.is_empty() => Response::empty(204),
+        // Applied, with what was skipped listed.
+        Ok(rep) if rep.errors.is_empty() => Response::json(200, &rep.to_json()),
+        Ok(rep) => {
+            let mut body = rep.to_json();
+            if let Some(o) = body.as_object_mut() {
+                o.insert("error".into(), json!("bad_request"));
+                o.insert("reason".into(), json!(rep.error_text()));
+            }
+            Response::json(400, &body)
+        }
         Err(e) => bad_request(e),
     }
 }

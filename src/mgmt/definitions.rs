@@ -10,7 +10,7 @@
 //! warren does not apply (policies, parameters, topic permissions, limits).
 
 use bytes::Bytes;
-use log::{info, warn};
+use log::warn;
 use serde_json::{json, Value};
 
 use super::json::{get_bool, get_str, get_table, table_to_json};
@@ -344,29 +344,85 @@ pub fn bind(
         .map_err(|e| e.text.to_string())
 }
 
+/// What an import did: how many entities of each kind it applied, what it
+/// skipped (as RabbitMQ skips them, each with a WARN line) and what failed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ImportReport {
+    /// Applied entities per kind, in import order.
+    pub applied: Vec<(&'static str, usize)>,
+    /// What was skipped, and why.
+    pub skipped: Vec<String>,
+    /// Errors (the rest was still applied).
+    pub errors: Vec<String>,
+}
+
+impl ImportReport {
+    fn count(&mut self, kind: &'static str) {
+        match self.applied.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.applied.push((kind, 1)),
+        }
+    }
+
+    fn skip(&mut self, why: String) {
+        warn!("definitions import: {why}");
+        self.skipped.push(why);
+    }
+
+    fn note(&mut self, kind: &'static str, r: Result<(), String>) {
+        match r {
+            Ok(()) => self.count(kind),
+            Err(e) => {
+                warn!("definitions import: {e}");
+                self.errors.push(e);
+            }
+        }
+    }
+
+    /// The report as the management API answers it.
+    pub fn to_json(&self) -> Value {
+        let applied: serde_json::Map<String, Value> = self
+            .applied
+            .iter()
+            .map(|(k, n)| (k.to_string(), json!(n)))
+            .collect();
+        json!({"applied": applied, "skipped": self.skipped, "errors": self.errors})
+    }
+
+    /// Everything that went wrong, on one line.
+    pub fn error_text(&self) -> String {
+        self.errors.join("; ")
+    }
+}
+
+/// Names RabbitMQ reserves: server-named queues (`amq.gen-*`) and every
+/// other `amq.*` name are not imported.
+fn reserved(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
 /// `POST /api/definitions[/VHOST]`: apply a definitions document. Entities
 /// are created in dependency order; every error is collected and the rest
-/// still applied (as RabbitMQ, nothing is rolled back).
-pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<(), String> {
+/// still applied (as RabbitMQ, nothing is rolled back). What RabbitMQ skips
+/// is skipped with a WARN line: queues and exchanges named `amq.*` (an
+/// export taken while clients were connected lists their `amq.gen-*`
+/// queues), the bindings of those, and what warren does not implement yet.
+pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<ImportReport, String> {
     if !defs.is_object() {
         return Err("definitions must be a JSON object".into());
     }
-    let mut errors: Vec<String> = Vec::new();
-    let mut note = |r: Result<(), String>| {
-        if let Err(e) = r {
-            warn!("definitions import: {e}");
-            errors.push(e);
-        }
-    };
+    let mut rep = ImportReport::default();
     if vhost.is_none() {
         for u in items(defs, "users") {
-            note(field(u, "name", "user").and_then(|n| put_user(core, n, u).map(|_| ())));
+            let r = field(u, "name", "user").and_then(|n| put_user(core, n, u).map(|_| ()));
+            rep.note("users", r);
         }
         for v in items(defs, "vhosts") {
-            note(field(v, "name", "vhost").map(|n| core.add_vhost(n)));
+            let r = field(v, "name", "vhost").map(|n| core.add_vhost(n));
+            rep.note("vhosts", r);
         }
         for p in items(defs, "permissions") {
-            note((|| {
+            let r = (|| {
                 let user = field(p, "user", "permission")?;
                 let vh = field(p, "vhost", "permission")?;
                 core.set_permissions(
@@ -376,7 +432,8 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<(), 
                     get_str(p, "write").unwrap_or(""),
                     get_str(p, "read").unwrap_or(""),
                 )
-            })());
+            })();
+            rep.note("permissions", r);
         }
     }
     let vhost_of = |item: &Value| -> Result<String, String> {
@@ -388,34 +445,60 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<(), 
         }
     };
     for x in items(defs, "exchanges") {
-        note((|| {
+        let name = get_str(x, "name").unwrap_or("");
+        if builtin_exchange(name.as_bytes()) {
+            let what = if name.is_empty() {
+                "the default exchange".to_string()
+            } else {
+                format!("exchange '{name}' (names beginning with 'amq.' are reserved)")
+            };
+            rep.skip(format!("skipped {what}"));
+            continue;
+        }
+        let r = (|| {
             let vh = vhost_of(x)?;
             let name = field(x, "name", "exchange")?;
-            if builtin_exchange(name.as_bytes()) {
-                return Ok(());
-            }
             declare_exchange(core, &vh, name, x).map(|_| ())
-        })());
+        })();
+        rep.note("exchanges", r);
     }
     for q in items(defs, "queues") {
-        note((|| {
+        let name = get_str(q, "name").unwrap_or("");
+        if reserved(name) {
+            rep.skip(format!(
+                "skipped queue '{name}' (names beginning with 'amq.' are reserved)"
+            ));
+            continue;
+        }
+        let r = (|| {
             let vh = vhost_of(q)?;
             let name = field(q, "name", "queue")?;
             declare_queue(core, &vh, name, q).map(|_| ())
-        })());
+        })();
+        rep.note("queues", r);
     }
     for b in items(defs, "bindings") {
-        note((|| {
+        let source = get_str(b, "source").unwrap_or("");
+        if source.is_empty() {
+            // The default exchange's implicit bindings.
+            continue;
+        }
+        let dest = get_str(b, "destination").unwrap_or("");
+        let dtype = get_str(b, "destination_type").unwrap_or("queue");
+        let skipped_dest = (dtype == "queue" || dtype == "q") && reserved(dest)
+            || (dtype == "exchange" || dtype == "e") && builtin_exchange(dest.as_bytes());
+        if skipped_dest {
+            rep.skip(format!(
+                "skipped binding from '{source}' to {dtype} '{dest}' (its destination is not imported)"
+            ));
+            continue;
+        }
+        let r = (|| {
             let vh = vhost_of(b)?;
-            let source = field(b, "source", "binding")?;
-            if source.is_empty() {
-                // The default exchange's implicit bindings.
-                return Ok(());
-            }
             let dest = field(b, "destination", "binding")?;
-            let dtype = get_str(b, "destination_type").unwrap_or("queue");
             bind(core, &vh, source, dtype, dest, b)
-        })());
+        })();
+        rep.note("bindings", r);
     }
     for (key, what) in [
         ("policies", "policy"),
@@ -427,17 +510,15 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<(), 
             let name = get_str(item, "name")
                 .or_else(|| get_str(item, "user"))
                 .unwrap_or("?");
-            info!("definitions import: {what} '{name}' ignored (not supported by warren)");
+            rep.skip(format!(
+                "skipped {what} '{name}' (not supported by warren yet)"
+            ));
         }
     }
     core.broker
         .def_changes
         .push(crate::store::definitions::DefChange::All);
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    Ok(rep)
 }
 
 #[cfg(test)]
@@ -501,9 +582,50 @@ mod tests {
                        {"name": "bad", "vhost": "missing"}],
             "exchanges": [{"name": "x", "vhost": "/", "type": "nonsense"}]
         });
-        let e = import(&mut c, &defs, None).unwrap_err();
+        let rep = import(&mut c, &defs, None).unwrap();
+        let e = rep.error_text();
         assert!(e.contains("missing"), "{e}");
         assert!(e.contains("nonsense"), "{e}");
         assert!(c.api_queue(b"/", b"ok").is_some());
+        // Exactly what was applied is reported.
+        assert_eq!(rep.applied, vec![("queues", 1)]);
+    }
+
+    /// An export taken while clients were connected lists their server-named
+    /// queues and the bindings to them: RabbitMQ skips those (with a warning)
+    /// and imports the rest; so does warren, and says what it skipped.
+    #[test]
+    fn import_skips_what_rabbitmq_skips() {
+        let mut c = core();
+        let defs = json!({
+            "exchanges": [{"name": "amq.topic", "vhost": "/", "type": "topic", "durable": true},
+                          {"name": "events", "vhost": "/", "type": "fanout", "durable": true}],
+            "queues": [{"name": "amq.gen-JzTY20BRgKO-HjmUJj0wLg", "vhost": "/", "durable": false,
+                        "auto_delete": false, "arguments": {}},
+                       {"name": "work", "vhost": "/", "durable": true}],
+            "bindings": [{"source": "events", "vhost": "/", "destination": "amq.gen-JzTY20BRgKO-HjmUJj0wLg",
+                          "destination_type": "queue", "routing_key": "", "arguments": {}},
+                         {"source": "events", "vhost": "/", "destination": "work",
+                          "destination_type": "queue", "routing_key": "", "arguments": {}}],
+            "policies": [{"vhost": "/", "name": "ttl", "pattern": ".*", "definition": {"message-ttl": 1}}]
+        });
+        let rep = import(&mut c, &defs, None).unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(
+            rep.applied,
+            vec![("exchanges", 1), ("queues", 1), ("bindings", 1)]
+        );
+        assert_eq!(rep.skipped.len(), 4, "{:?}", rep.skipped);
+        assert!(rep
+            .skipped
+            .iter()
+            .any(|s| s.contains("amq.gen-JzTY20BRgKO")));
+        assert!(c
+            .api_queue(b"/", b"amq.gen-JzTY20BRgKO-HjmUJj0wLg")
+            .is_none());
+        assert!(c.api_queue(b"/", b"work").is_some());
+        let json = rep.to_json();
+        assert_eq!(json["applied"]["queues"], 1);
+        assert_eq!(json["skipped"].as_array().unwrap().len(), 4);
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod rabbitmq;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
