@@ -41,12 +41,15 @@ Commands:
   list_vhosts [COLUMN...]          (default: name)
   list_permissions                 (user configure write read, in --vhost)
   list_user_permissions USER       (vhost configure write read)
+  list_topic_permissions           (user exchange write read, in --vhost)
   add_user USER PASSWORD
   delete_user USER
   change_password USER PASSWORD
   set_user_tags USER [TAG...]
   set_permissions USER CONFIGURE WRITE READ    (in --vhost)
   clear_permissions USER                       (in --vhost)
+  set_topic_permissions USER EXCHANGE WRITE READ  (in --vhost)
+  clear_topic_permissions USER [EXCHANGE]      (in --vhost)
   add_vhost VHOST
   delete_vhost VHOST
   purge_queue QUEUE                            (in --vhost)
@@ -744,6 +747,67 @@ impl Ctl {
                 let path = format!("/api/permissions/{}/{}", self.vh(), encode_segment(user));
                 let r = c.request("DELETE", &path, None, &[])?;
                 // No permissions to clear is not an error (rabbitmqctl).
+                if r.status == 404 {
+                    return Ok(());
+                }
+                check(&r, "DELETE", &path)
+            }
+            "list_topic_permissions" => {
+                no_more(rest, 0)?;
+                self.info(
+                    err,
+                    &format!("Listing topic permissions for vhost \"{vhost}\" ..."),
+                );
+                let path = format!("/api/vhosts/{}/topic-permissions", self.vh());
+                let cols = ["user", "exchange", "write", "read"];
+                self.list(out, "topic_permissions", &path, rest, &cols, true)
+            }
+            "set_topic_permissions" => {
+                let user = arg(rest, 0, "USER")?;
+                let exchange = arg(rest, 1, "EXCHANGE")?;
+                let write = arg(rest, 2, "WRITE")?;
+                let read = arg(rest, 3, "READ")?;
+                no_more(rest, 4)?;
+                self.info(
+                    err,
+                    &format!(
+                        "Setting topic permissions on \"{exchange}\" for user \"{user}\" in vhost \"{vhost}\" ..."
+                    ),
+                );
+                self.require_vhost()?;
+                self.get_user(user)?;
+                let path = format!(
+                    "/api/topic-permissions/{}/{}",
+                    self.vh(),
+                    encode_segment(user)
+                );
+                let body = json!({"exchange": exchange, "write": write, "read": read});
+                c.call("PUT", &path, Some(&body))?;
+                Ok(())
+            }
+            "clear_topic_permissions" => {
+                let user = arg(rest, 0, "USER")?;
+                let exchange = rest.get(1);
+                no_more(rest, 2)?;
+                let on = exchange.map_or(String::new(), |x| format!(" on \"{x}\""));
+                self.info(
+                    err,
+                    &format!(
+                        "Clearing topic permissions{on} for user \"{user}\" in vhost \"{vhost}\" ..."
+                    ),
+                );
+                self.require_vhost()?;
+                self.get_user(user)?;
+                let mut path = format!(
+                    "/api/topic-permissions/{}/{}",
+                    self.vh(),
+                    encode_segment(user)
+                );
+                if let Some(x) = exchange {
+                    path.push_str(&format!("?exchange={}", encode_segment(x)));
+                }
+                let r = c.request("DELETE", &path, None, &[])?;
+                // Nothing to clear is not an error (rabbitmqctl).
                 if r.status == 404 {
                     return Ok(());
                 }

@@ -1204,3 +1204,45 @@ fn a_real_rabbitmq_export_with_server_named_queues_imports() {
     let missing = api.call("GET", &format!("/api/queues/%2F/{}", enc(&generated)), None);
     assert_eq!(missing.status, 404);
 }
+
+/// `/api/topic-permissions` as RabbitMQ's: PUT one per exchange, listed
+/// globally, per vhost, per user and per (vhost, user); DELETE all of a
+/// user's in a vhost; a bad pattern is 400; definitions carry them.
+#[test]
+fn topic_permissions_api() {
+    let (_b, api) = start();
+    assert_eq!(
+        api.put("/api/users/tom", json!({"password": "p", "tags": ""})),
+        201
+    );
+    let body = json!({"exchange": "amq.topic", "write": "^tom\\.", "read": ".*"});
+    assert_eq!(api.put("/api/topic-permissions/%2F/tom", body.clone()), 201);
+    assert_eq!(api.put("/api/topic-permissions/%2F/tom", body), 204);
+    let other = json!({"exchange": "events", "write": "", "read": "^(?!secret\\.)"});
+    assert_eq!(api.put("/api/topic-permissions/%2F/tom", other), 201);
+    let bad = json!({"exchange": "x", "write": "(", "read": ""});
+    assert_eq!(api.put("/api/topic-permissions/%2F/tom", bad), 400);
+    let missing = json!({"write": "", "read": ""});
+    assert_eq!(api.put("/api/topic-permissions/%2F/tom", missing), 400);
+    let want = json!([
+        {"user": "tom", "vhost": "/", "exchange": "amq.topic", "write": "^tom\\.", "read": ".*"},
+        {"user": "tom", "vhost": "/", "exchange": "events", "write": "", "read": "^(?!secret\\.)"}
+    ]);
+    for path in [
+        "/api/topic-permissions",
+        "/api/vhosts/%2F/topic-permissions",
+        "/api/users/tom/topic-permissions",
+        "/api/topic-permissions/%2F/tom",
+    ] {
+        assert_eq!(api.get(path), want, "{path}");
+    }
+    assert_eq!(api.get("/api/definitions")["topic_permissions"], want);
+    assert_eq!(
+        api.call("GET", "/api/topic-permissions/%2F/nobody", None)
+            .status,
+        404
+    );
+    assert_eq!(api.delete("/api/topic-permissions/%2F/tom"), 204);
+    assert_eq!(api.get("/api/topic-permissions"), json!([]));
+    assert_eq!(api.delete("/api/topic-permissions/%2F/tom"), 404);
+}

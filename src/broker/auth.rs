@@ -2,11 +2,14 @@
 //! checks them. Passwords are stored as RabbitMQ's
 //! `rabbit_password_hashing_sha256`: base64(salt ‖ sha256(salt ‖ password))
 //! with a 4-byte random salt, so definitions exported from RabbitMQ import
-//! unchanged.
+//! unchanged. Permission patterns are regular expressions as RabbitMQ's
+//! (Erlang's PCRE) reads them, look-around included (`^(?!amq\.).*`), so
+//! the `fancy-regex` engine; topic permissions limit the routing keys a
+//! user may publish with and bind with on topic exchanges.
 
 use std::collections::BTreeMap;
 
-use regex_lite::Regex;
+use fancy_regex::Regex;
 use sha2::{Digest, Sha256};
 
 /// Name of the hashing algorithm in RabbitMQ definitions.
@@ -146,6 +149,13 @@ fn compile(p: &str) -> Result<Option<Regex>, String> {
         .map_err(|e| format!("invalid regular expression '{p}': {e}"))
 }
 
+/// Does `re` match anywhere in `s`? (Unanchored, as RabbitMQ's `re:run`.) A
+/// pattern that gives up (its backtracking limit) does not match, as PCRE's
+/// match limit makes `re:run` fail.
+fn matches(re: &Option<Regex>, s: &str) -> bool {
+    re.as_ref().is_some_and(|r| r.is_match(s).unwrap_or(false))
+}
+
 impl Permission {
     /// Compile the three patterns.
     pub fn new(configure: &str, write: &str, read: &str) -> Result<Permission, String> {
@@ -157,15 +167,70 @@ impl Permission {
         })
     }
 
-    /// Does the pattern for `access` match `name`? (Unanchored, as RabbitMQ's
-    /// `re:run`.)
+    /// Does the pattern for `access` match `name`?
     pub fn allows(&self, access: Access, name: &str) -> bool {
         let i = match access {
             Access::Configure => 0,
             Access::Write => 1,
             Access::Read => 2,
         };
-        self.compiled[i].as_ref().is_some_and(|r| r.is_match(name))
+        self.compiled.get(i).is_some_and(|re| matches(re, name))
+    }
+}
+
+/// A user's topic permission on one exchange of a vhost: the routing keys
+/// it may publish with (write) and bind with (read), as patterns that may
+/// name `{username}` and `{vhost}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPermission {
+    /// Pattern source for publishing.
+    pub write: String,
+    /// Pattern source for binding.
+    pub read: String,
+}
+
+impl TopicPermission {
+    /// Check both patterns compile (with their variables as they stand).
+    pub fn new(write: &str, read: &str) -> Result<TopicPermission, String> {
+        compile(write)?;
+        compile(read)?;
+        Ok(TopicPermission {
+            write: write.into(),
+            read: read.into(),
+        })
+    }
+}
+
+/// Topic permissions resolved for one connection (user and vhost known, the
+/// variables expanded, the patterns compiled): checked per publish to a
+/// topic exchange without a lookup.
+#[derive(Debug, Clone)]
+pub struct TopicCheck {
+    /// Exchange it applies to.
+    pub exchange: Vec<u8>,
+    /// Compiled write and read patterns.
+    compiled: [Option<Regex>; 2],
+}
+
+impl TopicCheck {
+    /// Resolve `p` for `user` in `vhost`.
+    pub fn new(exchange: &str, p: &TopicPermission, user: &str, vhost: &str) -> TopicCheck {
+        let expand = |pat: &str| pat.replace("{username}", user).replace("{vhost}", vhost);
+        // A pattern that no longer compiles once expanded denies everything.
+        let c = |pat: &str| compile(&expand(pat)).ok().flatten();
+        TopicCheck {
+            exchange: exchange.as_bytes().to_vec(),
+            compiled: [c(&p.write), c(&p.read)],
+        }
+    }
+
+    /// May `routing_key` be used for `access` (write: publish, read: bind)?
+    pub fn allows(&self, access: Access, routing_key: &str) -> bool {
+        let re = match access {
+            Access::Write => &self.compiled[0],
+            _ => &self.compiled[1],
+        };
+        matches(re, routing_key)
     }
 }
 
@@ -176,6 +241,8 @@ pub struct Auth {
     pub users: BTreeMap<String, User>,
     /// Permissions by (user, vhost).
     pub permissions: BTreeMap<(String, String), Permission>,
+    /// Topic permissions by (user, vhost, exchange).
+    pub topic_permissions: BTreeMap<(String, String, String), TopicPermission>,
 }
 
 impl Auth {
@@ -205,6 +272,15 @@ impl Auth {
     /// The user's permissions in a vhost.
     pub fn permission(&self, user: &str, vhost: &str) -> Option<&Permission> {
         self.permissions.get(&(user.to_string(), vhost.to_string()))
+    }
+
+    /// The user's topic permissions in a vhost, resolved for a connection.
+    pub fn topic_checks(&self, user: &str, vhost: &str) -> Vec<TopicCheck> {
+        self.topic_permissions
+            .iter()
+            .filter(|((u, v, _), _)| u == user && v == vhost)
+            .map(|((_, _, x), p)| TopicCheck::new(x, p, user, vhost))
+            .collect()
     }
 
     /// May `user` use `vhost` at all?

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use log::info;
 
-use crate::broker::auth::{hash_password, Permission, User};
+use crate::broker::auth::{hash_password, Permission, TopicPermission, User};
 use crate::broker::ConnId;
 use crate::codec::{Error, ReplyCode};
 use crate::core::Core;
@@ -57,6 +57,10 @@ impl Core {
         self.broker.vhosts.remove(name.as_bytes());
         self.broker.auth.permissions.retain(|(_, v), _| v != name);
         self.broker
+            .auth
+            .topic_permissions
+            .retain(|(_, v, _), _| v != name);
+        self.broker
             .def_changes
             .push(DefChange::DelVhost(Bytes::copy_from_slice(name.as_bytes())));
         info!("deleted vhost '{name}'");
@@ -100,6 +104,10 @@ impl Core {
             return false;
         }
         self.broker.auth.permissions.retain(|(u, _), _| u != name);
+        self.broker
+            .auth
+            .topic_permissions
+            .retain(|(u, _, _), _| u != name);
         let conns: Vec<ConnId> = self
             .conns
             .iter()
@@ -146,6 +154,50 @@ impl Core {
             .permissions
             .remove(&(user.to_string(), vhost.to_string()))
             .is_some();
+        if gone {
+            self.broker.def_changes.push(DefChange::Auth);
+        }
+        gone
+    }
+
+    /// Set a user's topic permission on an exchange of a vhost.
+    pub fn set_topic_permissions(
+        &mut self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<(), String> {
+        if !self.broker.auth.users.contains_key(user) {
+            return Err(format!("no user '{user}'"));
+        }
+        if self.broker.vhost(vhost.as_bytes()).is_none() {
+            return Err(format!("no vhost '{vhost}'"));
+        }
+        let p = TopicPermission::new(write, read)?;
+        self.broker
+            .auth
+            .topic_permissions
+            .insert((user.into(), vhost.into(), exchange.into()), p);
+        self.broker.def_changes.push(DefChange::Auth);
+        Ok(())
+    }
+
+    /// Remove a user's topic permissions in a vhost: on one exchange, or
+    /// all of them. False if there were none.
+    pub fn clear_topic_permissions(
+        &mut self,
+        user: &str,
+        vhost: &str,
+        exchange: Option<&str>,
+    ) -> bool {
+        let before = self.broker.auth.topic_permissions.len();
+        self.broker
+            .auth
+            .topic_permissions
+            .retain(|(u, v, x), _| !(u == user && v == vhost && exchange.is_none_or(|e| e == x)));
+        let gone = self.broker.auth.topic_permissions.len() != before;
         if gone {
             self.broker.def_changes.push(DefChange::Auth);
         }

@@ -57,8 +57,20 @@ impl Core {
                 );
             }
         }
-        self.check_access(id, Access::Write, "exchange", &msg.exchange)?;
+        // The write permission is checked once per exchange a connection
+        // publishes to in a row (a pattern, look-around and all, per publish
+        // would cost more than the rest of the publish).
+        if self
+            .conn(id)
+            .is_none_or(|c| c.write_ok.as_ref() != Some(&msg.exchange))
+        {
+            self.check_access(id, Access::Write, "exchange", &msg.exchange)?;
+            if let Some(c) = self.conn_mut(id) {
+                c.write_ok = Some(msg.exchange.clone());
+            }
+        }
         self.broker.check_publish(&vhost, &msg.exchange)?;
+        self.check_topic(id, Access::Write, &vhost, &msg.exchange, &msg.routing_key)?;
         self.counters.publish += 1;
         let headers = if has_headers(&msg.header) {
             ContentHeader::decode(&msg.header)

@@ -314,11 +314,13 @@ impl Core {
                     }
                 }
                 let perm = self.broker.auth.permission(&user, &vname).cloned();
+                let topic_checks = self.broker.auth.topic_checks(&user, &vname);
                 let Some(c) = self.conn_mut(id) else {
                     return Ok(());
                 };
                 c.vhost = vhost;
                 c.perm = perm;
+                c.topic_checks = topic_checks;
                 c.outbox.method(
                     0,
                     &ConnectionOpenOk {

@@ -100,6 +100,11 @@ pub struct Connection {
     pub held_back: bool,
     /// The user's permissions in the connection's vhost (cached).
     pub perm: Option<crate::broker::auth::Permission>,
+    /// The user's topic permissions in the connection's vhost (cached).
+    pub topic_checks: Vec<crate::broker::auth::TopicCheck>,
+    /// The exchange the last publish was allowed to (write permission),
+    /// forgotten when permissions change.
+    pub write_ok: Option<Bytes>,
 }
 
 impl Connection {
@@ -134,6 +139,8 @@ impl Connection {
             send_oct: 0,
             held_back: false,
             perm: None,
+            topic_checks: Vec::new(),
+            write_ok: None,
         }
     }
 

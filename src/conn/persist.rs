@@ -115,6 +115,17 @@ impl Core {
                     Err(e) => warn!("cannot restore permissions of {user} on {vhost}: {e}"),
                 }
             }
+            for [user, vhost, x, w, r] in &defs.topic_permissions {
+                match crate::broker::auth::TopicPermission::new(w, r) {
+                    Ok(p) => {
+                        auth.topic_permissions
+                            .insert((user.clone(), vhost.clone(), x.clone()), p);
+                    }
+                    Err(e) => {
+                        warn!("cannot restore topic permissions of {user} on {x} in {vhost}: {e}")
+                    }
+                }
+            }
             self.broker.auth = auth;
         }
         for v in &defs.vhosts {
@@ -262,6 +273,15 @@ impl Core {
                 p.read.clone(),
             ]);
         }
+        for ((user, vhost, x), p) in &b.auth.topic_permissions {
+            d.topic_permissions.push([
+                user.clone(),
+                vhost.clone(),
+                x.clone(),
+                p.write.clone(),
+                p.read.clone(),
+            ]);
+        }
         d
     }
 
@@ -405,13 +425,12 @@ impl Core {
             let user = String::from_utf8_lossy(&c.user);
             let vhost = String::from_utf8_lossy(&c.vhost);
             c.perm = broker.auth.permission(&user, &vhost).cloned();
+            c.topic_checks = broker.auth.topic_checks(&user, &vhost);
+            c.write_ok = None;
         }
         if let Some(d) = self.defs.as_mut() {
             let b = &self.broker;
-            d.stage(&changes, || {
-                let d = Core::auth_definitions(b);
-                (d.users, d.permissions)
-            });
+            d.stage(&changes, || Core::auth_definitions(b));
         }
         // Reuse the allocation.
         self.broker.def_changes = changes;

@@ -493,6 +493,52 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
                 not_found()
             }
         }
+        ("GET", ["topic-permissions"]) => c.list(topic_permissions(c.core, |_, _| true)),
+        ("GET", ["vhosts", v, "topic-permissions"]) => {
+            if !c.vhost_exists(v) {
+                return not_found();
+            }
+            c.list(topic_permissions(c.core, |_, vh| vh == *v))
+        }
+        ("GET", ["users", u, "topic-permissions"]) => {
+            if !c.core.broker.auth.users.contains_key(*u) {
+                return not_found();
+            }
+            c.list(topic_permissions(c.core, |user, _| user == *u))
+        }
+        ("GET", ["topic-permissions", v, u]) => {
+            if !c.vhost_exists(v) || !c.core.broker.auth.users.contains_key(*u) {
+                return not_found();
+            }
+            c.list(topic_permissions(c.core, |user, vh| user == *u && vh == *v))
+        }
+        ("PUT", ["topic-permissions", v, u]) => {
+            let body = match body_json(c.req) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(x) = get_str(&body, "exchange") else {
+                return bad_request(String::from("key_missing: exchange"));
+            };
+            let key = (u.to_string(), v.to_string(), x.to_string());
+            let existed = c.core.broker.auth.topic_permissions.contains_key(&key);
+            let s = |k: &str| get_str(&body, k).unwrap_or("").to_string();
+            match c
+                .core
+                .set_topic_permissions(u, v, x, &s("write"), &s("read"))
+            {
+                Ok(()) => created_or_updated(!existed),
+                Err(e) => bad_request(e),
+            }
+        }
+        ("DELETE", ["topic-permissions", v, u]) => {
+            let exchange = c.q("exchange").map(str::to_string);
+            if c.core.clear_topic_permissions(u, v, exchange.as_deref()) {
+                Response::empty(204)
+            } else {
+                not_found()
+            }
+        }
         ("GET", ["definitions"]) => match definitions::export(c.core, None) {
             Some(d) => ok(d),
             None => not_found(),
@@ -509,7 +555,6 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             | ["operator-policies", ..]
             | ["parameters", ..]
             | ["global-parameters", ..]
-            | ["topic-permissions", ..]
             | ["vhost-limits", ..]
             | ["user-limits", ..]
             | ["extensions"]
@@ -1085,6 +1130,16 @@ fn vhosts(core: &Core, mgmt: &Mgmt, only: Option<&str>) -> Vec<Value> {
                 "messages_unacknowledged": unacked,
             })
         })
+        .collect()
+}
+
+fn topic_permissions(core: &Core, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
+    core.broker
+        .auth
+        .topic_permissions
+        .iter()
+        .filter(|((u, v, _), _)| keep(u, v))
+        .map(|(k, p)| definitions::topic_permission_json(k, p))
         .collect()
 }
 

@@ -7,7 +7,7 @@
 //! non-built-in exchange (durable or not), and the bindings between them.
 //! Import accepts tags as a list or as RabbitMQ 3.x's comma-separated
 //! string, `password_hash` or a plain `password`, and logs and skips what
-//! warren does not apply (policies, parameters, topic permissions, limits).
+//! warren does not apply (policies, parameters, limits).
 
 use bytes::Bytes;
 use log::warn;
@@ -175,6 +175,11 @@ pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
             json!({"user": u, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read})
         })
         .collect();
+    let topic_permissions: Vec<Value> = auth
+        .topic_permissions
+        .iter()
+        .map(|(k, p)| topic_permission_json(k, p))
+        .collect();
     let (queues, exchanges, bindings) = entities(core, &vhosts, true);
     Some(json!({
         "rabbit_version": COMPAT_VERSION,
@@ -184,7 +189,7 @@ pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
         "users": users,
         "vhosts": vhost_list,
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": topic_permissions,
         "parameters": [],
         "global_parameters": [],
         "policies": [],
@@ -192,6 +197,14 @@ pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
         "exchanges": exchanges,
         "bindings": bindings,
     }))
+}
+
+/// A topic permission as RabbitMQ's API and definitions show it.
+pub fn topic_permission_json(
+    (user, vhost, exchange): &(String, String, String),
+    p: &crate::broker::auth::TopicPermission,
+) -> Value {
+    json!({"user": user, "vhost": vhost, "exchange": exchange, "write": p.write, "read": p.read})
 }
 
 /// User tags from a definitions file or a PUT body: a list, or a
@@ -435,6 +448,21 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
             })();
             rep.note("permissions", r);
         }
+        for p in items(defs, "topic_permissions") {
+            let r = (|| {
+                let user = field(p, "user", "topic permission")?;
+                let vh = field(p, "vhost", "topic permission")?;
+                let x = field(p, "exchange", "topic permission")?;
+                core.set_topic_permissions(
+                    user,
+                    vh,
+                    x,
+                    get_str(p, "write").unwrap_or(""),
+                    get_str(p, "read").unwrap_or(""),
+                )
+            })();
+            rep.note("topic_permissions", r);
+        }
     }
     let vhost_of = |item: &Value| -> Result<String, String> {
         match vhost {
@@ -504,7 +532,6 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
         ("policies", "policy"),
         ("parameters", "parameter"),
         ("global_parameters", "global parameter"),
-        ("topic_permissions", "topic permission"),
     ] {
         for item in items(defs, key) {
             let name = get_str(item, "name")

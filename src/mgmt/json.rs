@@ -349,7 +349,7 @@ pub fn list_bytes<T>(
     // As RabbitMQ: the name filter applies to paginated requests only.
     let name = get("name").filter(|n| paged && !n.is_empty());
     let re = match (name, get("use_regex") == Some("true")) {
-        (Some(n), true) => Some(regex_lite::Regex::new(n).map_err(|e| format!("bad regex: {e}"))?),
+        (Some(n), true) => Some(fancy_regex::Regex::new(n).map_err(|e| format!("bad regex: {e}"))?),
         _ => None,
     };
     let sort = get("sort").filter(|s| !s.is_empty());
@@ -361,7 +361,7 @@ pub fn list_bytes<T>(
             if let Some(n) = name {
                 let item_name = v.get("name").and_then(Value::as_str).unwrap_or("");
                 let keep = match &re {
-                    Some(re) => re.is_match(item_name),
+                    Some(re) => re.is_match(item_name).unwrap_or(false),
                     None => item_name.contains(n),
                 };
                 if !keep {

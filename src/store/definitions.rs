@@ -91,6 +91,8 @@ pub struct Definitions {
     pub users: Vec<(String, String, Vec<String>)>,
     /// Permissions: user, vhost, configure, write, read.
     pub permissions: Vec<[String; 5]>,
+    /// Topic permissions: user, vhost, exchange, write, read.
+    pub topic_permissions: Vec<[String; 5]>,
 }
 
 fn s(b: &Bytes) -> FieldValue {
@@ -255,6 +257,29 @@ fn permissions_of(root: &FieldTable) -> Vec<[String; 5]> {
         .collect()
 }
 
+const TOPIC_KEYS: [&str; 5] = ["user", "vhost", "exchange", "write", "read"];
+
+fn topic_permissions_value(perms: &[[String; 5]]) -> FieldValue {
+    FieldValue::Array(
+        perms
+            .iter()
+            .map(|p| {
+                let mut t = FieldTable::new();
+                for (k, v) in TOPIC_KEYS.iter().zip(p.iter()) {
+                    t.insert(*k, st(v));
+                }
+                FieldValue::Table(t)
+            })
+            .collect(),
+    )
+}
+
+fn topic_permissions_of(root: &FieldTable) -> Vec<[String; 5]> {
+    tables(root, "topic_permissions")
+        .map(|t| TOPIC_KEYS.map(|k| text(t, k)))
+        .collect()
+}
+
 impl Definitions {
     fn to_table(&self, log_gen: u64) -> FieldTable {
         let mut root = FieldTable::new();
@@ -274,6 +299,10 @@ impl Definitions {
         root.insert("bindings", FieldValue::Array(bs.collect()));
         root.insert("users", users_value(&self.users));
         root.insert("permissions", permissions_value(&self.permissions));
+        root.insert(
+            "topic_permissions",
+            topic_permissions_value(&self.topic_permissions),
+        );
         root
     }
 
@@ -281,6 +310,7 @@ impl Definitions {
         Definitions {
             users: users_of(root),
             permissions: permissions_of(root),
+            topic_permissions: topic_permissions_of(root),
             next_queue_id: root
                 .get("next_queue_id")
                 .and_then(|v| v.as_i64())
@@ -467,6 +497,7 @@ struct Replay {
     next_queue_id: u64,
     users: Vec<(String, String, Vec<String>)>,
     permissions: Vec<[String; 5]>,
+    topic_permissions: Vec<[String; 5]>,
 }
 
 impl Replay {
@@ -487,6 +518,7 @@ impl Replay {
             next_queue_id: d.next_queue_id,
             users: d.users,
             permissions: d.permissions,
+            topic_permissions: d.topic_permissions,
         }
     }
 
@@ -507,6 +539,7 @@ impl Replay {
                 self.bindings.retain(|b| b.vhost != v);
                 let vs = String::from_utf8_lossy(&v);
                 self.permissions.retain(|p| p[1] != vs);
+                self.topic_permissions.retain(|p| p[1] != vs);
             }
             "put_exchange" => {
                 self.exchanges.insert(key(), exchange_of(t));
@@ -541,6 +574,7 @@ impl Replay {
             "auth" => {
                 self.users = users_of(t);
                 self.permissions = permissions_of(t);
+                self.topic_permissions = topic_permissions_of(t);
             }
             other => warn!("definitions log: unknown record '{other}' ignored"),
         }
@@ -555,6 +589,7 @@ impl Replay {
             next_queue_id: self.next_queue_id,
             users: self.users,
             permissions: self.permissions,
+            topic_permissions: self.topic_permissions,
         }
     }
 }
@@ -632,13 +667,10 @@ impl DefsLog {
     }
 
     /// Encode `changes` into the log (buffered until [`DefsLog::commit`]).
-    /// `lookup_auth` gives the current users and permissions for
+    /// `lookup_auth` gives the current users, permissions and topic
+    /// permissions (a [`Definitions`] with only those) for
     /// [`DefChange::Auth`].
-    pub fn stage(
-        &mut self,
-        changes: &[DefChange],
-        lookup_auth: impl Fn() -> (Vec<(String, String, Vec<String>)>, Vec<[String; 5]>),
-    ) {
+    pub fn stage(&mut self, changes: &[DefChange], lookup_auth: impl Fn() -> Definitions) {
         let out = self.log.buf_mut();
         for c in changes {
             let t = match c {
@@ -659,10 +691,14 @@ impl DefsLog {
                 DefChange::PutBinding(b) => op_table("put_binding", binding_table(b)),
                 DefChange::DelBinding(b) => op_table("del_binding", binding_table(b)),
                 DefChange::Auth => {
-                    let (users, perms) = lookup_auth();
+                    let d = lookup_auth();
                     let mut t = FieldTable::new();
-                    t.insert("users", users_value(&users));
-                    t.insert("permissions", permissions_value(&perms));
+                    t.insert("users", users_value(&d.users));
+                    t.insert("permissions", permissions_value(&d.permissions));
+                    t.insert(
+                        "topic_permissions",
+                        topic_permissions_value(&d.topic_permissions),
+                    );
                     op_table("auth", t)
                 }
                 DefChange::All => {
@@ -801,6 +837,13 @@ mod tests {
                 ".*".into(),
                 "".into(),
                 "^q$".into(),
+            ]],
+            topic_permissions: vec![[
+                "bob".into(),
+                "/".into(),
+                "amq.topic".into(),
+                "^{username}\\.".into(),
+                "".into(),
             ]],
         };
         d.save(&dir).unwrap();

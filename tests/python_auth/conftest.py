@@ -35,6 +35,7 @@ PASSWORDS = {
     "nowrite": "nowrite-pw",
     "noread": "noread-pw",
     "outsider": "outsider-pw",
+    "dave": "dave-pw",
 }
 
 

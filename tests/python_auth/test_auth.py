@@ -301,3 +301,78 @@ def test_channel_error_leaves_the_connection_usable(conn_as):
         ch.basic_get("orders")
     assert c.is_open
     c.channel().queue_declare("orders", passive=True)
+
+
+# ---------------------------------------------------------------------------
+# RabbitMQ's regular expressions (PCRE, look-around included)
+
+
+def test_permission_patterns_with_look_ahead(conn_as):
+    c = conn_as("dave")  # configure ^(?!amq\.).*
+    ch = c.channel()
+    q = unique("dave-q")
+    ch.queue_declare(q, exclusive=True)
+    ch.exchange_declare(q + "-x", "fanout", auto_delete=True)
+    ch.exchange_delete(q + "-x")
+    # amq.* is refused by the look-ahead (RabbitMQ checks the reserved
+    # prefix only after the permission).
+    ch = c.channel()
+    with access_refused("exchange", "amq.dave", "dave"):
+        ch.exchange_declare("amq.dave", "fanout", passive=False)
+
+
+# ---------------------------------------------------------------------------
+# topic permissions: routing keys on topic exchanges
+
+
+def topic_refused(key, exchange, user):
+    return refused(
+        403,
+        "ACCESS_REFUSED - access to topic '%s' in exchange '%s' in vhost '%s' "
+        "refused for user '%s'" % (key, exchange, VHOST, user),
+    )
+
+
+def test_topic_permission_limits_publishing_routing_keys(conn_as):
+    c = conn_as("dave")  # write ^public\.|^{username}\. on amq.topic
+    ch = c.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("amq.topic", "public.news", b"x")
+    ch.basic_publish("amq.topic", "dave.inbox", b"x")  # {username} expanded
+    with topic_refused("payroll.secret", "amq.topic", "dave"):
+        ch.basic_publish("amq.topic", "payroll.secret", b"x")
+    ch = c.channel()
+    ch.confirm_delivery()
+    with topic_refused("alice.inbox", "amq.topic", "dave"):
+        ch.basic_publish("amq.topic", "alice.inbox", b"x")
+
+
+def test_topic_permission_limits_binding_keys(conn_as):
+    c = conn_as("dave")  # read ^public\. on amq.topic
+    ch = c.channel()
+    q = unique("dave-bind")
+    ch.queue_declare(q, exclusive=True)
+    ch.queue_bind(q, "amq.topic", "public.#")
+    with topic_refused("payroll.#", "amq.topic", "dave"):
+        ch.queue_bind(q, "amq.topic", "payroll.#")
+    ch = c.channel()
+    with topic_refused("payroll.#", "amq.topic", "dave"):
+        ch.queue_unbind(q, "amq.topic", "payroll.#")
+    # Consuming has no routing key to check.
+    ch = c.channel()
+    ch.basic_consume(q, lambda *a: None)
+
+
+def test_topic_permissions_apply_to_topic_exchanges_only(conn_as):
+    # An empty pattern allows nothing, but amq.direct is not a topic exchange.
+    c = conn_as("dave")
+    ch = c.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("amq.direct", "anything", b"x")
+    q = unique("dave-direct")
+    ch.queue_declare(q, exclusive=True)
+    ch.queue_bind(q, "amq.direct", "anything")
+    # A topic exchange without a topic permission is not limited.
+    ch.exchange_declare(q + "-t", "topic", auto_delete=True)
+    ch.basic_publish(q + "-t", "payroll.secret", b"x")
+    ch.exchange_delete(q + "-t")
