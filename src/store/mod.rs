@@ -12,7 +12,6 @@ mod recover;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -84,8 +83,10 @@ pub struct Recovered {
     pub records: u64,
     /// Bytes scanned.
     pub bytes: u64,
-    /// Corrupt records skipped or torn tails cut.
+    /// Damaged regions skipped and torn tails cut (or skipped).
     pub damaged: u64,
+    /// Bytes in them.
+    pub damaged_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +104,9 @@ pub struct StoreStats {
     pub sync_time: Duration,
     /// Bytes appended.
     pub bytes_written: u64,
+    /// Stored messages that could not be read back (record missing,
+    /// truncated or damaged): each was dropped.
+    pub unreadable: u64,
 }
 
 /// The message store.
@@ -227,15 +231,17 @@ impl Store {
         let mdir = dir.join("msgs");
         fs::create_dir_all(&mdir)?;
         let started = Instant::now();
-        let mut numbers: Vec<u32> = fs::read_dir(&mdir)?
+        // Segment number to file size.
+        let sizes: BTreeMap<u32, u64> = fs::read_dir(&mdir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse().ok()
+                let n = name.strip_suffix(".seg")?.parse().ok()?;
+                Some((n, e.metadata().ok()?.len()))
             })
             .collect();
-        numbers.sort_unstable();
-        let clean = load_clean(&mdir);
+        let numbers: Vec<u32> = sizes.keys().copied().collect();
+        let clean = load_clean(&mdir, &sizes);
         let (live, max_id, mut rec) = match clean {
             Some((live, max_id)) => {
                 info!("clean shutdown marker found: skipping the store scan");
@@ -281,12 +287,13 @@ impl Store {
         store.collect_garbage();
         let n: usize = rec.queues.values().map(|v| v.len()).sum();
         info!(
-            "store recovered {} messages in {} queues ({} records, {} bytes scanned, {} damaged) in {:?}",
+            "store recovered {} messages in {} queues ({} records, {} bytes scanned, {} damaged ({} bytes)) in {:?}",
             n,
             rec.queues.len(),
             rec.records,
             rec.bytes,
             rec.damaged,
+            rec.damaged_bytes,
             started.elapsed()
         );
         Ok((store, rec))
@@ -429,52 +436,39 @@ impl Store {
         self.append_small(REC_PURGE, queue, None);
     }
 
-    /// Read a stored message back: (header, body).
+    /// Read a stored message back: (header, body). A record that is missing,
+    /// truncated, damaged or not the message `r` names is an error (counted
+    /// in [`StoreStats::unreadable`]; the caller drops the message).
     pub fn read(&mut self, r: &StoreRef) -> io::Result<(Bytes, Bytes)> {
+        let m = self.read_record(r)?;
+        Ok((m.header, m.body))
+    }
+
+    /// Read and verify the whole record of a stored message.
+    pub fn read_record(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
+        let read = self.read_checked(r);
+        if read.is_err() {
+            self.stats.unreadable += 1;
+        }
+        read
+    }
+
+    fn read_checked(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
         if r.seg == self.cur {
             self.write_out()?;
         }
         let file = match self.readers.get(&r.seg) {
             Some(f) => f,
             None => {
-                let f = File::open(seg_path(&self.dir, r.seg))?;
+                let f = File::open(seg_path(&self.dir, r.seg))
+                    .map_err(|e| recover::bad_record(r, format!("cannot open the segment: {e}")))?;
                 if self.readers.len() > 64 {
                     self.readers.clear();
                 }
                 self.readers.entry(r.seg).or_insert(f)
             }
         };
-        let mut data = vec![0u8; r.len as usize];
-        file.read_exact_at(&mut data, r.offset as u64)?;
-        let data = Bytes::from(data);
-        let payload = data.slice(REC_HEADER.min(data.len())..);
-        let crc = data
-            .get(4..8)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        if crc != Some(crc32c(&payload)) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "stored message fails its checksum",
-            ));
-        }
-        let m = parse_msg(&payload).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "stored message does not parse")
-        })?;
-        Ok((m.header, m.body))
-    }
-
-    /// Exchange and routing key of a stored message (recovery).
-    pub fn read_record(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
-        if r.seg == self.cur {
-            self.write_out()?;
-        }
-        let f = File::open(seg_path(&self.dir, r.seg))?;
-        let mut data = vec![0u8; r.len as usize];
-        f.read_exact_at(&mut data, r.offset as u64)?;
-        let data = Bytes::from(data);
-        parse_msg(&data.slice(REC_HEADER.min(data.len())..)).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "stored message does not parse")
-        })
+        recover::read_verified(file, &self.dir, r)
     }
 
     fn write_out(&mut self) -> io::Result<()> {
