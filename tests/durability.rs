@@ -2307,3 +2307,101 @@ fn idle_connections_after_large_messages_stay_small() {
     broker.stop();
     let _ = fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// 7. The data directory: one broker at a time
+// ---------------------------------------------------------------------------
+
+/// Run the broker binary with `args` until it exits (killed and a failure
+/// after `timeout`): its exit status and stderr.
+fn run_to_exit(args: &[&std::ffi::OsStr], timeout: Duration) -> (std::process::ExitStatus, String) {
+    let log = std::env::temp_dir().join(format!("warren-exit-{}.log", free_port()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn warren");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "warren still runs after {timeout:?}:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_file(&log);
+    (status, err)
+}
+
+#[test]
+fn deleted_lock_file_does_not_let_a_second_broker_in() {
+    const QUEUE: &str = "lock_q";
+    let dir = common::temp_dir("lock");
+    let first = BrokerProc::start(&dir, free_port(), &[]);
+    let mut c = Client::connect(first.addr).expect("connect");
+    c.declare(QUEUE, true).expect("declare");
+    c.confirm_select().expect("confirm");
+    for seq in 0..20 {
+        c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+            .expect("publish");
+    }
+    c.wait_confirms(20).expect("confirms");
+    // A second broker on the same directory is refused, with the LOCK file
+    // (naming the first one's pid) and without it.
+    let second = |what: &str| {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let (status, err) = run_to_exit(
+            &[
+                "--listen".as_ref(),
+                listen.as_ref(),
+                "--data-dir".as_ref(),
+                dir.as_os_str(),
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(!status.success(), "{what}: a second broker started:\n{err}");
+        let want = format!(
+            "data directory {} is in use by another broker",
+            dir.display()
+        );
+        assert!(err.contains(&want), "{what}: unclear refusal:\n{err}");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{what}: the second broker listens"
+        );
+        err
+    };
+    let err = second("with LOCK");
+    assert!(
+        err.contains(&format!("(pid {})", first.pid())),
+        "the refusal does not name the first broker's pid:\n{err}"
+    );
+    fs::remove_file(dir.join("LOCK")).expect("rm LOCK");
+    second("LOCK deleted");
+    // The first one keeps working, and everything it confirmed survives a
+    // restart.
+    for seq in 20..30 {
+        c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+            .expect("publish after the refusal");
+    }
+    c.wait_confirms(30).expect("confirms after the refusal");
+    drop(c);
+    let port = first.addr.port();
+    first.stop();
+    let again = BrokerProc::start(&dir, port, &[]);
+    let got = get_all(again.addr, QUEUE);
+    assert_eq!(got, (0..30).map(|s| (0, s)).collect::<Vec<_>>());
+    again.stop();
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -20,7 +20,7 @@ use log::{error, info, warn};
 
 use crate::codec::reader::Reader;
 use crc::crc32c;
-use recover::{load_clean, scan, CLEAN};
+use recover::{load_clean, scan, DirLock, CLEAN};
 
 /// Format version written to `VERSION`; bump with a migration when the
 /// on-disk layout changes.
@@ -113,7 +113,7 @@ pub struct StoreStats {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    _lock: File,
+    _lock: DirLock,
     seg_size: u64,
     segs: BTreeMap<u32, Seg>,
     cur: u32,

@@ -527,26 +527,82 @@ pub(super) fn load_clean(mdir: &Path, sizes: &BTreeMap<u32, u64>) -> Option<(Liv
     Some((live, max_id))
 }
 
+/// Name of the file naming the process that holds the data directory.
+const LOCK: &str = "LOCK";
+/// Name of the format version file.
+const VERSION: &str = "VERSION";
+
+/// Holds a data directory for this process while it lives: an exclusive
+/// `flock` on the directory itself (which cannot be deleted under a running
+/// broker, unlike a file in it), and one on the `LOCK` file, which is what
+/// older versions lock and where the holder's pid is written for humans.
+#[derive(Debug)]
+pub(super) struct DirLock {
+    _dir: File,
+    _file: Option<File>,
+}
+
 /// Create (if needed) and lock the data directory `dir` for this process,
-/// and check (or, on first start, write) its format `VERSION`. The returned
-/// file holds the lock for as long as it is open.
-pub(super) fn claim_dir(dir: &Path) -> io::Result<File> {
-    fs::create_dir_all(dir)?;
-    let lock = OpenOptions::new()
+/// and check (or, on first start, write) its format `VERSION`.
+pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("data directory {}: {what}: {e}", dir.display()),
+        )
+    };
+    fs::create_dir_all(dir).map_err(|e| ctx("cannot create it", e))?;
+    let in_use = || {
+        let pid = fs::read_to_string(dir.join(LOCK))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .map_or(String::new(), |p| format!(" (pid {p})"));
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "data directory {} is in use by another broker{pid}; refusing to start a second broker on it",
+                dir.display()
+            ),
+        )
+    };
+    let dir_file = File::open(dir).map_err(|e| ctx("cannot open it", e))?;
+    match dir_file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(in_use()),
+        // Some file systems cannot lock a directory; the LOCK file still does.
+        Err(std::fs::TryLockError::Error(e)) => {
+            warn!(
+                "cannot lock data directory {} itself ({e}); relying on its LOCK file",
+                dir.display()
+            )
+        }
+    }
+    let file = match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("LOCK"))?;
-    if let Err(e) = lock.try_lock() {
-        return Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!(
-                "data directory {} is in use by another broker ({e:?})",
-                dir.display()
-            ),
-        ));
-    }
-    let version = dir.join("VERSION");
+        .open(dir.join(LOCK))
+    {
+        Ok(f) => {
+            if f.try_lock().is_err() {
+                return Err(in_use());
+            }
+            // For humans only: best effort (the disk may be full).
+            let pid = format!("{}\n", std::process::id());
+            if f.set_len(0)
+                .and_then(|()| f.write_all_at(pid.as_bytes(), 0))
+                .is_err()
+            {
+                let _ = f.set_len(0);
+            }
+            Some(f)
+        }
+        Err(e) => {
+            warn!("cannot create {}: {e}", dir.join(LOCK).display());
+            None
+        }
+    };
+    let version = dir.join(VERSION);
     match fs::read_to_string(&version) {
         Ok(v) if v.trim() == FORMAT_VERSION => {}
         Ok(v) => {
@@ -564,5 +620,8 @@ pub(super) fn claim_dir(dir: &Path) -> io::Result<File> {
             fs::write(&version, format!("{FORMAT_VERSION}\n"))?;
         }
     }
-    Ok(lock)
+    Ok(DirLock {
+        _dir: dir_file,
+        _file: file,
+    })
 }
