@@ -2405,3 +2405,122 @@ fn deleted_lock_file_does_not_let_a_second_broker_in() {
     again.stop();
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A tmpfs mounted for a test, unmounted (lazily) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mount `size` of tmpfs on a fresh directory; None (the test skips)
+    /// when mounting is not allowed (not root).
+    fn mount(tag: &str, size: &str) -> Option<Tmpfs> {
+        let dir = common::temp_dir(tag);
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn first_start_on_a_full_disk_leaves_the_directory_usable() {
+    let Some(mnt) = Tmpfs::mount("fulldisk", "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (root only)");
+        return;
+    };
+    // Fill the file system to the last byte.
+    let filler = mnt.0.join("filler");
+    {
+        let mut f = fs::File::create(&filler).expect("filler");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    let dir = mnt.0.join("data");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--min-free-disk".as_ref(),
+        "0".as_ref(),
+        "--segment-size".as_ref(),
+        "65536".as_ref(),
+    ];
+    // The first start fails, saying why, and leaves no VERSION behind
+    // (an empty one made the directory unusable for good).
+    let (status, err) = run_to_exit(&args, Duration::from_secs(20));
+    assert!(!status.success(), "started on a full disk:\n{err}");
+    assert!(
+        err.contains(&format!("cannot write {}", dir.join("VERSION").display()))
+            && err.contains("No space left on device"),
+        "unclear error on a full disk:\n{err}"
+    );
+    assert!(!dir.join("VERSION").exists() && !dir.join("VERSION.tmp").exists());
+    // Space freed: the same directory works, and keeps what it confirms.
+    fs::remove_file(&filler).expect("free space");
+    let extra = ["--min-free-disk", "0", "--segment-size", "65536"];
+    let b = BrokerProc::start(&dir, port, &extra);
+    let mut c = Client::connect(b.addr).expect("connect");
+    c.declare("full_q", true).expect("declare");
+    c.confirm_select().expect("confirm");
+    c.publish("full_q", &persistent(), &body_of(0, 1, 300))
+        .expect("publish");
+    c.wait_confirms(1).expect("confirm");
+    drop(c);
+    b.kill();
+    let b = BrokerProc::start(&dir, port, &extra);
+    assert_eq!(get_all(b.addr, "full_q"), vec![(0, 1)]);
+    b.stop();
+    assert_eq!(
+        fs::read_to_string(dir.join("VERSION")).expect("VERSION"),
+        format!("{}\n", warren::store::FORMAT_VERSION)
+    );
+    // An empty VERSION an older version left in a directory without data
+    // is repaired.
+    let old = mnt.0.join("old");
+    fs::create_dir_all(old.join("msgs")).expect("mkdir");
+    fs::write(old.join("VERSION"), "").expect("empty VERSION");
+    fs::write(old.join("msgs").join("00000000.seg"), "").expect("empty segment");
+    let b = BrokerProc::start(&old, port, &extra);
+    b.stop();
+    assert_eq!(
+        fs::read_to_string(old.join("VERSION")).expect("VERSION"),
+        format!("{}\n", warren::store::FORMAT_VERSION)
+    );
+    // With data in it, an empty VERSION is refused, saying what to do.
+    fs::write(old.join("VERSION"), "").expect("empty VERSION");
+    let old_arg = old.as_os_str();
+    let (status, err) = run_to_exit(
+        &[args[0], args[1], args[2], old_arg, args[4], args[5]],
+        Duration::from_secs(20),
+    );
+    assert!(
+        !status.success(),
+        "started without knowing the format:\n{err}"
+    );
+    assert!(
+        err.contains("holds messages or definitions but its VERSION file is empty")
+            && err.contains(warren::store::FORMAT_VERSION),
+        "unclear error:\n{err}"
+    );
+}

@@ -602,26 +602,94 @@ pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
             None
         }
     };
-    let version = dir.join(VERSION);
-    match fs::read_to_string(&version) {
-        Ok(v) if v.trim() == FORMAT_VERSION => {}
-        Ok(v) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "data directory format '{}' is not '{FORMAT_VERSION}'",
-                    v.trim()
-                ),
-            ))
-        }
-        Err(_) => {
-            // Made durable with the directory's next sync (the
-            // definitions snapshot syncs it on the first turn).
-            fs::write(&version, format!("{FORMAT_VERSION}\n"))?;
-        }
-    }
+    check_version(dir)?;
     Ok(DirLock {
         _dir: dir_file,
         _file: file,
     })
+}
+
+/// Whether `dir` holds anything a broker wrote beyond its lock and version:
+/// a non-empty segment or definitions file.
+fn holds_data(dir: &Path) -> io::Result<bool> {
+    let nonempty = |e: &fs::DirEntry| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
+    let any = |d: &Path, f: &dyn Fn(&str) -> bool| -> io::Result<bool> {
+        match fs::read_dir(d) {
+            Ok(rd) => Ok(rd
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_str().is_some_and(f) && nonempty(&e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    Ok(any(dir, &|n| n.starts_with("definitions"))?
+        || any(&dir.join("msgs"), &|n| n.ends_with(".seg"))?)
+}
+
+/// Check the data directory's format; a directory with no data and no (or
+/// an empty) `VERSION` is new: write it, atomically.
+fn check_version(dir: &Path) -> io::Result<()> {
+    let path = dir.join(VERSION);
+    let found = match fs::read(&path) {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    let text = found
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).trim().to_string());
+    match text.as_deref() {
+        Some(v) if v == FORMAT_VERSION => return Ok(()),
+        Some(v) if !v.is_empty() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "data directory {} has format '{v}', not '{FORMAT_VERSION}'",
+                    dir.display()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let state = if found.is_some() { "empty" } else { "missing" };
+    if holds_data(dir)? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "data directory {} holds messages or definitions but its VERSION file is {state}; if this version of warren wrote them, put the line '{FORMAT_VERSION}' into {} and start again",
+                dir.display(),
+                path.display()
+            ),
+        ));
+    }
+    if found.is_some() {
+        warn!(
+            "{} is empty and the directory holds no data (an interrupted first start): starting it as a new data directory",
+            path.display()
+        );
+    }
+    write_version(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+}
+
+/// Write `VERSION` atomically: a temporary file, fsynced, renamed over it,
+/// and the directory fsynced.
+fn write_version(dir: &Path) -> io::Result<()> {
+    let tmp = dir.join("VERSION.tmp");
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(VERSION))?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
