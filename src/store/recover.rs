@@ -111,7 +111,38 @@ fn boundary_at(data: &[u8], at: usize) -> bool {
 
 /// Where scanning resumes after the bad record at `bad`: the first later
 /// offset holding a valid record, or None when nothing valid follows.
+///
+/// One exception: when the bad record's own length leads past that offset
+/// to a valid record (or exactly to the end), and its checksum does not
+/// match the bytes up to that offset (so its length field was not what was
+/// hit), that offset lies inside its payload: a message body that happens
+/// to contain records. They are not taken; the scan resumes where the
+/// length says (or, at the end, the record is the tail).
 fn resync(data: &[u8], bad: usize, budget: &mut usize) -> Option<usize> {
+    let first = next_valid(data, bad, budget)?;
+    let Some((len, crc)) = header(data, bad) else {
+        return Some(first);
+    };
+    let next = bad + REC_HEADER + len.min(MAX_RECORD + 1);
+    let length_hit = || {
+        data.get(bad + REC_HEADER..first)
+            .is_some_and(|b| crc32c(b) == crc)
+    };
+    if len > MAX_RECORD || next <= first || next > data.len() || length_hit() {
+        return Some(first);
+    }
+    if next == data.len() {
+        return None;
+    }
+    Some(if valid_at(data, next).is_some() {
+        next
+    } else {
+        first
+    })
+}
+
+/// The first offset after `bad` holding a valid record.
+fn next_valid(data: &[u8], bad: usize, budget: &mut usize) -> Option<usize> {
     let last = data.len().checked_sub(REC_HEADER + 9)?;
     for p in bad + 1..=last {
         let Some((len, _)) = header(data, p) else {

@@ -541,3 +541,93 @@ fn resynchronising_through_a_large_body_is_cheap() {
     }
     let _ = fs::remove_dir_all(&base);
 }
+
+/// `payload` framed as the store frames a record.
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&crate::store::crc::crc32c(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn records_inside_a_damaged_message_body_are_not_taken() {
+    let base = scratch("embedded");
+    let orig = base.join("orig");
+    // Bodies that hold valid records: a purge of queue 1 and an ack of the
+    // first message (id 1).
+    let mut body = b"a body holding records: ".to_vec();
+    body.extend(framed(&[REC_PURGE, 0, 0, 0, 0, 0, 0, 0, 1]));
+    body.extend(framed(&[
+        REC_ACK, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1,
+    ]));
+    body.extend(b" and some more bytes after them");
+    {
+        let (mut st, _) = Store::open(&orig, SEG).unwrap();
+        st.append_msg(&[1], &meta(b"one"));
+        st.append_msg(&[2], &meta(&body));
+        st.append_msg(&[1], &meta(b"two"));
+        st.append_msg(&[2], &meta(&body));
+        st.sync().unwrap();
+    }
+    let recs = records(&orig);
+    assert_eq!(recs.len(), 4);
+    let n = recs[0].seg;
+    let path = seg_path(&orig.join("msgs"), n);
+    let data = fs::read(&path).unwrap();
+    let trial = base.join("trial");
+    // A byte of the body after the embedded records is hit, in a record in
+    // the middle and in the last one (a tail).
+    for victim in [1, 3] {
+        copy_dir(&orig, &trial);
+        let mut d = data.clone();
+        d[recs[victim].end - 5] ^= 0x5A;
+        fs::write(seg_path(&trial.join("msgs"), n), &d).unwrap();
+        let (st, rec) = Store::open(&trial, SEG).unwrap();
+        drop(st);
+        let want = replay(
+            recs.iter()
+                .enumerate()
+                .filter_map(|(i, r)| (i != victim).then_some(r)),
+        );
+        assert!(want[&1].len() == 2, "{want:?}");
+        assert_eq!(got(&rec), want, "record {victim} damaged");
+    }
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_length_field_pointing_at_a_later_record_loses_only_its_record() {
+    let base = scratch("length");
+    let orig = base.join("orig");
+    build(&orig);
+    let recs = records(&orig);
+    let newest = *seg_numbers(&orig).last().unwrap();
+    let path = seg_path(&orig.join("msgs"), newest);
+    let data = fs::read(&path).unwrap();
+    let here: Vec<usize> = (0..recs.len()).filter(|i| recs[*i].seg == newest).collect();
+    let trial = base.join("trial");
+    // The length of record a says it ends where record a+2 starts.
+    for w in here.windows(3) {
+        let (a, b, c) = (&recs[w[0]], &recs[w[1]], &recs[w[2]]);
+        copy_dir(&orig, &trial);
+        let mut d = data.clone();
+        d[a.off..a.off + 4].copy_from_slice(&((c.off - a.off - REC_HEADER) as u32).to_be_bytes());
+        fs::write(seg_path(&trial.join("msgs"), newest), &d).unwrap();
+        let (st, rec) = Store::open(&trial, SEG).unwrap();
+        drop(st);
+        let want = replay(
+            recs.iter()
+                .enumerate()
+                .filter_map(|(i, r)| (i != w[0]).then_some(r)),
+        );
+        assert_eq!(
+            got(&rec),
+            want,
+            "record at {} pointing past {}",
+            a.off,
+            b.off
+        );
+    }
+    let _ = fs::remove_dir_all(&base);
+}
