@@ -1038,6 +1038,12 @@ fn sigkill_loses_no_confirmed_message() {
 // 3. Torn / corrupt segment tails
 // ---------------------------------------------------------------------------
 
+/// Record kinds of the store (`kind u8` first in every payload).
+const K_MSG: u8 = 1;
+const K_ACK: u8 = 3;
+const K_DELIVERED: u8 = 4;
+const K_PURGE: u8 = 5;
+
 /// One record of a segment file.
 #[derive(Debug, Clone)]
 struct Rec {
@@ -1045,6 +1051,17 @@ struct Rec {
     end: usize,
     /// (publisher, seq) for a message record of ours.
     msg: Option<(u32, u64)>,
+    /// Record kind.
+    kind: u8,
+    /// Queue store ids: a message's queues, or the queue an ack, delivery
+    /// mark or purge is for.
+    queues: Vec<u64>,
+    /// Message id (messages, acks, delivery marks).
+    id: u64,
+}
+
+fn be_u64(p: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(p[at..at + 8].try_into().unwrap())
 }
 
 /// Walk `len u32 | crc u32 | payload` records; message records (kind 1) are
@@ -1057,22 +1074,92 @@ fn walk_segment(data: &[u8]) -> Vec<Rec> {
         let end = off + 8 + len;
         assert!(len > 0 && end <= data.len(), "unexpected layout at {off}");
         let payload = &data[off + 8..end];
-        let msg = (payload[0] == 1)
+        let msg = (payload[0] == K_MSG)
             .then(|| {
                 let at = payload.windows(3).position(|w| w == b"<P0")?;
                 let text = std::str::from_utf8(&payload[at..at + 14]).ok()?;
                 Some((text[2..4].parse().ok()?, text[5..13].parse().ok()?))
             })
             .flatten();
+        // kind | msg id | queue count u16 | queue ids ...; kind | queue | msg id.
+        let (queues, id) = match payload[0] {
+            K_MSG => {
+                let n = u16::from_be_bytes([payload[9], payload[10]]) as usize;
+                (
+                    (0..n).map(|i| be_u64(payload, 11 + 8 * i)).collect(),
+                    be_u64(payload, 1),
+                )
+            }
+            K_ACK | K_DELIVERED => (vec![be_u64(payload, 1)], be_u64(payload, 9)),
+            K_PURGE => (vec![be_u64(payload, 1)], 0),
+            _ => (Vec::new(), be_u64(payload, 1)),
+        };
         out.push(Rec {
             offset: off,
             end,
             msg,
+            kind: payload[0],
+            queues,
+            id,
         });
         off = end;
     }
     assert_eq!(off, data.len(), "segment does not end on a record boundary");
     out
+}
+
+/// What a scan of `layout` (segment -> records) must recover when the
+/// record at `skip` (segment, offset) is lost: replay the log without it,
+/// keeping the queues (store ids) in `defined` (messages of a deleted queue
+/// that come back are released at start). (publisher, seq) -> delivered
+/// before.
+fn replay_without(
+    layout: &BTreeMap<u32, Vec<Rec>>,
+    skip: Option<(u32, usize)>,
+    defined: &BTreeSet<u64>,
+) -> BTreeMap<(u32, u64), bool> {
+    let mut live: BTreeMap<u64, BTreeMap<u64, bool>> = BTreeMap::new();
+    let mut markers = BTreeMap::new();
+    for (n, recs) in layout {
+        for r in recs.iter().filter(|r| Some((*n, r.offset)) != skip) {
+            match r.kind {
+                K_MSG => {
+                    markers.insert(r.id, r.msg.expect("a message of ours"));
+                    for q in &r.queues {
+                        live.entry(*q).or_default().insert(r.id, false);
+                    }
+                }
+                K_ACK => {
+                    live.entry(r.queues[0]).or_default().remove(&r.id);
+                }
+                K_DELIVERED => {
+                    if let Some(d) = live.entry(r.queues[0]).or_default().get_mut(&r.id) {
+                        *d = true;
+                    }
+                }
+                K_PURGE => {
+                    live.remove(&r.queues[0]);
+                }
+                _ => {}
+            }
+        }
+    }
+    live.iter()
+        .filter(|(q, _)| defined.contains(q))
+        .flat_map(|(_, m)| m.iter())
+        .map(|(id, d)| (markers[id], *d))
+        .collect()
+}
+
+/// The copy recovery keeps of bytes it skipped or cut at `offset` of
+/// segment `n`, if any.
+fn quarantined(dir: &Path, n: u32, offset: usize) -> Option<Vec<u8>> {
+    fs::read(
+        dir.join("msgs")
+            .join("quarantine")
+            .join(format!("{n:08}.seg.{offset}")),
+    )
+    .ok()
 }
 
 fn segments(dir: &Path) -> BTreeMap<u32, PathBuf> {
@@ -1146,6 +1233,7 @@ fn torn_or_corrupt_tail_keeps_every_record_before_it() {
         v.extend(recs.iter().filter(|r| r.end <= at).filter_map(|r| r.msg));
         v
     };
+    #[derive(Clone, Copy)]
     enum Damage {
         Truncate(usize),
         Flip(usize),
@@ -1209,9 +1297,20 @@ fn torn_or_corrupt_tail_keeps_every_record_before_it() {
                 }
             };
             fs::write(&path, &data).expect("write");
-            let expected = intact_before(damaged_at);
-            // Start on the damaged copy: it must come up and hold everything
-            // before the damage, intact.
+            // A flipped byte loses the record it hits and nothing else; a
+            // cut or zero-filled tail keeps exactly the records before it.
+            let hit = match *damage {
+                Damage::Flip(at) => recs.iter().find(|r| r.offset <= at && at < r.end),
+                _ => None,
+            };
+            let expected: Vec<(u32, u64)> = match hit {
+                Some(h) => all.iter().copied().filter(|m| Some(*m) != h.msg).collect(),
+                None => intact_before(damaged_at),
+            };
+            // Start on the damaged copy: it must come up and hold exactly
+            // that, intact. With the clean index a cut is noticed at start
+            // (the index points past the end: the store is scanned), a
+            // flipped message when it is read back (it is dropped).
             let (running, addr) = embedded(&copy, |c| c.segment_size = 16 * 1024);
             let mut c = Client::connect(addr).expect("connect after damage");
             let n = c.count(QUEUE).expect("count");
@@ -1224,21 +1323,53 @@ fn torn_or_corrupt_tail_keeps_every_record_before_it() {
             let missing: Vec<_> = expected.iter().filter(|m| !got.contains(m)).collect();
             assert!(
                 missing.is_empty(),
-                "trial {i} (clean index {clean_index}): lost records before the damage at {damaged_at}: {missing:?}"
+                "trial {i} (clean index {clean_index}): lost records around the damage at {damaged_at}: {missing:?}"
             );
-            assert!(
-                got.windows(2).all(|w| w[0] < w[1]),
-                "trial {i}: order {got:?}"
+            assert_eq!(
+                got, expected,
+                "trial {i} (clean index {clean_index}): recovered set"
             );
-            if !clean_index {
-                // Crash recovery cuts at the first bad record: exactly the
-                // records before it survive, and the queue says so.
-                assert_eq!(got, expected, "trial {i}: recovered set");
-                assert_eq!(n as usize, expected.len(), "trial {i}: message count");
+            let dropped_on_read = usize::from(clean_index && hit.is_some());
+            assert_eq!(
+                n as usize,
+                expected.len() + dropped_on_read,
+                "trial {i} (clean index {clean_index}): message count"
+            );
+            // What was cut or skipped is kept in the quarantine (a scan
+            // made the copy; with the clean index, a flip is only scanned
+            // by the next start).
+            let kept = |copy: &Path| {
+                let cut = match (*damage, hit) {
+                    (Damage::Flip(_), Some(h)) => Some((h.offset, data[h.offset..h.end].to_vec())),
+                    (Damage::Truncate(at), _) => {
+                        let boundary = recs
+                            .iter()
+                            .map(|r| r.end)
+                            .filter(|e| *e <= at)
+                            .max()
+                            .unwrap_or(0);
+                        let cut = &data[boundary..at];
+                        cut.iter()
+                            .any(|b| *b != 0)
+                            .then(|| (boundary, cut.to_vec()))
+                    }
+                    _ => None,
+                };
+                if let Some((off, bytes)) = cut {
+                    assert_eq!(
+                        quarantined(copy, newest, off).as_deref(),
+                        Some(&bytes[..]),
+                        "trial {i} (clean index {clean_index}): quarantine of the bytes at {off}"
+                    );
+                }
+            };
+            if !clean_index || hit.is_none() {
+                kept(&copy);
             }
             // The broker keeps working on the repaired store: a new message,
             // then a crash-style restart (index removed) finds the same set
-            // plus the new one (a truncated tail stays truncated).
+            // plus the new one (a truncated tail stays truncated, a flipped
+            // record stays skipped).
             let mut c = Client::connect(addr).expect("connect");
             c.confirm_select().expect("confirm");
             c.publish(QUEUE, &persistent(), &body_of(1, i as u64, 500))
@@ -1249,32 +1380,13 @@ fn torn_or_corrupt_tail_keeps_every_record_before_it() {
             let _ = fs::remove_file(&clean);
             let (running, addr) = embedded(&copy, |c| c.segment_size = 16 * 1024);
             let again = get_all(addr, QUEUE);
-            let new = (1, i as u64);
-            if clean_index {
-                // The first start trusted the clean index and never looked
-                // at the damage; the scan now cuts the older (no longer
-                // newest) segment at the damaged record. What lay before the
-                // damage is still there, plus the new message.
-                let lost: Vec<_> = expected.iter().filter(|m| !again.contains(m)).collect();
-                assert!(
-                    lost.is_empty(),
-                    "trial {i}: after a second restart lost {lost:?}"
-                );
-                assert!(
-                    again.iter().all(|m| got.contains(m) || *m == new) && again.contains(&new),
-                    "trial {i}: after a second restart {again:?}"
-                );
-                if again.len() != got.len() + 1 {
-                    eprintln!(
-                        "torn tail trial {i}: the clean index served {} messages after the damage that a crash-restart scan then dropped",
-                        got.len() + 1 - again.len()
-                    );
-                }
-            } else {
-                let mut want = got.clone();
-                want.push(new);
-                assert_eq!(again, want, "trial {i}: after a second restart");
-            }
+            let mut want = got.clone();
+            want.push((1, i as u64));
+            assert_eq!(
+                again, want,
+                "trial {i} (clean index {clean_index}): after a second restart"
+            );
+            kept(&copy);
             running.shutdown().expect("shutdown");
             let _ = fs::remove_dir_all(&copy);
         }
@@ -1302,12 +1414,293 @@ fn torn_or_corrupt_tail_keeps_every_record_before_it() {
         .filter(|m| Some(*m) != victim.msg)
         .collect();
     assert_eq!(got, want, "corrupt record in an older segment");
+    assert_eq!(
+        quarantined(&copy, older, victim.offset).as_deref(),
+        Some(&data[victim.offset..victim.end]),
+        "quarantine of the corrupt record in an older segment"
+    );
     running.shutdown().expect("shutdown");
     eprintln!(
         "torn tail: {} segments, newest {} records / {size} bytes, {} trials x 2 recovery paths + 1 older-segment trial",
         layout.len(),
         recs.len(),
         trials.len()
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Everything in `queue` via basic.get, not acked (the connection closes and
+/// requeues): ((publisher, seq), redelivered) with verified bodies.
+fn peek_all(c: &mut Client, queue: &str) -> Vec<((u32, u64), bool)> {
+    let mut out = Vec::new();
+    while let Some(d) = c.get(queue).expect("get") {
+        out.push((check_body(&d.body), d.redelivered));
+    }
+    out
+}
+
+/// Delete durable `queue` (recorded as a purge record) and declare it anew.
+fn delete_and_redeclare(c: &mut Client, queue: &str) {
+    match c
+        .call(QueueDelete {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            ..Default::default()
+        })
+        .expect("delete")
+    {
+        Ev::Method(_, Method::QueueDeleteOk(_)) => {}
+        other => panic!("expected delete-ok, got {other:?}"),
+    }
+    c.declare(queue, true).expect("declare");
+}
+
+#[test]
+fn flipped_bytes_lose_only_the_damaged_record() {
+    // Queue "fa" gets messages from publisher 0, acks and delivery marks;
+    // "fb" messages from publisher 1, and is deleted and declared again (a
+    // purge record: queue.purge records acks). Rounds of publishing,
+    // get+ack, get+requeue and delete leave every record kind in the newest
+    // segment and in older ones.
+    const SEG: u64 = 8192;
+    let base = common::temp_dir("flips");
+    let dir = base.join("orig");
+    {
+        let (running, addr) = embedded(&dir, |c| c.segment_size = SEG);
+        let mut c = Client::connect(addr).expect("connect");
+        c.declare("fa", true).expect("declare");
+        c.declare("fb", true).expect("declare");
+        c.confirm_select().expect("confirm");
+        let (mut sa, mut sb, mut tag) = (0u64, 0u64, 0u64);
+        let len = |seq: u64| 200 + (seq * 37 % 400) as usize;
+        for round in 0..3 {
+            for _ in 0..24 {
+                c.publish("fa", &persistent(), &body_of(0, sa, len(sa)))
+                    .expect("publish");
+                sa += 1;
+                tag += 1;
+            }
+            for _ in 0..6 {
+                c.publish("fb", &persistent(), &body_of(1, sb, len(sb)))
+                    .expect("publish");
+                sb += 1;
+                tag += 1;
+            }
+            c.wait_confirms(tag).expect("confirms");
+            let mut g = Client::connect(addr).expect("connect");
+            for _ in 0..6 {
+                let d = g.get("fa").expect("get").expect("a message");
+                g.ack(d.tag, false).expect("ack");
+            }
+            for _ in 0..3 + round {
+                g.get("fa").expect("get").expect("a message");
+            }
+            g.count("fa").expect("round trip");
+            drop(g);
+            delete_and_redeclare(&mut c, "fb");
+            for _ in 0..2 {
+                c.publish("fb", &persistent(), &body_of(1, sb, len(sb)))
+                    .expect("publish");
+                sb += 1;
+                tag += 1;
+            }
+            c.wait_confirms(tag).expect("confirms");
+        }
+        // Another segment's worth of messages, so that the last round's
+        // records are in an older segment.
+        for _ in 0..24 {
+            c.publish("fa", &persistent(), &body_of(0, sa, len(sa)))
+                .expect("publish");
+            sa += 1;
+            tag += 1;
+        }
+        c.wait_confirms(tag).expect("confirms");
+        // A few small records last, so the newest segment has every kind:
+        // delivery marks (the first few are redeliveries, which have theirs
+        // already) and an ack for a message whose segment stays (the one
+        // before it is requeued).
+        let mut g = Client::connect(addr).expect("connect");
+        let tags: Vec<u64> = (0..8)
+            .map(|_| g.get("fa").expect("get").expect("a message").tag)
+            .collect();
+        g.ack(tags[1], false).expect("ack");
+        g.count("fa").expect("round trip");
+        drop(g);
+        delete_and_redeclare(&mut c, "fb");
+        c.publish("fb", &persistent(), &body_of(1, sb, len(sb)))
+            .expect("publish");
+        c.wait_confirms(tag + 1).expect("confirms");
+        drop(c);
+        running.shutdown().expect("shutdown");
+    }
+    let segs = segments(&dir);
+    let layout: BTreeMap<u32, Vec<Rec>> = segs
+        .iter()
+        .map(|(n, p)| (*n, walk_segment(&fs::read(p).expect("read"))))
+        .collect();
+    let kinds = |n: u32| -> BTreeSet<u8> { layout[&n].iter().map(|r| r.kind).collect() };
+    // The queues that exist in the end: those of the last message of each
+    // publisher.
+    let last_queue = |p: u32| {
+        layout
+            .values()
+            .flatten()
+            .rfind(|r| r.msg.is_some_and(|m| m.0 == p))
+            .map(|r| r.queues[0])
+            .expect("a message")
+    };
+    let defined = BTreeSet::from([last_queue(0), last_queue(1)]);
+    let replay = |skip| replay_without(&layout, skip, &defined);
+    let baseline = replay(None);
+    let every = BTreeSet::from([K_MSG, K_ACK, K_DELIVERED, K_PURGE]);
+    let newest = *layout.keys().next_back().expect("segments");
+    assert!(
+        kinds(newest).is_superset(&every),
+        "newest: {:?}",
+        kinds(newest)
+    );
+    // A record whose loss shows: an ack brings its message back, a
+    // delivery mark clears a redelivered flag, a message goes missing. A
+    // purge record's loss brings back messages of a queue that no longer
+    // exists, which the start releases again: nothing shows but the
+    // quarantine.
+    let victim = |n: u32, kind: u8| {
+        layout[&n]
+            .iter()
+            .filter(|r| r.kind == kind)
+            .find(|r| kind == K_PURGE || replay(Some((n, r.offset))) != baseline)
+    };
+    // For older segments: the oldest one with such a record of the kind.
+    let older = |kind: u8| {
+        *layout
+            .keys()
+            .find(|n| **n != newest && victim(**n, kind).is_some())
+            .unwrap_or_else(|| panic!("no older segment with a record of kind {kind}"))
+    };
+    assert!(baseline.values().any(|d| *d) && baseline.values().any(|d| !*d));
+    let mut trials = 0;
+    let mut used = BTreeSet::new();
+    for which in ["newest", "older"] {
+        for kind in every.iter().copied() {
+            let n = if which == "newest" {
+                newest
+            } else {
+                older(kind)
+            };
+            used.insert(n);
+            let seg_name = segs[&n].file_name().unwrap().to_owned();
+            let victim = victim(n, kind)
+                .unwrap_or_else(|| panic!("{which}: no record of kind {kind} whose loss shows"));
+            let lost = replay(Some((n, victim.offset)));
+            let mut classes = vec![
+                ("length field, high byte", 0),
+                ("length field, low byte", 3),
+                ("checksum field", 5),
+                ("kind byte", 8),
+            ];
+            match kind {
+                K_MSG => classes.extend([
+                    ("message id", 8 + 8),
+                    ("queue id", 8 + 11 + 7),
+                    ("exchange/routing key/properties", 8 + 40),
+                    ("body", victim.end - victim.offset - 10),
+                ]),
+                K_ACK | K_DELIVERED => {
+                    classes.extend([("queue id", 8 + 8), ("message id", 8 + 16)])
+                }
+                _ => classes.push(("queue id", 8 + 8)),
+            }
+            for (class, at) in classes {
+                for clean_index in [false, true] {
+                    let what = format!(
+                        "{which} segment, kind {kind} record at {}, {class} (byte {at}), clean index {clean_index}",
+                        victim.offset
+                    );
+                    let copy = base.join(format!("trial{trials}"));
+                    trials += 1;
+                    copy_dir(&dir, &copy);
+                    let clean = copy.join("msgs").join("CLEAN");
+                    if !clean_index {
+                        fs::remove_file(&clean).expect("a clean index");
+                    }
+                    let path = copy.join("msgs").join(&seg_name);
+                    let mut data = fs::read(&path).expect("read");
+                    data[victim.offset + at] ^= 0x5A;
+                    fs::write(&path, &data).expect("write");
+                    let damaged = data[victim.offset..victim.end].to_vec();
+                    // First start. A scan loses the damaged record and
+                    // nothing else: when it is an ack or a purge, what it
+                    // removed comes back; when it is a delivery mark, that
+                    // message comes back not redelivered. The clean index
+                    // does not depend on acks, marks or purges; a damaged
+                    // message it points at is dropped when read back.
+                    let want: BTreeMap<(u32, u64), bool> = if clean_index {
+                        let mut w = baseline.clone();
+                        if kind == K_MSG {
+                            w.remove(&victim.msg.expect("ours"));
+                        }
+                        w
+                    } else {
+                        lost.clone()
+                    };
+                    let (running, addr) = embedded(&copy, |c| c.segment_size = SEG);
+                    let mut c = Client::connect(addr).expect("connect");
+                    let mut got: BTreeMap<(u32, u64), bool> = BTreeMap::new();
+                    for q in ["fa", "fb"] {
+                        for (m, redelivered) in peek_all(&mut c, q) {
+                            assert!(got.insert(m, redelivered).is_none(), "{what}: {m:?} twice");
+                        }
+                    }
+                    drop(c);
+                    assert_eq!(got, want, "{what}: first start");
+                    // The damaged bytes are kept: copied by the scan, or
+                    // (clean index) when the damaged message is read back.
+                    // With the clean index, damage in any other record is
+                    // found by the next scan, unless its segment held nothing
+                    // live any more and was collected in between.
+                    let kept = |copy: &Path| {
+                        let collected = !copy.join("msgs").join(&seg_name).exists();
+                        if clean_index && kind != K_MSG && collected {
+                            return;
+                        }
+                        assert_eq!(
+                            quarantined(copy, n, victim.offset).as_deref(),
+                            Some(&damaged[..]),
+                            "{what}: the damaged record is not in the quarantine"
+                        )
+                    };
+                    if !clean_index || kind == K_MSG {
+                        kept(&copy);
+                    }
+                    // Then a new message and a crash-style restart (a scan):
+                    // the same rule, plus the new message.
+                    let mut c = Client::connect(addr).expect("connect");
+                    c.confirm_select().expect("confirm");
+                    c.publish("fa", &persistent(), &body_of(2, trials, 300))
+                        .expect("publish");
+                    c.wait_confirms(1).expect("confirm");
+                    drop(c);
+                    running.shutdown().expect("shutdown");
+                    let _ = fs::remove_file(&clean);
+                    let (running, addr) = embedded(&copy, |c| c.segment_size = SEG);
+                    let mut c = Client::connect(addr).expect("connect");
+                    let mut again: BTreeSet<(u32, u64)> = BTreeSet::new();
+                    for q in ["fa", "fb"] {
+                        again.extend(peek_all(&mut c, q).into_iter().map(|(m, _)| m));
+                    }
+                    drop(c);
+                    let mut want: BTreeSet<(u32, u64)> = lost.keys().copied().collect();
+                    want.insert((2, trials));
+                    assert_eq!(again, want, "{what}: after a crash-style restart");
+                    kept(&copy);
+                    running.shutdown().expect("shutdown");
+                    let _ = fs::remove_dir_all(&copy);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "flipped bytes: {} segments (damaged: {used:?}, newest {newest}); {trials} trials",
+        layout.len()
     );
     let _ = fs::remove_dir_all(&base);
 }
@@ -1916,7 +2309,7 @@ fn idle_connections_after_large_messages_stay_small() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. A full disk (the real binary on a small tmpfs)
+// 7. A full disk (the real binary on a small tmpfs)
 // ---------------------------------------------------------------------------
 
 /// A tmpfs of `mib` MiB mounted under `target/` for one test (unmounted when
@@ -2268,4 +2661,193 @@ fn the_disk_alarm_blocks_before_the_disk_fills_and_a_purge_clears_it() {
     assert!(got.iter().any(|m| (m.0, m.1) == (3, 0)), "{got:?}");
     drop(c);
     broker.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 8. The data directory: one broker at a time
+// ---------------------------------------------------------------------------
+
+/// Run the broker binary with `args` until it exits (killed and a failure
+/// after `timeout`): its exit status and stderr.
+fn run_to_exit(args: &[&std::ffi::OsStr], timeout: Duration) -> (std::process::ExitStatus, String) {
+    let log = std::env::temp_dir().join(format!("warren-exit-{}.log", free_port()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn warren");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "warren still runs after {timeout:?}:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_file(&log);
+    (status, err)
+}
+
+#[test]
+fn deleted_lock_file_does_not_let_a_second_broker_in() {
+    const QUEUE: &str = "lock_q";
+    let dir = common::temp_dir("lock");
+    let first = BrokerProc::start(&dir, free_port(), &[]);
+    let mut c = Client::connect(first.addr).expect("connect");
+    c.declare(QUEUE, true).expect("declare");
+    c.confirm_select().expect("confirm");
+    for seq in 0..20 {
+        c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+            .expect("publish");
+    }
+    c.wait_confirms(20).expect("confirms");
+    // A second broker on the same directory is refused, with the LOCK file
+    // (naming the first one's pid) and without it.
+    let second = |what: &str| {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let (status, err) = run_to_exit(
+            &[
+                "--listen".as_ref(),
+                listen.as_ref(),
+                "--data-dir".as_ref(),
+                dir.as_os_str(),
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(!status.success(), "{what}: a second broker started:\n{err}");
+        let want = format!(
+            "data directory {} is in use by another broker",
+            dir.display()
+        );
+        assert!(err.contains(&want), "{what}: unclear refusal:\n{err}");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{what}: the second broker listens"
+        );
+        err
+    };
+    let err = second("with LOCK");
+    assert!(
+        err.contains(&format!("(pid {})", first.pid())),
+        "the refusal does not name the first broker's pid:\n{err}"
+    );
+    fs::remove_file(dir.join("LOCK")).expect("rm LOCK");
+    second("LOCK deleted");
+    // The first one keeps working, and everything it confirmed survives a
+    // restart.
+    for seq in 20..30 {
+        c.publish(QUEUE, &persistent(), &body_of(0, seq, len_of(0, seq)))
+            .expect("publish after the refusal");
+    }
+    c.wait_confirms(30).expect("confirms after the refusal");
+    drop(c);
+    let port = first.addr.port();
+    first.stop();
+    let again = BrokerProc::start(&dir, port, &[]);
+    let got = get_all(again.addr, QUEUE);
+    assert_eq!(got, (0..30).map(|s| (0, s)).collect::<Vec<_>>());
+    again.stop();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn first_start_on_a_full_disk_leaves_the_directory_usable() {
+    let mnt = Tmpfs::mount("fulldisk", 16);
+    // Fill the file system to the last byte.
+    let filler = mnt.path.join("filler");
+    {
+        let mut f = fs::File::create(&filler).expect("filler");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    let dir = mnt.path.join("data");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--min-free-disk".as_ref(),
+        "0".as_ref(),
+        "--segment-size".as_ref(),
+        "65536".as_ref(),
+    ];
+    // The first start fails, saying why, and leaves no VERSION behind
+    // (an empty one made the directory unusable for good).
+    let (status, err) = run_to_exit(&args, Duration::from_secs(20));
+    assert!(!status.success(), "started on a full disk:\n{err}");
+    assert!(
+        err.contains(&format!("cannot write {}", dir.join("VERSION").display()))
+            && err.contains("No space left on device"),
+        "unclear error on a full disk:\n{err}"
+    );
+    assert!(!dir.join("VERSION").exists() && !dir.join("VERSION.tmp").exists());
+    // Space freed: the same directory works, and keeps what it confirms.
+    fs::remove_file(&filler).expect("free space");
+    let extra = ["--min-free-disk", "0", "--segment-size", "65536"];
+    let b = BrokerProc::start(&dir, port, &extra);
+    let mut c = Client::connect(b.addr).expect("connect");
+    c.declare("full_q", true).expect("declare");
+    c.confirm_select().expect("confirm");
+    c.publish("full_q", &persistent(), &body_of(0, 1, 300))
+        .expect("publish");
+    c.wait_confirms(1).expect("confirm");
+    drop(c);
+    b.kill();
+    let b = BrokerProc::start(&dir, port, &extra);
+    assert_eq!(get_all(b.addr, "full_q"), vec![(0, 1)]);
+    b.stop();
+    assert_eq!(
+        fs::read_to_string(dir.join("VERSION")).expect("VERSION"),
+        format!("{}\n", warren::store::FORMAT_VERSION)
+    );
+    // An empty VERSION an older version left in a directory without data
+    // is repaired.
+    let old = mnt.path.join("old");
+    fs::create_dir_all(old.join("msgs")).expect("mkdir");
+    fs::write(old.join("VERSION"), "").expect("empty VERSION");
+    fs::write(old.join("msgs").join("00000000.seg"), "").expect("empty segment");
+    let b = BrokerProc::start(&old, port, &extra);
+    b.stop();
+    assert_eq!(
+        fs::read_to_string(old.join("VERSION")).expect("VERSION"),
+        format!("{}\n", warren::store::FORMAT_VERSION)
+    );
+    // With data in it, an empty VERSION is refused, saying what to do.
+    fs::write(old.join("VERSION"), "").expect("empty VERSION");
+    let old_arg = old.as_os_str();
+    let (status, err) = run_to_exit(
+        &[args[0], args[1], args[2], old_arg, args[4], args[5]],
+        Duration::from_secs(20),
+    );
+    assert!(
+        !status.success(),
+        "started without knowing the format:\n{err}"
+    );
+    assert!(
+        err.contains("holds messages or definitions but its VERSION file is empty")
+            && err.contains(warren::store::FORMAT_VERSION),
+        "unclear error:\n{err}"
+    );
 }

@@ -398,7 +398,7 @@ impl Core {
             let Some(mut m) = queue.pop() else {
                 return;
             };
-            if !Core::load(store, resident, arena, &mut m) {
+            if !Core::load(store, resident, queued, arena, &mut m) {
                 continue;
             }
             queue.stats.deliver += 1;

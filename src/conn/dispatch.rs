@@ -790,7 +790,13 @@ impl Core {
         queue.stats.redeliver += u64::from(m.redelivered());
         self.counters.get += 1;
         self.counters.redeliver += u64::from(m.redelivered());
-        if !Core::load(&mut self.store, &mut self.resident, &mut self.arena, &mut m) {
+        if !Core::load(
+            &mut self.store,
+            &mut self.resident,
+            &mut self.queued,
+            &mut self.arena,
+            &mut m,
+        ) {
             if let Some(queue) = self.broker.queue_mut(q) {
                 queue.unacked = queue.unacked.saturating_sub(u32::from(!g.no_ack) as usize);
             }

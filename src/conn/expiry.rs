@@ -85,6 +85,7 @@ impl Core {
         if !Core::load(
             &mut self.store,
             &mut self.resident,
+            &mut self.queued,
             &mut self.arena,
             &mut qm,
         ) {

@@ -298,10 +298,13 @@ impl Core {
     }
 
     /// Make a queued message's content available (read it back if paged).
-    /// False if it cannot be read (logged; the caller drops it).
+    /// False if it cannot be read: logged, and its memory accounting and
+    /// store reference released (the caller drops it). No ack is recorded:
+    /// if the record is readable after all, a crash-restart brings it back.
     pub(crate) fn load(
         store: &mut Option<Store>,
         resident: &mut u64,
+        queued: &mut u64,
         arena: &mut Arena,
         m: &mut QueuedMsg,
     ) -> bool {
@@ -319,9 +322,11 @@ impl Core {
             }
             Err(e) => {
                 error!(
-                    "cannot read message {} back from the store: {e}; dropped",
-                    r.msg_id
+                    "cannot read message {} back from the store: {e}; dropped ({} unreadable so far)",
+                    r.msg_id, st.stats.unreadable
                 );
+                *resident = resident.saturating_sub(m.resident());
+                *queued = queued.saturating_sub(1);
                 st.release(&r);
                 false
             }

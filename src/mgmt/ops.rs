@@ -130,7 +130,13 @@ impl Core {
                 self.counters.redeliver += 1;
             }
             let remaining = queue.message_count();
-            if !Core::load(&mut self.store, &mut self.resident, &mut self.arena, &mut m) {
+            if !Core::load(
+                &mut self.store,
+                &mut self.resident,
+                &mut self.queued,
+                &mut self.arena,
+                &mut m,
+            ) {
                 if let Some(queue) = self.broker.queue_mut(q) {
                     queue.unacked = queue.unacked.saturating_sub(1);
                 }

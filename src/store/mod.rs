@@ -13,7 +13,6 @@ mod recover;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use crate::codec::reader::Reader;
 use crc::crc32c;
 pub use file::Faults;
 use file::LogFile;
-use recover::{load_clean, scan, CLEAN};
+use recover::{load_clean, scan, DirLock, CLEAN};
 
 /// Format version written to `VERSION`; bump with a migration when the
 /// on-disk layout changes.
@@ -88,8 +87,10 @@ pub struct Recovered {
     pub records: u64,
     /// Bytes scanned.
     pub bytes: u64,
-    /// Corrupt records skipped or torn tails cut.
+    /// Damaged regions skipped and torn tails cut (or skipped).
     pub damaged: u64,
+    /// Bytes in them.
+    pub damaged_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +112,9 @@ pub struct StoreStats {
     pub bytes_written: u64,
     /// Writes, syncs or segment reservations that failed.
     pub failures: u64,
+    /// Stored messages that could not be read back (record missing,
+    /// truncated or damaged): each was dropped.
+    pub unreadable: u64,
 }
 
 /// Records not yet synced beyond this many bytes ask for a sync at the end
@@ -146,7 +150,7 @@ impl Failure {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    _lock: File,
+    _lock: DirLock,
     seg_size: u64,
     segs: BTreeMap<u32, Seg>,
     /// Number of the segment being appended to.
@@ -276,15 +280,17 @@ impl Store {
         let mdir = dir.join("msgs");
         fs::create_dir_all(&mdir)?;
         let started = Instant::now();
-        let mut numbers: Vec<u32> = fs::read_dir(&mdir)?
+        // Segment number to file size.
+        let sizes: BTreeMap<u32, u64> = fs::read_dir(&mdir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse().ok()
+                let n = name.strip_suffix(".seg")?.parse().ok()?;
+                Some((n, e.metadata().ok()?.len()))
             })
             .collect();
-        numbers.sort_unstable();
-        let clean = load_clean(&mdir);
+        let numbers: Vec<u32> = sizes.keys().copied().collect();
+        let clean = load_clean(&mdir, &sizes);
         let (live, max_id, mut rec) = match clean {
             Some((live, max_id)) => {
                 info!("clean shutdown marker found: skipping the store scan");
@@ -345,12 +351,13 @@ impl Store {
         store.collect_garbage();
         let n: usize = rec.queues.values().map(|v| v.len()).sum();
         info!(
-            "store recovered {} messages in {} queues ({} records, {} bytes scanned, {} damaged) in {:?}",
+            "store recovered {} messages in {} queues ({} records, {} bytes scanned, {} damaged ({} bytes)) in {:?}",
             n,
             rec.queues.len(),
             rec.records,
             rec.bytes,
             rec.damaged,
+            rec.damaged_bytes,
             started.elapsed()
         );
         Ok((store, rec))
@@ -517,61 +524,45 @@ impl Store {
         self.append_small(REC_PURGE, queue, None);
     }
 
-    /// The bytes of a stored record, checked against its CRC: from the
-    /// buffer while not yet synced (so a record can be read back even while
-    /// the disk fails), else from its segment file.
-    fn record_bytes(&mut self, r: &StoreRef) -> io::Result<Bytes> {
-        let len = r.len as usize;
-        let buffered = (r.seg == self.cur)
-            .then(|| self.seg.buffered(r.offset as u64, len))
-            .flatten();
-        let data = match buffered {
-            Some(b) => Bytes::copy_from_slice(b),
-            None => {
-                let mut data = vec![0u8; len];
-                if r.seg == self.cur {
-                    self.seg.file().read_exact_at(&mut data, r.offset as u64)?;
-                } else {
-                    let file = match self.readers.get(&r.seg) {
-                        Some(f) => f,
-                        None => {
-                            let f = File::open(seg_path(&self.dir, r.seg))?;
-                            if self.readers.len() > 64 {
-                                self.readers.clear();
-                            }
-                            self.readers.entry(r.seg).or_insert(f)
-                        }
-                    };
-                    file.read_exact_at(&mut data, r.offset as u64)?;
-                }
-                Bytes::from(data)
-            }
-        };
-        let payload = data.slice(REC_HEADER.min(data.len())..);
-        let crc = data
-            .get(4..8)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        if crc != Some(crc32c(&payload)) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "stored message fails its checksum",
-            ));
-        }
-        Ok(payload)
-    }
-
-    /// Read a stored message back: (header, body).
+    /// Read a stored message back: (header, body). A record that is missing,
+    /// truncated, damaged or not the message `r` names is an error (counted
+    /// in [`StoreStats::unreadable`]; the caller drops the message).
     pub fn read(&mut self, r: &StoreRef) -> io::Result<(Bytes, Bytes)> {
         let m = self.read_record(r)?;
         Ok((m.header, m.body))
     }
 
-    /// Every field of a stored message record.
+    /// Read and verify the whole record of a stored message.
     pub fn read_record(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
-        let payload = self.record_bytes(r)?;
-        parse_msg(&payload).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "stored message does not parse")
-        })
+        let read = self.read_checked(r);
+        if read.is_err() {
+            self.stats.unreadable += 1;
+        }
+        read
+    }
+
+    /// The record from the buffer while it is not yet synced (so it can be
+    /// read back even while the disk fails), else from its segment file.
+    fn read_checked(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
+        if r.seg == self.cur {
+            let len = recover::plausible_len(r)?;
+            if let Some(b) = self.seg.buffered(r.offset as u64, len) {
+                return recover::verify_record(Bytes::copy_from_slice(b), &self.dir, r);
+            }
+            return recover::read_verified(self.seg.file(), &self.dir, r);
+        }
+        let file = match self.readers.get(&r.seg) {
+            Some(f) => f,
+            None => {
+                let f = File::open(seg_path(&self.dir, r.seg))
+                    .map_err(|e| recover::bad_record(r, format!("cannot open the segment: {e}")))?;
+                if self.readers.len() > 64 {
+                    self.readers.clear();
+                }
+                self.readers.entry(r.seg).or_insert(f)
+            }
+        };
+        recover::read_verified(file, &self.dir, r)
     }
 
     /// True when records are buffered or written but not yet synced.

@@ -1,150 +1,509 @@
 //! Recovery: rebuild the live messages of every durable queue from the
-//! segment files (a full scan), or from the index a clean shutdown left.
+//! segment files (a full scan), or from the index a clean shutdown left; and
+//! claiming the data directory (lock, format `VERSION`).
+//!
+//! Damage versus torn tails. A record is `len u32 | crc32c u32 | payload`,
+//! with no marker between records. When the record at some offset is not
+//! valid (implausible length, runs past the end, checksum mismatch), the
+//! scan looks for the next valid record after it in the same segment:
+//! - found: the bytes in between are damage. They are skipped, a copy goes
+//!   to `msgs/quarantine/NNNNNNNN.seg.OFFSET`, and everything from the valid
+//!   record on is kept (an error is logged);
+//! - not found: it is the segment's tail (what a crash leaves: a partial
+//!   header, a record running past the end, zeros, a half-written last
+//!   record). Only the newest segment's tail is truncated, and only after
+//!   any non-zero bytes in it are safely copied to the quarantine.
+//!
+//! Resynchronising tries every later offset, cheapest tests first: the
+//! length must fit the segment and suit the kind byte after the header
+//! (most garbage fails here), and only then is the checksum computed. A
+//! long candidate must also be followed by something that looks like a
+//! record boundary, or else it is checked only while a per-segment budget
+//! lasts, so garbage inside a large message body cannot make the scan
+//! quadratic. A checksum that matches by chance is a 2^-32 event per
+//! candidate that gets that far.
+//!
+//! No record marker was added to the format: a marker can occur inside a
+//! message body as well (so the checksum would still decide), it would only
+//! make rejecting garbage offsets cheaper, which the length and kind tests
+//! already do for all but about one offset in 2^16 of random data; and it
+//! would cost a format version with a reader for the old one, and 4 bytes
+//! on every record (a sixth more for acks). What a marker cannot fix either:
+//! a message body crafted to contain valid records is taken for records if,
+//! and only if, the length field of the record holding it is damaged.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::path::Path;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use log::{error, warn};
 
 use super::crc::crc32c;
 use super::{
-    parse_msg, seg_path, sync_dir, Recovered, RecoveredMsg, StoreRef, FORMAT_VERSION, MAX_RECORD,
-    REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
+    parse_msg, seg_path, sync_dir, MsgRecord, Recovered, RecoveredMsg, StoreRef, FORMAT_VERSION,
+    MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
 };
 use crate::codec::reader::Reader;
+
+#[cfg(test)]
+mod tests;
 
 /// Live messages per durable queue, by message id.
 pub(super) type LiveMap = BTreeMap<u64, BTreeMap<u64, RecoveredMsg>>;
 
-/// Read every segment in order and rebuild the live messages; truncate a
-/// torn tail of the newest segment, skip corrupt records elsewhere.
-pub(super) fn scan(mdir: &Path, numbers: &[u32]) -> io::Result<(LiveMap, u64, Recovered)> {
-    let mut rec = Recovered::default();
-    // Per (queue, msg) state while scanning, in log order.
-    let mut live: LiveMap = BTreeMap::new();
-    let mut max_id = 0u64;
-    let last = numbers.last().copied();
-    for &n in numbers {
-        let path = seg_path(mdir, n);
-        let data = Bytes::from(fs::read(&path)?);
-        rec.bytes += data.len() as u64;
-        let mut off = 0usize;
-        let mut cut: Option<usize> = None;
-        while off < data.len() {
-            let Some(head) = data.get(off..off + REC_HEADER) else {
-                cut = Some(off);
-                break;
-            };
-            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-            let end = off + REC_HEADER + len;
-            if len == 0 || len > MAX_RECORD || end > data.len() {
-                cut = Some(off);
-                break;
-            }
-            let payload = data.slice(off + REC_HEADER..end);
-            if crc32c(&payload) != crc {
-                rec.damaged += 1;
-                if Some(n) == last {
-                    cut = Some(off);
-                    break;
-                }
-                error!("segment {n:08}: checksum mismatch at offset {off}; record skipped");
-                off = end;
+/// Subdirectory of `msgs/` holding copies of damaged bytes.
+pub(super) const QUARANTINE: &str = "quarantine";
+
+/// Smallest message record payload: kind, id, queue count, timestamp, TTL,
+/// priority, two empty short strings, two empty long strings.
+pub(super) const MIN_MSG: usize = 1 + 8 + 2 + 8 + 8 + 1 + 1 + 1 + 4 + 4;
+
+/// Candidates longer than this need a plausible successor (or budget)
+/// before their checksum is computed while resynchronising.
+const SMALL: usize = 64 << 10;
+
+/// Whether a payload of `len` bytes suits a record of `kind`. Only such
+/// offsets are considered while resynchronising: a new record kind must be
+/// added here.
+fn kind_fits(kind: u8, len: usize) -> bool {
+    match kind {
+        REC_MSG | REC_PAGED => len >= MIN_MSG,
+        REC_ACK | REC_DELIVERED => len == 17,
+        REC_PURGE => len == 9,
+        _ => false,
+    }
+}
+
+/// Length and checksum of the record header at `at`, if all 8 bytes exist.
+fn header(data: &[u8], at: usize) -> Option<(usize, u32)> {
+    let h: [u8; REC_HEADER] = data.get(at..at.checked_add(REC_HEADER)?)?.try_into().ok()?;
+    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    Some((len, u32::from_be_bytes([h[4], h[5], h[6], h[7]])))
+}
+
+/// The end of the record at `at` if it is complete and its checksum matches.
+fn valid_at(data: &[u8], at: usize) -> Option<usize> {
+    let (len, crc) = header(data, at)?;
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let end = at + REC_HEADER + len;
+    let payload = data.get(at + REC_HEADER..end)?;
+    (crc32c(payload) == crc).then_some(end)
+}
+
+/// Whether `at` looks like the start of a record, the end of the data, or
+/// the start of a torn or zero-filled tail (cheap, no checksum).
+fn boundary_at(data: &[u8], at: usize) -> bool {
+    let Some((len, _)) = header(data, at) else {
+        return at <= data.len();
+    };
+    match data.get(at + REC_HEADER) {
+        // A zero-filled tail starts with a zero header and kind.
+        Some(0) => len == 0 && data.get(at..at + REC_HEADER).is_some_and(|h| h == [0; 8]),
+        Some(&kind) => len <= MAX_RECORD && kind_fits(kind, len),
+        None => len <= MAX_RECORD,
+    }
+}
+
+/// Where scanning resumes after the bad record at `bad`: the first later
+/// offset holding a valid record, or None when nothing valid follows.
+///
+/// One exception: when the bad record's own length leads past that offset
+/// to a valid record (or exactly to the end), and its checksum does not
+/// match the bytes up to that offset (so its length field was not what was
+/// hit), that offset lies inside its payload: a message body that happens
+/// to contain records. They are not taken; the scan resumes where the
+/// length says (or, at the end, the record is the tail).
+fn resync(data: &[u8], bad: usize, budget: &mut usize) -> Option<usize> {
+    let first = next_valid(data, bad, budget)?;
+    let Some((len, crc)) = header(data, bad) else {
+        return Some(first);
+    };
+    let next = bad + REC_HEADER + len.min(MAX_RECORD + 1);
+    let length_hit = || {
+        data.get(bad + REC_HEADER..first)
+            .is_some_and(|b| crc32c(b) == crc)
+    };
+    if len > MAX_RECORD || next <= first || next > data.len() || length_hit() {
+        return Some(first);
+    }
+    if next == data.len() {
+        return None;
+    }
+    Some(if valid_at(data, next).is_some() {
+        next
+    } else {
+        first
+    })
+}
+
+/// The first offset after `bad` holding a valid record.
+fn next_valid(data: &[u8], bad: usize, budget: &mut usize) -> Option<usize> {
+    let last = data.len().checked_sub(REC_HEADER + 9)?;
+    for p in bad + 1..=last {
+        let Some((len, _)) = header(data, p) else {
+            break;
+        };
+        let Some(&kind) = data.get(p + REC_HEADER) else {
+            break;
+        };
+        if len > MAX_RECORD || !kind_fits(kind, len) || p + REC_HEADER + len > data.len() {
+            continue;
+        }
+        if len > SMALL && !boundary_at(data, p + REC_HEADER + len) {
+            if *budget < len {
                 continue;
             }
-            rec.records += 1;
-            let at = |id: u64, durable: bool| StoreRef {
-                msg_id: id,
-                seg: n,
-                offset: off as u32,
-                len: (end - off) as u32,
-                durable,
-            };
-            let mut r = Reader::new(&payload);
-            match r.u8().unwrap_or(0) {
-                REC_MSG => {
-                    if let Some(m) = parse_msg(&payload) {
-                        max_id = max_id.max(m.msg_id);
-                        for q in m.queues {
-                            live.entry(q).or_default().insert(
-                                m.msg_id,
-                                RecoveredMsg {
-                                    at: at(m.msg_id, true),
-                                    delivered: false,
-                                    size: m.body.len() as u64,
-                                    exchange: Bytes::copy_from_slice(&m.exchange),
-                                    routing_key: Bytes::copy_from_slice(&m.routing_key),
-                                    timestamp: m.timestamp,
-                                    ttl: m.ttl,
-                                    priority: m.priority,
-                                },
-                            );
-                        }
-                    }
-                }
-                REC_PAGED => {
-                    if let Ok(id) = r.u64() {
-                        max_id = max_id.max(id);
-                    }
-                }
-                REC_ACK => {
-                    if let (Ok(q), Ok(id)) = (r.u64(), r.u64()) {
-                        if let Some(m) = live.get_mut(&q) {
-                            m.remove(&id);
-                        }
-                    }
-                }
-                REC_DELIVERED => {
-                    if let (Ok(q), Ok(id)) = (r.u64(), r.u64()) {
-                        if let Some(m) = live.get_mut(&q).and_then(|m| m.get_mut(&id)) {
-                            m.delivered = true;
-                        }
-                    }
-                }
-                REC_PURGE => {
-                    if let Ok(q) = r.u64() {
-                        live.remove(&q);
-                    }
-                }
-                k => {
-                    rec.damaged += 1;
-                    warn!("segment {n:08}: unknown record kind {k} at offset {off}; skipped");
+            *budget -= len;
+        }
+        if valid_at(data, p).is_some() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// What is wrong with the record at `at` (for the log).
+fn describe(data: &[u8], at: usize) -> String {
+    match header(data, at) {
+        None => format!("a partial header ({} bytes)", data.len() - at),
+        Some((0, _)) => "a zero length".into(),
+        Some((len, _)) if len > MAX_RECORD => format!("an implausible length {len}"),
+        Some((len, _)) if at + REC_HEADER + len > data.len() => {
+            format!("a record of {len} bytes running past the end")
+        }
+        Some(_) => "a checksum mismatch".into(),
+    }
+}
+
+/// Copy `bytes` (damaged, from segment `n` at offset `at`) to the quarantine
+/// directory, durably. A copy made earlier is kept as it is.
+fn quarantine(mdir: &Path, n: u32, at: usize, bytes: &[u8]) -> io::Result<PathBuf> {
+    let qdir = mdir.join(QUARANTINE);
+    let path = qdir.join(format!("{n:08}.seg.{at}"));
+    if fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(path);
+    }
+    let fresh_dir = !qdir.is_dir();
+    fs::create_dir_all(&qdir)?;
+    let tmp = qdir.join(format!("{n:08}.seg.{at}.tmp"));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(&qdir)?;
+        if fresh_dir {
+            sync_dir(mdir)?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| path)
+}
+
+/// Rebuilds the live set from records in log order.
+struct Replay {
+    live: LiveMap,
+    max_id: u64,
+    rec: Recovered,
+}
+
+impl Replay {
+    /// Apply the valid record `payload` found in segment `n` at [off, end).
+    fn apply(&mut self, n: u32, off: usize, end: usize, payload: &Bytes) {
+        self.rec.records += 1;
+        let mut r = Reader::new(payload);
+        match r.u8().unwrap_or(0) {
+            REC_MSG => {
+                let Some(m) = parse_msg(payload) else {
+                    self.rec.damaged += 1;
+                    error!(
+                        "segment {n:08}: message record at offset {off} does not parse; skipped"
+                    );
+                    return;
+                };
+                self.max_id = self.max_id.max(m.msg_id);
+                let at = StoreRef {
+                    msg_id: m.msg_id,
+                    seg: n,
+                    offset: off as u32,
+                    len: (end - off) as u32,
+                    durable: true,
+                };
+                for q in m.queues {
+                    self.live.entry(q).or_default().insert(
+                        m.msg_id,
+                        RecoveredMsg {
+                            at,
+                            delivered: false,
+                            size: m.body.len() as u64,
+                            exchange: Bytes::copy_from_slice(&m.exchange),
+                            routing_key: Bytes::copy_from_slice(&m.routing_key),
+                            timestamp: m.timestamp,
+                            ttl: m.ttl,
+                            priority: m.priority,
+                        },
+                    );
                 }
             }
-            off = end;
-        }
-        if let Some(c) = cut {
-            if c < data.len() {
-                rec.damaged += 1;
-                if Some(n) == last {
-                    warn!(
-                        "segment {n:08}: torn tail at offset {c} ({} bytes); truncating",
-                        data.len() - c
-                    );
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)?
-                        .set_len(c as u64)?;
-                } else {
-                    error!(
-                        "segment {n:08}: unreadable record at offset {c}; rest of segment skipped"
-                    );
+            REC_PAGED => {
+                if let Ok(id) = r.u64() {
+                    self.max_id = self.max_id.max(id);
                 }
+            }
+            REC_ACK => {
+                if let (Ok(q), Ok(id)) = (r.u64(), r.u64()) {
+                    if let Some(m) = self.live.get_mut(&q) {
+                        m.remove(&id);
+                    }
+                }
+            }
+            REC_DELIVERED => {
+                if let (Ok(q), Ok(id)) = (r.u64(), r.u64()) {
+                    if let Some(m) = self.live.get_mut(&q).and_then(|m| m.get_mut(&id)) {
+                        m.delivered = true;
+                    }
+                }
+            }
+            REC_PURGE => {
+                if let Ok(q) = r.u64() {
+                    self.live.remove(&q);
+                }
+            }
+            k => {
+                self.rec.damaged += 1;
+                warn!("segment {n:08}: unknown record kind {k} at offset {off}; skipped");
             }
         }
     }
-    Ok((live, max_id, rec))
+
+    /// Bytes [from, to) of segment `n` are damage with a valid record at
+    /// `to`: skip them, keeping a copy.
+    fn damage(&mut self, mdir: &Path, n: u32, data: &[u8], from: usize, to: usize) {
+        let bytes = data.get(from..to).unwrap_or_default();
+        self.rec.damaged += 1;
+        self.rec.damaged_bytes += bytes.len() as u64;
+        if bytes.iter().all(|b| *b == 0) {
+            warn!(
+                "segment {n:08}: {} zero bytes at offset {from}; skipped, resumed at the valid record at offset {to}",
+                bytes.len()
+            );
+            return;
+        }
+        let why = describe(data, from);
+        match quarantine(mdir, n, from, bytes) {
+            Ok(q) => error!(
+                "segment {n:08}: {} damaged bytes at offset {from} ({why}); skipped, resumed at the valid record at offset {to}; copy in {}",
+                bytes.len(),
+                q.display()
+            ),
+            Err(e) => error!(
+                "segment {n:08}: {} damaged bytes at offset {from} ({why}); skipped, resumed at the valid record at offset {to}; cannot copy them to the quarantine: {e}",
+                bytes.len()
+            ),
+        }
+    }
+
+    /// Nothing valid follows offset `from` of segment `n`: a tail. The
+    /// newest segment's tail is cut (after any non-zero bytes are copied to
+    /// the quarantine); an older segment is left as it is.
+    fn tail(
+        &mut self,
+        mdir: &Path,
+        n: u32,
+        data: &[u8],
+        from: usize,
+        newest: bool,
+    ) -> io::Result<()> {
+        let bytes = data.get(from..).unwrap_or_default();
+        self.rec.damaged += 1;
+        self.rec.damaged_bytes += bytes.len() as u64;
+        let zeros = bytes.iter().all(|b| *b == 0);
+        // What a crash leaves: a header or record cut off by the end of the
+        // file, or zeros; anything else is damage at the end.
+        let torn = zeros
+            || match header(data, from) {
+                None => true,
+                Some((len, _)) => len <= MAX_RECORD && from + REC_HEADER + len > data.len(),
+            };
+        let why = if zeros {
+            format!("{} zero bytes", bytes.len())
+        } else {
+            format!("{} bytes with {}", bytes.len(), describe(data, from))
+        };
+        let copy = if zeros {
+            None
+        } else {
+            match quarantine(mdir, n, from, bytes) {
+                Ok(q) => Some(format!("copy in {}", q.display())),
+                Err(e) => {
+                    error!(
+                        "segment {n:08}: cannot copy the tail at offset {from} to the quarantine: {e}; leaving it in place"
+                    );
+                    return Ok(());
+                }
+            }
+        };
+        let copy = copy.map_or(String::new(), |c| format!("; {c}"));
+        let what = if torn { "torn tail" } else { "damaged tail" };
+        if newest {
+            OpenOptions::new()
+                .write(true)
+                .open(seg_path(mdir, n))?
+                .set_len(from as u64)?;
+            if torn {
+                warn!("segment {n:08}: {what} at offset {from} ({why}); truncated{copy}");
+            } else {
+                error!("segment {n:08}: {what} at offset {from} ({why}); truncated{copy}");
+            }
+        } else if torn {
+            warn!("segment {n:08}: {what} at offset {from} ({why}); skipped{copy}");
+        } else {
+            error!("segment {n:08}: {what} at offset {from} ({why}); skipped{copy}");
+        }
+        Ok(())
+    }
+}
+
+/// Read every segment in order and rebuild the live messages. A bad record
+/// followed by valid ones is skipped (the scan resynchronises); a tail with
+/// nothing valid in it is cut from the newest segment and skipped elsewhere.
+pub(super) fn scan(mdir: &Path, numbers: &[u32]) -> io::Result<(LiveMap, u64, Recovered)> {
+    let mut st = Replay {
+        live: BTreeMap::new(),
+        max_id: 0,
+        rec: Recovered::default(),
+    };
+    let last = numbers.last().copied();
+    for &n in numbers {
+        let data = Bytes::from(fs::read(seg_path(mdir, n))?);
+        st.rec.bytes += data.len() as u64;
+        let damaged_before = st.rec.damaged;
+        let mut budget = data.len().saturating_mul(2);
+        let mut after_damage = 0u64;
+        let mut off = 0usize;
+        while off < data.len() {
+            if let Some(end) = valid_at(&data, off) {
+                let payload = data.slice(off + REC_HEADER..end);
+                st.apply(n, off, end, &payload);
+                if st.rec.damaged > damaged_before {
+                    after_damage += 1;
+                }
+                off = end;
+                continue;
+            }
+            match resync(&data, off, &mut budget) {
+                Some(next) => {
+                    st.damage(mdir, n, &data, off, next);
+                    off = next;
+                }
+                None => {
+                    st.tail(mdir, n, &data, off, Some(n) == last)?;
+                    break;
+                }
+            }
+        }
+        let regions = st.rec.damaged - damaged_before;
+        if regions > 0 && after_damage > 0 {
+            error!(
+                "segment {n:08}: {regions} damaged region(s) skipped; {after_damage} valid records after the first one kept"
+            );
+        }
+    }
+    if st.rec.damaged > 0 {
+        error!(
+            "store recovery skipped {} damaged or torn region(s), {} bytes in all; every valid record around them was kept (damaged bytes are copied to {})",
+            st.rec.damaged,
+            st.rec.damaged_bytes,
+            mdir.join(QUARANTINE).display()
+        );
+    }
+    Ok((st.live, st.max_id, st.rec))
+}
+
+/// The error for the record of stored message `r`: `what` is wrong.
+pub(super) fn bad_record(r: &StoreRef, what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "record of message {} at offset {} of segment {:08}: {what}",
+            r.msg_id, r.offset, r.seg
+        ),
+    )
+}
+
+/// Read the record of stored message `r` from its segment `file` (in
+/// `mdir`) and verify it (see [`verify_record`]).
+pub(super) fn read_verified(file: &File, mdir: &Path, r: &StoreRef) -> io::Result<MsgRecord> {
+    let len = plausible_len(r)?;
+    let mut data = vec![0u8; len];
+    file.read_exact_at(&mut data, u64::from(r.offset))
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => bad_record(r, "the segment ends before it".into()),
+            _ => bad_record(r, format!("cannot read it: {e}")),
+        })?;
+    verify_record(Bytes::from(data), mdir, r)
+}
+
+/// The length a stored message's record claims, if a message could be that long.
+pub(super) fn plausible_len(r: &StoreRef) -> io::Result<usize> {
+    let len = r.len as usize;
+    if !(REC_HEADER + MIN_MSG..=REC_HEADER + MAX_RECORD).contains(&len) {
+        return Err(bad_record(r, format!("implausible length {len}")));
+    }
+    Ok(len)
+}
+
+/// Verify that `data` is the whole record of stored message `r`: length,
+/// checksum, kind, id. A damaged record is copied to the quarantine (its
+/// segment may be collected once the message is dropped).
+pub(super) fn verify_record(data: Bytes, mdir: &Path, r: &StoreRef) -> io::Result<MsgRecord> {
+    let checked = (|| {
+        let (hlen, crc) = header(&data, 0).ok_or("no header")?;
+        let payload = data.slice(REC_HEADER..);
+        if hlen != payload.len() {
+            return Err(format!(
+                "its length field says {hlen}, not {}",
+                payload.len()
+            ));
+        }
+        if crc != crc32c(&payload) {
+            return Err("checksum mismatch".into());
+        }
+        let kind = if r.durable { REC_MSG } else { REC_PAGED };
+        if payload.first() != Some(&kind) {
+            return Err(format!("kind {:?}, not {kind}", payload.first()));
+        }
+        let m = parse_msg(&payload).ok_or("does not parse")?;
+        if m.msg_id != r.msg_id {
+            return Err(format!("it holds message {}", m.msg_id));
+        }
+        Ok(m)
+    })();
+    checked.map_err(|why: String| {
+        let kept = match quarantine(mdir, r.seg, r.offset as usize, &data) {
+            Ok(q) => format!("copy in {}", q.display()),
+            Err(e) => format!("cannot copy it to the quarantine: {e}"),
+        };
+        bad_record(r, format!("{why}; {kept}"))
+    })
 }
 
 pub(super) const CLEAN: &str = "CLEAN";
 
 /// The index a clean shutdown left, if any (and valid). It is removed as it
-/// is read, so a crash after this start scans again.
-pub(super) fn load_clean(mdir: &Path) -> Option<(LiveMap, u64)> {
+/// is read, so a crash after this start scans again. Every record it points
+/// at must lie within its segment (`sizes`: segment number to file size),
+/// else the segments changed after the clean stop and the caller scans;
+/// the records themselves are verified when they are read back.
+pub(super) fn load_clean(mdir: &Path, sizes: &BTreeMap<u32, u64>) -> Option<(LiveMap, u64)> {
     let path = mdir.join(CLEAN);
     let data = fs::read(&path).ok()?;
     let _ = fs::remove_file(&path);
@@ -172,6 +531,19 @@ pub(super) fn load_clean(mdir: &Path) -> Option<(LiveMap, u64)> {
         let priority = r.u8().ok()?;
         let exchange = Bytes::copy_from_slice(&r.shortstr().ok()?);
         let routing_key = Bytes::copy_from_slice(&r.shortstr().ok()?);
+        let fits = (REC_HEADER + MIN_MSG..=REC_HEADER + MAX_RECORD).contains(&(len as usize))
+            && sizes
+                .get(&seg)
+                .is_some_and(|size| u64::from(offset) + u64::from(len) <= *size);
+        if !fits {
+            error!(
+                "clean shutdown index: message {msg_id} at offset {offset} (+{len} bytes) of segment {seg:08} lies outside the segment ({}); the store changed after the clean stop: scanning it instead",
+                sizes
+                    .get(&seg)
+                    .map_or("missing".to_string(), |s| format!("{s} bytes"))
+            );
+            return None;
+        }
         let at = StoreRef {
             msg_id,
             seg,
@@ -196,42 +568,169 @@ pub(super) fn load_clean(mdir: &Path) -> Option<(LiveMap, u64)> {
     Some((live, max_id))
 }
 
+/// Name of the file naming the process that holds the data directory.
+const LOCK: &str = "LOCK";
+/// Name of the format version file.
+const VERSION: &str = "VERSION";
+
+/// Holds a data directory for this process while it lives: an exclusive
+/// `flock` on the directory itself (which cannot be deleted under a running
+/// broker, unlike a file in it), and one on the `LOCK` file, which is what
+/// older versions lock and where the holder's pid is written for humans.
+#[derive(Debug)]
+pub(super) struct DirLock {
+    _dir: File,
+    _file: Option<File>,
+}
+
 /// Create (if needed) and lock the data directory `dir` for this process,
-/// and check (or, on first start, write) its format `VERSION`. The returned
-/// file holds the lock for as long as it is open.
-pub(super) fn claim_dir(dir: &Path) -> io::Result<File> {
-    fs::create_dir_all(dir)?;
-    let lock = OpenOptions::new()
+/// and check (or, on first start, write) its format `VERSION`.
+pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("data directory {}: {what}: {e}", dir.display()),
+        )
+    };
+    fs::create_dir_all(dir).map_err(|e| ctx("cannot create it", e))?;
+    let in_use = || {
+        let pid = fs::read_to_string(dir.join(LOCK))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .map_or(String::new(), |p| format!(" (pid {p})"));
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "data directory {} is in use by another broker{pid}; refusing to start a second broker on it",
+                dir.display()
+            ),
+        )
+    };
+    let dir_file = File::open(dir).map_err(|e| ctx("cannot open it", e))?;
+    match dir_file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(in_use()),
+        // Some file systems cannot lock a directory; the LOCK file still does.
+        Err(std::fs::TryLockError::Error(e)) => {
+            warn!(
+                "cannot lock data directory {} itself ({e}); relying on its LOCK file",
+                dir.display()
+            )
+        }
+    }
+    let file = match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("LOCK"))?;
-    if let Err(e) = lock.try_lock() {
-        return Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!(
-                "data directory {} is in use by another broker ({e:?})",
-                dir.display()
-            ),
-        ));
-    }
-    let version = dir.join("VERSION");
-    match fs::read_to_string(&version) {
-        Ok(v) if v.trim() == FORMAT_VERSION => {}
-        Ok(v) => {
+        .open(dir.join(LOCK))
+    {
+        Ok(f) => {
+            if f.try_lock().is_err() {
+                return Err(in_use());
+            }
+            // For humans only: best effort (the disk may be full).
+            let pid = format!("{}\n", std::process::id());
+            if f.set_len(0)
+                .and_then(|()| f.write_all_at(pid.as_bytes(), 0))
+                .is_err()
+            {
+                let _ = f.set_len(0);
+            }
+            Some(f)
+        }
+        Err(e) => {
+            warn!("cannot create {}: {e}", dir.join(LOCK).display());
+            None
+        }
+    };
+    check_version(dir)?;
+    Ok(DirLock {
+        _dir: dir_file,
+        _file: file,
+    })
+}
+
+/// Whether `dir` holds anything a broker wrote beyond its lock and version:
+/// a non-empty segment or definitions file.
+fn holds_data(dir: &Path) -> io::Result<bool> {
+    let nonempty = |e: &fs::DirEntry| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
+    let any = |d: &Path, f: &dyn Fn(&str) -> bool| -> io::Result<bool> {
+        match fs::read_dir(d) {
+            Ok(rd) => Ok(rd
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_str().is_some_and(f) && nonempty(&e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    Ok(any(dir, &|n| n.starts_with("definitions"))?
+        || any(&dir.join("msgs"), &|n| n.ends_with(".seg"))?)
+}
+
+/// Check the data directory's format; a directory with no data and no (or
+/// an empty) `VERSION` is new: write it, atomically.
+fn check_version(dir: &Path) -> io::Result<()> {
+    let path = dir.join(VERSION);
+    let found = match fs::read(&path) {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    let text = found
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).trim().to_string());
+    match text.as_deref() {
+        Some(v) if v == FORMAT_VERSION => return Ok(()),
+        Some(v) if !v.is_empty() => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "data directory format '{}' is not '{FORMAT_VERSION}'",
-                    v.trim()
+                    "data directory {} has format '{v}', not '{FORMAT_VERSION}'",
+                    dir.display()
                 ),
             ))
         }
-        Err(_) => {
-            // Made durable with the directory's next sync (the
-            // definitions snapshot syncs it on the first turn).
-            fs::write(&version, format!("{FORMAT_VERSION}\n"))?;
-        }
+        _ => {}
     }
-    Ok(lock)
+    let state = if found.is_some() { "empty" } else { "missing" };
+    if holds_data(dir)? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "data directory {} holds messages or definitions but its VERSION file is {state}; if this version of warren wrote them, put the line '{FORMAT_VERSION}' into {} and start again",
+                dir.display(),
+                path.display()
+            ),
+        ));
+    }
+    if found.is_some() {
+        warn!(
+            "{} is empty and the directory holds no data (an interrupted first start): starting it as a new data directory",
+            path.display()
+        );
+    }
+    write_version(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+}
+
+/// Write `VERSION` atomically: a temporary file, fsynced, renamed over it,
+/// and the directory fsynced.
+fn write_version(dir: &Path) -> io::Result<()> {
+    let tmp = dir.join("VERSION.tmp");
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(VERSION))?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
