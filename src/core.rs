@@ -328,12 +328,7 @@ impl Core {
             return;
         }
         c.held_back = false;
-        for k in c
-            .channels
-            .iter()
-            .flatten()
-            .flat_map(|ch| ch.consumers.iter())
-        {
+        for k in c.channels.iter().flat_map(|ch| ch.consumers.iter()) {
             if let Some(q) = broker.queue_mut(k.queue) {
                 if !q.dirty {
                     q.dirty = true;

@@ -191,7 +191,7 @@ impl Core {
         let held: usize = self
             .conns
             .iter()
-            .flat_map(|(_, c)| c.channels.iter().flatten())
+            .flat_map(|(_, c)| c.channels.iter())
             .map(|ch| {
                 let in_tx: usize = ch
                     .tx
@@ -215,11 +215,7 @@ impl Core {
             .flat_map(|(_, q)| q.ready.iter())
             .map(|m| m.resident())
             .sum();
-        for ch in self
-            .conns
-            .iter()
-            .flat_map(|(_, c)| c.channels.iter().flatten())
-        {
+        for ch in self.conns.iter().flat_map(|(_, c)| c.channels.iter()) {
             bytes += ch.unacked.iter().map(|u| u.msg.resident()).sum::<u64>();
             for op in ch.tx.iter().flatten() {
                 if let crate::conn::channel::TxOp::Ack(v) | crate::conn::channel::TxOp::Nack(v, _) =
@@ -245,7 +241,7 @@ impl Core {
             let held: usize = self
                 .conns
                 .iter()
-                .flat_map(|(_, c)| c.channels.iter().flatten())
+                .flat_map(|(_, c)| c.channels.iter())
                 .map(|ch| {
                     // Acks and nacks inside an open transaction hold their
                     // deliveries until commit or rollback.
@@ -283,7 +279,7 @@ impl Core {
             }
         }
         for (_, c) in self.conns.iter() {
-            for ch in c.channels.iter().flatten() {
+            for ch in c.channels.iter() {
                 for k in &ch.consumers {
                     let listed = self.broker.queue(k.queue).is_some_and(|q| {
                         q.consumers

@@ -190,3 +190,131 @@ impl Channel {
         }
     }
 }
+
+/// Channel numbers below this are kept in a vector indexed by number; the
+/// rare higher ones (a client may open channel 65535 first) in a short list.
+const DENSE: u16 = 256;
+
+/// A connection's open (and closing) channels by number. Lookups of the
+/// usual low numbers are an index; a high number does not make the
+/// connection allocate a slot for every number below it.
+#[derive(Debug, Default)]
+pub struct Channels {
+    /// Channels 0..DENSE by number.
+    dense: Vec<Option<Box<Channel>>>,
+    /// Channels DENSE and above, in no order.
+    sparse: Vec<Channel>,
+    /// How many there are.
+    count: usize,
+}
+
+impl Channels {
+    /// The channel with this number.
+    pub fn get(&self, ch: u16) -> Option<&Channel> {
+        if ch < DENSE {
+            self.dense.get(ch as usize).and_then(|c| c.as_deref())
+        } else {
+            self.sparse.iter().find(|c| c.id == ch)
+        }
+    }
+
+    /// The channel with this number, mutable.
+    pub fn get_mut(&mut self, ch: u16) -> Option<&mut Channel> {
+        if ch < DENSE {
+            self.dense
+                .get_mut(ch as usize)
+                .and_then(|c| c.as_deref_mut())
+        } else {
+            self.sparse.iter_mut().find(|c| c.id == ch)
+        }
+    }
+
+    /// Add a channel (its number must be free).
+    pub fn insert(&mut self, chan: Channel) {
+        let ch = chan.id;
+        if ch < DENSE {
+            let i = ch as usize;
+            if self.dense.len() <= i {
+                self.dense.resize_with(i + 1, || None);
+            }
+            if let Some(slot) = self.dense.get_mut(i) {
+                self.count += usize::from(slot.is_none());
+                *slot = Some(Box::new(chan));
+            }
+        } else {
+            self.sparse.retain(|c| c.id != ch);
+            self.sparse.push(chan);
+            self.count = self.sparse.len() + self.dense.iter().flatten().count();
+        }
+    }
+
+    /// Remove a channel; true if it was there.
+    pub fn remove(&mut self, ch: u16) -> bool {
+        let gone = if ch < DENSE {
+            self.dense
+                .get_mut(ch as usize)
+                .is_some_and(|slot| slot.take().is_some())
+        } else {
+            let before = self.sparse.len();
+            self.sparse.retain(|c| c.id != ch);
+            self.sparse.len() != before
+        };
+        self.count -= usize::from(gone);
+        gone
+    }
+
+    /// Number of channels.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Every channel.
+    pub fn iter(&self) -> impl Iterator<Item = &Channel> {
+        self.dense
+            .iter()
+            .flatten()
+            .map(|c| &**c)
+            .chain(self.sparse.iter())
+    }
+
+    /// Every channel, mutable.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
+        self.dense
+            .iter_mut()
+            .flatten()
+            .map(|c| &mut **c)
+            .chain(self.sparse.iter_mut())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_numbers_low_and_high() {
+        let mut t = Channels::default();
+        for ch in [1, 65535, 255, 256, 2] {
+            t.insert(Channel::new(ch));
+        }
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.get(65535).map(|c| c.id), Some(65535));
+        assert_eq!(t.get(256).map(|c| c.id), Some(256));
+        assert!(t.get(3).is_none() && t.get(1000).is_none());
+        // A high number does not allocate a slot per lower number.
+        assert!(t.dense.len() <= DENSE as usize);
+        assert!(t.remove(65535) && !t.remove(65535));
+        assert!(t.remove(1));
+        let mut ids: Vec<u16> = t.iter().map(|c| c.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![2, 255, 256]);
+        assert_eq!(t.len(), 3);
+        t.iter_mut().for_each(|c| c.confirm = true);
+        assert!(t.iter().all(|c| c.confirm));
+    }
+}

@@ -138,7 +138,7 @@ impl Core {
         let Connection {
             channels, outbox, ..
         } = c;
-        if let Some(chan) = channels.get_mut(ch as usize).and_then(|x| x.as_deref_mut()) {
+        if let Some(chan) = channels.get_mut(ch) {
             if chan.confirm {
                 chan.publish_seq += 1;
                 if rejected {
@@ -288,7 +288,7 @@ impl Core {
         let Connection {
             channels, outbox, ..
         } = c;
-        for chan in channels.iter_mut().flatten() {
+        for chan in channels.iter_mut() {
             if chan.confirm
                 && chan.confirm_ready > chan.confirm_sent
                 && chan.state == ChanState::Open
@@ -414,10 +414,7 @@ impl Core {
                 in_flush_list,
                 ..
             } = c;
-            let Some(chan) = channels
-                .get_mut(r.channel as usize)
-                .and_then(|x| x.as_deref_mut())
-            else {
+            let Some(chan) = channels.get_mut(r.channel) else {
                 return;
             };
             chan.last_tag += 1;
@@ -760,7 +757,7 @@ impl Core {
     /// A connection is closing: release every channel, delete its exclusive queues.
     pub(crate) fn release_connection(&mut self, id: ConnId) {
         let Some(c) = self.conn(id) else { return };
-        let chans: Vec<u16> = c.channels.iter().flatten().map(|ch| ch.id).collect();
+        let chans: Vec<u16> = c.channels.iter().map(|ch| ch.id).collect();
         for ch in chans {
             self.release_channel(id, ch);
         }

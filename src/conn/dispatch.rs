@@ -35,24 +35,20 @@ impl Core {
         match c.channel(ch).map(|x| x.state) {
             None => {
                 if let Method::ChannelOpen(_) = m {
-                    if ch > c.channel_max && c.channel_max != 0 {
+                    // RabbitMQ counts channels: any number may be opened
+                    // while fewer than channel_max are open.
+                    let open = c.channels.len();
+                    if c.channel_max != 0 && open >= c.channel_max as usize {
                         let e = err(
                             ReplyCode::NOT_ALLOWED,
                             format!(
-                                "channel number {ch} exceeds the negotiated channel_max {}",
+                                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
                                 c.channel_max
                             ),
                         );
                         return self.connection_error(id, e.with_method(cl, me), now);
                     }
-                    let i = ch as usize;
-                    if c.channels.len() <= i {
-                        c.channels.resize_with(i + 1, || None);
-                    }
-                    if let Some(slot) = c.channels.get_mut(i) {
-                        *slot = Some(Box::new(Channel::new(ch)));
-                    }
-                    c.open_channels += 1;
+                    c.channels.insert(Channel::new(ch));
                     c.outbox.method(
                         ch,
                         &ChannelOpenOk {
@@ -125,11 +121,7 @@ impl Core {
     fn drop_channel(&mut self, id: ConnId, ch: u16) {
         self.release_channel(id, ch);
         if let Some(c) = self.conn_mut(id) {
-            if let Some(slot) = c.channels.get_mut(ch as usize) {
-                if slot.take().is_some() {
-                    c.open_channels -= 1;
-                }
-            }
+            c.channels.remove(ch);
         }
     }
 
@@ -809,11 +801,7 @@ impl Core {
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
-        let Some(chan) = c
-            .channels
-            .get_mut(ch as usize)
-            .and_then(|x| x.as_deref_mut())
-        else {
+        let Some(chan) = c.channels.get_mut(ch) else {
             return Ok(());
         };
         chan.last_tag += 1;

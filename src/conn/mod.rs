@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::broker::{ConnId, QueueId};
 use crate::codec::{FieldTable, Outbox};
-pub use channel::Channel;
+pub use channel::{Channel, Channels};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +80,8 @@ pub struct Connection {
     pub cap_cancel_notify: bool,
     /// Client announced `connection.blocked`.
     pub cap_blocked: bool,
-    /// Channels by number (index 0 unused).
-    pub channels: Vec<Option<Box<Channel>>>,
-    /// Number of open channels.
-    pub open_channels: usize,
+    /// Channels by number.
+    pub channels: Channels,
     /// Exclusive queues this connection declared.
     pub exclusive_queues: Vec<QueueId>,
     /// Already listed in the core's flush list this turn.
@@ -129,8 +127,7 @@ impl Connection {
             client_properties: FieldTable::new(),
             cap_cancel_notify: false,
             cap_blocked: false,
-            channels: Vec::new(),
-            open_channels: 0,
+            channels: Channels::default(),
             exclusive_queues: Vec::new(),
             in_flush_list: false,
             published: false,
@@ -146,14 +143,12 @@ impl Connection {
 
     /// The channel with this number, if open or closing.
     pub fn channel(&self, ch: u16) -> Option<&Channel> {
-        self.channels.get(ch as usize).and_then(|c| c.as_deref())
+        self.channels.get(ch)
     }
 
     /// The channel with this number, mutable.
     pub fn channel_mut(&mut self, ch: u16) -> Option<&mut Channel> {
-        self.channels
-            .get_mut(ch as usize)
-            .and_then(|c| c.as_deref_mut())
+        self.channels.get_mut(ch)
     }
 
     /// A name for logs, like RabbitMQ's `127.0.0.1:54321 -> 127.0.0.1:5672`.

@@ -526,7 +526,7 @@ impl Core {
                 let Connection {
                     channels, outbox, ..
                 } = c;
-                if let Some(chan) = channels.get_mut(ch as usize).and_then(|x| x.as_deref_mut()) {
+                if let Some(chan) = channels.get_mut(ch) {
                     let upto = chan.confirm_after_sync;
                     if !ok && upto > chan.confirm_ready && chan.state == ChanState::Open {
                         if chan.confirm_ready > chan.confirm_sent {

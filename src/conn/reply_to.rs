@@ -122,7 +122,7 @@ impl Core {
         let crate::conn::Connection {
             channels, outbox, ..
         } = c;
-        let Some(chan) = channels.get_mut(ch as usize).and_then(|x| x.as_deref_mut()) else {
+        let Some(chan) = channels.get_mut(ch) else {
             return false;
         };
         let Some(tag) = chan.reply_consumer.clone() else {

@@ -652,7 +652,7 @@ fn connections(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> V
             "user": user,
             "user_who_performed_action": user,
             "state": conn_state(core, c),
-            "channels": c.open_channels,
+            "channels": c.channels.len(),
             "channel_max": c.channel_max,
             "frame_max": c.frame_max,
             "timeout": c.heartbeat,
@@ -720,7 +720,7 @@ fn channels(core: &Core, mgmt: &Mgmt, vhost: Option<&str>) -> Vec<Value> {
     conns.sort_by_key(|c| conn_name(c));
     for c in conns {
         let cname = conn_name(c);
-        for ch in c.channels.iter().flatten() {
+        for ch in c.channels.iter() {
             let (pubs, acks) = ch.tx.as_ref().map_or((0, 0), |ops| {
                 let p = ops
                     .iter()
@@ -1201,7 +1201,7 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
     let (base, dt) = mgmt
         .global_base(now)
         .map_or((cur, Duration::ZERO), |(b, dt)| (*b, dt));
-    let channels: usize = live_conns(core).map(|c| c.open_channels).sum();
+    let channels: usize = live_conns(core).map(|c| c.channels.len()).sum();
     let consumers = core.broker.consumer_count();
     let exchanges: usize = core.broker.vhosts.values().map(|v| v.exchanges.len()).sum();
     let mut listeners: Vec<Value> = mgmt
@@ -1262,7 +1262,7 @@ fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         None => (0, Duration::ZERO, 0, 0),
     };
     let fds = fd_total();
-    let channels: usize = live_conns(core).map(|c| c.open_channels).sum();
+    let channels: usize = live_conns(core).map(|c| c.channels.len()).sum();
     let conns = live_conns(core).count();
     json!({
         "name": mgmt.node,

@@ -37,7 +37,7 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: std::time::Instant) -> String {
         .iter()
         .filter(|(_, c)| c.state != ConnState::Dead)
         .count();
-    let channels: usize = core.conns.iter().map(|(_, c)| c.open_channels).sum();
+    let channels: usize = core.conns.iter().map(|(_, c)| c.channels.len()).sum();
     let consumers = core.broker.consumer_count();
     let c = &core.counters;
     metric(

@@ -1003,3 +1003,23 @@ def test_consumer_cancel_ok_and_unknown_cancel(conn, names):
     ch._impl._send_method(spec.Basic.Cancel(consumer_tag="never-existed"))
     sync_op(ch)
     assert ch.is_open
+
+
+def test_channel_max_counts_open_channels_not_channel_numbers():
+    # RabbitMQ lets a client open any channel number (aiormq's tests open
+    # 65535 with channel_max 2047) and refuses only the channel that would
+    # exceed the negotiated count.
+    c = new_connection(channel_max=3)
+    try:
+        c.channel(65535)
+        c.channel(1)
+        c.channel(2)
+        with connection_closed(
+            530,
+            "NOT_ALLOWED - number of channels opened (3) has reached the "
+            "negotiated channel_max (3)",
+        ):
+            c.channel(3)
+    finally:
+        if c.is_open:
+            c.close()
