@@ -1844,7 +1844,9 @@ fn requeued_messages_do_not_hold_the_memory_alarm() {
     while k.delivery().is_ok() {
         got += 1;
     }
-    assert!(got >= 16, "consumer got only {got}");
+    // Blocked once about the budget is in use: at least 3/4 of it in
+    // content (the rest is connection buffers and per-message overhead).
+    assert!(got >= 12, "consumer got only {got}");
     c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     while c.blocked_events.is_empty() {
         let ev = c.next().expect("connection.blocked");

@@ -173,7 +173,15 @@ impl Core {
         }
         let stored = self.store_message(&msg, &durable);
         self.store_scratch = durable;
-        let packed = QueuedMsg::pack(&mut self.arena, &msg, stored);
+        // Beyond half the memory budget the content goes (straight) to disk.
+        let big = msg.body.len() >= crate::broker::message::INLINE_BODY;
+        let more = if big {
+            msg.body.len() as u64 + crate::broker::message::BIG_OVERHEAD
+        } else {
+            0
+        };
+        let packed =
+            (!self.should_page(more)).then(|| QueuedMsg::pack(&mut self.arena, &msg, stored));
         let mut rejected = false;
         let mut dropped = Vec::new();
         for &q in targets {
@@ -181,9 +189,15 @@ impl Core {
             else {
                 continue;
             };
-            let mut m = packed.clone();
-            m.set_stored(sid.is_some());
-            self.maybe_page_out(&mut m);
+            let m = match &packed {
+                Some(p) => {
+                    let mut m = p.clone();
+                    m.set_stored(sid.is_some());
+                    self.resident += m.resident();
+                    m
+                }
+                None => self.pack_paged(&msg, stored, sid.is_some()),
+            };
             self.queued += 1;
             let Some(queue) = self.broker.queue_mut(q) else {
                 continue;
