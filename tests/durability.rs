@@ -1776,9 +1776,18 @@ fn memory_stays_near_budget_while_paging() {
 // 6. Memory alarm: connection.blocked / unblocked (pika)
 // ---------------------------------------------------------------------------
 
+/// Without a data directory nothing is paged out: content delivered and not
+/// acknowledged stays in memory and raises the alarm. (With one, a
+/// paged-out message is delivered from disk and stays there while
+/// unacknowledged.)
 #[test]
 fn memory_alarm_blocks_and_unblocks_publishers_pika() {
-    let broker = common::start_with(|c| c.max_memory = 1 << 20);
+    let broker = common::start_with(|c| {
+        c.max_memory = 1 << 20;
+        if let Some(d) = c.data_dir.take() {
+            let _ = fs::remove_dir_all(d);
+        }
+    });
     let mut script = Script::start("blocked.py", broker.addr.port());
     script.expect("OK", Duration::from_secs(40));
     script.finish(Duration::from_secs(10));

@@ -96,11 +96,13 @@ pub const BIG_OVERHEAD: u64 = 160;
 /// Where queued messages are packed: chunks carved into slices, one per
 /// message, each chunk freed when its last slice goes. Three writers keep
 /// apart what lives for different lengths of time: messages as published
-/// (queued, maybe for long), content read back from the store for delivery
-/// (let go of soon) and stubs of paged-out messages (queued, maybe for
-/// long, while the content published next to them comes and goes). The
-/// chunks are counted as they are allocated and freed: [`Arena::content_bytes`]
-/// (the first two) and [`Arena::stub_bytes`].
+/// (queued, maybe for long), content read back from the store (for
+/// basic.get, dead-lettering, the management API: let go of soon; a
+/// consumer's deliveries are written from the store's buffer and stay paged
+/// out) and stubs of paged-out messages (queued, maybe for long, while the
+/// content published next to them comes and goes). The chunks are counted
+/// as they are allocated and freed: [`Arena::content_bytes`] (the first
+/// two) and [`Arena::stub_bytes`].
 #[derive(Debug)]
 pub struct Arena {
     queued: Writer,

@@ -341,7 +341,6 @@ impl Core {
         let conns = &mut self.conns;
         let store = &mut self.store;
         let resident = &mut self.resident;
-        let arena = &mut self.arena;
         let queued = &mut self.queued;
         let counters = &mut self.counters;
         let store_id = queue.store_id;
@@ -397,12 +396,24 @@ impl Core {
             let Some(c) = conns.get_mut(r.conn.idx as usize) else {
                 return;
             };
-            let Some(mut m) = queue.pop() else {
+            let Some(m) = queue.pop() else {
                 return;
             };
-            if !Core::load(store, resident, arena, &mut m) {
-                continue;
-            }
+            // A paged-out message is delivered straight from the store and
+            // stays paged out while unacknowledged: what the consumer has
+            // not acknowledged yet (its socket buffers may hold many
+            // megabytes of deliveries) takes no memory but its stub.
+            let from_store = if m.is_paged() {
+                match Core::read_back(store, &m) {
+                    Some(content) => Some(content),
+                    None => {
+                        *queued = queued.saturating_sub(1);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             queue.stats.deliver += 1;
             counters.deliver += 1;
             if m.redelivered() {
@@ -433,7 +444,10 @@ impl Core {
                 p.exchange,
                 p.routing_key,
             );
-            m.write_content(outbox, r.channel, frame_max);
+            match &from_store {
+                Some((header, body)) => outbox.content(r.channel, header, body, frame_max),
+                None => m.write_content(outbox, r.channel, frame_max),
+            }
             let Some(consumer) = chan.consumers.iter_mut().find(|x| x.tag == r.tag) else {
                 return;
             };

@@ -305,6 +305,24 @@ impl Core {
         }
     }
 
+    /// A paged-out message's content (header, body), read from the store
+    /// for delivery; the message stays paged out. None if it cannot be read
+    /// (logged, its store reference released: the caller drops it).
+    pub(crate) fn read_back(store: &mut Option<Store>, m: &QueuedMsg) -> Option<(Bytes, Bytes)> {
+        let (st, r) = (store.as_mut()?, m.stored()?);
+        match st.read(&r) {
+            Ok(content) => Some(content),
+            Err(e) => {
+                error!(
+                    "cannot read message {} back from the store: {e}; dropped",
+                    r.msg_id
+                );
+                st.release(&r);
+                None
+            }
+        }
+    }
+
     /// Store a persistent message for the durable queues among `targets`.
     pub(crate) fn store_message(
         &mut self,

@@ -1,5 +1,5 @@
 """Memory alarm scenario, driven by tests/durability.rs against a broker with
-a 1 MiB memory budget.
+a 1 MiB memory budget and no data directory (nothing is paged out).
 
 Usage: blocked.py PORT
 
