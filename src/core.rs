@@ -18,11 +18,17 @@ use crate::codec::{ConnectionClose, Error, Outbox, ReplyCode};
 use crate::config::Config;
 use crate::conn::{ConnState, Connection};
 
-/// Memory a queued message costs beyond its packed content, for the memory
-/// alarm: its 64-byte queue entry and a share of the arena chunk's unused
-/// tail. (A queue's spare capacity is not counted: the pages of a grown
-/// ring buffer are untouched until used.)
-pub const PER_MESSAGE_OVERHEAD: u64 = 72;
+/// Memory a queued message costs besides arena chunks and large bodies
+/// (counted on their own, see [`Core::memory_used`]): its entry in a queue.
+/// Entries of unacknowledged messages are larger, and a queue's buffer may
+/// be larger than its messages: [`Core::memory_used`] counts the buffers'
+/// capacity as last measured, and this for each message added since.
+pub const PER_MESSAGE_OVERHEAD: u64 =
+    std::mem::size_of::<crate::broker::message::QueuedMsg>() as u64;
+
+/// How often queue, channel and connection buffers are measured (see
+/// [`Core::memory_used`]).
+pub(crate) const BUFFER_SCAN_EVERY: Duration = Duration::from_millis(10);
 
 /// Frames at least this large are read without a copy (see [`Core::read_hint`]).
 const LARGE_FRAME: usize = 16 * 1024;
@@ -91,7 +97,10 @@ pub struct Core {
     /// length their output had before it: if the commit fails, what follows
     /// that mark is dropped and the connection closed with 541.
     pub(crate) commit_dependents: Vec<(ConnId, usize)>,
-    /// Bytes of message content held in memory (ready and unacked).
+    /// Bytes held in memory by messages (ready and unacked) outside the
+    /// arena: their large bodies (see [`QueuedMsg::resident`]).
+    ///
+    /// [`QueuedMsg::resident`]: crate::broker::message::QueuedMsg::resident
     pub resident: u64,
     /// Where queued messages are packed.
     pub(crate) arena: crate::broker::message::Arena,
@@ -100,6 +109,10 @@ pub struct Core {
     trim_peak: u64,
     /// Messages in queues or unacknowledged, paged or not.
     pub queued: u64,
+    /// Bytes of the queues' and channels' entry buffers and of the
+    /// connections' buffers when last measured, the number of messages
+    /// then, and when (see [`Core::memory_used`]).
+    pub(crate) buffers: (u64, u64, Instant),
     /// Message and byte counters.
     pub counters: Counters,
     /// Channels whose confirms wait for the next store sync.
@@ -166,6 +179,7 @@ impl Core {
             arena: Default::default(),
             trim_peak: 0,
             queued: 0,
+            buffers: (0, 0, Instant::now()),
             counters: Counters::default(),
             sync_waiters: Vec::new(),
             force_sync: false,
@@ -504,9 +518,24 @@ impl Core {
         self.run_dispatch();
     }
 
+    /// Bytes of memory in use as the memory alarm counts them: the
+    /// arena's chunks (content and stubs, as allocated), large bodies, the
+    /// queues' and channels' entry buffers and the connections' buffers (as
+    /// last measured, plus an entry for each message added since). O(1).
+    pub fn memory_used(&self) -> u64 {
+        let (bytes, queued, _) = self.buffers;
+        let buffers = bytes + self.queued.saturating_sub(queued) * PER_MESSAGE_OVERHEAD;
+        self.arena.bytes() + self.resident + buffers
+    }
+
+    /// Where queued messages are packed (its account of chunks).
+    pub fn arena(&self) -> &crate::broker::message::Arena {
+        &self.arena
+    }
+
     /// Rough bytes of heap in use for messages and connections.
     pub fn memory_estimate(&self) -> u64 {
-        self.resident + self.queued * PER_MESSAGE_OVERHEAD + self.conns.len() as u64 * 8192
+        self.memory_used() + self.conns.len() as u64 * 8192
     }
 
     /// True when much of the memory in use at the last peak has been freed

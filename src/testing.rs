@@ -181,9 +181,10 @@ impl Pair {
 }
 
 impl Core {
-    /// Check the bookkeeping invariants: every queue's unacked count equals
-    /// the unacked entries channels hold for it, and every consumer a queue
-    /// lists exists on an open channel (and vice versa).
+    /// Check the bookkeeping invariants: the memory account matches what
+    /// the messages hold (large bodies, arena chunks), every queue's unacked
+    /// count equals the unacked entries channels hold for it, and every
+    /// consumer a queue lists exists on an open channel (and vice versa).
     pub fn check_invariants(&self) -> Result<(), String> {
         // Every message the memory accounting counts is somewhere: ready in
         // a queue, unacked on a channel, or held by an open transaction.
@@ -229,6 +230,33 @@ impl Core {
             return Err(format!(
                 "{} resident bytes counted, but the messages hold {bytes}",
                 self.resident
+            ));
+        }
+        // The arena's account is the chunks the messages are packed in (and
+        // the chunks being written): no chunk is counted that nothing
+        // holds, none held is not counted.
+        let mut chunks: Vec<(usize, u64)> = self.arena.current_chunks().collect();
+        for (_, q) in self.broker.queues.iter() {
+            chunks.extend(q.ready.iter().filter_map(|m| m.chunk()));
+        }
+        for ch in self.conns.iter().flat_map(|(_, c)| c.channels.iter()) {
+            chunks.extend(ch.unacked.iter().filter_map(|u| u.msg.chunk()));
+            for op in ch.tx.iter().flatten() {
+                if let crate::conn::channel::TxOp::Ack(v) | crate::conn::channel::TxOp::Nack(v, _) =
+                    op
+                {
+                    chunks.extend(v.iter().filter_map(|u| u.msg.chunk()));
+                }
+            }
+        }
+        chunks.sort_unstable();
+        chunks.dedup();
+        let in_chunks: u64 = chunks.iter().map(|c| c.1).sum();
+        if in_chunks != self.arena.bytes() {
+            return Err(format!(
+                "the arena counts {} bytes of chunks, but the messages and writers hold {in_chunks} in {} chunks",
+                self.arena.bytes(),
+                chunks.len()
             ));
         }
         if (ready + held) as u64 != self.queued {

@@ -989,12 +989,22 @@ fn definitions_export_and_import() {
         "bindings": [{"source": "events", "vhost": vh, "destination": "jobs", "destination_type": "queue", "routing_key": "job.#", "arguments": {}}]
     });
     let r = api.post("/api/definitions", defs);
-    assert!(
-        r.status == 204 || r.status == 201,
-        "{} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
+    if api.rabbit {
+        assert!(
+            r.status == 204 || r.status == 201,
+            "{} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    } else {
+        // Policies are not implemented yet: applied, with the policy
+        // reported as skipped.
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.json()["skipped"],
+            json!(["skipped policy 'p' (not supported by warren yet)"])
+        );
+    }
     let out = api.get("/api/definitions");
     for k in [
         "rabbit_version",

@@ -956,3 +956,102 @@ fn packed_messages_survive_paging_requeue_and_dead_lettering() {
     assert_eq!(rejected.len(), N / 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The memory account with a 1 MiB budget: beyond half of it contents go to
+/// disk and only stubs stay (in chunks of their own), until the alarm is
+/// raised; paged-out messages delivered to a consumer that acknowledges
+/// nothing stay paged out (the account does not grow); once they are
+/// acknowledged the chunks, and the queue's and channel's buffers, are
+/// given back and the alarm clears. The account matches the messages at
+/// every step.
+#[test]
+fn memory_account_follows_chunks_and_buffers() {
+    let dir = std::env::temp_dir().join(format!("warren-sim-account-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    const BUDGET: u64 = 1 << 20;
+    let mut p = Pair::open(Config {
+        data_dir: Some(dir.clone()),
+        max_memory: BUDGET,
+        max_outbox: 64 << 20,
+        ..Config::default()
+    })
+    .expect("open");
+    p.handshake(0);
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
+    let _ = p.recv();
+    let body = |i: usize| format!("{i:06}").repeat(170).into_bytes(); // 1020 bytes
+    let mut n = 0;
+    while !p.core.blocked {
+        assert!(n < 100_000, "not blocked after {n} messages");
+        p.publish(1, "", "q", BasicProperties::default(), &body(n));
+        n += 1;
+        if n % 100 == 0 {
+            p.advance(Duration::from_millis(20));
+            p.core.end_turn(p.now);
+            p.core.check_invariants().unwrap();
+        }
+    }
+    let used = p.core.memory_used();
+    let arena = p.core.arena();
+    let (content, stubs) = (arena.content_bytes(), arena.stub_bytes());
+    // Content stops at half the budget (and the chunk being written).
+    assert!(
+        content <= BUDGET / 2 + 32 * 1024,
+        "{content} bytes of content chunks"
+    );
+    // About 30 bytes of stub a message: no content chunk kept by stubs.
+    assert!(
+        stubs > 0 && stubs < n as u64 * 64,
+        "{stubs} bytes of stub chunks for {n} messages"
+    );
+    assert!(used >= BUDGET, "blocked at {used} bytes");
+    p.core.check_invariants().unwrap();
+
+    // A consumer takes everything and acknowledges nothing.
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::from_static(b"q"),
+            consumer_tag: Bytes::from_static(b"c"),
+            ..Default::default()
+        },
+    );
+    let got = contents(p.recv());
+    assert_eq!(got.len(), n, "deliveries");
+    for (i, (_, b)) in got.iter().enumerate() {
+        assert_eq!(b, &body(i), "delivery {i}");
+    }
+    p.core.check_invariants().unwrap();
+    let arena = p.core.arena();
+    assert!(
+        arena.content_bytes() <= content,
+        "unacknowledged deliveries read back from disk are kept in memory: {} bytes of content chunks, {content} before",
+        arena.content_bytes()
+    );
+    assert_eq!(arena.stub_bytes(), stubs, "stubs while unacknowledged");
+
+    // Acknowledged: chunks and buffers given back, the alarm cleared.
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag: 0,
+            multiple: true,
+        },
+    );
+    p.advance(Duration::from_millis(20));
+    p.core.end_turn(p.now);
+    p.core.check_invariants().unwrap();
+    assert!(!p.core.blocked, "still blocked");
+    let left = p.core.memory_used();
+    assert!(
+        left < 256 * 1024,
+        "{left} bytes in use with nothing queued (was {used})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,15 +2,23 @@
 //!
 //! A [`Message`] is a message being published or routed: its parts are
 //! shared `Bytes`, slices of the frames it arrived in. Once routed, each
-//! queue holds a [`QueuedMsg`]: 64 bytes, whose exchange, routing key, content
-//! header and small body are packed into one slice of an [`Arena`] chunk
+//! queue holds a [`QueuedMsg`]: 48 bytes, whose exchange, routing key, content
+//! header and small body are packed into one [`Slice`] of an [`Arena`] chunk
 //! (shared by every queue the message went to). Packing copies a few dozen
 //! bytes and lets the connection's input buffer be reused instead of kept
 //! alive by the messages sliced out of it. Bodies of 2 KiB and more are not
 //! copied: they stay a shared `Bytes` of their own.
+//!
+//! A message paged out to the store keeps a stub in memory: its store
+//! reference, publish time and TTL, exchange and routing key. Stubs are
+//! packed apart from content (see [`Arena`]), so that a long queue of stubs
+//! does not keep the chunks alive that the content was packed in.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::broker::arena::{Account, Cursor, Slice, Writer};
 use crate::codec::Outbox;
 use crate::store::{MsgMeta, StoreRef};
 
@@ -74,29 +82,73 @@ impl Message {
 /// longer ones stay a `Bytes` of their own (sent without a copy).
 pub const INLINE_BODY: usize = crate::codec::outbox::COPY_THRESHOLD;
 
-/// Size of the chunks packed messages are carved from.
-const ARENA_CHUNK: usize = 32 * 1024;
+/// Size of the chunks messages and stubs are packed into. One size for all:
+/// the allocator reuses a freed chunk for any other.
+const CHUNK: usize = 32 * 1024;
 
-/// Where packed messages are written: a chunk that is carved into frozen
-/// slices, one per message. A chunk is freed when its last message goes.
-#[derive(Debug, Default)]
+/// Memory a large body (one not packed, see [`INLINE_BODY`]) takes beyond
+/// its own bytes, counted in [`QueuedMsg::resident`]: its box (48 bytes
+/// with the allocator's header), and the frames around it in the input
+/// buffer or the store record it is a slice of (method and content header,
+/// frame headers: about 100 bytes).
+pub const BIG_OVERHEAD: u64 = 160;
+
+/// Where queued messages are packed: chunks carved into slices, one per
+/// message, each chunk freed when its last slice goes. Three writers keep
+/// apart what lives for different lengths of time: messages as published
+/// (queued, maybe for long), content read back from the store (for
+/// basic.get, dead-lettering, the management API: let go of soon; a
+/// consumer's deliveries are written from the store's buffer and stay paged
+/// out) and stubs of paged-out messages (queued, maybe for long, while the
+/// content published next to them comes and goes). The chunks are counted
+/// as they are allocated and freed: [`Arena::content_bytes`] (the first
+/// two) and [`Arena::stub_bytes`].
+#[derive(Debug)]
 pub struct Arena {
-    buf: BytesMut,
+    queued: Writer,
+    loaded: Writer,
+    stubs: Writer,
+    content: Arc<Account>,
+    stub_account: Arc<Account>,
+}
+
+impl Default for Arena {
+    fn default() -> Arena {
+        let content = Arc::new(Account::default());
+        let stub_account = Arc::new(Account::default());
+        Arena {
+            queued: Writer::new(CHUNK, content.clone()),
+            loaded: Writer::new(CHUNK, content.clone()),
+            stubs: Writer::new(CHUNK, stub_account.clone()),
+            content,
+            stub_account,
+        }
+    }
 }
 
 impl Arena {
-    /// Room for `len` bytes, written with `BufMut` calls and then taken with
-    /// [`Arena::finish`].
-    fn start(&mut self, len: usize) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < len {
-            self.buf = BytesMut::with_capacity(len.max(ARENA_CHUNK));
-        }
-        &mut self.buf
+    /// Bytes of the chunks that hold message content (headers and small
+    /// bodies, with the exchange and routing key that go with them).
+    pub fn content_bytes(&self) -> u64 {
+        self.content.bytes()
     }
 
-    /// The bytes written since [`Arena::start`].
-    fn finish(&mut self) -> Bytes {
-        self.buf.split().freeze()
+    /// Bytes of the chunks that hold stubs of paged-out messages.
+    pub fn stub_bytes(&self) -> u64 {
+        self.stub_account.bytes()
+    }
+
+    /// Bytes of all chunks.
+    pub fn bytes(&self) -> u64 {
+        self.content_bytes() + self.stub_bytes()
+    }
+
+    /// The writers' current chunks (address, size), which no message may
+    /// hold (see `Core::check_invariants`).
+    pub fn current_chunks(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        [&self.queued, &self.loaded, &self.stubs]
+            .into_iter()
+            .filter_map(|w| w.current())
     }
 }
 
@@ -124,7 +176,7 @@ const F_REDELIVERED: u8 = 8;
 /// (u32 length + bytes) and a small body. A large body is `big`.
 #[derive(Debug, Clone)]
 pub struct QueuedMsg {
-    data: Bytes,
+    data: Slice,
     big: Option<Box<Bytes>>,
     /// Position in the queue (monotonic per queue); requeued messages go back
     /// to this position.
@@ -168,13 +220,13 @@ fn short_at(d: &[u8], at: usize) -> ((usize, usize), usize) {
     ((at + 1, at + 1 + n), at + 1 + n)
 }
 
-fn put_short(out: &mut BytesMut, s: &[u8]) {
+fn put_short(out: &mut Cursor<'_>, s: &[u8]) {
     let s = s.get(..255).unwrap_or(s);
     out.put_u8(s.len() as u8);
     out.put_slice(s);
 }
 
-fn put_ref(out: &mut BytesMut, r: &StoreRef) {
+fn put_ref(out: &mut Cursor<'_>, r: &StoreRef) {
     out.put_u64(r.msg_id);
     out.put_u32(r.seg);
     out.put_u32(r.offset);
@@ -206,10 +258,8 @@ impl Prefix<'_> {
             + short(self.routing_key)
     }
 
-    /// Start a slice of `self.len() + more` bytes in `arena` with the prefix
-    /// written; the caller appends the rest and takes it with `finish`.
-    fn start<'b>(&self, arena: &'b mut Arena, more: usize) -> &'b mut BytesMut {
-        let out = arena.start(self.len() + more);
+    /// Write the prefix into `out`.
+    fn put(&self, out: &mut Cursor<'_>) {
         let b = |yes: bool, bit: u8| if yes { bit } else { 0 };
         out.put_u8(b(self.stored.is_some(), B_REF) | b(self.times.is_some(), B_TIMES));
         if let Some(r) = self.stored {
@@ -221,37 +271,71 @@ impl Prefix<'_> {
         }
         put_short(out, self.exchange);
         put_short(out, self.routing_key);
-        out
+    }
+
+    /// A stub: the prefix alone, in the stub chunks.
+    fn stub(&self, arena: &mut Arena) -> Slice {
+        arena.stubs.write(self.len(), |out| self.put(out))
     }
 }
 
 impl QueuedMsg {
-    /// Pack a routed message; `stored` is where the store keeps it (for
-    /// copies in durable queues, see [`QueuedMsg::set_stored`]).
-    pub fn pack(arena: &mut Arena, m: &Message, stored: Option<StoreRef>) -> QueuedMsg {
-        let inline = m.body.len() < INLINE_BODY;
-        let prefix = Prefix {
-            stored: stored.as_ref(),
+    /// The prefix of a routed message's slice; `stored` is where the store
+    /// keeps it as a persistent message.
+    fn prefix<'a>(m: &'a Message, stored: Option<&'a StoreRef>) -> Prefix<'a> {
+        Prefix {
+            stored,
             times: (stored.is_some() || m.ttl.is_some())
                 .then(|| (m.timestamp, m.ttl.unwrap_or(u64::MAX))),
             exchange: &m.exchange,
             routing_key: &m.routing_key,
-        };
-        let body = if inline { &m.body[..] } else { &[] };
-        let out = prefix.start(arena, 4 + m.header.len() + body.len());
-        out.put_u32(m.header.len() as u32);
-        out.put_slice(&m.header);
-        out.put_slice(body);
+        }
+    }
+
+    fn new(data: Slice, big: Option<Box<Bytes>>, m: &Message, flags: u8) -> QueuedMsg {
         QueuedMsg {
-            data: arena.finish(),
-            big: (!inline).then(|| Box::new(m.body.clone())),
+            data,
+            big,
             seq: 0,
             expires: u64::MAX,
             size: m.body.len().min(u32::MAX as usize) as u32,
-            flags: if m.persistent { F_PERSISTENT } else { 0 },
+            flags: flags | if m.persistent { F_PERSISTENT } else { 0 },
             priority: m.priority,
             prio: 0,
         }
+    }
+
+    /// Pack a routed message; `stored` is where the store keeps it (for
+    /// copies in durable queues, see [`QueuedMsg::set_stored`]).
+    pub fn pack(arena: &mut Arena, m: &Message, stored: Option<StoreRef>) -> QueuedMsg {
+        let inline = m.body.len() < INLINE_BODY;
+        let prefix = Self::prefix(m, stored.as_ref());
+        let body = if inline { &m.body[..] } else { &[] };
+        let len = prefix.len() + 4 + m.header.len() + body.len();
+        let data = arena.queued.write(len, |out| {
+            prefix.put(out);
+            out.put_u32(m.header.len() as u32);
+            out.put_slice(&m.header);
+            out.put_slice(body);
+        });
+        let big = (!inline).then(|| Box::new(m.body.clone()));
+        QueuedMsg::new(data, big, m, 0)
+    }
+
+    /// Pack a routed message straight out to the store: what
+    /// [`QueuedMsg::pack`] and then [`QueuedMsg::page_out`] to `at` make,
+    /// without packing the content first. `stored` as for `pack`.
+    pub fn pack_paged(
+        arena: &mut Arena,
+        m: &Message,
+        stored: Option<StoreRef>,
+        at: StoreRef,
+    ) -> QueuedMsg {
+        let prefix = Prefix {
+            stored: Some(&at),
+            ..Self::prefix(m, stored.as_ref())
+        };
+        QueuedMsg::new(prefix.stub(arena), None, m, F_PAGED | F_STORED)
     }
 
     /// A message found by store recovery: paged out, stored.
@@ -262,9 +346,8 @@ impl QueuedMsg {
             exchange: &r.exchange,
             routing_key: &r.routing_key,
         };
-        prefix.start(arena, 0);
         QueuedMsg {
-            data: arena.finish(),
+            data: prefix.stub(arena),
             big: None,
             seq: 0,
             expires: u64::MAX,
@@ -322,35 +405,34 @@ impl QueuedMsg {
         }
     }
 
-    fn slice(&self, (a, b): (usize, usize)) -> Bytes {
-        if a <= b && b <= self.data.len() {
-            self.data.slice(a..b)
-        } else {
-            Bytes::new()
-        }
+    /// A copy of part of the slice (its parts are not `Bytes` of their own).
+    fn copy(&self, (a, b): (usize, usize)) -> Bytes {
+        self.data
+            .get(a..b)
+            .map_or_else(Bytes::new, Bytes::copy_from_slice)
     }
 
-    /// Exchange it was published to.
+    /// Exchange it was published to (a copy).
     pub fn exchange(&self) -> Bytes {
-        self.slice(self.layout().exchange)
+        self.copy(self.layout().exchange)
     }
 
-    /// Routing key it was published with.
+    /// Routing key it was published with (a copy).
     pub fn routing_key(&self) -> Bytes {
-        self.slice(self.layout().routing_key)
+        self.copy(self.layout().routing_key)
     }
 
-    /// Raw content header payload (empty when paged out).
+    /// Raw content header payload (a copy; empty when paged out).
     pub fn header(&self) -> Bytes {
-        self.slice(self.layout().header)
+        self.copy(self.layout().header)
     }
 
-    /// The body (empty when paged out).
+    /// The body (empty when paged out; a copy unless large).
     pub fn body(&self) -> Bytes {
         match &self.big {
             Some(b) => (**b).clone(),
             None if self.is_paged() => Bytes::new(),
-            None => self.slice((self.layout().body, self.data.len())),
+            None => self.copy((self.layout().body, self.data.len())),
         }
     }
 
@@ -444,12 +526,20 @@ impl QueuedMsg {
         self.flags & F_PAGED != 0
     }
 
-    /// Bytes of message data held in memory for this copy.
+    /// Bytes this copy holds in memory outside the arena: a large body
+    /// (with [`BIG_OVERHEAD`]), unless paged out. (What the arena holds is
+    /// counted by chunk, see [`Arena`].)
     pub fn resident(&self) -> u64 {
-        if self.is_paged() {
-            return 0;
+        match &self.big {
+            Some(b) if !self.is_paged() => b.len() as u64 + BIG_OVERHEAD,
+            _ => 0,
         }
-        (self.data.len() + self.big.as_ref().map_or(0, |b| b.len())) as u64
+    }
+
+    /// The arena chunk its slice is in (address, size), for checking the
+    /// arena's account.
+    pub fn chunk(&self) -> Option<(usize, u64)> {
+        self.data.chunk()
     }
 
     /// The store's view of it (content empty when paged out).
@@ -479,28 +569,29 @@ impl QueuedMsg {
             exchange: p.exchange,
             routing_key: p.routing_key,
         };
-        prefix.start(arena, 0);
-        self.data = arena.finish();
+        self.data = prefix.stub(arena);
         self.big = None;
         self.flags |= F_PAGED | F_STORED;
     }
 
-    /// Content read back from the store: in memory again.
+    /// Content read back from the store: in memory again (packed apart from
+    /// content as published, see [`Arena`]).
     pub fn page_in(&mut self, arena: &mut Arena, header: &[u8], body: Bytes) {
         if !self.is_paged() {
             return;
         }
         let inline = body.len() < INLINE_BODY;
-        let prefix = self.data.len();
-        let len = prefix + 4 + header.len() + if inline { body.len() } else { 0 };
-        let out = arena.start(len);
-        out.put_slice(&self.data);
-        out.put_u32(header.len() as u32);
-        out.put_slice(header);
-        if inline {
-            out.put_slice(&body);
-        }
-        self.data = arena.finish();
+        let len = self.data.len() + 4 + header.len() + if inline { body.len() } else { 0 };
+        let stub = &self.data;
+        let data = arena.loaded.write(len, |out| {
+            out.put_slice(stub);
+            out.put_u32(header.len() as u32);
+            out.put_slice(header);
+            if inline {
+                out.put_slice(&body);
+            }
+        });
+        self.data = data;
         self.big = (!inline).then(|| Box::new(body));
         self.flags &= !F_PAGED;
     }
@@ -562,8 +653,8 @@ mod tests {
     }
 
     #[test]
-    fn entry_is_64_bytes() {
-        assert_eq!(std::mem::size_of::<QueuedMsg>(), 64);
+    fn entry_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<QueuedMsg>(), 48);
     }
 
     #[test]
@@ -595,12 +686,21 @@ mod tests {
             };
             assert_eq!(q.times(), times);
             let resident = q.resident();
-            assert!(resident >= (body.len() + m.header.len()) as u64);
-
+            let big = body.len() >= INLINE_BODY;
+            assert_eq!(
+                resident,
+                if big {
+                    body.len() as u64 + BIG_OVERHEAD
+                } else {
+                    0
+                }
+            );
             let paged_at = StoreRef {
                 durable: false,
                 ..at()
             };
+            let paged_copy =
+                QueuedMsg::pack_paged(&mut arena, &m, stored, stored.unwrap_or(paged_at));
             q.page_out(&mut arena, stored.unwrap_or(paged_at));
             assert!(q.is_paged());
             assert_eq!(q.resident(), 0);
@@ -611,11 +711,17 @@ mod tests {
             );
             assert!(q.header().is_empty() && q.body().is_empty());
             assert_eq!(q.times(), times);
+            // Packed straight out, the same stub.
+            assert_eq!(&paged_copy.data[..], &q.data[..]);
+            assert!(paged_copy.is_paged() && paged_copy.stored().is_some());
+            // Stubs are packed apart from content.
+            assert_ne!(q.chunk().map(|c| c.0), arena.queued.current().map(|c| c.0));
+            assert_eq!(q.chunk(), arena.stubs.current());
             q.page_in(&mut arena, &m.header, m.body.clone());
             assert!(!q.is_paged());
             // Paged in, it keeps the store reference it got when paged out.
-            let with_ref = resident + if stored.is_none() { REF_LEN as u64 } else { 0 };
-            assert_eq!(q.resident(), with_ref);
+            assert_eq!(q.stored(), Some(stored.unwrap_or(paged_at)));
+            assert_eq!(q.resident(), resident);
             assert_eq!((q.header(), q.body()), (m.header.clone(), m.body.clone()));
             assert_eq!(q.meta().routing_key, b"key");
         }
@@ -637,5 +743,40 @@ mod tests {
             (&m.body[..], m.priority, m.persistent),
             (&b"x"[..], 3, true)
         );
+    }
+
+    /// Paged-out messages do not keep the chunks their content was packed
+    /// in: with every message paged out, content takes at most the chunk
+    /// being written, and the stubs chunks of their own.
+    #[test]
+    fn stubs_do_not_pin_content_chunks() {
+        let mut arena = Arena::default();
+        let m = message(&[5u8; 1024], None);
+        let mut queue: Vec<QueuedMsg> = (0..1000)
+            .map(|_| QueuedMsg::pack(&mut arena, &m, None))
+            .collect();
+        assert!(arena.content_bytes() >= 1000 * 1024);
+        assert_eq!(arena.stub_bytes(), 0);
+        for q in &mut queue {
+            q.page_out(&mut arena, at());
+        }
+        assert_eq!(arena.content_bytes(), CHUNK as u64);
+        let stubs = arena.stub_bytes();
+        assert!(stubs < 1000 * 64, "{stubs} bytes of stub chunks");
+        // Chunks are counted once, however many messages share them.
+        let mut chunks: Vec<_> = queue.iter().filter_map(|q| q.chunk()).collect();
+        chunks.extend(arena.current_chunks());
+        chunks.sort();
+        chunks.dedup();
+        assert_eq!(chunks.iter().map(|c| c.1).sum::<u64>(), arena.bytes());
+        // Read back for delivery, then acknowledged: all freed but the
+        // chunks being written.
+        for q in &mut queue {
+            q.page_in(&mut arena, &m.header, m.body.clone());
+        }
+        assert!(arena.content_bytes() >= 1000 * 1024);
+        drop(queue);
+        let current: u64 = arena.current_chunks().map(|c| c.1).sum();
+        assert_eq!(arena.bytes(), current);
     }
 }

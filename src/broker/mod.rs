@@ -3,6 +3,7 @@
 //! are named by [`ConnId`], never borrowed; effects on other connections (a
 //! consumer cancelled because its queue went) are returned to the caller.
 
+pub mod arena;
 pub mod args;
 pub mod auth;
 pub mod exchange;

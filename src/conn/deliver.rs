@@ -185,7 +185,15 @@ impl Core {
         }
         let stored = self.store_message(&msg, &durable);
         self.store_scratch = durable;
-        let packed = QueuedMsg::pack(&mut self.arena, &msg, stored);
+        // Beyond half the memory budget the content goes (straight) to disk.
+        let big = msg.body.len() >= crate::broker::message::INLINE_BODY;
+        let more = if big {
+            msg.body.len() as u64 + crate::broker::message::BIG_OVERHEAD
+        } else {
+            0
+        };
+        let packed =
+            (!self.should_page(more)).then(|| QueuedMsg::pack(&mut self.arena, &msg, stored));
         let mut rejected = false;
         let mut dropped = Vec::new();
         for &q in targets {
@@ -193,9 +201,15 @@ impl Core {
             else {
                 continue;
             };
-            let mut m = packed.clone();
-            m.set_stored(sid.is_some());
-            self.maybe_page_out(&mut m);
+            let m = match &packed {
+                Some(p) => {
+                    let mut m = p.clone();
+                    m.set_stored(sid.is_some());
+                    self.resident += m.resident();
+                    m
+                }
+                None => self.pack_paged(&msg, stored, sid.is_some()),
+            };
             self.queued += 1;
             let Some(queue) = self.broker.queue_mut(q) else {
                 continue;
@@ -339,7 +353,6 @@ impl Core {
         let conns = &mut self.conns;
         let store = &mut self.store;
         let resident = &mut self.resident;
-        let arena = &mut self.arena;
         let queued = &mut self.queued;
         let counters = &mut self.counters;
         let store_id = queue.store_id;
@@ -395,12 +408,24 @@ impl Core {
             let Some(c) = conns.get_mut(r.conn.idx as usize) else {
                 return;
             };
-            let Some(mut m) = queue.pop() else {
+            let Some(m) = queue.pop() else {
                 return;
             };
-            if !Core::load(store, resident, queued, arena, &mut m) {
-                continue;
-            }
+            // A paged-out message is delivered straight from the store and
+            // stays paged out while unacknowledged: what the consumer has
+            // not acknowledged yet (its socket buffers may hold many
+            // megabytes of deliveries) takes no memory but its stub.
+            let from_store = if m.is_paged() {
+                match Core::read_back(store, &m) {
+                    Some(content) => Some(content),
+                    None => {
+                        *queued = queued.saturating_sub(1);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             queue.stats.deliver += 1;
             counters.deliver += 1;
             if m.redelivered() {
@@ -428,7 +453,10 @@ impl Core {
                 p.exchange,
                 p.routing_key,
             );
-            m.write_content(outbox, r.channel, frame_max);
+            match &from_store {
+                Some((header, body)) => outbox.content(r.channel, header, body, frame_max),
+                None => m.write_content(outbox, r.channel, frame_max),
+            }
             let Some(consumer) = chan.consumers.iter_mut().find(|x| x.tag == r.tag) else {
                 return;
             };

@@ -333,6 +333,24 @@ impl Core {
         }
     }
 
+    /// A paged-out message's content (header, body), read from the store
+    /// for delivery; the message stays paged out. None if it cannot be read
+    /// (logged, its store reference released: the caller drops it).
+    pub(crate) fn read_back(store: &mut Option<Store>, m: &QueuedMsg) -> Option<(Bytes, Bytes)> {
+        let (st, r) = (store.as_mut()?, m.stored()?);
+        match st.read(&r) {
+            Ok(content) => Some(content),
+            Err(e) => {
+                error!(
+                    "cannot read message {} back from the store: {e}; dropped",
+                    r.msg_id
+                );
+                st.release(&r);
+                None
+            }
+        }
+    }
+
     /// Store a persistent message for the durable queues among `targets`.
     pub(crate) fn store_message(
         &mut self,
@@ -346,11 +364,19 @@ impl Core {
         Some(st.append_msg(durable_queues, &msg.meta()))
     }
 
+    /// True when content taking `more` bytes outside the arena should go to
+    /// disk: beyond half the memory budget, when there is a store. Content
+    /// is the arena's content chunks and large bodies (stubs are not
+    /// content: paging cannot make them smaller).
+    pub(crate) fn should_page(&self, more: u64) -> bool {
+        self.store.is_some()
+            && self.arena.content_bytes() + self.resident + more > self.config.max_memory / 2
+    }
+
     /// Beyond half the memory budget, new messages go to disk: store a copy if
     /// the message is not stored yet and drop its content from memory.
     pub(crate) fn maybe_page_out(&mut self, m: &mut QueuedMsg) {
-        let limit = self.config.max_memory / 2;
-        if self.resident + m.resident() <= limit {
+        if !self.should_page(m.resident()) {
             self.resident += m.resident();
             return;
         }
@@ -364,6 +390,30 @@ impl Core {
             None => st.append_paged(&m.meta()),
         };
         m.page_out(&mut self.arena, at);
+    }
+
+    /// A routed message's copy for a queue (`durable_queue`: one that has
+    /// the message `stored`), packed straight out to the store (see
+    /// [`QueuedMsg::pack_paged`]): the content is already on disk for a
+    /// durable queue, or appended as a paged copy.
+    pub(crate) fn pack_paged(
+        &mut self,
+        msg: &Message,
+        stored: Option<StoreRef>,
+        durable_queue: bool,
+    ) -> QueuedMsg {
+        let at = match (stored.filter(|_| durable_queue), self.store.as_mut()) {
+            (Some(r), _) => r,
+            (None, Some(st)) => st.append_paged(&msg.meta()),
+            (None, None) => {
+                // Nowhere to page to (see `should_page`): keep it in memory.
+                let mut m = QueuedMsg::pack(&mut self.arena, msg, stored);
+                m.set_stored(durable_queue);
+                self.resident += m.resident();
+                return m;
+            }
+        };
+        QueuedMsg::pack_paged(&mut self.arena, msg, stored, at)
     }
 
     /// End of a loop turn: the group commit. Changed definitions are staged
@@ -563,11 +613,39 @@ impl Core {
         }
     }
 
+    /// Measure the buffers messages and connections take besides the
+    /// arena and large bodies (see [`Core::memory_used`]): the queues' and
+    /// channels' entry buffers (by capacity: a queue that held a long
+    /// backlog keeps its buffer, whose pages were all touched; those mostly
+    /// empty are shrunk here), and the connections' pending output and
+    /// input buffers. O(queues + connections + channels), at most every
+    /// [`crate::core::BUFFER_SCAN_EVERY`].
+    fn measure_buffers(&mut self, now: Instant) {
+        if now < self.buffers.2 + crate::core::BUFFER_SCAN_EVERY {
+            return;
+        }
+        fn ring<T>(v: &mut std::collections::VecDeque<T>) -> u64 {
+            if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
+                v.shrink_to(v.len() * 2);
+            }
+            (v.capacity() * std::mem::size_of::<T>()) as u64
+        }
+        let mut bytes = 0;
+        for (_, q) in self.broker.queues.iter_mut() {
+            bytes += ring(&mut q.ready);
+        }
+        for (_, c) in self.conns.iter_mut() {
+            bytes += (c.outbox.len() + c.inbuf.capacity()) as u64;
+            for ch in c.channels.iter_mut() {
+                bytes += ring(&mut ch.unacked);
+            }
+        }
+        self.buffers = (bytes, self.queued, now);
+    }
+
     fn check_alarms(&mut self, now: Instant) {
-        // Message contents in memory, plus what every queued message costs
-        // whatever its size (queue entry and retained frame bytes, measured
-        // at about 300 bytes): a queue of tiny messages is bounded too.
-        let used = self.resident + self.queued * crate::core::PER_MESSAGE_OVERHEAD;
+        self.measure_buffers(now);
+        let used = self.memory_used();
         // Hysteresis: raised at the budget, cleared below 90 % of it, so a
         // queue hovering at the limit does not flap blocked/unblocked.
         let mem = if self.blocked && !self.disk_alarm {
@@ -605,8 +683,12 @@ impl Core {
         self.blocked = reason.is_some();
         match reason {
             Some(r) => warn!(
-                "{r}: blocking publishers (resident {} bytes)",
-                self.resident
+                "{r}: blocking publishers ({} bytes used: {} in content chunks, {} in stub chunks, {} in large bodies, {} messages)",
+                self.memory_used(),
+                self.arena.content_bytes(),
+                self.arena.stub_bytes(),
+                self.resident,
+                self.queued
             ),
             None => info!("alarm cleared: unblocking publishers"),
         }

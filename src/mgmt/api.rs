@@ -1303,7 +1303,7 @@ fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         "io_sync_avg_time": if syncs > 0 { sync_time.as_secs_f64() * 1000.0 / syncs as f64 } else { 0.0 },
         "io_write_bytes": written,
         "message_store_bytes": store_bytes,
-        "message_resident_bytes": core.resident,
+        "message_resident_bytes": core.memory_used(),
     })
 }
 

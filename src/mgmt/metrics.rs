@@ -236,8 +236,8 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: std::time::Instant) -> String {
         &mut out,
         "warren_message_resident_bytes",
         "gauge",
-        "Bytes of message content held in memory (ready and unacknowledged)",
-        core.resident,
+        "Bytes of memory in use as the memory alarm counts them (messages ready and unacknowledged, queue and connection buffers)",
+        core.memory_used(),
     );
     let (disk, syncs, sync_secs, written) = match &core.store {
         Some(st) => (

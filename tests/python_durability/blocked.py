@@ -1,5 +1,5 @@
 """Memory alarm scenario, driven by tests/durability.rs against a broker with
-a 1 MiB memory budget.
+a 1 MiB memory budget and no data directory (nothing is paged out).
 
 Usage: blocked.py PORT
 
@@ -84,7 +84,9 @@ while not blocked() and n < 64:
     pump(both, lambda: blocked() or len(tags) == n, 5)
 check(blocked(), "no connection.blocked after %d x 64 KiB unacked (events %r)" % (n, events))
 check(events[0] == ("blocked", "low on memory"), "blocked reason: %r" % (events,))
-check(len(tags) * 65536 >= 1 << 20, "blocked with only %d messages unacked" % len(tags))
+# The alarm counts connection buffers and per-message overhead too: blocked
+# with at least 3/4 of the budget in delivered content.
+check(len(tags) * 65536 >= 3 << 18, "blocked with only %d messages unacked" % len(tags))
 check(all(size == 65536 for _, size in tags), "delivered sizes")
 print("blocked after %d messages published, %d delivered unacked" % (n, len(tags)), flush=True)
 
