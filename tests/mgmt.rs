@@ -1256,3 +1256,15 @@ fn topic_permissions_api() {
     assert_eq!(api.get("/api/topic-permissions"), json!([]));
     assert_eq!(api.delete("/api/topic-permissions/%2F/tom"), 404);
 }
+
+/// A quorum queue says so (`type`), as RabbitMQ's API does.
+#[test]
+fn quorum_queues_show_their_type() {
+    let (_b, api) = start();
+    let body =
+        json!({"durable": true, "arguments": {"x-queue-type": "quorum", "x-delivery-limit": 5}});
+    assert_eq!(api.put("/api/queues/%2F/qq", body), 201);
+    assert_eq!(api.put("/api/queues/%2F/cq", json!({"durable": true})), 201);
+    assert_eq!(api.get("/api/queues/%2F/qq")["type"], "quorum");
+    assert_eq!(api.get("/api/queues/%2F/cq")["type"], "classic");
+}

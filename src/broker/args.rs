@@ -42,6 +42,11 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
+    /// `x-queue-type` = quorum: deliveries carry `x-delivery-count`.
+    pub quorum: bool,
+    /// `x-delivery-limit` of a quorum queue: a message returned more often
+    /// is dead-lettered (reason `delivery_limit`) or dropped.
+    pub delivery_limit: Option<u64>,
 }
 
 /// Longest TTL or expiry RabbitMQ accepts (ten years, in milliseconds).
@@ -203,8 +208,19 @@ impl QueueArgs {
             let t = longstr(v).ok_or_else(|| unacceptable("x-queue-type", v))?;
             match &t[..] {
                 b"classic" => {}
-                // Quorum queues and streams are served as classic queues.
-                b"quorum" | b"stream" => classic = false,
+                // A quorum queue on one node: a classic queue that counts
+                // deliveries (x-delivery-count, x-delivery-limit).
+                b"quorum" => {
+                    classic = false;
+                    out.quorum = true;
+                }
+                // Refused rather than served as a queue that forgets what
+                // was read (a stream's consumers re-read from an offset).
+                b"stream" => return Err(ArgError::Invalid(
+                    "x-queue-type",
+                    "\"unsupported queue type 'stream': warren does not implement streams yet\""
+                        .into(),
+                )),
                 other => {
                     return Err(ArgError::Invalid(
                         "x-queue-type",
@@ -281,6 +297,11 @@ impl QueueArgs {
                 return Err(ArgError::NotClassic(k));
             }
         }
+        // RabbitMQ 3.10 takes any value here; a non-negative integer limits.
+        out.delivery_limit = args
+            .get("x-delivery-limit")
+            .and_then(|v| v.as_i64())
+            .and_then(|n| u64::try_from(n).ok());
         Ok(out)
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::broker::arena::{Account, Cursor, Slice, Writer};
-use crate::codec::Outbox;
+use crate::codec::{ContentHeader, FieldTable, FieldValue, Outbox};
 use crate::store::{MsgMeta, StoreRef};
 
 /// A published message, as it is routed.
@@ -190,6 +190,26 @@ pub struct QueuedMsg {
     priority: u8,
     /// Effective priority in this queue (0 unless a priority queue).
     pub prio: u8,
+    /// Times it came back to its queue unacknowledged (a quorum queue's
+    /// delivery count; saturates at 255).
+    returns: u8,
+}
+
+/// A raw content header with `x-delivery-count` = `n` in its headers table
+/// (RabbitMQ's quorum queues add it to every delivery); unchanged if it
+/// does not decode.
+fn with_delivery_count(header: &[u8], n: u8) -> Bytes {
+    let raw = Bytes::copy_from_slice(header);
+    let Ok(mut h) = ContentHeader::decode(&raw) else {
+        return raw;
+    };
+    h.properties
+        .headers
+        .get_or_insert_with(FieldTable::new)
+        .insert("x-delivery-count", FieldValue::I64(i64::from(n)));
+    let mut out = bytes::BytesMut::with_capacity(raw.len() + 32);
+    h.encode(&mut out);
+    out.freeze()
 }
 
 /// Borrowed parts of a queued message.
@@ -302,6 +322,7 @@ impl QueuedMsg {
             flags: flags | if m.persistent { F_PERSISTENT } else { 0 },
             priority: m.priority,
             prio: 0,
+            returns: 0,
         }
     }
 
@@ -355,6 +376,7 @@ impl QueuedMsg {
             flags: F_PERSISTENT | F_STORED | F_PAGED | if r.delivered { F_REDELIVERED } else { 0 },
             priority: r.priority,
             prio: 0,
+            returns: 0,
         }
     }
 
@@ -468,6 +490,16 @@ impl QueuedMsg {
         } else {
             self.flags &= !F_REDELIVERED;
         }
+    }
+
+    /// Times it came back to its queue unacknowledged.
+    pub fn returns(&self) -> u8 {
+        self.returns
+    }
+
+    /// It came back to its queue unacknowledged once more.
+    pub fn returned(&mut self) {
+        self.returns = self.returns.saturating_add(1);
     }
 
     /// Wall-clock expiry in ms since the epoch, if a TTL applies.
@@ -602,6 +634,34 @@ impl QueuedMsg {
         match &self.big {
             Some(b) => outbox.content(channel, p.header, b, frame_max),
             None => outbox.content_copied(channel, p.header, p.inline_body, frame_max),
+        }
+    }
+
+    /// Append its content for a delivery: its own, or `from_store` (header
+    /// and body read back for a paged-out message), with `x-delivery-count`
+    /// set in its headers when `count` is given (quorum queues).
+    pub fn write_delivery(
+        &self,
+        outbox: &mut Outbox,
+        channel: u16,
+        frame_max: u32,
+        from_store: Option<&(Bytes, Bytes)>,
+        count: Option<u8>,
+    ) {
+        let Some(n) = count else {
+            match from_store {
+                Some((header, body)) => outbox.content(channel, header, body, frame_max),
+                None => self.write_content(outbox, channel, frame_max),
+            }
+            return;
+        };
+        let p = self.parts();
+        let header = with_delivery_count(from_store.map_or(p.header, |(h, _)| &h[..]), n);
+        match (from_store, self.big.as_deref()) {
+            (Some((_, body)), _) | (None, Some(body)) => {
+                outbox.content(channel, &header, body, frame_max)
+            }
+            (None, None) => outbox.content_copied(channel, &header, p.inline_body, frame_max),
         }
     }
 

@@ -453,10 +453,8 @@ impl Core {
                 p.exchange,
                 p.routing_key,
             );
-            match &from_store {
-                Some((header, body)) => outbox.content(r.channel, header, body, frame_max),
-                None => m.write_content(outbox, r.channel, frame_max),
-            }
+            let count = queue.args.quorum.then(|| m.returns());
+            m.write_delivery(outbox, r.channel, frame_max, from_store.as_ref(), count);
             let Some(consumer) = chan.consumers.iter_mut().find(|x| x.tag == r.tag) else {
                 return;
             };
@@ -538,8 +536,21 @@ impl Core {
             self.forget(None, &u.msg);
             return;
         };
+        let limit = q.args.delivery_limit.filter(|_| q.args.quorum);
         if requeue {
             let mut m = u.msg;
+            if q.args.quorum {
+                m.returned();
+                // Returned once more than the limit allows: a quorum queue
+                // dead-letters it (or drops it) instead (RabbitMQ: a limit
+                // of 2 means three deliveries). Counts stop at 255: a limit
+                // of 255 or more never applies.
+                if limit.is_some_and(|l| l < 255 && u64::from(m.returns()) > l) {
+                    q.unacked = q.unacked.saturating_sub(1);
+                    self.dead_letter(u.queue, m, "delivery_limit");
+                    return;
+                }
+            }
             // Back in the queue, a message is held like a new one: beyond
             // half the memory budget its content goes (back) to disk.
             if !m.is_paged() {

@@ -763,6 +763,7 @@ impl Core {
             return Ok(());
         };
         let sid = queue.store_id;
+        let quorum = queue.args.quorum;
         let Some(mut m) = queue.pop() else {
             self.reply(
                 id,
@@ -814,7 +815,8 @@ impl Core {
             message_count: remaining,
         };
         c.outbox.method(ch, &ok.into());
-        m.write_content(&mut c.outbox, ch, frame_max);
+        let count = quorum.then(|| m.returns());
+        m.write_delivery(&mut c.outbox, ch, frame_max, None, count);
         if g.no_ack {
             self.forget(sid, &m);
         } else {

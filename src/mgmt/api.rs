@@ -831,7 +831,7 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "exclusive": q.exclusive_owner.is_some(),
         "arguments": table_to_json(&q.arguments),
         "node": mgmt.node,
-        "type": "classic",
+        "type": if q.args.quorum { "quorum" } else { "classic" },
         "state": "running",
         "policy": null,
         "operator_policy": null,

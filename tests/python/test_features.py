@@ -1207,3 +1207,66 @@ def test_quorum_queue_declared_durable_works(conn, names):
     ch.confirm_delivery()
     ch.basic_publish("", queue, b"q")
     assert get(ch, queue)[2] == b"q"
+
+
+def get_unacked(ch, queue, timeout=WAIT_S):
+    """basic.get with manual ack until a message arrives or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(queue, auto_ack=False)
+        if method is not None or time.monotonic() >= deadline:
+            return method, props, body
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("dead_letter", [True, False])
+def test_quorum_delivery_limit_and_delivery_count(conn, names, dead_letter):
+    # A quorum queue counts returns: every delivery carries x-delivery-count
+    # (0 the first time), and with x-delivery-limit 2 the third return
+    # dead-letters the message (reason delivery_limit) or drops it. RabbitMQ
+    # 3.10 delivers it three times.
+    ch = conn.channel()
+    args = {"x-queue-type": "quorum", "x-delivery-limit": 2}
+    if dead_letter:
+        dead = names.queue("qdead")
+        ch.queue_declare(dead, durable=True)
+        args["x-dead-letter-exchange"] = ""
+        args["x-dead-letter-routing-key"] = dead
+    queue = names.queue("qlimit")
+    ch.queue_declare(queue, durable=True, arguments=args)
+    ch.confirm_delivery()
+    ch.basic_publish("", queue, b"poison", pika.BasicProperties(headers={"a": 1}))
+    counts = []
+    for _ in range(3):
+        method, props, body = get_unacked(ch, queue)
+        assert body == b"poison"
+        assert method.redelivered == bool(counts)
+        counts.append(props.headers["x-delivery-count"])
+        assert props.headers["a"] == 1
+        ch.basic_nack(method.delivery_tag, requeue=True)
+    assert counts == [0, 1, 2]
+    # Gone from the queue after the third return.
+    sync_op(ch)
+    assert get(ch, queue, timeout=QUIET_S)[0] is None
+    if dead_letter:
+        _, props, body = get(ch, dead)
+        assert body == b"poison"
+        death = props.headers["x-death"][0]
+        assert (death["reason"], death["queue"], death["count"]) == ("delivery_limit", queue, 1)
+        assert props.headers["x-first-death-reason"] == "delivery_limit"
+        assert "x-delivery-count" not in props.headers
+
+
+def test_quorum_returns_count_when_a_consumer_goes_away(connect, names):
+    # Closing a channel with unacknowledged deliveries returns them too.
+    queue = names.queue("qclose")
+    c = connect()
+    ch = c.channel()
+    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    ch.confirm_delivery()
+    ch.basic_publish("", queue, b"m")
+    for expected in (0, 1):
+        ch2 = c.channel()
+        _, props, _ = get_unacked(ch2, queue)
+        assert props.headers["x-delivery-count"] == expected
+        ch2.close()
