@@ -255,9 +255,12 @@ impl Core {
 
     /// Take everything a connection has to write (tests).
     pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
-        self.conn_mut(id)
+        let out = self
+            .conn_mut(id)
             .map(|c| c.outbox.take_all())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.output_drained(id);
+        out
     }
 
     /// Connections that got output since the last call.
@@ -315,18 +318,8 @@ impl Core {
             return;
         }
         c.held_back = false;
-        for k in c
-            .channels
-            .iter()
-            .flatten()
-            .flat_map(|ch| ch.consumers.iter())
-        {
-            if let Some(q) = broker.queue_mut(k.queue) {
-                if !q.dirty {
-                    q.dirty = true;
-                    dirty_queues.push(k.queue);
-                }
-            }
+        for (q, key) in c.held.drain(..) {
+            crate::conn::deliver::unblock_consumer(broker, dirty_queues, q, key);
         }
         self.run_dispatch();
     }

@@ -956,3 +956,253 @@ fn packed_messages_survive_paging_requeue_and_dead_lettering() {
     assert_eq!(rejected.len(), N / 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The consumer tags of the deliveries among `frames`, in order.
+fn delivered_to(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Method(_, Method::BasicDeliver(d)) => {
+                Some(String::from_utf8_lossy(&d.consumer_tag).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The delivery tags of the deliveries among `frames`, by consumer tag.
+fn delivery_tags(frames: &[Frame]) -> Vec<(String, u64)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Method(_, Method::BasicDeliver(d)) => Some((
+                String::from_utf8_lossy(&d.consumer_tag).into_owned(),
+                d.delivery_tag,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn declare(p: &mut Pair, q: &str, arguments: FieldTable) {
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::copy_from_slice(q.as_bytes()),
+            arguments,
+            ..Default::default()
+        },
+    );
+}
+
+fn consume(p: &mut Pair, q: &str, tag: &str, no_ack: bool) {
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::copy_from_slice(q.as_bytes()),
+            consumer_tag: Bytes::copy_from_slice(tag.as_bytes()),
+            no_ack,
+            ..Default::default()
+        },
+    );
+}
+
+fn ack(p: &mut Pair, delivery_tag: u64, multiple: bool) {
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag,
+            multiple,
+        },
+    );
+}
+
+#[test]
+fn consumers_with_full_windows_are_skipped_until_they_ack() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    declare(&mut p, "q", FieldTable::new());
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        },
+    );
+    for i in 0..50 {
+        consume(&mut p, "q", &format!("c{i}"), false);
+    }
+    let _ = p.recv();
+    for i in 0..60 {
+        p.publish(
+            1,
+            "",
+            "q",
+            BasicProperties::default(),
+            format!("{i}").as_bytes(),
+        );
+    }
+    // One each, in subscription order; the other ten wait.
+    let first = delivery_tags(&p.recv());
+    let want: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    assert_eq!(
+        first.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(),
+        want
+    );
+    p.core.check_invariants().unwrap();
+    // Whoever acks gets the next one; nobody else.
+    let mut seen = first;
+    for c in ["c7", "c3", "c7"] {
+        let (_, tag) = seen.iter().rev().find(|(t, _)| t == c).cloned().unwrap();
+        ack(&mut p, tag, false);
+        let got = delivery_tags(&p.recv());
+        assert_eq!(got.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), [c]);
+        seen.extend(got);
+        p.core.check_invariants().unwrap();
+    }
+    // Everybody acks: the last seven go round.
+    ack(&mut p, 0, true);
+    assert_eq!(delivered_to(&p.recv()).len(), 7);
+    p.core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_full_channel_window_blocks_every_consumer_of_the_channel_until_acks() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    for q in ["q1", "q2"] {
+        declare(&mut p, q, FieldTable::new());
+    }
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 2,
+            global: true,
+            ..Default::default()
+        },
+    );
+    for i in 0..5 {
+        consume(
+            &mut p,
+            if i % 2 == 0 { "q1" } else { "q2" },
+            &format!("c{i}"),
+            false,
+        );
+    }
+    for i in 0..20 {
+        let q = if i % 2 == 0 { "q1" } else { "q2" };
+        p.publish(1, "", q, BasicProperties::default(), b"m");
+    }
+    let mut seen = delivery_tags(&p.recv());
+    assert_eq!(seen.len(), 2);
+    let mut total = seen.len();
+    // One ack, one more delivery, for as long as there are messages.
+    while total < 20 {
+        let (_, tag) = seen.remove(0);
+        ack(&mut p, tag, false);
+        let got = delivery_tags(&p.recv());
+        assert_eq!(got.len(), 1, "after {total}");
+        total += 1;
+        seen.extend(got);
+        p.core.check_invariants().unwrap();
+    }
+    // Lifting the limit lets the rest go (none left here: publish more).
+    for _ in 0..6 {
+        p.publish(1, "", "q1", BasicProperties::default(), b"m");
+    }
+    assert!(delivered_to(&p.recv()).is_empty());
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 0,
+            global: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(delivered_to(&p.recv()).len(), 6);
+    p.core.check_invariants().unwrap();
+}
+
+#[test]
+fn consumers_held_back_by_a_full_outbox_resume_when_it_drains() {
+    let mut p = Pair::new(Config {
+        max_outbox: 8192,
+        ..Config::default()
+    });
+    p.handshake(0);
+    declare(&mut p, "q", FieldTable::new());
+    for i in 0..3 {
+        consume(&mut p, "q", &format!("c{i}"), true);
+    }
+    let _ = p.recv();
+    let body = vec![b'x'; 2000];
+    for _ in 0..40 {
+        p.publish(1, "", "q", BasicProperties::default(), &body);
+    }
+    // Deliveries stop at the outbox limit; each drain lets more go.
+    let ready = |p: &Pair| {
+        p.core
+            .broker
+            .queues
+            .iter()
+            .next()
+            .map_or(0, |(_, q)| q.ready.len())
+    };
+    assert!(ready(&p) > 20, "{}", ready(&p));
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        got.extend(delivered_to(&p.recv()));
+        p.core.check_invariants().unwrap();
+    }
+    assert_eq!(got.len(), 40);
+    assert_eq!(ready(&p), 0);
+    // Round robin throughout.
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!(*c, format!("c{}", i % 3));
+    }
+}
+
+#[test]
+fn single_active_consumer_with_a_full_window_holds_the_queue() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    let mut args = FieldTable::new();
+    args.insert("x-single-active-consumer", FieldValue::Bool(true));
+    declare(&mut p, "sac", args);
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        },
+    );
+    for c in ["a", "b"] {
+        consume(&mut p, "sac", c, false);
+    }
+    for _ in 0..3 {
+        p.publish(1, "", "sac", BasicProperties::default(), b"m");
+    }
+    let got = delivery_tags(&p.recv());
+    assert_eq!(
+        got.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    ack(&mut p, got[0].1, false);
+    let got = delivery_tags(&p.recv());
+    assert_eq!(
+        got.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    p.core.check_invariants().unwrap();
+    // The active consumer goes (its delivery stays unacked): the next takes over.
+    p.send(
+        1,
+        BasicCancel {
+            consumer_tag: Bytes::from_static(b"a"),
+            nowait: false,
+        },
+    );
+    let got = delivered_to(&p.recv());
+    assert_eq!(got, ["b"]);
+    p.core.check_invariants().unwrap();
+}

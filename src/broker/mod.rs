@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod auth;
+pub mod consumers;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -18,8 +19,9 @@ use slab::Slab;
 
 use crate::codec::{Error, FieldTable, ReplyCode};
 use args::QueueArgs;
+use consumers::ConsumerRef;
 use exchange::{Binding, Dest, Exchange, ExchangeKind};
-use queue::{ConsumerRef, Queue};
+use queue::Queue;
 
 /// A connection's id: slab index plus a generation, since slab keys are reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -495,7 +497,7 @@ impl Broker {
         };
         let vhost = q.vhost.clone();
         let name = q.name.clone();
-        let q = self.queues.remove(id.idx as usize);
+        let mut q = self.queues.remove(id.idx as usize);
         if let Some(vh) = self.vhosts.get_mut(&vhost) {
             vh.queues.remove(&name);
             let d = Dest::Queue(id);
@@ -508,7 +510,7 @@ impl Broker {
         Deleted {
             ready: q.ready,
             store_id: q.store_id,
-            consumers: q.consumers,
+            consumers: q.consumers.take_all(),
         }
     }
 

@@ -1,9 +1,10 @@
 //! A channel's state: content assembly for basic.publish, unacknowledged
 //! deliveries by tag, consumers, prefetch limits, confirm and tx modes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use slab::Slab;
 
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
@@ -53,6 +54,8 @@ pub struct Unacked {
     pub msg: QueuedMsg,
     /// Consumer it went to (None for basic.get).
     pub consumer: Option<Bytes>,
+    /// That consumer's key in [`Channel::consumers`].
+    pub consumer_slot: u32,
 }
 
 /// A consumer's channel-side state.
@@ -62,12 +65,99 @@ pub struct ChanConsumer {
     pub tag: Bytes,
     /// Queue consumed from.
     pub queue: QueueId,
+    /// Its key among the queue's consumers.
+    pub qkey: u32,
     /// Deliveries need no ack.
     pub no_ack: bool,
     /// Per-consumer prefetch (0 = unlimited).
     pub prefetch: u16,
     /// Unacked deliveries to this consumer.
     pub unacked: u32,
+}
+
+/// A channel's consumers: by key (which the queue's side keeps, so a
+/// delivery finds its consumer without a search) and by tag.
+#[derive(Debug, Default)]
+pub struct ChanConsumers {
+    slots: Slab<ChanConsumer>,
+    by_tag: HashMap<Bytes, u32>,
+}
+
+impl ChanConsumers {
+    /// Number of consumers.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No consumers.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every consumer with its key (in no particular order).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &ChanConsumer)> + '_ {
+        self.slots.iter().map(|(k, c)| (k as u32, c))
+    }
+
+    /// Is there a consumer with this tag?
+    pub fn contains(&self, tag: &[u8]) -> bool {
+        self.by_tag.contains_key(tag)
+    }
+
+    /// The key of the consumer with this tag.
+    pub fn key_of(&self, tag: &[u8]) -> Option<u32> {
+        self.by_tag.get(tag).copied()
+    }
+
+    /// The consumer with this key.
+    pub fn get(&self, key: u32) -> Option<&ChanConsumer> {
+        self.slots.get(key as usize)
+    }
+
+    /// The consumer with this key, mutable.
+    pub fn get_mut(&mut self, key: u32) -> Option<&mut ChanConsumer> {
+        self.slots.get_mut(key as usize)
+    }
+
+    /// Add a consumer whose tag is not in use (see [`ChanConsumers::contains`]);
+    /// returns its key.
+    pub fn insert(&mut self, c: ChanConsumer) -> u32 {
+        let tag = c.tag.clone();
+        let key = self.slots.insert(c) as u32;
+        self.by_tag.insert(tag, key);
+        key
+    }
+
+    /// Remove the consumer with this tag.
+    pub fn remove(&mut self, tag: &[u8]) -> Option<ChanConsumer> {
+        let key = self.by_tag.remove(tag)?;
+        self.slots.try_remove(key as usize)
+    }
+
+    /// Remove every consumer; each with its key.
+    pub fn take_all(&mut self) -> Vec<(u32, ChanConsumer)> {
+        self.by_tag = HashMap::new();
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|(k, c)| (k as u32, c))
+            .collect()
+    }
+}
+
+/// See [`Channel::room`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// It may take a message.
+    Yes,
+    /// The channel-wide prefetch window is full.
+    ChannelFull,
+    /// Its own prefetch window is full.
+    ConsumerFull,
+    /// Its connection's output is backed up (the dispatch pass checks
+    /// that; [`Channel::room`] does not).
+    OutboxFull,
+    /// The channel or connection is closing, or the consumer is gone.
+    Gone,
 }
 
 /// A deferred operation in a transactional channel.
@@ -95,7 +185,11 @@ pub struct Channel {
     /// Unacked deliveries, ascending by tag.
     pub unacked: VecDeque<Unacked>,
     /// Consumers on this channel.
-    pub consumers: Vec<ChanConsumer>,
+    pub consumers: ChanConsumers,
+    /// Consumers (queue, key in the queue) that could not take a message
+    /// because the channel-wide prefetch window was full: unblocked when
+    /// it opens.
+    pub global_blocked: Vec<(QueueId, u32)>,
     /// Prefetch for consumers created from now on (basic.qos global=false).
     pub prefetch_count: u16,
     /// Channel-wide prefetch (basic.qos global=true; 0 = unlimited).
@@ -129,7 +223,8 @@ impl Channel {
             assembly: None,
             last_tag: 0,
             unacked: VecDeque::new(),
-            consumers: Vec::new(),
+            consumers: ChanConsumers::default(),
+            global_blocked: Vec::new(),
             prefetch_count: 0,
             global_prefetch: 0,
             confirm: false,
@@ -144,22 +239,19 @@ impl Channel {
         }
     }
 
-    /// The consumer with this tag.
-    pub fn consumer_mut(&mut self, tag: &[u8]) -> Option<&mut ChanConsumer> {
-        self.consumers.iter_mut().find(|c| c.tag == tag)
-    }
-
-    /// May another message go to consumer `tag` now?
-    pub fn can_deliver(&self, tag: &[u8]) -> bool {
+    /// May another message go to the consumer with key `slot` (and tag
+    /// `tag`) now? If not, what holds it back.
+    pub fn room(&self, slot: u32, tag: &[u8]) -> Room {
         if self.state != ChanState::Open {
-            return false;
+            return Room::Gone;
         }
         if self.global_prefetch != 0 && self.unacked.len() >= self.global_prefetch as usize {
-            return false;
+            return Room::ChannelFull;
         }
-        match self.consumers.iter().find(|c| c.tag == tag) {
-            Some(c) => c.no_ack || c.prefetch == 0 || c.unacked < c.prefetch as u32,
-            None => false,
+        match self.consumers.get(slot).filter(|c| c.tag == tag) {
+            Some(c) if c.no_ack || c.prefetch == 0 || c.unacked < c.prefetch as u32 => Room::Yes,
+            Some(_) => Room::ConsumerFull,
+            None => Room::Gone,
         }
     }
 

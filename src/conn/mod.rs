@@ -98,6 +98,9 @@ pub struct Connection {
     pub send_oct: u64,
     /// Deliveries were held back because the outbox was full.
     pub held_back: bool,
+    /// The consumers (queue, key in the queue) blocked because the outbox
+    /// was full: unblocked when it drains.
+    pub held: Vec<(QueueId, u32)>,
     /// The user's permissions in the connection's vhost (cached).
     pub perm: Option<crate::broker::auth::Permission>,
 }
@@ -133,6 +136,7 @@ impl Connection {
             recv_oct: 0,
             send_oct: 0,
             held_back: false,
+            held: Vec::new(),
             perm: None,
         }
     }

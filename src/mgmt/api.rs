@@ -725,11 +725,12 @@ fn sorted_queues<'a>(core: &'a Core, vhost: Option<&str>) -> Vec<&'a Queue> {
 
 fn queue_consumers(core: &Core, mgmt: &Mgmt, q: &Queue) -> Vec<Value> {
     let mut out = Vec::new();
-    for (i, r) in q.consumers.iter().enumerate() {
+    for (i, (_, r)) in q.consumers.iter().enumerate() {
         let k = core
             .conn(r.conn)
             .and_then(|c| c.channel(r.channel))
-            .and_then(|ch| ch.consumers.iter().find(|k| k.tag == r.tag));
+            .and_then(|ch| ch.consumers.get(r.slot))
+            .filter(|k| k.tag == r.tag);
         let active = !q.args.single_active_consumer || i == 0;
         let mut args = Map::new();
         if r.priority != 0 {

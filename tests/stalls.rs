@@ -1,0 +1,262 @@
+//! One client must never stall everyone: what one connection does in bulk
+//! (100,000 consumers added and removed) leaves other clients' round trips
+//! short. Real sockets against the embedded broker (or `WARREN_TEST_ADDR`,
+//! with fewer consumers: RabbitMQ 3.10 itself takes minutes for 100,000 on
+//! one channel).
+
+mod amqp_raw;
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use amqp_raw::{unique, Raw};
+use bytes::{Bytes, BytesMut};
+use warren::codec::frame::{write_method, Frame};
+use warren::codec::*;
+
+fn s(v: &str) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+/// A client that sends itself one message at a time until stopped, and
+/// returns its slowest round trip.
+fn pinger(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<Duration> {
+    let mut r = Raw::open(addr);
+    r.open_channel(1);
+    let q = match r.rpc(
+        1,
+        QueueDeclare {
+            exclusive: true,
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeclareOk(ok) => String::from_utf8_lossy(&ok.queue).into_owned(),
+        other => panic!("queue.declare: {other:?}"),
+    };
+    match r.rpc(
+        1,
+        BasicConsume {
+            queue: s(&q),
+            no_ack: true,
+            ..Default::default()
+        },
+    ) {
+        Method::BasicConsumeOk(_) => {}
+        other => panic!("basic.consume: {other:?}"),
+    }
+    std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            r.publish(1, "", &q, false, b"ping", BasicProperties::default());
+            match r.recv_any() {
+                (1, Method::BasicDeliver(_), Some(_)) => {}
+                other => panic!("expected the ping back, got {other:?}"),
+            }
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        worst
+    })
+}
+
+/// Send `n` requests (pipelined, at most 5,000 unanswered) and wait for
+/// their `n` replies on channel 1.
+fn pipeline(r: &mut Raw, n: usize, req: impl Fn(usize) -> Method, ok: impl Fn(&Method) -> bool) {
+    let (mut sent, mut got) = (0, 0);
+    let mut out = BytesMut::new();
+    while got < n {
+        out.clear();
+        while sent < n && sent - got < 5000 && out.len() < 64 * 1024 {
+            write_method(&mut out, 1, &req(sent));
+            sent += 1;
+        }
+        if !out.is_empty() {
+            r.send_bytes(&out);
+        }
+        match r.recv() {
+            Some(Frame::Method(1, m)) if ok(&m) => got += 1,
+            Some(Frame::Method(_, m)) => panic!("unexpected {m:?}"),
+            Some(_) => {}
+            None => panic!("connection closed after {got} replies"),
+        }
+    }
+}
+
+fn consumers() -> usize {
+    if let Ok(n) = std::env::var("WARREN_TEST_CONSUMERS") {
+        n.parse().expect("WARREN_TEST_CONSUMERS")
+    } else if std::env::var("WARREN_TEST_ADDR").is_ok() {
+        2_000
+    } else {
+        100_000
+    }
+}
+
+/// Add `n` consumers to `q` on channel 1 (tags c0..).
+fn add_consumers(r: &mut Raw, q: &str, n: usize) {
+    let q = s(q);
+    pipeline(
+        r,
+        n,
+        |i| {
+            BasicConsume {
+                queue: q.clone(),
+                consumer_tag: s(&format!("c{i}")),
+                ..Default::default()
+            }
+            .into()
+        },
+        |m| matches!(m, Method::BasicConsumeOk(_)),
+    );
+}
+
+fn declare(r: &mut Raw, ch: u16, q: &str) {
+    match r.rpc(
+        ch,
+        QueueDeclare {
+            queue: s(q),
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeclareOk(_) => {}
+        other => panic!("queue.declare: {other:?}"),
+    }
+}
+
+/// Others' round trips stay short while one client adds 100,000 consumers
+/// to one queue on one channel, cancels them, adds them again and closes
+/// the channel, adds them again and deletes the queue. (Each was quadratic:
+/// adding them stalled every client for 25 s, closing the channel for 10 s.)
+#[test]
+fn many_consumers_on_one_channel_do_not_stall_other_clients() {
+    let b = common::start();
+    let n = consumers();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ping = pinger(b.addr, stop.clone());
+    let mut r = Raw::open(b.addr);
+    let q = unique("many-consumers");
+    r.open_channel(1);
+    r.open_channel(2);
+    declare(&mut r, 1, &q);
+    add_consumers(&mut r, &q, n);
+    pipeline(
+        &mut r,
+        n,
+        |i| {
+            BasicCancel {
+                consumer_tag: s(&format!("c{i}")),
+                nowait: false,
+            }
+            .into()
+        },
+        |m| matches!(m, Method::BasicCancelOk(_)),
+    );
+    add_consumers(&mut r, &q, n);
+    r.close_channel(1);
+    r.open_channel(1);
+    add_consumers(&mut r, &q, n);
+    match r.rpc(
+        2,
+        QueueDelete {
+            queue: s(&q),
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeleteOk(_) => {}
+        other => panic!("queue.delete: {other:?}"),
+    }
+    // The broker cancels every consumer (consumer_cancel_notify); some of
+    // the cancels came while waiting for delete-ok (RabbitMQ: maybe after).
+    let is_cancel = |ch: u16, m: &Method| ch == 1 && matches!(m, Method::BasicCancel(_));
+    let mut cancels = r
+        .stash
+        .iter()
+        .filter(|(ch, m, _)| is_cancel(*ch, m))
+        .count();
+    while cancels < n {
+        match r.recv_any() {
+            (ch, m, _) if is_cancel(ch, &m) => cancels += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let worst = ping.join().unwrap();
+    assert!(worst < Duration::from_secs(1), "a ping took {worst:?}");
+}
+
+/// With every consumer's prefetch window full, each further message must
+/// not look at all of them (it did, and looked each up by tag: 10,000 full
+/// consumers made each message cost 10^8 steps).
+#[test]
+fn messages_for_a_queue_whose_many_consumers_are_full_do_not_stall_others() {
+    let b = common::start();
+    let n = consumers() / 10;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ping = pinger(b.addr, stop.clone());
+    let mut r = Raw::open(b.addr);
+    let q = unique("full-consumers");
+    r.open_channel(1);
+    match r.rpc(
+        1,
+        BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        },
+    ) {
+        Method::BasicQosOk(_) => {}
+        other => panic!("basic.qos: {other:?}"),
+    }
+    declare(&mut r, 1, &q);
+    add_consumers(&mut r, &q, n);
+    let mut p = Raw::open(b.addr);
+    p.open_channel(1);
+    let mut delivered = 0;
+    for _ in 0..n + 1000 {
+        p.publish(1, "", &q, false, b"m", BasicProperties::default());
+    }
+    // Everyone gets one; the rest wait.
+    while delivered < n {
+        match r.recv_any() {
+            (1, Method::BasicDeliver(_), _) => delivered += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // All routed (at once for warren; RabbitMQ's queue may lag behind).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match p.rpc(
+            1,
+            QueueDeclare {
+                queue: s(&q),
+                passive: true,
+                ..Default::default()
+            },
+        ) {
+            Method::QueueDeclareOk(ok) if ok.message_count == 1000 => break,
+            Method::QueueDeclareOk(ok) => assert!(
+                Instant::now() < deadline,
+                "{} messages ready",
+                ok.message_count
+            ),
+            other => panic!("queue.declare: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let worst = ping.join().unwrap();
+    assert!(worst < Duration::from_secs(1), "a ping took {worst:?}");
+    match p.rpc(
+        1,
+        QueueDelete {
+            queue: s(&q),
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeleteOk(_) => {}
+        other => panic!("queue.delete: {other:?}"),
+    }
+}
