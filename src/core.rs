@@ -255,9 +255,13 @@ impl Core {
 
     /// Take everything a connection has to write (tests).
     pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
+        let now = self.now;
         let out = self
             .conn_mut(id)
-            .map(|c| c.outbox.take_all())
+            .map(|c| {
+                c.last_write = now;
+                c.outbox.take_all()
+            })
             .unwrap_or_default();
         self.output_drained(id);
         out
@@ -497,6 +501,7 @@ impl Core {
         self.run_timers(now);
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         let handshake_timeout = self.config.handshake_timeout;
+        let (blocked, max_outbox) = (self.blocked, self.config.max_outbox);
         for id in ids {
             let Some(c) = self.conn_mut(id) else { continue };
             match c.state {
@@ -520,11 +525,32 @@ impl Core {
                         continue;
                     }
                     let hb = Duration::from_secs(c.heartbeat as u64);
-                    if now.duration_since(c.last_recv) >= hb * 2 {
-                        warn!(
-                            "closing AMQP connection {}: missed heartbeats from client, timeout: {}s",
-                            c.peer, c.heartbeat
-                        );
+                    // A connection the server does not read (a publisher
+                    // blocked by an alarm, a peer whose output is backed
+                    // up: see `wants_read`) has its heartbeats waiting
+                    // unread in the socket. Its receive monitor is paused,
+                    // as RabbitMQ pauses it for blocked connections, and
+                    // starts afresh when reading resumes. A backed-up peer
+                    // must still take our output to count as alive.
+                    let backed_up = c.outbox.len() >= max_outbox;
+                    if backed_up || (blocked && c.published) {
+                        c.last_recv = now;
+                    }
+                    let silent = now.duration_since(c.last_recv) >= hb * 2;
+                    let stuck = backed_up && now.duration_since(c.last_write) >= hb * 2;
+                    if silent || stuck {
+                        if silent {
+                            warn!(
+                                "closing AMQP connection {}: missed heartbeats from client, timeout: {}s",
+                                c.peer, c.heartbeat
+                            );
+                        } else {
+                            warn!(
+                                "closing AMQP connection {}: client reads nothing while its output is backed up, timeout: {}s",
+                                c.peer,
+                                c.heartbeat * 2
+                            );
+                        }
                         c.state = ConnState::Dead;
                         self.release_connection(id);
                         self.mark_flush(id);
@@ -572,6 +598,7 @@ impl Core {
     pub fn wrote(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.conn_mut(id) {
             c.last_send = now;
+            c.last_write = now;
         }
     }
 }

@@ -1206,3 +1206,102 @@ fn single_active_consumer_with_a_full_window_holds_the_queue() {
     assert_eq!(got, ["b"]);
     p.core.check_invariants().unwrap();
 }
+
+/// A publisher blocked by the memory alarm is not read, so its heartbeats
+/// are not seen: it must not be disconnected for missing them (RabbitMQ
+/// pauses the heartbeat monitor of blocked connections). Once the alarm
+/// clears it is served, and monitored again from a fresh start.
+#[test]
+fn blocked_publisher_is_not_disconnected_for_missed_heartbeats() {
+    let mut p = Pair::new(Config {
+        max_memory: 256 * 1024,
+        data_dir: None,
+        ..Config::default()
+    });
+    let publisher = p.id;
+    p.handshake(1);
+    declare(&mut p, "q", FieldTable::new());
+    let body = vec![b'x'; 100 * 1024];
+    for _ in 0..3 {
+        p.publish(1, "", "q", BasicProperties::default(), &body);
+    }
+    let _ = p.recv();
+    assert!(p.core.blocked);
+    assert!(!p.core.wants_read(publisher));
+    // Five seconds of silence (the server does not read it): alive, and
+    // sent heartbeats all along.
+    let mut beats = 0;
+    for _ in 0..10 {
+        p.advance(Duration::from_millis(500));
+        beats += p
+            .recv()
+            .iter()
+            .filter(|f| matches!(f, Frame::Heartbeat(0)))
+            .count();
+    }
+    assert!(!p.core.is_dead(publisher));
+    assert!(beats >= 5, "{beats} heartbeats");
+    // Another connection purges the queue: the alarm clears.
+    let other = p.core.accept(([127, 0, 0, 1], 40001).into(), p.now);
+    p.id = other;
+    p.handshake(0);
+    p.send(
+        1,
+        QueuePurge {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
+    let _ = p.recv();
+    p.id = publisher;
+    assert!(!p.core.blocked);
+    assert!(p.core.wants_read(publisher));
+    // Monitored again from a fresh start: 1.5 s of silence is fine...
+    p.advance(Duration::from_millis(1500));
+    assert!(!p.core.is_dead(publisher));
+    p.publish(1, "", "q", BasicProperties::default(), b"served");
+    assert_eq!(
+        p.core
+            .broker
+            .queues
+            .iter()
+            .next()
+            .map(|(_, q)| q.ready.len()),
+        Some(1)
+    );
+    // ... two intervals without a heartbeat are not.
+    p.advance(Duration::from_millis(2500));
+    assert!(p.core.is_dead(publisher));
+}
+
+/// A peer whose output is backed up is not read either: it counts as alive
+/// while it takes our output, and is closed when it stops.
+#[test]
+fn backed_up_peer_is_alive_while_it_reads_and_closed_when_it_stops() {
+    let mut p = Pair::new(Config {
+        max_outbox: 8192,
+        ..Config::default()
+    });
+    p.handshake(1);
+    declare(&mut p, "q", FieldTable::new());
+    consume(&mut p, "q", "c", true);
+    let body = vec![b'x'; 2000];
+    for _ in 0..200 {
+        p.publish(1, "", "q", BasicProperties::default(), &body);
+    }
+    // It reads (slowly) and sends nothing for four seconds: the output is
+    // backed up all along, so it is not read and that is not its fault.
+    let mut got = 0;
+    for _ in 0..8 {
+        p.advance(Duration::from_millis(500));
+        got += delivered_to(&p.recv()).len();
+        assert!(!p.core.wants_read(p.id));
+    }
+    assert!(!p.core.is_dead(p.id));
+    assert!(got > 20 && got < 200, "{got}");
+    // It stops reading: two heartbeat intervals later it is gone.
+    p.advance(Duration::from_millis(1500));
+    assert!(!p.core.is_dead(p.id));
+    p.advance(Duration::from_millis(1000));
+    assert!(p.core.is_dead(p.id));
+}

@@ -260,3 +260,66 @@ fn messages_for_a_queue_whose_many_consumers_are_full_do_not_stall_others() {
         other => panic!("queue.delete: {other:?}"),
     }
 }
+
+/// A publisher blocked by the memory alarm is not read, so its heartbeats
+/// wait unread: it must not be disconnected for missing them (RabbitMQ
+/// pauses the heartbeat monitor of blocked connections; warren closed it two
+/// heartbeat intervals into the alarm). When the alarm clears, it is served.
+#[test]
+fn blocked_publisher_outlives_heartbeat_timeouts_and_is_served_after_the_alarm() {
+    if std::env::var("WARREN_TEST_ADDR").is_ok() {
+        return; // needs a tiny memory budget
+    }
+    let b = common::start_with(|c| {
+        c.max_memory = 1 << 20;
+        c.data_dir = None;
+    });
+    let mut p = Raw::tcp(b.addr);
+    p.heartbeat = 1;
+    p.handshake("guest", "guest", "/").expect("handshake");
+    p.open_channel(1);
+    let q = unique("blocked");
+    declare(&mut p, 1, &q);
+    let body = vec![b'x'; 100 * 1024];
+    for _ in 0..12 {
+        p.publish(1, "", &q, false, &body, BasicProperties::default());
+    }
+    // Over the budget: blocked, and what it sends now is not read.
+    std::thread::sleep(Duration::from_millis(300));
+    p.publish(1, "", &q, false, b"late", BasicProperties::default());
+    // Four heartbeat intervals: it sends heartbeats (unread), the broker
+    // sends its own, the connection stays.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        p.send_bytes(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+        if p.poll_frame(Duration::from_millis(500)).is_err() {
+            panic!("closed {:?} into the alarm", t.elapsed());
+        }
+    }
+    let mut o = Raw::open(b.addr);
+    o.open_channel(1);
+    let routed = match o.rpc(
+        1,
+        QueuePurge {
+            queue: s(&q),
+            ..Default::default()
+        },
+    ) {
+        Method::QueuePurgeOk(ok) => ok.message_count,
+        other => panic!("queue.purge: {other:?}"),
+    };
+    assert!((11..=12).contains(&routed), "{routed} routed while blocked");
+    // The alarm is clear: the rest of its messages go through, and it is
+    // answered.
+    match p.rpc(
+        1,
+        QueueDeclare {
+            queue: s(&q),
+            passive: true,
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeclareOk(ok) => assert_eq!(ok.message_count, 13 - routed),
+        other => panic!("queue.declare: {other:?}"),
+    }
+}

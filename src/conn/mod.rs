@@ -68,6 +68,8 @@ pub struct Connection {
     pub last_recv: Instant,
     /// When we last queued output.
     pub last_send: Instant,
+    /// When the peer last took bytes from us (a socket write succeeded).
+    pub last_write: Instant,
     /// When to give up waiting for close-ok.
     pub close_deadline: Option<Instant>,
     /// Virtual host (after connection.open).
@@ -121,6 +123,7 @@ impl Connection {
             accepted_at: now,
             last_recv: now,
             last_send: now,
+            last_write: now,
             close_deadline: None,
             vhost: Bytes::new(),
             user: Bytes::new(),
