@@ -367,6 +367,10 @@ impl Core {
         if !c.inbuf.is_empty() {
             c.last_recv = now;
         }
+        if c.discard_input {
+            c.inbuf.clear();
+            return;
+        }
         if c.state == ConnState::Header {
             match parse_protocol_header(&c.inbuf) {
                 None => return,
@@ -401,8 +405,12 @@ impl Core {
                     self.handle_frame(id, raw, now)
                 }
                 Err(e) => {
+                    // Not frames any more: close with this error and drop
+                    // everything that follows unparsed (one error, not one
+                    // per read of garbage).
                     if let Some(c) = self.conn_mut(id) {
                         c.inbuf.clear();
+                        c.discard_input = true;
                     }
                     self.connection_error(id, e, now);
                     break;
@@ -422,6 +430,16 @@ impl Core {
     /// its channels, and wait for close-ok.
     pub fn connection_error(&mut self, id: ConnId, e: Error, now: Instant) {
         let Some(c) = self.conn_mut(id) else { return };
+        if matches!(c.state, ConnState::Closing | ConnState::Dead) {
+            // Closing already: the first error was logged and answered.
+            log::debug!(
+                "connection {} (closing): {} {}",
+                c.peer,
+                e.code,
+                e.reply_text()
+            );
+            return;
+        }
         warn!(
             "closing AMQP connection {} with {} {} (class {} method {})",
             c.peer,
@@ -430,9 +448,6 @@ impl Core {
             e.class_id,
             e.method_id
         );
-        if matches!(c.state, ConnState::Closing | ConnState::Dead) {
-            return;
-        }
         if c.state == ConnState::Header {
             c.state = ConnState::Dead;
             self.mark_flush(id);

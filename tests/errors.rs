@@ -1129,3 +1129,52 @@ fn large_body_frame_in_small_pieces_arrives_intact() {
     }
     delete_queue(&mut r, 1, &q);
 }
+
+/// A MiB of garbage after a frame error gets exactly one connection.close
+/// (501) — the rest is not parsed into more errors — and the broker serves
+/// others meanwhile.
+#[test]
+fn garbage_after_a_frame_error_gets_one_close() {
+    let b = common::start();
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    // basic.qos with a bad end octet, then frame headers with bad end octets.
+    let mut out = bytes::BytesMut::new();
+    frame::write_method(
+        &mut out,
+        1,
+        &BasicQos {
+            prefetch_size: 0,
+            prefetch_count: 1,
+            global: false,
+        }
+        .into(),
+    );
+    let last = out.len() - 1;
+    out[last] = 0x00;
+    let pattern = [1u8, 0, 1, 0, 0, 0, 1, b'x', 0];
+    out.extend(pattern.iter().copied().cycle().take(1 << 20));
+    r.send_bytes(&out);
+    let mut codes = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "socket not closed");
+        match r.poll_frame(std::time::Duration::from_millis(500)) {
+            Ok(Some(Frame::Method(0, Method::ConnectionClose(c)))) => {
+                codes.push(c.reply_code);
+                r.send(0, ConnectionCloseOk {});
+            }
+            Ok(Some(Frame::Heartbeat(_))) => {}
+            Ok(Some(f)) => panic!("unexpected {f:?}"),
+            Ok(None) if codes.is_empty() => {}
+            // Closed, or quiet after the close.
+            Ok(None) | Err(()) => break,
+        }
+    }
+    assert_eq!(codes, [ReplyCode::FRAME_ERROR]);
+    let mut other = Raw::open(b.addr);
+    other.open_channel(1);
+    let q = unique("after-garbage");
+    declare_queue(&mut other, 1, &q);
+    delete_queue(&mut other, 1, &q);
+}

@@ -1305,3 +1305,44 @@ fn backed_up_peer_is_alive_while_it_reads_and_closed_when_it_stops() {
     p.advance(Duration::from_millis(1000));
     assert!(p.core.is_dead(p.id));
 }
+
+/// After a frame error the input cannot be re-synchronised: what follows is
+/// dropped unparsed (it was parsed, and each read of garbage raised and
+/// logged another error), even what looks like connection.close-ok.
+#[test]
+fn input_after_a_frame_error_is_dropped_unparsed() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    // A method frame whose end octet is wrong.
+    p.send_raw(&[1, 0, 0, 0, 0, 0, 4, 0, 10, 0, 40, 0xFF]);
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::FRAME_ERROR));
+    // A MiB of frame headers with bad end octets.
+    let pattern = [1u8, 0, 1, 0, 0, 0, 1, b'x', 0];
+    let garbage: Vec<u8> = pattern.iter().copied().cycle().take(1 << 20).collect();
+    for chunk in garbage.chunks(65536) {
+        p.send_raw(chunk);
+        assert!(p.recv().is_empty());
+        assert!(p.core.conn(p.id).is_some_and(|c| c.inbuf.is_empty()));
+    }
+    p.send(0, ConnectionCloseOk {});
+    assert!(!p.core.is_dead(p.id));
+    // The close timeout ends it.
+    p.advance(Duration::from_secs(3));
+    assert!(p.core.is_dead(p.id));
+}
+
+/// A connection error raised by a method leaves the stream well-framed: the
+/// client's connection.close-ok is still seen.
+#[test]
+fn close_ok_ends_a_connection_closed_for_a_method_error() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(7, QueueDeclare::default());
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::CHANNEL_ERROR));
+    // Frames other than close-ok are ignored, not errors.
+    p.send(1, QueueDeclare::default());
+    assert!(p.recv().is_empty());
+    assert!(!p.core.is_dead(p.id));
+    p.send(0, ConnectionCloseOk {});
+    assert!(p.core.is_dead(p.id));
+}

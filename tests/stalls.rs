@@ -1,12 +1,17 @@
 //! One client must never stall everyone: what one connection does in bulk
 //! (100,000 consumers added and removed) leaves other clients' round trips
-//! short. Real sockets against the embedded broker (or `WARREN_TEST_ADDR`,
-//! with fewer consumers: RabbitMQ 3.10 itself takes minutes for 100,000 on
-//! one channel).
+//! short; a blocked publisher is not disconnected for heartbeats it cannot
+//! send; garbage after a frame error is not parsed. Real sockets against the
+//! embedded broker (or `WARREN_TEST_ADDR`, with fewer consumers: RabbitMQ
+//! 3.10 itself takes minutes for 100,000 on one channel), and against the
+//! real binary where its log or its process limits matter.
 
 mod amqp_raw;
 mod common;
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +24,96 @@ use warren::codec::*;
 
 fn s(v: &str) -> Bytes {
     Bytes::from(v.to_string())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The broker binary in a child process, logging at info to a file, with
+/// its management API on a port of its own; killed when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Proc {
+    /// Start it, with at most `nofile` open file descriptors if given.
+    fn start(nofile: Option<u64>) -> Proc {
+        let dir = common::temp_dir("stalls-proc");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mgmt: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let conf = dir.join("warren.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {}\n",
+                mgmt.port()
+            ),
+        )
+        .expect("config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.arg("--config")
+            .arg(&conf)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).expect("log file"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit(2), async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut p = Proc {
+            child: cmd.spawn().expect("spawn warren"),
+            addr,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(mgmt).is_err() {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                panic!("warren exited at start ({st}):\n{}", p.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warren did not start:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A client that sends itself one message at a time until stopped, and
@@ -322,4 +417,30 @@ fn blocked_publisher_outlives_heartbeat_timeouts_and_is_served_after_the_alarm()
         Method::QueueDeclareOk(ok) => assert_eq!(ok.message_count, 13 - routed),
         other => panic!("queue.declare: {other:?}"),
     }
+}
+
+/// After a frame error the rest of the input is dropped unparsed: a MiB of
+/// garbage gets one connection.close and one log line (it got one per read
+/// of garbage, 17 per MiB), and the broker serves others.
+#[test]
+fn garbage_after_a_frame_error_is_logged_once() {
+    let b = Proc::start(None);
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    // A method frame whose end octet is wrong, then frames with bad ends.
+    let mut out = vec![1, 0, 1, 0, 0, 0, 4, 0, 60, 0, 10, 0xFF];
+    let pattern = [1u8, 0, 1, 0, 0, 0, 1, b'x', 0];
+    out.extend(pattern.iter().copied().cycle().take(1 << 20));
+    r.send_bytes(&out);
+    assert_eq!(r.expect_connection_close().reply_code, 501);
+    let mut other = Raw::open(b.addr);
+    other.open_channel(1);
+    declare(&mut other, 1, &unique("after-garbage"));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = b.log();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("frame end octet"))
+        .count();
+    assert_eq!(errors, 1, "{log}");
 }

@@ -51,6 +51,10 @@ pub struct Connection {
     pub state: ConnState,
     /// Bytes read and not yet parsed.
     pub inbuf: BytesMut,
+    /// The input stopped being valid frames (a frame error): the stream
+    /// cannot be re-synchronised, so whatever arrives is dropped unparsed
+    /// until the peer closes or the close timeout.
+    pub discard_input: bool,
     /// Size of the last body frame received if it was large, else 0 (see
     /// [`crate::core::Core::read_hint`]).
     pub large_body: u32,
@@ -115,6 +119,7 @@ impl Connection {
             peer,
             state: ConnState::Header,
             inbuf: BytesMut::with_capacity(4096),
+            discard_input: false,
             large_body: 0,
             outbox: Outbox::new(),
             frame_max: crate::codec::frame::FRAME_MIN_SIZE,
