@@ -38,6 +38,7 @@ fn free_port() -> u16 {
 struct Proc {
     child: Child,
     addr: SocketAddr,
+    mgmt: SocketAddr,
     dir: PathBuf,
 }
 
@@ -86,6 +87,7 @@ impl Proc {
         let mut p = Proc {
             child: cmd.spawn().expect("spawn warren"),
             addr,
+            mgmt,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -443,4 +445,115 @@ fn garbage_after_a_frame_error_is_logged_once() {
         .filter(|l| l.contains("frame end octet"))
         .count();
     assert_eq!(errors, 1, "{log}");
+}
+
+/// GET `path` from the management API as guest: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response {out:?}"));
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+/// The broker has accepted this connection: connection.start came.
+fn started(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(1))
+}
+
+/// Out of file descriptors, the broker kept failing to accept and stopped
+/// trying: connections waiting in the listen backlog got no new readiness
+/// event, and the AMQP listener was dead for good while the management API
+/// said all was well. Now it retries, the health checks fail while it lasts
+/// (a descriptor held in reserve lets the management API answer), the log
+/// says so once a second, and once descriptors free up the waiting
+/// connections are served.
+#[test]
+fn out_of_file_descriptors_the_listener_recovers() {
+    use std::io::Write;
+    let b = Proc::start(Some(64));
+    let t0 = Instant::now();
+    let mut socks = Vec::new();
+    for _ in 0..60 {
+        let mut s = std::net::TcpStream::connect(b.addr).expect("connect");
+        s.write_all(warren::codec::frame::PROTOCOL_HEADER)
+            .expect("header");
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut served, mut waiting) = (Vec::new(), Vec::new());
+    for mut s in socks {
+        if started(&mut s, Duration::from_millis(20)) {
+            served.push(s);
+        } else {
+            waiting.push(s);
+        }
+    }
+    assert!(!waiting.is_empty(), "not out of descriptors");
+    assert!(
+        served.len() > waiting.len() + 5,
+        "{} served, {} waiting",
+        served.len(),
+        waiting.len()
+    );
+    // The health checks say why.
+    let (code, body) = http_get(b.mgmt, "/api/health/checks/alarms");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("\"status\":\"failed\"") && body.contains("Too many open files"),
+        "{body}"
+    );
+    let port = format!("/api/health/checks/port-listener/{}", b.addr.port());
+    assert_eq!(http_get(b.mgmt, &port).0, 503);
+    assert_eq!(
+        http_get(b.mgmt, "/api/health/checks/protocol-listener/amqp").0,
+        503
+    );
+    // Retried ten times a second, reported once a second.
+    std::thread::sleep(Duration::from_secs(2));
+    let fails = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("AMQP accept failed"))
+            .count()
+    };
+    let failed = fails(&b.log());
+    assert!(
+        failed >= 2 && failed as u64 <= t0.elapsed().as_secs() + 1,
+        "{failed} lines:\n{}",
+        b.log()
+    );
+    // Descriptors free up: those waiting in the backlog are served.
+    served.truncate(served.len() - waiting.len() - 5);
+    for s in &mut waiting {
+        assert!(
+            started(s, Duration::from_secs(5)),
+            "a waiting connection was not served"
+        );
+    }
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    declare(&mut r, 1, &unique("after-emfile"));
+    assert_eq!(http_get(b.mgmt, "/api/health/checks/alarms").0, 200);
+    assert_eq!(http_get(b.mgmt, &port).0, 200);
+    // And the end is reported.
+    let log = b.log();
+    let end = log.rfind("AMQP accepting connections again").unwrap_or(0);
+    assert!(end > log.rfind("AMQP accept failed").unwrap_or(0), "{log}");
 }

@@ -517,30 +517,54 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ) => ok(json!([])),
         ("GET", ["aliveness-test", v]) => aliveness(c, v),
         ("GET", ["healthchecks", "node", ..]) => ok(json!({"status": "ok"})),
+        // Running out of file descriptors is reported like a resource
+        // alarm (RabbitMQ has none for it): nothing can connect meanwhile.
         ("GET", ["health", "checks", "alarms" | "local-alarms"]) => {
             if c.core.blocked {
                 Response::json(
                     503,
                     &json!({"status": "failed", "reason": "resource alarm(s) in effect"}),
                 )
+            } else if let Some(e) = &c.mgmt.accept_error {
+                Response::json(
+                    503,
+                    &json!({"status": "failed", "reason": format!("AMQP listeners cannot accept connections: {e}")}),
+                )
             } else {
                 ok(json!({"status": "ok"}))
             }
         }
         ("GET", ["health", "checks", "port-listener", port]) => {
-            let listening = c
+            let amqp = c
                 .mgmt
                 .amqp_addrs
                 .iter()
-                .chain(c.mgmt.http_addr.iter())
                 .any(|a| a.port().to_string() == *port);
-            if listening {
-                ok(json!({"status": "ok", "port": port}))
-            } else {
-                Response::json(
+            let listening = amqp
+                || c.mgmt
+                    .http_addr
+                    .is_some_and(|a| a.port().to_string() == *port);
+            match &c.mgmt.accept_error {
+                Some(e) if amqp => Response::json(
+                    503,
+                    &json!({"status": "failed", "reason": format!("Listener on port {port} cannot accept connections: {e}")}),
+                ),
+                _ if listening => ok(json!({"status": "ok", "port": port})),
+                _ => Response::json(
                     503,
                     &json!({"status": "failed", "reason": format!("No active listener on port {port}")}),
-                )
+                ),
+            }
+        }
+        ("GET", ["health", "checks", "protocol-listener", proto])
+            if matches!(*proto, "amqp" | "amqp091" | "amqp0-9-1" | "amqp0.9.1") =>
+        {
+            match &c.mgmt.accept_error {
+                Some(e) => Response::json(
+                    503,
+                    &json!({"status": "failed", "reason": format!("Listener for protocol {proto} cannot accept connections: {e}")}),
+                ),
+                None => ok(json!({"status": "ok", "protocol": proto})),
             }
         }
         ("GET", ["health", "checks", ..]) => ok(json!({"status": "ok"})),
