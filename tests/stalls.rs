@@ -557,3 +557,84 @@ fn out_of_file_descriptors_the_listener_recovers() {
     let end = log.rfind("AMQP accepting connections again").unwrap_or(0);
     assert!(end > log.rfind("AMQP accept failed").unwrap_or(0), "{log}");
 }
+
+/// Closing a channel puts its unacknowledged messages back in front of
+/// what is ready. Oldest first, each went behind the last one, shifting all
+/// of them: 100,000 unacked before 300,000 ready took seconds, during which
+/// nobody was served. (In memory, without sockets.)
+#[test]
+fn closing_a_channel_with_many_unacked_messages_is_quick() {
+    use warren::codec::frame::{write_method, Frame};
+    let mut p = warren::testing::Pair::new(warren::Config {
+        data_dir: None,
+        max_memory: 1 << 34,
+        ..warren::Config::default()
+    });
+    p.handshake(0);
+    p.send(
+        1,
+        QueueDeclare {
+            queue: s("q"),
+            ..Default::default()
+        },
+    );
+    let mut out = BytesMut::new();
+    for i in 0..400_000u32 {
+        write_method(
+            &mut out,
+            1,
+            &BasicPublish {
+                routing_key: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        Frame::Header(
+            1,
+            Box::new(ContentHeader {
+                class_id: 60,
+                body_size: 4,
+                properties: BasicProperties::default(),
+            }),
+        )
+        .encode(&mut out);
+        Frame::Body(1, Bytes::copy_from_slice(&i.to_be_bytes())).encode(&mut out);
+    }
+    p.send_raw(&out);
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 50_000,
+            ..Default::default()
+        },
+    );
+    for tag in ["a", "b"] {
+        p.send(
+            1,
+            BasicConsume {
+                queue: s("q"),
+                consumer_tag: s(tag),
+                ..Default::default()
+            },
+        );
+    }
+    while !p.core.take_output(p.id).is_empty() {}
+    let t = Instant::now();
+    p.send(
+        1,
+        ChannelClose {
+            reply_code: 200,
+            ..Default::default()
+        },
+    );
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "channel close took {took:?}");
+    // Back in their places, marked redelivered.
+    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    assert_eq!(q.ready.len(), 400_000);
+    for (i, m) in q.ready.iter().enumerate().step_by(997) {
+        assert_eq!(m.body()[..], (i as u32).to_be_bytes());
+        assert_eq!(m.redelivered(), i < 100_000);
+    }
+    p.core.check_invariants().unwrap();
+}
