@@ -621,20 +621,26 @@ impl Core {
         let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
             return Ok(());
         };
-        let Some((start, count)) = chan.ack_range(tag, multiple) else {
-            return Err(Error::new(
+        let unknown = || {
+            Error::new(
                 ReplyCode::PRECONDITION_FAILED,
                 format!("unknown delivery tag {tag}"),
-            ));
+            )
         };
-        for _ in 0..count {
-            let Some(u) = self
-                .conn_mut(id)
-                .and_then(|c| c.channel_mut(ch))
-                .and_then(|c| c.unacked.remove(start))
-            else {
-                break;
-            };
+        if !multiple {
+            let u = chan.unacked.take(tag).ok_or_else(unknown)?;
+            self.ack_one(id, ch, u);
+            return Ok(());
+        }
+        let through = if tag == 0 { u64::MAX } else { tag };
+        if tag != 0 && !chan.unacked.has_through(tag) {
+            return Err(unknown());
+        }
+        while let Some(u) = self
+            .conn_mut(id)
+            .and_then(|c| c.channel_mut(ch))
+            .and_then(|c| c.unacked.pop_through(through))
+        {
             self.ack_one(id, ch, u);
         }
         Ok(())
@@ -697,8 +703,7 @@ impl Core {
         for op in ops {
             if let TxOp::Ack(v) | TxOp::Nack(v, _) = op {
                 for u in v {
-                    let at = chan.unacked.partition_point(|x| x.tag < u.tag);
-                    chan.unacked.insert(at, u);
+                    chan.unacked.insert(u);
                 }
             }
         }
@@ -782,7 +787,7 @@ impl Core {
         let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
             return;
         };
-        let unacked: Vec<Unacked> = chan.unacked.drain(..).collect();
+        let unacked = chan.unacked.take_all();
         let consumers = chan.consumers.take_all();
         chan.global_blocked = Vec::new();
         chan.assembly = None;
@@ -790,7 +795,7 @@ impl Core {
         if let Some(ops) = tx {
             self.tx_rollback(ops, id, ch);
             if let Some(chan) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) {
-                let more: Vec<Unacked> = chan.unacked.drain(..).collect();
+                let more = chan.unacked.take_all();
                 self.requeue_all(id, ch, more);
             }
         }
