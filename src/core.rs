@@ -282,9 +282,16 @@ impl Core {
 
     /// Take everything a connection has to write (tests).
     pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
-        self.conn_mut(id)
-            .map(|c| c.outbox.take_all())
-            .unwrap_or_default()
+        let now = self.now;
+        let out = self
+            .conn_mut(id)
+            .map(|c| {
+                c.last_write = now;
+                c.outbox.take_all()
+            })
+            .unwrap_or_default();
+        self.output_drained(id);
+        out
     }
 
     /// Connections that got output since the last call.
@@ -342,13 +349,8 @@ impl Core {
             return;
         }
         c.held_back = false;
-        for k in c.channels.iter().flat_map(|ch| ch.consumers.iter()) {
-            if let Some(q) = broker.queue_mut(k.queue) {
-                if !q.dirty {
-                    q.dirty = true;
-                    dirty_queues.push(k.queue);
-                }
-            }
+        for (q, key) in c.held.drain(..) {
+            crate::conn::deliver::unblock_consumer(broker, dirty_queues, q, key);
         }
         self.run_dispatch();
     }
@@ -392,6 +394,10 @@ impl Core {
         if !c.inbuf.is_empty() {
             c.last_recv = now;
         }
+        if c.discard_input {
+            c.inbuf.clear();
+            return;
+        }
         if c.state == ConnState::Header {
             match parse_protocol_header(&c.inbuf) {
                 None => return,
@@ -431,8 +437,12 @@ impl Core {
                     }
                 }
                 Err(e) => {
+                    // Not frames any more: close with this error and drop
+                    // everything that follows unparsed (one error, not one
+                    // per read of garbage).
                     if let Some(c) = self.conn_mut(id) {
                         c.inbuf.clear();
+                        c.discard_input = true;
                     }
                     self.connection_error(id, e, now);
                     break;
@@ -465,6 +475,16 @@ impl Core {
     /// its channels, and wait for close-ok.
     pub fn connection_error(&mut self, id: ConnId, e: Error, now: Instant) {
         let Some(c) = self.conn_mut(id) else { return };
+        if matches!(c.state, ConnState::Closing | ConnState::Dead) {
+            // Closing already: the first error was logged and answered.
+            log::debug!(
+                "connection {} (closing): {} {}",
+                c.peer,
+                e.code,
+                e.reply_text()
+            );
+            return;
+        }
         warn!(
             "closing AMQP connection {} with {} {} (class {} method {})",
             c.peer,
@@ -473,9 +493,6 @@ impl Core {
             e.class_id,
             e.method_id
         );
-        if matches!(c.state, ConnState::Closing | ConnState::Dead) {
-            return;
-        }
         if c.state == ConnState::Header {
             c.state = ConnState::Dead;
             self.mark_flush(id);
@@ -559,6 +576,7 @@ impl Core {
         self.run_timers(now);
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         let handshake_timeout = self.config.handshake_timeout;
+        let (blocked, max_outbox) = (self.blocked, self.config.max_outbox);
         for id in ids {
             let Some(c) = self.conn_mut(id) else { continue };
             match c.state {
@@ -582,11 +600,32 @@ impl Core {
                         continue;
                     }
                     let hb = Duration::from_secs(c.heartbeat as u64);
-                    if now.duration_since(c.last_recv) >= hb * 2 {
-                        warn!(
-                            "closing AMQP connection {}: missed heartbeats from client, timeout: {}s",
-                            c.peer, c.heartbeat
-                        );
+                    // A connection the server does not read (a publisher
+                    // blocked by an alarm, a peer whose output is backed
+                    // up: see `wants_read`) has its heartbeats waiting
+                    // unread in the socket. Its receive monitor is paused,
+                    // as RabbitMQ pauses it for blocked connections, and
+                    // starts afresh when reading resumes. A backed-up peer
+                    // must still take our output to count as alive.
+                    let backed_up = c.outbox.len() >= max_outbox;
+                    if backed_up || (blocked && c.published) {
+                        c.last_recv = now;
+                    }
+                    let silent = now.duration_since(c.last_recv) >= hb * 2;
+                    let stuck = backed_up && now.duration_since(c.last_write) >= hb * 2;
+                    if silent || stuck {
+                        if silent {
+                            warn!(
+                                "closing AMQP connection {}: missed heartbeats from client, timeout: {}s",
+                                c.peer, c.heartbeat
+                            );
+                        } else {
+                            warn!(
+                                "closing AMQP connection {}: client reads nothing while its output is backed up, timeout: {}s",
+                                c.peer,
+                                c.heartbeat * 2
+                            );
+                        }
                         c.state = ConnState::Dead;
                         self.release_connection(id);
                         self.mark_flush(id);
@@ -634,6 +673,7 @@ impl Core {
     pub fn wrote(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.conn_mut(id) {
             c.last_send = now;
+            c.last_write = now;
         }
     }
 }

@@ -3,6 +3,8 @@
 //! poll → accept / read (capped per connection, with revisits) → timers →
 //! write every connection that has output (vectored, once per turn) → close
 //! finished connections. Like Redis's ae.c plus the I/O half of networking.c.
+//! Out of file descriptors, accepting is retried on a timer, and one held
+//! in reserve lets the management API still answer (its health checks fail).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -34,6 +36,89 @@ const MGMT_LISTENER: Token = Token(usize::MAX - 1);
 const HTTP_BASE: usize = usize::MAX / 2;
 /// Most management HTTP connections at once; more are refused.
 const MAX_HTTP_CONNS: usize = 256;
+/// How often accepting is retried while it fails for want of resources.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Accepting connections fails, mostly for want of resources (EMFILE: out
+/// of file descriptors, ENFILE, ENOBUFS, ENOMEM). The connections already
+/// waiting in the listen backlog get no new readiness event (polling is
+/// edge-triggered), so accepting is retried on a timer, and as soon as a
+/// socket closes, until it works again. Near the limit it may fail and work
+/// by turns: the log has at most one line a second about it, with a count.
+#[derive(Default)]
+struct AcceptTrouble {
+    /// Failing since (None: it works).
+    since: Option<Instant>,
+    /// The last failure.
+    error: String,
+    /// Failures not reported yet.
+    unlogged: u64,
+    /// When the last line about it was logged.
+    last_log: Option<Instant>,
+    /// A failure was reported and its end not yet.
+    reported: bool,
+}
+
+impl AcceptTrouble {
+    fn failing(&self) -> bool {
+        self.since.is_some()
+    }
+
+    fn may_log(&self, now: Instant) -> bool {
+        self.last_log
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY)
+    }
+
+    /// Count a failure; log at most once per [`ACCEPT_LOG_EVERY`].
+    fn failed(&mut self, what: &str, e: &io::Error, now: Instant) {
+        let since = *self.since.get_or_insert(now);
+        self.error = e.to_string();
+        self.unlogged += 1;
+        if self.may_log(now) {
+            error!(
+                "{what} accept failed: {e} ({} times since the last report, failing for {:.1} s); retrying",
+                self.unlogged,
+                now.duration_since(since).as_secs_f64()
+            );
+            self.unlogged = 0;
+            self.last_log = Some(now);
+            self.reported = true;
+        }
+    }
+
+    /// Accepting works (again); logged if its failing was.
+    fn cleared(&mut self, what: &str, now: Instant) {
+        let Some(since) = self.since.take() else {
+            return;
+        };
+        if self.reported {
+            info!(
+                "{what} accepting connections again after {:.1} s ({})",
+                now.duration_since(since).as_secs_f64(),
+                self.error
+            );
+            self.last_log = Some(now);
+            self.reported = false;
+        }
+    }
+}
+
+/// Errors of `accept` about one connection (it went away while waiting, a
+/// signal): the next may be fine. Any other error (out of file descriptors
+/// or memory) lasts a while.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// EMFILE or ENFILE.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
 
 /// A socket and the connection it carries.
 struct Sock {
@@ -58,6 +143,16 @@ struct Http {
     listener: Option<TcpListener>,
     socks: slab::Slab<HttpSock>,
     mgmt: Mgmt,
+    /// A file descriptor held in reserve: given up when the process is out
+    /// of them, so that the management API can still accept a connection
+    /// (and its health checks say what is wrong); taken again when an HTTP
+    /// socket closes.
+    reserve: Option<std::fs::File>,
+    /// Accepting HTTP connections fails for want of resources.
+    trouble: AcceptTrouble,
+    /// The reserve was used and more may be waiting: accept again once it
+    /// is back.
+    recheck: bool,
 }
 
 /// A bound broker, ready to run.
@@ -73,6 +168,10 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     http: Http,
+    /// Accepting AMQP connections fails for want of resources.
+    accept_trouble: AcceptTrouble,
+    /// When to try the listeners again (while accepting fails).
+    accept_retry: Option<Instant>,
 }
 
 /// Controls a running broker from another thread.
@@ -166,6 +265,8 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             http,
+            accept_trouble: AcceptTrouble::default(),
+            accept_retry: None,
         })
     }
 
@@ -222,6 +323,7 @@ impl Server {
                 .core
                 .wake_hint()
                 .map_or(next_tick, |h| h.min(next_tick));
+            let wake = self.accept_retry.map_or(wake, |r| r.min(wake));
             let timeout = if revisit {
                 Duration::ZERO
             } else {
@@ -257,6 +359,19 @@ impl Server {
                             }
                         }
                     }
+                }
+            }
+            if self.accept_retry.is_some_and(|r| now >= r) {
+                self.accept_retry = None;
+                if self.accept_trouble.failing() {
+                    for i in 0..self.listeners.len() {
+                        self.accept(i, now);
+                    }
+                }
+                let recheck = self.http.recheck && self.http.reserve.is_some();
+                if self.http.trouble.failing() || recheck {
+                    self.http.recheck = false;
+                    self.accept_http(now);
                 }
             }
             if self.stop.load(Ordering::SeqCst) && stopping.is_none() {
@@ -328,6 +443,8 @@ impl Server {
             };
             match l.accept() {
                 Ok((mut stream, peer)) => {
+                    self.accept_trouble.cleared("AMQP", now);
+                    self.http.mgmt.accept_error = None;
                     if let Err(e) = stream.set_nodelay(true) {
                         warn!("{peer}: set_nodelay: {e}");
                     }
@@ -354,14 +471,32 @@ impl Server {
                     }
                     self.mark_read_pending(idx);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Linux takes the new descriptor before it looks at the
+                    // backlog: an empty backlog means descriptors are there.
+                    if self.accept_trouble.failing() {
+                        self.accept_trouble.cleared("AMQP", now);
+                        self.http.mgmt.accept_error = None;
+                    }
+                    return;
+                }
+                Err(e) if is_transient(&e) => {}
                 Err(e) => {
-                    // EMFILE and friends: log and try again next turn.
-                    error!("accept failed: {e}");
+                    // Out of descriptors (or memory): the connections
+                    // waiting in the backlog stay there, and no new event
+                    // comes for them; try again soon.
+                    self.accept_trouble.failed("AMQP", &e, now);
+                    self.http.mgmt.accept_error = Some(e.to_string());
+                    self.retry_accept(now + ACCEPT_RETRY);
                     return;
                 }
             }
         }
+    }
+
+    /// Try the listeners again at `at` (or sooner, if asked before).
+    fn retry_accept(&mut self, at: Instant) {
+        self.accept_retry = Some(self.accept_retry.map_or(at, |r| r.min(at)));
     }
 
     fn read_sock(&mut self, idx: usize, scratch: &mut [u8], now: Instant) {
@@ -509,6 +644,12 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut s.stream);
         let _ = s.stream.shutdown(std::net::Shutdown::Both);
         self.core.remove(s.id);
+        drop(s);
+        // A descriptor is free: a connection waiting to be accepted may
+        // have it now.
+        if self.accept_trouble.failing() || self.http.trouble.failing() {
+            self.retry_accept(Instant::now());
+        }
     }
 }
 
@@ -528,6 +669,9 @@ impl Http {
             listener: None,
             socks: slab::Slab::new(),
             mgmt: Mgmt::new(amqp.to_vec(), None),
+            reserve: None,
+            trouble: AcceptTrouble::default(),
+            recheck: false,
         };
         let Some(addr) = config.management_listen else {
             return http;
@@ -542,10 +686,18 @@ impl Http {
                 info!("started management HTTP listener on {local}");
                 http.mgmt.http_addr = Some(local);
                 http.listener = Some(l);
+                http.take_reserve();
             }
             Err(e) => error!("management API disabled: cannot listen on {addr}: {e}"),
         }
         http
+    }
+
+    /// Hold a descriptor in reserve again, if there is none held.
+    fn take_reserve(&mut self) {
+        if self.reserve.is_none() && self.listener.is_some() {
+            self.reserve = std::fs::File::open("/dev/null").ok();
+        }
     }
 
     /// A socket has input to read and room to take it.
@@ -558,12 +710,14 @@ impl Http {
 
 impl Server {
     fn accept_http(&mut self, now: Instant) {
+        let mut used_reserve = false;
         loop {
             let Some(l) = self.http.listener.as_ref() else {
                 return;
             };
             match l.accept() {
                 Ok((mut stream, peer)) => {
+                    self.http.trouble.cleared("management", now);
                     if self.http.socks.len() >= MAX_HTTP_CONNS {
                         warn!("{peer}: too many management connections; refused");
                         continue;
@@ -582,9 +736,32 @@ impl Server {
                         read_pending: true,
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.http.trouble.failing() {
+                        self.http.trouble.cleared("management", now);
+                    }
+                    // Nobody was waiting after all: hold the reserve again
+                    // (its descriptor is still free).
+                    self.http.take_reserve();
+                    return;
+                }
+                Err(e) if is_transient(&e) => {}
                 Err(e) => {
-                    error!("management accept failed: {e}");
+                    // Out of descriptors: give up the one held in reserve
+                    // so that a health check can still get through.
+                    if is_out_of_descriptors(&e) {
+                        if self.http.reserve.take().is_some() {
+                            used_reserve = true;
+                            continue;
+                        }
+                        if used_reserve {
+                            // As expected: one at a time on the reserve.
+                            self.http.recheck = true;
+                            return;
+                        }
+                    }
+                    self.http.trouble.failed("management", &e, now);
+                    self.retry_accept(now + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -670,6 +847,11 @@ impl Server {
         if let Some(mut s) = self.http.socks.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut s.stream);
             let _ = s.stream.shutdown(std::net::Shutdown::Both);
+            drop(s);
+            self.http.take_reserve();
+            if self.accept_trouble.failing() || self.http.trouble.failing() || self.http.recheck {
+                self.retry_accept(Instant::now());
+            }
         }
     }
 
@@ -679,6 +861,7 @@ impl Server {
             return;
         }
         self.http.mgmt.tick(&self.core, now);
+        self.http.take_reserve();
         let idle: Vec<usize> = self
             .http
             .socks

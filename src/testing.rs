@@ -289,15 +289,15 @@ impl Core {
                     q.name, q.unacked, held
                 ));
             }
-            for r in &q.consumers {
+            q.consumers
+                .check()
+                .map_err(|e| format!("queue {:?}: consumers: {e}", q.name))?;
+            for (key, r) in q.consumers.iter() {
                 let ok = self
                     .conn(r.conn)
                     .and_then(|c| c.channel(r.channel))
-                    .is_some_and(|ch| {
-                        ch.consumers
-                            .iter()
-                            .any(|k| k.tag == r.tag && k.queue == q.id)
-                    });
+                    .and_then(|ch| ch.consumers.get(r.slot))
+                    .is_some_and(|k| k.tag == r.tag && k.queue == q.id && k.qkey == key);
                 if !ok {
                     return Err(format!(
                         "queue {:?} lists a consumer its channel does not have: {r:?}",
@@ -308,13 +308,15 @@ impl Core {
         }
         for (_, c) in self.conns.iter() {
             for ch in c.channels.iter() {
-                for k in &ch.consumers {
-                    let listed = self.broker.queue(k.queue).is_some_and(|q| {
-                        q.consumers
-                            .iter()
-                            .any(|r| r.conn == c.id && r.channel == ch.id && r.tag == k.tag)
-                    });
-                    if !listed {
+                for (slot, k) in ch.consumers.iter() {
+                    let listed = self
+                        .broker
+                        .queue(k.queue)
+                        .and_then(|q| q.consumers.get(k.qkey))
+                        .is_some_and(|r| {
+                            r.conn == c.id && r.channel == ch.id && r.tag == k.tag && r.slot == slot
+                        });
+                    if !listed || ch.consumers.key_of(&k.tag) != Some(slot) {
                         return Err(format!(
                             "channel consumer {:?} not listed by its queue",
                             k.tag

@@ -2211,3 +2211,43 @@ fn write_fuzz_seed_corpus() {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
 }
+
+/// A client's shortstr arguments must be UTF-8 (RabbitMQ: 501 "Malformed
+/// UTF-8 in shortstr", no class or method), except basic.publish's; a
+/// client decoding what a broker sends takes strings as bytes.
+#[test]
+fn client_shortstrs_must_be_utf8_except_in_basic_publish() {
+    let bad = Bytes::from_static(b"q\xff");
+    let declare = encode_method(
+        &QueueDeclare {
+            queue: bad.clone(),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let e = Method::decode_from_client(&declare).unwrap_err();
+    assert_eq!(
+        (e.code, e.reply_text().as_str(), e.class_id, e.method_id),
+        (501, "FRAME_ERROR - Malformed UTF-8 in shortstr", 0, 0)
+    );
+    assert!(Method::decode(&declare).is_ok());
+    let publish: Method = BasicPublish {
+        exchange: bad.clone(),
+        routing_key: bad.clone(),
+        ..Default::default()
+    }
+    .into();
+    assert_eq!(
+        Method::decode_from_client(&encode_method(&publish)).unwrap(),
+        publish
+    );
+    let close: Method = ChannelClose {
+        reply_code: 404,
+        reply_text: bad,
+        class_id: 60,
+        method_id: 40,
+    }
+    .into();
+    assert_eq!(Method::decode(&encode_method(&close)).unwrap(), close);
+    assert!(Method::decode_from_client(&encode_method(&close)).is_err());
+}

@@ -1129,3 +1129,289 @@ fn large_body_frame_in_small_pieces_arrives_intact() {
     }
     delete_queue(&mut r, 1, &q);
 }
+
+/// A MiB of garbage after a frame error gets exactly one connection.close
+/// (501) — the rest is not parsed into more errors — and the broker serves
+/// others meanwhile.
+#[test]
+fn garbage_after_a_frame_error_gets_one_close() {
+    let b = common::start();
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    // basic.qos with a bad end octet, then frame headers with bad end octets.
+    let mut out = bytes::BytesMut::new();
+    frame::write_method(
+        &mut out,
+        1,
+        &BasicQos {
+            prefetch_size: 0,
+            prefetch_count: 1,
+            global: false,
+        }
+        .into(),
+    );
+    let last = out.len() - 1;
+    out[last] = 0x00;
+    let pattern = [1u8, 0, 1, 0, 0, 0, 1, b'x', 0];
+    out.extend(pattern.iter().copied().cycle().take(1 << 20));
+    r.send_bytes(&out);
+    let mut codes = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "socket not closed");
+        match r.poll_frame(std::time::Duration::from_millis(500)) {
+            Ok(Some(Frame::Method(0, Method::ConnectionClose(c)))) => {
+                codes.push(c.reply_code);
+                r.send(0, ConnectionCloseOk {});
+            }
+            Ok(Some(Frame::Heartbeat(_))) => {}
+            Ok(Some(f)) => panic!("unexpected {f:?}"),
+            Ok(None) if codes.is_empty() => {}
+            // Closed, or quiet after the close.
+            Ok(None) | Err(()) => break,
+        }
+    }
+    assert_eq!(codes, [ReplyCode::FRAME_ERROR]);
+    let mut other = Raw::open(b.addr);
+    other.open_channel(1);
+    let q = unique("after-garbage");
+    declare_queue(&mut other, 1, &q);
+    delete_queue(&mut other, 1, &q);
+}
+
+// ------------------------------------------------------------ invalid UTF-8
+
+const NOT_UTF8: &[u8] = b"bad\xff\xfename";
+
+fn b(v: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(v)
+}
+
+/// Names and other shortstr arguments that are not UTF-8 are refused when
+/// the method is decoded: 501 FRAME_ERROR "Malformed UTF-8 in shortstr",
+/// class and method 0 (RabbitMQ 3.10's exact answer), before anything is
+/// looked up or created.
+#[test]
+fn malformed_utf8_in_shortstr_arguments_is_501() {
+    let b_ = common::start();
+    let q = unique("utf8");
+    let cases: Vec<(&str, Method)> = vec![
+        (
+            "queue.declare",
+            QueueDeclare {
+                queue: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "queue.declare passive",
+            QueueDeclare {
+                queue: b(NOT_UTF8),
+                passive: true,
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "exchange.declare",
+            ExchangeDeclare {
+                exchange: b(NOT_UTF8),
+                kind: s("direct"),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "exchange.declare type",
+            ExchangeDeclare {
+                exchange: s(&q),
+                kind: b(b"dir\xffect"),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "queue.bind routing key",
+            QueueBind {
+                queue: s(&q),
+                exchange: s("amq.direct"),
+                routing_key: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "queue.bind exchange",
+            QueueBind {
+                queue: s(&q),
+                exchange: b(NOT_UTF8),
+                routing_key: s("k"),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "queue.unbind routing key",
+            QueueUnbind {
+                queue: s(&q),
+                exchange: s("amq.direct"),
+                routing_key: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "exchange.bind destination",
+            ExchangeBind {
+                destination: b(NOT_UTF8),
+                source: s("amq.direct"),
+                routing_key: s("k"),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "basic.consume queue",
+            BasicConsume {
+                queue: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "basic.consume tag",
+            BasicConsume {
+                queue: s(&q),
+                consumer_tag: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "basic.get",
+            BasicGet {
+                queue: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "queue.purge",
+            QueuePurge {
+                queue: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "queue.delete",
+            QueueDelete {
+                queue: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "exchange.delete",
+            ExchangeDelete {
+                exchange: b(NOT_UTF8),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            "basic.cancel",
+            BasicCancel {
+                consumer_tag: b(NOT_UTF8),
+                nowait: false,
+            }
+            .into(),
+        ),
+        (
+            "channel.close reply text",
+            ChannelClose {
+                reply_code: 200,
+                reply_text: b(NOT_UTF8),
+                class_id: 0,
+                method_id: 0,
+            }
+            .into(),
+        ),
+    ];
+    let mut setup = Raw::open(b_.addr);
+    setup.open_channel(1);
+    declare_queue(&mut setup, 1, &q);
+    for (what, m) in cases {
+        let mut r = Raw::open(b_.addr);
+        r.open_channel(1);
+        r.send(1, m);
+        let close = r.expect_connection_close();
+        assert_eq!(
+            (
+                close.reply_code,
+                &close.reply_text[..],
+                close.class_id,
+                close.method_id
+            ),
+            (501, &b"FRAME_ERROR - Malformed UTF-8 in shortstr"[..], 0, 0),
+            "{what}"
+        );
+    }
+    // Nothing was created.
+    match setup.rpc(
+        1,
+        ExchangeDeclare {
+            exchange: s(&q),
+            kind: s("direct"),
+            passive: true,
+            ..Default::default()
+        },
+    ) {
+        Method::ChannelClose(c) => {
+            assert_eq!(c.reply_code, 404);
+            setup.send(1, ChannelCloseOk {});
+        }
+        other => panic!("exchange.declare passive: {other:?}"),
+    }
+    setup.open_channel(1);
+    delete_queue(&mut setup, 1, &q);
+}
+
+/// basic.publish is not checked (RabbitMQ passes its exchange and routing
+/// key through): an exchange name that is not UTF-8 names no exchange
+/// (404), a routing key that is not UTF-8 routes nowhere (no queue or
+/// binding can have such a name) and comes back with basic.return.
+#[test]
+fn malformed_utf8_in_basic_publish_is_not_a_frame_error() {
+    let b_ = common::start();
+    let mut r = Raw::open(b_.addr);
+    r.open_channel(1);
+    let publish = |r: &mut Raw, exchange: &[u8], key: &[u8]| {
+        let mut out = bytes::BytesMut::new();
+        frame::write_method(
+            &mut out,
+            1,
+            &BasicPublish {
+                exchange: b(exchange),
+                routing_key: b(key),
+                mandatory: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+        out.extend_from_slice(&Raw::header_frame(1, 1));
+        out.extend_from_slice(&Raw::body_frame(1, b"m"));
+        r.send_bytes(&out);
+    };
+    publish(&mut r, b"amq.topic", NOT_UTF8);
+    match r.next_async() {
+        (1, Method::BasicReturn(ret), Some(_)) => {
+            assert_eq!(ret.reply_code, 312);
+            assert_eq!(&ret.routing_key[..], NOT_UTF8);
+        }
+        other => panic!("expected basic.return, got {other:?}"),
+    }
+    publish(&mut r, NOT_UTF8, b"k");
+    assert_eq!(r.expect_channel_close(1).reply_code, 404);
+}

@@ -1090,3 +1090,393 @@ fn stream_queues_are_refused_not_served_as_classic() {
         "{m:?}"
     );
 }
+
+/// The consumer tags of the deliveries among `frames`, in order.
+fn delivered_to(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Method(_, Method::BasicDeliver(d)) => {
+                Some(String::from_utf8_lossy(&d.consumer_tag).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The delivery tags of the deliveries among `frames`, by consumer tag.
+fn delivery_tags(frames: &[Frame]) -> Vec<(String, u64)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Method(_, Method::BasicDeliver(d)) => Some((
+                String::from_utf8_lossy(&d.consumer_tag).into_owned(),
+                d.delivery_tag,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn declare(p: &mut Pair, q: &str, arguments: FieldTable) {
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::copy_from_slice(q.as_bytes()),
+            arguments,
+            ..Default::default()
+        },
+    );
+}
+
+fn consume(p: &mut Pair, q: &str, tag: &str, no_ack: bool) {
+    p.send(
+        1,
+        BasicConsume {
+            queue: Bytes::copy_from_slice(q.as_bytes()),
+            consumer_tag: Bytes::copy_from_slice(tag.as_bytes()),
+            no_ack,
+            ..Default::default()
+        },
+    );
+}
+
+fn ack(p: &mut Pair, delivery_tag: u64, multiple: bool) {
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag,
+            multiple,
+        },
+    );
+}
+
+#[test]
+fn consumers_with_full_windows_are_skipped_until_they_ack() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    declare(&mut p, "q", FieldTable::new());
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        },
+    );
+    for i in 0..50 {
+        consume(&mut p, "q", &format!("c{i}"), false);
+    }
+    let _ = p.recv();
+    for i in 0..60 {
+        p.publish(
+            1,
+            "",
+            "q",
+            BasicProperties::default(),
+            format!("{i}").as_bytes(),
+        );
+    }
+    // One each, in subscription order; the other ten wait.
+    let first = delivery_tags(&p.recv());
+    let want: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    assert_eq!(
+        first.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(),
+        want
+    );
+    p.core.check_invariants().unwrap();
+    // Whoever acks gets the next one; nobody else.
+    let mut seen = first;
+    for c in ["c7", "c3", "c7"] {
+        let (_, tag) = seen.iter().rev().find(|(t, _)| t == c).cloned().unwrap();
+        ack(&mut p, tag, false);
+        let got = delivery_tags(&p.recv());
+        assert_eq!(got.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), [c]);
+        seen.extend(got);
+        p.core.check_invariants().unwrap();
+    }
+    // Everybody acks: the last seven go round.
+    ack(&mut p, 0, true);
+    assert_eq!(delivered_to(&p.recv()).len(), 7);
+    p.core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_full_channel_window_blocks_every_consumer_of_the_channel_until_acks() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    for q in ["q1", "q2"] {
+        declare(&mut p, q, FieldTable::new());
+    }
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 2,
+            global: true,
+            ..Default::default()
+        },
+    );
+    for i in 0..5 {
+        consume(
+            &mut p,
+            if i % 2 == 0 { "q1" } else { "q2" },
+            &format!("c{i}"),
+            false,
+        );
+    }
+    for i in 0..20 {
+        let q = if i % 2 == 0 { "q1" } else { "q2" };
+        p.publish(1, "", q, BasicProperties::default(), b"m");
+    }
+    let mut seen = delivery_tags(&p.recv());
+    assert_eq!(seen.len(), 2);
+    let mut total = seen.len();
+    // One ack, one more delivery, for as long as there are messages.
+    while total < 20 {
+        let (_, tag) = seen.remove(0);
+        ack(&mut p, tag, false);
+        let got = delivery_tags(&p.recv());
+        assert_eq!(got.len(), 1, "after {total}");
+        total += 1;
+        seen.extend(got);
+        p.core.check_invariants().unwrap();
+    }
+    // Lifting the limit lets the rest go (none left here: publish more).
+    for _ in 0..6 {
+        p.publish(1, "", "q1", BasicProperties::default(), b"m");
+    }
+    assert!(delivered_to(&p.recv()).is_empty());
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 0,
+            global: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(delivered_to(&p.recv()).len(), 6);
+    p.core.check_invariants().unwrap();
+}
+
+#[test]
+fn consumers_held_back_by_a_full_outbox_resume_when_it_drains() {
+    let mut p = Pair::new(Config {
+        max_outbox: 8192,
+        ..Config::default()
+    });
+    p.handshake(0);
+    declare(&mut p, "q", FieldTable::new());
+    for i in 0..3 {
+        consume(&mut p, "q", &format!("c{i}"), true);
+    }
+    let _ = p.recv();
+    let body = vec![b'x'; 2000];
+    for _ in 0..40 {
+        p.publish(1, "", "q", BasicProperties::default(), &body);
+    }
+    // Deliveries stop at the outbox limit; each drain lets more go.
+    let ready = |p: &Pair| {
+        p.core
+            .broker
+            .queues
+            .iter()
+            .next()
+            .map_or(0, |(_, q)| q.ready.len())
+    };
+    assert!(ready(&p) > 20, "{}", ready(&p));
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        got.extend(delivered_to(&p.recv()));
+        p.core.check_invariants().unwrap();
+    }
+    assert_eq!(got.len(), 40);
+    assert_eq!(ready(&p), 0);
+    // Round robin throughout.
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!(*c, format!("c{}", i % 3));
+    }
+}
+
+#[test]
+fn single_active_consumer_with_a_full_window_holds_the_queue() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    let mut args = FieldTable::new();
+    args.insert("x-single-active-consumer", FieldValue::Bool(true));
+    declare(&mut p, "sac", args);
+    p.send(
+        1,
+        BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        },
+    );
+    for c in ["a", "b"] {
+        consume(&mut p, "sac", c, false);
+    }
+    for _ in 0..3 {
+        p.publish(1, "", "sac", BasicProperties::default(), b"m");
+    }
+    let got = delivery_tags(&p.recv());
+    assert_eq!(
+        got.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    ack(&mut p, got[0].1, false);
+    let got = delivery_tags(&p.recv());
+    assert_eq!(
+        got.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    p.core.check_invariants().unwrap();
+    // The active consumer goes (its delivery stays unacked): the next takes over.
+    p.send(
+        1,
+        BasicCancel {
+            consumer_tag: Bytes::from_static(b"a"),
+            nowait: false,
+        },
+    );
+    let got = delivered_to(&p.recv());
+    assert_eq!(got, ["b"]);
+    p.core.check_invariants().unwrap();
+}
+
+/// A publisher blocked by the memory alarm is not read, so its heartbeats
+/// are not seen: it must not be disconnected for missing them (RabbitMQ
+/// pauses the heartbeat monitor of blocked connections). Once the alarm
+/// clears it is served, and monitored again from a fresh start.
+#[test]
+fn blocked_publisher_is_not_disconnected_for_missed_heartbeats() {
+    let mut p = Pair::new(Config {
+        max_memory: 256 * 1024,
+        data_dir: None,
+        ..Config::default()
+    });
+    let publisher = p.id;
+    p.handshake(1);
+    declare(&mut p, "q", FieldTable::new());
+    let body = vec![b'x'; 100 * 1024];
+    for _ in 0..3 {
+        p.publish(1, "", "q", BasicProperties::default(), &body);
+    }
+    let _ = p.recv();
+    assert!(p.core.blocked);
+    assert!(!p.core.wants_read(publisher));
+    // Five seconds of silence (the server does not read it): alive, and
+    // sent heartbeats all along.
+    let mut beats = 0;
+    for _ in 0..10 {
+        p.advance(Duration::from_millis(500));
+        beats += p
+            .recv()
+            .iter()
+            .filter(|f| matches!(f, Frame::Heartbeat(0)))
+            .count();
+    }
+    assert!(!p.core.is_dead(publisher));
+    assert!(beats >= 5, "{beats} heartbeats");
+    // Another connection purges the queue: the alarm clears.
+    let other = p.core.accept(([127, 0, 0, 1], 40001).into(), p.now);
+    p.id = other;
+    p.handshake(0);
+    p.send(
+        1,
+        QueuePurge {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        },
+    );
+    let _ = p.recv();
+    p.id = publisher;
+    assert!(!p.core.blocked);
+    assert!(p.core.wants_read(publisher));
+    // Monitored again from a fresh start: 1.5 s of silence is fine...
+    p.advance(Duration::from_millis(1500));
+    assert!(!p.core.is_dead(publisher));
+    p.publish(1, "", "q", BasicProperties::default(), b"served");
+    assert_eq!(
+        p.core
+            .broker
+            .queues
+            .iter()
+            .next()
+            .map(|(_, q)| q.ready.len()),
+        Some(1)
+    );
+    // ... two intervals without a heartbeat are not.
+    p.advance(Duration::from_millis(2500));
+    assert!(p.core.is_dead(publisher));
+}
+
+/// A peer whose output is backed up is not read either: it counts as alive
+/// while it takes our output, and is closed when it stops.
+#[test]
+fn backed_up_peer_is_alive_while_it_reads_and_closed_when_it_stops() {
+    let mut p = Pair::new(Config {
+        max_outbox: 8192,
+        ..Config::default()
+    });
+    p.handshake(1);
+    declare(&mut p, "q", FieldTable::new());
+    consume(&mut p, "q", "c", true);
+    let body = vec![b'x'; 2000];
+    for _ in 0..200 {
+        p.publish(1, "", "q", BasicProperties::default(), &body);
+    }
+    // It reads (slowly) and sends nothing for four seconds: the output is
+    // backed up all along, so it is not read and that is not its fault.
+    let mut got = 0;
+    for _ in 0..8 {
+        p.advance(Duration::from_millis(500));
+        got += delivered_to(&p.recv()).len();
+        assert!(!p.core.wants_read(p.id));
+    }
+    assert!(!p.core.is_dead(p.id));
+    assert!(got > 20 && got < 200, "{got}");
+    // It stops reading: two heartbeat intervals later it is gone.
+    p.advance(Duration::from_millis(1500));
+    assert!(!p.core.is_dead(p.id));
+    p.advance(Duration::from_millis(1000));
+    assert!(p.core.is_dead(p.id));
+}
+
+/// After a frame error the input cannot be re-synchronised: what follows is
+/// dropped unparsed (it was parsed, and each read of garbage raised and
+/// logged another error), even what looks like connection.close-ok.
+#[test]
+fn input_after_a_frame_error_is_dropped_unparsed() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    // A method frame whose end octet is wrong.
+    p.send_raw(&[1, 0, 0, 0, 0, 0, 4, 0, 10, 0, 40, 0xFF]);
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::FRAME_ERROR));
+    // A MiB of frame headers with bad end octets.
+    let pattern = [1u8, 0, 1, 0, 0, 0, 1, b'x', 0];
+    let garbage: Vec<u8> = pattern.iter().copied().cycle().take(1 << 20).collect();
+    for chunk in garbage.chunks(65536) {
+        p.send_raw(chunk);
+        assert!(p.recv().is_empty());
+        assert!(p.core.conn(p.id).is_some_and(|c| c.inbuf.is_empty()));
+    }
+    p.send(0, ConnectionCloseOk {});
+    assert!(!p.core.is_dead(p.id));
+    // The close timeout ends it.
+    p.advance(Duration::from_secs(3));
+    assert!(p.core.is_dead(p.id));
+}
+
+/// A connection error raised by a method leaves the stream well-framed: the
+/// client's connection.close-ok is still seen.
+#[test]
+fn close_ok_ends_a_connection_closed_for_a_method_error() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    p.send(7, QueueDeclare::default());
+    assert_eq!(close_code(&p.recv()), Some(ReplyCode::CHANNEL_ERROR));
+    // Frames other than close-ok are ignored, not errors.
+    p.send(1, QueueDeclare::default());
+    assert!(p.recv().is_empty());
+    assert!(!p.core.is_dead(p.id));
+    p.send(0, ConnectionCloseOk {});
+    assert!(p.core.is_dead(p.id));
+}

@@ -25,6 +25,7 @@ const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
        warren-perf footprint [--connections N] [--messages N] [--json] -- BROKER [ARGS...]
        warren-perf declare [--uri URI] [--count N] [--transient] [--json]
+       warren-perf stall [--uri URI] [--consumers N] [--phases P,...] [--prefetch N] [--messages N] [--broker-pid PID] [--json]
 
 Publishes until --count or --duration is reached (or Ctrl-C: the summary is
 still printed; a second Ctrl-C exits at once), lets the consumers drain, then
@@ -33,7 +34,10 @@ traffic through an in-process byte relay instead of a broker. `footprint`
 starts a broker binary (warren's --listen/--data-dir options are appended)
 and measures its start-up time, idle RSS, RSS per idle connection and RSS
 with a million queued messages. `declare` declares and binds --count queues
-one operation at a time and reports the rate per thousand.";
+one operation at a time and reports the rate per thousand. `stall` adds and
+removes many consumers on one channel and reports how long a separate
+client's one-message round trip took meanwhile (max, p99) and the broker's
+CPU time, per phase.";
 
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
@@ -365,12 +369,93 @@ fn declare(args: &[String]) -> ExitCode {
     subcommand("declare", args, o, false, settings, perf::declare::run)
 }
 
+fn stall(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "u",
+        "uri",
+        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
+        "URI",
+    );
+    o.optopt(
+        "n",
+        "consumers",
+        "consumers added by each consume phase (default 100000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "phases",
+        "comma-separated: consume, cancel, close-channel, delete-queue, close-connection, publish (default consume,close-channel)",
+        "LIST",
+    );
+    o.optopt(
+        "q",
+        "prefetch",
+        "basic.qos prefetch count of the consumers (default 0: unlimited)",
+        "N",
+    );
+    o.optopt(
+        "m",
+        "messages",
+        "messages a publish phase sends (default 1000)",
+        "N",
+    );
+    o.optopt(
+        "w",
+        "window",
+        "requests in flight at most (default 10000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "broker-pid",
+        "report this process's CPU time (read from /proc) per phase",
+        "PID",
+    );
+    let settings = |m: &getopts::Matches| {
+        let phases = m
+            .opt_str("phases")
+            .unwrap_or_else(|| "consume,close-channel".into())
+            .split(',')
+            .map(|p| {
+                perf::stall::Phase::parse(p.trim())
+                    .ok_or_else(|| format!("--phases: unknown phase '{p}'"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let broker_pid = match m.opt_str("broker-pid") {
+            None => None,
+            Some(_) => Some(num(m, "broker-pid", 0u32)?),
+        };
+        if let Some(pid) = broker_pid {
+            if perf::cpu::process(pid).is_none() {
+                return Err(format!("--broker-pid: cannot read /proc/{pid}/stat"));
+            }
+        }
+        Ok(perf::stall::StallSettings {
+            uri: match m.opt_str("uri") {
+                Some(u) => perf::uri::parse(&u)?,
+                None => perf::uri::Uri::default(),
+            },
+            consumers: num(m, "consumers", 100_000)?,
+            phases,
+            window: num(m, "window", 10_000)?,
+            prefetch: num(m, "prefetch", 0)?,
+            messages: num(m, "messages", 1000)?,
+            broker_pid,
+            json: m.opt_present("json"),
+        })
+    };
+    subcommand("stall", args, o, false, settings, perf::stall::run)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("floor") => return floor(args.get(1..).unwrap_or_default()),
         Some("footprint") => return footprint(args.get(1..).unwrap_or_default()),
         Some("declare") => return declare(args.get(1..).unwrap_or_default()),
+        Some("stall") => return stall(args.get(1..).unwrap_or_default()),
         _ => {}
     }
     let opts = options();

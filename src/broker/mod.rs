@@ -6,6 +6,7 @@
 pub mod arena;
 pub mod args;
 pub mod auth;
+pub mod consumers;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -20,8 +21,9 @@ use slab::Slab;
 use crate::codec::{Error, FieldTable, ReplyCode};
 use crate::store::definitions::{BindingDef, DefChange, ExchangeDef, QueueDef};
 use args::QueueArgs;
+use consumers::ConsumerRef;
 use exchange::{Binding, Dest, Exchange, ExchangeKind};
-use queue::{ConsumerRef, Queue};
+use queue::Queue;
 
 /// A connection's id: slab index plus a generation, since slab keys are reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -527,7 +529,7 @@ impl Broker {
         };
         let vhost = q.vhost.clone();
         let name = q.name.clone();
-        let q = self.queues.remove(id.idx as usize);
+        let mut q = self.queues.remove(id.idx as usize);
         if let Some(vh) = self.vhosts.get_mut(&vhost) {
             vh.queues.remove(&name);
             let d = Dest::Queue(id);
@@ -543,7 +545,7 @@ impl Broker {
         Deleted {
             ready: q.ready,
             store_id: q.store_id,
-            consumers: q.consumers,
+            consumers: q.consumers.take_all(),
         }
     }
 

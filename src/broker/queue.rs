@@ -7,22 +7,11 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::args::{Overflow, QueueArgs};
+pub use super::consumers::ConsumerRef;
+use super::consumers::Consumers;
 use super::message::QueuedMsg;
 use super::{ConnId, QueueId, QueueSpec};
 use crate::codec::FieldTable;
-
-/// A consumer as the queue sees it; its state lives in its channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerRef {
-    /// Owning connection.
-    pub conn: ConnId,
-    /// Channel number.
-    pub channel: u16,
-    /// Consumer tag.
-    pub tag: Bytes,
-    /// `x-priority` consume argument (higher gets messages first).
-    pub priority: i32,
-}
 
 /// A queue's message counters since it was declared.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,10 +53,9 @@ pub struct Queue {
     pub ready_bytes: u64,
     /// Next sequence number.
     next_seq: u64,
-    /// Consumers, in subscription order.
-    pub consumers: Vec<ConsumerRef>,
-    /// Round-robin cursor into `consumers`.
-    pub rr: usize,
+    /// Consumers: by priority, in subscription order, with the rotation
+    /// of those that may take a message now.
+    pub consumers: Consumers,
     /// The one consumer that subscribed with exclusive=true, if any.
     pub exclusive_consumer: bool,
     /// Has ever had a consumer (auto-delete triggers only after that).
@@ -113,8 +101,7 @@ impl Queue {
             arguments,
             ready: VecDeque::new(),
             next_seq: 0,
-            consumers: Vec::new(),
-            rr: 0,
+            consumers: Consumers::default(),
             exclusive_consumer: false,
             had_consumers: false,
             unacked: 0,
@@ -217,36 +204,26 @@ impl Queue {
         std::mem::take(&mut self.ready)
     }
 
-    /// Add a consumer after those of equal or higher priority.
-    pub fn add_consumer(&mut self, c: ConsumerRef) {
-        let at = self.consumers.partition_point(|x| x.priority >= c.priority);
-        if at <= self.rr && at < self.consumers.len() {
-            self.rr += 1;
-        }
-        self.consumers.insert(at, c);
+    /// Add a consumer, last in the rotation of its priority; returns its
+    /// key among the queue's consumers.
+    pub fn add_consumer(&mut self, c: ConsumerRef) -> u32 {
         self.had_consumers = true;
+        self.consumers.add(c)
     }
 
-    /// Remove a consumer; true if it was there.
-    pub fn remove_consumer(&mut self, conn: ConnId, channel: u16, tag: &[u8]) -> bool {
-        let Some(i) = self
+    /// Remove the consumer with key `key` if it is `slot` of `conn`'s
+    /// channel `channel`; true if it was there.
+    pub fn remove_consumer(&mut self, key: u32, conn: ConnId, channel: u16, slot: u32) -> bool {
+        let gone = self
             .consumers
-            .iter()
-            .position(|c| c.conn == conn && c.channel == channel && c.tag == tag)
-        else {
-            return false;
-        };
-        self.consumers.remove(i);
-        if i < self.rr {
-            self.rr -= 1;
-        }
-        if self.rr >= self.consumers.len() {
-            self.rr = 0;
-        }
+            .remove(key, |r| {
+                r.conn == conn && r.channel == channel && r.slot == slot
+            })
+            .is_some();
         if self.consumers.is_empty() {
             self.exclusive_consumer = false;
         }
-        true
+        gone
     }
 }
 

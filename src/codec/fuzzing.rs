@@ -36,6 +36,12 @@ pub fn method(data: &[u8]) {
         let again = Method::decode(&out.freeze()).expect("re-encoded method must decode");
         // Compare via Debug so NaN floats in tables compare equal to themselves.
         assert_eq!(format!("{again:?}"), format!("{m:?}"));
+        // The check of a client's strings only refuses, never changes.
+        if let Ok(strict) = Method::decode_from_client(&b) {
+            assert_eq!(format!("{strict:?}"), format!("{m:?}"));
+        }
+    } else {
+        assert!(Method::decode_from_client(&b).is_err());
     }
 }
 

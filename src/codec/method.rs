@@ -98,38 +98,42 @@ macro_rules! amqp_type {
 }
 
 macro_rules! decode_arg {
-    (bit, $r:ident, $b:ident) => {
+    (bit, $r:ident, $b:ident, $u:ident) => {
         $b.bit(&mut $r)?
     };
-    (octet, $r:ident, $b:ident) => {{
+    (octet, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         $r.u8()?
     }};
-    (short, $r:ident, $b:ident) => {{
+    (short, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         $r.u16()?
     }};
-    (long, $r:ident, $b:ident) => {{
+    (long, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         $r.u32()?
     }};
-    (longlong, $r:ident, $b:ident) => {{
+    (longlong, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         $r.u64()?
     }};
-    (timestamp, $r:ident, $b:ident) => {{
+    (timestamp, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         $r.u64()?
     }};
-    (shortstr, $r:ident, $b:ident) => {{
+    (shortstr, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
-        $r.shortstr()?
+        let v = $r.shortstr()?;
+        if $u && std::str::from_utf8(&v).is_err() {
+            return Err(Error::frame("Malformed UTF-8 in shortstr"));
+        }
+        v
     }};
-    (longstr, $r:ident, $b:ident) => {{
+    (longstr, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         $r.longstr()?
     }};
-    (table, $r:ident, $b:ident) => {{
+    (table, $r:ident, $b:ident, $u:ident) => {{
         $b.reset();
         FieldTable::decode(&mut $r)?
     }};
@@ -193,10 +197,11 @@ macro_rules! methods {
                 /// Method id.
                 pub const METHOD_ID: u16 = $method;
 
+                /// `utf8`: shortstr arguments must be valid UTF-8.
                 #[allow(unused_mut, unused_variables)]
-                fn decode_args(mut r: Reader<'_>) -> Result<$name> {
+                fn decode_args(mut r: Reader<'_>, utf8: bool) -> Result<$name> {
                     let mut bits = BitReader::new();
-                    let m = $name { $( $field: decode_arg!($kind, r, bits), )* };
+                    let m = $name { $( $field: decode_arg!($kind, r, bits, utf8), )* };
                     if r.remaining() != 0 {
                         return Err(Error::syntax(concat!("trailing bytes after ", $wire, " arguments")));
                     }
@@ -244,19 +249,40 @@ macro_rules! methods {
             ///
             /// Unknown class or method: 540 NOT_IMPLEMENTED. Truncated or
             /// trailing arguments, bad tables: 502 SYNTAX_ERROR. Both carry
-            /// the class and method ids read.
+            /// the class and method ids read. Strings are taken as bytes
+            /// (a client must read whatever a broker sends).
             pub fn decode(payload: &Bytes) -> Result<Method> {
+                Method::decode_with(payload, false)
+            }
+
+            /// Decode a method a client sent, as RabbitMQ does: like
+            /// [`Method::decode`], and a shortstr argument that is not
+            /// UTF-8 is 501 FRAME_ERROR "Malformed UTF-8 in shortstr", with
+            /// no class and method — except in basic.publish, whose
+            /// exchange and routing key RabbitMQ passes through unchecked.
+            pub fn decode_from_client(payload: &Bytes) -> Result<Method> {
+                Method::decode_with(payload, true)
+            }
+
+            fn decode_with(payload: &Bytes, check_utf8: bool) -> Result<Method> {
                 let mut r = Reader::new(payload);
                 let class = r.u16()?;
                 let method = r.u16()?;
+                let utf8 = check_utf8 && (class, method) != (60, 40);
                 let res = match (class, method) {
-                    $( ($class, $method) => $name::decode_args(r).map(Method::$name), )*
+                    $( ($class, $method) => $name::decode_args(r, utf8).map(Method::$name), )*
                     _ => Err(Error::new(
                         ReplyCode::NOT_IMPLEMENTED,
                         format!("unknown method: class {class}, method {method}"),
                     )),
                 };
-                res.map_err(|e| e.with_method(class, method))
+                res.map_err(|e| {
+                    if e.code == ReplyCode::FRAME_ERROR {
+                        e
+                    } else {
+                        e.with_method(class, method)
+                    }
+                })
             }
 
             /// Encode class id, method id and arguments (the method frame payload).

@@ -1,9 +1,10 @@
 //! A channel's state: content assembly for basic.publish, unacknowledged
 //! deliveries by tag, consumers, prefetch limits, confirm and tx modes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use slab::Slab;
 
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
@@ -53,6 +54,139 @@ pub struct Unacked {
     pub msg: QueuedMsg,
     /// Consumer it went to (None for basic.get).
     pub consumer: Option<Bytes>,
+    /// That consumer's key in [`Channel::consumers`].
+    pub consumer_slot: u32,
+}
+
+/// An entry of [`UnackedList`]: a delivery, or the hole it left.
+#[derive(Debug)]
+enum Slot {
+    Live(Unacked),
+    /// Settled out of order; keeps its tag so the list stays searchable.
+    Hole(u64),
+}
+
+impl Slot {
+    fn tag(&self) -> u64 {
+        match self {
+            Slot::Live(u) => u.tag,
+            Slot::Hole(t) => *t,
+        }
+    }
+}
+
+/// A channel's unacknowledged deliveries, ascending by tag. Settling one
+/// out of order leaves a hole instead of shifting all that follow it (a
+/// client acking 100,000 deliveries in random order took seconds); holes
+/// at either end are dropped at once, and the list is compacted when they
+/// outnumber the deliveries, so each settle costs O(log n) amortized.
+#[derive(Debug, Default)]
+pub struct UnackedList {
+    /// Never starts or ends with a hole.
+    slots: VecDeque<Slot>,
+    live: usize,
+}
+
+impl UnackedList {
+    /// Bytes its ring takes; a ring mostly empty is shrunk first.
+    pub fn measure(&mut self) -> u64 {
+        let v = &mut self.slots;
+        if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
+            v.shrink_to(v.len() * 2);
+        }
+        (v.capacity() * std::mem::size_of::<Slot>()) as u64
+    }
+
+    /// Deliveries not settled.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// None unsettled.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The deliveries, ascending by tag.
+    pub fn iter(&self) -> impl Iterator<Item = &Unacked> + '_ {
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Live(u) => Some(u),
+            Slot::Hole(_) => None,
+        })
+    }
+
+    /// Add a delivery with a tag above all others.
+    pub fn push_back(&mut self, u: Unacked) {
+        self.slots.push_back(Slot::Live(u));
+        self.live += 1;
+    }
+
+    /// Put back a delivery taken earlier (tx.rollback), in tag order.
+    pub fn insert(&mut self, u: Unacked) {
+        let at = self.slots.partition_point(|s| s.tag() < u.tag);
+        match self.slots.get_mut(at) {
+            Some(s @ Slot::Hole(_)) if s.tag() == u.tag => *s = Slot::Live(u),
+            _ => self.slots.insert(at, Slot::Live(u)),
+        }
+        self.live += 1;
+    }
+
+    /// Is there a delivery with a tag of `tag` or below?
+    pub fn has_through(&self, tag: u64) -> bool {
+        self.slots.front().is_some_and(|s| s.tag() <= tag)
+    }
+
+    /// Take the oldest delivery if its tag is `tag` or below.
+    pub fn pop_through(&mut self, tag: u64) -> Option<Unacked> {
+        if !self.has_through(tag) {
+            return None;
+        }
+        let Some(Slot::Live(u)) = self.slots.pop_front() else {
+            return None;
+        };
+        self.live -= 1;
+        self.trim();
+        Some(u)
+    }
+
+    /// Take the delivery with this tag.
+    pub fn take(&mut self, tag: u64) -> Option<Unacked> {
+        let i = self.slots.binary_search_by_key(&tag, Slot::tag).ok()?;
+        let slot = self.slots.get_mut(i)?;
+        if matches!(slot, Slot::Hole(_)) {
+            return None;
+        }
+        let Slot::Live(u) = std::mem::replace(slot, Slot::Hole(tag)) else {
+            return None;
+        };
+        self.live -= 1;
+        self.trim();
+        if self.slots.len() > 2 * self.live + 32 {
+            self.slots.retain(|s| matches!(s, Slot::Live(_)));
+        }
+        Some(u)
+    }
+
+    /// Take every delivery.
+    pub fn take_all(&mut self) -> Vec<Unacked> {
+        self.live = 0;
+        self.slots
+            .drain(..)
+            .filter_map(|s| match s {
+                Slot::Live(u) => Some(u),
+                Slot::Hole(_) => None,
+            })
+            .collect()
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.slots.front(), Some(Slot::Hole(_))) {
+            self.slots.pop_front();
+        }
+        while matches!(self.slots.back(), Some(Slot::Hole(_))) {
+            self.slots.pop_back();
+        }
+    }
 }
 
 /// A consumer's channel-side state.
@@ -62,12 +196,99 @@ pub struct ChanConsumer {
     pub tag: Bytes,
     /// Queue consumed from.
     pub queue: QueueId,
+    /// Its key among the queue's consumers.
+    pub qkey: u32,
     /// Deliveries need no ack.
     pub no_ack: bool,
     /// Per-consumer prefetch (0 = unlimited).
     pub prefetch: u16,
     /// Unacked deliveries to this consumer.
     pub unacked: u32,
+}
+
+/// A channel's consumers: by key (which the queue's side keeps, so a
+/// delivery finds its consumer without a search) and by tag.
+#[derive(Debug, Default)]
+pub struct ChanConsumers {
+    slots: Slab<ChanConsumer>,
+    by_tag: HashMap<Bytes, u32>,
+}
+
+impl ChanConsumers {
+    /// Number of consumers.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No consumers.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every consumer with its key (in no particular order).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &ChanConsumer)> + '_ {
+        self.slots.iter().map(|(k, c)| (k as u32, c))
+    }
+
+    /// Is there a consumer with this tag?
+    pub fn contains(&self, tag: &[u8]) -> bool {
+        self.by_tag.contains_key(tag)
+    }
+
+    /// The key of the consumer with this tag.
+    pub fn key_of(&self, tag: &[u8]) -> Option<u32> {
+        self.by_tag.get(tag).copied()
+    }
+
+    /// The consumer with this key.
+    pub fn get(&self, key: u32) -> Option<&ChanConsumer> {
+        self.slots.get(key as usize)
+    }
+
+    /// The consumer with this key, mutable.
+    pub fn get_mut(&mut self, key: u32) -> Option<&mut ChanConsumer> {
+        self.slots.get_mut(key as usize)
+    }
+
+    /// Add a consumer whose tag is not in use (see [`ChanConsumers::contains`]);
+    /// returns its key.
+    pub fn insert(&mut self, c: ChanConsumer) -> u32 {
+        let tag = c.tag.clone();
+        let key = self.slots.insert(c) as u32;
+        self.by_tag.insert(tag, key);
+        key
+    }
+
+    /// Remove the consumer with this tag.
+    pub fn remove(&mut self, tag: &[u8]) -> Option<ChanConsumer> {
+        let key = self.by_tag.remove(tag)?;
+        self.slots.try_remove(key as usize)
+    }
+
+    /// Remove every consumer; each with its key.
+    pub fn take_all(&mut self) -> Vec<(u32, ChanConsumer)> {
+        self.by_tag = HashMap::new();
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|(k, c)| (k as u32, c))
+            .collect()
+    }
+}
+
+/// See [`Channel::room`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// It may take a message.
+    Yes,
+    /// The channel-wide prefetch window is full.
+    ChannelFull,
+    /// Its own prefetch window is full.
+    ConsumerFull,
+    /// Its connection's output is backed up (the dispatch pass checks
+    /// that; [`Channel::room`] does not).
+    OutboxFull,
+    /// The channel or connection is closing, or the consumer is gone.
+    Gone,
 }
 
 /// A deferred operation in a transactional channel.
@@ -93,9 +314,13 @@ pub struct Channel {
     /// Last delivery tag used.
     pub last_tag: u64,
     /// Unacked deliveries, ascending by tag.
-    pub unacked: VecDeque<Unacked>,
+    pub unacked: UnackedList,
     /// Consumers on this channel.
-    pub consumers: Vec<ChanConsumer>,
+    pub consumers: ChanConsumers,
+    /// Consumers (queue, key in the queue) that could not take a message
+    /// because the channel-wide prefetch window was full: unblocked when
+    /// it opens.
+    pub global_blocked: Vec<(QueueId, u32)>,
     /// Prefetch for consumers created from now on (basic.qos global=false).
     pub prefetch_count: u16,
     /// Channel-wide prefetch (basic.qos global=true; 0 = unlimited).
@@ -128,8 +353,9 @@ impl Channel {
             state: ChanState::Open,
             assembly: None,
             last_tag: 0,
-            unacked: VecDeque::new(),
-            consumers: Vec::new(),
+            unacked: UnackedList::default(),
+            consumers: ChanConsumers::default(),
+            global_blocked: Vec::new(),
             prefetch_count: 0,
             global_prefetch: 0,
             confirm: false,
@@ -144,50 +370,107 @@ impl Channel {
         }
     }
 
-    /// The consumer with this tag.
-    pub fn consumer_mut(&mut self, tag: &[u8]) -> Option<&mut ChanConsumer> {
-        self.consumers.iter_mut().find(|c| c.tag == tag)
-    }
-
-    /// May another message go to consumer `tag` now?
-    pub fn can_deliver(&self, tag: &[u8]) -> bool {
+    /// May another message go to the consumer with key `slot` (and tag
+    /// `tag`) now? If not, what holds it back.
+    pub fn room(&self, slot: u32, tag: &[u8]) -> Room {
         if self.state != ChanState::Open {
-            return false;
+            return Room::Gone;
         }
         if self.global_prefetch != 0 && self.unacked.len() >= self.global_prefetch as usize {
-            return false;
+            return Room::ChannelFull;
         }
-        match self.consumers.iter().find(|c| c.tag == tag) {
-            Some(c) => c.no_ack || c.prefetch == 0 || c.unacked < c.prefetch as u32,
-            None => false,
+        match self.consumers.get(slot).filter(|c| c.tag == tag) {
+            Some(c) if c.no_ack || c.prefetch == 0 || c.unacked < c.prefetch as u32 => Room::Yes,
+            Some(_) => Room::ConsumerFull,
+            None => Room::Gone,
         }
     }
 
     /// Remove the unacked entries an ack/nack names: one tag, or every tag up
     /// to it with `multiple` (tag 0 + multiple = all). None if a single tag is
-    /// unknown.
+    /// unknown, or `multiple` names nothing.
     pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
-        let (start, count) = self.ack_range(tag, multiple)?;
-        Some(self.unacked.drain(start..start + count).collect())
+        if !multiple {
+            return self.unacked.take(tag).map(|u| vec![u]);
+        }
+        if tag == 0 {
+            return Some(self.unacked.take_all());
+        }
+        if !self.unacked.has_through(tag) {
+            return None;
+        }
+        Some(std::iter::from_fn(|| self.unacked.pop_through(tag)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::message::{Arena, Message};
+
+    fn u(tag: u64) -> Unacked {
+        let m = Message::new(
+            Bytes::new(),
+            Bytes::new(),
+            Bytes::new(),
+            Bytes::new(),
+            false,
+        );
+        Unacked {
+            tag,
+            queue: QueueId { idx: 0, gen: 0 },
+            msg: QueuedMsg::pack(&mut Arena::default(), &m, None),
+            consumer: None,
+            consumer_slot: 0,
+        }
     }
 
-    /// Where in `unacked` the entries an ack/nack names are: (start, count).
-    /// None if a single tag is unknown, or `multiple` names nothing.
-    pub fn ack_range(&self, tag: u64, multiple: bool) -> Option<(usize, usize)> {
-        if multiple {
-            let n = if tag == 0 {
-                self.unacked.len()
-            } else {
-                self.unacked.partition_point(|u| u.tag <= tag)
-            };
-            if n == 0 && tag != 0 {
-                return None;
-            }
-            Some((0, n))
-        } else {
-            let i = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
-            Some((i, 1))
+    fn tags(l: &UnackedList) -> Vec<u64> {
+        l.iter().map(|u| u.tag).collect()
+    }
+
+    #[test]
+    fn unacked_list_settles_out_of_order_without_shifting() {
+        let mut l = UnackedList::default();
+        for t in 1..=10 {
+            l.push_back(u(t));
         }
+        assert_eq!(l.take(5).map(|u| u.tag), Some(5));
+        assert!(l.take(5).is_none(), "settled twice");
+        assert!(l.take(11).is_none());
+        assert_eq!(l.len(), 9);
+        assert_eq!(tags(&l), [1, 2, 3, 4, 6, 7, 8, 9, 10]);
+        // Holes at the ends go at once.
+        assert_eq!(l.take(1).map(|u| u.tag), Some(1));
+        assert!(!l.has_through(1) && l.has_through(2));
+        // multiple: up to 6 takes 2, 3, 4, 6 (5 is settled).
+        let got: Vec<u64> = std::iter::from_fn(|| l.pop_through(6))
+            .map(|u| u.tag)
+            .collect();
+        assert_eq!(got, [2, 3, 4, 6]);
+        // A rolled-back delivery goes back to its place (into a hole, too).
+        l.take(8);
+        l.insert(u(8));
+        l.insert(u(4));
+        assert_eq!(tags(&l), [4, 7, 8, 9, 10]);
+        assert_eq!(l.len(), 5);
+        assert_eq!(l.take_all().len(), 5);
+        assert!(l.is_empty() && l.slots.is_empty());
+    }
+
+    #[test]
+    fn unacked_list_holes_stay_bounded() {
+        // The oldest delivery is never settled; every later one is.
+        let mut l = UnackedList::default();
+        l.push_back(u(1));
+        for t in 2..10_000 {
+            l.push_back(u(t));
+            if t > 2 {
+                assert!(l.take(t - 1).is_some());
+                assert!(l.slots.len() <= 2 * l.len() + 33, "{} slots", l.slots.len());
+            }
+        }
+        assert_eq!(tags(&l), [1, 9_999]);
     }
 }
 
@@ -293,7 +576,7 @@ impl Channels {
 }
 
 #[cfg(test)]
-mod tests {
+mod channels_tests {
     use super::*;
 
     #[test]

@@ -353,10 +353,19 @@ impl Core {
                 } else {
                     c.prefetch_count = q.prefetch_count;
                 }
-                let queues: Vec<_> = c.consumers.iter().map(|k| k.queue).collect();
+                // New limits: every consumer of the channel may take
+                // messages again.
+                c.global_blocked.clear();
+                let consumers: Vec<_> =
+                    c.consumers.iter().map(|(_, k)| (k.queue, k.qkey)).collect();
                 self.reply(id, ch, BasicQosOk {}.into());
-                for q in queues {
-                    self.mark_queue(q);
+                for (q, key) in consumers {
+                    super::deliver::unblock_consumer(
+                        &mut self.broker,
+                        &mut self.dirty_queues,
+                        q,
+                        key,
+                    );
                 }
                 Ok(())
             }
@@ -706,7 +715,7 @@ impl Core {
         let Some(c) = self.chan(id, ch) else {
             return Ok(());
         };
-        if c.consumers.iter().any(|k| k.tag == tag) {
+        if c.consumers.contains(&tag) {
             return Err(err(
                 ReplyCode::NOT_ALLOWED,
                 format!("attempt to reuse consumer tag '{}'", lossy(&tag)),
@@ -728,23 +737,31 @@ impl Core {
                 ),
             ));
         }
-        queue.add_consumer(ConsumerRef {
-            conn: id,
-            channel: ch,
-            tag: tag.clone(),
-            priority,
-        });
         queue.exclusive_consumer = bc.exclusive;
-        self.touch_queue(q);
-        if let Some(c) = self.chan(id, ch) {
-            c.consumers.push(ChanConsumer {
+        let Some(c) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
+            return Ok(());
+        };
+        let slot = c.consumers.insert(ChanConsumer {
+            tag: tag.clone(),
+            queue: q,
+            qkey: u32::MAX,
+            no_ack: bc.no_ack,
+            prefetch,
+            unacked: 0,
+        });
+        let qkey = self.broker.queue_mut(q).map(|queue| {
+            queue.add_consumer(ConsumerRef {
+                conn: id,
+                channel: ch,
                 tag: tag.clone(),
-                queue: q,
-                no_ack: bc.no_ack,
-                prefetch,
-                unacked: 0,
-            });
+                priority,
+                slot,
+            })
+        });
+        if let Some(k) = self.chan(id, ch).and_then(|c| c.consumers.get_mut(slot)) {
+            k.qkey = qkey.unwrap_or(u32::MAX);
         }
+        self.touch_queue(q);
         if !bc.nowait {
             self.reply(id, ch, BasicConsumeOk { consumer_tag: tag }.into());
         }
@@ -825,6 +842,7 @@ impl Core {
                 queue: q,
                 msg: m,
                 consumer: None,
+                consumer_slot: u32::MAX,
             });
         }
         Ok(())

@@ -132,7 +132,7 @@ impl Core {
                 }
             }
             FRAME_METHOD => {
-                let m = match Method::decode(&raw.payload) {
+                let m = match Method::decode_from_client(&raw.payload) {
                     Ok(m) => m,
                     Err(e) => return self.connection_error(id, e, now),
                 };

@@ -51,6 +51,10 @@ pub struct Connection {
     pub state: ConnState,
     /// Bytes read and not yet parsed.
     pub inbuf: BytesMut,
+    /// The input stopped being valid frames (a frame error): the stream
+    /// cannot be re-synchronised, so whatever arrives is dropped unparsed
+    /// until the peer closes or the close timeout.
+    pub discard_input: bool,
     /// Size of the last body frame received if it was large, else 0 (see
     /// [`crate::core::Core::read_hint`]).
     pub large_body: u32,
@@ -68,6 +72,8 @@ pub struct Connection {
     pub last_recv: Instant,
     /// When we last queued output.
     pub last_send: Instant,
+    /// When the peer last took bytes from us (a socket write succeeded).
+    pub last_write: Instant,
     /// When to give up waiting for close-ok.
     pub close_deadline: Option<Instant>,
     /// Virtual host (after connection.open).
@@ -96,6 +102,9 @@ pub struct Connection {
     pub send_oct: u64,
     /// Deliveries were held back because the outbox was full.
     pub held_back: bool,
+    /// The consumers (queue, key in the queue) blocked because the outbox
+    /// was full: unblocked when it drains.
+    pub held: Vec<(QueueId, u32)>,
     /// The user's permissions in the connection's vhost (cached).
     pub perm: Option<crate::broker::auth::Permission>,
     /// The user's topic permissions in the connection's vhost (cached).
@@ -113,6 +122,7 @@ impl Connection {
             peer,
             state: ConnState::Header,
             inbuf: BytesMut::with_capacity(4096),
+            discard_input: false,
             large_body: 0,
             outbox: Outbox::new(),
             frame_max: crate::codec::frame::FRAME_MIN_SIZE,
@@ -121,6 +131,7 @@ impl Connection {
             accepted_at: now,
             last_recv: now,
             last_send: now,
+            last_write: now,
             close_deadline: None,
             vhost: Bytes::new(),
             user: Bytes::new(),
@@ -135,6 +146,7 @@ impl Connection {
             recv_oct: 0,
             send_oct: 0,
             held_back: false,
+            held: Vec::new(),
             perm: None,
             topic_checks: Vec::new(),
             write_ok: None,

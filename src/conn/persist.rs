@@ -637,7 +637,7 @@ impl Core {
         for (_, c) in self.conns.iter_mut() {
             bytes += (c.outbox.len() + c.inbuf.capacity()) as u64;
             for ch in c.channels.iter_mut() {
-                bytes += ring(&mut ch.unacked);
+                bytes += ch.unacked.measure();
             }
         }
         self.buffers = (bytes, self.queued, now);

@@ -562,30 +562,54 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ) => ok(json!([])),
         ("GET", ["aliveness-test", v]) => aliveness(c, v),
         ("GET", ["healthchecks", "node", ..]) => ok(json!({"status": "ok"})),
+        // Running out of file descriptors is reported like a resource
+        // alarm (RabbitMQ has none for it): nothing can connect meanwhile.
         ("GET", ["health", "checks", "alarms" | "local-alarms"]) => {
             if c.core.blocked {
                 Response::json(
                     503,
                     &json!({"status": "failed", "reason": "resource alarm(s) in effect"}),
                 )
+            } else if let Some(e) = &c.mgmt.accept_error {
+                Response::json(
+                    503,
+                    &json!({"status": "failed", "reason": format!("AMQP listeners cannot accept connections: {e}")}),
+                )
             } else {
                 ok(json!({"status": "ok"}))
             }
         }
         ("GET", ["health", "checks", "port-listener", port]) => {
-            let listening = c
+            let amqp = c
                 .mgmt
                 .amqp_addrs
                 .iter()
-                .chain(c.mgmt.http_addr.iter())
                 .any(|a| a.port().to_string() == *port);
-            if listening {
-                ok(json!({"status": "ok", "port": port}))
-            } else {
-                Response::json(
+            let listening = amqp
+                || c.mgmt
+                    .http_addr
+                    .is_some_and(|a| a.port().to_string() == *port);
+            match &c.mgmt.accept_error {
+                Some(e) if amqp => Response::json(
+                    503,
+                    &json!({"status": "failed", "reason": format!("Listener on port {port} cannot accept connections: {e}")}),
+                ),
+                _ if listening => ok(json!({"status": "ok", "port": port})),
+                _ => Response::json(
                     503,
                     &json!({"status": "failed", "reason": format!("No active listener on port {port}")}),
-                )
+                ),
+            }
+        }
+        ("GET", ["health", "checks", "protocol-listener", proto])
+            if matches!(*proto, "amqp" | "amqp091" | "amqp0-9-1" | "amqp0.9.1") =>
+        {
+            match &c.mgmt.accept_error {
+                Some(e) => Response::json(
+                    503,
+                    &json!({"status": "failed", "reason": format!("Listener for protocol {proto} cannot accept connections: {e}")}),
+                ),
+                None => ok(json!({"status": "ok", "protocol": proto})),
             }
         }
         ("GET", ["health", "checks", ..]) => ok(json!({"status": "ok"})),
@@ -770,11 +794,12 @@ fn sorted_queues<'a>(core: &'a Core, vhost: Option<&str>) -> Vec<&'a Queue> {
 
 fn queue_consumers(core: &Core, mgmt: &Mgmt, q: &Queue) -> Vec<Value> {
     let mut out = Vec::new();
-    for (i, r) in q.consumers.iter().enumerate() {
+    for (i, (_, r)) in q.consumers.iter().enumerate() {
         let k = core
             .conn(r.conn)
             .and_then(|c| c.channel(r.channel))
-            .and_then(|ch| ch.consumers.iter().find(|k| k.tag == r.tag));
+            .and_then(|ch| ch.consumers.get(r.slot))
+            .filter(|k| k.tag == r.tag);
         let active = !q.args.single_active_consumer || i == 0;
         let mut args = Map::new();
         if r.priority != 0 {

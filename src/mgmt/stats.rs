@@ -106,6 +106,10 @@ pub struct Mgmt {
     pub amqp_addrs: Vec<SocketAddr>,
     /// The management listener's address.
     pub http_addr: Option<SocketAddr>,
+    /// Why the AMQP listeners cannot accept connections now (out of file
+    /// descriptors, ...), set by the server while it lasts: the health
+    /// checks fail with it.
+    pub accept_error: Option<String>,
     /// Global samples, oldest first, spanning a little over the rate window.
     global: VecDeque<(Instant, GlobalSample)>,
     /// Per-queue samples taken at `queues_at` (the older of two).
@@ -147,6 +151,7 @@ impl Mgmt {
             hostname,
             amqp_addrs,
             http_addr,
+            accept_error: None,
             global: VecDeque::new(),
             queues_old: HashMap::new(),
             queues_new: HashMap::new(),

@@ -9,4 +9,5 @@ pub mod footprint;
 pub mod hist;
 pub mod msg;
 pub mod run;
+pub mod stall;
 pub mod uri;

@@ -45,6 +45,8 @@ pub struct Raw {
     pending: std::collections::VecDeque<Frame>,
     /// Asynchronous methods read while waiting for an rpc reply.
     pub stash: Vec<(u16, Method, Option<Content>)>,
+    /// Heartbeat interval [`Raw::handshake`] asks for (default 0: off).
+    pub heartbeat: u16,
 }
 
 fn plain(user: &str, pass: &str) -> Bytes {
@@ -64,6 +66,7 @@ impl Raw {
             tune: None,
             pending: Default::default(),
             stash: Vec::new(),
+            heartbeat: 0,
         }
     }
 
@@ -116,7 +119,7 @@ impl Raw {
             ConnectionTuneOk {
                 channel_max: tune.channel_max,
                 frame_max: tune.frame_max,
-                heartbeat: 0,
+                heartbeat: self.heartbeat,
             },
         );
         self.tune = Some(tune);
