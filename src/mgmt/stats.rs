@@ -106,6 +106,8 @@ pub struct Mgmt {
     pub amqp_addrs: Vec<SocketAddr>,
     /// The management listener's address.
     pub http_addr: Option<SocketAddr>,
+    /// The Prometheus metrics listener's address.
+    pub prometheus_addr: Option<SocketAddr>,
     /// Global samples, oldest first, spanning a little over the rate window.
     global: VecDeque<(Instant, GlobalSample)>,
     /// Per-queue samples taken at `queues_at` (the older of two).
@@ -147,6 +149,7 @@ impl Mgmt {
             hostname,
             amqp_addrs,
             http_addr,
+            prometheus_addr: None,
             global: VecDeque::new(),
             queues_old: HashMap::new(),
             queues_new: HashMap::new(),
