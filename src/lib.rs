@@ -12,6 +12,7 @@ pub mod conn;
 pub mod core;
 pub mod ctl;
 pub mod host;
+pub mod logging;
 pub mod mgmt;
 
 pub use config::Config;
