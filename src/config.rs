@@ -11,6 +11,8 @@ use crate::store::Faults;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// AMQP listeners (port 0 picks a free port; see `Server::local_addrs`).
+    /// `[::]` is bound dual-stack (IPv4 clients too), as RabbitMQ binds a
+    /// port-only listener; on a host without IPv6 it becomes `0.0.0.0`.
     pub listen: Vec<SocketAddr>,
     /// Data directory; `None` keeps everything in memory (tests, fuzzing).
     pub data_dir: Option<PathBuf>,
@@ -64,6 +66,14 @@ pub struct Config {
     /// Management HTTP API and `/metrics` listener (RabbitMQ: 15672); `None`
     /// disables it. Port 0 picks a free port (see `Server::management_addr`).
     pub management_listen: Option<SocketAddr>,
+    /// Prometheus metrics listener, as RabbitMQ's `rabbitmq_prometheus`
+    /// plugin serves it (RabbitMQ: 15692): `/metrics`, `/metrics/per-object`
+    /// and `/metrics/detailed`. `None` disables it; port 0 picks a free port
+    /// (see `Server::prometheus_addr`).
+    pub prometheus_listen: Option<SocketAddr>,
+    /// `/metrics` returns per-object series, as `/metrics/per-object` does
+    /// (RabbitMQ's `prometheus.return_per_object_metrics`).
+    pub prometheus_per_object: bool,
     /// Fault injection for tests: a simulated disk for the data directory
     /// (its free space, failing writes and syncs).
     #[doc(hidden)]
@@ -94,6 +104,8 @@ impl Default for Config {
             max_outbox: 1 << 20,
             definitions: None,
             management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
+            prometheus_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15692))),
+            prometheus_per_object: false,
             faults: None,
         }
     }

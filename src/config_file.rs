@@ -3,11 +3,11 @@
 //! apply to warren, plus a few of warren's own (`data_dir`, `segment_size`,
 //! `loopback_addresses`). An unknown key or a malformed value is an error
 //! naming the file and the line, so a typo never silently falls back to a
-//! default.
+//! default; every bad line of the file is reported at once.
 //!
 //! | key | value | Config |
 //! | --- | --- | --- |
-//! | `listeners.tcp.NAME` | `5672` (all IPv4 interfaces), `HOST:PORT`, `[::1]:PORT`, `::1:PORT` | `listen` (the first such line replaces the default) |
+//! | `listeners.tcp.NAME` | `5672` (all interfaces: `[::]`, dual-stack, as RabbitMQ; `0.0.0.0` on a host without IPv6), `HOST:PORT`, `[::1]:PORT`, `::1:PORT` | `listen` (the first such line replaces the default) |
 //! | `listeners.tcp` | `none` | `listen` emptied |
 //! | `default_user`, `default_pass`, `default_vhost` | string | same |
 //! | `default_user_tags.TAG` | `true`/`false` | `default_user_tags` |
@@ -21,21 +21,34 @@
 //! | `handshake_timeout` | milliseconds | `handshake_timeout` |
 //! | `max_message_size` | bytes, ≤ 512 MiB | `max_message_size` |
 //! | `vm_memory_high_watermark.absolute` | bytes or RabbitMQ units (`1GB`, `512MiB`, `2G`) | `max_memory` |
+//! | `vm_memory_high_watermark.relative` | fraction (`0.4`) of the memory available: the host's RAM, or the cgroup's limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) where lower ([`crate::host`]) | `max_memory` |
 //! | `disk_free_limit.absolute` | bytes or units | `min_free_disk` |
+//! | `disk_free_limit.relative` | multiple (`1.5`) of that memory, as RabbitMQ | `min_free_disk` |
 //! | `management.tcp.port`, `management.tcp.ip` | port / IP | `management_listen` |
-//! | `log.console.level` | `debug`, `info`, `notice`, `warning`, `error`, `critical`, `none` | default `RUST_LOG` filter |
-//! | `log.console` | `true`/`false` | `false`: logging off |
+//! | `prometheus.tcp.port`, `prometheus.tcp.ip` | port / IP | `prometheus_listen` |
+//! | `prometheus.return_per_object_metrics` | `true`/`false` | `prometheus_per_object` |
+//! | `log.console` | `true`/`false` | `false`: nothing logged to stderr |
+//! | `log.console.level` | `debug`, `info`, `notice`, `warning`, `error`, `critical`, `none` | stderr's filter (`RUST_LOG` wins) |
+//! | `log.file` | a path, or `false` (the default: no log file) | [`FileSettings::log_file`] |
+//! | `log.file.level` | as `log.console.level` (default `info`) | the file's filter (`RUST_LOG` wins) |
+//! | `log.file.rotation.size` | bytes or units; the file is rotated to `NAME.0`, `NAME.1`, ... before it would grow past it (0: never) | |
+//! | `log.file.rotation.count` | rotated files kept (default 5) | |
 //! | `data_dir` | path | `data_dir` |
 //! | `segment_size` | bytes or units, 4 KiB ..= 1 GiB | `segment_size` |
 //! | `loopback_addresses` | comma-separated IPs | `loopback_addresses` |
 //! | `load_definitions` (alias `definitions.local.path`) | path of a JSON definitions file | `definitions` |
+//!
+//! Refused with a reason: TLS (`listeners.ssl.*`, `ssl_options.*`,
+//! `management.ssl.*`), `auth_backends`, `auth_mechanisms`, clustering
+//! (`cluster_formation.*`, `cluster_name`), and `log.file.rotation.date`
+//! (warren rotates by size only).
 //!
 //! RabbitMQ's units: `k`/`K`/`kiB`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`;
 //! `kB`/`KB` = 1000, `MB`, `GB` (rabbit_resource_monitor_misc).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::broker::auth::Permission;
@@ -45,9 +58,29 @@ use crate::Config;
 /// Settings from the file that are not part of [`Config`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileSettings {
-    /// `log.console.level` as an `env_logger` filter (`RUST_LOG` still wins).
+    /// `log.console.level` as an `env_logger` filter (`RUST_LOG` still
+    /// wins); `off` after `log.console = false`.
     pub log_filter: Option<String>,
+    /// `log.file = PATH` and its level and rotation.
+    pub log_file: Option<LogFile>,
 }
+
+/// A log file (`log.file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    /// Where (relative paths: to the working directory).
+    pub path: PathBuf,
+    /// `log.file.level` as an `env_logger` filter (default `info`).
+    pub filter: String,
+    /// `log.file.rotation.size`: rotate before the file would grow past
+    /// this many bytes; 0 never rotates.
+    pub rotation_size: u64,
+    /// `log.file.rotation.count`: rotated files kept (`NAME.0` the newest).
+    pub rotation_count: u32,
+}
+
+/// RabbitMQ's default `log.file.rotation.count`.
+pub const DEFAULT_ROTATION_COUNT: u32 = 5;
 
 /// A bad line in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,18 +105,53 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Read `path` and apply it to `config`.
-pub fn load(path: &Path, config: &mut Config) -> Result<FileSettings, ConfigError> {
+/// Every bad line of a configuration file (at least one), in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The first error (there always is one).
+    pub fn first(&self) -> Option<&ConfigError> {
+        self.0.first()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Read `path` and apply it to `config`; every bad line is reported.
+pub fn load(path: &Path, config: &mut Config) -> Result<FileSettings, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: 0,
-        message: format!("cannot read: {e}"),
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        }])
     })?;
-    parse(&text, config).map_err(|(line, message)| ConfigError {
-        file,
-        line,
-        message,
+    parse(&text, config).map_err(|errors| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|(line, message)| ConfigError {
+                    file: file.clone(),
+                    line,
+                    message,
+                })
+                .collect(),
+        )
     })
 }
 
@@ -132,11 +200,6 @@ impl Core {
 
 /// RabbitMQ settings that are recognised but have no meaning in warren.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "vm_memory_high_watermark.relative",
-        "use vm_memory_high_watermark.absolute",
-    ),
-    ("disk_free_limit.relative", "use disk_free_limit.absolute"),
     ("listeners.ssl", "TLS is not supported"),
     ("ssl_options", "TLS is not supported"),
     ("management.ssl", "TLS is not supported"),
@@ -144,40 +207,77 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("auth_mechanisms", "PLAIN and AMQPLAIN are always offered"),
     ("cluster_formation", "warren is a single node"),
     ("cluster_name", "warren is a single node"),
-    ("log.file", "warren logs to stderr only"),
+    (
+        "log.file.rotation.date",
+        "warren rotates log files by size only: use log.file.rotation.size",
+    ),
 ];
 
-/// Parse a whole file; on error the 1-based line number and the message.
-pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, (usize, String)> {
+/// Parse a whole file; on error every bad line's 1-based number and
+/// message, in file order.
+pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, Vec<(usize, String)>> {
     let mut p = Parser {
         config,
         settings: FileSettings::default(),
         listeners: None,
         tags_seen: false,
         loopback_seen: false,
+        line: 0,
+        log_file: None,
+        log_file_options: None,
+        log_file_level: None,
+        rotation_size: None,
+        rotation_count: None,
     };
+    let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = strip_comment(raw).trim();
         if line.is_empty() {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err((i + 1, format!("expected 'key = value', got '{line}'")));
+            errors.push((i + 1, format!("expected 'key = value', got '{line}'")));
+            continue;
         };
         let (key, value) = (key.trim(), value.trim());
         if key.is_empty() {
-            return Err((i + 1, "missing key before '='".into()));
+            errors.push((i + 1, "missing key before '='".into()));
+            continue;
         }
         if value.is_empty() {
-            return Err((i + 1, format!("{key}: missing value")));
+            errors.push((i + 1, format!("{key}: missing value")));
+            continue;
         }
-        p.setting(key, value)
-            .map_err(|e| (i + 1, format!("{key} = {value}: {e}")))?;
+        p.line = i + 1;
+        if let Err(e) = p.setting(key, value) {
+            errors.push((i + 1, format!("{key} = {value}: {e}")));
+        }
     }
     if let Some(l) = p.listeners.take() {
         p.config.listen = l.into_iter().map(|(_, a)| a).collect();
     }
-    Ok(p.settings)
+    match (p.log_file.take(), p.log_file_options) {
+        (Some(Some(path)), _) => {
+            p.settings.log_file = Some(LogFile {
+                path,
+                filter: p.log_file_level.take().unwrap_or_else(|| "info".into()),
+                rotation_size: p.rotation_size.unwrap_or(0),
+                rotation_count: p.rotation_count.unwrap_or(DEFAULT_ROTATION_COUNT),
+            });
+        }
+        // `log.file = false` turns the options off with the file.
+        (Some(None), _) | (None, None) => {}
+        (None, Some((line, key))) => errors.push((
+            line,
+            format!("{key}: warren has no default log file; set log.file = PATH too"),
+        )),
+    }
+    if errors.is_empty() {
+        Ok(p.settings)
+    } else {
+        errors.sort_by_key(|(line, _)| *line);
+        Err(errors)
+    }
 }
 
 /// Everything after an unquoted `#` is a comment (cuttlefish: values
@@ -199,6 +299,16 @@ struct Parser<'a> {
     tags_seen: bool,
     /// The first `loopback_users.*` line replaces the default list.
     loopback_seen: bool,
+    /// `log.file`: a path, or `false` (`Some(None)`).
+    log_file: Option<Option<PathBuf>>,
+    /// The first `log.file.*` option line and its key (an option without
+    /// `log.file` is an error).
+    log_file_options: Option<(usize, String)>,
+    log_file_level: Option<String>,
+    rotation_size: Option<u64>,
+    rotation_count: Option<u32>,
+    /// The line being parsed.
+    line: usize,
 }
 
 impl Parser<'_> {
@@ -257,24 +367,49 @@ impl Parser<'_> {
                 let port = c.management_listen.map_or(15672, |a| a.port());
                 c.management_listen = Some(SocketAddr::new(ip, port));
             }
-            "log.console.level" => {
-                let f = match v {
-                    "debug" => "debug",
-                    "info" | "notice" => "info",
-                    "warning" => "warn",
-                    "error" | "critical" | "alert" | "emergency" => "error",
-                    "none" => "off",
-                    _ => {
-                        return Err(
-                            "expected debug, info, notice, warning, error, critical or none".into(),
-                        )
-                    }
-                };
-                self.settings.log_filter = Some(f.into());
+            "prometheus.tcp.port" => {
+                let port = uint(v, u16::MAX as u64)? as u16;
+                let mut a = c
+                    .prometheus_listen
+                    .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 15692)));
+                a.set_port(port);
+                c.prometheus_listen = Some(a);
             }
+            "prometheus.tcp.ip" => {
+                let ip: IpAddr = v.parse().map_err(|_| "not an IP address".to_string())?;
+                let port = c.prometheus_listen.map_or(15692, |a| a.port());
+                c.prometheus_listen = Some(SocketAddr::new(ip, port));
+            }
+            "prometheus.return_per_object_metrics" => c.prometheus_per_object = boolean(v)?,
+            "vm_memory_high_watermark.relative" => {
+                let f = fraction(v)?;
+                c.max_memory = of_total_memory(f)?;
+            }
+            "disk_free_limit.relative" => {
+                let f = fraction(v)?;
+                c.min_free_disk = of_total_memory(f)?;
+            }
+            "log.console.level" => self.settings.log_filter = Some(level(v)?.into()),
             "log.console" => {
                 if !boolean(v)? {
                     self.settings.log_filter = Some("off".into());
+                }
+            }
+            "log.file" => {
+                self.log_file = Some(match v {
+                    "false" => None,
+                    "true" => return Err("expected a file name or false".into()),
+                    path => Some(PathBuf::from(path)),
+                });
+            }
+            "log.file.level" | "log.file.rotation.size" | "log.file.rotation.count" => {
+                match key {
+                    "log.file.level" => self.log_file_level = Some(level(v)?.into()),
+                    "log.file.rotation.size" => self.rotation_size = Some(info_units(v)?),
+                    _ => self.rotation_count = Some(uint(v, 1000)? as u32),
+                }
+                if self.log_file_options.is_none() {
+                    self.log_file_options = Some((self.line, key.to_string()));
                 }
             }
             "data_dir" => c.data_dir = Some(v.into()),
@@ -365,6 +500,33 @@ fn unknown(key: &str) -> String {
     format!("unknown key '{key}'")
 }
 
+/// A RabbitMQ log level as an `env_logger` filter.
+fn level(v: &str) -> Result<&'static str, String> {
+    Ok(match v {
+        "debug" => "debug",
+        "info" | "notice" => "info",
+        "warning" => "warn",
+        "error" | "critical" | "alert" | "emergency" => "error",
+        "none" => "off",
+        _ => return Err("expected debug, info, notice, warning, error, critical or none".into()),
+    })
+}
+
+/// A non-negative decimal number (`0.4`, `2`, `1.5`).
+fn fraction(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 => Ok(f),
+        _ => Err("expected a non-negative number such as 0.4".into()),
+    }
+}
+
+/// `f` times the memory available to this process ([`crate::host`]).
+fn of_total_memory(f: f64) -> Result<u64, String> {
+    let total = crate::host::total_memory()
+        .ok_or("cannot read the host's total memory (/proc/meminfo); use the .absolute key")?;
+    Ok((total as f64 * f) as u64)
+}
+
 fn non_empty(v: &str) -> Result<String, String> {
     if v.is_empty() {
         Err("must not be empty".into())
@@ -429,12 +591,12 @@ fn bytesize(v: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| "too large".into())
 }
 
-/// A TCP listener as RabbitMQ writes it: a port alone (all IPv4
-/// interfaces), `HOST:PORT`, `[IPV6]:PORT`, or `IPV6:PORT` (split at the
-/// last colon).
+/// A TCP listener as RabbitMQ writes it: a port alone (all interfaces:
+/// `[::]`, which the server binds dual-stack, as RabbitMQ does),
+/// `HOST:PORT`, `[IPV6]:PORT`, or `IPV6:PORT` (split at the last colon).
 pub fn listener(v: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = v.parse::<u16>() {
-        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+        return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
     }
     if let Ok(a) = v.parse::<SocketAddr>() {
         return Ok(a);
@@ -475,7 +637,7 @@ mod tests {
     /// Every key, one line each, with what it must set.
     const KEYS: &[(&str, Check)] = &[
         ("listeners.tcp.default = 5673", |c, _| {
-            c.listen == vec![sa("0.0.0.0:5673")]
+            c.listen == vec![sa("[::]:5673")]
         }),
         ("listeners.tcp = none", |c, _| c.listen.is_empty()),
         ("default_user = admin", |c, _| c.default_user == "admin"),
@@ -556,6 +718,34 @@ mod tests {
             s.log_filter.as_deref() == Some("off")
         }),
         ("log.console = true", |_, s| s.log_filter.is_none()),
+        ("vm_memory_high_watermark.relative = 0.4", |c, _| {
+            c.max_memory == (crate::host::total_memory().unwrap() as f64 * 0.4) as u64
+        }),
+        ("vm_memory_high_watermark.relative = 1", |c, _| {
+            c.max_memory == crate::host::total_memory().unwrap()
+        }),
+        ("disk_free_limit.relative = 1.5", |c, _| {
+            c.min_free_disk == (crate::host::total_memory().unwrap() as f64 * 1.5) as u64
+        }),
+        ("prometheus.tcp.port = 15693", |c, _| {
+            c.prometheus_listen == Some(sa("127.0.0.1:15693"))
+        }),
+        ("prometheus.tcp.ip = ::", |c, _| {
+            c.prometheus_listen == Some(sa("[::]:15692"))
+        }),
+        ("prometheus.return_per_object_metrics = true", |c, _| {
+            c.prometheus_per_object
+        }),
+        ("log.file = /var/log/warren.log", |_, s| {
+            s.log_file
+                == Some(LogFile {
+                    path: "/var/log/warren.log".into(),
+                    filter: "info".into(),
+                    rotation_size: 0,
+                    rotation_count: DEFAULT_ROTATION_COUNT,
+                })
+        }),
+        ("log.file = false", |_, s| s.log_file.is_none()),
         ("data_dir = /var/lib/warren", |c, _| {
             c.data_dir.as_deref() == Some(Path::new("/var/lib/warren"))
         }),
@@ -622,7 +812,7 @@ log.console.level = info
         assert_eq!(s.log_filter.as_deref(), Some("info"));
         // The same listener name twice: the later line wins.
         let (c, _) = parsed("listeners.tcp.a = 1111\nlisteners.tcp.a = 2222\n");
-        assert_eq!(c.listen, vec![sa("0.0.0.0:2222")]);
+        assert_eq!(c.listen, vec![sa("[::]:2222")]);
         // No listener lines: the default stays.
         let (c, _) = parsed("heartbeat = 5\n");
         assert_eq!(c.listen, Config::default().listen);
@@ -661,11 +851,20 @@ log.console.level = info
                 "expected a number",
             ),
             (
-                "vm_memory_high_watermark.relative = 0.4",
-                "not supported by warren",
+                "vm_memory_high_watermark.relative = 40%",
+                "non-negative number",
+            ),
+            (
+                "vm_memory_high_watermark.relative = -0.1",
+                "non-negative number",
             ),
             ("disk_free_limit.absolute = 1TB", "unknown unit"),
-            ("disk_free_limit.relative = 2.0", "not supported by warren"),
+            ("disk_free_limit.relative = lots", "non-negative number"),
+            ("prometheus.tcp.port = 99999", "at most 65535"),
+            ("prometheus.tcp.ip = any", "not an IP address"),
+            ("prometheus.return_per_object_metrics = 1", "true or false"),
+            ("log.file = true", "file name or false"),
+            ("log.file.rotation.date = $D0", "by size only"),
             ("management.tcp.port = http", "non-negative integer"),
             ("management.tcp.ip = localhost", "not an IP address"),
             ("log.console.level = chatty", "expected debug"),
@@ -677,15 +876,67 @@ log.console.level = info
                 "'nope' is not an IP address",
             ),
             ("listeners.ssl.default = 5671", "TLS is not supported"),
-            ("log.file.level = info", "warren logs to stderr only"),
+            ("log.file.level = info", "set log.file = PATH too"),
+            ("log.file.rotation.count = 3", "set log.file = PATH too"),
+            ("log.file.level = loud", "expected debug"),
         ];
         for (line, want) in cases {
             let text = format!("# first line\nheartbeat = 10\n\n{line}\nheartbeat = 20\n");
             let mut c = Config::default();
-            let (n, msg) = parse(&text, &mut c).unwrap_err();
-            assert_eq!(n, 4, "{line}: {msg}");
+            let errs = parse(&text, &mut c).unwrap_err();
+            assert_eq!(errs.len(), 1, "{line}: {errs:?}");
+            let (n, msg) = &errs[0];
+            assert_eq!(*n, 4, "{line}: {msg}");
             assert!(msg.contains(want), "{line}: {msg}");
         }
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_at_once() {
+        let text = "\
+heartbeat = 10
+no_such_key = 1
+log.file.rotation.date = $D0
+channel_max = lots
+default_user = admin
+listeners.ssl.default = 5671
+just words
+";
+        let errs = parse(text, &mut Config::default()).unwrap_err();
+        let lines: Vec<usize> = errs.iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, vec![2, 3, 4, 6, 7], "{errs:?}");
+        assert!(errs[0].1.contains("unknown key 'no_such_key'"));
+        assert!(errs[1].1.contains("by size only"));
+        assert!(errs[2].1.contains("non-negative integer"));
+        assert!(errs[3].1.contains("TLS is not supported"));
+        assert!(errs[4].1.contains("expected 'key = value'"));
+    }
+
+    #[test]
+    fn log_file_settings() {
+        let (_, s) = parsed(
+            "log.file.level = debug\nlog.file = /tmp/w.log\n\
+             log.file.rotation.size = 10MiB\nlog.file.rotation.count = 3\n\
+             log.console.level = warning\n",
+        );
+        assert_eq!(
+            s.log_file,
+            Some(LogFile {
+                path: "/tmp/w.log".into(),
+                filter: "debug".into(),
+                rotation_size: 10 << 20,
+                rotation_count: 3,
+            })
+        );
+        assert_eq!(s.log_filter.as_deref(), Some("warn"));
+        // `log.file = false` with options: no file, no error.
+        let (_, s) = parsed("log.file = false\nlog.file.level = debug\n");
+        assert_eq!(s.log_file, None);
+        // The later of absolute and relative wins, as in RabbitMQ.
+        let (c, _) = parsed(
+            "vm_memory_high_watermark.relative = 0.5\nvm_memory_high_watermark.absolute = 1GB\n",
+        );
+        assert_eq!(c.max_memory, 1_000_000_000);
     }
 
     #[test]
@@ -695,10 +946,20 @@ log.console.level = info
         let f = dir.join("rabbitmq.conf");
         std::fs::write(&f, "heartbeat = 5\nbogus.key = 1\n").unwrap();
         let e = load(&f, &mut Config::default()).unwrap_err();
-        assert_eq!(e.line, 2);
+        assert_eq!(e.first().unwrap().line, 2);
         assert_eq!(
             e.to_string(),
             format!("{}:2: bogus.key = 1: unknown key 'bogus.key'", f.display())
+        );
+        std::fs::write(&f, "heartbeat = x\nbogus.key = 1\n").unwrap();
+        let e = load(&f, &mut Config::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{0}:1: heartbeat = x: expected a non-negative integer\n\
+                 {0}:2: bogus.key = 1: unknown key 'bogus.key'",
+                f.display()
+            )
         );
         let e = load(&dir.join("missing.conf"), &mut Config::default()).unwrap_err();
         assert!(e.to_string().contains("cannot read"), "{e}");

@@ -1,6 +1,11 @@
 //! `warren ctl`: a `rabbitmqctl`-like operator CLI that talks to a running
-//! broker's management HTTP API (warren's or RabbitMQ's: same paths, same
-//! JSON) with a small HTTP/1.1 client over `std::net::TcpStream`.
+//! broker's management HTTP API with a small HTTP/1.1 client over
+//! `std::net::TcpStream`. Before its first request it checks that what
+//! answers there is warren (`product_name` in `/api/overview`, or the
+//! `server` header when that needs credentials it lacks), and refuses
+//! (exit 69) to act on anything else, such as a RabbitMQ that owns the
+//! port; `--any-broker` acts on it anyway (RabbitMQ's API has the same
+//! paths and JSON).
 //!
 //! Lists print like `rabbitmqctl`: a header line, then one tab-separated
 //! row per item (`--no-table-headers` drops the header, `--json` prints a
@@ -117,6 +122,11 @@ fn options() -> getopts::Options {
     o.optflag("", "no-table-headers", "no header line above tables");
     o.optflag("", "if-empty", "delete_queue: only if it has no messages");
     o.optflag("", "if-unused", "delete_queue: only if it has no consumers");
+    o.optflag(
+        "",
+        "any-broker",
+        "act on the management API at --host/--port even if it is not warren's (e.g. RabbitMQ's)",
+    );
     o.optflag("h", "help", "print this help");
     o
 }
@@ -168,6 +178,10 @@ pub struct Client {
     pub password: String,
     /// Connect / read / write timeout.
     pub timeout: Duration,
+    /// Check, before the first request, that the API is warren's.
+    pub expect_warren: bool,
+    /// The check was made.
+    checked: std::cell::Cell<bool>,
 }
 
 /// An HTTP response.
@@ -177,6 +191,8 @@ pub struct Response {
     pub status: u16,
     /// Body (de-chunked).
     pub body: Vec<u8>,
+    /// The `server` header.
+    pub server: Option<String>,
 }
 
 impl Response {
@@ -214,8 +230,77 @@ pub fn encode_segment(s: &str) -> String {
 }
 
 impl Client {
-    /// Send one request and read the whole response.
+    /// A client for `host:port` (checking that it is warren's API).
+    pub fn new(host: &str, port: u16, user: &str, password: &str, timeout: Duration) -> Client {
+        Client {
+            host: host.to_string(),
+            port,
+            user: user.to_string(),
+            password: password.to_string(),
+            timeout,
+            expect_warren: true,
+            checked: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Is the management API at `host:port` warren's? Asks `/api/overview`
+    /// for its `product_name`; when that is refused, the `server` header
+    /// tells (warren's says `warren`), and warren's refusal is the error.
+    pub fn verify_warren(&self) -> Result<()> {
+        let r = self.request_unchecked("GET", "/api/overview", None, &[])?;
+        let at = format!("{}:{}", self.host, self.port);
+        let refuse = |what: String| {
+            Err(CtlError::new(
+                EX_UNAVAILABLE,
+                format!(
+                    "the management API at {at} is {what}, not warren: refusing to act on it \
+                     (is another broker using the port? --any-broker acts on it anyway)"
+                ),
+            ))
+        };
+        if r.is_success() {
+            let v = r.json();
+            let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            return match field("product_name").as_str() {
+                "Warren" => Ok(()),
+                "" => refuse(
+                    "not a broker's management API (no product_name in /api/overview)".into(),
+                ),
+                p => refuse(format!(
+                    "{p} {} (node {})",
+                    field("product_version"),
+                    field("node")
+                )),
+            };
+        }
+        match r.server.as_deref() {
+            Some("warren") => check(&r, "GET", "/api/overview"),
+            server => refuse(format!(
+                "a server that answered HTTP {} to /api/overview (server: {})",
+                r.status,
+                server.unwrap_or("not named")
+            )),
+        }
+    }
+
+    /// Send one request and read the whole response (after checking, the
+    /// first time, that the API is warren's when `expect_warren`).
     pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response> {
+        if self.expect_warren && !self.checked.get() {
+            self.verify_warren()?;
+            self.checked.set(true);
+        }
+        self.request_unchecked(method, path, body, headers)
+    }
+
+    /// Send one request, whoever answers.
+    fn request_unchecked(
         &self,
         method: &str,
         path: &str,
@@ -345,7 +430,16 @@ pub fn parse_response(raw: &[u8]) -> std::result::Result<Response, String> {
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, body })
+    let server = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("server"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string());
+    Ok(Response {
+        status,
+        body,
+        server,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> std::result::Result<Vec<u8>, String> {
@@ -470,11 +564,14 @@ impl Ctl {
         };
         Ok(Ctl {
             client: Client {
-                host: m.opt_str("host").unwrap_or_else(|| "localhost".into()),
-                port,
-                user: m.opt_str("user").unwrap_or_else(|| "guest".into()),
-                password: m.opt_str("password").unwrap_or_else(|| "guest".into()),
-                timeout: Duration::from_secs(timeout),
+                expect_warren: !m.opt_present("any-broker"),
+                ..Client::new(
+                    &m.opt_str("host").unwrap_or_else(|| "localhost".into()),
+                    port,
+                    &m.opt_str("user").unwrap_or_else(|| "guest".into()),
+                    &m.opt_str("password").unwrap_or_else(|| "guest".into()),
+                    Duration::from_secs(timeout),
+                )
             },
             vhost: m.opt_str("vhost").unwrap_or_else(|| "/".into()),
             fmt: Format {

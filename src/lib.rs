@@ -11,6 +11,8 @@ pub mod config_file;
 pub mod conn;
 pub mod core;
 pub mod ctl;
+pub mod host;
+pub mod logging;
 pub mod mgmt;
 
 pub use config::Config;

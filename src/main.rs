@@ -1,5 +1,7 @@
 //! The `warren` binary: `--config` file, then command-line flags → `Config`
-//! → bind → run. SIGINT/SIGTERM close every connection with 320
+//! → logging (stderr, and a rotated file with `log.file`) → bind every
+//! listener → open the data directory → a one-line start-up banner → run.
+//! SIGINT/SIGTERM close every connection with 320
 //! CONNECTION_FORCED and exit. `warren ctl ...` is the operator CLI
 //! (`src/ctl.rs`), talking to a running broker's management API.
 
@@ -9,12 +11,47 @@ use std::process::ExitCode;
 
 use warren::{Config, Server};
 
+/// After the options in `--help`: the management API and the metrics.
+const MORE_HELP: &str = "\
+Management HTTP API (default 127.0.0.1:15672; --management-listen, --no-management,
+config keys management.tcp.port / management.tcp.ip): RabbitMQ's management API
+as rabbitmqadmin and monitoring tools use it, with HTTP basic auth against
+warren's users (tag administrator to change things; management, policymaker or
+monitoring to read): /api/overview, /api/nodes, /api/connections, /api/channels,
+/api/consumers, /api/exchanges, /api/queues, /api/bindings, /api/vhosts,
+/api/users, /api/permissions, /api/topic-permissions, /api/definitions, publish
+and get for debugging. `warren ctl` (warren ctl --help) talks to it.
+
+Prometheus metrics (default 127.0.0.1:15692; --prometheus-listen,
+--no-prometheus, config keys prometheus.tcp.port / prometheus.tcp.ip), no
+credentials, as RabbitMQ's rabbitmq_prometheus plugin: /metrics (aggregated),
+/metrics/per-object, /metrics/detailed?family=F&vhost=V. The management port
+serves the same paths.
+
+A listener that cannot be bound stops the start (exit 1), naming the address,
+before the data directory is touched.
+";
+
 fn usage(opts: &getopts::Options) -> String {
-    opts.usage(
+    let head = opts.usage(
         "Usage: warren [--config FILE] [--definitions FILE] [--listen ADDR:PORT]... \
          [--data-dir DIR] [--max-memory BYTES] [--min-free-disk BYTES] [--segment-size BYTES]\n       \
+         [--management-listen ADDR:PORT | --no-management] \
+         [--prometheus-listen ADDR:PORT | --no-prometheus]\n       \
          warren ctl COMMAND [ARGS] (warren ctl --help)",
-    )
+    );
+    format!("{head}\n{MORE_HELP}")
+}
+
+/// A `--*-listen` value.
+fn addr_flag(m: &getopts::Matches, flag: &str) -> Result<Option<SocketAddr>, String> {
+    match m.opt_str(flag) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<SocketAddr>()
+            .map(Some)
+            .map_err(|e| format!("bad --{flag} address '{v}': {e}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -42,6 +79,20 @@ fn main() -> ExitCode {
         "ADDR:PORT",
     );
     opts.optopt("d", "data-dir", "data directory (default ./data)", "DIR");
+    opts.optopt(
+        "",
+        "management-listen",
+        "management HTTP API address (default 127.0.0.1:15672)",
+        "ADDR:PORT",
+    );
+    opts.optflag("", "no-management", "no management HTTP API");
+    opts.optopt(
+        "",
+        "prometheus-listen",
+        "Prometheus metrics address (default 127.0.0.1:15692)",
+        "ADDR:PORT",
+    );
+    opts.optflag("", "no-prometheus", "no Prometheus metrics listener");
     opts.optopt(
         "",
         "max-memory",
@@ -78,17 +129,24 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut config = Config::default();
-    let mut log_filter = String::from("info");
-    if let Some(f) = m.opt_str("config") {
-        match warren::config_file::load(Path::new(&f), &mut config) {
-            Ok(settings) => log_filter = settings.log_filter.unwrap_or(log_filter),
-            Err(e) => {
-                eprintln!("warren: {e}");
+    let mut settings = warren::config_file::FileSettings::default();
+    let config_file = m.opt_str("config");
+    if let Some(f) = &config_file {
+        match warren::config_file::load(Path::new(f), &mut config) {
+            Ok(s) => settings = s,
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("warren: {e}");
+                }
                 return ExitCode::from(2);
             }
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(log_filter)).init();
+    let console = settings.log_filter.as_deref().unwrap_or("info");
+    if let Err(e) = warren::logging::init(console, settings.log_file.as_ref()) {
+        eprintln!("warren: {e}");
+        return ExitCode::from(2);
+    }
     let listen = m.opt_strs("listen");
     if !listen.is_empty() {
         let mut addrs = Vec::new();
@@ -105,6 +163,32 @@ fn main() -> ExitCode {
     }
     if let Some(d) = m.opt_str("data-dir") {
         config.data_dir = Some(d.into());
+    }
+    for (flag, off, field) in [
+        (
+            "management-listen",
+            "no-management",
+            &mut config.management_listen,
+        ),
+        (
+            "prometheus-listen",
+            "no-prometheus",
+            &mut config.prometheus_listen,
+        ),
+    ] {
+        match addr_flag(&m, flag) {
+            Ok(Some(a)) if m.opt_present(off) => {
+                eprintln!("warren: --{flag} {a} and --{off} contradict each other");
+                return ExitCode::from(2);
+            }
+            Ok(Some(a)) => *field = Some(a),
+            Ok(None) if m.opt_present(off) => *field = None,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("warren: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     for (flag, field) in [
         ("max-memory", &mut config.max_memory),
@@ -130,13 +214,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let limits = (config.max_memory, config.min_free_disk);
+    let data_dir = config.data_dir.clone();
     let server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
+            if settings.log_file.is_some() {
+                log::error!("cannot start: {e}");
+            }
             eprintln!("warren: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    log::info!(
+        "{}",
+        banner(&server, data_dir.as_deref(), config_file.as_deref(), limits)
+    );
     let handle = server.handle();
     match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -159,4 +252,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The one-line start-up banner: version, listeners, data directory,
+/// config file, memory and disk limits.
+fn banner(
+    server: &Server,
+    data_dir: Option<&Path>,
+    config_file: Option<&str>,
+    (max_memory, min_free_disk): (u64, u64),
+) -> String {
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    let opt = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    format!(
+        "warren {} started: AMQP {}, management {}, prometheus {}, data dir {}, config {}, \
+         memory limit {max_memory} bytes, disk free limit {min_free_disk} bytes",
+        env!("CARGO_PKG_VERSION"),
+        if addrs.is_empty() {
+            "off".to_string()
+        } else {
+            addrs.join(" ")
+        },
+        opt(server.management_addr()),
+        opt(server.prometheus_addr()),
+        data_dir.map_or_else(
+            || "none (in memory)".to_string(),
+            |d| d.display().to_string()
+        ),
+        config_file.unwrap_or("none"),
+    )
 }

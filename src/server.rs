@@ -7,7 +7,7 @@
 //! in reserve lets the management API still answer (its health checks fail).
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,6 +32,8 @@ const MAX_READS_PER_TURN: usize = 16;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The management HTTP listener.
 const MGMT_LISTENER: Token = Token(usize::MAX - 1);
+/// The Prometheus metrics listener (RabbitMQ's port 15692).
+const PROM_LISTENER: Token = Token(usize::MAX - 2);
 /// Management HTTP sockets have tokens from here up (below the listeners).
 const HTTP_BASE: usize = usize::MAX / 2;
 /// Most management HTTP connections at once; more are refused.
@@ -138,9 +140,11 @@ struct HttpSock {
     read_pending: bool,
 }
 
-/// The management API's listener, sockets and state.
+/// The management API's and the Prometheus listener, their sockets and
+/// state.
 struct Http {
     listener: Option<TcpListener>,
+    prom_listener: Option<TcpListener>,
     socks: slab::Slab<HttpSock>,
     mgmt: Mgmt,
     /// A file descriptor held in reserve: given up when the process is out
@@ -197,6 +201,7 @@ pub struct Running {
     thread: Option<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
     mgmt_addr: Option<SocketAddr>,
+    prom_addr: Option<SocketAddr>,
 }
 
 impl Running {
@@ -208,6 +213,11 @@ impl Running {
     /// The management HTTP API's address, if it listens.
     pub fn management_addr(&self) -> Option<SocketAddr> {
         self.mgmt_addr
+    }
+
+    /// The Prometheus metrics listener's address, if it listens.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prom_addr
     }
 
     /// A handle to stop it from elsewhere.
@@ -238,23 +248,35 @@ impl Drop for Running {
 }
 
 impl Server {
-    /// Bind every configured listener (port 0 = an ephemeral port).
+    /// Bind every configured listener (port 0 = an ephemeral port), then
+    /// open the data directory. All listeners come first: a port in use
+    /// stops the start (the error names the address) before the data
+    /// directory is created, locked or recovered.
     pub fn bind(config: Config) -> io::Result<Server> {
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.extend(bind_amqp(*addr)?);
+        }
+        let mgmt = config
+            .management_listen
+            .map(|a| bind_listener(a, "the management API"))
+            .transpose()?;
+        let prom = config
+            .prometheus_listen
+            .map(|a| bind_listener(a, "Prometheus metrics"))
+            .transpose()?;
         let core = Core::open(config.clone())?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listeners = Vec::new();
         let mut addrs = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut l = TcpListener::bind(*addr)?;
+        for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
-                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+                .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
             let local = l.local_addr()?;
             info!("started TCP listener on {local}");
             addrs.push(local);
-            listeners.push(l);
         }
-        let http = Http::bind(&poll, &config, &addrs);
+        let http = Http::bind(&poll, mgmt, prom, &addrs)?;
         Ok(Server {
             poll,
             listeners,
@@ -275,6 +297,11 @@ impl Server {
         self.http.mgmt.http_addr
     }
 
+    /// The Prometheus metrics listener's address, if it listens.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.http.mgmt.prometheus_addr
+    }
+
     /// The addresses actually bound.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -293,6 +320,7 @@ impl Server {
         let handle = self.handle();
         let addrs = self.addrs.clone();
         let mgmt_addr = self.management_addr();
+        let prom_addr = self.prometheus_addr();
         let thread = std::thread::Builder::new()
             .name("warren".into())
             .spawn(move || self.run())?;
@@ -301,6 +329,7 @@ impl Server {
             thread: Some(thread),
             addrs,
             mgmt_addr,
+            prom_addr,
         })
     }
 
@@ -338,7 +367,8 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    MGMT_LISTENER => self.accept_http(now),
+                    MGMT_LISTENER => self.accept_http(false, now),
+                    PROM_LISTENER => self.accept_http(true, now),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                     Token(t) if t >= HTTP_BASE => {
                         if let Some(s) = self.http.socks.get_mut(t - HTTP_BASE) {
@@ -371,7 +401,8 @@ impl Server {
                 let recheck = self.http.recheck && self.http.reserve.is_some();
                 if self.http.trouble.failing() || recheck {
                     self.http.recheck = false;
-                    self.accept_http(now);
+                    self.accept_http(false, now);
+                    self.accept_http(true, now);
                 }
             }
             if self.stop.load(Ordering::SeqCst) && stopping.is_none() {
@@ -448,9 +479,13 @@ impl Server {
                     if let Err(e) = stream.set_nodelay(true) {
                         warn!("{peer}: set_nodelay: {e}");
                     }
+                    // A dual-stack listener's IPv4 peers as IPv4 (RabbitMQ too).
+                    let canonical =
+                        |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+                    let peer = canonical(peer);
                     let id = self.core.accept(peer, now);
                     if let Some(c) = self.core.conn_mut(id) {
-                        c.local = stream.local_addr().ok();
+                        c.local = stream.local_addr().ok().map(canonical);
                     }
                     let idx = id.idx as usize;
                     if let Err(e) = register(self.poll.registry(), &mut stream, idx) {
@@ -661,36 +696,83 @@ fn register(registry: &Registry, stream: &mut TcpStream, idx: usize) -> io::Resu
 // Management HTTP API: its own listener and sockets in the same poll; bytes
 // go through the sans-IO `mgmt::HttpConn`, which calls into the core.
 
+/// A bind error that names the address and what it was for.
+fn named(e: io::Error, addr: SocketAddr, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}"))
+}
+
+/// Bind one listener; the error names the address.
+fn bind_listener(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| named(e, addr, what))
+}
+
+/// Bind an AMQP listener. `[::]` (a port-only listener in the config file)
+/// is bound as RabbitMQ binds it: dual-stack, plus `0.0.0.0` where the host
+/// keeps IPv6 sockets IPv6-only (`net.ipv6.bindv6only = 1`); on a host
+/// without IPv6, `0.0.0.0` alone.
+fn bind_amqp(addr: SocketAddr) -> io::Result<Vec<TcpListener>> {
+    if addr.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        return Ok(vec![bind_listener(addr, "AMQP")?]);
+    }
+    let v6 = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+            ) =>
+        {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            info!("no IPv6 on this host ({e}): listening on {v4} instead of {addr}");
+            return Ok(vec![bind_listener(v4, "AMQP")?]);
+        }
+        Err(e) => return Err(named(e, addr, "AMQP")),
+    };
+    let port = v6.local_addr()?.port();
+    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    match TcpListener::bind(v4) {
+        Ok(l) => Ok(vec![v6, l]),
+        // The dual-stack socket already takes IPv4 connections.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(vec![v6]),
+        Err(e) => Err(named(e, v4, "AMQP")),
+    }
+}
+
 impl Http {
-    /// Bind the management listener. A failure is logged, not fatal: the
-    /// broker runs without its management API.
-    fn bind(poll: &Poll, config: &Config, amqp: &[SocketAddr]) -> Http {
+    /// Register the management and Prometheus listeners (bound already).
+    fn bind(
+        poll: &Poll,
+        mgmt: Option<TcpListener>,
+        prom: Option<TcpListener>,
+        amqp: &[SocketAddr],
+    ) -> io::Result<Http> {
         let mut http = Http {
             listener: None,
+            prom_listener: None,
             socks: slab::Slab::new(),
             mgmt: Mgmt::new(amqp.to_vec(), None),
             reserve: None,
             trouble: AcceptTrouble::default(),
             recheck: false,
         };
-        let Some(addr) = config.management_listen else {
-            return http;
-        };
-        let bound = TcpListener::bind(addr).and_then(|mut l| {
+        if let Some(mut l) = mgmt {
             poll.registry()
                 .register(&mut l, MGMT_LISTENER, Interest::READABLE)?;
-            Ok((l.local_addr()?, l))
-        });
-        match bound {
-            Ok((local, l)) => {
-                info!("started management HTTP listener on {local}");
-                http.mgmt.http_addr = Some(local);
-                http.listener = Some(l);
-                http.take_reserve();
-            }
-            Err(e) => error!("management API disabled: cannot listen on {addr}: {e}"),
+            let local = l.local_addr()?;
+            info!("started management HTTP listener on {local}");
+            http.mgmt.http_addr = Some(local);
+            http.listener = Some(l);
+            http.take_reserve();
         }
-        http
+        if let Some(mut l) = prom {
+            poll.registry()
+                .register(&mut l, PROM_LISTENER, Interest::READABLE)?;
+            let local = l.local_addr()?;
+            info!("started Prometheus metrics listener on {local}");
+            http.mgmt.prometheus_addr = Some(local);
+            http.prom_listener = Some(l);
+        }
+        Ok(http)
     }
 
     /// Hold a descriptor in reserve again, if there is none held.
@@ -709,10 +791,16 @@ impl Http {
 }
 
 impl Server {
-    fn accept_http(&mut self, now: Instant) {
+    /// Accept on the management listener, or on the Prometheus one
+    /// (`metrics_only`: its connections are served metrics only).
+    fn accept_http(&mut self, metrics_only: bool, now: Instant) {
         let mut used_reserve = false;
         loop {
-            let Some(l) = self.http.listener.as_ref() else {
+            let l = match metrics_only {
+                false => self.http.listener.as_ref(),
+                true => self.http.prom_listener.as_ref(),
+            };
+            let Some(l) = l else {
                 return;
             };
             match l.accept() {
@@ -730,9 +818,11 @@ impl Server {
                         error!("{peer}: register: {e}");
                         continue;
                     }
+                    let mut conn = HttpConn::new(peer, now);
+                    conn.metrics_only = metrics_only;
                     entry.insert(HttpSock {
                         stream,
-                        conn: HttpConn::new(peer, now),
+                        conn,
                         read_pending: true,
                     });
                 }
@@ -857,7 +947,7 @@ impl Server {
 
     /// Rate samples, and closing idle keep-alive connections.
     fn http_timers(&mut self, now: Instant) {
-        if self.http.listener.is_none() {
+        if self.http.listener.is_none() && self.http.prom_listener.is_none() {
             return;
         }
         self.http.mgmt.tick(&self.core, now);

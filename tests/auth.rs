@@ -92,6 +92,7 @@ fn guest_only_over_loopback_pika() {
     };
     warren::config_file::load(&conf, &mut cfg).expect("config");
     cfg.management_listen = None;
+    cfg.prometheus_listen = None;
     let server = Server::bind(cfg).expect("bind (is 127.0.0.2 available?)");
     let addrs = server.local_addrs().to_vec();
     assert_eq!(addrs.len(), 2);

@@ -1,12 +1,16 @@
 //! `--config FILE` (rabbitmq.conf format): the binary refuses a bad file
-//! naming the line (exit 2); the settings reach the broker (default user,
-//! vhost, tags and permissions, tune values, `connection_max`).
+//! naming every bad line (exit 2); the settings reach the broker (default
+//! user, vhost, tags and permissions, tune values, `connection_max`); a
+//! port-only listener is dual-stack; `log.file` rotates by size. A listener
+//! that cannot be bound stops the start before the data directory exists.
 
 mod amqp_raw;
 mod common;
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use amqp_raw::Raw;
 use warren::codec::{QueueDeclare, ReplyCode};
@@ -190,4 +194,229 @@ fn config_file_settings_reach_the_broker() {
         }
     }
     assert!(admitted, "a slot freed by a closed connection is reused");
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Its exit code within `limit` (None: still running).
+    fn exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// An AMQP, management or Prometheus port already in use: the binary exits
+/// 1 naming the address, and has not created the data directory.
+#[test]
+fn a_taken_port_stops_the_start_before_the_data_directory_is_made() {
+    for (i, what) in ["AMQP", "the management API", "Prometheus metrics"]
+        .into_iter()
+        .enumerate()
+    {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_addr = taken.local_addr().unwrap().to_string();
+        let mut addrs = [0, 1, 2].map(|_| format!("127.0.0.1:{}", free_port()));
+        addrs[i] = taken_addr.clone();
+        let dir = common::temp_dir("taken").join("data");
+        let stderr = common::temp_dir("taken-log").join("stderr");
+        let child = warren()
+            .args(["--listen", &addrs[0]])
+            .args(["--management-listen", &addrs[1]])
+            .args(["--prometheus-listen", &addrs[2]])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn warren");
+        let mut p = Proc(child);
+        let code = p.exit_within(Duration::from_secs(20));
+        let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+        assert_eq!(code, Some(1), "{what}: {err}");
+        assert!(
+            err.contains(&format!(
+                "warren: cannot start: cannot listen on {taken_addr} for {what}: \
+                 Address already in use"
+            )),
+            "{what}: {err}"
+        );
+        assert!(!dir.exists(), "{what}: the data directory was created");
+        drop(taken);
+    }
+    // --no-management / --no-prometheus: those ports are not wanted.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let t = taken.local_addr().unwrap().to_string();
+    let out = warren()
+        .args(["--no-management", "--management-listen", &t])
+        .output()
+        .expect("run warren");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contradict"));
+}
+
+/// Every bad line of a file is reported in one go, each with its number.
+#[test]
+fn every_bad_line_is_reported_at_once() {
+    let conf = write_conf(
+        "manybad",
+        "heartbeat = 30\n\
+         vm_memory_high_watermark.relative = lots\n\
+         listeners.tcp.default = 5672\n\
+         log.file.rotation.date = $D0\n\
+         no_such.setting = 1\n\
+         channel_max = 70000\n",
+    );
+    let (code, stderr) = run_with_config(&conf);
+    assert_eq!(code, Some(2), "{stderr}");
+    let f = conf.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    for (line, (n, want)) in lines.iter().zip([
+        (2, "expected a non-negative number"),
+        (4, "rotates log files by size only"),
+        (5, "unknown key 'no_such.setting'"),
+        (6, "must be at most 65535"),
+    ]) {
+        assert!(
+            line.starts_with(&format!("warren: {f}:{n}: ")) && line.contains(want),
+            "want line {n} '{want}', got: {line}"
+        );
+    }
+}
+
+/// `listeners.tcp.default = PORT` binds `[::]` dual-stack like RabbitMQ:
+/// IPv4 clients get in (and IPv6 ones where the host has IPv6). With
+/// `log.file` and a tiny `log.file.rotation.size`, the log rotates to
+/// NAME.0, NAME.1, ... keeping `log.file.rotation.count` files, none past
+/// the size; the start-up banner opens the log.
+#[test]
+fn dual_stack_listener_and_rotated_log_file() {
+    let dir = common::temp_dir("dualstack");
+    let port = TcpListener::bind("[::]:0")
+        .or_else(|_| TcpListener::bind("0.0.0.0:0"))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = dir.join("warren.log");
+    let conf = dir.join("rabbitmq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listeners.tcp.default = {port}\n\
+             management.tcp.port = 0\n\
+             prometheus.tcp.port = 0\n\
+             data_dir = {}\n\
+             log.console = false\n\
+             log.file = {}\n\
+             log.file.level = info\n\
+             log.file.rotation.size = 4096\n\
+             log.file.rotation.count = 3\n",
+            dir.join("data").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.join("stderr");
+    let child = warren()
+        .arg("--config")
+        .arg(&conf)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn warren");
+    let mut p = Proc(child);
+    let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(v4).is_err() {
+        assert!(p.exit_within(Duration::ZERO).is_none(), "warren exited");
+        assert!(Instant::now() < deadline, "warren did not listen on {v4}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The banner follows the listeners.
+    let mut first = String::new();
+    while !first.contains("started: AMQP") {
+        assert!(Instant::now() < deadline, "no banner in {first}");
+        std::thread::sleep(Duration::from_millis(20));
+        first = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let banner = first
+        .lines()
+        .find(|l| l.contains("started: AMQP"))
+        .unwrap_or_default();
+    let has_v6 = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|t| !t.is_empty());
+    if has_v6 {
+        assert!(banner.contains(&format!("AMQP [::]:{port},")), "{banner}");
+    } else {
+        assert!(
+            banner.contains(&format!("AMQP 0.0.0.0:{port},")),
+            "{banner}"
+        );
+    }
+    assert!(
+        banner.contains(&format!("config {}", conf.display())),
+        "{banner}"
+    );
+    assert!(banner.contains("memory limit 134217728 bytes"), "{banner}");
+    // An IPv4 client does the AMQP handshake on the one listener.
+    Raw::tcp(v4)
+        .handshake("guest", "guest", "/")
+        .expect("IPv4 client");
+    if has_v6 {
+        let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        Raw::tcp(v6)
+            .handshake("guest", "guest", "/")
+            .expect("IPv6 client");
+    }
+    // Enough log lines (one per accepted connection) to rotate several
+    // times.
+    for _ in 0..300 {
+        drop(TcpStream::connect(v4).expect("connect"));
+    }
+    let name = |i: Option<u32>| match i {
+        None => log.clone(),
+        Some(i) => PathBuf::from(format!("{}.{i}", log.display())),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !name(Some(2)).exists() {
+        assert!(Instant::now() < deadline, "the log was not rotated 3 times");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let the last connections' lines land.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in [None, Some(0), Some(1), Some(2)] {
+        let f = name(i);
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= 4096, "{} is {len} bytes", f.display());
+        if i.is_some() {
+            assert!(len > 3000, "{} is only {len} bytes", f.display());
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(text.contains(" AMQP connection "), "{text}");
+        }
+    }
+    assert!(!name(Some(3)).exists(), "more than 3 rotated files kept");
+    // log.console = false: nothing on stderr.
+    assert_eq!(std::fs::read_to_string(&stderr).unwrap(), "");
 }

@@ -325,6 +325,7 @@ fn binary_with_config_and_definitions() {
             "listeners.tcp.default = 127.0.0.1:{amqp}\n\
              management.tcp.ip = 127.0.0.1\n\
              management.tcp.port = {http}\n\
+             prometheus.tcp.port = 0\n\
              data_dir = {}\n\
              log.console.level = warning\n",
             dir.join("data").display()
@@ -452,4 +453,85 @@ fn ctl_topic_permissions_limit_routing_keys_and_survive_a_restart() {
     assert_eq!(publish_as_tina(broker.addr, "payroll.x"), None);
     // Nothing left to clear is not an error.
     ok(p, &["clear_topic_permissions", "tina"]);
+}
+
+/// A one-thread HTTP server that answers every request with `status`,
+/// `server` and `body`, as long as the returned listener's port is wanted.
+fn fake_http(status: &'static str, server: &'static str, body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nserver: {server}\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut s, resp.as_bytes());
+        }
+    });
+    port
+}
+
+/// What owns the management port is not warren (another broker took
+/// 15672): `warren ctl` refuses to act on it (69), naming what it found,
+/// unless `--any-broker`.
+#[test]
+fn ctl_refuses_a_management_api_that_is_not_warrens() {
+    // RabbitMQ 3.10's /api/overview, abridged.
+    let rabbit = fake_http(
+        "200 OK",
+        "Cowboy",
+        r#"{"management_version":"3.10.8","rabbitmq_version":"3.10.8","product_name":"RabbitMQ","product_version":"3.10.8","node":"rabbit@otherhost","cluster_name":"rabbit@otherhost"}"#,
+    );
+    for cmd in [
+        &["list_queues"][..],
+        &["add_user", "bob", "pw"],
+        &["status"],
+    ] {
+        let o = ctl_at(rabbit, cmd);
+        assert_eq!(o.code, 69, "{cmd:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains(&format!(
+                "Error: the management API at 127.0.0.1:{rabbit} is RabbitMQ 3.10.8 \
+                 (node rabbit@otherhost), not warren: refusing to act on it"
+            )),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stderr.contains("--any-broker"), "{}", o.stderr);
+    }
+    // Usage errors are still usage errors (nothing is asked).
+    assert_eq!(ctl_at(rabbit, &["add_user", "bob"]).code, 64);
+    // With --any-broker the command goes ahead (and here fails on what
+    // the fake answers, not on who it is).
+    let o = ctl_at(rabbit, &["--any-broker", "list_queues"]);
+    assert_eq!(o.code, 70, "{}", o.stderr);
+    assert!(o.stderr.contains("expected a JSON list"), "{}", o.stderr);
+    // Credentials refused by something that is not warren: refused too.
+    let other = fake_http(
+        "401 Unauthorized",
+        "Cowboy",
+        r#"{"error":"not_authorized","reason":"Login failed"}"#,
+    );
+    let o = ctl_at(other, &["list_vhosts"]);
+    assert_eq!(o.code, 69, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("a server that answered HTTP 401 to /api/overview (server: Cowboy)"),
+        "{}",
+        o.stderr
+    );
+    // Any other HTTP service.
+    let web = fake_http("200 OK", "nginx", r#"{"hello":"world"}"#);
+    let o = ctl_at(web, &["list_vhosts"]);
+    assert_eq!(o.code, 69, "{}", o.stderr);
+    assert!(o.stderr.contains("no product_name"), "{}", o.stderr);
+    // Warren refusing the credentials is warren's refusal (77).
+    let broker = mgmt_broker();
+    let o = ctl_at(mgmt_port(&broker), &["--password", "nope", "list_vhosts"]);
+    assert_eq!(o.code, 77, "{}", o.stderr);
 }

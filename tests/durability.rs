@@ -513,6 +513,7 @@ impl BrokerProc {
         let log = dir.with_extension(format!("log{}", free_port()));
         let started = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["--no-management", "--no-prometheus"])
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
@@ -706,6 +707,8 @@ fn embedded(dir: &Path, f: impl FnOnce(&mut Config)) -> (Running, SocketAddr) {
     let mut cfg = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         data_dir: Some(dir.to_path_buf()),
+        management_listen: None,
+        prometheus_listen: None,
         ..Config::default()
     };
     f(&mut cfg);
@@ -3024,6 +3027,7 @@ fn the_disk_alarm_blocks_before_the_disk_fills_and_a_purge_clears_it() {
 fn run_to_exit(args: &[&std::ffi::OsStr], timeout: Duration) -> (std::process::ExitStatus, String) {
     let log = std::env::temp_dir().join(format!("warren-exit-{}.log", free_port()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--no-management", "--no-prometheus"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -425,21 +425,31 @@ fn overview_nodes_and_metrics() {
     if api.rabbit {
         return;
     }
-    // /metrics needs no credentials.
-    let mut s = TcpStream::connect(api.addr).unwrap();
-    s.write_all(raw_request("GET", "/metrics", None, None).as_bytes())
-        .unwrap();
-    let r = read_response(&mut s, &mut Vec::new());
-    assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
-    let text = String::from_utf8(r.body).unwrap();
+    // /metrics (and /metrics/per-object, as on the Prometheus port) needs
+    // no credentials.
+    let metrics = |path: &str| {
+        let mut s = TcpStream::connect(api.addr).unwrap();
+        s.write_all(raw_request("GET", path, None, None).as_bytes())
+            .unwrap();
+        let r = read_response(&mut s, &mut Vec::new());
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        String::from_utf8(r.body).unwrap()
+    };
+    let per_object = metrics("/metrics/per-object");
+    for m in [
+        &format!("rabbitmq_queue_messages_ready{{vhost=\"/\",queue=\"{q}\"}} 3"),
+        &format!("rabbitmq_queue_messages_unacked{{vhost=\"/\",queue=\"{q}\"}} 0"),
+    ] {
+        assert!(per_object.contains(m), "metrics lack {m:?}:\n{per_object}");
+    }
+    let text = metrics("/metrics");
     for m in [
         "rabbitmq_connections 1",
         "rabbitmq_channels 1",
         "# TYPE rabbitmq_global_messages_received_total counter",
-        "rabbitmq_global_messages_received_total 3",
-        &format!("rabbitmq_queue_messages_ready{{vhost=\"/\",queue=\"{q}\"}} 3"),
-        &format!("rabbitmq_queue_messages_unacked{{vhost=\"/\",queue=\"{q}\"}} 0"),
+        "rabbitmq_global_messages_received_total{protocol=\"amqp091\"} 3",
+        "rabbitmq_queue_messages_ready 3\n",
         "rabbitmq_process_resident_memory_bytes ",
         "warren_message_resident_bytes ",
         "warren_store_disk_bytes ",

@@ -1,6 +1,9 @@
 //! Runs the amqplib (Node.js) tests in `tests/node/` against an embedded
-//! broker. Needs `node` and `npm` on the PATH: without them this test fails
-//! (it does not skip). Dependencies are installed with `npm ci` into
+//! broker. Without `node` or `npm` on the PATH it installs Debian's
+//! `nodejs` and `npm` packages (apt-get, as `tests/common/rabbitmq.rs`
+//! installs rabbitmq-server: the test machines are root and reach Debian's
+//! package registry); if that fails, the test fails (it does not skip).
+//! Dependencies are installed with `npm ci` into
 //! `tests/node/node_modules` (git-ignored) on first use and again whenever
 //! `package-lock.json` changes.
 
@@ -20,15 +23,38 @@ fn run(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
-/// Fail loudly when a tool is missing.
-fn require(tool: &str) {
-    let found = Command::new(tool).arg("--version").output();
-    match found {
-        Ok(out) if out.status.success() => {}
-        _ => panic!(
+fn found(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Install Debian's nodejs and npm unless both are there; fail loudly if
+/// they still are not.
+fn require_node() {
+    if !(found("node") && found("npm")) {
+        for args in [
+            &["apt-get", "update", "-q"][..],
+            &["apt-get", "install", "-y", "-q", "nodejs", "npm"],
+        ] {
+            let st = Command::new(args[0])
+                .args(&args[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(std::process::Stdio::null())
+                .status();
+            assert!(
+                st.is_ok_and(|s| s.success()),
+                "{args:?} failed: the amqplib tests in tests/node need node and npm"
+            );
+        }
+    }
+    for tool in ["node", "npm"] {
+        assert!(
+            found(tool),
             "`{tool}` is not installed (or not on PATH): the amqplib tests in tests/node \
              need node and npm"
-        ),
+        );
     }
 }
 
@@ -48,8 +74,7 @@ fn install() {
 
 #[test]
 fn amqplib_ttl_and_dead_lettering() {
-    require("node");
-    require("npm");
+    require_node();
     install();
     let broker = common::start();
     run(Command::new("node")

@@ -88,6 +88,8 @@ fn footprint_measures_a_broker_binary() {
         "--json",
         "--",
         env!("CARGO_BIN_EXE_warren"),
+        "--no-management",
+        "--no-prometheus",
     ]);
     assert_eq!(j["mode"], "footprint", "{j}");
     assert!(num(&j["startup_ms"], "best") > 0.0, "{j}");

@@ -22,6 +22,7 @@ fn shutdown_by(signal: i32) {
     let dir = common::temp_dir("signals");
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--no-management", "--no-prometheus"])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&dir)
         .stdout(Stdio::null())

@@ -151,14 +151,9 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     let segs: Vec<String> = path.split('/').map(|s| percent_decode(s, false)).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
-        ["metrics"] | ["metrics", ..] if req.method == "GET" => {
-            let text = super::metrics::render(core, mgmt, now);
-            return Response {
-                status: 200,
-                headers: vec![("content-type", "text/plain; version=0.0.4".into())],
-                body: text.into_bytes(),
-            };
-        }
+        // Kept here for warren's earlier users; RabbitMQ serves these on
+        // the Prometheus port only.
+        ["metrics", ..] => return super::metrics::handle(req, core, mgmt, now),
         ["api", ..] => {}
         _ => return not_found(),
     }
@@ -169,7 +164,9 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     let Some(u) = core.broker.auth.login(user.as_bytes(), pass.as_bytes()) else {
         return unauthorized("Login failed");
     };
-    if core.config.loopback_users.iter().any(|l| l == user) && !req.peer.ip().is_loopback() {
+    if core.config.loopback_users.iter().any(|l| l == user)
+        && !req.peer.ip().to_canonical().is_loopback()
+    {
         return unauthorized("User can only log in via localhost");
     }
     let tags = u.tags.clone();
@@ -1236,6 +1233,9 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         .collect();
     if let Some(a) = mgmt.http_addr {
         listeners.push(json!({"node": mgmt.node, "protocol": "http", "ip_address": a.ip().to_string(), "port": a.port()}));
+    }
+    if let Some(a) = mgmt.prometheus_addr {
+        listeners.push(json!({"node": mgmt.node, "protocol": "http/prometheus", "ip_address": a.ip().to_string(), "port": a.port()}));
     }
     json!({
         "management_version": COMPAT_VERSION,

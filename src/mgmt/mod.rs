@@ -262,6 +262,9 @@ pub struct HttpConn {
     continue_sent: bool,
     /// Last time anything was read or written.
     pub last_active: Instant,
+    /// A connection to the Prometheus listener: only the metrics paths
+    /// are served, without credentials.
+    pub metrics_only: bool,
 }
 
 impl HttpConn {
@@ -275,6 +278,7 @@ impl HttpConn {
             closing: false,
             continue_sent: false,
             last_active: now,
+            metrics_only: false,
         }
     }
 
@@ -365,7 +369,10 @@ impl HttpConn {
                 peer: self.peer,
             };
             let changes = req.method != "GET";
-            let mut resp = api::handle(&req, core, mgmt, now);
+            let mut resp = match self.metrics_only {
+                true => metrics::handle(&req, core, mgmt, now),
+                false => api::handle(&req, core, mgmt, now),
+            };
             // A change is answered only once it is durable.
             if changes && resp.status < 300 {
                 if let Err(e) = core.group_commit(now, true) {

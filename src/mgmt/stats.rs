@@ -110,6 +110,8 @@ pub struct Mgmt {
     /// descriptors, ...), set by the server while it lasts: the health
     /// checks fail with it.
     pub accept_error: Option<String>,
+    /// The Prometheus metrics listener's address.
+    pub prometheus_addr: Option<SocketAddr>,
     /// Global samples, oldest first, spanning a little over the rate window.
     global: VecDeque<(Instant, GlobalSample)>,
     /// Per-queue samples taken at `queues_at` (the older of two).
@@ -152,6 +154,7 @@ impl Mgmt {
             amqp_addrs,
             http_addr,
             accept_error: None,
+            prometheus_addr: None,
             global: VecDeque::new(),
             queues_old: HashMap::new(),
             queues_new: HashMap::new(),

@@ -35,6 +35,8 @@ pub struct TestBroker {
     /// The management HTTP API's address, when enabled (`start_with` and
     /// `management_listen`; `WARREN_TEST_MGMT_ADDR` for an external broker).
     pub mgmt_addr: Option<SocketAddr>,
+    /// The Prometheus listener's address, when enabled (`prometheus_listen`).
+    pub prom_addr: Option<SocketAddr>,
     running: Option<Running>,
     owns_dir: bool,
 }
@@ -53,6 +55,7 @@ impl TestBroker {
         }
         let server = Server::bind(self.config.clone()).expect("rebind");
         self.mgmt_addr = server.management_addr();
+        self.prom_addr = server.prometheus_addr();
         self.running = Some(server.spawn().expect("spawn"));
     }
 
@@ -90,6 +93,7 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
             mgmt_addr: std::env::var("WARREN_TEST_MGMT_ADDR")
                 .ok()
                 .map(|a| a.parse().expect("WARREN_TEST_MGMT_ADDR must be host:port")),
+            prom_addr: None,
             running: None,
             owns_dir: false,
         };
@@ -98,6 +102,7 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         data_dir: Some(temp_dir("data")),
         management_listen: None,
+        prometheus_listen: None,
         ..Config::default()
     };
     f(&mut cfg);
@@ -108,11 +113,16 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
     if mgmt_addr.is_some() {
         cfg.management_listen = mgmt_addr;
     }
+    let prom_addr = server.prometheus_addr();
+    if prom_addr.is_some() {
+        cfg.prometheus_listen = prom_addr;
+    }
     let running = server.spawn().expect("spawn");
     TestBroker {
         addr,
         config: cfg,
         mgmt_addr,
+        prom_addr,
         running: Some(running),
         owns_dir: true,
     }

@@ -1,8 +1,9 @@
 //! A real RabbitMQ node for tests that compare with it or talk to it: Debian's
 //! `rabbitmq-server` is installed on first use (apt-get; the test machines
 //! are root and reach Debian's package registry), and each node runs with its
-//! own name, ports and directories under `target/rabbitmq/`, without plugins,
-//! and is stopped when dropped.
+//! own name, ports and directories under `target/rabbitmq/`, without plugins
+//! (or with those asked for, and a `rabbitmq.conf`), and is stopped when
+//! dropped.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 /// Where Debian's package keeps RabbitMQ's own scripts.
 const BIN: &str = "/usr/lib/rabbitmq/bin/";
 
-fn free_port() -> u16 {
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -55,6 +57,13 @@ impl RabbitMq {
     /// Start a node named after `tag` and wait until it accepts AMQP
     /// connections (up to a minute).
     pub fn start(tag: &str) -> RabbitMq {
+        RabbitMq::start_with(tag, &[], "")
+    }
+
+    /// Start a node with `plugins` enabled (e.g. `rabbitmq_prometheus`,
+    /// `rabbitmq_management`) and `conf` as its `rabbitmq.conf` (e.g.
+    /// `prometheus.tcp.port = N`; pick ports with [`free_port`]).
+    pub fn start_with(tag: &str, plugins: &[&str], conf: &str) -> RabbitMq {
         ensure_installed();
         let port = free_port();
         let dist = free_port();
@@ -65,8 +74,11 @@ impl RabbitMq {
             .join(format!("{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(base.join("log")).expect("rabbitmq dirs");
+        let plugins_list = plugins;
         let plugins = base.join("enabled_plugins");
-        std::fs::write(&plugins, "[].\n").expect("enabled_plugins");
+        std::fs::write(&plugins, format!("[{}].\n", plugins_list.join(",")))
+            .expect("enabled_plugins");
+        std::fs::write(base.join("rabbitmq.conf"), conf).expect("rabbitmq.conf");
         // The scripts themselves, not Debian's wrappers in /usr/sbin (those
         // switch to the rabbitmq user, which cannot use target/).
         let child = Command::new(BIN.to_string() + "rabbitmq-server")
