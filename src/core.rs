@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use log::{info, warn};
 use slab::Slab;
 
+use crate::broker::message::QueuedMsg;
 use crate::broker::{Broker, ConnId, QueueId};
 use crate::codec::frame::{
     parse_protocol_header, parse_raw_frame, ProtocolHeader, PROTOCOL_HEADER,
@@ -84,6 +85,11 @@ pub struct Core {
     pub(crate) flush_list: Vec<ConnId>,
     /// Queues that may be able to deliver.
     pub(crate) dirty_queues: Vec<QueueId>,
+    /// Queues whose next message could not be read back for now (out of
+    /// file descriptors): served again at the next tick.
+    pub(crate) read_later: Vec<QueueId>,
+    /// Messages to dead-letter whose content could not be read for now.
+    pub(crate) dead_letter_later: Vec<(QueueId, QueuedMsg, &'static str)>,
     /// Scratch vector for routing results.
     pub(crate) route_scratch: Vec<QueueId>,
     /// Scratch vector for the store ids of durable target queues.
@@ -170,6 +176,8 @@ impl Core {
             next_gen: 0,
             flush_list: Vec::new(),
             dirty_queues: Vec::new(),
+            read_later: Vec::new(),
+            dead_letter_later: Vec::new(),
             route_scratch: Vec::new(),
             store_scratch: Vec::new(),
             store: None,
@@ -634,6 +642,17 @@ impl Core {
                         c.last_send = now;
                         self.mark_flush(id);
                     }
+                }
+            }
+        }
+        for (q, m, reason) in std::mem::take(&mut self.dead_letter_later) {
+            self.dead_letter(q, m, reason);
+        }
+        for q in std::mem::take(&mut self.read_later) {
+            if let Some(queue) = self.broker.queue_mut(q) {
+                if !queue.dirty {
+                    queue.dirty = true;
+                    self.dirty_queues.push(q);
                 }
             }
         }

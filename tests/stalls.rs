@@ -518,7 +518,8 @@ fn out_of_file_descriptors_the_listener_recovers() {
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("\"status\":\"failed\"") && body.contains("Too many open files"),
-        "{body}"
+        "{body}\n{}",
+        b.log()
     );
     let port = format!("/api/health/checks/port-listener/{}", b.addr.port());
     assert_eq!(http_get(b.mgmt, &port).0, 503);

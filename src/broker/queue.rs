@@ -164,6 +164,13 @@ impl Queue {
         Some(m)
     }
 
+    /// Put back a message just popped and not delivered after all (it could
+    /// not be read for now): at the head again, unchanged.
+    pub fn unpop(&mut self, m: QueuedMsg) {
+        self.ready_bytes += m.size();
+        self.ready.push_front(m);
+    }
+
     /// Put a delivered message back at its original position, marked redelivered.
     pub fn requeue(&mut self, mut m: QueuedMsg) {
         m.set_redelivered(true);

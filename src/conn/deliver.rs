@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::channel::{ChanState, Room, TxOp, Unacked};
+use super::persist::Loaded;
 use super::ConnState;
 use crate::broker::args::Overflow;
 use crate::broker::auth::Access;
@@ -361,6 +362,7 @@ impl Core {
         let resident = &mut self.resident;
         let queued = &mut self.queued;
         let counters = &mut self.counters;
+        let read_later = &mut self.read_later;
         let store_id = queue.store_id;
         let single = queue.args.single_active_consumer;
         while !queue.ready.is_empty() {
@@ -424,8 +426,13 @@ impl Core {
             // megabytes of deliveries) takes no memory but its stub.
             let from_store = if m.is_paged() {
                 match Core::read_back(store, &m) {
-                    Some(content) => Some(content),
-                    None => {
+                    Ok(content) => Some(content),
+                    Err(Loaded::Later) => {
+                        queue.unpop(m);
+                        read_later.push(qid);
+                        return;
+                    }
+                    Err(_) => {
                         *queued = queued.saturating_sub(1);
                         continue;
                     }

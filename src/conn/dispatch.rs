@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use log::warn;
 
 use super::channel::{Assembly, ChanConsumer, ChanState, Channel, TxOp};
+use super::persist::Loaded;
 use super::ConnState;
 use crate::broker::args::{self, parse_expiration};
 use crate::broker::auth::Access;
@@ -792,6 +793,34 @@ impl Core {
             );
             return Ok(());
         };
+        let loaded = Core::load(
+            &mut self.store,
+            &mut self.resident,
+            &mut self.queued,
+            &mut self.arena,
+            &mut m,
+        );
+        let Some(queue) = self.broker.queue_mut(q) else {
+            return Ok(());
+        };
+        match loaded {
+            Loaded::Yes => {}
+            Loaded::Lost => return self.basic_get(id, ch, vhost, g),
+            Loaded::Later => {
+                // Cannot be read for now (logged): it stays at the head,
+                // and the queue answers as if empty until it can be.
+                queue.unpop(m);
+                self.reply(
+                    id,
+                    ch,
+                    BasicGetEmpty {
+                        cluster_id: Bytes::new(),
+                    }
+                    .into(),
+                );
+                return Ok(());
+            }
+        }
         let remaining = queue.message_count();
         if !g.no_ack {
             queue.unacked += 1;
@@ -800,18 +829,6 @@ impl Core {
         queue.stats.redeliver += u64::from(m.redelivered());
         self.counters.get += 1;
         self.counters.redeliver += u64::from(m.redelivered());
-        if !Core::load(
-            &mut self.store,
-            &mut self.resident,
-            &mut self.queued,
-            &mut self.arena,
-            &mut m,
-        ) {
-            if let Some(queue) = self.broker.queue_mut(q) {
-                queue.unacked = queue.unacked.saturating_sub(u32::from(!g.no_ack) as usize);
-            }
-            return self.basic_get(id, ch, vhost, g);
-        }
         match (sid, m.stored(), self.store.as_mut()) {
             (Some(s), Some(r), Some(st)) if !g.no_ack && !m.redelivered() => st.delivered(s, &r),
             _ => {}

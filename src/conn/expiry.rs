@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use log::{info, warn};
 
+use super::persist::Loaded;
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
 use crate::codec::{ContentHeader, FieldTable, FieldValue};
@@ -82,14 +83,21 @@ impl Core {
         let dlrk = q.args.dead_letter_routing_key.clone();
         let qname = q.name.clone();
         let vhost = q.vhost.clone();
-        if !Core::load(
+        match Core::load(
             &mut self.store,
             &mut self.resident,
             &mut self.queued,
             &mut self.arena,
             &mut qm,
         ) {
-            return;
+            Loaded::Yes => {}
+            Loaded::Lost => return,
+            Loaded::Later => {
+                // Its content cannot be read for now: dead-lettered at the
+                // next tick instead (it is not lost).
+                self.dead_letter_later.push((qid, qm, reason));
+                return;
+            }
         }
         let old = qm.to_message();
         let Ok(mut h) = ContentHeader::decode(&old.header) else {

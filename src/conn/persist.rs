@@ -23,6 +23,18 @@ use crate::store::definitions::{
 };
 use crate::store::{Store, StoreRef};
 
+/// What became of reading a paged-out message's content back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loaded {
+    /// In memory now.
+    Yes,
+    /// Its record is damaged or gone: the message is dropped.
+    Lost,
+    /// Not readable for now (out of file descriptors): it stays queued and
+    /// its queue is served again at the next tick.
+    Later,
+}
+
 pub use crate::store::free_disk;
 
 impl Core {
@@ -298,27 +310,36 @@ impl Core {
     }
 
     /// Make a queued message's content available (read it back if paged).
-    /// False if it cannot be read: logged, and its memory accounting and
-    /// store reference released (the caller drops it). No ack is recorded:
-    /// if the record is readable after all, a crash-restart brings it back.
+    /// [`Loaded::Lost`] if its record is damaged: logged, and its memory
+    /// accounting and store reference released (the caller drops it; no ack
+    /// is recorded, so if the record is readable after all a crash-restart
+    /// brings it back). [`Loaded::Later`] if it cannot be read for now (out
+    /// of file descriptors): the caller puts it back where it was.
     pub(crate) fn load(
         store: &mut Option<Store>,
         resident: &mut u64,
         queued: &mut u64,
         arena: &mut Arena,
         m: &mut QueuedMsg,
-    ) -> bool {
+    ) -> Loaded {
         if !m.is_paged() {
-            return true;
+            return Loaded::Yes;
         }
         let (Some(st), Some(r)) = (store.as_mut(), m.stored()) else {
-            return false;
+            return Loaded::Lost;
         };
         match st.read(&r) {
             Ok((h, b)) => {
                 m.page_in(arena, &h, b);
                 *resident += m.resident();
-                true
+                Loaded::Yes
+            }
+            Err(e) if crate::store::read_error_is_passing(&e) => {
+                warn!(
+                    "cannot read message {} back from the store for now: {e}; it stays queued",
+                    r.msg_id
+                );
+                Loaded::Later
             }
             Err(e) => {
                 error!(
@@ -328,25 +349,38 @@ impl Core {
                 *resident = resident.saturating_sub(m.resident());
                 *queued = queued.saturating_sub(1);
                 st.release(&r);
-                false
+                Loaded::Lost
             }
         }
     }
 
     /// A paged-out message's content (header, body), read from the store
-    /// for delivery; the message stays paged out. None if it cannot be read
-    /// (logged, its store reference released: the caller drops it).
-    pub(crate) fn read_back(store: &mut Option<Store>, m: &QueuedMsg) -> Option<(Bytes, Bytes)> {
-        let (st, r) = (store.as_mut()?, m.stored()?);
+    /// for delivery; the message stays paged out. Err([`Loaded::Lost`]) if
+    /// its record is damaged (logged, its store reference released: the
+    /// caller drops it); Err([`Loaded::Later`]) if it cannot be read for now.
+    pub(crate) fn read_back(
+        store: &mut Option<Store>,
+        m: &QueuedMsg,
+    ) -> Result<(Bytes, Bytes), Loaded> {
+        let (Some(st), Some(r)) = (store.as_mut(), m.stored()) else {
+            return Err(Loaded::Lost);
+        };
         match st.read(&r) {
-            Ok(content) => Some(content),
+            Ok(content) => Ok(content),
+            Err(e) if crate::store::read_error_is_passing(&e) => {
+                warn!(
+                    "cannot read message {} back from the store for now: {e}; it stays queued",
+                    r.msg_id
+                );
+                Err(Loaded::Later)
+            }
             Err(e) => {
                 error!(
                     "cannot read message {} back from the store: {e}; dropped",
                     r.msg_id
                 );
                 st.release(&r);
-                None
+                Err(Loaded::Lost)
             }
         }
     }
@@ -681,9 +715,19 @@ impl Core {
             return;
         }
         self.blocked = reason.is_some();
+        // A store that cannot write blocks publishers as the disk alarm
+        // does (clients know no other reason), but the log says why.
+        let store_failing = self.store.as_ref().is_some_and(|st| !st.healthy());
+        let why = match reason {
+            Some(_) if !mem && !self.disk_low && store_failing => {
+                "the store cannot write (disk alarm)"
+            }
+            Some(r) => r,
+            None => "",
+        };
         match reason {
-            Some(r) => warn!(
-                "{r}: blocking publishers ({} bytes used: {} in content chunks, {} in stub chunks, {} in large bodies, {} messages)",
+            Some(_) => warn!(
+                "{why}: blocking publishers ({} bytes used: {} in content chunks, {} in stub chunks, {} in large bodies, {} messages)",
                 self.memory_used(),
                 self.arena.content_bytes(),
                 self.arena.stub_bytes(),

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
 use crate::codec::{ContentHeader, Error, ReplyCode};
+use crate::conn::persist::Loaded;
 use crate::core::Core;
 
 /// A message taken by [`Core::api_get`].
@@ -122,6 +123,25 @@ impl Core {
             };
             let sid = queue.store_id;
             let Some(mut m) = queue.pop() else { break };
+            let loaded = Core::load(
+                &mut self.store,
+                &mut self.resident,
+                &mut self.queued,
+                &mut self.arena,
+                &mut m,
+            );
+            let Some(queue) = self.broker.queue_mut(q) else {
+                break;
+            };
+            match loaded {
+                Loaded::Yes => {}
+                Loaded::Lost => continue,
+                // Not readable for now (logged): it stays at the head.
+                Loaded::Later => {
+                    queue.unpop(m);
+                    break;
+                }
+            }
             queue.unacked += 1;
             queue.stats.get += 1;
             self.counters.get += 1;
@@ -130,18 +150,6 @@ impl Core {
                 self.counters.redeliver += 1;
             }
             let remaining = queue.message_count();
-            if !Core::load(
-                &mut self.store,
-                &mut self.resident,
-                &mut self.queued,
-                &mut self.arena,
-                &mut m,
-            ) {
-                if let Some(queue) = self.broker.queue_mut(q) {
-                    queue.unacked = queue.unacked.saturating_sub(1);
-                }
-                continue;
-            }
             if let (Some(s), Some(r), Some(st)) = (sid, m.stored(), self.store.as_mut()) {
                 if !m.redelivered() {
                     st.delivered(s, &r);

@@ -33,6 +33,9 @@ pub struct Faults {
     /// The next N writes fail with EIO after writing half of what they were
     /// given (a short write, then an error).
     fail_writes: AtomicU32,
+    /// The next N opens of a segment for reading fail with EMFILE (out of
+    /// file descriptors).
+    fail_opens: AtomicU32,
 }
 
 impl Faults {
@@ -42,6 +45,7 @@ impl Faults {
             free: AtomicU64::new(free),
             fail_syncs: AtomicU32::new(0),
             fail_writes: AtomicU32::new(0),
+            fail_opens: AtomicU32::new(0),
         })
     }
 
@@ -63,6 +67,19 @@ impl Faults {
     /// Make the next `n` writes fail with EIO after a short write.
     pub fn fail_writes(&self, n: u32) {
         self.fail_writes.store(n, Ordering::SeqCst);
+    }
+
+    /// Make the next `n` opens of a segment for reading fail with EMFILE.
+    pub fn fail_opens(&self, n: u32) {
+        self.fail_opens.store(n, Ordering::SeqCst);
+    }
+
+    /// Open `path` for reading, or fail as told.
+    pub(crate) fn open_for_reading(faults: Option<&Faults>, path: &Path) -> io::Result<File> {
+        if faults.is_some_and(|f| Faults::trip(&f.fail_opens)) {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        File::open(path)
     }
 
     /// Take up to `want` bytes of free space; returns how many were granted.

@@ -159,6 +159,10 @@ pub struct Store {
     seg: LogFile,
     /// The directory gained or lost files since the last sync.
     dir_dirty: bool,
+    /// The segment directory, held open: syncing it must not need a new
+    /// file descriptor (out of them, a sync would fail and block every
+    /// publisher on a disk that is fine).
+    dir_file: File,
     readers: HashMap<u32, File>,
     /// Next message id.
     next_msg_id: u64,
@@ -182,6 +186,22 @@ fn seg_path(dir: &Path, n: u32) -> PathBuf {
 }
 
 /// fsync a directory so renames and new files in it are durable.
+/// Out of file descriptors (or of the kernel memory for one): a passing
+/// condition, not a damaged record.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+/// An error reading a message back that says nothing about the record (out
+/// of file descriptors): the message stays where it is and is read later.
+/// Every other read error means the record is damaged or gone.
+pub fn read_error_is_passing(e: &io::Error) -> bool {
+    e.kind() != io::ErrorKind::InvalidData
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -326,7 +346,9 @@ impl Store {
                 s.size = fs::metadata(seg_path(&mdir, *n)).map_or(0, |m| m.len());
             }
         }
+        let dir_file = File::open(&mdir)?;
         let mut store = Store {
+            dir_file,
             dir: mdir,
             _lock: lock,
             // Offsets within a segment are 32-bit.
@@ -535,7 +557,7 @@ impl Store {
     /// Read and verify the whole record of a stored message.
     pub fn read_record(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
         let read = self.read_checked(r);
-        if read.is_err() {
+        if read.as_ref().is_err_and(|e| !read_error_is_passing(e)) {
             self.stats.unreadable += 1;
         }
         read
@@ -554,8 +576,22 @@ impl Store {
         let file = match self.readers.get(&r.seg) {
             Some(f) => f,
             None => {
-                let f = File::open(seg_path(&self.dir, r.seg))
-                    .map_err(|e| recover::bad_record(r, format!("cannot open the segment: {e}")))?;
+                let path = seg_path(&self.dir, r.seg);
+                let faults = self.faults.as_deref();
+                let mut opened = Faults::open_for_reading(faults, &path);
+                if opened.as_ref().is_err_and(out_of_descriptors) && !self.readers.is_empty() {
+                    // Give back the segments held open for reading, then try again.
+                    self.readers.clear();
+                    opened = Faults::open_for_reading(faults, &path);
+                }
+                let f = opened.map_err(|e| {
+                    if out_of_descriptors(&e) {
+                        // Not the record's fault: it stays, and is read later.
+                        io::Error::other(format!("cannot open segment {:08}: {e}", r.seg))
+                    } else {
+                        recover::bad_record(r, format!("cannot open the segment: {e}"))
+                    }
+                })?;
                 if self.readers.len() > 64 {
                     self.readers.clear();
                 }
@@ -654,7 +690,7 @@ impl Store {
         let now = self.now;
         let res = self.sync_segment().and_then(|()| {
             if self.dir_dirty {
-                sync_dir(&self.dir)?;
+                self.dir_file.sync_all()?;
                 self.dir_dirty = false;
             }
             Ok(())
