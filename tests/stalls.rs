@@ -60,6 +60,7 @@ impl Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.arg("--config")
             .arg(&conf)
+            .arg("--no-prometheus")
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
