@@ -30,6 +30,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const MAX_READS_PER_TURN: usize = 16;
 /// How long shutdown waits for close frames to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a finished connection waits for the peer to close its side
+/// (RabbitMQ bounds its closing phase too).
+const LINGER: Duration = Duration::from_secs(3);
 /// The management HTTP listener.
 const MGMT_LISTENER: Token = Token(usize::MAX - 1);
 /// The Prometheus metrics listener (RabbitMQ's port 15692).
@@ -131,6 +134,12 @@ struct Sock {
     read_pending: bool,
     /// Its index is in `Server::pending_reads`.
     listed: bool,
+    /// The connection is finished and its last frames are written: our
+    /// side is shut down for writing (a FIN after them), and what the peer
+    /// still sends is read and dropped until it closes its side or this
+    /// time passes. Closing with unread input would send a reset instead,
+    /// which can destroy those last frames before the peer reads them.
+    linger_until: Option<Instant>,
 }
 
 /// A management HTTP socket and its protocol state.
@@ -434,15 +443,16 @@ impl Server {
                 self.core.tick(now);
                 next_tick = self.core.next_deadline(now);
                 self.http_timers(now);
-                // Connections that died without output to flush.
-                self.reap(0..self.socks.len());
+                // Connections that died without output to flush, and
+                // lingering ones whose time is up.
+                self.reap(0..self.socks.len(), now);
             }
             self.core.end_turn(now);
             self.core.take_flush_list(&mut flush);
             for &id in &flush {
                 self.write_sock(id, now);
             }
-            self.reap(flush.iter().map(|id| id.idx as usize));
+            self.reap(flush.iter().map(|id| id.idx as usize), now);
             if self.core.should_trim() {
                 trim_heap();
             }
@@ -502,6 +512,7 @@ impl Server {
                             id,
                             read_pending: true,
                             listed: false,
+                            linger_until: None,
                         });
                     }
                     self.mark_read_pending(idx);
@@ -542,6 +553,10 @@ impl Server {
             return;
         }
         let id = s.id;
+        if s.linger_until.is_some() {
+            self.drain_lingering(idx, scratch);
+            return;
+        }
         for _ in 0..MAX_READS_PER_TURN {
             if !self.core.wants_read(id) {
                 // Backpressure: leave the input in the kernel until our
@@ -654,16 +669,61 @@ impl Server {
         }
     }
 
-    /// Close those of the sockets `idxs` whose connection is finished and
-    /// whose output is written.
-    fn reap(&mut self, idxs: impl Iterator<Item = usize>) {
+    /// Sockets `idxs` whose connection is finished and whose output is
+    /// written start lingering (see [`Sock::linger_until`]); lingering ones
+    /// whose time is up are closed.
+    fn reap(&mut self, idxs: impl Iterator<Item = usize>, now: Instant) {
         for idx in idxs {
-            let Some(id) = self.sock_id(idx) else {
+            let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
                 continue;
             };
+            let id = s.id;
+            if let Some(until) = s.linger_until {
+                if now >= until {
+                    self.close_sock(idx);
+                }
+                continue;
+            }
             let done = self.core.is_dead(id) && self.core.outbox(id).is_none_or(|o| o.is_empty());
-            if done {
+            if !done {
+                continue;
+            }
+            // The peer may close first (after our close-ok), or already has.
+            if s.stream.shutdown(std::net::Shutdown::Write).is_err() {
                 self.close_sock(idx);
+                continue;
+            }
+            s.linger_until = Some(now + LINGER);
+            self.mark_read_pending(idx);
+        }
+    }
+
+    /// Read and drop what a lingering socket's peer sends; close it when the
+    /// peer has closed its side (or on an error). A peer that keeps sending
+    /// is read again next turn (`read_pending` stays set), at most until
+    /// its lingering time is up.
+    fn drain_lingering(&mut self, idx: usize, scratch: &mut [u8]) {
+        let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        for _ in 0..MAX_READS_PER_TURN {
+            match s.stream.read(scratch) {
+                Ok(0) => {
+                    s.read_pending = false;
+                    self.close_sock(idx);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.read_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    s.read_pending = false;
+                    self.close_sock(idx);
+                    return;
+                }
             }
         }
     }

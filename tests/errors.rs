@@ -1415,3 +1415,83 @@ fn malformed_utf8_in_basic_publish_is_not_a_frame_error() {
     publish(&mut r, NOT_UTF8, b"k");
     assert_eq!(r.expect_channel_close(1).reply_code, 404);
 }
+
+/// Does `bytes` hold a connection.close-ok frame?
+fn has_close_ok(bytes: &[u8]) -> bool {
+    let frame = [1u8, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, 0xCE];
+    bytes.windows(frame.len()).any(|w| w == frame)
+}
+
+/// A client that closes while its publishes are still being written (Node's
+/// amqplib sends connection.close ahead of a channel's pending frames) gets
+/// close-ok and then a clean end of stream: the server half-closes and
+/// reads what still arrives until the client closes. It used to close both
+/// ways at once, and the frames still in flight turned that into a reset
+/// that could destroy the close-ok.
+#[test]
+fn close_with_publishes_in_flight_ends_with_close_ok_and_a_clean_eof() {
+    let b = common::start();
+    let q = unique("linger");
+    for round in 0..5 {
+        let mut r = Raw::open(b.addr);
+        r.open_channel(1);
+        declare_queue(&mut r, 1, &q);
+        r.send(
+            0,
+            ConnectionClose {
+                reply_code: 200,
+                reply_text: s("bye"),
+                class_id: 0,
+                method_id: 0,
+            },
+        );
+        // Odd rounds: the server has answered (and used to have closed)
+        // by the time the publishes arrive.
+        if round % 2 == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let body = vec![b'x'; 1024];
+        for _ in 0..200 {
+            let p = Raw::publish_bytes(1, "", &q, false, &body, BasicProperties::default());
+            r.write_bytes(&p)
+                .unwrap_or_else(|e| panic!("round {round}: writing after close: {e}"));
+        }
+        let got = r
+            .read_to_eof()
+            .unwrap_or_else(|e| panic!("round {round}: not a clean close: {e}"));
+        assert!(has_close_ok(&got), "round {round}: no close-ok");
+    }
+    // What followed the close was dropped (as RabbitMQ drops it).
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    match r.rpc(
+        1,
+        QueueDeclare {
+            queue: s(&q),
+            passive: true,
+            ..Default::default()
+        },
+    ) {
+        Method::QueueDeclareOk(ok) => assert_eq!(ok.message_count, 0),
+        m => panic!("{m:?}"),
+    }
+}
+
+/// After a server-sent connection.close (an error), frames the client
+/// still sends are dropped until its close-ok; then the server closes
+/// cleanly, without a reset.
+#[test]
+fn error_close_drops_what_follows_until_close_ok_then_ends_cleanly() {
+    let b = common::start();
+    let mut r = Raw::open(b.addr);
+    r.open_channel(1);
+    // A body frame with no publish: 505, a connection error.
+    r.send_bytes(&Raw::body_frame(1, b"abc"));
+    let body = vec![b'x'; 1024];
+    for _ in 0..1000 {
+        r.publish(1, "", "nowhere", false, &body, BasicProperties::default());
+    }
+    assert_eq!(r.expect_connection_close().reply_code, 505);
+    r.send(0, ConnectionCloseOk {});
+    r.read_to_eof().expect("a clean close after close-ok");
+}

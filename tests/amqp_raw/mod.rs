@@ -173,6 +173,25 @@ impl Raw {
         body: &[u8],
         properties: BasicProperties,
     ) {
+        let out = Raw::publish_bytes(ch, exchange, routing_key, mandatory, body, properties);
+        self.send_bytes(&out);
+    }
+
+    /// Write `b`; unlike [`Raw::send_bytes`], a failure (EPIPE, a reset) is
+    /// returned.
+    pub fn write_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.sock.write_all(b)
+    }
+
+    /// The bytes of basic.publish + header + one body frame.
+    pub fn publish_bytes(
+        ch: u16,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> BytesMut {
         let mut out = BytesMut::new();
         write_method(
             &mut out,
@@ -198,7 +217,7 @@ impl Raw {
         if !body.is_empty() {
             Frame::Body(ch, Bytes::copy_from_slice(body)).encode(&mut out);
         }
-        self.send_bytes(&out);
+        out
     }
 
     /// The next frame, or None when the server closed the socket. Panics
@@ -280,6 +299,19 @@ impl Raw {
             match self.sock.read(&mut chunk) {
                 Ok(0) | Err(_) => return out,
                 Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Raw bytes until the server closes the socket cleanly (a FIN); a
+    /// reset (or a read timeout) is an error.
+    pub fn read_to_eof(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut out = self.buf.split().to_vec();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut chunk)? {
+                0 => return Ok(out),
+                n => out.extend_from_slice(&chunk[..n]),
             }
         }
     }
