@@ -75,21 +75,21 @@ async function publishThenClose(n, confirm, channelFirst) {
 async function main() {
   let failed = 0;
   for (const channelFirst of [false, true]) {
-  for (const confirm of [false, true]) {
-    for (const n of [10, 100, 1000]) {
-      for (let round = 0; round < 5; round++) {
-        const how = channelFirst ? 'close channel and connection' : 'close connection';
-        const name = `publish ${n} then ${how} (confirm channel: ${confirm}), round ${round + 1}`;
-        try {
-          const ms = await publishThenClose(n, confirm, channelFirst);
-          if (round === 0) console.log(`ok   ${name}: close took ${ms} ms`);
-        } catch (e) {
-          failed++;
-          console.log(`FAIL ${name}: ${e.stack || e}`);
+    for (const confirm of [false, true]) {
+      for (const n of [10, 100, 1000]) {
+        for (let round = 0; round < 5; round++) {
+          const how = channelFirst ? 'close channel and connection' : 'close connection';
+          const name = `publish ${n} then ${how} (confirm channel: ${confirm}), round ${round + 1}`;
+          try {
+            const ms = await publishThenClose(n, confirm, channelFirst);
+            if (round === 0) console.log(`ok   ${name}: close took ${ms} ms`);
+          } catch (e) {
+            failed++;
+            console.log(`FAIL ${name}: ${e.stack || e}`);
+          }
         }
       }
     }
-  }
   }
   process.exit(failed ? 1 : 0);
 }

@@ -1023,3 +1023,45 @@ def test_channel_max_counts_open_channels_not_channel_numbers():
     finally:
         if c.is_open:
             c.close()
+
+
+@pytest.mark.parametrize("n", [10, 1000])
+def test_select_connection_publish_burst_then_close(ch, names, n):
+    """SelectConnection-style pipelining: a burst of publishes and the
+    connection's close written back to back, without waiting for anything.
+    The close completes normally (200, no error on either side) and every
+    publish written before the close is queued (RabbitMQ 3.10: all of them).
+    """
+    q = names.queue("pipeline")
+    ch.queue_declare(q)
+    state = {}
+
+    def on_channel(channel):
+        for _ in range(n):
+            channel.basic_publish("", q, b"x" * 512)
+        channel.connection.close()
+
+    def on_open(connection):
+        connection.channel(on_open_callback=on_channel)
+
+    def on_open_error(connection, error):
+        state["error"] = error
+        connection.ioloop.stop()
+
+    def on_close(connection, reason):
+        state["reason"] = reason
+        connection.ioloop.stop()
+
+    connection = pika.SelectConnection(
+        params(),
+        on_open_callback=on_open,
+        on_open_error_callback=on_open_error,
+        on_close_callback=on_close,
+    )
+    connection.ioloop.call_later(5.0, connection.ioloop.stop)
+    connection.ioloop.start()
+    assert "error" not in state, state
+    reason = state.get("reason")
+    assert isinstance(reason, pika.exceptions.ConnectionClosedByClient), reason
+    assert reason.reply_code == 200, reason
+    assert eventually(lambda: message_count(ch, q) == n), message_count(ch, q)
