@@ -770,6 +770,14 @@ impl Core {
         Ok(())
     }
 
+    fn get_empty(&mut self, id: ConnId, ch: u16) -> Result<(), Error> {
+        let empty = BasicGetEmpty {
+            cluster_id: Bytes::new(),
+        };
+        self.reply(id, ch, empty.into());
+        Ok(())
+    }
+
     fn basic_get(&mut self, id: ConnId, ch: u16, vhost: &Bytes, g: BasicGet) -> Result<(), Error> {
         let qn = self.queue_name(id, ch, &g.queue);
         self.check_access(id, Access::Read, "queue", &qn)?;
@@ -783,44 +791,23 @@ impl Core {
         let sid = queue.store_id;
         let quorum = queue.args.quorum;
         let Some(mut m) = queue.pop() else {
-            self.reply(
-                id,
-                ch,
-                BasicGetEmpty {
-                    cluster_id: Bytes::new(),
-                }
-                .into(),
-            );
-            return Ok(());
+            return self.get_empty(id, ch);
         };
-        let loaded = Core::load(
-            &mut self.store,
-            &mut self.resident,
-            &mut self.queued,
-            &mut self.arena,
-            &mut m,
-        );
-        let Some(queue) = self.broker.queue_mut(q) else {
-            return Ok(());
-        };
-        match loaded {
+        match self.load_msg(&mut m) {
             Loaded::Yes => {}
             Loaded::Lost => return self.basic_get(id, ch, vhost, g),
             Loaded::Later => {
                 // Cannot be read for now (logged): it stays at the head,
                 // and the queue answers as if empty until it can be.
-                queue.unpop(m);
-                self.reply(
-                    id,
-                    ch,
-                    BasicGetEmpty {
-                        cluster_id: Bytes::new(),
-                    }
-                    .into(),
-                );
-                return Ok(());
+                if let Some(queue) = self.broker.queue_mut(q) {
+                    queue.unpop(m);
+                }
+                return self.get_empty(id, ch);
             }
         }
+        let Some(queue) = self.broker.queue_mut(q) else {
+            return Ok(());
+        };
         let remaining = queue.message_count();
         if !g.no_ack {
             queue.unacked += 1;

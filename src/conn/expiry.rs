@@ -83,13 +83,7 @@ impl Core {
         let dlrk = q.args.dead_letter_routing_key.clone();
         let qname = q.name.clone();
         let vhost = q.vhost.clone();
-        match Core::load(
-            &mut self.store,
-            &mut self.resident,
-            &mut self.queued,
-            &mut self.arena,
-            &mut qm,
-        ) {
+        match self.load_msg(&mut qm) {
             Loaded::Yes => {}
             Loaded::Lost => return,
             Loaded::Later => {

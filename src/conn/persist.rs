@@ -13,7 +13,7 @@ use log::{error, info, warn};
 use super::channel::ChanState;
 use super::{ConnState, Connection};
 use crate::broker::exchange::Dest;
-use crate::broker::message::{Arena, Message, QueuedMsg};
+use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
 use crate::codec::{BasicAck, BasicNack, ConnectionBlocked, ConnectionUnblocked, Error, ReplyCode};
 use crate::config::Config;
@@ -315,23 +315,17 @@ impl Core {
     /// is recorded, so if the record is readable after all a crash-restart
     /// brings it back). [`Loaded::Later`] if it cannot be read for now (out
     /// of file descriptors): the caller puts it back where it was.
-    pub(crate) fn load(
-        store: &mut Option<Store>,
-        resident: &mut u64,
-        queued: &mut u64,
-        arena: &mut Arena,
-        m: &mut QueuedMsg,
-    ) -> Loaded {
+    pub(crate) fn load_msg(&mut self, m: &mut QueuedMsg) -> Loaded {
         if !m.is_paged() {
             return Loaded::Yes;
         }
-        let (Some(st), Some(r)) = (store.as_mut(), m.stored()) else {
+        let (Some(st), Some(r)) = (self.store.as_mut(), m.stored()) else {
             return Loaded::Lost;
         };
         match st.read(&r) {
             Ok((h, b)) => {
-                m.page_in(arena, &h, b);
-                *resident += m.resident();
+                m.page_in(&mut self.arena, &h, b);
+                self.resident += m.resident();
                 Loaded::Yes
             }
             Err(e) if crate::store::read_error_is_passing(&e) => {
@@ -346,8 +340,8 @@ impl Core {
                     "cannot read message {} back from the store: {e}; dropped ({} unreadable so far)",
                     r.msg_id, st.stats.unreadable
                 );
-                *resident = resident.saturating_sub(m.resident());
-                *queued = queued.saturating_sub(1);
+                self.resident = self.resident.saturating_sub(m.resident());
+                self.queued = self.queued.saturating_sub(1);
                 st.release(&r);
                 Loaded::Lost
             }

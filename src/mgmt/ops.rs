@@ -123,13 +123,7 @@ impl Core {
             };
             let sid = queue.store_id;
             let Some(mut m) = queue.pop() else { break };
-            let loaded = Core::load(
-                &mut self.store,
-                &mut self.resident,
-                &mut self.queued,
-                &mut self.arena,
-                &mut m,
-            );
+            let loaded = self.load_msg(&mut m);
             let Some(queue) = self.broker.queue_mut(q) else {
                 break;
             };
