@@ -785,26 +785,30 @@ impl Core {
         self.expire_queue(q);
         self.touch_queue(q);
         let frame_max = self.conn(id).map(|c| c.frame_max).unwrap_or(0);
-        let Some(queue) = self.broker.queue_mut(q) else {
+        let Some(queue) = self.broker.queue(q) else {
             return Ok(());
         };
         let sid = queue.store_id;
         let quorum = queue.args.quorum;
-        let Some(mut m) = queue.pop() else {
-            return self.get_empty(id, ch);
-        };
-        match self.load_msg(&mut m) {
-            Loaded::Yes => {}
-            Loaded::Lost => return self.basic_get(id, ch, vhost, g),
-            Loaded::Later => {
-                // Cannot be read for now (logged): it stays at the head,
-                // and the queue answers as if empty until it can be.
-                if let Some(queue) = self.broker.queue_mut(q) {
-                    queue.unpop(m);
-                }
+        // The head, or the first one after those that cannot be read
+        // (damaged records: logged and dropped).
+        let m = loop {
+            let Some(mut m) = self.broker.queue_mut(q).and_then(|queue| queue.pop()) else {
                 return self.get_empty(id, ch);
+            };
+            match self.load_msg(&mut m) {
+                Loaded::Yes => break m,
+                Loaded::Lost => {}
+                Loaded::Later => {
+                    // Cannot be read for now (logged): it stays at the
+                    // head, and the queue answers as if empty until it can.
+                    if let Some(queue) = self.broker.queue_mut(q) {
+                        queue.unpop(m);
+                    }
+                    return self.get_empty(id, ch);
+                }
             }
-        }
+        };
         let Some(queue) = self.broker.queue_mut(q) else {
             return Ok(());
         };
