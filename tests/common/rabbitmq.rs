@@ -42,6 +42,32 @@ fn ensure_installed() {
     run(&["apt-get", "install", "-y", "-q", "rabbitmq-server"]);
 }
 
+/// The classic `rabbitmqadmin` (a Python script) that Debian's package
+/// ships inside its management plugin, installing the package if needed.
+pub fn rabbitmqadmin() -> PathBuf {
+    ensure_installed();
+    let lib = std::path::Path::new("/usr/lib/rabbitmq/lib");
+    let under = |dir: &std::path::Path, prefix: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .collect()
+    };
+    under(lib, "rabbitmq_server-")
+        .iter()
+        .flat_map(|server| under(&server.join("plugins"), "rabbitmq_management-"))
+        .map(|plugin| plugin.join("priv/www/cli/rabbitmqadmin"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no rabbitmqadmin under {}", lib.display()))
+}
+
 /// A running RabbitMQ node.
 pub struct RabbitMq {
     /// Its AMQP address.

@@ -10,6 +10,7 @@ a shared broker; what a test declares through ``names`` is deleted after.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,8 +25,9 @@ PORT = int(os.environ.get("WARREN_MGMT_PORT", "15672"))
 AMQP_PORT = int(os.environ.get("WARREN_AMQP_PORT", "5672"))
 BASE = f"http://{HOST}:{PORT}"
 AUTH = ("guest", "guest")
-HERE = os.path.dirname(os.path.abspath(__file__))
-RABBITMQADMIN = os.path.join(HERE, "rabbitmqadmin")
+# The classic rabbitmqadmin, from RabbitMQ's management plugin (Debian's
+# rabbitmq-server package ships it; tests/mgmt_py.rs passes its path).
+RABBITMQADMIN = os.environ.get("WARREN_RABBITMQADMIN") or shutil.which("rabbitmqadmin")
 
 
 def q(name):
@@ -90,7 +92,8 @@ def eventually(what, f, timeout=15):
 
 
 def rabbitmqadmin(*args, check=True):
-    """Run the vendored rabbitmqadmin against the broker under test."""
+    """Run RabbitMQ's rabbitmqadmin against the broker under test."""
+    assert RABBITMQADMIN, "rabbitmqadmin not found: set WARREN_RABBITMQADMIN"
     cmd = [sys.executable, RABBITMQADMIN, "-H", HOST, "-P", str(PORT),
            "-u", AUTH[0], "-p", AUTH[1], *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
