@@ -22,8 +22,14 @@ use crate::config::Config;
 use crate::core::{Core, ReadHint};
 use crate::mgmt::{HttpConn, Mgmt};
 
+// Tokens: AMQP sockets from 0 (their connection's slab index), management
+// HTTP sockets from HTTP_BASE, AMQP listeners in
+// LISTENER_BASE..LISTENER_BASE + MAX_LISTENERS, and the fixed tokens above
+// them; the ranges do not overlap.
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
+/// Most AMQP listeners (their tokens stay below the fixed ones).
+const MAX_LISTENERS: usize = 1000;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per loop turn before others get a go.
@@ -37,7 +43,8 @@ const LINGER: Duration = Duration::from_secs(3);
 const MGMT_LISTENER: Token = Token(usize::MAX - 1);
 /// The Prometheus metrics listener (RabbitMQ's port 15692).
 const PROM_LISTENER: Token = Token(usize::MAX - 2);
-/// Management HTTP sockets have tokens from here up (below the listeners).
+/// Management HTTP sockets have tokens from here up (below the listeners,
+/// at most MAX_HTTP_CONNS of them).
 const HTTP_BASE: usize = usize::MAX / 2;
 /// Most management HTTP connections at once; more are refused.
 const MAX_HTTP_CONNS: usize = 256;
@@ -274,6 +281,15 @@ impl Server {
             .prometheus_listen
             .map(|a| bind_listener(a, "Prometheus metrics"))
             .transpose()?;
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} AMQP listeners: at most {MAX_LISTENERS}",
+                    listeners.len()
+                ),
+            ));
+        }
         let core = Core::open(config.clone())?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -378,8 +394,10 @@ impl Server {
                     WAKER => {}
                     MGMT_LISTENER => self.accept_http(false, now),
                     PROM_LISTENER => self.accept_http(true, now),
-                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
-                    Token(t) if t >= HTTP_BASE => {
+                    Token(t) if (LISTENER_BASE..LISTENER_BASE + MAX_LISTENERS).contains(&t) => {
+                        self.accept(t - LISTENER_BASE, now)
+                    }
+                    Token(t) if (HTTP_BASE..HTTP_BASE + MAX_HTTP_CONNS).contains(&t) => {
                         if let Some(s) = self.http.socks.get_mut(t - HTTP_BASE) {
                             s.read_pending |=
                                 ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -388,7 +406,7 @@ impl Server {
                             self.write_http(t - HTTP_BASE, now);
                         }
                     }
-                    Token(idx) => {
+                    Token(idx) if idx < HTTP_BASE => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.mark_read_pending(idx);
                         }
@@ -398,6 +416,7 @@ impl Server {
                             }
                         }
                     }
+                    Token(_) => {}
                 }
             }
             if self.accept_retry.is_some_and(|r| now >= r) {
