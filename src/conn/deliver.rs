@@ -44,11 +44,7 @@ impl Core {
         if !c.published {
             c.published = true;
             if blocked && c.cap_blocked {
-                let reason = if disk_alarm {
-                    "low on disk space"
-                } else {
-                    "low on memory"
-                };
+                let reason = super::persist::blocked_reason(disk_alarm);
                 c.outbox.method(
                     0,
                     &ConnectionBlocked {

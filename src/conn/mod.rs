@@ -163,7 +163,8 @@ impl Connection {
         self.channels.get_mut(ch)
     }
 
-    /// A name for logs, like RabbitMQ's `127.0.0.1:54321 -> 127.0.0.1:5672`.
+    /// A name for logs: the peer's address, `127.0.0.1:54321` (RabbitMQ's
+    /// names add ` -> ` and the local address).
     pub fn name(&self) -> String {
         format!("{}", self.peer)
     }

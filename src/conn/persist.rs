@@ -37,6 +37,16 @@ pub(crate) enum Loaded {
 
 pub use crate::store::free_disk;
 
+/// The reason `connection.blocked` gives, RabbitMQ's text for the alarm in
+/// effect; with both, the disk alarm's (one rule wherever it is sent).
+pub(crate) fn blocked_reason(disk_alarm: bool) -> &'static str {
+    if disk_alarm {
+        "low on disk space"
+    } else {
+        "low on memory"
+    }
+}
+
 impl Core {
     /// A core with persistence: open the data directory, restore durable
     /// definitions and messages. In-memory when `config.data_dir` is None.
@@ -698,13 +708,7 @@ impl Core {
             self.disk_alarm =
                 self.disk_low || st.space_short() || st.backlog() as u64 > backlog_limit;
         }
-        let reason = if mem {
-            Some("low on memory")
-        } else if self.disk_alarm {
-            Some("low on disk space")
-        } else {
-            None
-        };
+        let reason = (mem || self.disk_alarm).then(|| blocked_reason(self.disk_alarm));
         if reason.is_some() == self.blocked {
             return;
         }
