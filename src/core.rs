@@ -244,8 +244,9 @@ impl Core {
         if c.state == ConnState::Header || c.state == ConnState::Dead {
             return ReadHint::Scratch(usize::MAX);
         }
-        if let Some(h) = c.inbuf.get(3..7) {
-            let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let size = c.inbuf.get(3..7).and_then(|h| <[u8; 4]>::try_from(h).ok());
+        if let Some(size) = size {
+            let size = u32::from_be_bytes(size) as usize;
             // A frame over frame_max is an error the parser reports; with no
             // negotiated limit, nothing is reserved ahead.
             if size >= LARGE_FRAME && c.frame_max != 0 && size <= c.frame_max as usize {

@@ -1,6 +1,10 @@
 //! In-memory harness over [`Core`]: a scripted client that speaks frames to
 //! the core without sockets, with time as an argument. Used by the
 //! simulated-time tests and the `session` fuzz target.
+//!
+//! A test harness: a broken invariant or unparsable output is reported by
+//! panicking, as tests do.
+#![allow(clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

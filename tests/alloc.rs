@@ -2,6 +2,13 @@
 //! with a counting global allocator while 100,000 messages go through the
 //! in-memory core (no sockets; time fixed).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 

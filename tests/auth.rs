@@ -5,6 +5,13 @@
 //! by importing the file into RabbitMQ and logging in). The python venv is
 //! the one `tests/pika.rs` provisions (`target/pyvenv`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use common::root;

@@ -8,6 +8,13 @@
 //! `cargo test --test codec -- --ignored write_fuzz_seed_corpus` regenerates
 //! the named seed files in `fuzz/corpus/` (crash regressions are kept).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::collections::BTreeSet;
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,13 @@
 //! port-only listener is dual-stack; `log.file` rotates by size. A listener
 //! that cannot be bound stops the start before the data directory exists.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

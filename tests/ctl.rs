@@ -3,6 +3,13 @@
 //! `--definitions`. Tables are compared exactly: header line, then
 //! tab-separated rows, as `rabbitmqctl` prints them.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

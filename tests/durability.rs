@@ -9,6 +9,13 @@
 //! (run with the venv python that `tests/pika.rs` provisions). Every wait has
 //! a deadline; a child process is killed when its handle is dropped.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use common::root;

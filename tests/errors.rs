@@ -3,6 +3,13 @@
 //! exactly. Each test passes against RabbitMQ
 //! (`WARREN_TEST_ADDR=127.0.0.1:5672`) and against the embedded broker.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

@@ -7,6 +7,13 @@
 //! which is how their expectations were checked; warren-only checks are
 //! skipped there.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

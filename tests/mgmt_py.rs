@@ -5,6 +5,13 @@
 //! into it (re-installed when that file changes); rabbitmqadmin is the one
 //! Debian's `rabbitmq-server` package ships (installed when missing).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use common::{root, run};

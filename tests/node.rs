@@ -7,6 +7,13 @@
 //! `tests/node/node_modules` (git-ignored) on first use and again whenever
 //! `package-lock.json` changes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use std::path::PathBuf;

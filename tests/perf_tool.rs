@@ -3,6 +3,13 @@
 //! relay runs, and `footprint` measures a real broker binary (which gives
 //! the memory of a deleted queue back).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,13 @@
 //! `tests/python/requirements.txt` into it (re-installed when that file
 //! changes); nothing but python3 needs to be on the machine.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use std::path::Path;

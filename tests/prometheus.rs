@@ -6,6 +6,13 @@
 //! plugin enabled (Debian's `rabbitmq-server`, installed on first use).
 //! `warren ctl` refuses that node's management API.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

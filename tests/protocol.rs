@@ -4,6 +4,13 @@
 //! passes against RabbitMQ (`WARREN_TEST_ADDR=127.0.0.1:5672`) and against
 //! the embedded broker; names are unique so a shared broker works too.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

@@ -1,6 +1,13 @@
 //! The binary's shutdown: SIGTERM (and SIGINT) close every connection with
 //! 320 CONNECTION_FORCED, RabbitMQ's text, and the process exits cleanly.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

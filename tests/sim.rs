@@ -1,6 +1,13 @@
 //! The broker core driven in memory with simulated time: heartbeats,
 //! handshake timeout, and protocol errors, without sockets or sleeping.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -14,6 +14,13 @@
 //! scheduling gets in the way. Passes against RabbitMQ
 //! (`WARREN_TEST_ADDR=127.0.0.1:5672`) and warren.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

@@ -6,6 +6,13 @@
 //! 3.10 itself takes minutes for 100,000 on one channel), and against the
 //! real binary where its log or its process limits matter.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod amqp_raw;
 mod common;
 

@@ -7,6 +7,13 @@
 //! 541 and retried; a short or failed write never duplicates bytes in a
 //! segment; and everything confirmed is there after a restart.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

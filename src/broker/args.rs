@@ -403,8 +403,8 @@ pub fn parse_expiration(s: &[u8]) -> Result<u64, String> {
     let text = lossy(s);
     let fail = |why: String| Err(format!("invalid expiration '{text}': {why}"));
     let (neg, rest) = match s.first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
+        Some(b'-') => (true, s.get(1..).unwrap_or_default()),
+        Some(b'+') => (false, s.get(1..).unwrap_or_default()),
         _ => (false, s),
     };
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();

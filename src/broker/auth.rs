@@ -21,15 +21,12 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+                let sextet = (n >> (18 - 6 * i) & 63) as usize;
+                out.push(B64.get(sextet).copied().unwrap_or(b'=') as char);
             } else {
                 out.push('=');
             }
@@ -89,7 +86,9 @@ fn hash_with_salt(salt: &[u8], password: &[u8]) -> String {
 /// Check a password against a stored hash.
 pub fn check_password(hash: &str, password: &[u8]) -> bool {
     match base64_decode(hash) {
-        Some(raw) if raw.len() == 36 => hash_with_salt(&raw[..4], password) == hash,
+        Some(raw) if raw.len() == 36 => {
+            hash_with_salt(raw.get(..4).unwrap_or_default(), password) == hash
+        }
         _ => false,
     }
 }

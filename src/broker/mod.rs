@@ -240,7 +240,7 @@ impl Broker {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            out.push(ALPHA[(x % 64) as usize] as char);
+            out.push(ALPHA.get((x % 64) as usize).copied().unwrap_or(b'A') as char);
         }
         Bytes::from(out)
     }

@@ -24,8 +24,6 @@
 //! sets live in fixed arrays on the stack and spill to the heap only past
 //! [`INLINE`] nodes), or panics on any input.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::collections::{HashMap, HashSet};
 
 /// Index of a node in the arena.

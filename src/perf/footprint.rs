@@ -164,7 +164,8 @@ fn measure(f: &FootprintSettings) -> Result<()> {
         b.stop();
     }
     starts.sort();
-    let (best, median) = (starts[0], starts[starts.len() / 2]);
+    let best = starts.first().copied().unwrap_or_default();
+    let median = starts.get(starts.len() / 2).copied().unwrap_or_default();
 
     let b = Broker::start(f, &dir)?;
     let pid = b.pid();

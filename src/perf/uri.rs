@@ -52,8 +52,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
             let hex = s
                 .get(i + 1..i + 3)
                 .ok_or_else(|| format!("truncated percent escape in '{s}'"))?;
@@ -62,7 +62,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             out.push(v);
             i += 3;
         } else {
-            out.push(b[i]);
+            out.push(c);
             i += 1;
         }
     }

@@ -348,9 +348,10 @@ impl Definitions {
                 format!("definitions file {what}"),
             )
         };
-        let crc = data.get(..4).ok_or_else(|| bad("is truncated"))?;
+        let crc = data.get(..4).and_then(|c| <[u8; 4]>::try_from(c).ok());
+        let crc = crc.ok_or_else(|| bad("is truncated"))?;
         let body = Bytes::copy_from_slice(data.get(4..).unwrap_or(&[]));
-        if u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) != crc32c(&body) {
+        if u32::from_be_bytes(crc) != crc32c(&body) {
             return Err(bad("fails its checksum"));
         }
         let t = FieldTable::decode(&mut Reader::new(&body)).map_err(|_| bad("does not parse"))?;
@@ -456,9 +457,7 @@ fn read_log(data: &[u8], gen: u64) -> (Vec<FieldTable>, u64) {
     let mut out = Vec::new();
     let mut off = 0usize;
     let mut first = true;
-    while let Some(head) = data.get(off..off + REC_HEADER) {
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    while let Some((len, crc)) = super::header(data, off) {
         let Some(body) = data.get(off + REC_HEADER..off + REC_HEADER + len) else {
             break;
         };

@@ -207,9 +207,20 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn frame_record(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c(payload).to_be_bytes());
+    out.extend_from_slice(&header_bytes(payload.len(), crc32c(payload)));
     out.extend_from_slice(payload);
+}
+
+/// A record's header: the payload's length and CRC-32C, big-endian.
+fn header_bytes(len: usize, crc: u32) -> [u8; REC_HEADER] {
+    (u64::from(len as u32) << 32 | u64::from(crc)).to_be_bytes()
+}
+
+/// Length and checksum of the record header at `at`, if all 8 bytes exist.
+pub(super) fn header(data: &[u8], at: usize) -> Option<(usize, u32)> {
+    let h: [u8; REC_HEADER] = data.get(at..at.checked_add(REC_HEADER)?)?.try_into().ok()?;
+    let v = u64::from_be_bytes(h);
+    Some(((v >> 32) as usize, v as u32))
 }
 
 /// What the store keeps of a message.
@@ -479,8 +490,7 @@ impl Store {
         let payload_len = p.len() - start - REC_HEADER;
         let crc = crc32c(p.get(start + REC_HEADER..).unwrap_or_default());
         if let Some(h) = p.get_mut(start..start + REC_HEADER) {
-            h[..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
-            h[4..].copy_from_slice(&crc.to_be_bytes());
+            h.copy_from_slice(&header_bytes(payload_len, crc));
         }
         let len = (payload_len + REC_HEADER) as u32;
         self.stats.bytes_written += len as u64;
@@ -513,7 +523,7 @@ impl Store {
             }
             None => 9,
         };
-        self.append(&p[..n]);
+        self.append(p.get(..n).unwrap_or(&p));
     }
 
     /// A message left durable queue `queue` (acked, dropped, rejected):

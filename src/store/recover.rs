@@ -43,8 +43,8 @@ use log::{error, warn};
 
 use super::crc::crc32c;
 use super::{
-    parse_msg, seg_path, sync_dir, MsgRecord, Recovered, RecoveredMsg, StoreRef, FORMAT_VERSION,
-    MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
+    header, parse_msg, seg_path, sync_dir, MsgRecord, Recovered, RecoveredMsg, StoreRef,
+    FORMAT_VERSION, MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
 };
 use crate::codec::reader::Reader;
 
@@ -75,13 +75,6 @@ fn kind_fits(kind: u8, len: usize) -> bool {
         REC_PURGE => len == 9,
         _ => false,
     }
-}
-
-/// Length and checksum of the record header at `at`, if all 8 bytes exist.
-fn header(data: &[u8], at: usize) -> Option<(usize, u32)> {
-    let h: [u8; REC_HEADER] = data.get(at..at.checked_add(REC_HEADER)?)?.try_into().ok()?;
-    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    Some((len, u32::from_be_bytes([h[4], h[5], h[6], h[7]])))
 }
 
 /// The end of the record at `at` if it is complete and its checksum matches.
