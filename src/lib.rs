@@ -4,6 +4,8 @@
 //! machine → broker (exchanges, queues, consumers) → outgoing frames →
 //! socket. The codec is sans-IO: it takes bytes and returns values, and back.
 
+#![deny(unsafe_code)]
+
 pub mod broker;
 pub mod codec;
 pub mod config;
@@ -21,5 +23,7 @@ pub mod server;
 pub use server::{Handle, Running, Server};
 
 pub mod store;
+#[allow(unsafe_code)]
+pub mod sys;
 #[doc(hidden)]
 pub mod testing;

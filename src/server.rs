@@ -1044,45 +1044,12 @@ impl Server {
     }
 }
 
-/// Read once, at most `max` bytes, from socket `fd` straight into the
-/// spare capacity of `buf` (reserved first), retrying if interrupted: no
-/// copy through a scratch buffer. 0 means end of file. (Also used by
-/// `warren-perf`'s client.)
-pub fn read_into(
-    fd: &impl std::os::fd::AsRawFd,
-    buf: &mut bytes::BytesMut,
-    max: usize,
-) -> io::Result<usize> {
-    buf.reserve(max);
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(max);
-    let n = loop {
-        // SAFETY: `spare` is writable memory of at least `len` bytes owned
-        // by `buf`; read(2) writes at most `len` bytes into it.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-        if n >= 0 {
-            break (n as usize).min(len);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
-}
+pub use crate::sys::read_into;
 
 /// Hand free heap pages back to the system (glibc keeps them otherwise:
 /// after a large queue drains, the RSS would stay at its peak).
 fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let t = Instant::now();
-        // SAFETY: malloc_trim only releases free memory of the allocator.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-        log::debug!("malloc_trim took {:?}", t.elapsed());
-    }
+    let t = Instant::now();
+    crate::sys::trim_heap();
+    log::debug!("malloc_trim took {:?}", t.elapsed());
 }

@@ -127,15 +127,7 @@ pub struct Mgmt {
 }
 
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // (or truncates) within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(buf.get(..end).unwrap_or(&[])).into_owned();
+    let name = crate::sys::hostname().unwrap_or_default();
     match name.split('.').next() {
         Some(short) if !short.is_empty() => short.to_string(),
         _ => "localhost".into(),
@@ -244,9 +236,7 @@ pub fn rss_bytes() -> u64 {
         .nth(1)
         .and_then(|x| x.parse().ok())
         .unwrap_or(0);
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page.max(1) as u64
+    pages * crate::sys::page_size()
 }
 
 /// Resident set size and its peak (VmRSS, VmHWM) of process `pid` in
@@ -271,15 +261,5 @@ pub fn fd_used() -> u64 {
 
 /// The process's file descriptor limit.
 pub fn fd_total() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid out pointer.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    if rc == 0 {
-        r.rlim_cur
-    } else {
-        1024
-    }
+    crate::sys::nofile_limit().unwrap_or(1024)
 }

@@ -15,10 +15,11 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::sys::{fallocate_keep_size, punch_hole as punch};
 
 /// Fault injection for tests: a simulated disk size and failing calls. Shared
 /// (`Arc`) between a test and the store it drives; atomics, because a test may
@@ -111,30 +112,6 @@ fn enospc() -> io::Error {
 
 fn eio() -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)
-}
-
-/// Reserve `len` bytes of `file` from offset 0 without changing its size.
-fn fallocate_keep_size(file: &File, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len as i64) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Give back the space reserved beyond `from` (up to `to`), keeping the size.
-fn punch(file: &File, from: u64, to: u64) {
-    if to <= from {
-        return;
-    }
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
-    // Failing only leaves the reservation in place.
-    unsafe {
-        libc::fallocate(file.as_raw_fd(), mode, from as i64, (to - from) as i64);
-    }
 }
 
 /// An append-only file written in group commits (see the module docs).
