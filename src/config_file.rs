@@ -52,7 +52,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::broker::auth::Permission;
-use crate::core::Core;
 use crate::Config;
 
 /// Settings from the file that are not part of [`Config`].
@@ -167,35 +166,6 @@ pub fn read_definitions(path: &Path) -> Result<serde_json::Value, String> {
         ));
     }
     Ok(v)
-}
-
-impl Core {
-    /// Import `config.definitions` (after the durable state is restored).
-    /// Whatever can be applied is; any error fails the start, as in RabbitMQ.
-    pub(crate) fn load_definitions_file(&mut self) -> std::io::Result<()> {
-        let Some(path) = self.config.definitions.clone() else {
-            return Ok(());
-        };
-        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-        let defs = read_definitions(&path).map_err(bad)?;
-        let rep = crate::mgmt::definitions::import(self, &defs, None)
-            .and_then(|rep| match rep.errors.is_empty() {
-                true => Ok(rep),
-                false => Err(rep.error_text()),
-            })
-            .map_err(|e| {
-                bad(format!(
-                    "{}: importing definitions failed: {e}",
-                    path.display()
-                ))
-            })?;
-        log::info!(
-            "imported definitions from {} ({} skipped)",
-            path.display(),
-            rep.skipped.len()
-        );
-        Ok(())
-    }
 }
 
 /// RabbitMQ settings that are recognised but have no meaning in warren.

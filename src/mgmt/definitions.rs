@@ -414,6 +414,35 @@ fn reserved(name: &str) -> bool {
     name.starts_with("amq.")
 }
 
+impl Core {
+    /// Import `config.definitions` (after the durable state is restored).
+    /// Whatever can be applied is; any error fails the start, as in RabbitMQ.
+    pub(crate) fn load_definitions_file(&mut self) -> std::io::Result<()> {
+        let Some(path) = self.config.definitions.clone() else {
+            return Ok(());
+        };
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let defs = crate::config_file::read_definitions(&path).map_err(bad)?;
+        let rep = import(self, &defs, None)
+            .and_then(|rep| match rep.errors.is_empty() {
+                true => Ok(rep),
+                false => Err(rep.error_text()),
+            })
+            .map_err(|e| {
+                bad(format!(
+                    "{}: importing definitions failed: {e}",
+                    path.display()
+                ))
+            })?;
+        log::info!(
+            "imported definitions from {} ({} skipped)",
+            path.display(),
+            rep.skipped.len()
+        );
+        Ok(())
+    }
+}
+
 /// `POST /api/definitions[/VHOST]`: apply a definitions document. Entities
 /// are created in dependency order; every error is collected and the rest
 /// still applied (as RabbitMQ, nothing is rolled back). What RabbitMQ skips
