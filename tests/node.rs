@@ -82,16 +82,21 @@ fn install() {
     std::fs::write(&stamp, lock).expect("write install stamp");
 }
 
-#[test]
-fn amqplib_ttl_and_dead_lettering() {
+/// Run `script` (in tests/node) against a broker of its own.
+fn run_script(script: &str) {
     require_node();
     install();
     let broker = common::start();
     run(Command::new("node")
-        .arg("ttl_dlx.js")
+        .arg(script)
         .current_dir(node_dir())
         .env("WARREN_AMQP_HOST", broker.addr.ip().to_string())
         .env("WARREN_AMQP_PORT", broker.addr.port().to_string()));
+}
+
+#[test]
+fn amqplib_ttl_and_dead_lettering() {
+    run_script("ttl_dlx.js");
 }
 
 /// Publish a burst and close at once, as amqplib programs do: close() must
@@ -99,12 +104,5 @@ fn amqplib_ttl_and_dead_lettering() {
 /// (10, 100 and 1000 messages, plain and confirm channels, five rounds).
 #[test]
 fn amqplib_close_right_after_publishing() {
-    require_node();
-    install();
-    let broker = common::start();
-    run(Command::new("node")
-        .arg("close.js")
-        .current_dir(node_dir())
-        .env("WARREN_AMQP_HOST", broker.addr.ip().to_string())
-        .env("WARREN_AMQP_PORT", broker.addr.port().to_string()));
+    run_script("close.js");
 }

@@ -90,11 +90,7 @@ pub struct UnackedList {
 impl UnackedList {
     /// Bytes its ring takes; a ring mostly empty is shrunk first.
     pub fn measure(&mut self) -> u64 {
-        let v = &mut self.slots;
-        if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
-            v.shrink_to(v.len() * 2);
-        }
-        (v.capacity() * std::mem::size_of::<Slot>()) as u64
+        super::persist::ring_bytes(&mut self.slots)
     }
 
     /// Deliveries not settled.

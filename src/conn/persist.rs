@@ -37,6 +37,14 @@ pub(crate) enum Loaded {
 
 pub use crate::store::free_disk;
 
+/// Bytes a ring buffer takes; one mostly empty is shrunk first.
+pub(crate) fn ring_bytes<T>(v: &mut std::collections::VecDeque<T>) -> u64 {
+    if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
+        v.shrink_to(v.len() * 2);
+    }
+    (v.capacity() * std::mem::size_of::<T>()) as u64
+}
+
 /// The reason `connection.blocked` gives, RabbitMQ's text for the alarm in
 /// effect; with both, the disk alarm's (one rule wherever it is sent).
 pub(crate) fn blocked_reason(disk_alarm: bool) -> &'static str {
@@ -329,32 +337,18 @@ impl Core {
         if !m.is_paged() {
             return Loaded::Yes;
         }
-        let (Some(st), Some(r)) = (self.store.as_mut(), m.stored()) else {
-            return Loaded::Lost;
-        };
-        match st.read(&r) {
+        match Core::read_back(&mut self.store, m) {
             Ok((h, b)) => {
                 m.page_in(&mut self.arena, &h, b);
                 self.resident += m.resident();
                 Loaded::Yes
             }
-            Err(e) if crate::store::read_error_is_passing(&e) => {
-                warn!(
-                    "cannot read message {} back from the store for now: {e}; it stays queued",
-                    r.msg_id
-                );
-                Loaded::Later
-            }
-            Err(e) => {
-                error!(
-                    "cannot read message {} back from the store: {e}; dropped ({} unreadable so far)",
-                    r.msg_id, st.stats.unreadable
-                );
+            Err(Loaded::Lost) => {
                 self.resident = self.resident.saturating_sub(m.resident());
                 self.queued = self.queued.saturating_sub(1);
-                st.release(&r);
                 Loaded::Lost
             }
+            Err(other) => other,
         }
     }
 
@@ -380,8 +374,8 @@ impl Core {
             }
             Err(e) => {
                 error!(
-                    "cannot read message {} back from the store: {e}; dropped",
-                    r.msg_id
+                    "cannot read message {} back from the store: {e}; dropped ({} unreadable so far)",
+                    r.msg_id, st.stats.unreadable
                 );
                 st.release(&r);
                 Err(Loaded::Lost)
@@ -662,15 +656,9 @@ impl Core {
         if now < self.buffers.2 + crate::core::BUFFER_SCAN_EVERY {
             return;
         }
-        fn ring<T>(v: &mut std::collections::VecDeque<T>) -> u64 {
-            if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
-                v.shrink_to(v.len() * 2);
-            }
-            (v.capacity() * std::mem::size_of::<T>()) as u64
-        }
         let mut bytes = 0;
         for (_, q) in self.broker.queues.iter_mut() {
-            bytes += ring(&mut q.ready);
+            bytes += ring_bytes(&mut q.ready);
         }
         for (_, c) in self.conns.iter_mut() {
             bytes += (c.outbox.len() + c.inbuf.capacity()) as u64;
