@@ -6,13 +6,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod amqp;
 pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod config_file;
-pub mod conn;
-pub mod core;
 pub mod ctl;
+pub mod engine;
 pub mod host;
 pub mod logging;
 pub mod mgmt;

@@ -17,9 +17,9 @@ use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use crate::amqp::{Core, ReadHint};
 use crate::broker::ConnId;
 use crate::config::Config;
-use crate::core::{Core, ReadHint};
 use crate::mgmt::{HttpConn, Mgmt};
 
 // Tokens: AMQP sockets from 0 (their connection's slab index), management
@@ -290,7 +290,9 @@ impl Server {
                 ),
             ));
         }
-        let core = Core::open(config.clone())?;
+        let mut engine = crate::engine::Engine::open(config.clone())?;
+        crate::mgmt::definitions::load_file(&mut engine)?;
+        let core = Core::with_engine(engine);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut addrs = Vec::new();
@@ -484,7 +486,7 @@ impl Server {
                         self.core.remove(id);
                     }
                     self.core.end_turn(now);
-                    self.core.close_store();
+                    self.core.engine.close_store();
                     info!("stopped");
                     return Ok(());
                 }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::amqp::Core;
 use crate::broker::ConnId;
 use crate::codec::frame::{parse_frame, Frame, PROTOCOL_HEADER};
 use crate::codec::*;
 use crate::config::Config;
-use crate::core::Core;
 
 /// A core plus one scripted client connection.
 pub struct Pair {
@@ -50,7 +50,9 @@ impl Pair {
     /// Like [`Pair::new`] with persistence: the core opens (and recovers)
     /// `config.data_dir`.
     pub fn open(config: Config) -> std::io::Result<Pair> {
-        Ok(Pair::with_core(Core::open(config)?))
+        let mut engine = crate::engine::Engine::open(config)?;
+        crate::mgmt::definitions::load_file(&mut engine)?;
+        Ok(Pair::with_core(Core::with_engine(engine)))
     }
 
     /// Advance simulated time and run the core's timers.
@@ -192,7 +194,13 @@ impl Core {
     pub fn check_invariants(&self) -> Result<(), String> {
         // Every message the memory accounting counts is somewhere: ready in
         // a queue, unacked on a channel, or held by an open transaction.
-        let ready: usize = self.broker.queues.iter().map(|(_, q)| q.ready.len()).sum();
+        let ready: usize = self
+            .engine
+            .broker
+            .queues
+            .iter()
+            .map(|(_, q)| q.ready.len())
+            .sum();
         let held: usize = self
             .conns
             .iter()
@@ -203,9 +211,9 @@ impl Core {
                     .iter()
                     .flatten()
                     .map(|op| match op {
-                        crate::conn::channel::TxOp::Ack(v)
-                        | crate::conn::channel::TxOp::Nack(v, _) => v.len(),
-                        crate::conn::channel::TxOp::Publish(..) => 0,
+                        crate::amqp::channel::TxOp::Ack(v)
+                        | crate::amqp::channel::TxOp::Nack(v, _) => v.len(),
+                        crate::amqp::channel::TxOp::Publish(..) => 0,
                     })
                     .sum();
                 ch.unacked.len() + in_tx
@@ -214,6 +222,7 @@ impl Core {
         // The bytes the memory accounting counts are the bytes those
         // messages hold in memory.
         let mut bytes: u64 = self
+            .engine
             .broker
             .queues
             .iter()
@@ -223,30 +232,30 @@ impl Core {
         for ch in self.conns.iter().flat_map(|(_, c)| c.channels.iter()) {
             bytes += ch.unacked.iter().map(|u| u.msg.resident()).sum::<u64>();
             for op in ch.tx.iter().flatten() {
-                if let crate::conn::channel::TxOp::Ack(v) | crate::conn::channel::TxOp::Nack(v, _) =
+                if let crate::amqp::channel::TxOp::Ack(v) | crate::amqp::channel::TxOp::Nack(v, _) =
                     op
                 {
                     bytes += v.iter().map(|u| u.msg.resident()).sum::<u64>();
                 }
             }
         }
-        if bytes != self.resident {
+        if bytes != self.engine.msgs.resident {
             return Err(format!(
                 "{} resident bytes counted, but the messages hold {bytes}",
-                self.resident
+                self.engine.msgs.resident
             ));
         }
         // The arena's account is the chunks the messages are packed in (and
         // the chunks being written): no chunk is counted that nothing
         // holds, none held is not counted.
-        let mut chunks: Vec<(usize, u64)> = self.arena.current_chunks().collect();
-        for (_, q) in self.broker.queues.iter() {
+        let mut chunks: Vec<(usize, u64)> = self.engine.msgs.arena.current_chunks().collect();
+        for (_, q) in self.engine.broker.queues.iter() {
             chunks.extend(q.ready.iter().filter_map(|m| m.chunk()));
         }
         for ch in self.conns.iter().flat_map(|(_, c)| c.channels.iter()) {
             chunks.extend(ch.unacked.iter().filter_map(|u| u.msg.chunk()));
             for op in ch.tx.iter().flatten() {
-                if let crate::conn::channel::TxOp::Ack(v) | crate::conn::channel::TxOp::Nack(v, _) =
+                if let crate::amqp::channel::TxOp::Ack(v) | crate::amqp::channel::TxOp::Nack(v, _) =
                     op
                 {
                     chunks.extend(v.iter().filter_map(|u| u.msg.chunk()));
@@ -256,20 +265,20 @@ impl Core {
         chunks.sort_unstable();
         chunks.dedup();
         let in_chunks: u64 = chunks.iter().map(|c| c.1).sum();
-        if in_chunks != self.arena.bytes() {
+        if in_chunks != self.engine.msgs.arena.bytes() {
             return Err(format!(
                 "the arena counts {} bytes of chunks, but the messages and writers hold {in_chunks} in {} chunks",
-                self.arena.bytes(),
+                self.engine.msgs.arena.bytes(),
                 chunks.len()
             ));
         }
-        if (ready + held) as u64 != self.queued {
+        if (ready + held) as u64 != self.engine.msgs.queued {
             return Err(format!(
                 "{} messages counted, but {ready} ready and {held} unacked",
-                self.queued
+                self.engine.msgs.queued
             ));
         }
-        for (_, q) in self.broker.queues.iter() {
+        for (_, q) in self.engine.broker.queues.iter() {
             let held: usize = self
                 .conns
                 .iter()
@@ -278,11 +287,11 @@ impl Core {
                     // Acks and nacks inside an open transaction hold their
                     // deliveries until commit or rollback.
                     let in_tx = ch.tx.iter().flatten().map(|op| match op {
-                        crate::conn::channel::TxOp::Ack(v)
-                        | crate::conn::channel::TxOp::Nack(v, _) => {
+                        crate::amqp::channel::TxOp::Ack(v)
+                        | crate::amqp::channel::TxOp::Nack(v, _) => {
                             v.iter().filter(|u| u.queue == q.id).count()
                         }
-                        crate::conn::channel::TxOp::Publish(..) => 0,
+                        crate::amqp::channel::TxOp::Publish(..) => 0,
                     });
                     ch.unacked.iter().filter(|u| u.queue == q.id).count() + in_tx.sum::<usize>()
                 })
@@ -314,6 +323,7 @@ impl Core {
             for ch in c.channels.iter() {
                 for (slot, k) in ch.consumers.iter() {
                     let listed = self
+                        .engine
                         .broker
                         .queue(k.queue)
                         .and_then(|q| q.consumers.get(k.qkey))
@@ -367,5 +377,11 @@ pub fn fuzz_session(data: &[u8]) {
     if let Err(e) = p.core.check_invariants() {
         panic!("invariant broken after close: {e}");
     }
-    assert!(p.core.broker.queues.iter().all(|(_, q)| q.unacked == 0));
+    assert!(p
+        .core
+        .engine
+        .broker
+        .queues
+        .iter()
+        .all(|(_, q)| q.unacked == 0));
 }

@@ -203,7 +203,7 @@ fn unacked_messages_return_in_order_when_the_connection_drops() {
     p.core.check_invariants().unwrap();
     p.core.peer_closed(p.id);
     p.core.check_invariants().unwrap();
-    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    let (_, q) = p.core.engine.broker.queues.iter().next().unwrap();
     let bodies: Vec<(Bytes, bool)> = q
         .ready
         .iter()
@@ -608,7 +608,7 @@ fn acks_held_by_an_open_transaction_keep_the_books_balanced() {
     );
     p.send(1, TxCommit {});
     p.core.check_invariants().unwrap();
-    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    let (_, q) = p.core.engine.broker.queues.iter().next().unwrap();
     assert_eq!((q.ready.len(), q.unacked), (0, 0));
 }
 
@@ -629,6 +629,7 @@ fn permission_changes_reach_open_connections() {
         [(1, Method::QueueDeclareOk(_))]
     ));
     p.core
+        .engine
         .set_permissions("guest", "/", "^other$", ".*", ".*")
         .unwrap();
     p.core.end_turn(p.now);
@@ -651,7 +652,7 @@ fn permission_changes_reach_open_connections() {
 /// arrives that way is delivered intact.
 #[test]
 fn read_hint_asks_for_the_rest_of_large_frames() {
-    use warren::core::ReadHint;
+    use warren::amqp::ReadHint;
     let mut p = Pair::new(Config::default());
     p.handshake(0);
     assert_eq!(p.core.read_hint(p.id), ReadHint::Scratch(usize::MAX));
@@ -814,6 +815,8 @@ fn packed_messages_survive_paging_requeue_and_dead_lettering() {
     }
     assert!(
         p.core
+            .engine
+            .msgs
             .store
             .as_ref()
             .is_some_and(|s| s.stats.bytes_written > 0),
@@ -994,7 +997,7 @@ fn memory_account_follows_chunks_and_buffers() {
     let _ = p.recv();
     let body = |i: usize| format!("{i:06}").repeat(170).into_bytes(); // 1020 bytes
     let mut n = 0;
-    while !p.core.blocked {
+    while !p.core.engine.alarms.blocked {
         assert!(n < 100_000, "not blocked after {n} messages");
         p.publish(1, "", "q", BasicProperties::default(), &body(n));
         n += 1;
@@ -1004,8 +1007,8 @@ fn memory_account_follows_chunks_and_buffers() {
             p.core.check_invariants().unwrap();
         }
     }
-    let used = p.core.memory_used();
-    let arena = p.core.arena();
+    let used = p.core.engine.memory_used();
+    let arena = p.core.engine.msgs.arena();
     let (content, stubs) = (arena.content_bytes(), arena.stub_bytes());
     // Content stops at half the budget (and the chunk being written).
     assert!(
@@ -1035,7 +1038,7 @@ fn memory_account_follows_chunks_and_buffers() {
         assert_eq!(b, &body(i), "delivery {i}");
     }
     p.core.check_invariants().unwrap();
-    let arena = p.core.arena();
+    let arena = p.core.engine.msgs.arena();
     assert!(
         arena.content_bytes() <= content,
         "unacknowledged deliveries read back from disk are kept in memory: {} bytes of content chunks, {content} before",
@@ -1054,8 +1057,8 @@ fn memory_account_follows_chunks_and_buffers() {
     p.advance(Duration::from_millis(20));
     p.core.end_turn(p.now);
     p.core.check_invariants().unwrap();
-    assert!(!p.core.blocked, "still blocked");
-    let left = p.core.memory_used();
+    assert!(!p.core.engine.alarms.blocked, "still blocked");
+    let left = p.core.engine.memory_used();
     assert!(
         left < 256 * 1024,
         "{left} bytes in use with nothing queued (was {used})"
@@ -1283,6 +1286,7 @@ fn consumers_held_back_by_a_full_outbox_resume_when_it_drains() {
     // Deliveries stop at the outbox limit; each drain lets more go.
     let ready = |p: &Pair| {
         p.core
+            .engine
             .broker
             .queues
             .iter()
@@ -1367,7 +1371,7 @@ fn blocked_publisher_is_not_disconnected_for_missed_heartbeats() {
         p.publish(1, "", "q", BasicProperties::default(), &body);
     }
     let _ = p.recv();
-    assert!(p.core.blocked);
+    assert!(p.core.engine.alarms.blocked);
     assert!(!p.core.wants_read(publisher));
     // Five seconds of silence (the server does not read it): alive, and
     // sent heartbeats all along.
@@ -1395,7 +1399,7 @@ fn blocked_publisher_is_not_disconnected_for_missed_heartbeats() {
     );
     let _ = p.recv();
     p.id = publisher;
-    assert!(!p.core.blocked);
+    assert!(!p.core.engine.alarms.blocked);
     assert!(p.core.wants_read(publisher));
     // Monitored again from a fresh start: 1.5 s of silence is fine...
     p.advance(Duration::from_millis(1500));
@@ -1403,6 +1407,7 @@ fn blocked_publisher_is_not_disconnected_for_missed_heartbeats() {
     p.publish(1, "", "q", BasicProperties::default(), b"served");
     assert_eq!(
         p.core
+            .engine
             .broker
             .queues
             .iter()

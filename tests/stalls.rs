@@ -646,7 +646,7 @@ fn closing_a_channel_with_many_unacked_messages_is_quick() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(1), "channel close took {took:?}");
     // Back in their places, marked redelivered.
-    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    let (_, q) = p.core.engine.broker.queues.iter().next().unwrap();
     assert_eq!(q.ready.len(), 400_000);
     for (i, m) in q.ready.iter().enumerate().step_by(997) {
         assert_eq!(m.body()[..], (i as u32).to_be_bytes());
@@ -686,7 +686,7 @@ fn acking_many_deliveries_in_random_order_is_quick() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(2), "100,000 acks took {took:?}");
     assert!(p.recv().is_empty(), "an ack was refused");
-    let (_, q) = p.core.broker.queues.iter().next().unwrap();
+    let (_, q) = p.core.engine.broker.queues.iter().next().unwrap();
     assert_eq!((q.ready.len(), q.unacked), (0, 0));
     p.core.check_invariants().unwrap();
 }

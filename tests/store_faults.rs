@@ -229,14 +229,23 @@ fn a_failed_fsync_nacks_what_waited_and_later_publishes_are_confirmed() {
     // Until the retry time nothing new is confirmed.
     publish(&mut p, &mut c, "q", 4);
     assert_eq!(c.nacked(), 2);
-    assert!(p.core.store.as_ref().is_some_and(|s| !s.healthy()));
-    assert!(p.core.blocked, "a failing store blocks publishers");
+    assert!(p
+        .core
+        .engine
+        .msgs
+        .store
+        .as_ref()
+        .is_some_and(|s| !s.healthy()));
+    assert!(
+        p.core.engine.alarms.blocked,
+        "a failing store blocks publishers"
+    );
     p.advance(Duration::from_millis(600));
     publish(&mut p, &mut c, "q", 5);
     assert!(c.acked().contains(&5), "confirmed once a retry works");
     p.core.end_turn(p.now);
     assert!(
-        !p.core.blocked,
+        !p.core.engine.alarms.blocked,
         "the alarm clears once the store writes again"
     );
     drop(p);
@@ -296,7 +305,10 @@ fn a_full_disk_blocks_and_nacks_and_everything_confirmed_survives() {
         seq += 1;
         assert!(seq < 10_000, "the disk never filled");
     }
-    assert!(p.core.blocked, "publishers are blocked on a full disk");
+    assert!(
+        p.core.engine.alarms.blocked,
+        "publishers are blocked on a full disk"
+    );
     let acked = c.acked();
     assert!(
         acked.len() > 50,
@@ -322,7 +334,10 @@ fn a_full_disk_blocks_and_nacks_and_everything_confirmed_survives() {
     // Draining freed the segments: publishing works again.
     p.advance(Duration::from_millis(600));
     p.core.end_turn(p.now);
-    assert!(!p.core.blocked, "alarm cleared after the queue was drained");
+    assert!(
+        !p.core.engine.alarms.blocked,
+        "alarm cleared after the queue was drained"
+    );
     p.send(1, ConfirmSelect::default());
     let _ = p.recv();
     let mut c2 = Confirms::default();
@@ -336,7 +351,7 @@ fn a_full_disk_blocks_and_nacks_and_everything_confirmed_survives() {
 fn purging_frees_space_and_clears_the_alarm_at_once() {
     let (dir, faults, mut p, mut c) = setup("purge", TIGHT);
     let mut seq = 0;
-    while !p.core.blocked {
+    while !p.core.engine.alarms.blocked {
         publish(&mut p, &mut c, "q", seq);
         seq += 1;
         assert!(seq < 10_000, "the disk never filled");
@@ -358,7 +373,10 @@ fn purging_frees_space_and_clears_the_alarm_at_once() {
     // Same turn: the dead segments went, the next one is reserved, and the
     // alarm is off without waiting for a timer.
     assert!(faults.free() > free_before, "purge gave space back");
-    assert!(!p.core.blocked, "alarm still on after the purge");
+    assert!(
+        !p.core.engine.alarms.blocked,
+        "alarm still on after the purge"
+    );
     let before = c.acked().len();
     publish(&mut p, &mut c, "q", seq);
     assert_eq!(c.acked().len(), before + 1);
@@ -545,7 +563,7 @@ fn thousands_of_durable_declares_are_logged_and_recovered() {
         },
     );
     let _ = p.recv();
-    let before = p.core.definitions();
+    let before = p.core.engine.definitions();
     drop(p);
     let log = std::fs::metadata(dir.join("definitions.log"))
         .unwrap()
@@ -556,7 +574,7 @@ fn thousands_of_durable_declares_are_logged_and_recovered() {
         "log {log} bytes, snapshot {snap}: the log was never folded into a snapshot"
     );
     let p = open(&dir, &faults);
-    let mut after = p.core.definitions();
+    let mut after = p.core.engine.definitions();
     let mut before = before;
     for d in [&mut before, &mut after] {
         d.queues.sort_by(|a, b| a.name.cmp(&b.name));

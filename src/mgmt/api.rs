@@ -24,14 +24,14 @@ use super::json::{
 use super::ops::AckMode;
 use super::stats::{fd_total, fd_used, per_sec, rss_bytes, GlobalSample, Mgmt, QueueSample};
 use super::{Request, Response};
+use crate::amqp::Core;
+use crate::amqp::{ConnState, Connection};
 use crate::broker::auth::{base64_decode, base64_encode};
 use crate::broker::exchange::{Dest, Exchange};
 use crate::broker::message::Message;
 use crate::broker::queue::Queue;
 use crate::broker::ConnId;
 use crate::codec::{ContentHeader, Error, FieldTable, ReplyCode};
-use crate::conn::{ConnState, Connection};
-use crate::core::Core;
 
 /// Tags that may use the management API at all.
 const MGMT_TAGS: [&str; 4] = ["administrator", "management", "policymaker", "monitoring"];
@@ -137,7 +137,7 @@ impl Ctx<'_> {
     }
 
     fn vhost_exists(&self, v: &str) -> bool {
-        self.core.broker.vhost(v.as_bytes()).is_some()
+        self.core.engine.broker.vhost(v.as_bytes()).is_some()
     }
 }
 
@@ -161,10 +161,15 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     let Some((user, pass)) = &req.auth else {
         return unauthorized("Login failed");
     };
-    let Some(u) = core.broker.auth.login(user.as_bytes(), pass.as_bytes()) else {
+    let Some(u) = core
+        .engine
+        .broker
+        .auth
+        .login(user.as_bytes(), pass.as_bytes())
+    else {
         return unauthorized("Login failed");
     };
-    if core.config.loopback_users.iter().any(|l| l == user)
+    if core.engine.config.loopback_users.iter().any(|l| l == user)
         && !req.peer.ip().to_canonical().is_loopback()
     {
         return unauthorized("User can only log in via localhost");
@@ -195,7 +200,7 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     if rest.first() == Some(&"nodes") && !admin && !has("monitoring") {
         return forbidden("Not monitor user");
     }
-    core.now = core.now.max(now);
+    core.engine.advance(now);
     let mut ctx = Ctx {
         core,
         mgmt,
@@ -281,6 +286,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             let x = exchange_name(x);
             match c
                 .core
+                .engine
                 .broker
                 .vhost(v.as_bytes())
                 .and_then(|vh| vh.exchanges.get(x.as_bytes()))
@@ -328,7 +334,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             })
         }
         ("GET", ["queues", v, name]) => match c.core.api_queue(v.as_bytes(), name.as_bytes()) {
-            Some(id) => match c.core.broker.queue(id) {
+            Some(id) => match c.core.engine.broker.queue(id) {
                 Some(q) => {
                     let v = queue_json(c.core, c.mgmt, q, c.now, true);
                     c.object(v)
@@ -401,11 +407,11 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
                 return r;
             }
             let existed = c.vhost_exists(v);
-            c.core.add_vhost(v);
+            c.core.engine.add_vhost(v);
             if !existed {
                 // As RabbitMQ: the creator gets full permissions on it.
                 let user = c.user.clone();
-                if let Err(e) = c.core.set_permissions(&user, v, ".*", ".*", ".*") {
+                if let Err(e) = c.core.engine.set_permissions(&user, v, ".*", ".*", ".*") {
                     log::warn!("vhost '{v}': cannot grant permissions to {user}: {e}");
                 }
             }
@@ -425,10 +431,18 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             c.list(permissions(c.core, |_, vh| vh == *v))
         }
         ("GET", ["users"]) => {
-            let list = c.core.broker.auth.users.values().map(user_json).collect();
+            let list = c
+                .core
+                .engine
+                .broker
+                .auth
+                .users
+                .values()
+                .map(user_json)
+                .collect();
             c.list(list)
         }
-        ("GET", ["users", u]) => match c.core.broker.auth.users.get(*u) {
+        ("GET", ["users", u]) => match c.core.engine.broker.auth.users.get(*u) {
             Some(user) => {
                 let v = user_json(user);
                 c.object(v)
@@ -440,7 +454,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            match definitions::put_user(c.core, u, &body) {
+            match definitions::put_user(&mut c.core.engine, u, &body) {
                 Ok(created) => created_or_updated(created),
                 Err(e) => bad_request(e),
             }
@@ -453,7 +467,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             }
         }
         ("GET", ["users", u, "permissions"]) => {
-            if !c.core.broker.auth.users.contains_key(*u) {
+            if !c.core.engine.broker.auth.users.contains_key(*u) {
                 return not_found();
             }
             c.list(permissions(c.core, |user, _| user == *u))
@@ -473,10 +487,11 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let existed = c.core.broker.auth.permission(u, v).is_some();
+            let existed = c.core.engine.broker.auth.permission(u, v).is_some();
             let s = |k: &str| get_str(&body, k).unwrap_or("").to_string();
             match c
                 .core
+                .engine
                 .set_permissions(u, v, &s("configure"), &s("write"), &s("read"))
             {
                 Ok(()) => created_or_updated(!existed),
@@ -484,7 +499,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             }
         }
         ("DELETE", ["permissions", v, u]) => {
-            if c.core.clear_permissions(u, v) {
+            if c.core.engine.clear_permissions(u, v) {
                 Response::empty(204)
             } else {
                 not_found()
@@ -498,13 +513,13 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
             c.list(topic_permissions(c.core, |_, vh| vh == *v))
         }
         ("GET", ["users", u, "topic-permissions"]) => {
-            if !c.core.broker.auth.users.contains_key(*u) {
+            if !c.core.engine.broker.auth.users.contains_key(*u) {
                 return not_found();
             }
             c.list(topic_permissions(c.core, |user, _| user == *u))
         }
         ("GET", ["topic-permissions", v, u]) => {
-            if !c.vhost_exists(v) || !c.core.broker.auth.users.contains_key(*u) {
+            if !c.vhost_exists(v) || !c.core.engine.broker.auth.users.contains_key(*u) {
                 return not_found();
             }
             c.list(topic_permissions(c.core, |user, vh| user == *u && vh == *v))
@@ -518,10 +533,17 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
                 return bad_request(String::from("key_missing: exchange"));
             };
             let key = (u.to_string(), v.to_string(), x.to_string());
-            let existed = c.core.broker.auth.topic_permissions.contains_key(&key);
+            let existed = c
+                .core
+                .engine
+                .broker
+                .auth
+                .topic_permissions
+                .contains_key(&key);
             let s = |k: &str| get_str(&body, k).unwrap_or("").to_string();
             match c
                 .core
+                .engine
                 .set_topic_permissions(u, v, x, &s("write"), &s("read"))
             {
                 Ok(()) => created_or_updated(!existed),
@@ -530,17 +552,20 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         }
         ("DELETE", ["topic-permissions", v, u]) => {
             let exchange = c.q("exchange").map(str::to_string);
-            if c.core.clear_topic_permissions(u, v, exchange.as_deref()) {
+            if c.core
+                .engine
+                .clear_topic_permissions(u, v, exchange.as_deref())
+            {
                 Response::empty(204)
             } else {
                 not_found()
             }
         }
-        ("GET", ["definitions"]) => match definitions::export(c.core, None) {
+        ("GET", ["definitions"]) => match definitions::export(&c.core.engine, None) {
             Some(d) => ok(d),
             None => not_found(),
         },
-        ("GET", ["definitions", v]) => match definitions::export(c.core, Some(v)) {
+        ("GET", ["definitions", v]) => match definitions::export(&c.core.engine, Some(v)) {
             Some(d) => ok(d),
             None => not_found(),
         },
@@ -562,7 +587,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         // Running out of file descriptors is reported like a resource
         // alarm (RabbitMQ has none for it): nothing can connect meanwhile.
         ("GET", ["health", "checks", "alarms" | "local-alarms"]) => {
-            if c.core.blocked {
+            if c.core.engine.alarms.blocked {
                 Response::json(
                     503,
                     &json!({"status": "failed", "reason": "resource alarm(s) in effect"}),
@@ -636,7 +661,7 @@ pub fn conn_name(c: &Connection) -> String {
 fn conn_state(core: &Core, c: &Connection) -> &'static str {
     match c.state {
         ConnState::Header | ConnState::StartOk | ConnState::TuneOk | ConnState::Open => "starting",
-        ConnState::Running if core.blocked && c.published => "blocked",
+        ConnState::Running if core.engine.alarms.blocked && c.published => "blocked",
         ConnState::Running => "running",
         ConnState::Closing => "closing",
         ConnState::Dead => "closed",
@@ -662,6 +687,8 @@ fn connections(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> V
             .unwrap_or(((c.recv_oct, c.send_oct), Duration::ZERO));
         let local = c.local.or_else(|| mgmt.amqp_addrs.first().copied());
         let age = core
+            .engine
+            .clock
             .now
             .saturating_duration_since(c.accepted_at)
             .as_millis() as u64;
@@ -690,7 +717,7 @@ fn connections(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> V
             "send_oct": c.send_oct,
             "send_oct_details": details(c.send_oct, s0, dt),
             "client_properties": table_to_json(&c.client_properties),
-            "connected_at": core.wall_ms().saturating_sub(age),
+            "connected_at": core.engine.wall_ms().saturating_sub(age),
         });
         out.push((name, v));
     }
@@ -733,7 +760,7 @@ fn channel_details(core: &Core, mgmt: &Mgmt, id: ConnId, ch: u16) -> Value {
 }
 
 fn channels(core: &Core, mgmt: &Mgmt, vhost: Option<&str>) -> Vec<Value> {
-    use crate::conn::channel::{ChanState, TxOp};
+    use crate::amqp::channel::{ChanState, TxOp};
     let mut out = Vec::new();
     let mut conns: Vec<&Connection> = live_conns(core)
         .filter(|c| vhost.is_none_or(|v| c.vhost == v.as_bytes()))
@@ -779,6 +806,7 @@ fn channels(core: &Core, mgmt: &Mgmt, vhost: Option<&str>) -> Vec<Value> {
 
 fn sorted_queues<'a>(core: &'a Core, vhost: Option<&str>) -> Vec<&'a Queue> {
     let mut qs: Vec<&Queue> = core
+        .engine
         .broker
         .queues
         .iter()
@@ -869,7 +897,7 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "messages_unacknowledged_details": details(s.unacked, b.unacked, dt),
         "message_bytes": q.ready_bytes,
         "message_bytes_ready": q.ready_bytes,
-        "memory": 1024 + q.ready.len() as u64 * crate::core::PER_MESSAGE_OVERHEAD + q.ready_bytes,
+        "memory": 1024 + q.ready.len() as u64 * crate::engine::PER_MESSAGE_OVERHEAD + q.ready_bytes,
         "head_message_timestamp": null,
         "message_stats": stats,
     });
@@ -917,6 +945,7 @@ fn exchange_json(vhost: &str, x: &Exchange) -> Value {
 
 fn sorted_vhost_names(core: &Core, vhost: Option<&str>) -> Vec<Bytes> {
     let mut v: Vec<Bytes> = core
+        .engine
         .broker
         .vhosts
         .keys()
@@ -930,7 +959,7 @@ fn sorted_vhost_names(core: &Core, vhost: Option<&str>) -> Vec<Bytes> {
 fn exchanges(core: &Core, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
     for vn in sorted_vhost_names(core, vhost) {
-        let Some(vh) = core.broker.vhost(&vn) else {
+        let Some(vh) = core.engine.broker.vhost(&vn) else {
             continue;
         };
         let mut xs: Vec<&Exchange> = vh.exchanges.values().collect();
@@ -991,7 +1020,7 @@ fn binding_json(
 fn bindings(core: &Core, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
     for vn in sorted_vhost_names(core, vhost) {
-        let Some(vh) = core.broker.vhost(&vn) else {
+        let Some(vh) = core.engine.broker.vhost(&vn) else {
             continue;
         };
         let vs = lossy(&vn);
@@ -1013,7 +1042,7 @@ fn bindings(core: &Core, vhost: Option<&str>) -> Vec<Value> {
         for x in xs {
             for bd in &x.bindings {
                 let (dest, dtype) = match &bd.dest {
-                    Dest::Queue(id) => match core.broker.queue(*id) {
+                    Dest::Queue(id) => match core.engine.broker.queue(*id) {
                         Some(q) => (lossy(&q.name), "queue"),
                         None => continue,
                     },
@@ -1036,7 +1065,7 @@ fn bindings(core: &Core, vhost: Option<&str>) -> Vec<Value> {
 /// Bindings from exchange `src` to queue (`q`) or exchange (`e`) `dest`;
 /// None if either end does not exist.
 fn bindings_between(core: &Core, v: &str, src: &str, t: &str, dest: &str) -> Option<Vec<Value>> {
-    let vh = core.broker.vhost(v.as_bytes())?;
+    let vh = core.engine.broker.vhost(v.as_bytes())?;
     let src = exchange_name(src);
     vh.exchanges.get(src.as_bytes())?;
     let dtype = if t == "q" {
@@ -1069,7 +1098,7 @@ fn add_binding(c: &mut Ctx<'_>, v: &str, src: &str, t: &str, dest: &str) -> Resp
     }
     let src = exchange_name(src);
     let dest = if t == "e" { exchange_name(dest) } else { dest };
-    match definitions::bind(c.core, v, src, t, dest, &body) {
+    match definitions::bind(&mut c.core.engine, v, src, t, dest, &body) {
         Ok(()) => {
             let rk = get_str(&body, "routing_key").unwrap_or("");
             let args = super::json::get_table(&body, "arguments").unwrap_or_default();
@@ -1103,6 +1132,7 @@ fn delete_binding(
     };
     let found = c
         .core
+        .engine
         .broker
         .vhost(v.as_bytes())
         .and_then(|vh| vh.exchanges.get(src.as_bytes()))
@@ -1117,6 +1147,7 @@ fn delete_binding(
     };
     match c
         .core
+        .engine
         .broker
         .unbind(v.as_bytes(), src.as_bytes(), d, rk, args)
     {
@@ -1128,7 +1159,7 @@ fn delete_binding(
 fn vhosts(core: &Core, mgmt: &Mgmt, only: Option<&str>) -> Vec<Value> {
     let names = sorted_vhost_names(core, only);
     let mut totals: std::collections::HashMap<&[u8], (u64, u64)> = Default::default();
-    for (_, q) in core.broker.queues.iter() {
+    for (_, q) in core.engine.broker.queues.iter() {
         let t = totals.entry(&q.vhost[..]).or_default();
         t.0 += q.ready.len() as u64;
         t.1 += q.unacked as u64;
@@ -1156,7 +1187,8 @@ fn vhosts(core: &Core, mgmt: &Mgmt, only: Option<&str>) -> Vec<Value> {
 }
 
 fn topic_permissions(core: &Core, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
-    core.broker
+    core.engine
+        .broker
         .auth
         .topic_permissions
         .iter()
@@ -1166,7 +1198,7 @@ fn topic_permissions(core: &Core, keep: impl Fn(&str, &str) -> bool) -> Vec<Valu
 }
 
 fn permissions(core: &Core, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
-    core.broker
+    core.engine.broker
         .auth
         .permissions
         .iter()
@@ -1224,8 +1256,14 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         .global_base(now)
         .map_or((cur, Duration::ZERO), |(b, dt)| (*b, dt));
     let channels: usize = live_conns(core).map(|c| c.channels.len()).sum();
-    let consumers = core.broker.consumer_count();
-    let exchanges: usize = core.broker.vhosts.values().map(|v| v.exchanges.len()).sum();
+    let consumers = core.engine.broker.consumer_count();
+    let exchanges: usize = core
+        .engine
+        .broker
+        .vhosts
+        .values()
+        .map(|v| v.exchanges.len())
+        .sum();
     let mut listeners: Vec<Value> = mgmt
         .amqp_addrs
         .iter()
@@ -1256,7 +1294,7 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
             "connections": live_conns(core).count(),
             "channels": channels,
             "exchanges": exchanges,
-            "queues": core.broker.queues.len(),
+            "queues": core.engine.broker.queues.len(),
             "consumers": consumers,
         },
         "queue_totals": {
@@ -1273,11 +1311,12 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
 
 fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
     let disk_free = core
+        .engine
         .config
         .data_dir
         .as_deref()
-        .and_then(|d| crate::conn::persist::free_disk(d).ok());
-    let (syncs, sync_time, written, store_bytes) = match &core.store {
+        .and_then(|d| crate::store::free_disk(d).ok());
+    let (syncs, sync_time, written, store_bytes) = match &core.engine.msgs.store {
         Some(st) => (
             st.stats.syncs,
             st.stats.sync_time,
@@ -1296,19 +1335,19 @@ fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         "being_drained": false,
         "os_pid": std::process::id().to_string(),
         "mem_used": rss_bytes(),
-        "mem_limit": core.config.max_memory,
-        "mem_alarm": core.blocked && !core.disk_alarm,
+        "mem_limit": core.engine.config.max_memory,
+        "mem_alarm": core.engine.alarms.blocked && !core.engine.alarms.disk_alarm,
         "mem_calculation_strategy": "rss",
         "disk_free": disk_free,
-        "disk_free_limit": core.config.min_free_disk,
-        "disk_free_alarm": core.disk_alarm,
+        "disk_free_limit": core.engine.config.min_free_disk,
+        "disk_free_alarm": core.engine.alarms.disk_alarm,
         "fd_used": fd_used(),
         "fd_total": fds,
         "sockets_used": conns,
         "sockets_total": fds,
         // RabbitMQ's process count; warren's analogue: one per connection,
         // channel and queue.
-        "proc_used": conns + channels + core.broker.queues.len() + 1,
+        "proc_used": conns + channels + core.engine.broker.queues.len() + 1,
         "proc_total": 1_048_576,
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "run_queue": 0,
@@ -1323,12 +1362,12 @@ fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
                             {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true}],
         "config_files": [],
         "log_files": [],
-        "db_dir": core.config.data_dir.as_ref().map(|d| d.display().to_string()),
+        "db_dir": core.engine.config.data_dir.as_ref().map(|d| d.display().to_string()),
         "io_sync_count": syncs,
         "io_sync_avg_time": if syncs > 0 { sync_time.as_secs_f64() * 1000.0 / syncs as f64 } else { 0.0 },
         "io_write_bytes": written,
         "message_store_bytes": store_bytes,
-        "message_resident_bytes": core.memory_used(),
+        "message_resident_bytes": core.engine.memory_used(),
     })
 }
 
@@ -1343,7 +1382,7 @@ fn put_exchange(c: &mut Ctx<'_>, v: &str, x: &str) -> Response {
     if !c.vhost_exists(v) {
         return not_found();
     }
-    match definitions::declare_exchange(c.core, v, exchange_name(x), &body) {
+    match definitions::declare_exchange(&mut c.core.engine, v, exchange_name(x), &body) {
         Ok(created) => created_or_updated(created),
         Err(e) => bad_request(e),
     }
@@ -1353,6 +1392,7 @@ fn delete_exchange(c: &mut Ctx<'_>, v: &str, x: &str) -> Response {
     let x = exchange_name(x);
     let exists = c
         .core
+        .engine
         .broker
         .vhost(v.as_bytes())
         .is_some_and(|vh| vh.exchanges.contains_key(x.as_bytes()));
@@ -1362,6 +1402,7 @@ fn delete_exchange(c: &mut Ctx<'_>, v: &str, x: &str) -> Response {
     let if_unused = c.q("if-unused") == Some("true");
     match c
         .core
+        .engine
         .broker
         .delete_exchange(v.as_bytes(), x.as_bytes(), if_unused)
     {
@@ -1378,7 +1419,7 @@ fn put_queue(c: &mut Ctx<'_>, v: &str, name: &str) -> Response {
     if !c.vhost_exists(v) {
         return not_found();
     }
-    match definitions::declare_queue(c.core, v, name, &body) {
+    match definitions::declare_queue(&mut c.core.engine, v, name, &body) {
         Ok(created) => created_or_updated(created),
         Err(e) => bad_request(e),
     }
@@ -1388,7 +1429,7 @@ fn delete_queue(c: &mut Ctx<'_>, v: &str, name: &str) -> Response {
     let Some(id) = c.core.api_queue(v.as_bytes(), name.as_bytes()) else {
         return not_found();
     };
-    if let Some(q) = c.core.broker.queue(id) {
+    if let Some(q) = c.core.engine.broker.queue(id) {
         if c.q("if-unused") == Some("true") && !q.consumers.is_empty() {
             return bad_request(format!("queue '{name}' in vhost '{v}' in use"));
         }
@@ -1423,7 +1464,7 @@ fn publish(c: &mut Ctx<'_>, v: &str, x: &str) -> Response {
         },
         other => return bad_request(format!("unknown payload_encoding '{other}'")),
     };
-    if data.len() as u64 > c.core.config.max_message_size {
+    if data.len() as u64 > c.core.engine.config.max_message_size {
         return bad_request("message too large");
     }
     let props = match json_to_properties(body.get("properties").unwrap_or(&Value::Null)) {
@@ -1535,7 +1576,7 @@ fn import(c: &mut Ctx<'_>, vhost: Option<&str>) -> Response {
             return not_found();
         }
     }
-    match definitions::import(c.core, &body, vhost) {
+    match definitions::import(&mut c.core.engine, &body, vhost) {
         Ok(rep) if rep.errors.is_empty() && rep.skipped.is_empty() => Response::empty(204),
         // Applied, with what was skipped listed.
         Ok(rep) if rep.errors.is_empty() => Response::json(200, &rep.to_json()),
@@ -1559,9 +1600,12 @@ fn aliveness(c: &mut Ctx<'_>, v: &str) -> Response {
     }
     let failed =
         |reason: String| Response::json(503, &json!({"status": "failed", "reason": reason}));
-    if let Err(e) =
-        definitions::declare_queue(c.core, v, "aliveness-test", &json!({"durable": false}))
-    {
+    if let Err(e) = definitions::declare_queue(
+        &mut c.core.engine,
+        v,
+        "aliveness-test",
+        &json!({"durable": false}),
+    ) {
         return failed(e);
     }
     let mut header = BytesMut::new();

@@ -17,7 +17,7 @@ use super::json::{get_bool, get_str, get_table, table_to_json};
 use crate::broker::auth::HASHING_ALGORITHM;
 use crate::broker::exchange::Dest;
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
-use crate::core::Core;
+use crate::engine::Engine;
 
 /// RabbitMQ version whose API and formats this follows.
 pub const COMPAT_VERSION: &str = "3.10.8";
@@ -37,8 +37,8 @@ pub fn builtin_exchange(name: &[u8]) -> bool {
     name.is_empty() || name.starts_with(b"amq.")
 }
 
-fn sorted_vhosts(core: &Core, only: Option<&str>) -> Vec<Bytes> {
-    let mut v: Vec<Bytes> = core
+fn sorted_vhosts(engine: &Engine, only: Option<&str>) -> Vec<Bytes> {
+    let mut v: Vec<Bytes> = engine
         .broker
         .vhosts
         .keys()
@@ -51,11 +51,11 @@ fn sorted_vhosts(core: &Core, only: Option<&str>) -> Vec<Bytes> {
 
 /// Queues, exchanges and bindings of the given vhosts, as definitions.
 fn entities(
-    core: &Core,
+    engine: &Engine,
     vhosts: &[Bytes],
     with_vhost: bool,
 ) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
-    let b = &core.broker;
+    let b = &engine.broker;
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     for vname in vhosts {
         let Some(vh) = b.vhost(vname) else { continue };
@@ -145,10 +145,10 @@ pub fn user_json(u: &crate::broker::auth::User) -> Value {
 
 /// `GET /api/definitions` (all) or `/api/definitions/VHOST` (one vhost's
 /// queues, exchanges and bindings, without vhost fields).
-pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
+pub fn export(engine: &Engine, vhost: Option<&str>) -> Option<Value> {
     if let Some(v) = vhost {
-        core.broker.vhost(v.as_bytes())?;
-        let (queues, exchanges, bindings) = entities(core, &sorted_vhosts(core, vhost), false);
+        engine.broker.vhost(v.as_bytes())?;
+        let (queues, exchanges, bindings) = entities(engine, &sorted_vhosts(engine, vhost), false);
         return Some(json!({
             "rabbit_version": COMPAT_VERSION,
             "rabbitmq_version": COMPAT_VERSION,
@@ -161,9 +161,9 @@ pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
             "bindings": bindings,
         }));
     }
-    let auth = &core.broker.auth;
+    let auth = &engine.broker.auth;
     let users: Vec<Value> = auth.users.values().map(user_json).collect();
-    let vhosts = sorted_vhosts(core, None);
+    let vhosts = sorted_vhosts(engine, None);
     let vhost_list: Vec<Value> = vhosts
         .iter()
         .map(|v| json!({"name": lossy(v), "limits": [], "metadata": {"description": "", "tags": []}}))
@@ -180,7 +180,7 @@ pub fn export(core: &Core, vhost: Option<&str>) -> Option<Value> {
         .iter()
         .map(|(k, p)| topic_permission_json(k, p))
         .collect();
-    let (queues, exchanges, bindings) = entities(core, &vhosts, true);
+    let (queues, exchanges, bindings) = entities(engine, &vhosts, true);
     Some(json!({
         "rabbit_version": COMPAT_VERSION,
         "rabbitmq_version": COMPAT_VERSION,
@@ -232,7 +232,7 @@ pub fn parse_tags(v: Option<&Value>) -> Result<Vec<String>, String> {
 
 /// Create or update a user from a definitions entry or a PUT body. Returns
 /// whether the user was created.
-pub fn put_user(core: &mut Core, name: &str, body: &Value) -> Result<bool, String> {
+pub fn put_user(engine: &mut Engine, name: &str, body: &Value) -> Result<bool, String> {
     let tags = parse_tags(body.get("tags"))?;
     if let Some(alg) = get_str(body, "hashing_algorithm") {
         if alg != HASHING_ALGORITHM {
@@ -253,11 +253,11 @@ pub fn put_user(core: &mut Core, name: &str, body: &Value) -> Result<bool, Strin
             }
         }
     }
-    let exists = core.broker.auth.users.contains_key(name);
+    let exists = engine.broker.auth.users.contains_key(name);
     if hash.is_none() && password.is_none() && !exists {
         return Err("key_missing: password or password_hash".into());
     }
-    core.put_user(name, password, hash, tags);
+    engine.put_user(name, password, hash, tags);
     Ok(!exists)
 }
 
@@ -274,13 +274,13 @@ fn items<'a>(defs: &'a Value, key: &str) -> &'a [Value] {
 /// Declare an exchange from an API body or definitions entry. Returns
 /// whether it was created.
 pub fn declare_exchange(
-    core: &mut Core,
+    engine: &mut Engine,
     vhost: &str,
     name: &str,
     body: &Value,
 ) -> Result<bool, String> {
     let kind = get_str(body, "type").ok_or("key_missing: type")?;
-    let existed = core
+    let existed = engine
         .broker
         .vhost(vhost.as_bytes())
         .is_some_and(|v| v.exchanges.contains_key(name.as_bytes()));
@@ -293,7 +293,7 @@ pub fn declare_exchange(
         internal: get_bool(body, "internal", false)?,
         arguments: get_table(body, "arguments")?,
     };
-    core.broker
+    engine
         .declare_exchange(vhost.as_bytes(), spec)
         .map_err(|e| e.text.to_string())?;
     Ok(!existed)
@@ -302,7 +302,7 @@ pub fn declare_exchange(
 /// Declare a queue from an API body or definitions entry. Returns whether
 /// it was created.
 pub fn declare_queue(
-    core: &mut Core,
+    engine: &mut Engine,
     vhost: &str,
     name: &str,
     body: &Value,
@@ -318,18 +318,15 @@ pub fn declare_queue(
         auto_delete: get_bool(body, "auto_delete", false)?,
         arguments: get_table(body, "arguments")?,
     };
-    let (q, created) = core
-        .broker
+    let (_, created) = engine
         .declare_queue(vhost.as_bytes(), spec, NOBODY, 0)
         .map_err(|e| e.text.to_string())?;
-    core.expire_queue(q);
-    core.touch_queue(q);
     Ok(created)
 }
 
 /// Add a binding from an API body or definitions entry.
 pub fn bind(
-    core: &mut Core,
+    engine: &mut Engine,
     vhost: &str,
     source: &str,
     dest_type: &str,
@@ -338,7 +335,8 @@ pub fn bind(
 ) -> Result<(), String> {
     let d = match dest_type {
         "queue" | "q" => Dest::Queue(
-            core.api_queue(vhost.as_bytes(), dest.as_bytes())
+            engine
+                .find_queue(vhost.as_bytes(), dest.as_bytes())
                 .ok_or_else(|| format!("no queue '{dest}' in vhost '{vhost}'"))?,
         ),
         "exchange" | "e" => Dest::Exchange(Bytes::from(dest.to_string())),
@@ -346,7 +344,7 @@ pub fn bind(
     };
     let rk = get_str(body, "routing_key").unwrap_or("");
     let args = get_table(body, "arguments")?;
-    core.broker
+    engine
         .bind(
             vhost.as_bytes(),
             source.as_bytes(),
@@ -414,33 +412,31 @@ fn reserved(name: &str) -> bool {
     name.starts_with("amq.")
 }
 
-impl Core {
-    /// Import `config.definitions` (after the durable state is restored).
-    /// Whatever can be applied is; any error fails the start, as in RabbitMQ.
-    pub(crate) fn load_definitions_file(&mut self) -> std::io::Result<()> {
-        let Some(path) = self.config.definitions.clone() else {
-            return Ok(());
-        };
-        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-        let defs = crate::config_file::read_definitions(&path).map_err(bad)?;
-        let rep = import(self, &defs, None)
-            .and_then(|rep| match rep.errors.is_empty() {
-                true => Ok(rep),
-                false => Err(rep.error_text()),
-            })
-            .map_err(|e| {
-                bad(format!(
-                    "{}: importing definitions failed: {e}",
-                    path.display()
-                ))
-            })?;
-        log::info!(
-            "imported definitions from {} ({} skipped)",
-            path.display(),
-            rep.skipped.len()
-        );
-        Ok(())
-    }
+/// Import `config.definitions` (after the durable state is restored).
+/// Whatever can be applied is; any error fails the start, as in RabbitMQ.
+pub fn load_file(engine: &mut Engine) -> std::io::Result<()> {
+    let Some(path) = engine.config.definitions.clone() else {
+        return Ok(());
+    };
+    let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let defs = crate::config_file::read_definitions(&path).map_err(bad)?;
+    let rep = import(engine, &defs, None)
+        .and_then(|rep| match rep.errors.is_empty() {
+            true => Ok(rep),
+            false => Err(rep.error_text()),
+        })
+        .map_err(|e| {
+            bad(format!(
+                "{}: importing definitions failed: {e}",
+                path.display()
+            ))
+        })?;
+    log::info!(
+        "imported definitions from {} ({} skipped)",
+        path.display(),
+        rep.skipped.len()
+    );
+    Ok(())
 }
 
 /// `POST /api/definitions[/VHOST]`: apply a definitions document. Entities
@@ -449,25 +445,29 @@ impl Core {
 /// is skipped with a WARN line: queues and exchanges named `amq.*` (an
 /// export taken while clients were connected lists their `amq.gen-*`
 /// queues), the bindings of those, and what warren does not implement yet.
-pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<ImportReport, String> {
+pub fn import(
+    engine: &mut Engine,
+    defs: &Value,
+    vhost: Option<&str>,
+) -> Result<ImportReport, String> {
     if !defs.is_object() {
         return Err("definitions must be a JSON object".into());
     }
     let mut rep = ImportReport::default();
     if vhost.is_none() {
         for u in items(defs, "users") {
-            let r = field(u, "name", "user").and_then(|n| put_user(core, n, u).map(|_| ()));
+            let r = field(u, "name", "user").and_then(|n| put_user(engine, n, u).map(|_| ()));
             rep.note("users", r);
         }
         for v in items(defs, "vhosts") {
-            let r = field(v, "name", "vhost").map(|n| core.add_vhost(n));
+            let r = field(v, "name", "vhost").map(|n| engine.add_vhost(n));
             rep.note("vhosts", r);
         }
         for p in items(defs, "permissions") {
             let r = (|| {
                 let user = field(p, "user", "permission")?;
                 let vh = field(p, "vhost", "permission")?;
-                core.set_permissions(
+                engine.set_permissions(
                     user,
                     vh,
                     get_str(p, "configure").unwrap_or(""),
@@ -482,7 +482,7 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
                 let user = field(p, "user", "topic permission")?;
                 let vh = field(p, "vhost", "topic permission")?;
                 let x = field(p, "exchange", "topic permission")?;
-                core.set_topic_permissions(
+                engine.set_topic_permissions(
                     user,
                     vh,
                     x,
@@ -515,7 +515,7 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
         let r = (|| {
             let vh = vhost_of(x)?;
             let name = field(x, "name", "exchange")?;
-            declare_exchange(core, &vh, name, x).map(|_| ())
+            declare_exchange(engine, &vh, name, x).map(|_| ())
         })();
         rep.note("exchanges", r);
     }
@@ -530,7 +530,7 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
         let r = (|| {
             let vh = vhost_of(q)?;
             let name = field(q, "name", "queue")?;
-            declare_queue(core, &vh, name, q).map(|_| ())
+            declare_queue(engine, &vh, name, q).map(|_| ())
         })();
         rep.note("queues", r);
     }
@@ -553,7 +553,7 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
         let r = (|| {
             let vh = vhost_of(b)?;
             let dest = field(b, "destination", "binding")?;
-            bind(core, &vh, source, dtype, dest, b)
+            bind(engine, &vh, source, dtype, dest, b)
         })();
         rep.note("bindings", r);
     }
@@ -571,7 +571,8 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
             ));
         }
     }
-    core.broker
+    engine
+        .broker
         .def_changes
         .push(crate::store::definitions::DefChange::All);
     Ok(rep)
@@ -582,8 +583,8 @@ pub fn import(core: &mut Core, defs: &Value, vhost: Option<&str>) -> Result<Impo
 mod tests {
     use super::*;
 
-    fn core() -> Core {
-        Core::new(crate::Config {
+    fn engine() -> Engine {
+        Engine::new(crate::Config {
             data_dir: None,
             ..crate::Config::default()
         })
@@ -591,7 +592,7 @@ mod tests {
 
     #[test]
     fn import_rabbitmq_export_and_export_back() {
-        let mut c = core();
+        let mut c = engine();
         // As RabbitMQ 3.8 exports it: tags as a string.
         let defs = json!({
             "rabbit_version": "3.8.9",
@@ -632,7 +633,7 @@ mod tests {
 
     #[test]
     fn import_reports_errors_and_applies_the_rest() {
-        let mut c = core();
+        let mut c = engine();
         let defs = json!({
             "queues": [{"name": "ok", "vhost": "/", "durable": false},
                        {"name": "bad", "vhost": "missing"}],
@@ -642,7 +643,7 @@ mod tests {
         let e = rep.error_text();
         assert!(e.contains("missing"), "{e}");
         assert!(e.contains("nonsense"), "{e}");
-        assert!(c.api_queue(b"/", b"ok").is_some());
+        assert!(c.find_queue(b"/", b"ok").is_some());
         // Exactly what was applied is reported.
         assert_eq!(rep.applied, vec![("queues", 1)]);
     }
@@ -652,7 +653,7 @@ mod tests {
     /// and imports the rest; so does warren, and says what it skipped.
     #[test]
     fn import_skips_what_rabbitmq_skips() {
-        let mut c = core();
+        let mut c = engine();
         let defs = json!({
             "exchanges": [{"name": "amq.topic", "vhost": "/", "type": "topic", "durable": true},
                           {"name": "events", "vhost": "/", "type": "fanout", "durable": true}],
@@ -677,9 +678,9 @@ mod tests {
             .iter()
             .any(|s| s.contains("amq.gen-JzTY20BRgKO")));
         assert!(c
-            .api_queue(b"/", b"amq.gen-JzTY20BRgKO-HjmUJj0wLg")
+            .find_queue(b"/", b"amq.gen-JzTY20BRgKO-HjmUJj0wLg")
             .is_none());
-        assert!(c.api_queue(b"/", b"work").is_some());
+        assert!(c.find_queue(b"/", b"work").is_some());
         let json = rep.to_json();
         assert_eq!(json["applied"]["queues"], 1);
         assert_eq!(json["skipped"].as_array().unwrap().len(), 4);

@@ -26,9 +26,9 @@ use super::definitions::COMPAT_VERSION;
 use super::json::parse_query;
 use super::stats::{fd_total, fd_used, rss_bytes, Mgmt};
 use super::{Request, Response};
+use crate::amqp::ConnState;
+use crate::amqp::Core;
 use crate::broker::queue::Queue;
-use crate::conn::ConnState;
-use crate::core::Core;
 
 /// The `family=` values of `/metrics/detailed` that warren fills.
 pub const DETAILED_FAMILIES: [&str; 6] = [
@@ -62,7 +62,7 @@ pub enum View {
 pub fn handle(req: &Request, core: &Core, mgmt: &Mgmt, now: Instant) -> Response {
     let path = req.path.trim_end_matches('/');
     let view = match path {
-        "/metrics" if core.config.prometheus_per_object => View::PerObject,
+        "/metrics" if core.engine.config.prometheus_per_object => View::PerObject,
         "/metrics" => View::Aggregated,
         "/metrics/per-object" => View::PerObject,
         "/metrics/detailed" => {
@@ -246,15 +246,16 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
         _ => true,
     };
     let mut out = Out {
-        text: String::with_capacity(8192 + core.broker.queues.len() * 400),
+        text: String::with_capacity(8192 + core.engine.broker.queues.len() * 400),
         prefix: if detailed {
             "rabbitmq_detailed_"
         } else {
             "rabbitmq_"
         },
     };
-    let c = &core.counters;
+    let c = &core.engine.counters;
     let mut qs: Vec<&Queue> = core
+        .engine
         .broker
         .queues
         .iter()
@@ -274,13 +275,13 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
             "alarms_free_disk_space_watermark",
             "untyped",
             "is 1 if free disk space watermark alarm is in effect",
-            u8::from(core.disk_alarm),
+            u8::from(core.engine.alarms.disk_alarm),
         );
         out.one(
             "alarms_memory_used_watermark",
             "untyped",
             "is 1 if VM memory watermark alarm is in effect",
-            u8::from(core.blocked && !core.disk_alarm),
+            u8::from(core.engine.alarms.blocked && !core.engine.alarms.disk_alarm),
         );
     }
     if want("node_coarse_metrics") {
@@ -297,10 +298,11 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
             rss_bytes(),
         );
         let free = core
+            .engine
             .config
             .data_dir
             .as_deref()
-            .and_then(|d| crate::conn::persist::free_disk(d).ok());
+            .and_then(|d| crate::store::free_disk(d).ok());
         if let Some(free) = free {
             out.one(
                 "disk_space_available_bytes",
@@ -321,13 +323,13 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
             "resident_memory_limit_bytes",
             "gauge",
             "Memory high watermark in bytes",
-            core.config.max_memory,
+            core.engine.config.max_memory,
         );
         out.one(
             "disk_space_available_limit_bytes",
             "gauge",
             "Free disk space low watermark in bytes",
-            core.config.min_free_disk,
+            core.engine.config.min_free_disk,
         );
         out.one(
             "erlang_uptime_seconds",
@@ -337,7 +339,7 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
         );
     }
     if want("node_persister_metrics") {
-        if let Some(st) = &core.store {
+        if let Some(st) = &core.engine.msgs.store {
             out.one(
                 "io_write_bytes_total",
                 "counter",
@@ -376,7 +378,7 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
             .filter(|(_, c)| c.state != ConnState::Dead)
             .count();
         let channels: usize = core.conns.iter().map(|(_, c)| c.channels.len()).sum();
-        let consumers = core.broker.consumer_count();
+        let consumers = core.engine.broker.consumer_count();
         let unacked: u64 = qs.iter().map(|q| q.unacked as u64).sum();
         if !per_object {
             // RabbitMQ's per-object view labels these by connection or
@@ -465,7 +467,7 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
             "queues",
             "gauge",
             "Queues available",
-            core.broker.queues.len(),
+            core.engine.broker.queues.len(),
         );
         global(&mut out, core, consumers);
     }
@@ -508,7 +510,7 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
 /// RabbitMQ's `rabbitmq_global_*` counters, for AMQP 0-9-1 and classic
 /// queues (the only protocol and queue type warren has).
 fn global(out: &mut Out, core: &Core, consumers: usize) {
-    let c = &core.counters;
+    let c = &core.engine.counters;
     const PROTO: &str = "protocol=\"amqp091\"";
     const PROTO_QT: &str = "protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"";
     let rows: [(&str, &str, &str, &str, u64); 7] = [
@@ -571,7 +573,7 @@ fn global(out: &mut Out, core: &Core, consumers: usize) {
 /// What is warren's own: its message store, resident contents, the split
 /// of deliveries that RabbitMQ counts by ack mode, and per-queue counters.
 fn warren_own(out: &mut Out, core: &Core, mgmt: &Mgmt, qs: &[&Queue], per_object: bool) {
-    let c = &core.counters;
+    let c = &core.engine.counters;
     out.own(
         "warren_global_messages_delivered_consume_total",
         "counter",
@@ -588,9 +590,9 @@ fn warren_own(out: &mut Out, core: &Core, mgmt: &Mgmt, qs: &[&Queue], per_object
         "warren_message_resident_bytes",
         "gauge",
         "Bytes of memory in use as the memory alarm counts them (messages ready and unacknowledged, queue and connection buffers)",
-        core.memory_used(),
+        core.engine.memory_used(),
     );
-    let (disk, syncs, sync_secs, written) = match &core.store {
+    let (disk, syncs, sync_secs, written) = match &core.engine.msgs.store {
         Some(st) => (
             st.disk_bytes(),
             st.stats.syncs,

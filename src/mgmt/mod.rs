@@ -16,7 +16,7 @@ pub mod stats;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::Core;
+use crate::amqp::Core;
 pub use stats::Mgmt;
 
 /// Largest request head (request line and headers): 431 beyond it.
@@ -450,6 +450,7 @@ mod tests {
         assert!(s.contains("connection: close"));
         assert!(h.is_done());
         assert!(core
+            .engine
             .broker
             .vhost(b"/")
             .unwrap()

@@ -5,11 +5,11 @@
 
 use bytes::Bytes;
 
+use crate::amqp::Core;
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
-use crate::codec::{ContentHeader, Error, ReplyCode};
-use crate::conn::persist::Loaded;
-use crate::core::Core;
+use crate::codec::{Error, ReplyCode};
+use crate::engine::{count_taken, Taken};
 
 /// A message taken by [`Core::api_get`].
 #[derive(Debug, Clone)]
@@ -68,38 +68,19 @@ fn not_found_queue(vhost: &[u8], name: &[u8]) -> Error {
 impl Core {
     /// A queue by vhost and name, exclusive or not.
     pub fn api_queue(&self, vhost: &[u8], name: &[u8]) -> Option<QueueId> {
-        let id = *self.broker.vhost(vhost)?.queues.get(name)?;
-        self.broker.queue(id).map(|q| q.id)
+        self.engine.find_queue(vhost, name)
     }
 
-    /// Publish a message through `exchange` as a channel would (routing,
-    /// alternate exchanges, store, length limits, dispatch). True if it
-    /// reached a queue.
+    /// Publish a message through `exchange` as a channel would: the same
+    /// publish action (direct reply-to, routing incl. CC/BCC and alternate
+    /// exchanges, store, length limits), then dispatch. True if it reached
+    /// a queue.
     pub fn api_publish(&mut self, vhost: &[u8], msg: Message) -> Result<bool, Error> {
-        self.broker.check_publish(vhost, &msg.exchange)?;
-        let headers = ContentHeader::decode(&msg.header)
-            .ok()
-            .and_then(|h| h.properties.headers);
-        let mut out = std::mem::take(&mut self.route_scratch);
-        self.broker.route(
-            vhost,
-            &msg.exchange,
-            &msg.routing_key,
-            headers.as_ref(),
-            &mut out,
-        );
-        self.counters.publish += 1;
-        let routed = !out.is_empty();
-        if routed {
-            let (_, stored) = self.enqueue(msg, &out);
-            // Written before this turn ends, like a confirmed publish.
-            self.force_sync |= stored;
-        } else {
-            self.counters.drop_unroutable += 1;
-        }
-        self.route_scratch = out;
+        let r = self.publish_message(vhost, msg, false)?;
+        // Written before this turn ends, like a confirmed publish.
+        self.engine.force_sync |= r.stored;
         self.run_dispatch();
-        Ok(routed)
+        Ok(r.routed)
     }
 
     /// Take up to `count` messages from a queue and settle them per `mode`.
@@ -113,86 +94,53 @@ impl Core {
         let q = self
             .api_queue(vhost, name)
             .ok_or_else(|| not_found_queue(vhost, name))?;
-        self.expire_queue(q);
-        self.touch_queue(q);
+        let e = &mut self.engine;
+        e.expire_queue(q);
+        e.touch_queue(q);
         let mut got = Vec::new();
         let mut taken: Vec<QueuedMsg> = Vec::new();
         while got.len() < count {
-            let Some(queue) = self.broker.queue_mut(q) else {
+            let Some(queue) = e.broker.queue_mut(q) else {
                 break;
             };
-            let sid = queue.store_id;
-            let Some(mut m) = queue.pop() else { break };
-            let loaded = self.load_msg(&mut m);
-            let Some(queue) = self.broker.queue_mut(q) else {
-                break;
+            let (m, content) = match e.msgs.take(queue, true) {
+                Taken::Msg(m, content) => (m, content),
+                Taken::Empty | Taken::Later => break,
             };
-            match loaded {
-                Loaded::Yes => {}
-                Loaded::Lost => continue,
-                // Not readable for now (logged): it stays at the head.
-                Loaded::Later => {
-                    queue.unpop(m);
-                    break;
-                }
-            }
+            count_taken(queue, &mut e.counters, &m, true);
             queue.unacked += 1;
-            queue.stats.get += 1;
-            self.counters.get += 1;
-            if m.redelivered() {
-                queue.stats.redeliver += 1;
-                self.counters.redeliver += 1;
-            }
             let remaining = queue.message_count();
-            if let (Some(s), Some(r), Some(st)) = (sid, m.stored(), self.store.as_mut()) {
-                if !m.redelivered() {
-                    st.delivered(s, &r);
-                }
-            }
+            let sid = queue.store_id;
+            e.msgs.delivered(sid, &m);
+            let (header, body) = content.unwrap_or_else(|| (m.header(), m.body()));
             got.push(GotMessage {
                 exchange: m.exchange(),
                 routing_key: m.routing_key(),
-                header: m.header(),
-                body: m.body(),
+                header,
+                body,
                 redelivered: m.redelivered(),
                 message_count: remaining,
             });
             taken.push(m);
         }
-        for m in taken {
-            let Some(queue) = self.broker.queue_mut(q) else {
-                self.forget(None, &m);
-                continue;
-            };
-            match mode {
-                AckMode::AckRequeue | AckMode::RejectRequeue => queue.requeue(m),
-                AckMode::Ack => {
-                    queue.unacked = queue.unacked.saturating_sub(1);
-                    queue.stats.ack += 1;
-                    self.counters.ack += 1;
-                    let sid = queue.store_id;
-                    self.forget(sid, &m);
-                }
-                AckMode::Reject => {
-                    queue.unacked = queue.unacked.saturating_sub(1);
-                    self.dead_letter(q, m, "rejected");
+        let requeue = matches!(mode, AckMode::AckRequeue | AckMode::RejectRequeue);
+        if requeue {
+            e.requeue_many(taken.into_iter().map(|m| (q, m)));
+        } else {
+            for m in taken {
+                match mode {
+                    AckMode::Reject => e.reject(q, m),
+                    _ => e.ack(q, m, true),
                 }
             }
         }
-        self.mark_queue(q);
+        e.mark_queue(q);
         self.run_dispatch();
         Ok(got)
     }
 
     /// Remove a queue's ready messages; returns how many.
     pub fn api_purge(&mut self, q: QueueId) -> u32 {
-        let (gone, sid) = match self.broker.queue_mut(q) {
-            Some(queue) => (queue.purge(), queue.store_id),
-            None => return 0,
-        };
-        for m in &gone {
-            self.forget(sid, m);
-        }
-        gone.len() as u32
+        self.engine.purge(q).0
     }
 }

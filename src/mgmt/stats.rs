@@ -8,8 +8,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::amqp::Core;
 use crate::broker::{ConnId, QueueId};
-use crate::core::{Core, Counters};
+use crate::engine::Counters;
 
 /// How often the global counters are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -72,12 +73,12 @@ impl GlobalSample {
     /// The core's totals now (walks the queues once).
     pub fn of(core: &Core) -> GlobalSample {
         let (mut ready, mut unacked) = (0u64, 0u64);
-        for (_, q) in core.broker.queues.iter() {
+        for (_, q) in core.engine.broker.queues.iter() {
             ready += q.ready.len() as u64;
             unacked += q.unacked as u64;
         }
         GlobalSample {
-            counters: core.counters,
+            counters: core.engine.counters,
             messages: ready + unacked,
             ready,
             unacked,
@@ -177,6 +178,7 @@ impl Mgmt {
             self.queues_old = std::mem::take(&mut self.queues_new);
             self.queues_at = self.queues_new_at;
             self.queues_new = core
+                .engine
                 .broker
                 .queues
                 .iter()

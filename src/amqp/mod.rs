@@ -1,16 +1,35 @@
-//! One connection's protocol state: handshake progress, negotiated limits,
-//! input buffer, pending output, and its channels. Still sans-IO: the method
-//! handlers (in `handshake.rs`, `dispatch.rs`, `deliver.rs`) are `impl Core`
-//! blocks, because most of them touch both a connection and the broker.
+//! The AMQP 0-9-1 front door: the handshake, connection and channel
+//! state, method dispatch, deliveries to consumers and publisher confirms.
+//! It turns methods into engine actions (`crate::engine`), adding AMQP's
+//! permission checks and replies. Sans-IO like the engine: [`Core`] takes
+//! bytes and time, and gives back bytes to write.
+//!
+//! | file | what |
+//! |---|---|
+//! | `conns.rs` | [`Core`]: every connection over the engine; input, timers |
+//! | `handshake.rs` | protocol header, connection class |
+//! | `dispatch.rs` | channel methods to the class handlers; permission checks |
+//! | `exchange.rs`, `queue.rs`, `basic.rs`, `tx.rs` | one AMQP class each |
+//! | `deliver.rs` | publish, deliveries to consumers, acks, releases |
+//! | `commit.rs` | confirms and replies that wait for the group commit; alarms |
+//! | `admin.rs` | operator actions that close connections |
+//! | `reply_to.rs` | direct reply-to |
+//! | `channel.rs` | one channel's state |
 
 pub mod admin;
+mod basic;
 pub mod channel;
+pub mod commit;
+mod conns;
 pub mod deliver;
 pub mod dispatch;
-pub mod expiry;
+mod exchange;
 pub mod handshake;
-pub mod persist;
+mod queue;
 pub mod reply_to;
+mod tx;
+
+pub use conns::{Core, ReadHint};
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -56,7 +75,7 @@ pub struct Connection {
     /// until the peer closes or the close timeout.
     pub discard_input: bool,
     /// Size of the last body frame received if it was large, else 0 (see
-    /// [`crate::core::Core::read_hint`]).
+    /// [`crate::amqp::Core::read_hint`]).
     pub large_body: u32,
     /// Bytes to write.
     pub outbox: Outbox,

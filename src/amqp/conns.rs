@@ -1,7 +1,18 @@
-//! The sans-IO heart: every connection and all broker state. The server feeds
-//! it bytes and the current time and takes back bytes to write; tests and the
-//! `session` fuzz target drive it the same way, without sockets, with
-//! simulated time.
+//! The AMQP front door's state: every AMQP connection, over the engine
+//! (`crate::engine`) they drive. Sans-IO: the server feeds it bytes and the
+//! current time and takes back bytes to write; tests and the `session` fuzz
+//! target drive it the same way, without sockets, with simulated time.
+//!
+//! # Calling order
+//!
+//! The server, each loop turn: [`Core::accept`] new sockets; for readable
+//! ones [`Core::read_hint`], read into [`Core::input_buffer`], then
+//! [`Core::process`] (frames → methods → engine actions → replies in the
+//! connection's outbox); on its timer [`Core::tick`]; at the end of the
+//! turn [`Core::end_turn`] (group commit, alarms), then write what
+//! [`Core::take_flush_list`] names from [`Core::outbox`], telling
+//! [`Core::wrote`] / [`Core::output_drained`]; close what
+//! [`Core::is_dead`] says and [`Core::remove`] it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,26 +21,14 @@ use bytes::{Bytes, BytesMut};
 use log::{info, warn};
 use slab::Slab;
 
-use crate::broker::message::QueuedMsg;
-use crate::broker::{Broker, ConnId, QueueId};
+use super::{ConnState, Connection};
+use crate::broker::ConnId;
 use crate::codec::frame::{
     parse_protocol_header, parse_raw_frame, ProtocolHeader, PROTOCOL_HEADER,
 };
 use crate::codec::{ConnectionClose, Error, Outbox, ReplyCode};
 use crate::config::Config;
-use crate::conn::{ConnState, Connection};
-
-/// Memory a queued message costs besides arena chunks and large bodies
-/// (counted on their own, see [`Core::memory_used`]): its entry in a queue.
-/// Entries of unacknowledged messages are larger, and a queue's buffer may
-/// be larger than its messages: [`Core::memory_used`] counts the buffers'
-/// capacity as last measured, and this for each message added since.
-pub const PER_MESSAGE_OVERHEAD: u64 =
-    std::mem::size_of::<crate::broker::message::QueuedMsg>() as u64;
-
-/// How often queue, channel and connection buffers are measured (see
-/// [`Core::memory_used`]).
-pub(crate) const BUFFER_SCAN_EVERY: Duration = Duration::from_millis(10);
+use crate::engine::Engine;
 
 /// Frames at least this large are read without a copy (see [`Core::read_hint`]).
 const LARGE_FRAME: usize = 16 * 1024;
@@ -46,162 +45,47 @@ pub enum ReadHint {
 /// How long we wait for connection.close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Message and byte counters since start (management API, `/metrics`);
-/// each is one integer increment where it happens.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counters {
-    /// Messages received from publishers (and the management API).
-    pub publish: u64,
-    /// Deliveries to consumers.
-    pub deliver: u64,
-    /// Messages fetched with basic.get (or the management API).
-    pub get: u64,
-    /// Deliveries acknowledged.
-    pub ack: u64,
-    /// Deliveries of messages delivered before.
-    pub redeliver: u64,
-    /// Unroutable mandatory messages returned.
-    pub return_unroutable: u64,
-    /// Unroutable messages dropped.
-    pub drop_unroutable: u64,
-    /// Bytes read from AMQP sockets.
-    pub bytes_in: u64,
-    /// Bytes written to AMQP sockets.
-    pub bytes_out: u64,
-}
-
-/// All connections and the broker.
+/// Every AMQP connection, and the engine they drive.
 #[derive(Debug)]
 pub struct Core {
-    /// Settings.
-    pub config: Config,
+    /// The broker engine.
+    pub engine: Engine,
     /// Connections by slab index.
     pub conns: Slab<Connection>,
-    /// Exchanges, queues, bindings.
-    pub broker: Broker,
     /// Generation counter for connection ids.
     next_gen: u32,
     /// Connections with new output since the server last looked.
     pub(crate) flush_list: Vec<ConnId>,
-    /// Queues that may be able to deliver.
-    pub(crate) dirty_queues: Vec<QueueId>,
-    /// Queues whose next message could not be read back for now (out of
-    /// file descriptors): served again at the next tick.
-    pub(crate) read_later: Vec<QueueId>,
-    /// Messages to dead-letter whose content could not be read for now.
-    pub(crate) dead_letter_later: Vec<(QueueId, QueuedMsg, &'static str)>,
-    /// Scratch vector for routing results.
-    pub(crate) route_scratch: Vec<QueueId>,
-    /// Scratch vector for the store ids of durable target queues.
-    pub(crate) store_scratch: Vec<u64>,
-    /// The message store (None: everything in memory).
-    pub store: Option<crate::store::Store>,
-    /// The durable definitions on disk (None: in memory).
-    pub(crate) defs: Option<crate::store::definitions::DefsLog>,
     /// Connections sent a reply this turn whose truth depends on this turn's
     /// commit (a durable declare or delete, a purge, tx.commit), with the
     /// length their output had before it: if the commit fails, what follows
     /// that mark is dropped and the connection closed with 541.
     pub(crate) commit_dependents: Vec<(ConnId, usize)>,
-    /// Bytes held in memory by messages (ready and unacked) outside the
-    /// arena: their large bodies (see [`QueuedMsg::resident`]).
-    ///
-    /// [`QueuedMsg::resident`]: crate::broker::message::QueuedMsg::resident
-    pub resident: u64,
-    /// Where queued messages are packed.
-    pub(crate) arena: crate::broker::message::Arena,
-    /// Highest [`Core::memory_estimate`] since memory was last handed back
-    /// to the system (see [`Core::should_trim`]).
-    trim_peak: u64,
-    /// Messages in queues or unacknowledged, paged or not.
-    pub queued: u64,
-    /// Bytes of the queues' and channels' entry buffers and of the
-    /// connections' buffers when last measured, the number of messages
-    /// then, and when (see [`Core::memory_used`]).
-    pub(crate) buffers: (u64, u64, Instant),
-    /// Message and byte counters.
-    pub counters: Counters,
     /// Channels whose confirms wait for the next store sync.
     pub(crate) sync_waiters: Vec<(ConnId, u16)>,
-    /// Sync the store at the end of this turn (tx.commit of persistent messages).
-    pub(crate) force_sync: bool,
-    /// Publishers are blocked (memory or disk alarm).
-    pub blocked: bool,
-    /// Publishers are blocked for the disk: free space is below the limit,
-    /// or the store cannot write or reserve its next segment.
-    pub(crate) disk_alarm: bool,
-    /// Free space was below `min_free_disk` at the last look.
-    pub(crate) disk_low: bool,
-    /// When to look at free disk space again.
-    pub(crate) next_disk_check: Instant,
-    /// The current turn's time.
-    pub(crate) now: Instant,
-    /// A timer (message or queue expiry) due before the next regular tick.
-    pub(crate) wake: Option<Instant>,
-    /// Wall-clock milliseconds since the epoch at `clock_base`.
-    clock_wall: u64,
-    /// The instant `clock_wall` was read.
-    clock_base: Instant,
 }
 
 impl Core {
-    /// A core with the default vhost.
+    /// AMQP over an in-memory engine with the default vhost.
     pub fn new(config: Config) -> Core {
-        let mut broker = Broker::new();
-        // RabbitMQ's first boot: the default vhost, and the default user
-        // (administrator) with full permissions on it.
-        if config.default_vhost != "/" {
-            broker.vhosts.remove(&b"/"[..]);
-            broker.add_vhost(config.default_vhost.as_bytes());
-        }
-        let tags: Vec<&str> = config
-            .default_user_tags
-            .iter()
-            .map(String::as_str)
-            .collect();
-        broker
-            .auth
-            .put_user(&config.default_user, &config.default_pass, &tags);
-        let [c, w, r] = &config.default_permissions;
-        match crate::broker::auth::Permission::new(c, w, r) {
-            Ok(p) => broker
-                .auth
-                .set_permission(&config.default_user, &config.default_vhost, p),
-            Err(e) => log::warn!("default_permissions: {e}"),
-        }
+        Core::with_engine(Engine::new(config))
+    }
+
+    /// AMQP over `engine`.
+    pub fn with_engine(engine: Engine) -> Core {
         Core {
-            config,
+            engine,
             conns: Slab::new(),
-            broker,
             next_gen: 0,
             flush_list: Vec::new(),
-            dirty_queues: Vec::new(),
-            read_later: Vec::new(),
-            dead_letter_later: Vec::new(),
-            route_scratch: Vec::new(),
-            store_scratch: Vec::new(),
-            store: None,
-            defs: None,
             commit_dependents: Vec::new(),
-            resident: 0,
-            arena: Default::default(),
-            trim_peak: 0,
-            queued: 0,
-            buffers: (0, 0, Instant::now()),
-            counters: Counters::default(),
             sync_waiters: Vec::new(),
-            force_sync: false,
-            blocked: false,
-            disk_alarm: false,
-            disk_low: false,
-            next_disk_check: Instant::now(),
-            now: Instant::now(),
-            wake: None,
-            clock_wall: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            clock_base: Instant::now(),
         }
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &Config {
+        &self.engine.config
     }
 
     /// The connection with this id, if it is still there.
@@ -291,7 +175,7 @@ impl Core {
 
     /// Take everything a connection has to write (tests).
     pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
-        let now = self.now;
+        let now = self.engine.now();
         let out = self
             .conn_mut(id)
             .map(|c| {
@@ -336,21 +220,16 @@ impl Core {
     pub fn wants_read(&self, id: ConnId) -> bool {
         self.conn(id).is_some_and(|c| {
             c.state != ConnState::Dead
-                && c.outbox.len() < self.config.max_outbox
-                && !(self.blocked && c.published && c.state != ConnState::Closing)
+                && c.outbox.len() < self.engine.config.max_outbox
+                && !(self.engine.alarms.blocked && c.published && c.state != ConnState::Closing)
         })
     }
 
     /// The server wrote some output; deliveries held back by a full outbox
     /// may resume.
     pub fn output_drained(&mut self, id: ConnId) {
-        let half = self.config.max_outbox / 2;
-        let Core {
-            conns,
-            broker,
-            dirty_queues,
-            ..
-        } = self;
+        let half = self.engine.config.max_outbox / 2;
+        let Core { conns, engine, .. } = self;
         let Some(c) = conns.get_mut(id.idx as usize).filter(|c| c.id == id) else {
             return;
         };
@@ -359,7 +238,7 @@ impl Core {
         }
         c.held_back = false;
         for (q, key) in c.held.drain(..) {
-            crate::conn::deliver::unblock_consumer(broker, dirty_queues, q, key);
+            engine.unblock_consumer(q, key);
         }
         self.run_dispatch();
     }
@@ -386,19 +265,9 @@ impl Core {
         self.peer_closed(id)
     }
 
-    /// Wall-clock milliseconds since the epoch for the current turn (TTLs
-    /// are wall-clock based so they survive restarts).
-    pub fn wall_ms(&self) -> u64 {
-        self.clock_wall
-            + self
-                .now
-                .saturating_duration_since(self.clock_base)
-                .as_millis() as u64
-    }
-
     /// Parse and handle every complete frame in the connection's input.
     pub fn process(&mut self, id: ConnId, now: Instant) {
-        self.now = self.now.max(now);
+        self.engine.advance(now);
         let Some(c) = self.conn_mut(id) else { return };
         if !c.inbuf.is_empty() {
             c.last_recv = now;
@@ -439,9 +308,9 @@ impl Core {
                         c.large_body = if n >= LARGE_FRAME { n as u32 } else { 0 };
                     }
                     let mark = c.outbox.len();
-                    let changes = self.broker.def_changes.len();
+                    let changes = self.engine.broker.def_changes.len();
                     self.handle_frame(id, raw, now);
-                    if self.broker.def_changes.len() > changes {
+                    if self.engine.broker.def_changes.len() > changes {
                         self.depend_on_commit_at(id, mark);
                     }
                 }
@@ -475,7 +344,8 @@ impl Core {
     }
 
     fn depend_on_commit_at(&mut self, id: ConnId, mark: usize) {
-        if self.store.is_some() && !self.commit_dependents.iter().any(|(c, _)| *c == id) {
+        if self.engine.msgs.store.is_some() && !self.commit_dependents.iter().any(|(c, _)| *c == id)
+        {
             self.commit_dependents.push((id, mark));
         }
     }
@@ -544,48 +414,24 @@ impl Core {
         self.run_dispatch();
     }
 
-    /// Bytes of memory in use as the memory alarm counts them: the
-    /// arena's chunks (content and stubs, as allocated), large bodies, the
-    /// queues' and channels' entry buffers and the connections' buffers (as
-    /// last measured, plus an entry for each message added since). O(1).
-    pub fn memory_used(&self) -> u64 {
-        let (bytes, queued, _) = self.buffers;
-        let buffers = bytes + self.queued.saturating_sub(queued) * PER_MESSAGE_OVERHEAD;
-        self.arena.bytes() + self.resident + buffers
-    }
-
-    /// Where queued messages are packed (its account of chunks).
-    pub fn arena(&self) -> &crate::broker::message::Arena {
-        &self.arena
-    }
-
     /// Rough bytes of heap in use for messages and connections.
     pub fn memory_estimate(&self) -> u64 {
-        self.memory_used() + self.conns.len() as u64 * 8192
+        self.engine.memory_used() + self.conns.len() as u64 * 8192
     }
 
     /// True when much of the memory in use at the last peak has been freed
-    /// since (a queue drained, connections closed): the server then asks
-    /// the allocator to return free pages to the system. Cheap; call it
-    /// every loop turn.
+    /// since (see [`Engine::should_trim`]). Cheap; call it every loop turn.
     pub fn should_trim(&mut self) -> bool {
-        let now = self.memory_estimate();
-        self.trim_peak = self.trim_peak.max(now);
-        if self.trim_peak - now >= 8 << 20 && now < self.trim_peak / 2 {
-            self.trim_peak = now;
-            return true;
-        }
-        false
+        let in_use = self.memory_estimate();
+        self.engine.should_trim(in_use)
     }
 
     /// Timers: heartbeats, handshake timeout, close timeout.
     pub fn tick(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        self.wake = None;
-        self.run_timers(now);
+        self.engine.tick(now);
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
-        let handshake_timeout = self.config.handshake_timeout;
-        let (blocked, max_outbox) = (self.blocked, self.config.max_outbox);
+        let handshake_timeout = self.engine.config.handshake_timeout;
+        let (blocked, max_outbox) = (self.engine.alarms.blocked, self.engine.config.max_outbox);
         for id in ids {
             let Some(c) = self.conn_mut(id) else { continue };
             match c.state {
@@ -646,43 +492,23 @@ impl Core {
                 }
             }
         }
-        for (q, m, reason) in std::mem::take(&mut self.dead_letter_later) {
-            self.dead_letter(q, m, reason);
-        }
-        for q in std::mem::take(&mut self.read_later) {
-            if let Some(queue) = self.broker.queue_mut(q) {
-                if !queue.dirty {
-                    queue.dirty = true;
-                    self.dirty_queues.push(q);
-                }
-            }
-        }
         self.run_dispatch();
     }
 
     /// The next time [`Core::tick`] has something to do.
     pub fn next_deadline(&self, now: Instant) -> Instant {
-        // Heartbeats have a resolution of half a second; message and queue
-        // expiry bring it forward.
-        let tick = now + Duration::from_millis(500);
-        self.next_timer(now).map_or(tick, |t| t.min(tick))
+        self.engine.next_deadline(now)
     }
 
-    /// When [`Core::tick`] must run before its regular interval (a message
-    /// or queue expiry scheduled since the last tick).
+    /// When [`Core::tick`] must run before its regular interval.
     pub fn wake_hint(&self) -> Option<Instant> {
-        self.wake
-    }
-
-    /// Ask for a tick at `at`.
-    pub(crate) fn wake_at(&mut self, at: Instant) {
-        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+        self.engine.wake_hint()
     }
 
     /// The server read `read` and wrote `written` bytes on a connection.
     pub fn count_io(&mut self, id: ConnId, read: usize, written: usize) {
-        self.counters.bytes_in += read as u64;
-        self.counters.bytes_out += written as u64;
+        self.engine.counters.bytes_in += read as u64;
+        self.engine.counters.bytes_out += written as u64;
         if let Some(c) = self.conns.get_mut(id.idx as usize) {
             c.recv_oct += read as u64;
             c.send_oct += written as u64;

@@ -6,10 +6,10 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::amqp::Core;
 use crate::broker::message::Message;
 use crate::broker::ConnId;
 use crate::codec::{BasicConsumeOk, ContentHeader, Error, ReplyCode};
-use crate::core::Core;
 
 /// The pseudo-queue's name.
 pub const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
@@ -119,7 +119,7 @@ impl Core {
             return false;
         };
         let frame_max = c.frame_max;
-        let crate::conn::Connection {
+        let crate::amqp::Connection {
             channels, outbox, ..
         } = c;
         let Some(chan) = channels.get_mut(ch) else {

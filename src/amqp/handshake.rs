@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use log::{info, warn};
 
 use super::ConnState;
+use crate::amqp::Core;
 use crate::broker::ConnId;
 use crate::codec::frame::{
     RawFrame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
@@ -17,7 +18,6 @@ use crate::codec::{
     ConnectionOpenOk, ConnectionStart, ConnectionTune, Error, FieldTable, FieldValue, Method,
     ReplyCode,
 };
-use crate::core::Core;
 
 fn server_properties() -> FieldTable {
     let s = |v: &str| FieldValue::LongStr(Bytes::from(v.to_string()));
@@ -195,9 +195,9 @@ impl Core {
                 format!("expected channel 0 during the handshake, got {channel}"),
             ));
         }
-        let config_frame_max = self.config.frame_max;
-        let config_channel_max = self.config.channel_max;
-        let config_heartbeat = self.config.heartbeat;
+        let config_frame_max = self.engine.config.frame_max;
+        let config_channel_max = self.engine.config.channel_max;
+        let config_heartbeat = self.engine.config.heartbeat;
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
@@ -284,20 +284,20 @@ impl Core {
             (ConnState::Open, Method::ConnectionOpen(o)) => {
                 let vhost = o.virtual_host.clone();
                 let user = String::from_utf8_lossy(&c.user).into_owned();
-                if self.broker.vhost(&vhost).is_none() {
+                if self.engine.broker.vhost(&vhost).is_none() {
                     return Err(Error::new(
                         ReplyCode::NOT_ALLOWED,
                         format!("vhost {} not found", String::from_utf8_lossy(&vhost)),
                     ));
                 }
                 let vname = String::from_utf8_lossy(&vhost).into_owned();
-                if !self.broker.auth.may_open(&user, &vname) {
+                if !self.engine.broker.auth.may_open(&user, &vname) {
                     return Err(Error::new(
                         ReplyCode::NOT_ALLOWED,
                         format!("access to vhost '{vname}' refused for user '{user}'"),
                     ));
                 }
-                if let Some(max) = self.config.max_connections {
+                if let Some(max) = self.engine.config.max_connections {
                     let open = self
                         .conns
                         .iter()
@@ -313,8 +313,8 @@ impl Core {
                         ));
                     }
                 }
-                let perm = self.broker.auth.permission(&user, &vname).cloned();
-                let topic_checks = self.broker.auth.topic_checks(&user, &vname);
+                let perm = self.engine.broker.auth.permission(&user, &vname).cloned();
+                let topic_checks = self.engine.broker.auth.topic_checks(&user, &vname);
                 let Some(c) = self.conn_mut(id) else {
                     return Ok(());
                 };
@@ -352,12 +352,12 @@ impl Core {
     }
 
     fn authenticate(&self, user: &[u8], pass: &[u8], to: std::net::IpAddr) -> bool {
-        if self.broker.auth.login(user, pass).is_none() {
+        if self.engine.broker.auth.login(user, pass).is_none() {
             return false;
         }
         // RabbitMQ's loopback_users: these may only connect to a loopback
         // address (`Config::loopback_addresses`).
-        self.config.may_login_from(user, to)
+        self.engine.config.may_login_from(user, to)
     }
 
     /// Methods on channel 0 once the connection is open.

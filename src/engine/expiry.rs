@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use log::{info, warn};
 
-use super::persist::Loaded;
+use super::{Engine, Loaded, Taken};
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
 use crate::codec::{ContentHeader, FieldTable, FieldValue};
-use crate::core::Core;
 
 fn s(b: &[u8]) -> FieldValue {
     FieldValue::LongStr(Bytes::copy_from_slice(b))
@@ -39,10 +38,10 @@ fn is_cycle(target: &[u8], deaths: &[FieldValue]) -> bool {
     false
 }
 
-impl Core {
+impl Engine {
     /// Remove expired messages from the head of a queue (dead-lettering
     /// them). A message is expired once its expiry time has come: a TTL of 0
-    /// leaves nothing for a later look (see [`Core::expire_overdue`]).
+    /// leaves nothing for a later look (see [`Engine::expire_overdue`]).
     pub(crate) fn expire_queue(&mut self, qid: QueueId) {
         self.expire_head(qid, self.wall_ms() + 1);
     }
@@ -63,7 +62,10 @@ impl Core {
             if !q.head_expired(before_ms) {
                 return;
             }
-            let Some(m) = q.pop() else { return };
+            // Its content is read only if it is dead-lettered.
+            let Taken::Msg(m, _) = self.msgs.take(q, false) else {
+                return;
+            };
             self.dead_letter(qid, m, "expired");
         }
     }
@@ -72,18 +74,18 @@ impl Core {
     /// "maxlen"): republish it to the queue's dead-letter exchange, or drop it.
     pub(crate) fn dead_letter(&mut self, qid: QueueId, mut qm: QueuedMsg, reason: &'static str) {
         let Some(q) = self.broker.queue(qid) else {
-            self.forget(None, &qm);
+            self.msgs.forget(None, &qm);
             return;
         };
         let sid = q.store_id;
         let Some(dlx) = q.args.dead_letter_exchange.clone() else {
-            self.forget(sid, &qm);
+            self.msgs.forget(sid, &qm);
             return;
         };
         let dlrk = q.args.dead_letter_routing_key.clone();
         let qname = q.name.clone();
         let vhost = q.vhost.clone();
-        match self.load_msg(&mut qm) {
+        match self.msgs.load(&mut qm) {
             Loaded::Yes => {}
             Loaded::Lost => return,
             Loaded::Later => {
@@ -95,7 +97,7 @@ impl Core {
         }
         let old = qm.to_message();
         let Ok(mut h) = ContentHeader::decode(&old.header) else {
-            self.forget(sid, &qm);
+            self.msgs.forget(sid, &qm);
             return;
         };
         let props = &mut h.properties;
@@ -171,7 +173,7 @@ impl Core {
             self.enqueue(msg, &targets);
         }
         self.route_scratch = targets;
-        self.forget(sid, &qm);
+        self.msgs.forget(sid, &qm);
     }
 
     /// Expire messages and unused queues whose time has come.
@@ -226,7 +228,7 @@ impl Core {
 
     /// Mark a queue as used now (declare, get, consume, cancel) for `x-expires`.
     pub(crate) fn touch_queue(&mut self, qid: QueueId) {
-        let now = self.now;
+        let now = self.clock.now;
         let Some(q) = self.broker.queue_mut(qid) else {
             warn!("touch of a missing queue");
             return;

@@ -2,18 +2,21 @@
 //! `warren ctl`): virtual hosts, users, permissions, and closing connections.
 //! Every change to durable state is recorded for the definitions log.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use log::info;
 
+use super::Engine;
 use crate::broker::auth::{hash_password, Permission, TopicPermission, User};
-use crate::broker::ConnId;
+use crate::broker::exchange::Dest;
+use crate::broker::{ConnId, ExchangeSpec, QueueId, QueueSpec};
 use crate::codec::{Error, ReplyCode};
-use crate::core::Core;
 use crate::store::definitions::DefChange;
 
-impl Core {
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Engine {
     /// Create a virtual host (no-op if it exists).
     pub fn add_vhost(&mut self, name: &str) {
         if self.broker.vhost(name.as_bytes()).is_none() {
@@ -25,24 +28,12 @@ impl Core {
         }
     }
 
-    /// Delete a virtual host: close its connections (320), delete its queues
-    /// and their messages, drop permissions on it. False if it did not exist.
-    pub fn delete_vhost(&mut self, name: &str, now: Instant) -> bool {
+    /// Delete a virtual host: its queues and their messages, and the
+    /// permissions on it (the front doors close its connections first).
+    /// False if it did not exist.
+    pub fn delete_vhost(&mut self, name: &str) -> bool {
         if self.broker.vhost(name.as_bytes()).is_none() {
             return false;
-        }
-        let conns: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.vhost == name.as_bytes())
-            .map(|(_, c)| c.id)
-            .collect();
-        for id in conns {
-            let e = Error::new(
-                ReplyCode::CONNECTION_FORCED,
-                format!("vhost '{name}' is deleted"),
-            );
-            self.connection_error(id, e, now);
         }
         let queues: Vec<_> = self
             .broker
@@ -98,8 +89,9 @@ impl Core {
         self.broker.def_changes.push(DefChange::Auth);
     }
 
-    /// Delete a user, its permissions, and close its connections (320).
-    pub fn delete_user(&mut self, name: &str, now: Instant) -> bool {
+    /// Delete a user and its permissions (the front doors close its
+    /// connections). False if it did not exist.
+    pub fn delete_user(&mut self, name: &str) -> bool {
         if self.broker.auth.users.remove(name).is_none() {
             return false;
         }
@@ -108,19 +100,6 @@ impl Core {
             .auth
             .topic_permissions
             .retain(|(u, _, _), _| u != name);
-        let conns: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.user == name.as_bytes())
-            .map(|(_, c)| c.id)
-            .collect();
-        for id in conns {
-            let e = Error::new(
-                ReplyCode::CONNECTION_FORCED,
-                format!("user '{name}' is deleted"),
-            );
-            self.connection_error(id, e, now);
-        }
         self.broker.def_changes.push(DefChange::Auth);
         true
     }
@@ -204,15 +183,130 @@ impl Core {
         gone
     }
 
-    /// Close a connection with 320 CONNECTION_FORCED and the given reason.
-    pub fn close_connection(&mut self, id: ConnId, reason: &str, now: Instant) {
-        let e = Error::new(ReplyCode::CONNECTION_FORCED, reason.to_string());
-        self.connection_error(id, e, now);
+    /// Declare an exchange (RabbitMQ's rules: reserved names, equivalent
+    /// redeclaration, known types, valid arguments).
+    pub fn declare_exchange(&mut self, vhost: &[u8], spec: ExchangeSpec) -> Result<(), Error> {
+        self.broker.declare_exchange(vhost, spec)
     }
 
-    /// A connection's name as the management API shows it:
-    /// `127.0.0.1:54321 -> 127.0.0.1:5672`-style peer address.
-    pub fn connection_name(&self, id: ConnId) -> Option<Bytes> {
-        self.conn(id).map(|c| Bytes::from(c.name()))
+    /// Delete an exchange (`if_unused`: 406 if it has bindings from it).
+    pub fn delete_exchange(
+        &mut self,
+        vhost: &[u8],
+        name: &[u8],
+        if_unused: bool,
+    ) -> Result<(), Error> {
+        self.broker.delete_exchange(vhost, name, if_unused)
+    }
+
+    /// Declare a queue for `owner` (its exclusive owner if `spec.exclusive`;
+    /// `salt` seeds a generated name). Returns the queue and whether it was
+    /// created. Declaring counts as a use (`x-expires`), and what has
+    /// expired is gone before the counts are read.
+    pub fn declare_queue(
+        &mut self,
+        vhost: &[u8],
+        spec: QueueSpec,
+        owner: ConnId,
+        salt: u64,
+    ) -> Result<(QueueId, bool), Error> {
+        let (q, created) = self.broker.declare_queue(vhost, spec, owner, salt)?;
+        self.expire_queue(q);
+        self.touch_queue(q);
+        Ok((q, created))
+    }
+
+    /// Bind `dest` to exchange `source`.
+    pub fn bind(
+        &mut self,
+        vhost: &[u8],
+        source: &[u8],
+        dest: Dest,
+        routing_key: Bytes,
+        arguments: crate::codec::FieldTable,
+    ) -> Result<(), Error> {
+        self.broker
+            .bind(vhost, source, dest, routing_key, arguments)
+    }
+
+    /// Remove a binding (a missing one is not an error, as in RabbitMQ).
+    pub fn unbind(
+        &mut self,
+        vhost: &[u8],
+        source: &[u8],
+        dest: Dest,
+        routing_key: Bytes,
+        arguments: crate::codec::FieldTable,
+    ) -> Result<(), Error> {
+        self.broker
+            .unbind(vhost, source, dest, routing_key, arguments)
+    }
+
+    /// Delete a queue if it may be: 406 if `if_unused` and it has
+    /// consumers, or `if_empty` and it has ready messages. Returns the
+    /// ready messages dropped.
+    pub fn delete_queue_if(
+        &mut self,
+        q: QueueId,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, Error> {
+        if let Some(qq) = self.broker.queue(q) {
+            let why = if if_unused && !qq.consumers.is_empty() {
+                "in use"
+            } else if if_empty && !qq.ready.is_empty() {
+                "not empty"
+            } else {
+                ""
+            };
+            if !why.is_empty() {
+                return Err(Error::new(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!(
+                        "queue '{}' in vhost '{}' {why}",
+                        lossy(&qq.name),
+                        lossy(&qq.vhost)
+                    ),
+                ));
+            }
+        }
+        Ok(self.delete_queue(q))
+    }
+
+    /// Delete a queue and drop its messages; its consumers are told by
+    /// their front doors (see [`Engine::take_cancelled`]). Returns the
+    /// ready messages dropped.
+    pub fn delete_queue(&mut self, q: QueueId) -> u32 {
+        let gone = self.broker.delete_queue(q);
+        self.cancelled.extend(gone.consumers);
+        if let (Some(sid), Some(st)) = (gone.store_id, self.msgs.store.as_mut()) {
+            st.purge(sid);
+        }
+        let n = gone.ready.len() as u32;
+        for m in &gone.ready {
+            // The purge record covers the durable ones: only release them.
+            self.msgs.forget(None, m);
+        }
+        n
+    }
+
+    /// Remove a queue's ready messages. Returns how many, and whether the
+    /// queue is durable (then the answer depends on this turn's commit).
+    pub fn purge(&mut self, q: QueueId) -> (u32, bool) {
+        let (gone, sid) = match self.broker.queue_mut(q) {
+            Some(queue) => (queue.purge(), queue.store_id),
+            None => return (0, false),
+        };
+        for m in &gone {
+            self.msgs.forget(sid, m);
+        }
+        (gone.len() as u32, sid.is_some())
+    }
+
+    /// A queue by vhost and name, exclusive or not (an operator may look
+    /// at anything).
+    pub fn find_queue(&self, vhost: &[u8], name: &[u8]) -> Option<QueueId> {
+        let id = *self.broker.vhost(vhost)?.queues.get(name)?;
+        self.broker.queue(id).map(|q| q.id)
     }
 }

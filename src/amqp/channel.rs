@@ -90,7 +90,7 @@ pub struct UnackedList {
 impl UnackedList {
     /// Bytes its ring takes; a ring mostly empty is shrunk first.
     pub fn measure(&mut self) -> u64 {
-        super::persist::ring_bytes(&mut self.slots)
+        crate::engine::ring_bytes(&mut self.slots)
     }
 
     /// Deliveries not settled.

@@ -1,0 +1,486 @@
+//! The core's side of persistence and memory: opening the store and
+//! restoring durable state at start, the end-of-turn group commit that
+//! releases publisher confirms, paging message contents out beyond the memory
+//! budget and back in when due, and the memory/disk alarms that block
+//! publishers (connection.blocked).
+
+use std::io;
+use std::time::Instant;
+
+use bytes::Bytes;
+use log::{error, info, warn};
+
+use super::Engine;
+use crate::broker::exchange::Dest;
+use crate::broker::message::QueuedMsg;
+use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
+use crate::config::Config;
+use crate::store::definitions::{
+    BindingDef, DefChange, Definitions, DefsLog, ExchangeDef, QueueDef,
+};
+use crate::store::Store;
+
+/// Bytes a ring buffer takes; one mostly empty is shrunk first.
+pub(crate) fn ring_bytes<T>(v: &mut std::collections::VecDeque<T>) -> u64 {
+    if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
+        v.shrink_to(v.len() * 2);
+    }
+    (v.capacity() * std::mem::size_of::<T>()) as u64
+}
+
+/// The reason `connection.blocked` gives, RabbitMQ's text for the alarm in
+/// effect; with both, the disk alarm's (one rule wherever it is sent).
+pub(crate) fn blocked_reason(disk_alarm: bool) -> &'static str {
+    if disk_alarm {
+        "low on disk space"
+    } else {
+        "low on memory"
+    }
+}
+
+impl Engine {
+    /// An engine with persistence: open the data directory, restore
+    /// durable definitions and messages. In-memory when `config.data_dir`
+    /// is None.
+    pub fn open(config: Config) -> io::Result<Engine> {
+        let dir = config.data_dir.clone();
+        let seg_size = config.segment_size;
+        let mut core = Engine::new(config);
+        let Some(dir) = dir else {
+            return Ok(core);
+        };
+        let started = Instant::now();
+        let faults = core.config.faults.clone();
+        let (store, recovered) = Store::open(&dir, seg_size, faults.clone())?;
+        core.msgs.store = Some(store);
+        core.broker.persistent = true;
+        let (log, defs) = DefsLog::open(&dir, faults)?;
+        core.defs = Some(log);
+        core.restore(&defs);
+        // Restoring is not a change.
+        core.broker.def_changes.clear();
+        let mut messages = 0u64;
+        let mut bytes = 0u64;
+        let mut queues = 0usize;
+        for (qid, msgs) in recovered.queues {
+            let Some(id) = core
+                .broker
+                .queues
+                .iter()
+                .find(|(_, q)| q.store_id == Some(qid))
+                .map(|(_, q)| q.id)
+            else {
+                // Messages of a queue whose definition is gone: release them.
+                if let Some(st) = core.msgs.store.as_mut() {
+                    st.purge(qid);
+                    msgs.iter().for_each(|m| st.release(&m.at));
+                }
+                continue;
+            };
+            queues += 1;
+            let Some(q) = core.broker.queue_mut(id) else {
+                continue;
+            };
+            for m in msgs {
+                messages += 1;
+                bytes += m.size;
+                let msg = QueuedMsg::recovered(&mut core.msgs.arena, &m);
+                let mut dropped = Vec::new();
+                if q.push(msg, m.ttl, m.timestamp, &mut dropped).is_ok() {
+                    core.msgs.queued += 1;
+                }
+            }
+        }
+        // First boot: save the default user and its permissions.
+        if defs.users.is_empty() {
+            core.broker.def_changes.push(DefChange::All);
+        }
+        info!(
+            "recovered {} durable queues, {} exchanges, {} bindings; {} messages ({} bytes) in {} queues, in {:?}",
+            defs.queues.len(),
+            defs.exchanges.len(),
+            defs.bindings.len(),
+            messages,
+            bytes,
+            queues,
+            started.elapsed()
+        );
+        Ok(core)
+    }
+
+    fn restore(&mut self, defs: &Definitions) {
+        if !defs.users.is_empty() {
+            let mut auth = crate::broker::auth::Auth::default();
+            for (name, hash, tags) in &defs.users {
+                auth.users.insert(
+                    name.clone(),
+                    crate::broker::auth::User {
+                        name: name.clone(),
+                        password_hash: hash.clone(),
+                        tags: tags.clone(),
+                    },
+                );
+            }
+            for [user, vhost, c, w, r] in &defs.permissions {
+                match crate::broker::auth::Permission::new(c, w, r) {
+                    Ok(p) => auth.set_permission(user, vhost, p),
+                    Err(e) => warn!("cannot restore permissions of {user} on {vhost}: {e}"),
+                }
+            }
+            for [user, vhost, x, w, r] in &defs.topic_permissions {
+                match crate::broker::auth::TopicPermission::new(w, r) {
+                    Ok(p) => {
+                        auth.topic_permissions
+                            .insert((user.clone(), vhost.clone(), x.clone()), p);
+                    }
+                    Err(e) => {
+                        warn!("cannot restore topic permissions of {user} on {x} in {vhost}: {e}")
+                    }
+                }
+            }
+            self.broker.auth = auth;
+        }
+        for v in &defs.vhosts {
+            if self.broker.vhost(v).is_none() {
+                self.broker.add_vhost(v);
+            }
+        }
+        for x in &defs.exchanges {
+            let spec = ExchangeSpec {
+                name: x.name.clone(),
+                kind: x.kind.clone(),
+                passive: false,
+                durable: true,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            };
+            if let Err(e) = self.broker.declare_exchange(&x.vhost, spec) {
+                warn!("cannot restore exchange {:?}: {e}", x.name);
+            }
+        }
+        let nobody = ConnId {
+            idx: u32::MAX,
+            gen: 0,
+        };
+        for q in &defs.queues {
+            let spec = QueueSpec {
+                name: q.name.clone(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+            };
+            match self.broker.declare_queue(&q.vhost, spec, nobody, 0) {
+                Ok((id, _)) => {
+                    if let Some(qq) = self.broker.queue_mut(id) {
+                        qq.store_id = Some(q.id);
+                    }
+                }
+                Err(e) => warn!("cannot restore queue {:?}: {e}", q.name),
+            }
+        }
+        self.broker.next_store_id = self
+            .broker
+            .next_store_id
+            .max(defs.next_queue_id)
+            .max(defs.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
+        for b in &defs.bindings {
+            let dest = if b.to_queue {
+                match self.broker.find_queue(&b.vhost, &b.dest, nobody) {
+                    Ok(id) => Dest::Queue(id),
+                    Err(_) => continue,
+                }
+            } else {
+                Dest::Exchange(b.dest.clone())
+            };
+            if let Err(e) = self.broker.bind(
+                &b.vhost,
+                &b.source,
+                dest,
+                b.routing_key.clone(),
+                b.arguments.clone(),
+            ) {
+                warn!("cannot restore binding {:?} -> {:?}: {e}", b.source, b.dest);
+            }
+        }
+    }
+
+    /// The durable definitions as they stand.
+    pub fn definitions(&self) -> Definitions {
+        let b = &self.broker;
+        let mut d = Engine::auth_definitions(b);
+        d.next_queue_id = b.next_store_id;
+        for (vname, vh) in &b.vhosts {
+            d.vhosts.push(vname.clone());
+            for x in vh.exchanges.values() {
+                let builtin = x.name.is_empty() || x.name.starts_with(b"amq.");
+                if x.durable && !builtin {
+                    d.exchanges.push(ExchangeDef {
+                        vhost: vname.clone(),
+                        name: x.name.clone(),
+                        kind: Bytes::from_static(x.kind.name().as_bytes()),
+                        auto_delete: x.auto_delete,
+                        internal: x.internal,
+                        arguments: x.arguments.clone(),
+                    });
+                }
+            }
+            for id in vh.queues.values() {
+                if let Some(q) = b.queue(*id) {
+                    if let Some(sid) = q.store_id {
+                        d.queues.push(QueueDef {
+                            vhost: vname.clone(),
+                            name: q.name.clone(),
+                            id: sid,
+                            auto_delete: q.auto_delete,
+                            arguments: q.arguments.clone(),
+                        });
+                    }
+                }
+            }
+            for x in vh.exchanges.values() {
+                if !x.durable || x.name.is_empty() {
+                    continue;
+                }
+                for bd in &x.bindings {
+                    let (to_queue, dest) = match &bd.dest {
+                        Dest::Queue(q) => match b.queue(*q) {
+                            Some(qq) if qq.store_id.is_some() => (true, qq.name.clone()),
+                            _ => continue,
+                        },
+                        Dest::Exchange(n) => match vh.exchanges.get(n) {
+                            Some(e) if e.durable => (false, n.clone()),
+                            _ => continue,
+                        },
+                    };
+                    d.bindings.push(BindingDef {
+                        vhost: vname.clone(),
+                        source: x.name.clone(),
+                        to_queue,
+                        dest,
+                        routing_key: bd.routing_key.clone(),
+                        arguments: bd.arguments.clone(),
+                    });
+                }
+            }
+        }
+        d
+    }
+
+    /// The users and permissions part of the definitions.
+    fn auth_definitions(b: &crate::broker::Broker) -> Definitions {
+        let mut d = Definitions::default();
+        for u in b.auth.users.values() {
+            d.users
+                .push((u.name.clone(), u.password_hash.clone(), u.tags.clone()));
+        }
+        for ((user, vhost), p) in &b.auth.permissions {
+            d.permissions.push([
+                user.clone(),
+                vhost.clone(),
+                p.configure.clone(),
+                p.write.clone(),
+                p.read.clone(),
+            ]);
+        }
+        for ((user, vhost, x), p) in &b.auth.topic_permissions {
+            d.topic_permissions.push([
+                user.clone(),
+                vhost.clone(),
+                x.clone(),
+                p.write.clone(),
+                p.read.clone(),
+            ]);
+        }
+        d
+    }
+
+    /// The group commit (the end of every turn, and the management API's
+    /// after a request that changed something, `force`, so that its answer
+    /// says whether the change is durable). Changed definitions are staged
+    /// in the definitions log; if anyone waits for durability (`waiting`:
+    /// publisher confirms, a reply that promises it; or this turn's
+    /// tx.commit or management publish), the store and the log are written
+    /// and fdatasynced once for all of them. Otherwise records are only
+    /// written. Returns whether a commit was wanted, and its outcome: when
+    /// it was wanted and failed, nothing that waited may be confirmed.
+    pub fn group_commit(
+        &mut self,
+        now: Instant,
+        force: bool,
+        waiting: bool,
+    ) -> (bool, io::Result<()>) {
+        self.advance(now);
+        if !self.broker.def_changes.is_empty() {
+            self.stage_definitions();
+        }
+        if let Some(st) = self.msgs.store.as_mut() {
+            if st.collect_garbage() {
+                // Space came back: look at the disk again now.
+                self.alarms.next_disk_check = now;
+            }
+        }
+        let wanted = force
+            || waiting
+            || self.force_sync
+            || self
+                .msgs
+                .store
+                .as_ref()
+                .is_some_and(|st| st.wants_sync(now))
+            || self.defs.as_ref().is_some_and(|d| d.wants_commit(now));
+        let result = if wanted {
+            self.commit(now)
+        } else {
+            match self.msgs.store.as_mut() {
+                // Written, not synced: errors surface at the next commit.
+                Some(st) => st.flush(now),
+                None => Ok(()),
+            }
+        };
+        self.force_sync = false;
+        (wanted, result)
+    }
+
+    /// Turn the recorded definition changes into log records.
+    fn stage_definitions(&mut self) {
+        let changes = std::mem::take(&mut self.broker.def_changes);
+        if let Some(d) = self.defs.as_mut() {
+            let b = &self.broker;
+            d.stage(&changes, || Engine::auth_definitions(b));
+        }
+        // Reuse the allocation.
+        self.broker.def_changes = changes;
+        self.broker.def_changes.clear();
+    }
+
+    /// Make everything appended and staged durable: the store's records,
+    /// then the definitions. Nothing is confirmed unless both worked.
+    pub(crate) fn commit(&mut self, now: Instant) -> io::Result<()> {
+        if let Some(st) = self.msgs.store.as_mut() {
+            st.sync(now)?;
+        }
+        let Some(mut d) = self.defs.take() else {
+            return Ok(());
+        };
+        let res = d.commit(now, || self.definitions());
+        self.defs = Some(d);
+        res
+    }
+
+    /// Clean shutdown of the store: every connection is gone (their unacked
+    /// messages are back in their queues); write the clean index.
+    pub fn close_store(&mut self) {
+        let Some(st) = self.msgs.store.as_mut() else {
+            return;
+        };
+        let mut live = Vec::new();
+        for (_, q) in self.broker.queues.iter() {
+            let Some(sid) = q.store_id else { continue };
+            for m in &q.ready {
+                if let Some(at) = m.stored().filter(|r| r.durable) {
+                    let (timestamp, ttl) = m.times();
+                    live.push((
+                        sid,
+                        crate::store::RecoveredMsg {
+                            at,
+                            delivered: m.redelivered(),
+                            size: m.size(),
+                            exchange: m.exchange(),
+                            routing_key: m.routing_key(),
+                            timestamp,
+                            ttl,
+                            priority: m.priority(),
+                        },
+                    ));
+                }
+            }
+        }
+        match st.close_clean(&live) {
+            Ok(()) => info!(
+                "store closed cleanly ({} durable messages indexed)",
+                live.len()
+            ),
+            Err(e) => error!("cannot write the clean shutdown index: {e}"),
+        }
+    }
+
+    /// Measure the buffers messages and connections take besides the
+    /// arena and large bodies (see [`Engine::memory_used`]): the queues'
+    /// entry buffers (by capacity: a queue that held a long backlog keeps
+    /// its buffer, whose pages were all touched; those mostly empty are
+    /// shrunk here), plus what `front_doors` measures of theirs
+    /// (connections' pending output and input buffers, channels' unacked
+    /// lists). O(queues + connections + channels), at most every
+    /// [`super::BUFFER_SCAN_EVERY`].
+    pub(crate) fn measure_buffers(&mut self, now: Instant, front_doors: impl FnOnce() -> u64) {
+        if now < self.alarms.buffers.2 + super::BUFFER_SCAN_EVERY {
+            return;
+        }
+        let mut bytes = front_doors();
+        for (_, q) in self.broker.queues.iter_mut() {
+            bytes += ring_bytes(&mut q.ready);
+        }
+        self.alarms.buffers = (bytes, self.msgs.queued, now);
+    }
+
+    /// Look at memory and disk. Returns the change, if any: Some(Some(why))
+    /// when publishers must now be blocked, Some(None) when they may go on.
+    pub(crate) fn check_alarms(&mut self, now: Instant) -> Option<Option<&'static str>> {
+        let used = self.memory_used();
+        let cfg = &self.config;
+        let a = &mut self.alarms;
+        // Hysteresis: raised at the budget, cleared below 90 % of it, so a
+        // queue hovering at the limit does not flap blocked/unblocked.
+        let mem = if a.blocked && !a.disk_alarm {
+            used >= cfg.max_memory / 10 * 9
+        } else {
+            used >= cfg.max_memory
+        };
+        if let Some(st) = self.msgs.store.as_mut() {
+            // Space is reserved a segment at a time: looking right after a
+            // new segment was reserved (and twice a second) finds a filling
+            // disk before a write can fail.
+            if now >= a.next_disk_check || st.take_rolled() {
+                a.next_disk_check = now + std::time::Duration::from_millis(500);
+                a.disk_low = match st.free_space() {
+                    Ok(free) => free < cfg.min_free_disk,
+                    Err(_) => false,
+                };
+            }
+            // Blocked too while the store cannot write or reserve its next
+            // segment, or holds too much that is not yet durable.
+            let backlog_limit = (cfg.max_memory / 8).max(8 << 20);
+            a.disk_alarm = a.disk_low || st.space_short() || st.backlog() as u64 > backlog_limit;
+        }
+        let reason = (mem || a.disk_alarm).then(|| blocked_reason(a.disk_alarm));
+        if reason.is_some() == a.blocked {
+            return None;
+        }
+        a.blocked = reason.is_some();
+        // A store that cannot write blocks publishers as the disk alarm
+        // does (clients know no other reason), but the log says why.
+        let store_failing = self.msgs.store.as_ref().is_some_and(|st| !st.healthy());
+        let why = match reason {
+            Some(_) if !mem && !a.disk_low && store_failing => {
+                "the store cannot write (disk alarm)"
+            }
+            Some(r) => r,
+            None => "",
+        };
+        match reason {
+            Some(_) => warn!(
+                "{why}: blocking publishers ({} bytes used: {} in content chunks, {} in stub chunks, {} in large bodies, {} messages)",
+                used,
+                self.msgs.arena.content_bytes(),
+                self.msgs.arena.stub_bytes(),
+                self.msgs.resident,
+                self.msgs.queued
+            ),
+            None => info!("alarm cleared: unblocking publishers"),
+        }
+        Some(reason)
+    }
+}

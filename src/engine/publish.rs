@@ -1,0 +1,196 @@
+//! The publish action: route a complete message (its exchange's bindings,
+//! alternate exchanges, sender-selected CC/BCC keys) and queue it: stored
+//! once for the durable queues if persistent, paged out beyond the memory
+//! budget, length limits applied.
+
+use bytes::Bytes;
+
+use super::Engine;
+use crate::broker::args::Overflow;
+use crate::broker::message::{Message, QueuedMsg};
+use crate::broker::QueueId;
+use crate::codec::{ContentHeader, Error, FieldTable, FieldValue};
+
+/// What became of a published message.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// It reached at least one queue (or a direct reply-to consumer).
+    pub routed: bool,
+    /// A queue refused it (`x-overflow: reject-publish`): a confirm must
+    /// be a nack.
+    pub rejected: bool,
+    /// It was written to the store: a confirm waits for the next sync.
+    pub stored: bool,
+    /// It was unroutable and published as mandatory: handed back for the
+    /// front door to return to its publisher.
+    pub returned: Option<Message>,
+}
+
+/// True when the raw content header's property flags include `headers`.
+fn has_headers(header: &[u8]) -> bool {
+    header.get(12).is_some_and(|f| f & 0x20 != 0)
+}
+
+impl Engine {
+    /// Publish `msg` to its exchange in `vhost`: 404 if the exchange does
+    /// not exist, 403 if it is internal. Unroutable messages are counted as
+    /// returned (`mandatory`: the front door returns them) or dropped.
+    pub fn publish(
+        &mut self,
+        vhost: &[u8],
+        mut msg: Message,
+        mandatory: bool,
+    ) -> Result<Routed, Error> {
+        self.broker.check_publish(vhost, &msg.exchange)?;
+        self.counters.publish += 1;
+        let headers = if has_headers(&msg.header) {
+            ContentHeader::decode(&msg.header)
+                .ok()
+                .and_then(|h| h.properties.headers)
+        } else {
+            None
+        };
+        let mut out = std::mem::take(&mut self.route_scratch);
+        out.clear();
+        self.broker.route(
+            vhost,
+            &msg.exchange,
+            &msg.routing_key,
+            headers.as_ref(),
+            &mut out,
+        );
+        if let Some(h) = &headers {
+            self.route_cc_bcc(vhost, &mut msg, h, &mut out);
+        }
+        let mut r = Routed {
+            routed: !out.is_empty(),
+            ..Routed::default()
+        };
+        if out.is_empty() {
+            self.counters.return_unroutable += u64::from(mandatory);
+            self.counters.drop_unroutable += u64::from(!mandatory);
+            r.returned = mandatory.then_some(msg);
+        } else {
+            (r.rejected, r.stored) = self.enqueue(msg, &out);
+        }
+        self.route_scratch = out;
+        Ok(r)
+    }
+
+    /// Put a routed message into its queues: store it once for the durable
+    /// ones (if persistent), page it out beyond the memory budget, apply
+    /// length limits (dead-lettering what overflows). Returns whether a queue
+    /// refused it (reject-publish) and whether it was written to the store.
+    pub(crate) fn enqueue(&mut self, mut msg: Message, targets: &[QueueId]) -> (bool, bool) {
+        msg.timestamp = self.wall_ms();
+        let mut durable = std::mem::take(&mut self.store_scratch);
+        durable.clear();
+        if msg.persistent && self.msgs.store.is_some() {
+            durable.extend(
+                targets
+                    .iter()
+                    .filter_map(|q| self.broker.queue(*q).and_then(|q| q.store_id)),
+            );
+        }
+        let stored = self.msgs.store_message(&msg, &durable);
+        self.store_scratch = durable;
+        // Beyond half the memory budget the content goes (straight) to disk.
+        let big = msg.body.len() >= crate::broker::message::INLINE_BODY;
+        let more = if big {
+            msg.body.len() as u64 + crate::broker::message::BIG_OVERHEAD
+        } else {
+            0
+        };
+        let packed = (!self.msgs.should_page(more))
+            .then(|| QueuedMsg::pack(&mut self.msgs.arena, &msg, stored));
+        let mut rejected = false;
+        let mut dropped = Vec::new();
+        for &q in targets {
+            let Some((sid, overflow)) = self.broker.queue(q).map(|q| (q.store_id, q.args.overflow))
+            else {
+                continue;
+            };
+            let m = match &packed {
+                Some(p) => {
+                    let mut m = p.clone();
+                    m.set_stored(sid.is_some());
+                    self.msgs.resident += m.resident();
+                    m
+                }
+                None => self.msgs.pack_paged(&msg, stored, sid.is_some()),
+            };
+            self.msgs.queued += 1;
+            let Some(queue) = self.broker.queue_mut(q) else {
+                continue;
+            };
+            let pushed = queue.push(m, msg.ttl, msg.timestamp, &mut dropped);
+            queue.stats.publish += u64::from(pushed.is_ok());
+            if let Err(m) = pushed {
+                rejected = true;
+                if overflow == Overflow::RejectPublishDlx {
+                    self.dead_letter(q, m, "maxlen");
+                } else {
+                    self.msgs.forget(sid, &m);
+                }
+            }
+            for d in std::mem::take(&mut dropped) {
+                self.dead_letter(q, d, "maxlen");
+            }
+            let expiry = self
+                .broker
+                .queue(q)
+                .and_then(|q| q.ready.back())
+                .and_then(|m| m.expires_at());
+            if let Some(t) = expiry {
+                let now_ms = self.wall_ms();
+                let at =
+                    self.clock.now + std::time::Duration::from_millis(t.saturating_sub(now_ms) + 1);
+                self.wake_at(at);
+            }
+            self.mark_queue(q);
+        }
+        (rejected, stored.is_some())
+    }
+
+    /// Sender-selected distribution (RabbitMQ): the routing keys listed in
+    /// the `CC` and `BCC` headers route the message too; `BCC` is removed
+    /// before the message is queued.
+    fn route_cc_bcc(
+        &mut self,
+        vhost: &[u8],
+        msg: &mut Message,
+        headers: &FieldTable,
+        out: &mut Vec<QueueId>,
+    ) {
+        let keys = |k: &str| -> Vec<Bytes> {
+            match headers.get(k) {
+                Some(FieldValue::Array(a)) => {
+                    a.iter().filter_map(|v| v.as_bytes().cloned()).collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        let (cc, bcc) = (keys("CC"), keys("BCC"));
+        if cc.is_empty() && bcc.is_empty() && headers.get("BCC").is_none() {
+            return;
+        }
+        let mut more = Vec::new();
+        for k in cc.iter().chain(bcc.iter()) {
+            self.broker
+                .route(vhost, &msg.exchange, k, Some(headers), &mut more);
+            out.append(&mut more);
+        }
+        out.sort_unstable();
+        out.dedup();
+        if headers.get("BCC").is_some() {
+            if let Ok(mut h) = ContentHeader::decode(&msg.header) {
+                if let Some(t) = h.properties.headers.as_mut() {
+                    t.remove("BCC");
+                }
+                let mut buf = bytes::BytesMut::new();
+                h.encode(&mut buf);
+                msg.header = buf.freeze();
+            }
+        }
+    }
+}
