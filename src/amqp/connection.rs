@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::channel::{Channel, Channels};
 use crate::broker::{ConnId, QueueId};
 use crate::codec::{FieldTable, Outbox};
-use super::channel::{Channel, Channels};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,17 +2,6 @@
 //! (`crate::engine`) they drive. Sans-IO: the server feeds it bytes and the
 //! current time and takes back bytes to write; tests and the `session` fuzz
 //! target drive it the same way, without sockets, with simulated time.
-//!
-//! # Calling order
-//!
-//! The server, each loop turn: [`Core::accept`] new sockets; for readable
-//! ones [`Core::read_hint`], read into [`Core::input_buffer`], then
-//! [`Core::process`] (frames → methods → engine actions → replies in the
-//! connection's outbox); on its timer [`Core::tick`]; at the end of the
-//! turn [`Core::end_turn`] (group commit, alarms), then write what
-//! [`Core::take_flush_list`] names from [`Core::outbox`], telling
-//! [`Core::wrote`] / [`Core::output_drained`]; close what
-//! [`Core::is_dead`] says and [`Core::remove`] it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,6 +35,17 @@ pub enum ReadHint {
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every AMQP connection, and the engine they drive.
+///
+/// # Calling order
+///
+/// The server, each loop turn: [`Core::accept`] new sockets; for readable
+/// ones [`Core::read_hint`], read into [`Core::input_buffer`], then
+/// [`Core::process`] (frames → methods → engine actions → replies in the
+/// connection's outbox); on its timer [`Core::tick`]; at the end of the
+/// turn [`Core::end_turn`] (group commit, alarms), then write what
+/// [`Core::take_flush_list`] names from [`Core::outbox`], telling
+/// [`Core::wrote`] / [`Core::output_drained`]; close what
+/// [`Core::is_dead`] says and [`Core::remove`] it.
 #[derive(Debug)]
 pub struct Core {
     /// The broker engine.

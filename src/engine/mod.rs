@@ -12,28 +12,6 @@
 //! | `expiry.rs` | message and queue expiry, dead-lettering, timers |
 //! | `persist.rs` | open and restore, the group commit, alarms |
 //! | `messages.rs` | [`Messages`]: store + arena + memory account; `take` |
-//!
-//! # Calling order
-//!
-//! The engine never blocks, reads the clock or touches a socket: time is
-//! an argument. A front door, once per loop turn:
-//!
-//! 1. [`Engine::advance`] to the turn's time, then calls actions
-//!    ([`Engine::publish`], [`Engine::declare_queue`], ...). Actions mark
-//!    the queues that may now deliver ([`Engine::mark_queue`]).
-//! 2. Hands messages to its consumers: for each queue from
-//!    [`Engine::next_dirty`], [`Messages::take`] one at a time while a
-//!    consumer has room; settles them later with [`Engine::ack`],
-//!    [`Engine::reject`] or [`Engine::requeue`].
-//! 3. Reads the events meant for it: [`Engine::take_cancelled`]
-//!    (consumers of deleted queues).
-//! 4. On its timer, [`Engine::tick`] (expiry, retries), and at the end of
-//!    the turn [`Engine::group_commit`] then [`Engine::check_alarms`]
-//!    (whose answer says when to block or unblock publishers).
-//!
-//! Where it is not sans-IO: the store's file I/O (appends, fdatasync, the
-//! free-space check, the definitions log) runs inside these calls, through
-//! `crate::store`; see README "Durability and faults".
 
 mod admin;
 mod expiry;
@@ -127,6 +105,28 @@ pub(crate) struct Clock {
 }
 
 /// The broker's state and actions, shared by every front door.
+///
+/// # Calling order
+///
+/// The engine never blocks, reads the clock or touches a socket: time is
+/// an argument. A front door, once per loop turn:
+///
+/// 1. [`Engine::advance`] to the turn's time, then calls actions
+///    ([`Engine::publish`], [`Engine::declare_queue`], ...). Actions mark
+///    the queues that may now deliver ([`Engine::mark_queue`]).
+/// 2. Hands messages to its consumers: for each queue from
+///    [`Engine::next_dirty`], [`Messages::take`] one at a time while a
+///    consumer has room; settles them later with [`Engine::ack`],
+///    [`Engine::reject`] or [`Engine::requeue`].
+/// 3. Reads the events meant for it: [`Engine::take_cancelled`]
+///    (consumers of deleted queues).
+/// 4. On its timer, [`Engine::tick`] (expiry, retries), and at the end of
+///    the turn [`Engine::group_commit`] then [`Engine::check_alarms`]
+///    (whose answer says when to block or unblock publishers).
+///
+/// Where it is not sans-IO: the store's file I/O (appends, fdatasync, the
+/// free-space check, the definitions log) runs inside these calls, through
+/// `crate::store`; see README "Durability and faults".
 #[derive(Debug)]
 pub struct Engine {
     /// Settings.
