@@ -12,7 +12,6 @@ pub mod config;
 pub mod config_file;
 pub mod conn;
 pub mod core;
-pub mod ctl;
 pub mod host;
 pub mod logging;
 pub mod mgmt;
