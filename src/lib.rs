@@ -24,5 +24,6 @@ pub use server::{Handle, Running, Server};
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
