@@ -11,7 +11,6 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod config_file;
-pub mod ctl;
 pub mod engine;
 pub mod host;
 pub mod logging;
@@ -25,5 +24,6 @@ pub use server::{Handle, Running, Server};
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;

@@ -1,6 +1,7 @@
 //! In-memory harness over [`Core`]: a scripted client that speaks frames to
 //! the core without sockets, with time as an argument. Used by the
-//! simulated-time tests and the `session` fuzz target.
+//! simulated-time tests and the `session` fuzz target. Built only with the
+//! cargo feature `testing` (see `Cargo.toml`).
 //!
 //! A test harness: a broken invariant or unparsable output is reported by
 //! panicking, as tests do.

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod rabbitmq;
 
 use std::net::SocketAddr;

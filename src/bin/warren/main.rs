@@ -3,11 +3,14 @@
 //! listener → open the data directory → a one-line start-up banner → run.
 //! SIGINT/SIGTERM close every connection with 320
 //! CONNECTION_FORCED and exit. `warren ctl ...` is the operator CLI
-//! (`src/ctl.rs`), talking to a running broker's management API.
+//! (`ctl.rs` beside this file), talking to a running broker's management
+//! API.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+
+mod ctl;
 
 use warren::{Config, Server};
 
@@ -57,7 +60,7 @@ fn addr_flag(m: &getopts::Matches, flag: &str) -> Result<Option<SocketAddr>, Str
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "ctl") {
-        return warren::ctl::main(args.get(1..).unwrap_or(&[]));
+        return ctl::main(args.get(1..).unwrap_or(&[]));
     }
     let mut opts = getopts::Options::new();
     opts.optopt(

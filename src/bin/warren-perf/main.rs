@@ -15,11 +15,19 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[path = "../perf/mod.rs"]
-mod perf;
+mod client;
+mod cpu;
+mod declare;
+mod floor;
+mod footprint;
+mod hist;
+mod msg;
+mod run;
+mod stall;
+mod uri;
 
-use perf::floor::FloorSettings;
-use perf::run::Settings;
+use floor::FloorSettings;
+use run::Settings;
 
 const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
@@ -154,8 +162,8 @@ fn secs(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, String> {
 
 fn settings(m: &getopts::Matches) -> Result<Settings, String> {
     let uri = match m.opt_str("uri") {
-        Some(u) => perf::uri::parse(&u)?,
-        None => perf::uri::Uri::default(),
+        Some(u) => uri::parse(&u)?,
+        None => uri::Uri::default(),
     };
     let exchange_type = m
         .opt_str("exchange-type")
@@ -202,14 +210,14 @@ fn settings(m: &getopts::Matches) -> Result<Settings, String> {
         },
     };
     if let Some(pid) = s.broker_pid {
-        if perf::cpu::process(pid).is_none() {
+        if cpu::process(pid).is_none() {
             return Err(format!("--broker-pid: cannot read /proc/{pid}/stat"));
         }
     }
-    if s.size < perf::msg::STAMP_LEN {
+    if s.size < msg::STAMP_LEN {
         return Err(format!(
             "--size must be at least {} (timestamp + sequence)",
-            perf::msg::STAMP_LEN
+            msg::STAMP_LEN
         ));
     }
     if s.queues == 0 {
@@ -292,7 +300,7 @@ fn floor(args: &[String]) -> ExitCode {
     o.optopt("z", "duration", "seconds per phase (default 5)", "SECS");
     let settings = |m: &getopts::Matches| {
         let size = num(m, "size", 16)?;
-        if size < perf::msg::STAMP_LEN {
+        if size < msg::STAMP_LEN {
             return Err("--size must be at least 16".to_string());
         }
         Ok(FloorSettings {
@@ -301,7 +309,7 @@ fn floor(args: &[String]) -> ExitCode {
             json: m.opt_present("json"),
         })
     };
-    subcommand("floor", args, o, false, settings, perf::floor::run)
+    subcommand("floor", args, o, false, settings, floor::run)
 }
 
 fn footprint(args: &[String]) -> ExitCode {
@@ -320,7 +328,7 @@ fn footprint(args: &[String]) -> ExitCode {
     );
     o.optopt("m", "messages", "messages to queue (default 1000000)", "N");
     let settings = |m: &getopts::Matches| {
-        Ok(perf::footprint::FootprintSettings {
+        Ok(footprint::FootprintSettings {
             broker: m.free.clone(),
             port: num(m, "port", 5699)?,
             connections: num(m, "connections", 10_000)?,
@@ -328,7 +336,7 @@ fn footprint(args: &[String]) -> ExitCode {
             json: m.opt_present("json"),
         })
     };
-    subcommand("footprint", args, o, true, settings, perf::footprint::run)
+    subcommand("footprint", args, o, true, settings, footprint::run)
 }
 
 fn declare(args: &[String]) -> ExitCode {
@@ -356,8 +364,8 @@ fn declare(args: &[String]) -> ExitCode {
         let uri = m
             .opt_str("uri")
             .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        Ok(perf::declare::DeclareSettings {
-            uri: perf::uri::parse(&uri)?,
+        Ok(declare::DeclareSettings {
+            uri: uri::parse(&uri)?,
             count: num(m, "count", 10_000)?,
             durable: !m.opt_present("transient"),
             prefix: m
@@ -366,7 +374,7 @@ fn declare(args: &[String]) -> ExitCode {
             json: m.opt_present("json"),
         })
     };
-    subcommand("declare", args, o, false, settings, perf::declare::run)
+    subcommand("declare", args, o, false, settings, declare::run)
 }
 
 fn stall(args: &[String]) -> ExitCode {
@@ -419,7 +427,7 @@ fn stall(args: &[String]) -> ExitCode {
             .unwrap_or_else(|| "consume,close-channel".into())
             .split(',')
             .map(|p| {
-                perf::stall::Phase::parse(p.trim())
+                stall::Phase::parse(p.trim())
                     .ok_or_else(|| format!("--phases: unknown phase '{p}'"))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -428,14 +436,14 @@ fn stall(args: &[String]) -> ExitCode {
             Some(_) => Some(num(m, "broker-pid", 0u32)?),
         };
         if let Some(pid) = broker_pid {
-            if perf::cpu::process(pid).is_none() {
+            if cpu::process(pid).is_none() {
                 return Err(format!("--broker-pid: cannot read /proc/{pid}/stat"));
             }
         }
-        Ok(perf::stall::StallSettings {
+        Ok(stall::StallSettings {
             uri: match m.opt_str("uri") {
-                Some(u) => perf::uri::parse(&u)?,
-                None => perf::uri::Uri::default(),
+                Some(u) => uri::parse(&u)?,
+                None => uri::Uri::default(),
             },
             consumers: num(m, "consumers", 100_000)?,
             phases,
@@ -446,7 +454,7 @@ fn stall(args: &[String]) -> ExitCode {
             json: m.opt_present("json"),
         })
     };
-    subcommand("stall", args, o, false, settings, perf::stall::run)
+    subcommand("stall", args, o, false, settings, stall::run)
 }
 
 fn main() -> ExitCode {
@@ -478,7 +486,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match settings(&m) {
-        Ok(s) => ExitCode::from(perf::run::run(s) as u8),
+        Ok(s) => ExitCode::from(run::run(s) as u8),
         Err(e) => {
             eprintln!("warren-perf: {e}");
             ExitCode::from(2)
