@@ -6,24 +6,36 @@
 
 #![deny(unsafe_code)]
 
-pub mod amqp;
-pub mod broker;
+// The public surface: the server and its configuration, the codec, the
+// file-based configuration and logging the `warren` binary uses, and the
+// few helpers the binaries share (`support`). Everything else is the
+// crate's own (the test harness re-exports what the tests look at).
 pub mod codec;
-pub mod config;
 pub mod config_file;
-pub mod engine;
-pub mod host;
 pub mod logging;
-pub mod mgmt;
-
 pub use config::Config;
-pub mod server;
-
 pub use server::{Handle, Running, Server};
 
-pub mod store;
+pub(crate) mod amqp;
+pub(crate) mod broker;
+pub(crate) mod config;
+pub(crate) mod engine;
+pub(crate) mod host;
+pub(crate) mod mgmt;
+pub(crate) mod server;
+pub(crate) mod store;
 #[allow(unsafe_code)]
-pub mod sys;
+pub(crate) mod sys;
+
+/// Helpers the library shares with its binaries (`warren ctl`,
+/// `warren-perf`); not a stable API.
+#[doc(hidden)]
+pub mod support {
+    pub use crate::broker::auth::base64_encode;
+    pub use crate::mgmt::stats::rss_and_peak;
+    pub use crate::sys::read_into;
+}
+
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;

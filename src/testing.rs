@@ -12,11 +12,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::amqp::Core;
+pub use crate::amqp::{Core, ReadHint};
 use crate::broker::ConnId;
 use crate::codec::frame::{parse_frame, Frame, PROTOCOL_HEADER};
 use crate::codec::*;
 use crate::config::Config;
+pub use crate::engine::Engine;
+pub use crate::mgmt::{HttpConn, Mgmt};
+pub use crate::store::crc::crc32c;
+pub use crate::store::{free_disk, Faults, FORMAT_VERSION};
 
 /// A core plus one scripted client connection.
 pub struct Pair {

@@ -603,7 +603,7 @@ impl BrokerProc {
 
     /// (VmRSS, VmHWM) in bytes.
     fn rss(&self) -> (u64, u64) {
-        warren::mgmt::stats::rss_and_peak(self.pid())
+        warren::support::rss_and_peak(self.pid())
     }
 }
 
@@ -2703,7 +2703,7 @@ impl Tmpfs {
     }
 
     fn free(&self) -> u64 {
-        warren::store::free_disk(&self.path).expect("statvfs")
+        warren::testing::free_disk(&self.path).expect("statvfs")
     }
 
     /// Take every free byte with a file of its own (as another program
@@ -3183,7 +3183,7 @@ fn first_start_on_a_full_disk_leaves_the_directory_usable() {
     b.stop();
     assert_eq!(
         fs::read_to_string(dir.join("VERSION")).expect("VERSION"),
-        format!("{}\n", warren::store::FORMAT_VERSION)
+        format!("{}\n", warren::testing::FORMAT_VERSION)
     );
     // An empty VERSION an older version left in a directory without data
     // is repaired.
@@ -3195,7 +3195,7 @@ fn first_start_on_a_full_disk_leaves_the_directory_usable() {
     b.stop();
     assert_eq!(
         fs::read_to_string(old.join("VERSION")).expect("VERSION"),
-        format!("{}\n", warren::store::FORMAT_VERSION)
+        format!("{}\n", warren::testing::FORMAT_VERSION)
     );
     // With data in it, an empty VERSION is refused, saying what to do.
     fs::write(old.join("VERSION"), "").expect("empty VERSION");
@@ -3210,7 +3210,7 @@ fn first_start_on_a_full_disk_leaves_the_directory_usable() {
     );
     assert!(
         err.contains("holds messages or definitions but its VERSION file is empty")
-            && err.contains(warren::store::FORMAT_VERSION),
+            && err.contains(warren::testing::FORMAT_VERSION),
         "unclear error:\n{err}"
     );
 }

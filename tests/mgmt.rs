@@ -95,7 +95,7 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Resp {
 fn raw_request(method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<&str>) -> String {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
     if let Some((u, p)) = auth {
-        let cred = warren::broker::auth::base64_encode(format!("{u}:{p}").as_bytes());
+        let cred = warren::support::base64_encode(format!("{u}:{p}").as_bytes());
         req.push_str(&format!("Authorization: Basic {cred}\r\n"));
     }
     if let Some(b) = body {

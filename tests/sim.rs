@@ -652,7 +652,7 @@ fn permission_changes_reach_open_connections() {
 /// arrives that way is delivered intact.
 #[test]
 fn read_hint_asks_for_the_rest_of_large_frames() {
-    use warren::amqp::ReadHint;
+    use warren::testing::ReadHint;
     let mut p = Pair::new(Config::default());
     p.handshake(0);
     assert_eq!(p.core.read_hint(p.id), ReadHint::Scratch(usize::MAX));

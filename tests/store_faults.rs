@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use warren::codec::frame::Frame;
 use warren::codec::*;
-use warren::store::Faults;
+use warren::testing::Faults;
 use warren::testing::Pair;
 use warren::Config;
 
@@ -190,7 +190,7 @@ fn check_segments(dir: &Path) -> usize {
                 "{path:?}: bad length at {off}"
             );
             assert_eq!(
-                warren::store::crc::crc32c(&data[off + 8..end]),
+                warren::testing::crc32c(&data[off + 8..end]),
                 crc,
                 "{path:?}: record at {off} fails its CRC"
             );
@@ -595,7 +595,7 @@ fn thousands_of_durable_declares_are_logged_and_recovered() {
 /// A management API change whose commit fails is answered 500, not 2xx.
 #[test]
 fn the_management_api_answers_500_when_a_change_cannot_be_made_durable() {
-    use warren::mgmt::{HttpConn, Mgmt};
+    use warren::testing::{HttpConn, Mgmt};
     let dir = temp_dir("http");
     let faults = Faults::with_free(1 << 30);
     let mut p = open(&dir, &faults);

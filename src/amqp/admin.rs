@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+#[cfg(any(test, feature = "testing"))]
 use bytes::Bytes;
 
 use super::Core;
@@ -68,6 +69,7 @@ impl Core {
         self.connection_error(id, e, now);
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// A connection's name as the management API shows it: its peer
     /// address (see [`super::Connection::name`]).
     pub fn connection_name(&self, id: ConnId) -> Option<Bytes> {

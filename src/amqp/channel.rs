@@ -98,11 +98,13 @@ impl UnackedList {
         self.live
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// None unsettled.
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The deliveries, ascending by tag.
     pub fn iter(&self) -> impl Iterator<Item = &Unacked> + '_ {
         self.slots.iter().filter_map(|s| match s {
@@ -216,6 +218,7 @@ impl ChanConsumers {
         self.slots.len()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// No consumers.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
@@ -547,6 +550,7 @@ impl Channels {
         self.count
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.count == 0

@@ -16,6 +16,7 @@ use crate::codec::frame::{
     parse_protocol_header, parse_raw_frame, ProtocolHeader, PROTOCOL_HEADER,
 };
 use crate::codec::{ConnectionClose, Error, Outbox, ReplyCode};
+#[cfg(any(test, feature = "testing"))]
 use crate::config::Config;
 use crate::engine::Engine;
 
@@ -66,6 +67,7 @@ pub struct Core {
 }
 
 impl Core {
+    #[cfg(any(test, feature = "testing"))]
     /// AMQP over an in-memory engine with the default vhost.
     pub fn new(config: Config) -> Core {
         Core::with_engine(Engine::new(config))
@@ -83,6 +85,7 @@ impl Core {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Settings.
     pub fn config(&self) -> &Config {
         &self.engine.config
@@ -159,6 +162,7 @@ impl Core {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Append bytes and process them (tests and fuzzing; the server reads
     /// straight into [`Core::input_buffer`]).
     pub fn handle_bytes(&mut self, id: ConnId, data: &[u8], now: Instant) {
@@ -173,6 +177,7 @@ impl Core {
         self.conn_mut(id).map(|c| &mut c.outbox)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Take everything a connection has to write (tests).
     pub fn take_output(&mut self, id: ConnId) -> Vec<u8> {
         let now = self.engine.now();

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use log::warn;
 
 use super::channel::{ChanState, Channel, TxOp};
+#[cfg(any(test, feature = "testing"))]
 use super::ConnState;
 use crate::amqp::Core;
 use crate::broker::args::parse_expiration;
@@ -413,6 +414,7 @@ impl Core {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// True when the connection is open for channel work.
     pub fn is_running(&self, id: ConnId) -> bool {
         self.conn(id).is_some_and(|c| c.state == ConnState::Running)

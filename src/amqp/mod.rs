@@ -33,6 +33,5 @@ mod queue;
 mod reply_to;
 mod tx;
 
-pub use channel::{Channel, Channels};
 pub use connection::{ConnState, Connection};
 pub use conns::{Core, ReadHint};

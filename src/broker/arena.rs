@@ -119,6 +119,7 @@ impl Slice {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The chunk it is in (its address) and the chunk's size; `None` for an
     /// empty slice. For checking the account (see `Core::check_invariants`).
     pub fn chunk(&self) -> Option<(usize, u64)> {
@@ -272,6 +273,7 @@ impl Writer {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The current chunk (address, size), for checking the account.
     pub fn current(&self) -> Option<(usize, u64)> {
         self.chunk.map(|c| {

@@ -128,6 +128,7 @@ pub enum Access {
 }
 
 impl Access {
+    #[cfg(any(test, feature = "testing"))]
     /// RabbitMQ's word for it.
     pub fn name(self) -> &'static str {
         match self {
@@ -287,6 +288,7 @@ impl Auth {
         self.permission(user, vhost).is_some()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// May `user` do `access` on resource `name` in `vhost`? The default
     /// exchange is checked as `amq.default`, as in RabbitMQ.
     pub fn allows(&self, user: &str, vhost: &str, access: Access, name: &str) -> bool {

@@ -391,6 +391,7 @@ impl Consumers {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Check the links (tests).
     #[doc(hidden)]
     pub fn check(&self) -> Result<(), String> {

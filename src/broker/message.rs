@@ -143,6 +143,7 @@ impl Arena {
         self.content_bytes() + self.stub_bytes()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The writers' current chunks (address, size), which no message may
     /// hold (see `Core::check_invariants`).
     pub fn current_chunks(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
@@ -458,6 +459,7 @@ impl QueuedMsg {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The body when it is not packed inline (large bodies).
     pub fn big_body(&self) -> Option<&Bytes> {
         self.big.as_deref()
@@ -568,6 +570,7 @@ impl QueuedMsg {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The arena chunk its slice is in (address, size), for checking the
     /// arena's account.
     pub fn chunk(&self) -> Option<(usize, u64)> {

@@ -112,6 +112,7 @@ impl Children {
         }
     }
 
+    #[cfg(test)]
     fn for_each(&self, mut f: impl FnMut(NodeId)) {
         match self {
             Children::Small(v) => v.iter().for_each(|&(_, id)| f(id)),
@@ -119,6 +120,7 @@ impl Children {
         }
     }
 
+    #[cfg(test)]
     fn retain(&mut self, mut keep: impl FnMut(NodeId) -> bool) {
         match self {
             Children::Small(v) => v.retain(|&(_, id)| keep(id)),
@@ -176,6 +178,7 @@ impl<D> Node<D> {
         }
     }
 
+    #[cfg(test)]
     fn for_each_child(&self, mut f: impl FnMut(NodeId)) {
         self.words.for_each(&mut f);
         self.star.into_iter().chain(self.hash).for_each(f);
@@ -397,6 +400,7 @@ impl<D: Clone + PartialEq> TopicTrie<D> {
     /// Keep only the bindings whose destination satisfies `keep` (as
     /// `Vec::retain`): to drop a deleted queue's bindings, pass
     /// `|d| d != &queue`. Nodes left empty are freed.
+    #[cfg(test)]
     pub fn retain(&mut self, keep: &mut impl FnMut(&D) -> bool) {
         let before = self.bindings;
         for node in &mut self.nodes {
@@ -410,11 +414,13 @@ impl<D: Clone + PartialEq> TopicTrie<D> {
     }
 
     /// Number of (binding key, destination) pairs.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.bindings
     }
 
     /// True when there are no bindings.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.bindings == 0
     }
@@ -455,6 +461,7 @@ impl<D: Clone + PartialEq> TopicTrie<D> {
     }
 
     /// Free every node with no bindings at or below it (root excepted).
+    #[cfg(test)]
     fn prune(&mut self) {
         // Preorder walk from the root: parents before children.
         let mut order = Vec::new();

@@ -59,6 +59,7 @@ pub struct Messages {
 }
 
 impl Messages {
+    #[cfg(any(test, feature = "testing"))]
     /// Where queued messages are packed (its account of chunks).
     pub fn arena(&self) -> &Arena {
         &self.arena

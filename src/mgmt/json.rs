@@ -443,6 +443,7 @@ pub fn list_bytes<T>(
     Ok(obj)
 }
 
+#[cfg(test)]
 /// [`list_bytes`] over ready values, parsed back (tests).
 pub fn list_response(items: Vec<Value>, query: &[(String, String)]) -> Result<Value, String> {
     let bytes = list_bytes(&items, Value::clone, query)?;

@@ -30,16 +30,6 @@ use crate::amqp::ConnState;
 use crate::amqp::Core;
 use crate::broker::queue::Queue;
 
-/// The `family=` values of `/metrics/detailed` that warren fills.
-pub const DETAILED_FAMILIES: [&str; 6] = [
-    "node_coarse_metrics",
-    "node_metrics",
-    "node_persister_metrics",
-    "queue_coarse_metrics",
-    "queue_consumer_count",
-    "queue_metrics",
-];
-
 /// Which series to render.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {

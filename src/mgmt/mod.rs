@@ -51,6 +51,7 @@ pub struct Request {
 }
 
 impl Request {
+    #[cfg(test)]
     /// A request (tests and embedding).
     pub fn new(method: &str, path: &str, body: &[u8], peer: SocketAddr) -> Request {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
@@ -94,11 +95,6 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
         }
-    }
-
-    /// The body as JSON (tests).
-    pub fn body_json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
 }
 

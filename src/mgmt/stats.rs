@@ -101,8 +101,6 @@ pub struct Mgmt {
     pub started: Instant,
     /// RabbitMQ-style node name, `warren@host`.
     pub node: String,
-    /// The host name.
-    pub hostname: String,
     /// AMQP listener addresses.
     pub amqp_addrs: Vec<SocketAddr>,
     /// The management listener's address.
@@ -143,7 +141,6 @@ impl Mgmt {
         Mgmt {
             started: now,
             node: format!("warren@{hostname}"),
-            hostname,
             amqp_addrs,
             http_addr,
             accept_error: None,

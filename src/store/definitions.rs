@@ -327,6 +327,7 @@ impl Definitions {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Write the snapshot atomically into `dir/definitions` (a fresh
     /// generation with no log behind it).
     pub fn save(&self, dir: &Path) -> io::Result<()> {
@@ -359,6 +360,7 @@ impl Definitions {
         Ok(Some((Definitions::from_table(&t), gen)))
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Load `dir/definitions` and replay the changes logged after it.
     pub fn load(dir: &Path) -> io::Result<Option<Definitions>> {
         let Some((mut defs, gen)) = Definitions::load_snapshot(dir)? else {

@@ -611,6 +611,7 @@ impl Store {
         recover::read_verified(file, &self.dir, r)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// True when records are buffered or written but not yet synced.
     pub fn needs_sync(&self) -> bool {
         self.seg.unsynced() > 0 || self.dir_dirty
@@ -641,6 +642,7 @@ impl Store {
         self.seg.unsynced()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The last write or sync error, while the store is failing.
     pub fn failure(&self) -> Option<io::Error> {
         self.failure.as_ref().map(Failure::error)
@@ -828,6 +830,7 @@ impl Store {
             .sum()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Number of segment files.
     pub fn segments(&self) -> usize {
         self.segs.len()

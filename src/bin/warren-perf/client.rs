@@ -207,7 +207,7 @@ impl Conn {
 
     /// Read once from the socket into `rbuf`; EOF is an error.
     pub fn read_more(&mut self) -> Result<usize> {
-        let n = warren::server::read_into(&self.stream, &mut self.rbuf, READ_CHUNK)?;
+        let n = warren::support::read_into(&self.stream, &mut self.rbuf, READ_CHUNK)?;
         if n == 0 {
             return Err(PerfError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -186,7 +186,7 @@ fn phase(size: usize, duration: Duration, one_at_a_time: bool) -> io::Result<Pha
                 let mut hist = Histogram::new();
                 let (mut bytes, mut last) = (0u64, 0u64);
                 loop {
-                    if warren::server::read_into(&c, &mut rbuf, READ_CHUNK)? == 0 {
+                    if warren::support::read_into(&c, &mut rbuf, READ_CHUNK)? == 0 {
                         break;
                     }
                     let now = now_ns();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use warren::codec::{Method, QueueDeclare, QueueDelete};
-use warren::mgmt::stats::rss_and_peak as rss;
+use warren::support::rss_and_peak as rss;
 
 use super::client::{Conn, Result};
 use super::msg::Template;

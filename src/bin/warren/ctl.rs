@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use warren::broker::auth::base64_encode;
+use warren::support::base64_encode;
 
 /// Bad command line.
 pub const EX_USAGE: u8 = 64;

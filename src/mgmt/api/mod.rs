@@ -46,9 +46,6 @@ use super::{Request, Response};
 use crate::amqp::Core;
 use crate::codec::{Error, ReplyCode};
 
-pub use bindings::props_key;
-pub use connections::conn_name;
-
 /// Tags that may use the management API at all.
 const MGMT_TAGS: [&str; 4] = ["administrator", "management", "policymaker", "monitoring"];
 
