@@ -7,12 +7,13 @@
 
 pub mod crc;
 pub mod definitions;
+mod disk;
 mod file;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,8 @@ use log::{error, info, warn};
 
 use crate::codec::reader::Reader;
 use crc::crc32c;
-pub use file::Faults;
+use disk::Disk;
+pub use disk::{DiskOp, Faults};
 use file::LogFile;
 use recover::{load_clean, scan, DirLock, CLEAN};
 
@@ -176,7 +178,8 @@ pub struct Store {
     now: Instant,
     /// Repeated identical errors are logged once a second.
     log_throttle: Throttle,
-    faults: Option<Arc<Faults>>,
+    /// Every disk operation goes through it.
+    disk: Disk,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -185,7 +188,6 @@ fn seg_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.seg"))
 }
 
-/// fsync a directory so renames and new files in it are durable.
 /// Out of file descriptors (or of the kernel memory for one): a passing
 /// condition, not a damaged record.
 fn out_of_descriptors(e: &io::Error) -> bool {
@@ -200,10 +202,6 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 /// Every other read error means the record is damaged or gone.
 pub fn read_error_is_passing(e: &io::Error) -> bool {
     e.kind() != io::ErrorKind::InvalidData
-}
-
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn frame_record(out: &mut Vec<u8>, payload: &[u8]) {
@@ -307,27 +305,25 @@ impl Store {
         seg_size: u64,
         faults: Option<Arc<Faults>>,
     ) -> io::Result<(Store, Recovered)> {
-        let lock = recover::claim_dir(dir)?;
+        let disk = Disk::new(faults);
+        let lock = recover::claim_dir(&disk, dir)?;
         let mdir = dir.join("msgs");
-        fs::create_dir_all(&mdir)?;
+        disk.create_dir_all(&mdir)?;
         let started = Instant::now();
         // Segment number to file size.
-        let sizes: BTreeMap<u32, u64> = fs::read_dir(&mdir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n = name.strip_suffix(".seg")?.parse().ok()?;
-                Some((n, e.metadata().ok()?.len()))
-            })
+        let sizes: BTreeMap<u32, u64> = disk
+            .list(&mdir)?
+            .into_iter()
+            .filter_map(|(name, len)| Some((name.strip_suffix(".seg")?.parse().ok()?, len)))
             .collect();
         let numbers: Vec<u32> = sizes.keys().copied().collect();
-        let clean = load_clean(&mdir, &sizes);
+        let clean = load_clean(&disk, &mdir, &sizes);
         let (live, max_id, mut rec) = match clean {
             Some((live, max_id)) => {
                 info!("clean shutdown marker found: skipping the store scan");
                 (live, max_id, Recovered::default())
             }
-            None => scan(&mdir, &numbers)?,
+            None => scan(&disk, &mdir, &numbers)?,
         };
         let last = numbers.last().copied();
         let mut segs: BTreeMap<u32, Seg> = numbers.iter().map(|&n| (n, Seg::default())).collect();
@@ -344,20 +340,21 @@ impl Store {
         // A full disk must not stop the start: without a reservation the
         // store still works while there is room, and publishers are blocked
         // (disk alarm) until the next segment can be reserved.
-        let (seg, roll_retry) = match LogFile::create(&path, seg_size, faults.clone()) {
+        let (seg, roll_retry) = match LogFile::create(&disk, &path, seg_size, 0) {
             Ok(f) => (f, None),
             Err(e) => {
                 warn!("store: cannot reserve {seg_size} bytes for a new segment: {e}");
-                (LogFile::create(&path, 0, faults.clone())?, Some(started))
+                (LogFile::create(&disk, &path, 0, 0)?, Some(started))
             }
         };
         segs.insert(cur, Seg::default());
         for (n, s) in segs.iter_mut() {
             if *n != cur {
-                s.size = fs::metadata(seg_path(&mdir, *n)).map_or(0, |m| m.len());
+                // (The scan may have cut the newest one's tail.)
+                s.size = disk.size(&seg_path(&mdir, *n)).unwrap_or(0);
             }
         }
-        let dir_file = File::open(&mdir)?;
+        let dir_file = disk.open_dir(&mdir)?;
         let mut store = Store {
             dir_file,
             dir: mdir,
@@ -378,7 +375,7 @@ impl Store {
             rolled: false,
             now: started,
             log_throttle: Throttle::default(),
-            faults,
+            disk,
             stats: StoreStats::default(),
         };
         store.collect_garbage();
@@ -415,7 +412,7 @@ impl Store {
         }
         let next = self.cur + 1;
         let path = seg_path(&self.dir, next);
-        match LogFile::create(&path, self.seg_size, self.faults.clone()) {
+        match LogFile::create(&self.disk, &path, self.seg_size, 0) {
             Ok(file) => {
                 let mut old = std::mem::replace(&mut self.seg, file);
                 old.trim();
@@ -574,41 +571,58 @@ impl Store {
     }
 
     /// The record from the buffer while it is not yet synced (so it can be
-    /// read back even while the disk fails), else from its segment file.
+    /// read back even while the disk fails), else from its segment file. A
+    /// damaged record is copied to the quarantine (its segment may be
+    /// collected once the message is dropped).
     fn read_checked(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
-        if r.seg == self.cur {
-            let len = recover::plausible_len(r)?;
-            if let Some(b) = self.seg.buffered(r.offset as u64, len) {
-                return recover::verify_record(Bytes::copy_from_slice(b), &self.dir, r);
-            }
-            return recover::read_verified(self.seg.file(), &self.dir, r);
-        }
-        let file = match self.readers.get(&r.seg) {
-            Some(f) => f,
-            None => {
-                let path = seg_path(&self.dir, r.seg);
-                let faults = self.faults.as_deref();
-                let mut opened = Faults::open_for_reading(faults, &path);
-                if opened.as_ref().is_err_and(out_of_descriptors) && !self.readers.is_empty() {
-                    // Give back the segments held open for reading, then try again.
-                    self.readers.clear();
-                    opened = Faults::open_for_reading(faults, &path);
-                }
-                let f = opened.map_err(|e| {
-                    if out_of_descriptors(&e) {
-                        // Not the record's fault: it stays, and is read later.
-                        io::Error::other(format!("cannot open segment {:08}: {e}", r.seg))
-                    } else {
-                        recover::bad_record(r, format!("cannot open the segment: {e}"))
-                    }
-                })?;
-                if self.readers.len() > 64 {
-                    self.readers.clear();
-                }
-                self.readers.entry(r.seg).or_insert(f)
+        let len = recover::plausible_len(r)?;
+        let data = match self.seg.buffered(r.offset as u64, len) {
+            Some(b) if r.seg == self.cur => Bytes::copy_from_slice(b),
+            _ => {
+                self.open_reader(r)?;
+                let file = match self.readers.get(&r.seg) {
+                    Some(f) => f,
+                    None if r.seg == self.cur => self.seg.file(),
+                    None => return Err(io::Error::other("segment reader vanished")),
+                };
+                recover::read_at(&self.disk, file, r, len)?
             }
         };
-        recover::read_verified(file, &self.dir, r)
+        recover::check_record(&data, r).map_err(|why| {
+            let at = r.offset as usize;
+            let kept = match recover::quarantine(&self.disk, &self.dir, r.seg, at, &data) {
+                Ok(q) => format!("copy in {}", q.display()),
+                Err(e) => format!("cannot copy it to the quarantine: {e}"),
+            };
+            recover::bad_record(r, format!("{why}; {kept}"))
+        })
+    }
+
+    /// Open the segment of `r` for reading (unless it is the current one,
+    /// or open already).
+    fn open_reader(&mut self, r: &StoreRef) -> io::Result<()> {
+        if r.seg != self.cur && !self.readers.contains_key(&r.seg) {
+            let path = seg_path(&self.dir, r.seg);
+            let mut opened = self.disk.open(&path);
+            if opened.as_ref().is_err_and(out_of_descriptors) && !self.readers.is_empty() {
+                // Give back the segments held open for reading, then try again.
+                self.readers.clear();
+                opened = self.disk.open(&path);
+            }
+            let f = opened.map_err(|e| {
+                if out_of_descriptors(&e) {
+                    // Not the record's fault: it stays, and is read later.
+                    io::Error::other(format!("cannot open segment {:08}: {e}", r.seg))
+                } else {
+                    recover::bad_record(r, format!("cannot open the segment: {e}"))
+                }
+            })?;
+            if self.readers.len() > 64 {
+                self.readers.clear();
+            }
+            self.readers.insert(r.seg, f);
+        }
+        Ok(())
     }
 
     /// True when records are buffered or written but not yet synced.
@@ -655,10 +669,7 @@ impl Store {
     /// Free bytes on the file system holding the store (or the simulated
     /// disk's, under fault injection).
     pub fn free_space(&self) -> io::Result<u64> {
-        match &self.faults {
-            Some(fx) => Ok(fx.free()),
-            None => free_disk(&self.dir),
-        }
+        self.disk.free_space(&self.dir)
     }
 
     /// Write buffered records without syncing (acks, delivery marks): they
@@ -700,7 +711,7 @@ impl Store {
         let now = self.now;
         let res = self.sync_segment().and_then(|()| {
             if self.dir_dirty {
-                self.dir_file.sync_all()?;
+                self.disk.sync_dir(&self.dir_file)?;
                 self.dir_dirty = false;
             }
             Ok(())
@@ -757,13 +768,8 @@ impl Store {
         for n in dead {
             let size = self.segs.remove(&n).map_or(0, |s| s.size);
             self.readers.remove(&n);
-            match fs::remove_file(seg_path(&self.dir, n)) {
-                Ok(()) => {
-                    self.dir_dirty = true;
-                    if let Some(fx) = &self.faults {
-                        fx.add_free(size);
-                    }
-                }
+            match self.disk.remove(&seg_path(&self.dir, n), size) {
+                Ok(()) => self.dir_dirty = true,
                 Err(e) => warn!("store: cannot delete segment {n:08}: {e}"),
             }
         }
@@ -810,21 +816,18 @@ impl Store {
             crate::codec::writer::put_shortstr(&mut p, &m.exchange);
             crate::codec::writer::put_shortstr(&mut p, &m.routing_key);
         }
-        let tmp = self.dir.join("CLEAN.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&crc32c(&p).to_be_bytes())?;
-        f.write_all(&p)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join(CLEAN))?;
-        sync_dir(&self.dir)
+        let mut data = Vec::with_capacity(4 + p.len());
+        data.extend_from_slice(&crc32c(&p).to_be_bytes());
+        data.extend_from_slice(&p);
+        self.disk
+            .replace(&self.dir_file, &self.dir.join(CLEAN), &data, 0)
     }
 
     /// Bytes on disk in segment files.
     pub fn disk_bytes(&self) -> u64 {
         self.segs
             .keys()
-            .filter_map(|n| fs::metadata(seg_path(&self.dir, *n)).ok())
-            .map(|m| m.len())
+            .filter_map(|n| self.disk.size(&seg_path(&self.dir, *n)).ok())
             .sum()
     }
 
