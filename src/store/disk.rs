@@ -34,6 +34,8 @@ pub enum DiskOp {
     SyncData,
     /// `fsync` of a directory (new, renamed or removed files in it): EIO.
     SyncDir,
+    /// `syncfs` of a file system (the quarantine copies of a turn): EIO.
+    SyncFs,
     /// Reserving space with `fallocate` (a new segment, the definitions
     /// log): ENOSPC.
     Reserve,
@@ -54,7 +56,7 @@ pub enum DiskOp {
 }
 
 impl DiskOp {
-    const ALL: usize = 13;
+    const ALL: usize = 14;
 
     fn index(self) -> usize {
         self as usize
@@ -321,6 +323,13 @@ impl Disk {
         dir.sync_all()
     }
 
+    /// Sync everything written to the file system holding `file` (`syncfs`):
+    /// many new small files at the cost of about one journal commit.
+    pub fn sync_fs(&self, file: &File) -> io::Result<()> {
+        self.check(DiskOp::SyncFs)?;
+        sys::syncfs(file)
+    }
+
     /// Reserve space for `file` up to `len` bytes, keeping its size; it has
     /// `allocated` already. A file system without `fallocate` just gets no
     /// reservation (`Ok`).
@@ -435,7 +444,7 @@ mod tests {
         let dir_file = disk.open_dir(&d).unwrap();
         let f = disk.create(&path, 0).unwrap();
         let code = |r: io::Result<()>| r.unwrap_err().raw_os_error();
-        let cases: [(DiskOp, &Call, i32); 9] = [
+        let cases: [(DiskOp, &Call, i32); 10] = [
             (DiskOp::Open, &|| disk.open(&path).map(drop), libc::EMFILE),
             (
                 DiskOp::Create,
@@ -445,6 +454,7 @@ mod tests {
             (DiskOp::Read, &|| disk.read(&path).map(drop), libc::EIO),
             (DiskOp::SyncData, &|| disk.sync_data(&f), libc::EIO),
             (DiskOp::SyncDir, &|| disk.sync_dir(&dir_file), libc::EIO),
+            (DiskOp::SyncFs, &|| disk.sync_fs(&dir_file), libc::EIO),
             (DiskOp::Reserve, &|| disk.reserve(&f, 4096, 0), libc::ENOSPC),
             (DiskOp::Truncate, &|| disk.truncate(&f, 0, 0), libc::EIO),
             (

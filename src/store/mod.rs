@@ -26,7 +26,7 @@ use crc::crc32c;
 use disk::Disk;
 pub use disk::{DiskOp, Faults};
 use file::LogFile;
-use recover::{load_clean, scan, DirLock, CLEAN};
+use recover::{load_clean, scan, DirLock, Quarantine, CLEAN};
 
 /// Format version written to `VERSION`; bump with a migration when the
 /// on-disk layout changes.
@@ -178,6 +178,9 @@ pub struct Store {
     now: Instant,
     /// Repeated identical errors are logged once a second.
     log_throttle: Throttle,
+    /// Copies of damaged records found while reading back, synced in a
+    /// batch at the end of the turn (see [`Quarantine`]).
+    quarantine: Quarantine,
     /// Every disk operation goes through it.
     disk: Disk,
     /// Counters.
@@ -375,6 +378,7 @@ impl Store {
             rolled: false,
             now: started,
             log_throttle: Throttle::default(),
+            quarantine: Quarantine::default(),
             disk,
             stats: StoreStats::default(),
         };
@@ -589,8 +593,8 @@ impl Store {
             }
         };
         recover::check_record(&data, r).map_err(|why| {
-            let at = r.offset as usize;
-            let kept = match recover::quarantine(&self.disk, &self.dir, r.seg, at, &data) {
+            let q = &mut self.quarantine;
+            let kept = match q.copy(&self.disk, &self.dir, r.seg, r.offset as usize, &data) {
                 Ok(q) => format!("copy in {}", q.display()),
                 Err(e) => format!("cannot copy it to the quarantine: {e}"),
             };
@@ -676,14 +680,16 @@ impl Store {
     /// reach the page cache; they are kept in memory until a sync.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
         self.now = now;
-        if let Some(f) = &self.failure {
-            return Err(f.error());
-        }
-        self.seg.write().map_err(|e| {
-            let keep = e.raw_os_error().map(io::Error::from_raw_os_error);
-            self.fail(now, e);
-            keep.unwrap_or_else(|| io::Error::other("store write failed"))
-        })
+        let res = match &self.failure {
+            Some(f) => Err(f.error()),
+            None => self.seg.write().map_err(|e| {
+                let keep = e.raw_os_error().map(io::Error::from_raw_os_error);
+                self.fail(now, e);
+                keep.unwrap_or_else(|| io::Error::other("store write failed"))
+            }),
+        };
+        self.quarantine.settle(&self.disk, Some(now));
+        res
     }
 
     fn sync_segment(&mut self) -> io::Result<()> {
@@ -701,10 +707,12 @@ impl Store {
     /// the disk.
     pub fn sync(&mut self, now: Instant) -> io::Result<()> {
         self.now = now;
-        if let Some(f) = self.failure.as_ref().filter(|f| now < f.retry_at) {
-            return Err(f.error());
-        }
-        self.try_sync()
+        let res = match self.failure.as_ref().filter(|f| now < f.retry_at) {
+            Some(f) => Err(f.error()),
+            None => self.try_sync(),
+        };
+        self.quarantine.settle(&self.disk, Some(now));
+        res
     }
 
     fn try_sync(&mut self) -> io::Result<()> {
@@ -797,6 +805,7 @@ impl Store {
     /// start skips the scan. Nothing is written unless the sync works.
     pub fn close_clean(&mut self, live: &[(u64, RecoveredMsg)]) -> io::Result<()> {
         self.now = Instant::now();
+        self.quarantine.settle(&self.disk, None);
         self.try_sync()?;
         self.seg.trim();
         let mut p = BytesMut::with_capacity(16 + live.len() * 48);

@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::{error, warn};
@@ -179,14 +180,9 @@ fn quarantine_name(n: u32, at: usize) -> String {
 }
 
 /// Copy `bytes` (damaged, from segment `n` at offset `at`) to the quarantine
-/// directory, durably. A copy made earlier is kept as it is.
-pub(super) fn quarantine(
-    disk: &Disk,
-    mdir: &Path,
-    n: u32,
-    at: usize,
-    bytes: &[u8],
-) -> io::Result<PathBuf> {
+/// directory, durably (at start: the damage is about to be cut or skipped).
+/// A copy made earlier is kept as it is.
+fn quarantine(disk: &Disk, mdir: &Path, n: u32, at: usize, bytes: &[u8]) -> io::Result<PathBuf> {
     let qdir = mdir.join(QUARANTINE);
     let path = qdir.join(quarantine_name(n, at));
     if disk.read(&path).is_ok_and(|old| old == bytes) {
@@ -199,6 +195,89 @@ pub(super) fn quarantine(
         disk.sync_dir(&disk.open_dir(mdir)?)?;
     }
     Ok(path)
+}
+
+/// Quarantine copies made inside the loop are synced at most this often.
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies of damaged records found while messages are read back, inside
+/// the loop. Each is written at once, without a sync; they are synced
+/// together at the end of the turn ([`Quarantine::settle`], from the group
+/// commit) with one `syncfs`, and at most once a second, instead of an
+/// fdatasync of the copy and an fsync of its directory per record. A crash
+/// before then may lose the last copies or leave them short: they are a
+/// best-effort forensic copy (the message itself is dropped either way,
+/// and the log says so), unlike the copies recovery makes at start, which
+/// are synced before the damage is cut or skipped.
+#[derive(Debug, Default)]
+pub(super) struct Quarantine {
+    /// Copies written since the last settle.
+    unsynced: usize,
+    /// The quarantine directory, held open once it exists (to sync it).
+    dir: Option<File>,
+    /// When the copies were last synced.
+    settled: Option<Instant>,
+}
+
+impl Quarantine {
+    /// Copy `bytes` (the damaged record at offset `at` of segment `n` in
+    /// `mdir`) to the quarantine, unsynced. A copy made earlier is kept.
+    pub fn copy(
+        &mut self,
+        disk: &Disk,
+        mdir: &Path,
+        n: u32,
+        at: usize,
+        bytes: &[u8],
+    ) -> io::Result<PathBuf> {
+        let qdir = mdir.join(QUARANTINE);
+        let path = qdir.join(quarantine_name(n, at));
+        if disk.read(&path).is_ok_and(|old| old == bytes) {
+            return Ok(path);
+        }
+        if self.dir.is_none() {
+            disk.create_dir_all(&qdir)?;
+            self.dir = Some(disk.open_dir(&qdir)?);
+        }
+        let f = disk.create(&path, 0).inspect_err(|_| {
+            // (The directory may have been removed under us.)
+            self.dir = None;
+        })?;
+        self.unsynced += 1;
+        let (n, written) = disk.write_at(&f, bytes, 0, 0);
+        if let Err(e) = written {
+            drop(f);
+            let _ = disk.remove(&path, n as u64);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Sync the copies made since the last time (their data and directory
+    /// entries, and the quarantine directory's own when it was created: all
+    /// on the file system of `msgs/`), unless that last time was less than
+    /// a second before `now` (`None`: a clean stop, sync now). Best effort:
+    /// a failure is logged, and those copies are not synced again.
+    pub fn settle(&mut self, disk: &Disk, now: Option<Instant>) {
+        if self.unsynced == 0 {
+            return;
+        }
+        if let (Some(now), Some(last)) = (now, self.settled) {
+            if now.saturating_duration_since(last) < SETTLE_EVERY {
+                return;
+            }
+        }
+        self.settled = now;
+        let n = std::mem::take(&mut self.unsynced);
+        let Some(dir) = self.dir.as_ref() else {
+            return;
+        };
+        if let Err(e) = disk.sync_fs(dir) {
+            warn!(
+                "cannot sync {n} quarantine copies of damaged records: {e}; they may not survive a crash"
+            );
+        }
+    }
 }
 
 /// Rebuilds the live set from records in log order.
