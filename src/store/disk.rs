@@ -103,6 +103,12 @@ impl Faults {
         self.free.fetch_add(n, Ordering::SeqCst);
     }
 
+    /// Set the simulated disk's free bytes (another program filled or
+    /// emptied it).
+    pub fn set_free(&self, n: u64) {
+        self.free.store(n, Ordering::SeqCst);
+    }
+
     /// Make the next `n` calls of `op` fail (see [`DiskOp`] for how); 0
     /// stops failing them.
     pub fn fail(&self, op: DiskOp, n: u32) {

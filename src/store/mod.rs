@@ -881,3 +881,58 @@ pub fn repeats(n: u64) -> String {
         format!(" ({n} more like it since the last report)")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// Damaged records read back inside the loop are copied to the
+    /// quarantine at once; syncing the copies is best effort: when it
+    /// fails, the store's own sync still works.
+    #[test]
+    fn quarantine_copies_are_kept_and_their_failed_sync_harms_nothing() {
+        let dir = std::env::temp_dir().join(format!("warren-store-q-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fx = Faults::with_free(1 << 30);
+        let (mut st, _) = Store::open(&dir, 1 << 20, Some(fx.clone())).unwrap();
+        let meta = MsgMeta {
+            exchange: b"x",
+            routing_key: b"k",
+            header: b"h",
+            body: &[7u8; 100],
+            timestamp: 1,
+            ttl: None,
+            priority: 0,
+        };
+        let refs: Vec<StoreRef> = (0..3).map(|_| st.append_msg(&[1], &meta)).collect();
+        let now = Instant::now();
+        st.sync(now).unwrap();
+        // Damage the first two records' bodies on disk.
+        let path = seg_path(&dir.join("msgs"), refs[0].seg);
+        let mut data = std::fs::read(&path).unwrap();
+        for r in &refs[..2] {
+            data[(r.offset + r.len - 1) as usize] ^= 0xff;
+        }
+        std::fs::write(&path, &data).unwrap();
+        for r in &refs[..2] {
+            let e = st.read(r).unwrap_err();
+            assert!(!read_error_is_passing(&e), "{e}");
+            assert!(e.to_string().contains("copy in"), "{e}");
+            let copy = dir
+                .join("msgs")
+                .join(recover::QUARANTINE)
+                .join(format!("{:08}.seg.{}", r.seg, r.offset));
+            let want = &data[r.offset as usize..(r.offset + r.len) as usize];
+            assert_eq!(std::fs::read(copy).unwrap(), want);
+        }
+        assert!(st.read(&refs[2]).is_ok());
+        assert_eq!(st.stats.unreadable, 2);
+        fx.fail(DiskOp::SyncFs, 1);
+        st.append_msg(&[1], &meta);
+        st.sync(now).unwrap();
+        assert!(st.healthy());
+        drop(st);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
