@@ -4,6 +4,8 @@
 //! AMQP. Record layout: `len u32 | crc32c u32 | payload[len]`, payload =
 //! `kind u8 | fields`. Group commit: records are buffered during a loop turn;
 //! [`Store::sync`] writes them and runs one `fdatasync` for all of them.
+//! Every disk operation (here, in the definitions log, in recovery) goes
+//! through one `disk::Disk`, where tests inject [`Faults`].
 
 pub mod crc;
 pub mod definitions;
