@@ -698,11 +698,11 @@ pub(super) fn claim_dir(disk: &Disk, dir: &Path) -> io::Result<DirLock> {
             // For humans only: best effort (the disk may be full).
             let pid = format!("{}\n", std::process::id());
             let old = disk.size(&lock_path).unwrap_or(0);
-            let written = disk
-                .truncate(&f, 0, old)
-                .and_then(|()| disk.write_at(&f, pid.as_bytes(), 0, 0).1);
-            if written.is_err() {
-                let _ = disk.truncate(&f, 0, pid.len() as u64);
+            if disk.truncate(&f, 0, old).is_ok() {
+                let (n, written) = disk.write_at(&f, pid.as_bytes(), 0, 0);
+                if written.is_err() {
+                    let _ = disk.truncate(&f, 0, n as u64);
+                }
             }
             Some(f)
         }
