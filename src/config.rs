@@ -75,7 +75,8 @@ pub struct Config {
     /// (RabbitMQ's `prometheus.return_per_object_metrics`).
     pub prometheus_per_object: bool,
     /// Fault injection for tests: a simulated disk for the data directory
-    /// (its free space, failing writes and syncs).
+    /// (its free space, and failing calls of any disk operation of the
+    /// store, see [`crate::store::DiskOp`]).
     #[doc(hidden)]
     pub faults: Option<Arc<Faults>>,
 }

@@ -20,7 +20,7 @@ use crate::config::Config;
 pub use crate::engine::Engine;
 pub use crate::mgmt::{HttpConn, Mgmt};
 pub use crate::store::crc::crc32c;
-pub use crate::store::{free_disk, Faults, FORMAT_VERSION};
+pub use crate::store::{free_disk, DiskOp, Faults, FORMAT_VERSION};
 
 /// A core plus one scripted client connection.
 pub struct Pair {

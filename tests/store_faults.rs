@@ -1,6 +1,7 @@
 //! Storage faults driven in the simulated core: a simulated disk
-//! (`warren::store::Faults`: its free space, failing writes and fdatasyncs)
-//! under the real store on a temporary directory, with simulated time. What
+//! (`warren::testing::Faults`: its free space, and any disk operation of the
+//! store failing, `DiskOp`) under the real store on a temporary directory,
+//! with simulated time. What
 //! must hold: a confirm (or tx.commit-ok, declare-ok of a durable queue,
 //! purge-ok) only for what was written and synced; waiting publishes are
 //! nacked when a commit fails; a change whose commit failed is closed with
@@ -22,8 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use warren::codec::frame::Frame;
 use warren::codec::*;
-use warren::testing::Faults;
 use warren::testing::Pair;
+use warren::testing::{DiskOp, Faults};
 use warren::Config;
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -751,5 +752,195 @@ fn basic_get_past_many_damaged_records_does_not_recurse() {
         got.len()
     );
     assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn passive_declare_ok(p: &mut Pair, queue: &str) -> bool {
+    p.send(
+        1,
+        QueueDeclare {
+            queue: Bytes::copy_from_slice(queue.as_bytes()),
+            passive: true,
+            ..Default::default()
+        },
+    );
+    p.recv()
+        .iter()
+        .any(|f| matches!(f, Frame::Method(1, Method::QueueDeclareOk(_))))
+}
+
+/// The first start writes the definitions as a snapshot (temporary file,
+/// fdatasync, rename over `definitions`, fsync of the directory). When any
+/// step fails, the durable declare that waited for that commit gets 541,
+/// no temporary file is left, and the snapshot is written by a later commit.
+#[test]
+fn a_definitions_snapshot_that_cannot_be_written_gets_541_and_is_written_later() {
+    for op in [
+        DiskOp::Rename,
+        DiskOp::Write,
+        DiskOp::SyncData,
+        DiskOp::SyncDir,
+        DiskOp::Create,
+    ] {
+        let dir = temp_dir(&format!("snapshot-{op:?}"));
+        let faults = Faults::with_free(1 << 30);
+        let mut p = Pair::open(config(&dir, &faults)).expect("open");
+        // The first commit (during the handshake) fails on the rename and
+        // is retried 500 ms later: the declare below meets the retry.
+        faults.fail(DiskOp::Rename, 1);
+        p.handshake(0);
+        assert!(!dir.join("definitions").exists(), "{op:?}");
+        assert!(!dir.join("definitions.tmp").exists(), "{op:?}");
+        p.advance(Duration::from_millis(600));
+        faults.fail(op, 1);
+        let f = declare(&mut p, "d");
+        assert_eq!(close_code(&f), Some(541), "{op:?}: {f:?}");
+        assert!(
+            !f.iter()
+                .any(|f| matches!(f, Frame::Method(_, Method::QueueDeclareOk(_)))),
+            "{op:?}: declare-ok for a change that is not durable: {f:?}"
+        );
+        assert!(!dir.join("definitions.tmp").exists(), "{op:?}");
+        p.send(0, ConnectionCloseOk {});
+        p.advance(Duration::from_millis(600));
+        p.core.end_turn(p.now);
+        assert!(dir.join("definitions").exists(), "{op:?}: not retried");
+        drop(p);
+        let mut p = open(&dir, &faults);
+        assert!(
+            passive_declare_ok(&mut p, "d"),
+            "{op:?}: queue lost after its definition was retried"
+        );
+        drop(p);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A new segment's directory entry is synced with the first commit after
+/// it is started: when that fsync of the directory fails, the publish that
+/// waited is nacked, nothing is confirmed until a retry works, and every
+/// confirmed message is there after a restart.
+#[test]
+fn a_failed_directory_sync_at_a_segment_roll_does_not_confirm() {
+    let (dir, faults, mut p, mut c) = setup("rolldir", 1 << 30);
+    let segments = |p: &Pair| p.core.engine.msgs.store.as_ref().unwrap().segments();
+    let before = segments(&p);
+    // The directory was synced when the queue was declared; the next
+    // directory sync is the roll's.
+    faults.fail(DiskOp::SyncDir, 1);
+    let mut seq = 0;
+    while c.nacked() == 0 {
+        publish(&mut p, &mut c, "q", seq);
+        seq += 1;
+        assert!(seq < 1_000, "never rolled");
+    }
+    assert_eq!(segments(&p), before + 1, "the nack came with the roll");
+    assert_eq!(c.acked().len() as u64, seq - 1, "only the last one nacked");
+    assert!(p.core.engine.msgs.store.as_ref().is_some_and(|s| !s.healthy()));
+    publish(&mut p, &mut c, "q", seq);
+    assert_eq!(c.nacked(), 2, "nothing confirmed before the retry");
+    p.advance(Duration::from_millis(600));
+    publish(&mut p, &mut c, "q", seq + 1);
+    assert!(
+        c.acked().contains(&(seq + 1)),
+        "confirmed once a retry works"
+    );
+    drop(p);
+    check_segments(&dir);
+    let mut p = open(&dir, &faults);
+    let got = drain(&mut p, "q");
+    assert!(c.acked().iter().all(|s| got.contains(s)), "{got:?}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A segment whose space cannot be reserved (fallocate fails) blocks
+/// publishers (disk alarm) while records go on into the current segment,
+/// nothing lost and nothing nacked; the reservation is tried again and the
+/// alarm clears when it works.
+#[test]
+fn a_failed_reservation_blocks_publishers_until_a_retry_works() {
+    let (dir, faults, mut p, mut c) = setup("reserve", 1 << 30);
+    faults.fail(DiskOp::Reserve, 1);
+    let mut seq = 0;
+    while !p.core.engine.alarms.blocked {
+        publish(&mut p, &mut c, "q", seq);
+        seq += 1;
+        assert!(seq < 1_000, "never blocked");
+    }
+    let segments = p.core.engine.msgs.store.as_ref().unwrap().segments();
+    assert!(p.core.engine.msgs.store.as_ref().unwrap().space_short());
+    // The sim keeps reading a blocked publisher: its messages are stored
+    // and confirmed in the segment that has no successor yet.
+    for _ in 0..5 {
+        publish(&mut p, &mut c, "q", seq);
+        seq += 1;
+    }
+    assert_eq!(c.nacked(), 0);
+    assert_eq!(c.acked().len() as u64, seq);
+    p.advance(Duration::from_millis(600));
+    p.core.end_turn(p.now);
+    assert!(!p.core.engine.alarms.blocked, "the alarm stays on after a retry worked");
+    assert_eq!(
+        p.core.engine.msgs.store.as_ref().unwrap().segments(),
+        segments + 1,
+        "rolled"
+    );
+    drop(p);
+    check_segments(&dir);
+    let mut p = open(&dir, &faults);
+    assert_eq!(drain(&mut p, "q"), (0..seq).collect::<Vec<_>>());
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The free space the disk alarm looks at comes from the same simulated
+/// disk: another program filling it blocks publishers, emptying it clears
+/// the alarm, and asking for it can fail.
+#[test]
+fn the_disk_alarm_follows_the_simulated_free_space() {
+    let dir = temp_dir("free");
+    let faults = Faults::with_free(1 << 30);
+    let mut p = Pair::open(Config {
+        min_free_disk: 256 << 20,
+        ..config(&dir, &faults)
+    })
+    .expect("open");
+    p.handshake(0);
+    declare(&mut p, "q");
+    assert!(!p.core.engine.alarms.blocked);
+    faults.set_free(1 << 20);
+    p.advance(Duration::from_millis(600));
+    p.core.end_turn(p.now);
+    assert!(p.core.engine.alarms.blocked, "not blocked with 1 MiB free");
+    faults.set_free(1 << 30);
+    p.advance(Duration::from_millis(600));
+    p.core.end_turn(p.now);
+    assert!(!p.core.engine.alarms.blocked, "still blocked with 1 GiB free");
+    faults.fail(DiskOp::FreeSpace, 1);
+    let st = p.core.engine.msgs.store.as_ref().unwrap();
+    assert_eq!(st.free_space().unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(st.free_space().unwrap(), 1 << 30);
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Start-up reads go through the same disk: a data directory that cannot
+/// be read refuses to start (rather than starting without its messages),
+/// and starts with everything once it can.
+#[test]
+fn a_start_that_cannot_read_the_disk_fails_and_loses_nothing() {
+    let (dir, faults, mut p, mut c) = setup("startread", 1 << 30);
+    for seq in 0..10 {
+        publish(&mut p, &mut c, "q", seq);
+    }
+    drop(p);
+    for op in [DiskOp::Read, DiskOp::Open, DiskOp::Dir] {
+        faults.fail(op, 1);
+        assert!(Pair::open(config(&dir, &faults)).is_err(), "{op:?}");
+    }
+    let mut p = open(&dir, &faults);
+    assert_eq!(drain(&mut p, "q"), (0..10).collect::<Vec<_>>());
+    drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }

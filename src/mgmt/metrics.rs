@@ -289,10 +289,10 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
         );
         let free = core
             .engine
-            .config
-            .data_dir
-            .as_deref()
-            .and_then(|d| crate::store::free_disk(d).ok());
+            .msgs
+            .store
+            .as_ref()
+            .and_then(|st| st.free_space().ok());
         if let Some(free) = free {
             out.one(
                 "disk_space_available_bytes",

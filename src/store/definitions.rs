@@ -10,7 +10,7 @@
 //! crash between writing a snapshot and starting its log) is ignored.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +20,9 @@ use bytes::{Bytes, BytesMut};
 use log::{error, info, warn};
 
 use super::crc::crc32c;
-use super::file::{Faults, LogFile};
-use super::{repeats, sync_dir, Throttle, REC_HEADER};
+use super::disk::{Disk, Faults};
+use super::file::LogFile;
+use super::{repeats, Throttle, REC_HEADER};
 use crate::codec::reader::Reader;
 use crate::codec::{FieldTable, FieldValue};
 
@@ -331,14 +332,17 @@ impl Definitions {
     /// Write the snapshot atomically into `dir/definitions` (a fresh
     /// generation with no log behind it).
     pub fn save(&self, dir: &Path) -> io::Result<()> {
-        write_snapshot(dir, &self.to_table(0), None)
+        let disk = Disk::default();
+        let dir_file = disk.open_dir(dir)?;
+        write_snapshot(&disk, &dir_file, dir, &self.to_table(0), 0).map(drop)
     }
 
     /// Load the snapshot `dir/definitions` and the generation of the log
-    /// that extends it; a missing file is an empty set. A corrupt file is an
-    /// error: starting without the definitions would lose queues.
-    fn load_snapshot(dir: &Path) -> io::Result<Option<(Definitions, u64)>> {
-        let data = match fs::read(dir.join("definitions")) {
+    /// that extends it, and the snapshot's size; a missing file is an
+    /// empty set. A corrupt file is an error: starting without the
+    /// definitions would lose queues.
+    fn load_snapshot(disk: &Disk, dir: &Path) -> io::Result<Option<(Definitions, u64, u64)>> {
+        let data = match disk.read(&dir.join(SNAPSHOT)) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -357,16 +361,17 @@ impl Definitions {
         }
         let t = FieldTable::decode(&mut Reader::new(&body)).map_err(|_| bad("does not parse"))?;
         let gen = t.get("log_gen").and_then(|v| v.as_i64()).unwrap_or(0) as u64;
-        Ok(Some((Definitions::from_table(&t), gen)))
+        Ok(Some((Definitions::from_table(&t), gen, data.len() as u64)))
     }
 
     #[cfg(any(test, feature = "testing"))]
     /// Load `dir/definitions` and replay the changes logged after it.
     pub fn load(dir: &Path) -> io::Result<Option<Definitions>> {
-        let Some((mut defs, gen)) = Definitions::load_snapshot(dir)? else {
+        let disk = Disk::default();
+        let Some((mut defs, gen, _)) = Definitions::load_snapshot(&disk, dir)? else {
             return Ok(None);
         };
-        if let Ok(data) = fs::read(dir.join(LOG)) {
+        if let Ok(data) = disk.read(&dir.join(LOG)) {
             let (records, _) = read_log(&data, gen);
             let mut r = Replay::new(std::mem::take(&mut defs));
             records.iter().for_each(|t| r.apply(t));
@@ -376,25 +381,23 @@ impl Definitions {
     }
 }
 
-/// Write `table` as the snapshot `dir/definitions`: to a temporary file,
-/// synced, renamed over the old one, and the directory synced.
-fn write_snapshot(dir: &Path, table: &FieldTable, faults: Option<Arc<Faults>>) -> io::Result<()> {
+/// Write `table` as the snapshot `dir/definitions` (whose old version took
+/// `replaced` bytes): to a temporary file, synced, renamed over the old
+/// one, and the directory (`dir_file`) synced. Returns the new size.
+fn write_snapshot(
+    disk: &Disk,
+    dir_file: &File,
+    dir: &Path,
+    table: &FieldTable,
+    replaced: u64,
+) -> io::Result<u64> {
     let mut body = BytesMut::new();
     table.encode(&mut body);
-    let tmp = dir.join("definitions.tmp");
-    let mut f = LogFile::create(&tmp, 0, faults)?;
-    f.buf_mut().extend_from_slice(&crc32c(&body).to_be_bytes());
-    f.buf_mut().extend_from_slice(&body);
-    let res = f.sync();
-    if let Err(e) = res {
-        f.release_space();
-        drop(f);
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    drop(f);
-    fs::rename(&tmp, dir.join("definitions"))?;
-    sync_dir(dir)
+    let mut data = Vec::with_capacity(4 + body.len());
+    data.extend_from_slice(&crc32c(&body).to_be_bytes());
+    data.extend_from_slice(&body);
+    disk.replace(dir_file, &dir.join(SNAPSHOT), &data, replaced)?;
+    Ok(data.len() as u64)
 }
 
 /// A change to the durable definitions, recorded where it happens and
@@ -423,6 +426,8 @@ pub enum DefChange {
     All,
 }
 
+/// The snapshot's file name.
+const SNAPSHOT: &str = "definitions";
 /// The log's file name.
 const LOG: &str = "definitions.log";
 /// Space reserved for the log, so definition changes (deleting a queue to
@@ -602,6 +607,8 @@ impl Replay {
 #[derive(Debug)]
 pub struct DefsLog {
     dir: PathBuf,
+    /// The data directory, held open to sync it (see the store's).
+    dir_file: File,
     /// Generation of the snapshot the log extends.
     gen: u64,
     log: LogFile,
@@ -612,20 +619,20 @@ pub struct DefsLog {
     /// When a failed commit may be tried again.
     retry_at: Option<Instant>,
     log_throttle: Throttle,
-    faults: Option<Arc<Faults>>,
+    disk: Disk,
 }
 
 impl DefsLog {
     /// Open the definitions in `dir`: load the snapshot, replay the log
     /// (cutting a torn tail), and get ready to append.
     pub fn open(dir: &Path, faults: Option<Arc<Faults>>) -> io::Result<(DefsLog, Definitions)> {
-        let (defs, gen, fresh) = match Definitions::load_snapshot(dir)? {
-            Some((d, g)) => (d, g, false),
-            None => (Definitions::default(), 0, true),
+        let disk = Disk::new(faults);
+        let (defs, gen, snapshot_len, fresh) = match Definitions::load_snapshot(&disk, dir)? {
+            Some((d, g, len)) => (d, g, len, false),
+            None => (Definitions::default(), 0, 0, true),
         };
-        let snapshot_len = fs::metadata(dir.join("definitions")).map_or(0, |m| m.len());
         let path = dir.join(LOG);
-        let data = match fs::read(&path) {
+        let data = match disk.read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
@@ -635,11 +642,11 @@ impl DefsLog {
         records.iter().for_each(|t| r.apply(t));
         let defs = r.finish();
         let log = if good > 0 {
-            LogFile::open_at(&path, good, LOG_RESERVE, faults.clone())?
+            LogFile::open_at(&disk, &path, good, LOG_RESERVE)?
         } else {
-            let mut log = match LogFile::create(&path, LOG_RESERVE, faults.clone()) {
+            let mut log = match LogFile::create(&disk, &path, LOG_RESERVE, 0) {
                 Ok(f) => f,
-                Err(_) => LogFile::create(&path, 0, faults.clone())?,
+                Err(_) => LogFile::create(&disk, &path, 0, 0)?,
             };
             let mut head = FieldTable::new();
             head.insert("log_gen", FieldValue::I64(gen as i64));
@@ -654,6 +661,7 @@ impl DefsLog {
         }
         Ok((
             DefsLog {
+                dir_file: disk.open_dir(dir)?,
                 dir: dir.to_path_buf(),
                 gen,
                 log,
@@ -661,7 +669,7 @@ impl DefsLog {
                 snapshot_due: fresh,
                 retry_at: None,
                 log_throttle: Throttle::default(),
-                faults,
+                disk,
             },
             defs,
         ))
@@ -773,17 +781,32 @@ impl DefsLog {
     fn compact(&mut self, defs: &Definitions) -> io::Result<()> {
         let gen = self.gen + 1;
         let table = defs.to_table(gen);
-        write_snapshot(&self.dir, &table, self.faults.clone())?;
-        self.snapshot_len = fs::metadata(self.dir.join("definitions")).map_or(0, |m| m.len());
+        self.snapshot_len = write_snapshot(
+            &self.disk,
+            &self.dir_file,
+            &self.dir,
+            &table,
+            self.snapshot_len,
+        )?;
         self.gen = gen;
         self.snapshot_due = false;
         // The old log is obsolete now (its generation no longer matches);
-        // a new one is started, reserved and synced on the next commit.
-        self.log.release_space();
+        // it is cut and restarted, reserved and synced on the next commit.
         let path = self.dir.join(LOG);
-        let mut log = match LogFile::create(&path, LOG_RESERVE, self.faults.clone()) {
+        let freed = self.log.allocated();
+        let log = match LogFile::create(&self.disk, &path, LOG_RESERVE, freed) {
+            Ok(f) => Ok(f),
+            Err(_) => LogFile::create(&self.disk, &path, 0, 0),
+        };
+        let mut log = match log {
             Ok(f) => f,
-            Err(_) => LogFile::create(&path, 0, self.faults.clone())?,
+            Err(e) => {
+                // Changes staged from now on must not go to the old log
+                // (its generation is obsolete): the next commit writes a
+                // snapshot again and retries the log.
+                self.snapshot_due = true;
+                return Err(e);
+            }
         };
         let mut head = FieldTable::new();
         head.insert("log_gen", FieldValue::I64(gen as i64));
@@ -798,6 +821,7 @@ impl DefsLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn save_and_load_round_trip() {

@@ -9,110 +9,14 @@
 //!
 //! Space is reserved ahead with `fallocate(FALLOC_FL_KEEP_SIZE)`: writes inside
 //! the reservation cannot fail for lack of space, and the file's size is still
-//! exactly what was written, so recovery sees no padding. [`Faults`] lets tests
-//! simulate a small disk and failing calls without a real one.
+//! exactly what was written, so recovery sees no padding. Every call goes
+//! through the store's [`Disk`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 
-use crate::sys::{fallocate_keep_size, punch_hole as punch};
-
-/// Fault injection for tests: a simulated disk size and failing calls. Shared
-/// (`Arc`) between a test and the store it drives; atomics, because a test may
-/// hold it on another thread than the broker's.
-#[derive(Debug)]
-pub struct Faults {
-    /// Bytes the simulated disk has free: reservations and writes beyond a
-    /// file's reservation take from it, cutting and deleting files give back.
-    free: AtomicU64,
-    /// The next N fdatasync calls fail with EIO.
-    fail_syncs: AtomicU32,
-    /// The next N writes fail with EIO after writing half of what they were
-    /// given (a short write, then an error).
-    fail_writes: AtomicU32,
-    /// The next N opens of a segment for reading fail with EMFILE (out of
-    /// file descriptors).
-    fail_opens: AtomicU32,
-}
-
-impl Faults {
-    /// A simulated disk with `free` bytes free and no failing calls.
-    pub fn with_free(free: u64) -> Arc<Faults> {
-        Arc::new(Faults {
-            free: AtomicU64::new(free),
-            fail_syncs: AtomicU32::new(0),
-            fail_writes: AtomicU32::new(0),
-            fail_opens: AtomicU32::new(0),
-        })
-    }
-
-    /// Free bytes of the simulated disk.
-    pub fn free(&self) -> u64 {
-        self.free.load(Ordering::SeqCst)
-    }
-
-    /// Give the simulated disk `n` more free bytes (an operator cleaned up).
-    pub fn add_free(&self, n: u64) {
-        self.free.fetch_add(n, Ordering::SeqCst);
-    }
-
-    /// Make the next `n` fdatasync calls fail with EIO.
-    pub fn fail_syncs(&self, n: u32) {
-        self.fail_syncs.store(n, Ordering::SeqCst);
-    }
-
-    /// Make the next `n` writes fail with EIO after a short write.
-    pub fn fail_writes(&self, n: u32) {
-        self.fail_writes.store(n, Ordering::SeqCst);
-    }
-
-    /// Make the next `n` opens of a segment for reading fail with EMFILE.
-    pub fn fail_opens(&self, n: u32) {
-        self.fail_opens.store(n, Ordering::SeqCst);
-    }
-
-    /// Open `path` for reading, or fail as told.
-    pub(crate) fn open_for_reading(faults: Option<&Faults>, path: &Path) -> io::Result<File> {
-        if faults.is_some_and(|f| Faults::trip(&f.fail_opens)) {
-            return Err(io::Error::from_raw_os_error(libc::EMFILE));
-        }
-        File::open(path)
-    }
-
-    /// Take up to `want` bytes of free space; returns how many were granted.
-    fn take(&self, want: u64) -> u64 {
-        let mut cur = self.free.load(Ordering::SeqCst);
-        loop {
-            let got = want.min(cur);
-            match self
-                .free
-                .compare_exchange(cur, cur - got, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return got,
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// Consume one pending failure of `counter`, if any.
-    fn trip(counter: &AtomicU32) -> bool {
-        counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    }
-}
-
-fn enospc() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOSPC)
-}
-
-fn eio() -> io::Error {
-    io::Error::from_raw_os_error(libc::EIO)
-}
+use super::disk::Disk;
 
 /// An append-only file written in group commits (see the module docs).
 #[derive(Debug)]
@@ -133,20 +37,16 @@ pub(crate) struct LogFile {
     reserve: u64,
     /// A write or sync failed: cut the file back to `synced` before writing.
     cut_pending: bool,
-    faults: Option<Arc<Faults>>,
+    disk: Disk,
 }
 
 impl LogFile {
-    /// Create `path` (it must not exist, or be empty) and reserve `reserve`
-    /// bytes for it. A failed reservation (no space) removes the file and is
-    /// an error; a file system without `fallocate` just gets no reservation.
-    pub fn create(path: &Path, reserve: u64, faults: Option<Arc<Faults>>) -> io::Result<LogFile> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)?;
+    /// Create `path` (an old file there, which took `freed` bytes, is
+    /// truncated) and reserve `reserve` bytes for it. A failed reservation
+    /// (no space) removes the file and is an error; a file system without
+    /// `fallocate` just gets no reservation.
+    pub fn create(disk: &Disk, path: &Path, reserve: u64, freed: u64) -> io::Result<LogFile> {
+        let file = disk.create(path, freed)?;
         let mut f = LogFile {
             path: path.to_path_buf(),
             file,
@@ -156,11 +56,11 @@ impl LogFile {
             allocated: 0,
             reserve,
             cut_pending: false,
-            faults,
+            disk: disk.clone(),
         };
         if let Err(e) = f.reserve_space() {
             drop(f.file);
-            let _ = std::fs::remove_file(path);
+            let _ = disk.remove(path, 0);
             return Err(e);
         }
         Ok(f)
@@ -168,15 +68,10 @@ impl LogFile {
 
     /// Open an existing file to append after its first `len` bytes (what
     /// recovery found good; anything after is cut off).
-    pub fn open_at(
-        path: &Path,
-        len: u64,
-        reserve: u64,
-        faults: Option<Arc<Faults>>,
-    ) -> io::Result<LogFile> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        if file.metadata()?.len() != len {
-            file.set_len(len)?;
+    pub fn open_at(disk: &Disk, path: &Path, len: u64, reserve: u64) -> io::Result<LogFile> {
+        let file = disk.open_rw(path)?;
+        if disk.size(path)? != len {
+            disk.truncate(&file, len, 0)?;
         }
         let mut f = LogFile {
             path: path.to_path_buf(),
@@ -187,7 +82,7 @@ impl LogFile {
             allocated: len,
             reserve,
             cut_pending: false,
-            faults,
+            disk: disk.clone(),
         };
         // Best effort: without a reservation, writes still work while the
         // disk has room.
@@ -200,24 +95,8 @@ impl LogFile {
         if self.reserve <= self.allocated {
             return Ok(());
         }
-        if let Some(fx) = &self.faults {
-            let want = self.reserve - self.allocated;
-            let got = fx.take(want);
-            if got < want {
-                fx.add_free(got);
-                return Err(enospc());
-            }
-        }
-        match fallocate_keep_size(&self.file, self.reserve) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-            Err(e) => {
-                if let Some(fx) = &self.faults {
-                    fx.add_free(self.reserve - self.allocated);
-                }
-                return Err(e);
-            }
-        }
+        self.disk
+            .reserve(&self.file, self.reserve, self.allocated)?;
         self.allocated = self.reserve;
         Ok(())
     }
@@ -260,10 +139,8 @@ impl LogFile {
         if !self.cut_pending {
             return Ok(());
         }
-        self.file.set_len(self.synced)?;
-        if let Some(fx) = &self.faults {
-            fx.add_free(self.allocated().saturating_sub(self.synced));
-        }
+        let freed = self.allocated().saturating_sub(self.synced);
+        self.disk.truncate(&self.file, self.synced, freed)?;
         // Cutting a file also frees its reservation on most file systems.
         self.allocated = self.synced;
         self.written = self.synced;
@@ -284,45 +161,17 @@ impl LogFile {
     /// Write what is buffered and not yet written (no sync).
     pub fn write(&mut self) -> io::Result<()> {
         self.cut_back()?;
-        while self.written < self.len() {
-            let from = (self.written - self.synced) as usize;
-            let mut chunk = self.buf.get(from..).unwrap_or_default();
-            let mut injected = None;
-            if let Some(fx) = &self.faults {
-                if Faults::trip(&fx.fail_writes) {
-                    chunk = chunk.get(..chunk.len() / 2).unwrap_or_default();
-                    injected = Some(eio());
-                }
-                let end = self.written + chunk.len() as u64;
-                let beyond = end.saturating_sub(self.allocated.max(self.written));
-                let grant = fx.take(beyond);
-                if grant < beyond {
-                    let keep = chunk.len() as u64 - (beyond - grant);
-                    chunk = chunk.get(..keep as usize).unwrap_or_default();
-                    injected.get_or_insert_with(enospc);
-                }
-            }
-            let res = if chunk.is_empty() {
-                Ok(0)
-            } else {
-                self.file.write_at(chunk, self.written)
-            };
-            match res {
-                Ok(n) => {
-                    self.written += n as u64;
-                    self.allocated = self.allocated.max(self.written);
-                    if let Some(e) = injected {
-                        return Err(self.failed(e));
-                    }
-                    if n == 0 {
-                        return Err(self.failed(io::Error::from(io::ErrorKind::WriteZero)));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.failed(e)),
-            }
+        let from = (self.written - self.synced) as usize;
+        let chunk = self.buf.get(from..).unwrap_or_default();
+        if chunk.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (n, res) = self
+            .disk
+            .write_at(&self.file, chunk, self.written, self.allocated);
+        self.written += n as u64;
+        self.allocated = self.allocated.max(self.written);
+        res.map_err(|e| self.failed(e))
     }
 
     /// Write everything and fdatasync it. On success every byte appended so
@@ -334,12 +183,7 @@ impl LogFile {
             return Ok(());
         }
         self.write()?;
-        if let Some(fx) = &self.faults {
-            if Faults::trip(&fx.fail_syncs) {
-                return Err(self.failed(eio()));
-            }
-        }
-        if let Err(e) = self.file.sync_data() {
+        if let Err(e) = self.disk.sync_data(&self.file) {
             return Err(self.failed(e));
         }
         self.synced = self.written;
@@ -353,20 +197,9 @@ impl LogFile {
     /// Give back the reservation beyond what was written (the file is
     /// finished, or the broker stops).
     pub fn trim(&mut self) {
-        punch(&self.file, self.written, self.allocated);
-        if let Some(fx) = &self.faults {
-            fx.add_free(self.allocated.saturating_sub(self.written));
-        }
+        self.disk.punch(&self.file, self.written, self.allocated);
         self.allocated = self.written;
         self.reserve = 0;
-    }
-
-    /// Forget the file (it is being deleted): the simulated disk gets its
-    /// space back.
-    pub fn release_space(&self) {
-        if let Some(fx) = &self.faults {
-            fx.add_free(self.allocated());
-        }
     }
 
     /// The open file, for positioned reads of what is synced.
@@ -379,6 +212,7 @@ impl LogFile {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::disk::Faults;
 
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("warren-logfile-{tag}-{}", std::process::id()));
@@ -392,7 +226,7 @@ mod tests {
         let d = dir("rewrite");
         let fx = Faults::with_free(1 << 20);
         let path = d.join("f");
-        let mut f = LogFile::create(&path, 4096, Some(fx.clone())).unwrap();
+        let mut f = LogFile::create(&Disk::new(Some(fx.clone())), &path, 4096, 0).unwrap();
         f.buf_mut().extend_from_slice(b"first record;");
         f.sync().unwrap();
         f.buf_mut().extend_from_slice(&[7u8; 10_000]);
@@ -415,7 +249,7 @@ mod tests {
         let d = dir("full");
         let fx = Faults::with_free(8192);
         let path = d.join("f");
-        let mut f = LogFile::create(&path, 4096, Some(fx.clone())).unwrap();
+        let mut f = LogFile::create(&Disk::new(Some(fx.clone())), &path, 4096, 0).unwrap();
         assert_eq!(fx.free(), 4096);
         f.buf_mut().extend_from_slice(&[1u8; 100]);
         fx.fail_syncs(1);
@@ -430,7 +264,9 @@ mod tests {
         f.sync().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 10_100);
         let free_before = fx.free();
-        f.release_space();
+        Disk::new(Some(fx.clone()))
+            .remove(&path, f.allocated())
+            .unwrap();
         assert_eq!(fx.free(), free_before + 10_100);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -440,7 +276,7 @@ mod tests {
         let d = dir("reserve");
         let fx = Faults::with_free(1000);
         let path = d.join("f");
-        let e = LogFile::create(&path, 4096, Some(fx.clone())).unwrap_err();
+        let e = LogFile::create(&Disk::new(Some(fx.clone())), &path, 4096, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(!path.exists());
         assert_eq!(fx.free(), 1000);

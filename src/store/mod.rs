@@ -4,15 +4,18 @@
 //! AMQP. Record layout: `len u32 | crc32c u32 | payload[len]`, payload =
 //! `kind u8 | fields`. Group commit: records are buffered during a loop turn;
 //! [`Store::sync`] writes them and runs one `fdatasync` for all of them.
+//! Every disk operation (here, in the definitions log, in recovery) goes
+//! through one `disk::Disk`, where tests inject [`Faults`].
 
 pub mod crc;
 pub mod definitions;
+mod disk;
 mod file;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +25,10 @@ use log::{error, info, warn};
 
 use crate::codec::reader::Reader;
 use crc::crc32c;
-pub use file::Faults;
+use disk::Disk;
+pub use disk::{DiskOp, Faults};
 use file::LogFile;
-use recover::{load_clean, scan, DirLock, CLEAN};
+use recover::{load_clean, scan, DirLock, Quarantine, CLEAN};
 
 /// Format version written to `VERSION`; bump with a migration when the
 /// on-disk layout changes.
@@ -176,7 +180,11 @@ pub struct Store {
     now: Instant,
     /// Repeated identical errors are logged once a second.
     log_throttle: Throttle,
-    faults: Option<Arc<Faults>>,
+    /// Copies of damaged records found while reading back, synced in a
+    /// batch at the end of the turn (see [`Quarantine`]).
+    quarantine: Quarantine,
+    /// Every disk operation goes through it.
+    disk: Disk,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -185,7 +193,6 @@ fn seg_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.seg"))
 }
 
-/// fsync a directory so renames and new files in it are durable.
 /// Out of file descriptors (or of the kernel memory for one): a passing
 /// condition, not a damaged record.
 fn out_of_descriptors(e: &io::Error) -> bool {
@@ -200,10 +207,6 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 /// Every other read error means the record is damaged or gone.
 pub fn read_error_is_passing(e: &io::Error) -> bool {
     e.kind() != io::ErrorKind::InvalidData
-}
-
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn frame_record(out: &mut Vec<u8>, payload: &[u8]) {
@@ -307,27 +310,25 @@ impl Store {
         seg_size: u64,
         faults: Option<Arc<Faults>>,
     ) -> io::Result<(Store, Recovered)> {
-        let lock = recover::claim_dir(dir)?;
+        let disk = Disk::new(faults);
+        let lock = recover::claim_dir(&disk, dir)?;
         let mdir = dir.join("msgs");
-        fs::create_dir_all(&mdir)?;
+        disk.create_dir_all(&mdir)?;
         let started = Instant::now();
         // Segment number to file size.
-        let sizes: BTreeMap<u32, u64> = fs::read_dir(&mdir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n = name.strip_suffix(".seg")?.parse().ok()?;
-                Some((n, e.metadata().ok()?.len()))
-            })
+        let sizes: BTreeMap<u32, u64> = disk
+            .list(&mdir)?
+            .into_iter()
+            .filter_map(|(name, len)| Some((name.strip_suffix(".seg")?.parse().ok()?, len)))
             .collect();
         let numbers: Vec<u32> = sizes.keys().copied().collect();
-        let clean = load_clean(&mdir, &sizes);
+        let clean = load_clean(&disk, &mdir, &sizes);
         let (live, max_id, mut rec) = match clean {
             Some((live, max_id)) => {
                 info!("clean shutdown marker found: skipping the store scan");
                 (live, max_id, Recovered::default())
             }
-            None => scan(&mdir, &numbers)?,
+            None => scan(&disk, &mdir, &numbers)?,
         };
         let last = numbers.last().copied();
         let mut segs: BTreeMap<u32, Seg> = numbers.iter().map(|&n| (n, Seg::default())).collect();
@@ -344,20 +345,21 @@ impl Store {
         // A full disk must not stop the start: without a reservation the
         // store still works while there is room, and publishers are blocked
         // (disk alarm) until the next segment can be reserved.
-        let (seg, roll_retry) = match LogFile::create(&path, seg_size, faults.clone()) {
+        let (seg, roll_retry) = match LogFile::create(&disk, &path, seg_size, 0) {
             Ok(f) => (f, None),
             Err(e) => {
                 warn!("store: cannot reserve {seg_size} bytes for a new segment: {e}");
-                (LogFile::create(&path, 0, faults.clone())?, Some(started))
+                (LogFile::create(&disk, &path, 0, 0)?, Some(started))
             }
         };
         segs.insert(cur, Seg::default());
         for (n, s) in segs.iter_mut() {
             if *n != cur {
-                s.size = fs::metadata(seg_path(&mdir, *n)).map_or(0, |m| m.len());
+                // (The scan may have cut the newest one's tail.)
+                s.size = disk.size(&seg_path(&mdir, *n)).unwrap_or(0);
             }
         }
-        let dir_file = File::open(&mdir)?;
+        let dir_file = disk.open_dir(&mdir)?;
         let mut store = Store {
             dir_file,
             dir: mdir,
@@ -378,7 +380,8 @@ impl Store {
             rolled: false,
             now: started,
             log_throttle: Throttle::default(),
-            faults,
+            quarantine: Quarantine::default(),
+            disk,
             stats: StoreStats::default(),
         };
         store.collect_garbage();
@@ -415,7 +418,7 @@ impl Store {
         }
         let next = self.cur + 1;
         let path = seg_path(&self.dir, next);
-        match LogFile::create(&path, self.seg_size, self.faults.clone()) {
+        match LogFile::create(&self.disk, &path, self.seg_size, 0) {
             Ok(file) => {
                 let mut old = std::mem::replace(&mut self.seg, file);
                 old.trim();
@@ -574,41 +577,58 @@ impl Store {
     }
 
     /// The record from the buffer while it is not yet synced (so it can be
-    /// read back even while the disk fails), else from its segment file.
+    /// read back even while the disk fails), else from its segment file. A
+    /// damaged record is copied to the quarantine (its segment may be
+    /// collected once the message is dropped).
     fn read_checked(&mut self, r: &StoreRef) -> io::Result<MsgRecord> {
-        if r.seg == self.cur {
-            let len = recover::plausible_len(r)?;
-            if let Some(b) = self.seg.buffered(r.offset as u64, len) {
-                return recover::verify_record(Bytes::copy_from_slice(b), &self.dir, r);
-            }
-            return recover::read_verified(self.seg.file(), &self.dir, r);
-        }
-        let file = match self.readers.get(&r.seg) {
-            Some(f) => f,
-            None => {
-                let path = seg_path(&self.dir, r.seg);
-                let faults = self.faults.as_deref();
-                let mut opened = Faults::open_for_reading(faults, &path);
-                if opened.as_ref().is_err_and(out_of_descriptors) && !self.readers.is_empty() {
-                    // Give back the segments held open for reading, then try again.
-                    self.readers.clear();
-                    opened = Faults::open_for_reading(faults, &path);
-                }
-                let f = opened.map_err(|e| {
-                    if out_of_descriptors(&e) {
-                        // Not the record's fault: it stays, and is read later.
-                        io::Error::other(format!("cannot open segment {:08}: {e}", r.seg))
-                    } else {
-                        recover::bad_record(r, format!("cannot open the segment: {e}"))
-                    }
-                })?;
-                if self.readers.len() > 64 {
-                    self.readers.clear();
-                }
-                self.readers.entry(r.seg).or_insert(f)
+        let len = recover::plausible_len(r)?;
+        let data = match self.seg.buffered(r.offset as u64, len) {
+            Some(b) if r.seg == self.cur => Bytes::copy_from_slice(b),
+            _ => {
+                self.open_reader(r)?;
+                let file = match self.readers.get(&r.seg) {
+                    Some(f) => f,
+                    None if r.seg == self.cur => self.seg.file(),
+                    None => return Err(io::Error::other("segment reader vanished")),
+                };
+                recover::read_at(&self.disk, file, r, len)?
             }
         };
-        recover::read_verified(file, &self.dir, r)
+        recover::check_record(&data, r).map_err(|why| {
+            let q = &mut self.quarantine;
+            let kept = match q.copy(&self.disk, &self.dir, r.seg, r.offset as usize, &data) {
+                Ok(q) => format!("copy in {}", q.display()),
+                Err(e) => format!("cannot copy it to the quarantine: {e}"),
+            };
+            recover::bad_record(r, format!("{why}; {kept}"))
+        })
+    }
+
+    /// Open the segment of `r` for reading (unless it is the current one,
+    /// or open already).
+    fn open_reader(&mut self, r: &StoreRef) -> io::Result<()> {
+        if r.seg != self.cur && !self.readers.contains_key(&r.seg) {
+            let path = seg_path(&self.dir, r.seg);
+            let mut opened = self.disk.open(&path);
+            if opened.as_ref().is_err_and(out_of_descriptors) && !self.readers.is_empty() {
+                // Give back the segments held open for reading, then try again.
+                self.readers.clear();
+                opened = self.disk.open(&path);
+            }
+            let f = opened.map_err(|e| {
+                if out_of_descriptors(&e) {
+                    // Not the record's fault: it stays, and is read later.
+                    io::Error::other(format!("cannot open segment {:08}: {e}", r.seg))
+                } else {
+                    recover::bad_record(r, format!("cannot open the segment: {e}"))
+                }
+            })?;
+            if self.readers.len() > 64 {
+                self.readers.clear();
+            }
+            self.readers.insert(r.seg, f);
+        }
+        Ok(())
     }
 
     #[cfg(any(test, feature = "testing"))]
@@ -657,24 +677,23 @@ impl Store {
     /// Free bytes on the file system holding the store (or the simulated
     /// disk's, under fault injection).
     pub fn free_space(&self) -> io::Result<u64> {
-        match &self.faults {
-            Some(fx) => Ok(fx.free()),
-            None => free_disk(&self.dir),
-        }
+        self.disk.free_space(&self.dir)
     }
 
     /// Write buffered records without syncing (acks, delivery marks): they
     /// reach the page cache; they are kept in memory until a sync.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
         self.now = now;
-        if let Some(f) = &self.failure {
-            return Err(f.error());
-        }
-        self.seg.write().map_err(|e| {
-            let keep = e.raw_os_error().map(io::Error::from_raw_os_error);
-            self.fail(now, e);
-            keep.unwrap_or_else(|| io::Error::other("store write failed"))
-        })
+        let res = match &self.failure {
+            Some(f) => Err(f.error()),
+            None => self.seg.write().map_err(|e| {
+                let keep = e.raw_os_error().map(io::Error::from_raw_os_error);
+                self.fail(now, e);
+                keep.unwrap_or_else(|| io::Error::other("store write failed"))
+            }),
+        };
+        self.quarantine.settle(&self.disk, Some(now));
+        res
     }
 
     fn sync_segment(&mut self) -> io::Result<()> {
@@ -692,17 +711,19 @@ impl Store {
     /// the disk.
     pub fn sync(&mut self, now: Instant) -> io::Result<()> {
         self.now = now;
-        if let Some(f) = self.failure.as_ref().filter(|f| now < f.retry_at) {
-            return Err(f.error());
-        }
-        self.try_sync()
+        let res = match self.failure.as_ref().filter(|f| now < f.retry_at) {
+            Some(f) => Err(f.error()),
+            None => self.try_sync(),
+        };
+        self.quarantine.settle(&self.disk, Some(now));
+        res
     }
 
     fn try_sync(&mut self) -> io::Result<()> {
         let now = self.now;
         let res = self.sync_segment().and_then(|()| {
             if self.dir_dirty {
-                self.dir_file.sync_all()?;
+                self.disk.sync_dir(&self.dir_file)?;
                 self.dir_dirty = false;
             }
             Ok(())
@@ -759,13 +780,8 @@ impl Store {
         for n in dead {
             let size = self.segs.remove(&n).map_or(0, |s| s.size);
             self.readers.remove(&n);
-            match fs::remove_file(seg_path(&self.dir, n)) {
-                Ok(()) => {
-                    self.dir_dirty = true;
-                    if let Some(fx) = &self.faults {
-                        fx.add_free(size);
-                    }
-                }
+            match self.disk.remove(&seg_path(&self.dir, n), size) {
+                Ok(()) => self.dir_dirty = true,
                 Err(e) => warn!("store: cannot delete segment {n:08}: {e}"),
             }
         }
@@ -793,6 +809,7 @@ impl Store {
     /// start skips the scan. Nothing is written unless the sync works.
     pub fn close_clean(&mut self, live: &[(u64, RecoveredMsg)]) -> io::Result<()> {
         self.now = Instant::now();
+        self.quarantine.settle(&self.disk, None);
         self.try_sync()?;
         self.seg.trim();
         let mut p = BytesMut::with_capacity(16 + live.len() * 48);
@@ -812,21 +829,18 @@ impl Store {
             crate::codec::writer::put_shortstr(&mut p, &m.exchange);
             crate::codec::writer::put_shortstr(&mut p, &m.routing_key);
         }
-        let tmp = self.dir.join("CLEAN.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&crc32c(&p).to_be_bytes())?;
-        f.write_all(&p)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join(CLEAN))?;
-        sync_dir(&self.dir)
+        let mut data = Vec::with_capacity(4 + p.len());
+        data.extend_from_slice(&crc32c(&p).to_be_bytes());
+        data.extend_from_slice(&p);
+        self.disk
+            .replace(&self.dir_file, &self.dir.join(CLEAN), &data, 0)
     }
 
     /// Bytes on disk in segment files.
     pub fn disk_bytes(&self) -> u64 {
         self.segs
             .keys()
-            .filter_map(|n| fs::metadata(seg_path(&self.dir, *n)).ok())
-            .map(|m| m.len())
+            .filter_map(|n| self.disk.size(&seg_path(&self.dir, *n)).ok())
             .sum()
     }
 
@@ -870,5 +884,60 @@ pub fn repeats(n: u64) -> String {
         String::new()
     } else {
         format!(" ({n} more like it since the last report)")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// Damaged records read back inside the loop are copied to the
+    /// quarantine at once; syncing the copies is best effort: when it
+    /// fails, the store's own sync still works.
+    #[test]
+    fn quarantine_copies_are_kept_and_their_failed_sync_harms_nothing() {
+        let dir = std::env::temp_dir().join(format!("warren-store-q-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fx = Faults::with_free(1 << 30);
+        let (mut st, _) = Store::open(&dir, 1 << 20, Some(fx.clone())).unwrap();
+        let meta = MsgMeta {
+            exchange: b"x",
+            routing_key: b"k",
+            header: b"h",
+            body: &[7u8; 100],
+            timestamp: 1,
+            ttl: None,
+            priority: 0,
+        };
+        let refs: Vec<StoreRef> = (0..3).map(|_| st.append_msg(&[1], &meta)).collect();
+        let now = Instant::now();
+        st.sync(now).unwrap();
+        // Damage the first two records' bodies on disk.
+        let path = seg_path(&dir.join("msgs"), refs[0].seg);
+        let mut data = std::fs::read(&path).unwrap();
+        for r in &refs[..2] {
+            data[(r.offset + r.len - 1) as usize] ^= 0xff;
+        }
+        std::fs::write(&path, &data).unwrap();
+        for r in &refs[..2] {
+            let e = st.read(r).unwrap_err();
+            assert!(!read_error_is_passing(&e), "{e}");
+            assert!(e.to_string().contains("copy in"), "{e}");
+            let copy = dir
+                .join("msgs")
+                .join(recover::QUARANTINE)
+                .join(format!("{:08}.seg.{}", r.seg, r.offset));
+            let want = &data[r.offset as usize..(r.offset + r.len) as usize];
+            assert_eq!(std::fs::read(copy).unwrap(), want);
+        }
+        assert!(st.read(&refs[2]).is_ok());
+        assert_eq!(st.stats.unreadable, 2);
+        fx.fail(DiskOp::SyncFs, 1);
+        st.append_msg(&[1], &meta);
+        st.sync(now).unwrap();
+        assert!(st.healthy());
+        drop(st);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

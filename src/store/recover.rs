@@ -33,18 +33,19 @@
 //! and only if, the length field of the record holding it is damaged.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::{error, warn};
 
 use super::crc::crc32c;
+use super::disk::Disk;
 use super::{
-    header, parse_msg, seg_path, sync_dir, MsgRecord, Recovered, RecoveredMsg, StoreRef,
-    FORMAT_VERSION, MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
+    header, parse_msg, seg_path, MsgRecord, Recovered, RecoveredMsg, StoreRef, FORMAT_VERSION,
+    MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
 };
 use crate::codec::reader::Reader;
 
@@ -173,42 +174,121 @@ fn describe(data: &[u8], at: usize) -> String {
     }
 }
 
+/// The name of the quarantine copy of the bytes at offset `at` of segment `n`.
+fn quarantine_name(n: u32, at: usize) -> String {
+    format!("{n:08}.seg.{at}")
+}
+
 /// Copy `bytes` (damaged, from segment `n` at offset `at`) to the quarantine
-/// directory, durably. A copy made earlier is kept as it is.
-fn quarantine(mdir: &Path, n: u32, at: usize, bytes: &[u8]) -> io::Result<PathBuf> {
+/// directory, durably (at start: the damage is about to be cut or skipped).
+/// A copy made earlier is kept as it is.
+fn quarantine(disk: &Disk, mdir: &Path, n: u32, at: usize, bytes: &[u8]) -> io::Result<PathBuf> {
     let qdir = mdir.join(QUARANTINE);
-    let path = qdir.join(format!("{n:08}.seg.{at}"));
-    if fs::read(&path).is_ok_and(|old| old == bytes) {
+    let path = qdir.join(quarantine_name(n, at));
+    if disk.read(&path).is_ok_and(|old| old == bytes) {
         return Ok(path);
     }
-    let fresh_dir = !qdir.is_dir();
-    fs::create_dir_all(&qdir)?;
-    let tmp = qdir.join(format!("{n:08}.seg.{at}.tmp"));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        sync_dir(&qdir)?;
-        if fresh_dir {
-            sync_dir(mdir)?;
-        }
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let fresh_dir = !disk.is_dir(&qdir);
+    disk.create_dir_all(&qdir)?;
+    disk.replace(&disk.open_dir(&qdir)?, &path, bytes, 0)?;
+    if fresh_dir {
+        disk.sync_dir(&disk.open_dir(mdir)?)?;
     }
-    written.map(|()| path)
+    Ok(path)
+}
+
+/// Quarantine copies made inside the loop are synced at most this often.
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies of damaged records found while messages are read back, inside
+/// the loop. Each is written at once, without a sync; they are synced
+/// together at the end of the turn ([`Quarantine::settle`], from the group
+/// commit) with one `syncfs`, and at most once a second, instead of an
+/// fdatasync of the copy and an fsync of its directory per record. A crash
+/// before then may lose the last copies or leave them short: they are a
+/// best-effort forensic copy (the message itself is dropped either way,
+/// and the log says so), unlike the copies recovery makes at start, which
+/// are synced before the damage is cut or skipped.
+#[derive(Debug, Default)]
+pub(super) struct Quarantine {
+    /// Copies written since the last settle.
+    unsynced: usize,
+    /// The quarantine directory, held open once it exists (to sync it).
+    dir: Option<File>,
+    /// When the copies were last synced.
+    settled: Option<Instant>,
+}
+
+impl Quarantine {
+    /// Copy `bytes` (the damaged record at offset `at` of segment `n` in
+    /// `mdir`) to the quarantine, unsynced. A copy made earlier is kept.
+    pub fn copy(
+        &mut self,
+        disk: &Disk,
+        mdir: &Path,
+        n: u32,
+        at: usize,
+        bytes: &[u8],
+    ) -> io::Result<PathBuf> {
+        let qdir = mdir.join(QUARANTINE);
+        let path = qdir.join(quarantine_name(n, at));
+        if disk.read(&path).is_ok_and(|old| old == bytes) {
+            return Ok(path);
+        }
+        if self.dir.is_none() {
+            disk.create_dir_all(&qdir)?;
+            self.dir = Some(disk.open_dir(&qdir)?);
+        }
+        let f = disk.create(&path, 0).inspect_err(|_| {
+            // (The directory may have been removed under us.)
+            self.dir = None;
+        })?;
+        self.unsynced += 1;
+        let (n, written) = disk.write_at(&f, bytes, 0, 0);
+        if let Err(e) = written {
+            drop(f);
+            let _ = disk.remove(&path, n as u64);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Sync the copies made since the last time (their data and directory
+    /// entries, and the quarantine directory's own when it was created: all
+    /// on the file system of `msgs/`), unless that last time was less than
+    /// a second before `now` (`None`: a clean stop, sync now). Best effort:
+    /// a failure is logged, and those copies are not synced again.
+    pub fn settle(&mut self, disk: &Disk, now: Option<Instant>) {
+        if self.unsynced == 0 {
+            return;
+        }
+        if let (Some(now), Some(last)) = (now, self.settled) {
+            if now.saturating_duration_since(last) < SETTLE_EVERY {
+                return;
+            }
+        }
+        self.settled = now;
+        let n = std::mem::take(&mut self.unsynced);
+        let Some(dir) = self.dir.as_ref() else {
+            return;
+        };
+        if let Err(e) = disk.sync_fs(dir) {
+            warn!(
+                "cannot sync {n} quarantine copies of damaged records: {e}; they may not survive a crash"
+            );
+        }
+    }
 }
 
 /// Rebuilds the live set from records in log order.
-struct Replay {
+struct Replay<'a> {
+    disk: &'a Disk,
     live: LiveMap,
     max_id: u64,
     rec: Recovered,
 }
 
-impl Replay {
+impl Replay<'_> {
     /// Apply the valid record `payload` found in segment `n` at [off, end).
     fn apply(&mut self, n: u32, off: usize, end: usize, payload: &Bytes) {
         self.rec.records += 1;
@@ -291,7 +371,7 @@ impl Replay {
             return;
         }
         let why = describe(data, from);
-        match quarantine(mdir, n, from, bytes) {
+        match quarantine(self.disk, mdir, n, from, bytes) {
             Ok(q) => error!(
                 "segment {n:08}: {} damaged bytes at offset {from} ({why}); skipped, resumed at the valid record at offset {to}; copy in {}",
                 bytes.len(),
@@ -334,7 +414,7 @@ impl Replay {
         let copy = if zeros {
             None
         } else {
-            match quarantine(mdir, n, from, bytes) {
+            match quarantine(self.disk, mdir, n, from, bytes) {
                 Ok(q) => Some(format!("copy in {}", q.display())),
                 Err(e) => {
                     error!(
@@ -347,10 +427,8 @@ impl Replay {
         let copy = copy.map_or(String::new(), |c| format!("; {c}"));
         let what = if torn { "torn tail" } else { "damaged tail" };
         if newest {
-            OpenOptions::new()
-                .write(true)
-                .open(seg_path(mdir, n))?
-                .set_len(from as u64)?;
+            let f = self.disk.open_rw(&seg_path(mdir, n))?;
+            self.disk.truncate(&f, from as u64, 0)?;
             if torn {
                 warn!("segment {n:08}: {what} at offset {from} ({why}); truncated{copy}");
             } else {
@@ -368,15 +446,20 @@ impl Replay {
 /// Read every segment in order and rebuild the live messages. A bad record
 /// followed by valid ones is skipped (the scan resynchronises); a tail with
 /// nothing valid in it is cut from the newest segment and skipped elsewhere.
-pub(super) fn scan(mdir: &Path, numbers: &[u32]) -> io::Result<(LiveMap, u64, Recovered)> {
+pub(super) fn scan(
+    disk: &Disk,
+    mdir: &Path,
+    numbers: &[u32],
+) -> io::Result<(LiveMap, u64, Recovered)> {
     let mut st = Replay {
+        disk,
         live: BTreeMap::new(),
         max_id: 0,
         rec: Recovered::default(),
     };
     let last = numbers.last().copied();
     for &n in numbers {
-        let data = Bytes::from(fs::read(seg_path(mdir, n))?);
+        let data = Bytes::from(disk.read(&seg_path(mdir, n))?);
         st.rec.bytes += data.len() as u64;
         let damaged_before = st.rec.damaged;
         let mut budget = data.len().saturating_mul(2);
@@ -432,17 +515,16 @@ pub(super) fn bad_record(r: &StoreRef, what: String) -> io::Error {
     )
 }
 
-/// Read the record of stored message `r` from its segment `file` (in
-/// `mdir`) and verify it (see [`verify_record`]).
-pub(super) fn read_verified(file: &File, mdir: &Path, r: &StoreRef) -> io::Result<MsgRecord> {
-    let len = plausible_len(r)?;
+/// Read the record of stored message `r` (`len` bytes) from its segment
+/// `file`; an error says what is wrong with the record.
+pub(super) fn read_at(disk: &Disk, file: &File, r: &StoreRef, len: usize) -> io::Result<Bytes> {
     let mut data = vec![0u8; len];
-    file.read_exact_at(&mut data, u64::from(r.offset))
+    disk.read_at(file, &mut data, u64::from(r.offset))
         .map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => bad_record(r, "the segment ends before it".into()),
             _ => bad_record(r, format!("cannot read it: {e}")),
         })?;
-    verify_record(Bytes::from(data), mdir, r)
+    Ok(Bytes::from(data))
 }
 
 /// The length a stored message's record claims, if a message could be that long.
@@ -454,39 +536,29 @@ pub(super) fn plausible_len(r: &StoreRef) -> io::Result<usize> {
     Ok(len)
 }
 
-/// Verify that `data` is the whole record of stored message `r`: length,
-/// checksum, kind, id. A damaged record is copied to the quarantine (its
-/// segment may be collected once the message is dropped).
-pub(super) fn verify_record(data: Bytes, mdir: &Path, r: &StoreRef) -> io::Result<MsgRecord> {
-    let checked = (|| {
-        let (hlen, crc) = header(&data, 0).ok_or("no header")?;
-        let payload = data.slice(REC_HEADER..);
-        if hlen != payload.len() {
-            return Err(format!(
-                "its length field says {hlen}, not {}",
-                payload.len()
-            ));
-        }
-        if crc != crc32c(&payload) {
-            return Err("checksum mismatch".into());
-        }
-        let kind = if r.durable { REC_MSG } else { REC_PAGED };
-        if payload.first() != Some(&kind) {
-            return Err(format!("kind {:?}, not {kind}", payload.first()));
-        }
-        let m = parse_msg(&payload).ok_or("does not parse")?;
-        if m.msg_id != r.msg_id {
-            return Err(format!("it holds message {}", m.msg_id));
-        }
-        Ok(m)
-    })();
-    checked.map_err(|why: String| {
-        let kept = match quarantine(mdir, r.seg, r.offset as usize, &data) {
-            Ok(q) => format!("copy in {}", q.display()),
-            Err(e) => format!("cannot copy it to the quarantine: {e}"),
-        };
-        bad_record(r, format!("{why}; {kept}"))
-    })
+/// Check that `data` is the whole record of stored message `r`: length,
+/// checksum, kind, id; or say what is wrong with it.
+pub(super) fn check_record(data: &Bytes, r: &StoreRef) -> Result<MsgRecord, String> {
+    let (hlen, crc) = header(data, 0).ok_or("no header")?;
+    let payload = data.slice(REC_HEADER..);
+    if hlen != payload.len() {
+        return Err(format!(
+            "its length field says {hlen}, not {}",
+            payload.len()
+        ));
+    }
+    if crc != crc32c(&payload) {
+        return Err("checksum mismatch".into());
+    }
+    let kind = if r.durable { REC_MSG } else { REC_PAGED };
+    if payload.first() != Some(&kind) {
+        return Err(format!("kind {:?}, not {kind}", payload.first()));
+    }
+    let m = parse_msg(&payload).ok_or("does not parse")?;
+    if m.msg_id != r.msg_id {
+        return Err(format!("it holds message {}", m.msg_id));
+    }
+    Ok(m)
 }
 
 pub(super) const CLEAN: &str = "CLEAN";
@@ -496,11 +568,15 @@ pub(super) const CLEAN: &str = "CLEAN";
 /// at must lie within its segment (`sizes`: segment number to file size),
 /// else the segments changed after the clean stop and the caller scans;
 /// the records themselves are verified when they are read back.
-pub(super) fn load_clean(mdir: &Path, sizes: &BTreeMap<u32, u64>) -> Option<(LiveMap, u64)> {
+pub(super) fn load_clean(
+    disk: &Disk,
+    mdir: &Path,
+    sizes: &BTreeMap<u32, u64>,
+) -> Option<(LiveMap, u64)> {
     let path = mdir.join(CLEAN);
-    let data = fs::read(&path).ok()?;
-    let _ = fs::remove_file(&path);
-    let _ = sync_dir(mdir);
+    let data = disk.read(&path).ok()?;
+    let _ = disk.remove(&path, data.len() as u64);
+    let _ = disk.open_dir(mdir).and_then(|d| disk.sync_dir(&d));
     let crc = u32::from_be_bytes(data.get(..4)?.try_into().ok()?);
     let body = Bytes::copy_from_slice(data.get(4..)?);
     if crc32c(&body) != crc {
@@ -578,18 +654,20 @@ pub(super) struct DirLock {
 
 /// Create (if needed) and lock the data directory `dir` for this process,
 /// and check (or, on first start, write) its format `VERSION`.
-pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
+pub(super) fn claim_dir(disk: &Disk, dir: &Path) -> io::Result<DirLock> {
     let ctx = |what: &str, e: io::Error| {
         io::Error::new(
             e.kind(),
             format!("data directory {}: {what}: {e}", dir.display()),
         )
     };
-    fs::create_dir_all(dir).map_err(|e| ctx("cannot create it", e))?;
+    disk.create_dir_all(dir)
+        .map_err(|e| ctx("cannot create it", e))?;
     let in_use = || {
-        let pid = fs::read_to_string(dir.join(LOCK))
+        let pid = disk
+            .read(&dir.join(LOCK))
             .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
+            .and_then(|s| String::from_utf8_lossy(&s).trim().parse::<u32>().ok())
             .map_or(String::new(), |p| format!(" (pid {p})"));
         io::Error::new(
             io::ErrorKind::WouldBlock,
@@ -599,7 +677,7 @@ pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
             ),
         )
     };
-    let dir_file = File::open(dir).map_err(|e| ctx("cannot open it", e))?;
+    let dir_file = disk.open_dir(dir).map_err(|e| ctx("cannot open it", e))?;
     match dir_file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Err(in_use()),
@@ -611,23 +689,20 @@ pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
             )
         }
     }
-    let file = match OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK))
-    {
+    let lock_path = dir.join(LOCK);
+    let file = match disk.open_or_create(&lock_path) {
         Ok(f) => {
             if f.try_lock().is_err() {
                 return Err(in_use());
             }
             // For humans only: best effort (the disk may be full).
             let pid = format!("{}\n", std::process::id());
-            if f.set_len(0)
-                .and_then(|()| f.write_all_at(pid.as_bytes(), 0))
-                .is_err()
-            {
-                let _ = f.set_len(0);
+            let old = disk.size(&lock_path).unwrap_or(0);
+            if disk.truncate(&f, 0, old).is_ok() {
+                let (n, written) = disk.write_at(&f, pid.as_bytes(), 0, 0);
+                if written.is_err() {
+                    let _ = disk.truncate(&f, 0, n as u64);
+                }
             }
             Some(f)
         }
@@ -636,7 +711,7 @@ pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
             None
         }
     };
-    check_version(dir)?;
+    check_version(disk, dir, &dir_file)?;
     Ok(DirLock {
         _dir: dir_file,
         _file: file,
@@ -645,13 +720,10 @@ pub(super) fn claim_dir(dir: &Path) -> io::Result<DirLock> {
 
 /// Whether `dir` holds anything a broker wrote beyond its lock and version:
 /// a non-empty segment or definitions file.
-fn holds_data(dir: &Path) -> io::Result<bool> {
-    let nonempty = |e: &fs::DirEntry| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
+fn holds_data(disk: &Disk, dir: &Path) -> io::Result<bool> {
     let any = |d: &Path, f: &dyn Fn(&str) -> bool| -> io::Result<bool> {
-        match fs::read_dir(d) {
-            Ok(rd) => Ok(rd
-                .filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_str().is_some_and(f) && nonempty(&e))),
+        match disk.list(d) {
+            Ok(files) => Ok(files.iter().any(|(name, len)| *len > 0 && f(name))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
@@ -662,9 +734,9 @@ fn holds_data(dir: &Path) -> io::Result<bool> {
 
 /// Check the data directory's format; a directory with no data and no (or
 /// an empty) `VERSION` is new: write it, atomically.
-fn check_version(dir: &Path) -> io::Result<()> {
+fn check_version(disk: &Disk, dir: &Path, dir_file: &File) -> io::Result<()> {
     let path = dir.join(VERSION);
-    let found = match fs::read(&path) {
+    let found = match disk.read(&path) {
         Ok(v) => Some(v),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
@@ -691,7 +763,7 @@ fn check_version(dir: &Path) -> io::Result<()> {
         _ => {}
     }
     let state = if found.is_some() { "empty" } else { "missing" };
-    if holds_data(dir)? {
+    if holds_data(disk, dir)? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -707,23 +779,14 @@ fn check_version(dir: &Path) -> io::Result<()> {
             path.display()
         );
     }
-    write_version(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
-}
-
-/// Write `VERSION` atomically: a temporary file, fsynced, renamed over it,
-/// and the directory fsynced.
-fn write_version(dir: &Path) -> io::Result<()> {
-    let tmp = dir.join("VERSION.tmp");
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(VERSION))?;
-        sync_dir(dir)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    // Atomically: a temporary file, fsynced, renamed over it, and the
+    // directory fsynced.
+    let replaced = found.map_or(0, |v| v.len() as u64);
+    disk.replace(
+        dir_file,
+        &path,
+        format!("{FORMAT_VERSION}\n").as_bytes(),
+        replaced,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
 }

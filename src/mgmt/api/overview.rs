@@ -118,10 +118,10 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
 fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
     let disk_free = core
         .engine
-        .config
-        .data_dir
-        .as_deref()
-        .and_then(|d| crate::store::free_disk(d).ok());
+        .msgs
+        .store
+        .as_ref()
+        .and_then(|st| st.free_space().ok());
     let (syncs, sync_time, written, store_bytes) = match &core.engine.msgs.store {
         Some(st) => (
             st.stats.syncs,
