@@ -27,14 +27,8 @@ pub(crate) mod store;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 
-/// Helpers the library shares with its binaries (`warren ctl`,
-/// `warren-perf`); not a stable API.
 #[doc(hidden)]
-pub mod support {
-    pub use crate::broker::auth::base64_encode;
-    pub use crate::mgmt::stats::rss_and_peak;
-    pub use crate::sys::read_into;
-}
+pub mod support;
 
 #[cfg(feature = "testing")]
 #[doc(hidden)]

@@ -36,7 +36,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u1
     s.write_all(req.as_bytes()).expect("send");
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let r = common::http::parse_response(&raw).expect("HTTP response");
+    let r = warren::support::parse_http_response(&raw).expect("HTTP response");
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
@@ -277,7 +277,7 @@ fn prometheus_listener_serves_rabbitmqs_views() {
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let r = common::http::parse_response(&raw).unwrap();
+    let r = warren::support::parse_http_response(&raw).unwrap();
     assert_eq!(r.status, 200);
     // The management API lists the listener as RabbitMQ does.
     let (_, ov) = http(mgmt, "GET", "/api/overview", None);

@@ -836,7 +836,13 @@ fn a_failed_directory_sync_at_a_segment_roll_does_not_confirm() {
     }
     assert_eq!(segments(&p), before + 1, "the nack came with the roll");
     assert_eq!(c.acked().len() as u64, seq - 1, "only the last one nacked");
-    assert!(p.core.engine.msgs.store.as_ref().is_some_and(|s| !s.healthy()));
+    assert!(p
+        .core
+        .engine
+        .msgs
+        .store
+        .as_ref()
+        .is_some_and(|s| !s.healthy()));
     publish(&mut p, &mut c, "q", seq);
     assert_eq!(c.nacked(), 2, "nothing confirmed before the retry");
     p.advance(Duration::from_millis(600));
@@ -880,7 +886,10 @@ fn a_failed_reservation_blocks_publishers_until_a_retry_works() {
     assert_eq!(c.acked().len() as u64, seq);
     p.advance(Duration::from_millis(600));
     p.core.end_turn(p.now);
-    assert!(!p.core.engine.alarms.blocked, "the alarm stays on after a retry worked");
+    assert!(
+        !p.core.engine.alarms.blocked,
+        "the alarm stays on after a retry worked"
+    );
     assert_eq!(
         p.core.engine.msgs.store.as_ref().unwrap().segments(),
         segments + 1,
@@ -916,7 +925,10 @@ fn the_disk_alarm_follows_the_simulated_free_space() {
     faults.set_free(1 << 30);
     p.advance(Duration::from_millis(600));
     p.core.end_turn(p.now);
-    assert!(!p.core.engine.alarms.blocked, "still blocked with 1 GiB free");
+    assert!(
+        !p.core.engine.alarms.blocked,
+        "still blocked with 1 GiB free"
+    );
     faults.fail(DiskOp::FreeSpace, 1);
     let st = p.core.engine.msgs.store.as_ref().unwrap();
     assert_eq!(st.free_space().unwrap_err().raw_os_error(), Some(libc::EIO));

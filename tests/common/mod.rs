@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-pub mod http;
 pub mod rabbitmq;
 
 use std::net::SocketAddr;

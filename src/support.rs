@@ -1,14 +1,23 @@
-//! Reading a raw HTTP/1.1 response, for the tests that speak HTTP by hand
-//! (this test's own copy of what `warren ctl` does in its client).
+//! Helpers the library shares with its binaries (`warren ctl`,
+//! `warren-perf`) and tests; not a stable API.
 
-/// A parsed response.
-pub struct Response {
+pub use crate::broker::auth::base64_encode;
+pub use crate::mgmt::stats::rss_and_peak;
+pub use crate::sys::read_into;
+
+/// An HTTP response as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
     pub status: u16,
+    /// The body, de-chunked.
     pub body: Vec<u8>,
+    /// The `server` header, if any.
+    pub server: Option<String>,
 }
 
 /// Parse a complete HTTP/1.1 response (Content-Length, chunked, or to EOF).
-pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+pub fn parse_http_response(raw: &[u8]) -> Result<HttpResponse, String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(raw) {
@@ -32,7 +41,16 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, body })
+    let server = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("server"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string());
+    Ok(HttpResponse {
+        status,
+        body,
+        server,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
