@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::arena::{Account, Cursor, Slice, Writer};
 use crate::codec::{ContentHeader, FieldTable, FieldValue, Outbox};
 use crate::store::{MsgMeta, StoreRef};
+use crate::sys::arena::{Account, Cursor, Slice, Writer};
 
 /// A published message, as it is routed.
 #[derive(Debug, Clone)]

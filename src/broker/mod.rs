@@ -3,9 +3,6 @@
 //! are named by [`ConnId`], never borrowed; effects on other connections (a
 //! consumer cancelled because its queue went) are returned to the caller.
 
-// A refcounted chunk allocator: its unsafe blocks each say why they are sound.
-#[allow(unsafe_code)]
-pub mod arena;
 pub mod args;
 pub mod auth;
 pub mod consumers;

@@ -26,7 +26,9 @@ use log::{error, info, warn};
 use crate::codec::reader::Reader;
 use crc::crc32c;
 use disk::Disk;
-pub use disk::{DiskOp, Faults};
+#[cfg(any(test, feature = "testing"))]
+pub use disk::DiskOp;
+pub use disk::Faults;
 use file::LogFile;
 use recover::{load_clean, scan, DirLock, Quarantine, CLEAN};
 
@@ -851,6 +853,7 @@ impl Store {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 pub use crate::sys::free_disk;
 
 /// Rate limit for a repeated log line: at most one a second, saying how many

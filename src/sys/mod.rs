@@ -1,6 +1,9 @@
 //! Every system call warren makes through `libc` rather than `std`, behind
-//! safe functions: the only module (with `broker::arena`'s allocator) where
-//! `unsafe` is allowed. Each block says why it is sound.
+//! safe functions, and (in `arena.rs`) the refcounted chunk allocator queued
+//! messages are packed into: the only module where `unsafe` is allowed.
+//! Each block has a SAFETY comment saying why it is sound.
+
+pub(crate) mod arena;
 
 use std::fs::File;
 use std::io;
