@@ -109,37 +109,50 @@ impl TlsConn {
         })
     }
 
-    /// Read ciphertext from `sock` once, process it, and append the
-    /// plaintext it gave to `plain` (through `scratch`). A TLS error is an
-    /// `InvalidData` error (its alert is queued: [`TlsConn::write_to`]
-    /// may still send it).
+    /// Read ciphertext from `sock` once (into the first half of `scratch`:
+    /// one system call for up to that much, where rustls reading the socket
+    /// itself would take 4 KiB at a time), process it, and append the
+    /// plaintext it gave to `plain` (through the other half). A TLS error
+    /// is an `InvalidData` error (its alert is queued:
+    /// [`TlsConn::write_to`] may still send it).
     pub fn read_from(
         &mut self,
         sock: &mut impl Read,
         scratch: &mut [u8],
         mut plain: impl FnMut(&[u8]),
     ) -> io::Result<TlsRead> {
-        let n = self.conn.read_tls(sock)?;
-        let state = self
-            .conn
-            .process_new_packets()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut closed = n == 0 || state.peer_has_closed();
-        loop {
-            match self.conn.reader().read(scratch) {
-                Ok(0) => {
-                    closed = true;
-                    break;
+        let (cipher, clear) = scratch.split_at_mut(scratch.len() / 2);
+        let n = sock.read(cipher)?;
+        if n == 0 {
+            // The end of the stream (all plaintext before it was taken).
+            return Ok(TlsRead::Closed);
+        }
+        let mut input = cipher.get(..n).unwrap_or(&[]);
+        let mut closed = false;
+        while !input.is_empty() && !closed {
+            // From a slice rustls takes up to a record or 4 KiB at a time.
+            self.conn.read_tls(&mut input)?;
+            let state = self
+                .conn
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            closed |= state.peer_has_closed();
+            loop {
+                match self.conn.reader().read(clear) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(k) => plain(clear.get(..k).unwrap_or(&[])),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Closed without close_notify (a truncation attack or
+                    // a careless peer): the end either way.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        closed = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(k) => plain(scratch.get(..k).unwrap_or(&[])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // Closed without close_notify (a truncation attack or a
-                // careless peer): the end either way.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    closed = true;
-                    break;
-                }
-                Err(e) => return Err(e),
             }
         }
         Ok(if closed {
