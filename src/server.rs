@@ -345,7 +345,8 @@ impl Server {
                 addrs.push(local);
             }
         }
-        let http = Http::bind(&poll, mgmt, prom, &addrs)?;
+        let mut http = Http::bind(&poll, mgmt, prom, &addrs)?;
+        http.mgmt.amqps_addrs = tls_addrs.clone();
         Ok(Server {
             poll,
             listeners,

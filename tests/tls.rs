@@ -212,3 +212,34 @@ fn a_tls_listener_without_certificate_does_not_start() {
         .to_string();
     assert!(e.contains("missing.key"), "{e}");
 }
+
+#[test]
+fn the_management_api_lists_the_tls_listener() {
+    let certs = common::tls_certs();
+    let broker = common::start_tls(&certs, |c| {
+        c.management_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let tls_port = broker.tls_addr.unwrap().port();
+    let mut sock = TcpStream::connect(broker.mgmt_addr.unwrap()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.write_all(
+        b"GET /api/overview HTTP/1.1\r\nHost: x\r\n\
+          Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).unwrap();
+    let resp = warren::support::parse_http_response(&raw).unwrap();
+    assert_eq!(resp.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    let listeners = v["listeners"].as_array().unwrap();
+    let find = |proto: &str| {
+        listeners
+            .iter()
+            .filter(|l| l["protocol"] == proto)
+            .map(|l| l["port"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(find("amqp/ssl"), vec![u64::from(tls_port)], "{listeners:?}");
+    assert_eq!(find("amqp"), vec![u64::from(broker.addr.port())]);
+}
