@@ -14,6 +14,17 @@ pub struct Config {
     /// `[::]` is bound dual-stack (IPv4 clients too), as RabbitMQ binds a
     /// port-only listener; on a host without IPv6 it becomes `0.0.0.0`.
     pub listen: Vec<SocketAddr>,
+    /// AMQPS (AMQP over TLS) listeners, bound as `listen` is; they need
+    /// `tls_cert` and `tls_key` (without them the start fails).
+    pub tls_listen: Vec<SocketAddr>,
+    /// The TLS listeners' certificate chain (PEM, leaf first).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1, not encrypted).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for client certificates: given, a client
+    /// certificate is verified when one is presented (RabbitMQ's
+    /// `verify_peer`); none is required yet.
+    pub tls_ca: Option<PathBuf>,
     /// Data directory; `None` keeps everything in memory (tests, fuzzing).
     pub data_dir: Option<PathBuf>,
     /// Size at which a message store segment file is closed and a new one begun.
@@ -85,6 +96,10 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5672))],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             data_dir: Some(PathBuf::from("data")),
             segment_size: 8 << 20,
             max_memory: 128 << 20,

@@ -9,6 +9,10 @@
 //! | --- | --- | --- |
 //! | `listeners.tcp.NAME` | `5672` (all interfaces: `[::]`, dual-stack, as RabbitMQ; `0.0.0.0` on a host without IPv6), `HOST:PORT`, `[::1]:PORT`, `::1:PORT` | `listen` (the first such line replaces the default) |
 //! | `listeners.tcp` | `none` | `listen` emptied |
+//! | `listeners.ssl.NAME` | as `listeners.tcp.NAME` (RabbitMQ's AMQPS port is 5671) | `tls_listen` (needs `ssl_options.certfile` and `.keyfile`) |
+//! | `listeners.ssl` | `none` | `tls_listen` emptied |
+//! | `ssl_options.certfile`, `.keyfile`, `.cacertfile` | PEM file paths (the key unencrypted; a CA file: client certificates presented are verified) | `tls_cert`, `tls_key`, `tls_ca` |
+//! | `ssl_options.verify`, `.fail_if_no_peer_cert` | `verify_peer`, `false` (what warren does; the other values are refused) | |
 //! | `default_user`, `default_pass`, `default_vhost` | string | same |
 //! | `default_user_tags.TAG` | `true`/`false` | `default_user_tags` |
 //! | `default_permissions.configure`/`.write`/`.read` | regex | `default_permissions` |
@@ -38,8 +42,9 @@
 //! | `loopback_addresses` | comma-separated IPs | `loopback_addresses` |
 //! | `load_definitions` (alias `definitions.local.path`) | path of a JSON definitions file | `definitions` |
 //!
-//! Refused with a reason: TLS (`listeners.ssl.*`, `ssl_options.*`,
-//! `management.ssl.*`), `auth_backends`, `auth_mechanisms`, clustering
+//! Refused with a reason: the other `ssl_options.*` keys (`.password`:
+//! encrypted keys, `.versions.N`, `.ciphers.N`, `.honor_cipher_order`,
+//! ...), HTTPS for management (`management.ssl.*`), `auth_backends`, `auth_mechanisms`, clustering
 //! (`cluster_formation.*`, `cluster_name`), and `log.file.rotation.date`
 //! (warren rotates by size only).
 //!
@@ -170,9 +175,10 @@ pub fn read_definitions(path: &Path) -> Result<serde_json::Value, String> {
 
 /// RabbitMQ settings that are recognised but have no meaning in warren.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("listeners.ssl", "TLS is not supported"),
-    ("ssl_options", "TLS is not supported"),
-    ("management.ssl", "TLS is not supported"),
+    (
+        "management.ssl",
+        "HTTPS for the management API is not supported yet",
+    ),
     ("auth_backends", "only the internal user database exists"),
     ("auth_mechanisms", "PLAIN and AMQPLAIN are always offered"),
     ("cluster_formation", "warren is a single node"),
@@ -190,6 +196,7 @@ pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, Vec<(usize
         config,
         settings: FileSettings::default(),
         listeners: None,
+        ssl_listeners: None,
         tags_seen: false,
         loopback_seen: false,
         line: 0,
@@ -225,6 +232,9 @@ pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, Vec<(usize
     }
     if let Some(l) = p.listeners.take() {
         p.config.listen = l.into_iter().map(|(_, a)| a).collect();
+    }
+    if let Some(l) = p.ssl_listeners.take() {
+        p.config.tls_listen = l.into_iter().map(|(_, a)| a).collect();
     }
     match (p.log_file.take(), p.log_file_options) {
         (Some(Some(path)), _) => {
@@ -265,6 +275,8 @@ struct Parser<'a> {
     /// `listeners.tcp.NAME` lines seen so far (a later line with the same
     /// name replaces the earlier one).
     listeners: Option<Vec<(String, SocketAddr)>>,
+    /// `listeners.ssl.NAME` lines seen so far, the same way.
+    ssl_listeners: Option<Vec<(String, SocketAddr)>>,
     /// The first `default_user_tags.*` line replaces the default tags.
     tags_seen: bool,
     /// The first `loopback_users.*` line replaces the default list.
@@ -290,6 +302,37 @@ impl Parser<'_> {
                     return Err("the only value is 'none' (use listeners.tcp.NAME = ADDR)".into());
                 }
                 self.listeners = Some(Vec::new());
+            }
+            "listeners.ssl" => {
+                if v != "none" {
+                    return Err("the only value is 'none' (use listeners.ssl.NAME = ADDR)".into());
+                }
+                self.ssl_listeners = Some(Vec::new());
+            }
+            "ssl_options.certfile" => c.tls_cert = Some(v.into()),
+            "ssl_options.keyfile" => c.tls_key = Some(v.into()),
+            "ssl_options.cacertfile" => c.tls_ca = Some(v.into()),
+            // What warren does with a CA file: a presented client
+            // certificate is verified, none is required.
+            "ssl_options.verify" => {
+                if v != "verify_peer" {
+                    return Err(
+                        "only verify_peer is supported yet (client certificates are verified \
+                         against ssl_options.cacertfile when presented)"
+                            .into(),
+                    );
+                }
+            }
+            "ssl_options.fail_if_no_peer_cert" => {
+                if boolean(v)? {
+                    return Err("requiring a client certificate is not supported yet".into());
+                }
+            }
+            "ssl_options.password" => {
+                return Err(
+                    "encrypted private keys are not supported yet: give an unencrypted key file"
+                        .into(),
+                )
             }
             "default_user" => c.default_user = non_empty(v)?,
             "default_pass" => c.default_pass = v.to_string(),
@@ -417,13 +460,23 @@ impl Parser<'_> {
     /// Keys with a variable last part, and the unsupported ones.
     fn prefixed(&mut self, key: &str, v: &str) -> Result<(), String> {
         let c = &mut *self.config;
-        if let Some(name) = key.strip_prefix("listeners.tcp.") {
+        let tcp = key.strip_prefix("listeners.tcp.");
+        let ssl = key.strip_prefix("listeners.ssl.");
+        if let Some(name) = tcp.or(ssl) {
             let addr = listener(v)?;
-            let l = self.listeners.get_or_insert_with(Vec::new);
+            let l = match tcp {
+                Some(_) => self.listeners.get_or_insert_with(Vec::new),
+                None => self.ssl_listeners.get_or_insert_with(Vec::new),
+            };
             match l.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = addr,
                 None => l.push((name.to_string(), addr)),
             }
+        } else if let Some(rest) = key.strip_prefix("ssl_options.") {
+            return Err(format!(
+                "ssl_options.{rest} is not supported yet (warren reads ssl_options.certfile, \
+                 keyfile, cacertfile, verify = verify_peer and fail_if_no_peer_cert = false)"
+            ));
         } else if let Some(tag) = key.strip_prefix("default_user_tags.") {
             if !self.tags_seen {
                 c.default_user_tags.clear();
@@ -845,7 +898,26 @@ log.console.level = info
                 "loopback_addresses = 127.0.0.1, nope",
                 "'nope' is not an IP address",
             ),
-            ("listeners.ssl.default = 5671", "TLS is not supported"),
+            ("listeners.ssl.default = 70000", "expected PORT"),
+            ("listeners.ssl = 5671", "only value is 'none'"),
+            ("ssl_options.password = secret", "encrypted private keys"),
+            (
+                "ssl_options.ciphers.1 = TLS_AES_128_GCM_SHA256",
+                "ssl_options.ciphers.1 is not supported",
+            ),
+            (
+                "ssl_options.versions.1 = tlsv1.3",
+                "ssl_options.versions.1 is not supported",
+            ),
+            ("ssl_options.verify = verify_none", "only verify_peer"),
+            (
+                "ssl_options.fail_if_no_peer_cert = true",
+                "not supported yet",
+            ),
+            (
+                "management.ssl.port = 15671",
+                "HTTPS for the management API",
+            ),
             ("log.file.level = info", "set log.file = PATH too"),
             ("log.file.rotation.count = 3", "set log.file = PATH too"),
             ("log.file.level = loud", "expected debug"),
@@ -862,6 +934,29 @@ log.console.level = info
     }
 
     #[test]
+    fn tls_listeners_and_files() {
+        let (c, _) = parsed(
+            "listeners.ssl.default = 5671\n\
+             listeners.ssl.other = 127.0.0.1:5681\n\
+             ssl_options.certfile = /etc/warren/cert.pem\n\
+             ssl_options.keyfile = /etc/warren/key.pem\n\
+             ssl_options.cacertfile = /etc/warren/ca.pem\n\
+             ssl_options.verify = verify_peer\n\
+             ssl_options.fail_if_no_peer_cert = false\n",
+        );
+        assert_eq!(c.tls_listen, vec![sa("[::]:5671"), sa("127.0.0.1:5681")]);
+        // The plain listener stays as it was.
+        assert_eq!(c.listen, Config::default().listen);
+        assert_eq!(c.tls_cert, Some("/etc/warren/cert.pem".into()));
+        assert_eq!(c.tls_key, Some("/etc/warren/key.pem".into()));
+        assert_eq!(c.tls_ca, Some("/etc/warren/ca.pem".into()));
+        let (c, _) = parsed("listeners.ssl.a = 5671\nlisteners.ssl = none\n");
+        assert!(c.tls_listen.is_empty());
+        let (c, _) = parsed("listeners.ssl.a = 5671\nlisteners.ssl.a = 5672\n");
+        assert_eq!(c.tls_listen, vec![sa("[::]:5672")]);
+    }
+
+    #[test]
     fn every_bad_line_is_reported_at_once() {
         let text = "\
 heartbeat = 10
@@ -869,7 +964,7 @@ no_such_key = 1
 log.file.rotation.date = $D0
 channel_max = lots
 default_user = admin
-listeners.ssl.default = 5671
+ssl_options.password = x
 just words
 ";
         let errs = parse(text, &mut Config::default()).unwrap_err();
@@ -878,7 +973,7 @@ just words
         assert!(errs[0].1.contains("unknown key 'no_such_key'"));
         assert!(errs[1].1.contains("by size only"));
         assert!(errs[2].1.contains("non-negative integer"));
-        assert!(errs[3].1.contains("TLS is not supported"));
+        assert!(errs[3].1.contains("encrypted private keys"));
         assert!(errs[4].1.contains("expected 'key = value'"));
     }
 

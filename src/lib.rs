@@ -26,6 +26,7 @@ pub(crate) mod server;
 pub(crate) mod store;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
+pub(crate) mod tls;
 
 #[doc(hidden)]
 pub mod support;

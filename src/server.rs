@@ -21,6 +21,7 @@ use crate::amqp::{Core, ReadHint};
 use crate::broker::ConnId;
 use crate::config::Config;
 use crate::mgmt::{HttpConn, Mgmt};
+use crate::tls::{TlsConn, TlsRead};
 
 // Tokens: AMQP sockets from 0 (their connection's slab index), management
 // HTTP sockets from HTTP_BASE, AMQP listeners in
@@ -147,6 +148,9 @@ struct Sock {
     /// time passes. Closing with unread input would send a reset instead,
     /// which can destroy those last frames before the peer reads them.
     linger_until: Option<Instant>,
+    /// The TLS session of a socket accepted on a TLS listener: its
+    /// ciphertext goes through it, the connection sees plaintext only.
+    tls: Option<Box<TlsConn>>,
 }
 
 /// A management HTTP socket and its protocol state.
@@ -179,7 +183,13 @@ struct Http {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// Which of `listeners` are TLS listeners (same indexes).
+    listener_tls: Vec<bool>,
     addrs: Vec<SocketAddr>,
+    /// The TLS listeners' addresses.
+    tls_addrs: Vec<SocketAddr>,
+    /// The TLS listeners' server configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
     socks: Vec<Option<Sock>>,
     /// Indexes of sockets that may have input to read: a turn visits these,
     /// not every socket (10,000 idle connections cost nothing per turn).
@@ -216,6 +226,7 @@ pub struct Running {
     handle: Handle,
     thread: Option<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     mgmt_addr: Option<SocketAddr>,
     prom_addr: Option<SocketAddr>,
 }
@@ -224,6 +235,11 @@ impl Running {
     /// The addresses it listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The addresses its TLS (AMQPS) listeners listen on.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The management HTTP API's address, if it listens.
@@ -273,6 +289,26 @@ impl Server {
         for addr in &config.listen {
             listeners.extend(bind_amqp(*addr)?);
         }
+        let plain = listeners.len();
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            _ if config.tls_listen.is_empty() => None,
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(
+                cert,
+                key,
+                config.tls_ca.as_deref(),
+            )?),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a TLS listener needs a certificate and its key \
+                     (--tls-cert and --tls-key, or ssl_options.certfile and ssl_options.keyfile)",
+                ))
+            }
+        };
+        for addr in &config.tls_listen {
+            listeners.extend(bind_amqp(*addr)?);
+        }
+        let listener_tls: Vec<bool> = (0..listeners.len()).map(|i| i >= plain).collect();
         let mgmt = config
             .management_listen
             .map(|a| bind_listener(a, "the management API"))
@@ -296,18 +332,28 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut addrs = Vec::new();
+        let mut tls_addrs = Vec::new();
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
             let local = l.local_addr()?;
-            info!("started TCP listener on {local}");
-            addrs.push(local);
+            if listener_tls.get(i).copied().unwrap_or(false) {
+                info!("started TLS (AMQPS) listener on {local}");
+                tls_addrs.push(local);
+            } else {
+                info!("started TCP listener on {local}");
+                addrs.push(local);
+            }
         }
-        let http = Http::bind(&poll, mgmt, prom, &addrs)?;
+        let mut http = Http::bind(&poll, mgmt, prom, &addrs)?;
+        http.mgmt.amqps_addrs = tls_addrs.clone();
         Ok(Server {
             poll,
             listeners,
+            listener_tls,
             addrs,
+            tls_addrs,
+            tls,
             socks: Vec::new(),
             pending_reads: Vec::new(),
             core,
@@ -329,9 +375,14 @@ impl Server {
         self.http.mgmt.prometheus_addr
     }
 
-    /// The addresses actually bound.
+    /// The addresses actually bound (plain AMQP listeners).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The TLS (AMQPS) listeners' addresses actually bound.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// A handle to stop the server from another thread.
@@ -346,6 +397,7 @@ impl Server {
     pub fn spawn(self) -> io::Result<Running> {
         let handle = self.handle();
         let addrs = self.addrs.clone();
+        let tls_addrs = self.tls_addrs.clone();
         let mgmt_addr = self.management_addr();
         let prom_addr = self.prometheus_addr();
         let thread = std::thread::Builder::new()
@@ -355,6 +407,7 @@ impl Server {
             handle,
             thread: Some(thread),
             addrs,
+            tls_addrs,
             mgmt_addr,
             prom_addr,
         })
@@ -503,10 +556,21 @@ impl Server {
             let Some(l) = self.listeners.get(i) else {
                 return;
             };
+            let is_tls = self.listener_tls.get(i).copied().unwrap_or(false);
             match l.accept() {
                 Ok((mut stream, peer)) => {
                     self.accept_trouble.cleared("AMQP", now);
                     self.http.mgmt.accept_error = None;
+                    let tls = match (&self.tls, is_tls) {
+                        (Some(config), true) => match TlsConn::new(config.clone()) {
+                            Ok(t) => Some(Box::new(t)),
+                            Err(e) => {
+                                error!("{peer}: TLS session: {e}; closed");
+                                continue;
+                            }
+                        },
+                        _ => None,
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         warn!("{peer}: set_nodelay: {e}");
                     }
@@ -534,6 +598,7 @@ impl Server {
                             read_pending: true,
                             listed: false,
                             linger_until: None,
+                            tls,
                         });
                     }
                     self.mark_read_pending(idx);
@@ -576,6 +641,10 @@ impl Server {
         let id = s.id;
         if s.linger_until.is_some() {
             self.drain_lingering(idx, scratch);
+            return;
+        }
+        if s.tls.is_some() {
+            self.read_tls_sock(idx, scratch, now);
             return;
         }
         for _ in 0..MAX_READS_PER_TURN {
@@ -642,6 +711,10 @@ impl Server {
             else {
                 return;
             };
+            if s.tls.is_some() {
+                self.write_tls_sock(id, now);
+                return;
+            }
             let Some(out) = self.core.outbox(id) else {
                 return;
             };
@@ -668,6 +741,141 @@ impl Server {
                         self.mark_read_pending(idx);
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    info!("connection {idx}: write error: {e}");
+                    self.close_sock(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Read a TLS socket: ciphertext from the socket into its session, the
+    /// plaintext into the connection's input buffer, processed as a plain
+    /// socket's input is. A TLS error (garbage, plain AMQP, a failed
+    /// handshake) closes this socket alone, after its alert if that can be
+    /// written at once.
+    fn read_tls_sock(&mut self, idx: usize, scratch: &mut [u8], now: Instant) {
+        for _ in 0..MAX_READS_PER_TURN {
+            let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
+                return;
+            };
+            let id = s.id;
+            if !self.core.wants_read(id) {
+                return;
+            }
+            let Sock { stream, tls, .. } = &mut *s;
+            let Some(tls) = tls.as_mut() else {
+                return;
+            };
+            let core = &mut self.core;
+            let res = tls.read_from(stream, scratch, |data| {
+                if let Some(buf) = core.input_buffer(id) {
+                    buf.extend_from_slice(data);
+                }
+            });
+            let wants_write = tls.wants_write();
+            match res {
+                Ok(TlsRead::Read(n)) => {
+                    self.core.count_io(id, n, 0);
+                    self.core.process(id, now);
+                    if wants_write {
+                        // Handshake records (or a key update) to send.
+                        self.core.mark_flush(id);
+                    }
+                }
+                Ok(TlsRead::Closed) => {
+                    // What came before the end is still handled.
+                    self.core.process(id, now);
+                    s.read_pending = false;
+                    self.close_sock(idx);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.read_pending = false;
+                    self.core.input_idle(id);
+                    if wants_write {
+                        self.core.mark_flush(id);
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let peer = stream
+                        .peer_addr()
+                        .map_or_else(|_| "?".to_string(), |p| p.to_string());
+                    warn!("TLS connection from {peer}: {e}; closing it");
+                    // Its alert, if the socket takes it now.
+                    let _ = flush_tls(tls, stream);
+                    s.read_pending = false;
+                    self.close_sock(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Write a TLS socket: the connection's output into its session as
+    /// plaintext (as much as it takes), its records out to the socket,
+    /// until both are done or the socket is full (its WRITABLE event then
+    /// brings it back here).
+    fn write_tls_sock(&mut self, id: ConnId, now: Instant) {
+        let idx = id.idx as usize;
+        loop {
+            let Some(s) = self
+                .socks
+                .get_mut(idx)
+                .and_then(|s| s.as_mut())
+                .filter(|s| s.id == id)
+            else {
+                return;
+            };
+            let Sock { stream, tls, .. } = &mut *s;
+            let Some(tls) = tls.as_mut() else {
+                return;
+            };
+            let mut took = 0;
+            if let Some(out) = self.core.outbox(id).filter(|o| !o.is_empty()) {
+                let mut slices = [IoSlice::new(&[]); 64];
+                let n = out.io_slices(&mut slices);
+                match tls.write_plain(slices.get(..n).unwrap_or(&[])) {
+                    Ok(k) => {
+                        out.consume(k);
+                        took = k;
+                    }
+                    Err(e) => {
+                        info!("connection {idx}: TLS write error: {e}");
+                        self.close_sock(idx);
+                        return;
+                    }
+                }
+            }
+            let res = if tls.wants_write() {
+                tls.write_to(stream).map(Some)
+            } else {
+                Ok(None)
+            };
+            if took > 0 {
+                self.core.count_io(id, 0, took);
+                self.core.wrote(id, now);
+                let was_paused = !self.core.wants_read(id);
+                self.core.output_drained(id);
+                if was_paused && self.core.wants_read(id) {
+                    self.mark_read_pending(idx);
+                }
+            }
+            match res {
+                // Nothing was pending and nothing more was taken: done (or
+                // the handshake must progress first).
+                Ok(None) if took == 0 => return,
+                Ok(None) => {}
+                Ok(Some(0)) => {
+                    self.close_sock(idx);
+                    return;
+                }
+                Ok(Some(_)) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -708,6 +916,19 @@ impl Server {
             let done = self.core.is_dead(id) && self.core.outbox(id).is_none_or(|o| o.is_empty());
             if !done {
                 continue;
+            }
+            // A TLS session ends with close_notify; once it is written
+            // (a WRITABLE event brings the rest), the socket lingers.
+            if let Some(tls) = s.tls.as_mut() {
+                tls.close();
+                match flush_tls(tls, &mut s.stream) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => {
+                        self.close_sock(idx);
+                        continue;
+                    }
+                }
             }
             // The peer may close first (after our close-ok), or already has.
             if s.stream.shutdown(std::net::Shutdown::Write).is_err() {
@@ -767,6 +988,21 @@ impl Server {
             self.retry_accept(Instant::now());
         }
     }
+}
+
+/// Write a TLS session's pending records until done (`true`) or the
+/// socket is full (`false`).
+fn flush_tls(tls: &mut TlsConn, stream: &mut TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_to(stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 fn register(registry: &Registry, stream: &mut TcpStream, idx: usize) -> io::Result<()> {

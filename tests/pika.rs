@@ -18,6 +18,10 @@ use common::{root, run};
 use std::process::Command;
 
 fn pytest(python: &Path, port: u16, args: &[&str]) {
+    pytest_env(python, port, args, &[]);
+}
+
+fn pytest_env(python: &Path, port: u16, args: &[&str], env: &[(&str, String)]) {
     let mut cmd = Command::new(python);
     cmd.current_dir(root())
         .args([
@@ -29,8 +33,29 @@ fn pytest(python: &Path, port: u16, args: &[&str]) {
             "tests/python",
         ])
         .args(args)
-        .env("WARREN_AMQP_PORT", port.to_string());
+        .env("WARREN_AMQP_PORT", port.to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     run(&mut cmd);
+}
+
+/// `tests/python/test_tls.py`: pika over TLS with an `ssl.SSLContext`
+/// that verifies the broker against the CA the test made (the suite skips
+/// it without a TLS listener).
+#[test]
+fn pika_over_tls() {
+    let python = common::venv_python("pyvenv", "tests/python/requirements.txt");
+    let certs = common::tls_certs();
+    let broker = common::start_tls(&certs, |_| {});
+    let tls_port = broker.tls_addr.unwrap().port();
+    pytest_env(
+        &python,
+        broker.addr.port(),
+        &["-k", "test_tls"],
+        &[
+            ("WARREN_AMQPS_PORT", tls_port.to_string()),
+            ("WARREN_TLS_CA", certs.ca.display().to_string()),
+        ],
+    );
 }
 
 #[test]

@@ -103,6 +103,8 @@ pub struct Mgmt {
     pub node: String,
     /// AMQP listener addresses.
     pub amqp_addrs: Vec<SocketAddr>,
+    /// AMQPS (TLS) listener addresses.
+    pub amqps_addrs: Vec<SocketAddr>,
     /// The management listener's address.
     pub http_addr: Option<SocketAddr>,
     /// Why the AMQP listeners cannot accept connections now (out of file
@@ -142,6 +144,7 @@ impl Mgmt {
             started: now,
             node: format!("warren@{hostname}"),
             amqp_addrs,
+            amqps_addrs: Vec::new(),
             http_addr,
             accept_error: None,
             prometheus_addr: None,

@@ -37,6 +37,9 @@ pub struct TestBroker {
     pub mgmt_addr: Option<SocketAddr>,
     /// The Prometheus listener's address, when enabled (`prometheus_listen`).
     pub prom_addr: Option<SocketAddr>,
+    /// The first TLS (AMQPS) listener's address, when there is one
+    /// (`tls_listen`).
+    pub tls_addr: Option<SocketAddr>,
     running: Option<Running>,
     owns_dir: bool,
 }
@@ -94,6 +97,7 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
                 .ok()
                 .map(|a| a.parse().expect("WARREN_TEST_MGMT_ADDR must be host:port")),
             prom_addr: None,
+            tls_addr: None,
             running: None,
             owns_dir: false,
         };
@@ -117,12 +121,17 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
     if prom_addr.is_some() {
         cfg.prometheus_listen = prom_addr;
     }
+    let tls_addr = server.tls_addrs().first().copied();
+    if !server.tls_addrs().is_empty() {
+        cfg.tls_listen = server.tls_addrs().to_vec();
+    }
     let running = server.spawn().expect("spawn");
     TestBroker {
         addr,
         config: cfg,
         mgmt_addr,
         prom_addr,
+        tls_addr,
         running: Some(running),
         owns_dir: true,
     }
@@ -170,4 +179,120 @@ pub fn venv_python(venv: &str, requirements: &str) -> PathBuf {
         std::fs::write(&stamp, wanted).expect("write stamp");
     }
     python
+}
+
+/// Certificates made for one test with the `openssl` CLI (never checked
+/// in): a CA, and a server certificate it signed for `localhost` and
+/// 127.0.0.1.
+pub struct TlsCerts {
+    /// The directory holding them.
+    pub dir: PathBuf,
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM, unencrypted PKCS#8).
+    pub key: PathBuf,
+}
+
+/// Make a CA and a server certificate in a fresh temporary directory.
+pub fn tls_certs() -> TlsCerts {
+    let dir = temp_dir("tls");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=warren test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca);
+    let mut req = vec!["req"];
+    req.extend(ec);
+    req.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&req);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
+         basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectKeyIdentifier=hash\n\
+         authorityKeyIdentifier=keyid\n",
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    TlsCerts {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        dir,
+    }
+}
+
+impl Drop for TlsCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Start a broker with a plain listener and a TLS listener on 127.0.0.1,
+/// using `certs`, after adjusting its config.
+pub fn start_tls(certs: &TlsCerts, f: impl FnOnce(&mut Config)) -> TestBroker {
+    start_with(|c| {
+        c.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_cert = Some(certs.cert.clone());
+        c.tls_key = Some(certs.key.clone());
+        f(c)
+    })
 }

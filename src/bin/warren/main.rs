@@ -38,6 +38,7 @@ before the data directory is touched.
 fn usage(opts: &getopts::Options) -> String {
     let head = opts.usage(
         "Usage: warren [--config FILE] [--definitions FILE] [--listen ADDR:PORT]... \
+         [--tls-listen ADDR:PORT]... [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]\n       \
          [--data-dir DIR] [--max-memory BYTES] [--min-free-disk BYTES] [--segment-size BYTES]\n       \
          [--management-listen ADDR:PORT | --no-management] \
          [--prometheus-listen ADDR:PORT | --no-prometheus]\n       \
@@ -80,6 +81,30 @@ fn main() -> ExitCode {
         "listen",
         "AMQP listener address (default 127.0.0.1:5672)",
         "ADDR:PORT",
+    );
+    opts.optmulti(
+        "",
+        "tls-listen",
+        "AMQPS (AMQP over TLS) listener address, beside the plain ones; needs --tls-cert and --tls-key",
+        "ADDR:PORT",
+    );
+    opts.optopt(
+        "",
+        "tls-cert",
+        "TLS certificate chain, PEM, leaf first",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "tls-key",
+        "TLS private key, PEM (PKCS#8, PKCS#1 or SEC1, unencrypted)",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "tls-ca",
+        "CA certificates, PEM: a client certificate presented is verified against them",
+        "FILE",
     );
     opts.optopt("d", "data-dir", "data directory (default ./data)", "DIR");
     opts.optopt(
@@ -163,6 +188,29 @@ fn main() -> ExitCode {
             }
         }
         config.listen = addrs;
+    }
+    let tls_listen = m.opt_strs("tls-listen");
+    if !tls_listen.is_empty() {
+        let mut addrs = Vec::new();
+        for l in tls_listen {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => addrs.push(a),
+                Err(e) => {
+                    eprintln!("warren: bad --tls-listen address '{l}': {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        config.tls_listen = addrs;
+    }
+    for (flag, field) in [
+        ("tls-cert", &mut config.tls_cert),
+        ("tls-key", &mut config.tls_key),
+        ("tls-ca", &mut config.tls_ca),
+    ] {
+        if let Some(f) = m.opt_str(flag) {
+            *field = Some(f.into());
+        }
     }
     if let Some(d) = m.opt_str("data-dir") {
         config.data_dir = Some(d.into());
@@ -266,16 +314,21 @@ fn banner(
     (max_memory, min_free_disk): (u64, u64),
 ) -> String {
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    let tls: Vec<String> = server.tls_addrs().iter().map(|a| a.to_string()).collect();
     let opt = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
-    format!(
-        "warren {} started: AMQP {}, management {}, prometheus {}, data dir {}, config {}, \
-         memory limit {max_memory} bytes, disk free limit {min_free_disk} bytes",
-        env!("CARGO_PKG_VERSION"),
-        if addrs.is_empty() {
+    let list = |l: Vec<String>| {
+        if l.is_empty() {
             "off".to_string()
         } else {
-            addrs.join(" ")
-        },
+            l.join(" ")
+        }
+    };
+    format!(
+        "warren {} started: AMQP {}, AMQPS {}, management {}, prometheus {}, data dir {}, \
+         config {}, memory limit {max_memory} bytes, disk free limit {min_free_disk} bytes",
+        env!("CARGO_PKG_VERSION"),
+        list(addrs),
+        list(tls),
         opt(server.management_addr()),
         opt(server.prometheus_addr()),
         data_dir.map_or_else(

@@ -33,6 +33,7 @@ pub(super) fn port_listener(c: &Ctx<'_>, port: &str) -> Response {
         .mgmt
         .amqp_addrs
         .iter()
+        .chain(&c.mgmt.amqps_addrs)
         .any(|a| a.port().to_string() == *port);
     let listening = amqp
         || c.mgmt

@@ -75,6 +75,9 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         .iter()
         .map(|a| json!({"node": mgmt.node, "protocol": "amqp", "ip_address": a.ip().to_string(), "port": a.port()}))
         .collect();
+    listeners.extend(mgmt.amqps_addrs.iter().map(|a| {
+        json!({"node": mgmt.node, "protocol": "amqp/ssl", "ip_address": a.ip().to_string(), "port": a.port()})
+    }));
     if let Some(a) = mgmt.http_addr {
         listeners.push(json!({"node": mgmt.node, "protocol": "http", "ip_address": a.ip().to_string(), "port": a.port()}));
     }
