@@ -7,6 +7,104 @@ use std::time::Duration;
 
 use crate::store::Faults;
 
+/// The TLS settings of a listener: AMQPS, or the management API over
+/// HTTPS (RabbitMQ's `ssl_options.*` and `management.ssl.*`). Certificate
+/// files are read at start and again on a reload (SIGHUP, `warren ctl
+/// reload_certificates`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The certificate chain (PEM, leaf first).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1, not encrypted).
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against.
+    pub ca: Option<PathBuf>,
+    /// RabbitMQ's `verify`: `Some(true)` = `verify_peer` (needs `ca`): a
+    /// client certificate presented is verified, and a bad one fails the
+    /// handshake; `Some(false)` = `verify_none`: none is asked for.
+    /// `None`: `verify_peer` exactly when a CA is given.
+    pub verify_peer: Option<bool>,
+    /// RabbitMQ's `fail_if_no_peer_cert`: under `verify_peer`, a client
+    /// without a certificate fails the handshake.
+    pub fail_if_no_peer_cert: bool,
+    /// Protocol versions allowed (RabbitMQ's `versions.N`); empty: TLS 1.2
+    /// and 1.3.
+    pub versions: Vec<TlsVersion>,
+    /// Cipher suites allowed, by IANA or OpenSSL name (RabbitMQ's
+    /// `ciphers.N`); empty: rustls' defaults. A name rustls does not
+    /// implement is a start-up error.
+    pub ciphers: Vec<String>,
+    /// Prefer the server's cipher order to the client's (RabbitMQ's
+    /// `honor_cipher_order`).
+    pub honor_cipher_order: bool,
+    /// More certificates, chosen by the server name (SNI) a client asks
+    /// for; a client asking for none or another name gets `cert`.
+    pub sni: Vec<SniCert>,
+}
+
+/// A certificate served to clients that ask for `name` (SNI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    /// The DNS name, as clients send it (case does not matter).
+    pub name: String,
+    /// The certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// Its private key (PEM, not encrypted).
+    pub key: PathBuf,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (`tlsv1.2`).
+    Tls12,
+    /// TLS 1.3 (`tlsv1.3`).
+    Tls13,
+}
+
+/// A SASL mechanism warren can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// User name and password, RFC 4616.
+    Plain,
+    /// User name and password in a field table (RabbitMQ's).
+    Amqplain,
+    /// The verified TLS client certificate names the user (RFC 4422
+    /// appendix A; RabbitMQ's `rabbitmq_auth_mechanism_ssl`).
+    External,
+}
+
+impl AuthMechanism {
+    /// Its name in connection.start.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMechanism::Plain => "PLAIN",
+            AuthMechanism::Amqplain => "AMQPLAIN",
+            AuthMechanism::External => "EXTERNAL",
+        }
+    }
+
+    /// The mechanism called `name`, if warren has it.
+    pub fn from_name(name: &[u8]) -> Option<AuthMechanism> {
+        [
+            AuthMechanism::Plain,
+            AuthMechanism::Amqplain,
+            AuthMechanism::External,
+        ]
+        .into_iter()
+        .find(|m| m.name().as_bytes() == name)
+    }
+}
+
+/// Which part of a client certificate names the user for EXTERNAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertLogin {
+    /// The subject's common name (`CN`).
+    CommonName,
+    /// The whole subject as an RFC 4514 string (`CN=a,O=b,C=c`).
+    DistinguishedName,
+}
+
 /// Everything the broker can be told at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -15,16 +113,20 @@ pub struct Config {
     /// port-only listener; on a host without IPv6 it becomes `0.0.0.0`.
     pub listen: Vec<SocketAddr>,
     /// AMQPS (AMQP over TLS) listeners, bound as `listen` is; they need
-    /// `tls_cert` and `tls_key` (without them the start fails).
+    /// `tls.cert` and `tls.key` (without them the start fails).
     pub tls_listen: Vec<SocketAddr>,
-    /// The TLS listeners' certificate chain (PEM, leaf first).
-    pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1, not encrypted).
-    pub tls_key: Option<PathBuf>,
-    /// CA certificates (PEM) for client certificates: given, a client
-    /// certificate is verified when one is presented (RabbitMQ's
-    /// `verify_peer`); none is required yet.
-    pub tls_ca: Option<PathBuf>,
+    /// The AMQPS listeners' certificates and client verification
+    /// (RabbitMQ's `ssl_options.*`).
+    pub tls: TlsOptions,
+    /// Mechanisms offered in connection.start, in this order (RabbitMQ's
+    /// `auth_mechanisms.N`). Each is offered only where it can work:
+    /// EXTERNAL only on a TLS connection with a verified client
+    /// certificate. Default: PLAIN, AMQPLAIN, EXTERNAL.
+    pub auth_mechanisms: Vec<AuthMechanism>,
+    /// Where SASL EXTERNAL takes the user name from in the client
+    /// certificate (RabbitMQ's `ssl_cert_login_from`; default: the
+    /// distinguished name, as RabbitMQ).
+    pub ssl_cert_login_from: CertLogin,
     /// Data directory; `None` keeps everything in memory (tests, fuzzing).
     pub data_dir: Option<PathBuf>,
     /// Size at which a message store segment file is closed and a new one begun.
@@ -77,6 +179,12 @@ pub struct Config {
     /// Management HTTP API and `/metrics` listener (RabbitMQ: 15672); `None`
     /// disables it. Port 0 picks a free port (see `Server::management_addr`).
     pub management_listen: Option<SocketAddr>,
+    /// The management API over HTTPS (RabbitMQ's `management.ssl.port`,
+    /// 15671 by convention); `None`: no HTTPS listener. Needs
+    /// `management_tls.cert` and `.key`.
+    pub management_tls_listen: Option<SocketAddr>,
+    /// The HTTPS listener's certificates (RabbitMQ's `management.ssl.*`).
+    pub management_tls: TlsOptions,
     /// Prometheus metrics listener, as RabbitMQ's `rabbitmq_prometheus`
     /// plugin serves it (RabbitMQ: 15692): `/metrics`, `/metrics/per-object`
     /// and `/metrics/detailed`. `None` disables it; port 0 picks a free port
@@ -97,9 +205,13 @@ impl Default for Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5672))],
             tls_listen: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
+            tls: TlsOptions::default(),
+            auth_mechanisms: vec![
+                AuthMechanism::Plain,
+                AuthMechanism::Amqplain,
+                AuthMechanism::External,
+            ],
+            ssl_cert_login_from: CertLogin::DistinguishedName,
             data_dir: Some(PathBuf::from("data")),
             segment_size: 8 << 20,
             max_memory: 128 << 20,
@@ -120,6 +232,8 @@ impl Default for Config {
             max_outbox: 1 << 20,
             definitions: None,
             management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
+            management_tls_listen: None,
+            management_tls: TlsOptions::default(),
             prometheus_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15692))),
             prometheus_per_object: false,
             faults: None,

@@ -11,8 +11,17 @@
 //! | `listeners.tcp` | `none` | `listen` emptied |
 //! | `listeners.ssl.NAME` | as `listeners.tcp.NAME` (RabbitMQ's AMQPS port is 5671) | `tls_listen` (needs `ssl_options.certfile` and `.keyfile`) |
 //! | `listeners.ssl` | `none` | `tls_listen` emptied |
-//! | `ssl_options.certfile`, `.keyfile`, `.cacertfile` | PEM file paths (the key unencrypted; a CA file: client certificates presented are verified) | `tls_cert`, `tls_key`, `tls_ca` |
-//! | `ssl_options.verify`, `.fail_if_no_peer_cert` | `verify_peer`, `false` (what warren does; the other values are refused) | |
+//! | `ssl_options.certfile`, `.keyfile`, `.cacertfile` | PEM file paths (the key unencrypted) | `tls.cert`, `tls.key`, `tls.ca` |
+//! | `ssl_options.verify` | `verify_peer` (the default with a CA file: a client certificate presented is verified) or `verify_none` | `tls.verify_peer` |
+//! | `ssl_options.fail_if_no_peer_cert` | `true`: a client without a certificate fails the handshake | `tls.fail_if_no_peer_cert` |
+//! | `ssl_options.versions.N` | `tlsv1.2`, `tlsv1.3` (older ones are refused: rustls has none) | `tls.versions` |
+//! | `ssl_options.ciphers.N` | a suite rustls implements, IANA (`TLS_AES_128_GCM_SHA256`) or OpenSSL (`ECDHE-RSA-AES128-GCM-SHA256`) name | `tls.ciphers` |
+//! | `ssl_options.honor_cipher_order` | `true`/`false` | `tls.honor_cipher_order` |
+//! | `ssl_options.sni.HOSTNAME.certfile`, `.keyfile` | warren's own: another certificate for clients asking for HOSTNAME | `tls.sni` |
+//! | `ssl_cert_login_from` | `distinguished_name` (default) or `common_name`: the user SASL EXTERNAL logs in as | `ssl_cert_login_from` |
+//! | `auth_mechanisms.N` | `PLAIN`, `AMQPLAIN`, `EXTERNAL` (the first line replaces the default list, all three; EXTERNAL is offered only over TLS with a verified client certificate) | `auth_mechanisms` |
+//! | `management.ssl.port`, `management.ssl.ip` | the management API over HTTPS (RabbitMQ's 15671) | `management_tls_listen` |
+//! | `management.ssl.certfile`, `.keyfile`, `.cacertfile`, ... | as `ssl_options.*` | `management_tls` |
 //! | `default_user`, `default_pass`, `default_vhost` | string | same |
 //! | `default_user_tags.TAG` | `true`/`false` | `default_user_tags` |
 //! | `default_permissions.configure`/`.write`/`.read` | regex | `default_permissions` |
@@ -43,8 +52,7 @@
 //! | `load_definitions` (alias `definitions.local.path`) | path of a JSON definitions file | `definitions` |
 //!
 //! Refused with a reason: the other `ssl_options.*` keys (`.password`:
-//! encrypted keys, `.versions.N`, `.ciphers.N`, `.honor_cipher_order`,
-//! ...), HTTPS for management (`management.ssl.*`), `auth_backends`, `auth_mechanisms`, clustering
+//! encrypted keys, `.depth`, ...), `auth_backends`, clustering
 //! (`cluster_formation.*`, `cluster_name`), and `log.file.rotation.date`
 //! (warren rotates by size only).
 //!
@@ -57,6 +65,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::broker::auth::Permission;
+use crate::config::{AuthMechanism, CertLogin, SniCert, TlsOptions, TlsVersion};
 use crate::Config;
 
 /// Settings from the file that are not part of [`Config`].
@@ -175,12 +184,7 @@ pub fn read_definitions(path: &Path) -> Result<serde_json::Value, String> {
 
 /// RabbitMQ settings that are recognised but have no meaning in warren.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "management.ssl",
-        "HTTPS for the management API is not supported yet",
-    ),
     ("auth_backends", "only the internal user database exists"),
-    ("auth_mechanisms", "PLAIN and AMQPLAIN are always offered"),
     ("cluster_formation", "warren is a single node"),
     ("cluster_name", "warren is a single node"),
     (
@@ -199,6 +203,9 @@ pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, Vec<(usize
         ssl_listeners: None,
         tags_seen: false,
         loopback_seen: false,
+        mechanisms_seen: false,
+        sni: Vec::new(),
+        management_sni: Vec::new(),
         line: 0,
         log_file: None,
         log_file_options: None,
@@ -236,6 +243,38 @@ pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, Vec<(usize
     if let Some(l) = p.ssl_listeners.take() {
         p.config.tls_listen = l.into_iter().map(|(_, a)| a).collect();
     }
+    for (parts, opts, prefix) in [
+        (&mut p.sni, &mut p.config.tls, "ssl_options"),
+        (
+            &mut p.management_sni,
+            &mut p.config.management_tls,
+            "management.ssl",
+        ),
+    ] {
+        for part in parts.drain(..) {
+            match (part.cert, part.key) {
+                (Some(cert), Some(key)) => opts.sni.push(SniCert {
+                    name: part.name,
+                    cert,
+                    key,
+                }),
+                (cert, _) => {
+                    let missing = if cert.is_none() {
+                        "certfile"
+                    } else {
+                        "keyfile"
+                    };
+                    errors.push((
+                        part.line,
+                        format!(
+                            "{prefix}.sni.{}: {prefix}.sni.{}.{missing} is missing",
+                            part.name, part.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     match (p.log_file.take(), p.log_file_options) {
         (Some(Some(path)), _) => {
             p.settings.log_file = Some(LogFile {
@@ -260,6 +299,107 @@ pub fn parse(text: &str, config: &mut Config) -> Result<FileSettings, Vec<(usize
     }
 }
 
+/// One `ssl_options.sni.NAME.*` certificate being read.
+struct SniPart {
+    name: String,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// Its first line.
+    line: usize,
+}
+
+/// One `ssl_options.KEY` (or `management.ssl.KEY`) setting, `rest` being
+/// KEY.
+fn tls_option(
+    o: &mut TlsOptions,
+    sni: &mut Vec<SniPart>,
+    line: usize,
+    rest: &str,
+    v: &str,
+) -> Result<(), String> {
+    match rest {
+        "certfile" => o.cert = Some(v.into()),
+        "keyfile" => o.key = Some(v.into()),
+        "cacertfile" => o.ca = Some(v.into()),
+        "verify" => {
+            o.verify_peer = Some(match v {
+                "verify_peer" => true,
+                "verify_none" => false,
+                _ => return Err("expected verify_peer or verify_none".into()),
+            })
+        }
+        "fail_if_no_peer_cert" => o.fail_if_no_peer_cert = boolean(v)?,
+        "honor_cipher_order" | "honor_ecc_order" => o.honor_cipher_order = boolean(v)?,
+        "password" => {
+            return Err("encrypted private keys are not supported: decrypt the key \
+                 (openssl pkey -in KEY -out PLAIN_KEY) and give the unencrypted file"
+                .into())
+        }
+        "depth" => {
+            // Chains are verified to any depth rustls accepts; a limit
+            // cannot be set.
+            return Err("not supported by warren (rustls verifies chains of any length up to its own limit)".into());
+        }
+        _ => {
+            if let Some(n) = rest.strip_prefix("versions.") {
+                if n.is_empty() {
+                    return Err(unknown(rest));
+                }
+                let version = match v {
+                    "tlsv1.2" => TlsVersion::Tls12,
+                    "tlsv1.3" => TlsVersion::Tls13,
+                    "tlsv1.1" | "tlsv1" | "sslv3" => {
+                        return Err(format!(
+                            "{v} is not supported: warren (rustls) speaks tlsv1.2 and tlsv1.3 only"
+                        ))
+                    }
+                    _ => return Err("expected tlsv1.2 or tlsv1.3".into()),
+                };
+                if !o.versions.contains(&version) {
+                    o.versions.push(version);
+                }
+            } else if let Some(n) = rest.strip_prefix("ciphers.") {
+                if n.is_empty() {
+                    return Err(unknown(rest));
+                }
+                crate::tls::cipher_suite(v)?;
+                o.ciphers.push(v.to_string());
+            } else if let Some(name_file) = rest.strip_prefix("sni.") {
+                let (name, file) = name_file
+                    .rsplit_once('.')
+                    .filter(|(n, _)| !n.is_empty())
+                    .filter(|(_, f)| matches!(*f, "certfile" | "keyfile"))
+                    .ok_or("expected sni.HOSTNAME.certfile or sni.HOSTNAME.keyfile")?;
+                let part = match sni.iter_mut().position(|p| p.name == name) {
+                    Some(i) => sni.get_mut(i),
+                    None => {
+                        sni.push(SniPart {
+                            name: name.to_string(),
+                            cert: None,
+                            key: None,
+                            line,
+                        });
+                        sni.last_mut()
+                    }
+                }
+                .ok_or("internal error")?;
+                match file {
+                    "certfile" => part.cert = Some(v.into()),
+                    _ => part.key = Some(v.into()),
+                }
+            } else {
+                return Err(
+                    "not supported by warren (it reads certfile, keyfile, cacertfile, \
+                     verify, fail_if_no_peer_cert, versions.N, ciphers.N, honor_cipher_order \
+                     and sni.HOSTNAME.certfile/keyfile)"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything after an unquoted `#` is a comment (cuttlefish: values
 /// cannot contain `#`).
 fn strip_comment(line: &str) -> &str {
@@ -281,6 +421,12 @@ struct Parser<'a> {
     tags_seen: bool,
     /// The first `loopback_users.*` line replaces the default list.
     loopback_seen: bool,
+    /// The first `auth_mechanisms.*` line replaces the default list.
+    mechanisms_seen: bool,
+    /// `ssl_options.sni.NAME.certfile`/`.keyfile` seen so far.
+    sni: Vec<SniPart>,
+    /// The same for `management.ssl.sni.*`.
+    management_sni: Vec<SniPart>,
     /// `log.file`: a path, or `false` (`Some(None)`).
     log_file: Option<Option<PathBuf>>,
     /// The first `log.file.*` option line and its key (an option without
@@ -309,30 +455,25 @@ impl Parser<'_> {
                 }
                 self.ssl_listeners = Some(Vec::new());
             }
-            "ssl_options.certfile" => c.tls_cert = Some(v.into()),
-            "ssl_options.keyfile" => c.tls_key = Some(v.into()),
-            "ssl_options.cacertfile" => c.tls_ca = Some(v.into()),
-            // What warren does with a CA file: a presented client
-            // certificate is verified, none is required.
-            "ssl_options.verify" => {
-                if v != "verify_peer" {
-                    return Err(
-                        "only verify_peer is supported yet (client certificates are verified \
-                         against ssl_options.cacertfile when presented)"
-                            .into(),
-                    );
+            "ssl_cert_login_from" => {
+                c.ssl_cert_login_from = match v {
+                    "common_name" => CertLogin::CommonName,
+                    "distinguished_name" => CertLogin::DistinguishedName,
+                    _ => return Err("expected common_name or distinguished_name".into()),
                 }
             }
-            "ssl_options.fail_if_no_peer_cert" => {
-                if boolean(v)? {
-                    return Err("requiring a client certificate is not supported yet".into());
-                }
+            "management.ssl.port" => {
+                let port = uint(v, u16::MAX as u64)? as u16;
+                let mut a = c
+                    .management_tls_listen
+                    .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 15671)));
+                a.set_port(port);
+                c.management_tls_listen = Some(a);
             }
-            "ssl_options.password" => {
-                return Err(
-                    "encrypted private keys are not supported yet: give an unencrypted key file"
-                        .into(),
-                )
+            "management.ssl.ip" => {
+                let ip: IpAddr = v.parse().map_err(|_| "not an IP address".to_string())?;
+                let port = c.management_tls_listen.map_or(15671, |a| a.port());
+                c.management_tls_listen = Some(SocketAddr::new(ip, port));
             }
             "default_user" => c.default_user = non_empty(v)?,
             "default_pass" => c.default_pass = v.to_string(),
@@ -473,10 +614,27 @@ impl Parser<'_> {
                 None => l.push((name.to_string(), addr)),
             }
         } else if let Some(rest) = key.strip_prefix("ssl_options.") {
-            return Err(format!(
-                "ssl_options.{rest} is not supported yet (warren reads ssl_options.certfile, \
-                 keyfile, cacertfile, verify = verify_peer and fail_if_no_peer_cert = false)"
-            ));
+            tls_option(&mut c.tls, &mut self.sni, self.line, rest, v)?;
+        } else if let Some(rest) = key.strip_prefix("management.ssl.") {
+            tls_option(
+                &mut c.management_tls,
+                &mut self.management_sni,
+                self.line,
+                rest,
+                v,
+            )?;
+        } else if let Some(n) = key.strip_prefix("auth_mechanisms.") {
+            if n.is_empty() {
+                return Err(unknown(key));
+            }
+            let m = AuthMechanism::from_name(v.as_bytes())
+                .ok_or("expected PLAIN, AMQPLAIN or EXTERNAL (the mechanisms warren has)")?;
+            if !self.mechanisms_seen {
+                c.auth_mechanisms.clear();
+                self.mechanisms_seen = true;
+            }
+            c.auth_mechanisms.retain(|&x| x != m);
+            c.auth_mechanisms.push(m);
         } else if let Some(tag) = key.strip_prefix("default_user_tags.") {
             if !self.tags_seen {
                 c.default_user_tags.clear();
@@ -902,22 +1060,27 @@ log.console.level = info
             ("listeners.ssl = 5671", "only value is 'none'"),
             ("ssl_options.password = secret", "encrypted private keys"),
             (
-                "ssl_options.ciphers.1 = TLS_AES_128_GCM_SHA256",
-                "ssl_options.ciphers.1 is not supported",
+                "ssl_options.ciphers.1 = DES-CBC3-SHA",
+                "'DES-CBC3-SHA' is not implemented",
             ),
             (
-                "ssl_options.versions.1 = tlsv1.3",
-                "ssl_options.versions.1 is not supported",
+                "ssl_options.versions.1 = tlsv1.1",
+                "tlsv1.2 and tlsv1.3 only",
             ),
-            ("ssl_options.verify = verify_none", "only verify_peer"),
+            ("ssl_options.verify = maybe", "verify_peer or verify_none"),
+            ("ssl_options.fail_if_no_peer_cert = yes", "true"),
+            ("ssl_options.depth = 3", "not supported"),
+            ("ssl_options.sni.x.pem = a", "sni.HOSTNAME.certfile"),
             (
-                "ssl_options.fail_if_no_peer_cert = true",
-                "not supported yet",
+                "ssl_options.sni.only.certfile = /a.pem",
+                "sni.only.keyfile is missing",
             ),
             (
-                "management.ssl.port = 15671",
-                "HTTPS for the management API",
+                "auth_mechanisms.1 = CRAM-MD5",
+                "PLAIN, AMQPLAIN or EXTERNAL",
             ),
+            ("ssl_cert_login_from = email", "common_name"),
+            ("management.ssl.port = https", "non-negative integer"),
             ("log.file.level = info", "set log.file = PATH too"),
             ("log.file.rotation.count = 3", "set log.file = PATH too"),
             ("log.file.level = loud", "expected debug"),
@@ -947,13 +1110,62 @@ log.console.level = info
         assert_eq!(c.tls_listen, vec![sa("[::]:5671"), sa("127.0.0.1:5681")]);
         // The plain listener stays as it was.
         assert_eq!(c.listen, Config::default().listen);
-        assert_eq!(c.tls_cert, Some("/etc/warren/cert.pem".into()));
-        assert_eq!(c.tls_key, Some("/etc/warren/key.pem".into()));
-        assert_eq!(c.tls_ca, Some("/etc/warren/ca.pem".into()));
+        assert_eq!(c.tls.cert, Some("/etc/warren/cert.pem".into()));
+        assert_eq!(c.tls.key, Some("/etc/warren/key.pem".into()));
+        assert_eq!(c.tls.ca, Some("/etc/warren/ca.pem".into()));
+        assert_eq!(c.tls.verify_peer, Some(true));
+        assert!(!c.tls.fail_if_no_peer_cert);
         let (c, _) = parsed("listeners.ssl.a = 5671\nlisteners.ssl = none\n");
         assert!(c.tls_listen.is_empty());
         let (c, _) = parsed("listeners.ssl.a = 5671\nlisteners.ssl.a = 5672\n");
         assert_eq!(c.tls_listen, vec![sa("[::]:5672")]);
+    }
+
+    #[test]
+    fn tls_options_mechanisms_and_https_management() {
+        let (c, _) = parsed(
+            "ssl_options.verify = verify_none\n\
+             ssl_options.fail_if_no_peer_cert = true\n\
+             ssl_options.versions.1 = tlsv1.3\n\
+             ssl_options.versions.2 = tlsv1.2\n\
+             ssl_options.ciphers.1 = ECDHE-ECDSA-AES256-GCM-SHA384\n\
+             ssl_options.ciphers.2 = TLS_AES_128_GCM_SHA256\n\
+             ssl_options.honor_cipher_order = true\n\
+             ssl_options.sni.mq.example.com.certfile = /c/mq.pem\n\
+             ssl_options.sni.mq.example.com.keyfile = /c/mq.key\n\
+             ssl_cert_login_from = common_name\n\
+             auth_mechanisms.1 = EXTERNAL\n\
+             auth_mechanisms.2 = PLAIN\n\
+             management.ssl.port = 15671\n\
+             management.ssl.certfile = /c/m.pem\n\
+             management.ssl.keyfile = /c/m.key\n",
+        );
+        assert_eq!(c.tls.verify_peer, Some(false));
+        assert!(c.tls.fail_if_no_peer_cert);
+        assert_eq!(c.tls.versions, vec![TlsVersion::Tls13, TlsVersion::Tls12]);
+        assert_eq!(
+            c.tls.ciphers,
+            vec!["ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_AES_128_GCM_SHA256"]
+        );
+        assert!(c.tls.honor_cipher_order);
+        assert_eq!(
+            c.tls.sni,
+            vec![SniCert {
+                name: "mq.example.com".into(),
+                cert: "/c/mq.pem".into(),
+                key: "/c/mq.key".into(),
+            }]
+        );
+        assert_eq!(c.ssl_cert_login_from, CertLogin::CommonName);
+        assert_eq!(
+            c.auth_mechanisms,
+            vec![AuthMechanism::External, AuthMechanism::Plain]
+        );
+        assert_eq!(c.management_tls_listen, Some(sa("127.0.0.1:15671")));
+        assert_eq!(c.management_tls.cert, Some("/c/m.pem".into()));
+        assert_eq!(c.management_tls.key, Some("/c/m.key".into()));
+        // The plain management listener stays.
+        assert_eq!(c.management_listen, Config::default().management_listen);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 pub mod codec;
 pub mod config_file;
 pub mod logging;
-pub use config::Config;
+pub use config::{AuthMechanism, CertLogin, Config, SniCert, TlsOptions, TlsVersion};
 pub use server::{Handle, Running, Server};
 
 pub(crate) mod amqp;

@@ -94,6 +94,31 @@ fn run_script(script: &str) {
         .env("WARREN_AMQP_PORT", broker.addr.port().to_string()));
 }
 
+/// `tls.js`: amqplib over amqps://, with a client certificate and SASL
+/// EXTERNAL, against a broker with certificates made by the openssl CLI.
+#[test]
+fn amqplib_over_tls() {
+    require_node();
+    install();
+    let certs = common::tls_certs();
+    let (cert, key) = certs.client("client", "/O=Warren Test/CN=guest");
+    let broker = common::start_tls(&certs, |c| {
+        c.tls.ca = Some(certs.ca.clone());
+        c.ssl_cert_login_from = warren::CertLogin::CommonName;
+    });
+    run(Command::new("node")
+        .arg("tls.js")
+        .current_dir(node_dir())
+        .env("WARREN_AMQP_HOST", "127.0.0.1")
+        .env(
+            "WARREN_AMQPS_PORT",
+            broker.tls_addr.unwrap().port().to_string(),
+        )
+        .env("WARREN_TLS_CA", &certs.ca)
+        .env("WARREN_TLS_CLIENT_CERT", &cert)
+        .env("WARREN_TLS_CLIENT_KEY", &key));
+}
+
 #[test]
 fn amqplib_ttl_and_dead_lettering() {
     run_script("ttl_dlx.js");

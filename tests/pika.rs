@@ -39,13 +39,19 @@ fn pytest_env(python: &Path, port: u16, args: &[&str], env: &[(&str, String)]) {
 }
 
 /// `tests/python/test_tls.py`: pika over TLS with an `ssl.SSLContext`
-/// that verifies the broker against the CA the test made (the suite skips
-/// it without a TLS listener).
+/// that verifies the broker against the CA the test made, with a client
+/// certificate (mutual TLS), and SASL EXTERNAL with
+/// `pika.credentials.ExternalCredentials` (the suite skips these without a
+/// TLS listener).
 #[test]
 fn pika_over_tls() {
     let python = common::venv_python("pyvenv", "tests/python/requirements.txt");
     let certs = common::tls_certs();
-    let broker = common::start_tls(&certs, |_| {});
+    let (client_cert, client_key) = certs.client("client", "/O=Warren Test/CN=guest");
+    let broker = common::start_tls(&certs, |c| {
+        c.tls.ca = Some(certs.ca.clone());
+        c.ssl_cert_login_from = warren::CertLogin::CommonName;
+    });
     let tls_port = broker.tls_addr.unwrap().port();
     pytest_env(
         &python,
@@ -54,6 +60,8 @@ fn pika_over_tls() {
         &[
             ("WARREN_AMQPS_PORT", tls_port.to_string()),
             ("WARREN_TLS_CA", certs.ca.display().to_string()),
+            ("WARREN_TLS_CLIENT_CERT", client_cert.display().to_string()),
+            ("WARREN_TLS_CLIENT_KEY", client_key.display().to_string()),
         ],
     );
 }

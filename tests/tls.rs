@@ -194,13 +194,16 @@ fn a_tls_listener_without_certificate_does_not_start() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(e.contains("--tls-cert"), "{e}");
+    assert!(e.contains("certfile and keyfile"), "{e}");
     let certs = common::tls_certs();
     let cfg = warren::Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
-        tls_cert: Some(certs.cert.clone()),
-        tls_key: Some(certs.dir.join("missing.key")),
+        tls: warren::TlsOptions {
+            cert: Some(certs.cert.clone()),
+            key: Some(certs.dir.join("missing.key")),
+            ..warren::TlsOptions::default()
+        },
         data_dir: None,
         management_listen: None,
         prometheus_listen: None,
@@ -242,4 +245,66 @@ fn the_management_api_lists_the_tls_listener() {
     };
     assert_eq!(find("amqp/ssl"), vec![u64::from(tls_port)], "{listeners:?}");
     assert_eq!(find("amqp"), vec![u64::from(broker.addr.port())]);
+}
+
+/// `openssl s_client` with `-verify_return_error`: the handshake verifies
+/// against the test CA and the protocol header gets connection.start
+/// back, whose mechanisms list EXTERNAL only when the client presented a
+/// certificate.
+#[test]
+fn openssl_s_client_gets_connection_start() {
+    use std::process::{Command, Stdio};
+    let certs = common::tls_certs();
+    let (cert, key) = certs.client("client", "/CN=guest");
+    let broker = common::start_tls(&certs, |c| {
+        c.tls.ca = Some(certs.ca.clone());
+        // The broker ends the unfinished AMQP handshake soon, which ends
+        // s_client (it ignores the end of its input).
+        c.handshake_timeout = Duration::from_millis(1500);
+    });
+    let addr = broker.tls_addr.unwrap();
+    for client in [None, Some((&cert, &key))] {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .args(["-verify_return_error", "-quiet", "-ign_eof", "-CAfile"])
+        .arg(&certs.ca);
+        if let Some((c, k)) = client {
+            cmd.arg("-cert").arg(c).arg("-key").arg(k);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl s_client");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PROTOCOL_HEADER)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = out.stdout;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("verify return:1"), "{stderr}");
+        // A method frame on channel 0: connection.start (10, 10).
+        assert!(stdout.len() > 11, "{stdout:?} {stderr}");
+        assert_eq!(&stdout[..3], &[1, 0, 0]);
+        assert_eq!(&stdout[7..11], &[0, 10, 0, 10]);
+        let text = String::from_utf8_lossy(&stdout);
+        if client.is_some() {
+            assert!(text.contains("PLAIN AMQPLAIN EXTERNAL"), "{text}");
+        } else {
+            assert!(
+                text.contains("PLAIN AMQPLAIN") && !text.contains("EXTERNAL"),
+                "{text}"
+            );
+        }
+    }
 }

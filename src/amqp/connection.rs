@@ -85,6 +85,11 @@ pub struct Connection {
     pub published: bool,
     /// Local address of the socket (set by the server; management API).
     pub local: Option<SocketAddr>,
+    /// The TLS session's facts (set by the server once its handshake is
+    /// done, before any AMQP input): SASL EXTERNAL and the management API.
+    pub tls: Option<Box<crate::tls::TlsInfo>>,
+    /// The SASL mechanism it logged in with.
+    pub auth_mechanism: Option<crate::config::AuthMechanism>,
     /// Bytes received.
     pub recv_oct: u64,
     /// Bytes sent.
@@ -132,6 +137,8 @@ impl Connection {
             in_flush_list: false,
             published: false,
             local: None,
+            tls: None,
+            auth_mechanism: None,
             recv_oct: 0,
             send_oct: 0,
             held_back: false,

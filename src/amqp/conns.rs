@@ -114,6 +114,28 @@ impl Core {
         id
     }
 
+    /// The connection's TLS handshake is done: what it was (before its
+    /// first AMQP bytes are processed).
+    pub fn set_tls(&mut self, id: ConnId, info: crate::tls::TlsInfo) {
+        if let Some(c) = self.conn_mut(id) {
+            info!(
+                "connection {}: {} {}{}{}",
+                c.peer,
+                info.protocol,
+                info.cipher,
+                info.server_name
+                    .as_deref()
+                    .map_or_else(String::new, |n| format!(", server name {n}")),
+                if info.peer_cert.is_some() {
+                    ", verified client certificate"
+                } else {
+                    ""
+                }
+            );
+            c.tls = Some(Box::new(info));
+        }
+    }
+
     /// The input buffer to read socket bytes into (then call [`Core::process`]).
     pub fn input_buffer(&mut self, id: ConnId) -> Option<&mut BytesMut> {
         self.conn_mut(id).map(|c| &mut c.inbuf)

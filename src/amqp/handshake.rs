@@ -18,6 +18,8 @@ use crate::codec::{
     ConnectionOpenOk, ConnectionStart, ConnectionTune, Error, FieldTable, FieldValue, Method,
     ReplyCode,
 };
+use crate::config::AuthMechanism;
+use crate::tls::TlsInfo;
 
 fn server_properties() -> FieldTable {
     let s = |v: &str| FieldValue::LongStr(Bytes::from(v.to_string()));
@@ -78,15 +80,41 @@ fn credentials(mechanism: &[u8], response: &Bytes) -> Option<(Bytes, Bytes)> {
     }
 }
 
+/// The mechanisms connection.start offers to a connection: those
+/// configured that can work on it (EXTERNAL only over TLS with a verified
+/// client certificate).
+fn offered(mechanisms: &[AuthMechanism], tls: Option<&TlsInfo>) -> Vec<AuthMechanism> {
+    let verified = tls.is_some_and(|t| t.peer_cert.is_some());
+    mechanisms
+        .iter()
+        .copied()
+        .filter(|&m| m != AuthMechanism::External || verified)
+        .collect()
+}
+
+fn refused(mechanism: &str) -> Error {
+    Error::new(
+        ReplyCode::ACCESS_REFUSED,
+        format!(
+            "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+        ),
+    )
+}
+
 impl Core {
     /// Send connection.start (after a valid protocol header).
     pub(crate) fn send_start(&mut self, id: ConnId) {
+        let mechanisms = self.engine.config.auth_mechanisms.clone();
         let Some(c) = self.conn_mut(id) else { return };
+        let names: Vec<&str> = offered(&mechanisms, c.tls.as_deref())
+            .into_iter()
+            .map(AuthMechanism::name)
+            .collect();
         let start = ConnectionStart {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+            mechanisms: Bytes::from(names.join(" ")),
             locales: Bytes::from_static(b"en_US"),
         };
         c.outbox.method(0, &start.into());
@@ -198,6 +226,8 @@ impl Core {
         let config_frame_max = self.engine.config.frame_max;
         let config_channel_max = self.engine.config.channel_max;
         let config_heartbeat = self.engine.config.heartbeat;
+        let mechanisms = self.engine.config.auth_mechanisms.clone();
+        let cert_login = self.engine.config.ssl_cert_login_from;
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
@@ -211,38 +241,71 @@ impl Core {
                 c.cap_cancel_notify = on("consumer_cancel_notify");
                 c.cap_blocked = on("connection.blocked");
                 c.client_properties = so.client_properties;
-                let Some((user, pass)) = credentials(&so.mechanism, &so.response) else {
+                let name = String::from_utf8_lossy(&so.mechanism).into_owned();
+                let Some(mechanism) = AuthMechanism::from_name(&so.mechanism) else {
                     return Err(Error::new(
-                        ReplyCode::ACCESS_REFUSED,
-                        format!(
-                            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                            String::from_utf8_lossy(&so.mechanism)
-                        ),
+                        ReplyCode::COMMAND_INVALID,
+                        format!("unknown authentication mechanism '{name}'"),
                     ));
                 };
+                let tls = c.tls.clone();
+                let tls = tls.as_deref();
+                if !offered(&mechanisms, tls).contains(&mechanism) {
+                    let why = match mechanism {
+                        AuthMechanism::External => {
+                            " (EXTERNAL needs a TLS connection with a verified client certificate)"
+                        }
+                        _ => " (not in auth_mechanisms)",
+                    };
+                    return Err(Error::new(
+                        ReplyCode::COMMAND_INVALID,
+                        format!("invalid authentication mechanism '{name}'{why}"),
+                    ));
+                }
                 let peer = c.peer;
                 // RabbitMQ (rabbit_net:is_loopback) judges the address the
                 // client connected to, not the one it came from.
                 let to = c.local.unwrap_or(peer).ip();
-                let ok = self.authenticate(&user, &pass, to);
+                let user = if mechanism == AuthMechanism::External {
+                    // RabbitMQ's rabbitmq_auth_mechanism_ssl: the verified
+                    // certificate names the user, who must exist; there is
+                    // no password, and the response is not looked at.
+                    let Some(user) = tls.and_then(|t| crate::tls::login_name(t, cert_login)) else {
+                        warn!("{peer}: EXTERNAL login refused: the client certificate has no {cert_login:?} to take a user name from");
+                        return Err(refused(&name));
+                    };
+                    let known = self.engine.broker.auth.users.contains_key(&user);
+                    if !known || !self.engine.config.may_login_from(user.as_bytes(), to) {
+                        warn!(
+                            "{peer}: EXTERNAL login refused: user '{user}' {}",
+                            if known {
+                                "may only connect over a loopback address"
+                            } else {
+                                "does not exist"
+                            }
+                        );
+                        return Err(refused(&name));
+                    }
+                    Bytes::from(user)
+                } else {
+                    let Some((user, pass)) = credentials(&so.mechanism, &so.response) else {
+                        return Err(refused(&name));
+                    };
+                    if !self.authenticate(&user, &pass, to) {
+                        warn!(
+                            "{}: user '{}' failed to authenticate with {}",
+                            peer,
+                            String::from_utf8_lossy(&user),
+                            name
+                        );
+                        return Err(refused(&name));
+                    }
+                    user
+                };
                 let Some(c) = self.conn_mut(id) else {
                     return Ok(());
                 };
-                if !ok {
-                    warn!(
-                        "{}: user '{}' failed to authenticate with {}",
-                        peer,
-                        String::from_utf8_lossy(&user),
-                        String::from_utf8_lossy(&so.mechanism)
-                    );
-                    return Err(Error::new(
-                        ReplyCode::ACCESS_REFUSED,
-                        format!(
-                            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                            String::from_utf8_lossy(&so.mechanism)
-                        ),
-                    ));
-                }
+                c.auth_mechanism = Some(mechanism);
                 c.user = user;
                 let tune = ConnectionTune {
                     channel_max: config_channel_max,

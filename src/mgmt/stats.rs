@@ -107,6 +107,12 @@ pub struct Mgmt {
     pub amqps_addrs: Vec<SocketAddr>,
     /// The management listener's address.
     pub http_addr: Option<SocketAddr>,
+    /// The HTTPS management listener's address.
+    pub https_addr: Option<SocketAddr>,
+    /// The TLS configurations in use (AMQPS and HTTPS): the server starts
+    /// new sessions with them, and `POST /api/reload-certificates` (as
+    /// SIGHUP) reads the files again.
+    pub tls: crate::tls::Certificates,
     /// Why the AMQP listeners cannot accept connections now (out of file
     /// descriptors, ...), set by the server while it lasts: the health
     /// checks fail with it.
@@ -146,6 +152,8 @@ impl Mgmt {
             amqp_addrs,
             amqps_addrs: Vec::new(),
             http_addr,
+            https_addr: None,
+            tls: crate::tls::Certificates::default(),
             accept_error: None,
             prometheus_addr: None,
             global: VecDeque::new(),

@@ -13,10 +13,19 @@ use std::io::{self, IoSlice, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CipherSuite, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection,
+    SupportedCipherSuite,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{CertLogin, TlsOptions, TlsVersion};
+
+pub(crate) mod x509;
 
 /// Plaintext rustls holds for one connection before `write_plain` takes
 /// no more (the AMQP outbox keeps the rest, so backpressure still works).
@@ -27,6 +36,10 @@ fn named(path: &Path, what: &str, e: impl std::fmt::Display) -> io::Error {
         io::ErrorKind::InvalidInput,
         format!("TLS {what} {}: {e}", path.display()),
     )
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {e}"))
 }
 
 fn certs(path: &Path, what: &str) -> io::Result<Vec<CertificateDer<'static>>> {
@@ -40,13 +53,12 @@ fn certs(path: &Path, what: &str) -> io::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// Build the server side of TLS from the PEM files `cert` (the chain, leaf
-/// first), `key` (unencrypted) and `ca` (given: a client certificate is
-/// verified when one is presented, RabbitMQ's `verify_peer` with
-/// `fail_if_no_peer_cert = false`). A start-up error names the file and
-/// what is wrong with it.
-pub fn server_config(cert: &Path, key: &Path, ca: Option<&Path>) -> io::Result<Arc<ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// A certificate chain and its key, read and checked to belong together.
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> io::Result<Arc<CertifiedKey>> {
     let chain = certs(cert, "certificate file")?;
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         named(
@@ -55,32 +67,272 @@ pub fn server_config(cert: &Path, key: &Path, ca: Option<&Path>) -> io::Result<A
             format!("{e} (an unencrypted PKCS#8, PKCS#1 or SEC1 key is needed)"),
         )
     })?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(io::Error::other)?;
-    let builder = match ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in certs(ca, "CA file")? {
-                roots.add(c).map_err(|e| named(ca, "CA file", e))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| named(ca, "CA file", e))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_single_cert(chain, private).map_err(|e| {
+    let ck = CertifiedKey::from_der(chain, private, provider).map_err(|e| {
         named(
             cert,
             "certificate file",
             format!("{e} (with key {})", key.display()),
         )
     })?;
+    Ok(Arc::new(ck))
+}
+
+/// The OpenSSL names of the TLS 1.2 suites rustls implements (RabbitMQ's
+/// `ssl_options.ciphers` are usually written this way).
+const OPENSSL_NAMES: &[(&str, CipherSuite)] = &[
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// A suite's IANA name (`TLS_AES_128_GCM_SHA256`,
+/// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`), as RabbitMQ's management API
+/// and OpenSSL's TLS 1.3 names spell it.
+pub fn suite_name(suite: CipherSuite) -> String {
+    let name = suite
+        .as_str()
+        .map_or_else(|| format!("{suite:?}"), str::to_string);
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
+/// The cipher suite called `name` (IANA or OpenSSL spelling, any case)
+/// among those rustls implements; the error lists them.
+pub fn cipher_suite(name: &str) -> Result<SupportedCipherSuite, String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let wanted = name.trim();
+    let by_openssl = OPENSSL_NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(wanted))
+        .map(|(_, s)| *s);
+    provider
+        .cipher_suites
+        .iter()
+        .find(|s| {
+            Some(s.suite()) == by_openssl || suite_name(s.suite()).eq_ignore_ascii_case(wanted)
+        })
+        .copied()
+        .ok_or_else(|| {
+            let known: Vec<String> = provider
+                .cipher_suites
+                .iter()
+                .map(|s| suite_name(s.suite()))
+                .collect();
+            format!(
+                "cipher suite '{wanted}' is not implemented by warren (rustls); it has {}",
+                known.join(", ")
+            )
+        })
+}
+
+/// Chooses the certificate by the server name a client asks for (SNI);
+/// any other name, or none, gets the default one.
+#[derive(Debug)]
+struct SniResolver {
+    names: Vec<(String, Arc<CertifiedKey>)>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            self.names
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, ck)| ck.clone())
+        });
+        Some(chosen.unwrap_or_else(|| self.default.clone()))
+    }
+}
+
+/// Build the server side of TLS from `o` (see [`TlsOptions`]: files, client
+/// verification, versions, cipher suites, SNI certificates). An error
+/// names the file or the setting and what is wrong with it; it stops a
+/// start, and a reload keeps the configuration in use.
+pub fn server_config(o: &TlsOptions) -> io::Result<Arc<ServerConfig>> {
+    let (Some(cert), Some(key)) = (&o.cert, &o.key) else {
+        return Err(invalid(
+            "a TLS listener needs a certificate and its key (certfile and keyfile)",
+        ));
+    };
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !o.ciphers.is_empty() {
+        provider.cipher_suites = o
+            .ciphers
+            .iter()
+            .map(|c| cipher_suite(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+    }
+    let provider = Arc::new(provider);
+    let default = certified_key(cert, key, &provider)?;
+    let mut names = Vec::new();
+    for sni in &o.sni {
+        names.push((
+            sni.name.clone(),
+            certified_key(&sni.cert, &sni.key, &provider)?,
+        ));
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = if o.versions.is_empty() {
+        rustls::DEFAULT_VERSIONS.to_vec()
+    } else {
+        o.versions
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls12 => &rustls::version::TLS12,
+                TlsVersion::Tls13 => &rustls::version::TLS13,
+            })
+            .collect()
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| invalid(format!("{e} (versions and ciphers do not fit together)")))?;
+    let verify = o.verify_peer.unwrap_or(o.ca.is_some());
+    let builder = match (&o.ca, verify) {
+        (_, false) if o.fail_if_no_peer_cert => {
+            return Err(invalid(
+                "fail_if_no_peer_cert = true needs verify = verify_peer and a CA file (cacertfile)",
+            ))
+        }
+        (_, false) => builder.with_no_client_auth(),
+        (None, true) => return Err(invalid(
+            "verify = verify_peer needs a CA file (cacertfile) to verify client certificates with",
+        )),
+        (Some(ca), true) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs(ca, "CA file")? {
+                roots.add(c).map_err(|e| named(ca, "CA file", e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if o.fail_if_no_peer_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| named(ca, "CA file", e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { names, default }));
     config.alpn_protocols.clear();
+    config.ignore_client_order = o.honor_cipher_order;
     Ok(Arc::new(config))
+}
+
+/// The TLS configurations in use: AMQPS and HTTPS management. New
+/// sessions take theirs from here; [`Certificates::reload`] reads the
+/// files again (SIGHUP, `warren ctl reload_certificates`), and existing
+/// sessions keep the configuration they began with.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    amqp_options: Option<TlsOptions>,
+    mgmt_options: Option<TlsOptions>,
+    /// For AMQPS listeners (when there are any).
+    pub amqp: Option<Arc<ServerConfig>>,
+    /// For the HTTPS management listener (when there is one).
+    pub mgmt: Option<Arc<ServerConfig>>,
+}
+
+impl Certificates {
+    /// Build the configurations the listeners need: `amqp` for AMQPS
+    /// listeners, `mgmt` for HTTPS management (`None`: no such listener).
+    pub fn new(amqp: Option<&TlsOptions>, mgmt: Option<&TlsOptions>) -> io::Result<Certificates> {
+        let built = |o: Option<&TlsOptions>, what: &str| {
+            o.map(|o| {
+                server_config(o).map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
+            })
+            .transpose()
+        };
+        Ok(Certificates {
+            amqp: built(amqp, "AMQPS listener")?,
+            mgmt: built(mgmt, "HTTPS management listener")?,
+            amqp_options: amqp.cloned(),
+            mgmt_options: mgmt.cloned(),
+        })
+    }
+
+    /// Any TLS listener at all.
+    pub fn any(&self) -> bool {
+        self.amqp.is_some() || self.mgmt.is_some()
+    }
+
+    /// Read every certificate and key file again. All or nothing: on any
+    /// error (logged, and returned) the configurations in use stay.
+    pub fn reload(&mut self) -> Result<(), String> {
+        match Certificates::new(self.amqp_options.as_ref(), self.mgmt_options.as_ref()) {
+            Ok(new) => {
+                *self = new;
+                if self.any() {
+                    log::info!("TLS certificates reloaded: new connections use them");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                log::error!("TLS certificates not reloaded (those in use stay): {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// What a TLS session was, once its handshake is done: for the AMQP
+/// front door (SASL EXTERNAL) and the management API.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `tlsv1.2` or `tlsv1.3`, as RabbitMQ names them.
+    pub protocol: &'static str,
+    /// The cipher suite's IANA name.
+    pub cipher: String,
+    /// The name the client asked for (SNI).
+    pub server_name: Option<String>,
+    /// The client's certificate (leaf, DER), verified against the CA:
+    /// only a verified one gets this far.
+    pub peer_cert: Option<CertificateDer<'static>>,
+}
+
+/// The user name SASL EXTERNAL takes from a session's verified client
+/// certificate: its subject's common name, or the whole subject as an
+/// RFC 4514 distinguished name (RabbitMQ's `ssl_cert_login_from`). `None`
+/// without a verified certificate, or without a common name to take.
+pub fn login_name(info: &TlsInfo, from: CertLogin) -> Option<String> {
+    let subject = x509::subject(info.peer_cert.as_ref()?).ok()?;
+    match from {
+        CertLogin::CommonName => subject.common_name(),
+        CertLogin::DistinguishedName => Some(subject.distinguished_name()),
+    }
+}
+
+/// The subject of a session's client certificate as an RFC 4514
+/// distinguished name (the management API's `peer_cert_subject`).
+pub fn peer_subject(info: &TlsInfo) -> Option<String> {
+    Some(
+        x509::subject(info.peer_cert.as_ref()?)
+            .ok()?
+            .distinguished_name(),
+    )
 }
 
 /// One TLS socket's session.
@@ -88,6 +340,8 @@ pub struct TlsConn {
     conn: ServerConnection,
     /// close_notify has been queued.
     closing: bool,
+    /// [`TlsConn::take_info`] has given the session's facts.
+    info_given: bool,
 }
 
 /// What reading ciphertext gave.
@@ -106,6 +360,7 @@ impl TlsConn {
         Ok(TlsConn {
             conn,
             closing: false,
+            info_given: false,
         })
     }
 
@@ -178,6 +433,40 @@ impl TlsConn {
         self.conn.write_tls(sock)
     }
 
+    /// The session's facts once the handshake is done (`None` before).
+    pub fn info(&self) -> Option<TlsInfo> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        let protocol = match self.conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "tlsv1.3",
+            _ => "tlsv1.2",
+        };
+        Some(TlsInfo {
+            protocol,
+            cipher: self
+                .conn
+                .negotiated_cipher_suite()
+                .map_or_else(String::new, |s| suite_name(s.suite())),
+            server_name: self.conn.server_name().map(str::to_string),
+            peer_cert: self
+                .conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned()),
+        })
+    }
+
+    /// [`TlsConn::info`], once: the first call after the handshake.
+    pub fn take_info(&mut self) -> Option<TlsInfo> {
+        if self.info_given {
+            return None;
+        }
+        let info = self.info()?;
+        self.info_given = true;
+        Some(info)
+    }
+
     /// Queue close_notify (once) before our side of the socket is shut.
     pub fn close(&mut self) {
         if !self.closing {
@@ -193,14 +482,28 @@ mod tests {
 
     #[test]
     fn missing_files_are_named() {
-        let e = server_config(
-            Path::new("/nonexistent/cert.pem"),
-            Path::new("/nonexistent/key.pem"),
-            None,
-        )
+        let e = server_config(&TlsOptions {
+            cert: Some("/nonexistent/cert.pem".into()),
+            key: Some("/nonexistent/key.pem".into()),
+            ..TlsOptions::default()
+        })
         .err()
         .unwrap()
         .to_string();
         assert!(e.contains("/nonexistent/cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn cipher_names_in_either_spelling() {
+        let a = cipher_suite("ECDHE-RSA-AES128-GCM-SHA256").unwrap();
+        let b = cipher_suite("tls_ecdhe_rsa_with_aes_128_gcm_sha256").unwrap();
+        assert_eq!(a.suite(), b.suite());
+        let c = cipher_suite("TLS_AES_256_GCM_SHA384").unwrap();
+        assert_eq!(suite_name(c.suite()), "TLS_AES_256_GCM_SHA384");
+        let e = cipher_suite("DES-CBC3-SHA").unwrap_err();
+        assert!(
+            e.contains("DES-CBC3-SHA") && e.contains("TLS_AES_128_GCM_SHA256"),
+            "{e}"
+        );
     }
 }

@@ -33,9 +33,27 @@ pub struct Content {
     pub body: Bytes,
 }
 
+/// What a raw connection runs over: a TCP socket, or TLS on one.
+pub trait RawStream: Read + Write + Send {
+    /// Block reads at most this long.
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
+}
+
+impl RawStream for TcpStream {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
+    }
+}
+
+impl RawStream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.sock.set_read_timeout(Some(d))
+    }
+}
+
 /// One raw connection.
 pub struct Raw {
-    sock: TcpStream,
+    sock: Box<dyn RawStream>,
     buf: BytesMut,
     /// From connection.start (after [`Raw::handshake`]).
     pub start: Option<ConnectionStart>,
@@ -59,8 +77,14 @@ impl Raw {
         let sock = TcpStream::connect_timeout(&addr, READ_TIMEOUT).expect("tcp connect");
         sock.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
         sock.set_nodelay(true).expect("nodelay");
+        Raw::over(sock)
+    }
+
+    /// A connection over `sock` (connected, read timeout not yet set).
+    pub fn over(sock: impl RawStream + 'static) -> Raw {
+        sock.set_timeout(READ_TIMEOUT).expect("timeout");
         Raw {
-            sock,
+            sock: Box::new(sock),
             buf: BytesMut::new(),
             start: None,
             tune: None,
@@ -86,6 +110,16 @@ impl Raw {
         pass: &str,
         vhost: &str,
     ) -> Result<(), ConnectionClose> {
+        self.handshake_with("PLAIN", plain(user, pass), vhost)
+    }
+
+    /// [`Raw::handshake`] with SASL `mechanism` and its `response`.
+    pub fn handshake_with(
+        &mut self,
+        mechanism: &str,
+        response: Bytes,
+        vhost: &str,
+    ) -> Result<(), ConnectionClose> {
         self.send_bytes(PROTOCOL_HEADER);
         let start = match self.recv_method() {
             (0, Method::ConnectionStart(s)) => s,
@@ -104,8 +138,8 @@ impl Raw {
             0,
             ConnectionStartOk {
                 client_properties: props,
-                mechanism: Bytes::from_static(b"PLAIN"),
-                response: plain(user, pass),
+                mechanism: Bytes::from(mechanism.to_string()),
+                response,
                 locale: Bytes::from_static(b"en_US"),
             },
         );
@@ -266,13 +300,11 @@ impl Raw {
                 Err(e) => panic!("server sent a malformed frame: {e:?}"),
             }
             self.sock
-                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+                .set_timeout(wait.max(Duration::from_millis(1)))
                 .expect("timeout");
             let mut chunk = [0u8; 65536];
             let res = self.sock.read(&mut chunk);
-            self.sock
-                .set_read_timeout(Some(READ_TIMEOUT))
-                .expect("timeout");
+            self.sock.set_timeout(READ_TIMEOUT).expect("timeout");
             match res {
                 Ok(0) => return Err(()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),

@@ -8,7 +8,7 @@
 pub mod rabbitmq;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -40,6 +40,9 @@ pub struct TestBroker {
     /// The first TLS (AMQPS) listener's address, when there is one
     /// (`tls_listen`).
     pub tls_addr: Option<SocketAddr>,
+    /// The management API's HTTPS listener, when there is one
+    /// (`management_tls_listen`).
+    pub https_addr: Option<SocketAddr>,
     running: Option<Running>,
     owns_dir: bool,
 }
@@ -60,6 +63,13 @@ impl TestBroker {
         self.mgmt_addr = server.management_addr();
         self.prom_addr = server.prometheus_addr();
         self.running = Some(server.spawn().expect("spawn"));
+    }
+
+    /// What SIGHUP does: read the TLS certificate files again.
+    pub fn reload_certificates(&self) {
+        if let Some(r) = &self.running {
+            r.handle().reload_certificates();
+        }
     }
 
     /// Stop the broker without removing its data.
@@ -98,6 +108,7 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
                 .map(|a| a.parse().expect("WARREN_TEST_MGMT_ADDR must be host:port")),
             prom_addr: None,
             tls_addr: None,
+            https_addr: None,
             running: None,
             owns_dir: false,
         };
@@ -121,6 +132,10 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
     if prom_addr.is_some() {
         cfg.prometheus_listen = prom_addr;
     }
+    let https_addr = server.management_tls_addr();
+    if https_addr.is_some() {
+        cfg.management_tls_listen = https_addr;
+    }
     let tls_addr = server.tls_addrs().first().copied();
     if !server.tls_addrs().is_empty() {
         cfg.tls_listen = server.tls_addrs().to_vec();
@@ -132,6 +147,7 @@ pub fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
         mgmt_addr,
         prom_addr,
         tls_addr,
+        https_addr,
         running: Some(running),
         owns_dir: true,
     }
@@ -280,6 +296,120 @@ pub fn tls_certs() -> TlsCerts {
     }
 }
 
+/// Run the openssl CLI in `dir`; panics with its stderr on failure.
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The usual extensions of a client certificate.
+pub const CLIENT_EXT: &str = "basicConstraints=critical,CA:FALSE\n\
+     keyUsage=critical,digitalSignature\n\
+     extendedKeyUsage=clientAuth\n";
+
+impl TlsCerts {
+    /// A certificate and key `NAME.pem`/`NAME.key` for `subj` (openssl
+    /// `-subj` form), with extensions `ext` (an openssl extfile), signed by
+    /// this CA (or, `untrusted`, by a CA of its own that nobody trusts),
+    /// valid for `days` (-1: expired yesterday).
+    pub fn issue(
+        &self,
+        name: &str,
+        subj: &str,
+        ext: &str,
+        days: i32,
+        untrusted: bool,
+    ) -> (PathBuf, PathBuf) {
+        let dir = &self.dir;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let (ca, ca_key) = if untrusted {
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend([
+                "-keyout",
+                "rogue-ca.key",
+                "-out",
+                "rogue-ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rogue CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            openssl_in(dir, &args);
+            ("rogue-ca.pem", "rogue-ca.key")
+        } else {
+            ("ca.pem", "ca.key")
+        };
+        let (key, csr, ext_file, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+            format!("{name}.pem"),
+        );
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
+        openssl_in(dir, &args);
+        std::fs::write(dir.join(&ext_file), ext).unwrap();
+        let days = days.to_string();
+        openssl_in(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                ca,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-days",
+                &days,
+                "-extfile",
+                &ext_file,
+                "-out",
+                &pem,
+            ],
+        );
+        (dir.join(pem), dir.join(key))
+    }
+
+    /// A client certificate for `subj` signed by the CA, valid 2 days.
+    pub fn client(&self, name: &str, subj: &str) -> (PathBuf, PathBuf) {
+        self.issue(name, subj, CLIENT_EXT, 2, false)
+    }
+
+    /// A server certificate for DNS name `dns`, signed by the CA.
+    pub fn server(&self, name: &str, dns: &str) -> (PathBuf, PathBuf) {
+        let ext = format!(
+            "subjectAltName=DNS:{dns}\n\
+             basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n"
+        );
+        self.issue(name, &format!("/CN={dns}"), &ext, 2, false)
+    }
+}
+
 impl Drop for TlsCerts {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -291,8 +421,8 @@ impl Drop for TlsCerts {
 pub fn start_tls(certs: &TlsCerts, f: impl FnOnce(&mut Config)) -> TestBroker {
     start_with(|c| {
         c.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
-        c.tls_cert = Some(certs.cert.clone());
-        c.tls_key = Some(certs.key.clone());
+        c.tls.cert = Some(certs.cert.clone());
+        c.tls.key = Some(certs.key.clone());
         f(c)
     })
 }

@@ -2,7 +2,8 @@
 //! → logging (stderr, and a rotated file with `log.file`) → bind every
 //! listener → open the data directory → a one-line start-up banner → run.
 //! SIGINT/SIGTERM close every connection with 320
-//! CONNECTION_FORCED and exit. `warren ctl ...` is the operator CLI
+//! CONNECTION_FORCED and exit; SIGHUP reloads the TLS certificates.
+//! `warren ctl ...` is the operator CLI
 //! (`ctl.rs` beside this file), talking to a running broker's management
 //! API.
 
@@ -103,7 +104,37 @@ fn main() -> ExitCode {
     opts.optopt(
         "",
         "tls-ca",
-        "CA certificates, PEM: a client certificate presented is verified against them",
+        "CA certificates, PEM: a client certificate presented is verified against them (verify_peer)",
+        "FILE",
+    );
+    opts.optflag(
+        "",
+        "tls-fail-if-no-peer-cert",
+        "refuse TLS clients without a certificate (needs --tls-ca)",
+    );
+    opts.optmulti(
+        "",
+        "tls-sni",
+        "another certificate for clients asking for NAME (SNI)",
+        "NAME=CERT,KEY",
+    );
+    opts.optopt(
+        "",
+        "management-tls-listen",
+        "the management API over HTTPS too (RabbitMQ's 15671); needs --management-tls-cert and --management-tls-key",
+        "ADDR:PORT",
+    );
+    opts.optopt(
+        "",
+        "management-tls-cert",
+        "HTTPS certificate chain, PEM",
+        "FILE",
+    );
+    opts.optopt("", "management-tls-key", "HTTPS private key, PEM", "FILE");
+    opts.optopt(
+        "",
+        "management-tls-ca",
+        "CA certificates, PEM, for HTTPS client certificates",
         "FILE",
     );
     opts.optopt("d", "data-dir", "data directory (default ./data)", "DIR");
@@ -204,12 +235,42 @@ fn main() -> ExitCode {
         config.tls_listen = addrs;
     }
     for (flag, field) in [
-        ("tls-cert", &mut config.tls_cert),
-        ("tls-key", &mut config.tls_key),
-        ("tls-ca", &mut config.tls_ca),
+        ("tls-cert", &mut config.tls.cert),
+        ("tls-key", &mut config.tls.key),
+        ("tls-ca", &mut config.tls.ca),
+        ("management-tls-cert", &mut config.management_tls.cert),
+        ("management-tls-key", &mut config.management_tls.key),
+        ("management-tls-ca", &mut config.management_tls.ca),
     ] {
         if let Some(f) = m.opt_str(flag) {
             *field = Some(f.into());
+        }
+    }
+    if m.opt_present("tls-fail-if-no-peer-cert") {
+        config.tls.fail_if_no_peer_cert = true;
+    }
+    for v in m.opt_strs("tls-sni") {
+        let parsed = v
+            .split_once('=')
+            .and_then(|(name, files)| Some((name, files.split_once(',')?)));
+        match parsed {
+            Some((name, (cert, key))) if !name.is_empty() => config.tls.sni.push(warren::SniCert {
+                name: name.to_string(),
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            _ => {
+                eprintln!("warren: bad --tls-sni '{v}': expected NAME=CERT,KEY");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match addr_flag(&m, "management-tls-listen") {
+        Ok(Some(a)) => config.management_tls_listen = Some(a),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::from(2);
         }
     }
     if let Some(d) = m.opt_str("data-dir") {
@@ -285,12 +346,19 @@ fn main() -> ExitCode {
     match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
+                for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        log::info!("received SIGHUP: reloading TLS certificates");
+                        handle.reload_certificates();
+                        continue;
+                    }
                     log::info!("received signal {sig}, shutting down");
                     handle.shutdown();
+                    break;
                 }
             });
         }

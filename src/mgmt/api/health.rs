@@ -38,7 +38,9 @@ pub(super) fn port_listener(c: &Ctx<'_>, port: &str) -> Response {
     let listening = amqp
         || c.mgmt
             .http_addr
-            .is_some_and(|a| a.port().to_string() == *port);
+            .iter()
+            .chain(&c.mgmt.https_addr)
+            .any(|a| a.port().to_string() == *port);
     match &c.mgmt.accept_error {
         Some(e) if amqp => Response::json(
             503,

@@ -205,6 +205,7 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
                 | "global-parameters"
                 | "topic-permissions"
                 | "user-limits"
+                | "reload-certificates"
         )
     ) || matches!(rest, [_, _, "permissions"] | [_, _, "topic-permissions"]);
     if (req.method != "GET" || admin_only) && !admin {
@@ -230,6 +231,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
     match (method, p) {
         ("GET", ["overview"]) => overview::get_overview(c),
         ("GET", ["whoami"]) => users::whoami(c),
+        ("POST", ["reload-certificates"]) => overview::reload_certificates(c),
         ("GET", ["nodes"]) => overview::list_nodes(c),
         ("GET", ["nodes", name]) if *name == c.mgmt.node => overview::get_node(c),
         ("GET", ["connections"]) => connections::list_connections(c, None),

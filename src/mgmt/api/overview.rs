@@ -81,6 +81,9 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
     if let Some(a) = mgmt.http_addr {
         listeners.push(json!({"node": mgmt.node, "protocol": "http", "ip_address": a.ip().to_string(), "port": a.port()}));
     }
+    if let Some(a) = mgmt.https_addr {
+        listeners.push(json!({"node": mgmt.node, "protocol": "https", "ip_address": a.ip().to_string(), "port": a.port()}));
+    }
     if let Some(a) = mgmt.prometheus_addr {
         listeners.push(json!({"node": mgmt.node, "protocol": "http/prometheus", "ip_address": a.ip().to_string(), "port": a.port()}));
     }
@@ -178,4 +181,21 @@ fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
         "message_store_bytes": store_bytes,
         "message_resident_bytes": core.engine.memory_used(),
     })
+}
+
+/// `POST /api/reload-certificates` (warren's own; SIGHUP does the same):
+/// read the TLS certificate and key files again. New connections use them,
+/// existing ones keep theirs; a bad file leaves those in use (400, with
+/// the reason).
+pub(super) fn reload_certificates(c: &mut Ctx<'_>) -> Response {
+    if !c.mgmt.tls.any() {
+        return Response::json(
+            400,
+            &json!({"error": "bad_request", "reason": "no TLS listener is configured"}),
+        );
+    }
+    match c.mgmt.tls.reload() {
+        Ok(()) => Response::empty(204),
+        Err(e) => Response::json(400, &json!({"error": "bad_request", "reason": e})),
+    }
 }

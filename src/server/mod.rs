@@ -6,7 +6,7 @@
 //! Out of file descriptors, accepting is retried on a timer, and one held
 //! in reserve lets the management API still answer (its health checks fail).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,8 +20,14 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use crate::amqp::{Core, ReadHint};
 use crate::broker::ConnId;
 use crate::config::Config;
-use crate::mgmt::{HttpConn, Mgmt};
-use crate::tls::{TlsConn, TlsRead};
+
+use crate::tls::TlsConn;
+
+mod http;
+mod transport;
+
+use http::{Http, HttpKind};
+use transport::{Dest, Got, Transport};
 
 // Tokens: AMQP sockets from 0 (their connection's slab index), management
 // HTTP sockets from HTTP_BASE, AMQP listeners in
@@ -44,6 +50,8 @@ const LINGER: Duration = Duration::from_secs(3);
 const MGMT_LISTENER: Token = Token(usize::MAX - 1);
 /// The Prometheus metrics listener (RabbitMQ's port 15692).
 const PROM_LISTENER: Token = Token(usize::MAX - 2);
+/// The management API's HTTPS listener (RabbitMQ's port 15671).
+const MGMT_TLS_LISTENER: Token = Token(usize::MAX - 3);
 /// Management HTTP sockets have tokens from here up (below the listeners,
 /// at most MAX_HTTP_CONNS of them).
 const HTTP_BASE: usize = usize::MAX / 2;
@@ -148,35 +156,9 @@ struct Sock {
     /// time passes. Closing with unread input would send a reset instead,
     /// which can destroy those last frames before the peer reads them.
     linger_until: Option<Instant>,
-    /// The TLS session of a socket accepted on a TLS listener: its
-    /// ciphertext goes through it, the connection sees plaintext only.
-    tls: Option<Box<TlsConn>>,
-}
-
-/// A management HTTP socket and its protocol state.
-struct HttpSock {
-    stream: TcpStream,
-    conn: HttpConn,
-    read_pending: bool,
-}
-
-/// The management API's and the Prometheus listener, their sockets and
-/// state.
-struct Http {
-    listener: Option<TcpListener>,
-    prom_listener: Option<TcpListener>,
-    socks: slab::Slab<HttpSock>,
-    mgmt: Mgmt,
-    /// A file descriptor held in reserve: given up when the process is out
-    /// of them, so that the management API can still accept a connection
-    /// (and its health checks say what is wrong); taken again when an HTTP
-    /// socket closes.
-    reserve: Option<std::fs::File>,
-    /// Accepting HTTP connections fails for want of resources.
-    trouble: AcceptTrouble,
-    /// The reserve was used and more may be waiting: accept again once it
-    /// is back.
-    recheck: bool,
+    /// Plain, or TLS for a socket accepted on a TLS listener (the
+    /// connection sees plaintext only).
+    transport: Transport,
 }
 
 /// A bound broker, ready to run.
@@ -188,14 +170,14 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     /// The TLS listeners' addresses.
     tls_addrs: Vec<SocketAddr>,
-    /// The TLS listeners' server configuration.
-    tls: Option<Arc<rustls::ServerConfig>>,
     socks: Vec<Option<Sock>>,
     /// Indexes of sockets that may have input to read: a turn visits these,
     /// not every socket (10,000 idle connections cost nothing per turn).
     pending_reads: Vec<usize>,
     core: Core,
     stop: Arc<AtomicBool>,
+    /// Set by [`Handle::reload_certificates`].
+    reload: Arc<AtomicBool>,
     waker: Arc<Waker>,
     http: Http,
     /// Accepting AMQP connections fails for want of resources.
@@ -208,10 +190,21 @@ pub struct Server {
 #[derive(Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
 
 impl Handle {
+    /// Ask the broker to read its TLS certificate and key files again
+    /// (what SIGHUP does): new connections use them, existing ones keep
+    /// theirs, and a bad file is logged and the old certificate stays.
+    pub fn reload_certificates(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            error!("could not wake the broker loop: {e}");
+        }
+    }
+
     /// Ask the broker to close every connection (320) and stop.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -228,6 +221,7 @@ pub struct Running {
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     mgmt_addr: Option<SocketAddr>,
+    mgmt_tls_addr: Option<SocketAddr>,
     prom_addr: Option<SocketAddr>,
 }
 
@@ -250,6 +244,11 @@ impl Running {
     /// The Prometheus metrics listener's address, if it listens.
     pub fn prometheus_addr(&self) -> Option<SocketAddr> {
         self.prom_addr
+    }
+
+    /// The management API's HTTPS listener's address, if it listens.
+    pub fn management_tls_addr(&self) -> Option<SocketAddr> {
+        self.mgmt_tls_addr
     }
 
     /// A handle to stop it from elsewhere.
@@ -290,21 +289,10 @@ impl Server {
             listeners.extend(bind_amqp(*addr)?);
         }
         let plain = listeners.len();
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            _ if config.tls_listen.is_empty() => None,
-            (Some(cert), Some(key)) => Some(crate::tls::server_config(
-                cert,
-                key,
-                config.tls_ca.as_deref(),
-            )?),
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a TLS listener needs a certificate and its key \
-                     (--tls-cert and --tls-key, or ssl_options.certfile and ssl_options.keyfile)",
-                ))
-            }
-        };
+        let certs = crate::tls::Certificates::new(
+            (!config.tls_listen.is_empty()).then_some(&config.tls),
+            config.management_tls_listen.map(|_| &config.management_tls),
+        )?;
         for addr in &config.tls_listen {
             listeners.extend(bind_amqp(*addr)?);
         }
@@ -312,6 +300,10 @@ impl Server {
         let mgmt = config
             .management_listen
             .map(|a| bind_listener(a, "the management API"))
+            .transpose()?;
+        let mgmt_tls = config
+            .management_tls_listen
+            .map(|a| bind_listener(a, "the management API over HTTPS"))
             .transpose()?;
         let prom = config
             .prometheus_listen
@@ -345,19 +337,20 @@ impl Server {
                 addrs.push(local);
             }
         }
-        let mut http = Http::bind(&poll, mgmt, prom, &addrs)?;
+        let mut http = Http::bind(&poll, mgmt, mgmt_tls, prom, &addrs)?;
         http.mgmt.amqps_addrs = tls_addrs.clone();
+        http.mgmt.tls = certs;
         Ok(Server {
             poll,
             listeners,
             listener_tls,
             addrs,
             tls_addrs,
-            tls,
             socks: Vec::new(),
             pending_reads: Vec::new(),
             core,
             stop: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(AtomicBool::new(false)),
             waker,
             http,
             accept_trouble: AcceptTrouble::default(),
@@ -375,6 +368,11 @@ impl Server {
         self.http.mgmt.prometheus_addr
     }
 
+    /// The management API's HTTPS listener's address, if it listens.
+    pub fn management_tls_addr(&self) -> Option<SocketAddr> {
+        self.http.mgmt.https_addr
+    }
+
     /// The addresses actually bound (plain AMQP listeners).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -389,6 +387,7 @@ impl Server {
     pub fn handle(&self) -> Handle {
         Handle {
             stop: self.stop.clone(),
+            reload: self.reload.clone(),
             waker: self.waker.clone(),
         }
     }
@@ -399,6 +398,7 @@ impl Server {
         let addrs = self.addrs.clone();
         let tls_addrs = self.tls_addrs.clone();
         let mgmt_addr = self.management_addr();
+        let mgmt_tls_addr = self.management_tls_addr();
         let prom_addr = self.prometheus_addr();
         let thread = std::thread::Builder::new()
             .name("warren".into())
@@ -409,6 +409,7 @@ impl Server {
             addrs,
             tls_addrs,
             mgmt_addr,
+            mgmt_tls_addr,
             prom_addr,
         })
     }
@@ -447,8 +448,9 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    MGMT_LISTENER => self.accept_http(false, now),
-                    PROM_LISTENER => self.accept_http(true, now),
+                    MGMT_LISTENER => self.accept_http(HttpKind::Api, now),
+                    MGMT_TLS_LISTENER => self.accept_http(HttpKind::Https, now),
+                    PROM_LISTENER => self.accept_http(HttpKind::Metrics, now),
                     Token(t) if (LISTENER_BASE..LISTENER_BASE + MAX_LISTENERS).contains(&t) => {
                         self.accept(t - LISTENER_BASE, now)
                     }
@@ -484,9 +486,14 @@ impl Server {
                 let recheck = self.http.recheck && self.http.reserve.is_some();
                 if self.http.trouble.failing() || recheck {
                     self.http.recheck = false;
-                    self.accept_http(false, now);
-                    self.accept_http(true, now);
+                    self.accept_http(HttpKind::Api, now);
+                    self.accept_http(HttpKind::Https, now);
+                    self.accept_http(HttpKind::Metrics, now);
                 }
+            }
+            if self.reload.swap(false, Ordering::SeqCst) {
+                // Errors are logged; the certificates in use stay.
+                let _ = self.http.mgmt.tls.reload();
             }
             if self.stop.load(Ordering::SeqCst) && stopping.is_none() {
                 info!("shutting down: closing all connections");
@@ -561,15 +568,15 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     self.accept_trouble.cleared("AMQP", now);
                     self.http.mgmt.accept_error = None;
-                    let tls = match (&self.tls, is_tls) {
+                    let transport = match (&self.http.mgmt.tls.amqp, is_tls) {
                         (Some(config), true) => match TlsConn::new(config.clone()) {
-                            Ok(t) => Some(Box::new(t)),
+                            Ok(t) => Transport::Tls(Box::new(t)),
                             Err(e) => {
                                 error!("{peer}: TLS session: {e}; closed");
                                 continue;
                             }
                         },
-                        _ => None,
+                        _ => Transport::Plain,
                     };
                     if let Err(e) = stream.set_nodelay(true) {
                         warn!("{peer}: set_nodelay: {e}");
@@ -598,7 +605,7 @@ impl Server {
                             read_pending: true,
                             listed: false,
                             linger_until: None,
-                            tls,
+                            transport,
                         });
                     }
                     self.mark_read_pending(idx);
@@ -631,6 +638,11 @@ impl Server {
         self.accept_retry = Some(self.accept_retry.map_or(at, |r| r.min(at)));
     }
 
+    /// Read a socket with pending input, through its transport, into its
+    /// connection, and process what came (at most `MAX_READS_PER_TURN`
+    /// reads; backpressure leaves input in the kernel). A TLS error
+    /// (garbage, plain AMQP on the TLS port, a failed handshake) closes
+    /// this socket alone, after its alert if that can be written at once.
     fn read_sock(&mut self, idx: usize, scratch: &mut [u8], now: Instant) {
         let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
             return;
@@ -643,10 +655,6 @@ impl Server {
             self.drain_lingering(idx, scratch);
             return;
         }
-        if s.tls.is_some() {
-            self.read_tls_sock(idx, scratch, now);
-            return;
-        }
         for _ in 0..MAX_READS_PER_TURN {
             if !self.core.wants_read(id) {
                 // Backpressure: leave the input in the kernel until our
@@ -656,129 +664,24 @@ impl Server {
             let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
                 return;
             };
-            let res = match (self.core.read_hint(id), self.core.input_buffer(id)) {
-                (ReadHint::Direct(n), Some(buf)) => read_into(&s.stream, buf, n),
-                (hint, _) => {
-                    let max = match hint {
-                        ReadHint::Scratch(m) => m,
-                        ReadHint::Direct(_) => usize::MAX,
-                    };
-                    let into = scratch.get_mut(..max.min(READ_CHUNK)).unwrap_or_default();
-                    s.stream.read(into).inspect(|&n| {
-                        if let (Some(buf), Some(data)) = (self.core.input_buffer(id), into.get(..n))
-                        {
-                            buf.extend_from_slice(data);
-                        }
-                    })
-                }
+            let (direct, max) = match self.core.read_hint(id) {
+                ReadHint::Direct(n) => (Some(n), usize::MAX),
+                ReadHint::Scratch(m) => (None, m),
             };
+            let Some(buf) = self.core.input_buffer(id) else {
+                return;
+            };
+            let res = s
+                .transport
+                .read(&mut s.stream, scratch, Dest::Bytes { buf, direct, max });
+            if let Some(info) = s.transport.take_info() {
+                // Before the plaintext is processed: connection.start
+                // offers EXTERNAL by what the handshake verified.
+                self.core.set_tls(id, info);
+            }
+            let wants_write = s.transport.wants_write();
             match res {
-                Ok(0) => {
-                    s.read_pending = false;
-                    self.close_sock(idx);
-                    return;
-                }
-                Ok(n) => {
-                    self.core.count_io(id, n, 0);
-                    self.core.process(id, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.read_pending = false;
-                    self.core.input_idle(id);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    info!("connection {}: read error: {e}", idx);
-                    s.read_pending = false;
-                    self.close_sock(idx);
-                    return;
-                }
-            }
-        }
-        // Cap reached: `read_pending` stays set, so the next turn polls with
-        // a zero timeout and comes back here.
-    }
-
-    fn write_sock(&mut self, id: ConnId, now: Instant) {
-        let idx = id.idx as usize;
-        loop {
-            let Some(s) = self
-                .socks
-                .get_mut(idx)
-                .and_then(|s| s.as_mut())
-                .filter(|s| s.id == id)
-            else {
-                return;
-            };
-            if s.tls.is_some() {
-                self.write_tls_sock(id, now);
-                return;
-            }
-            let Some(out) = self.core.outbox(id) else {
-                return;
-            };
-            if out.is_empty() {
-                return;
-            }
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = out.io_slices(&mut slices);
-            let res = s.stream.write_vectored(slices.get(..n).unwrap_or(&[]));
-            match res {
-                Ok(0) => {
-                    self.close_sock(idx);
-                    return;
-                }
-                Ok(k) => {
-                    if let Some(out) = self.core.outbox(id) {
-                        out.consume(k);
-                    }
-                    self.core.count_io(id, 0, k);
-                    self.core.wrote(id, now);
-                    let was_paused = !self.core.wants_read(id);
-                    self.core.output_drained(id);
-                    if was_paused && self.core.wants_read(id) {
-                        self.mark_read_pending(idx);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    info!("connection {idx}: write error: {e}");
-                    self.close_sock(idx);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Read a TLS socket: ciphertext from the socket into its session, the
-    /// plaintext into the connection's input buffer, processed as a plain
-    /// socket's input is. A TLS error (garbage, plain AMQP, a failed
-    /// handshake) closes this socket alone, after its alert if that can be
-    /// written at once.
-    fn read_tls_sock(&mut self, idx: usize, scratch: &mut [u8], now: Instant) {
-        for _ in 0..MAX_READS_PER_TURN {
-            let Some(s) = self.socks.get_mut(idx).and_then(|s| s.as_mut()) else {
-                return;
-            };
-            let id = s.id;
-            if !self.core.wants_read(id) {
-                return;
-            }
-            let Sock { stream, tls, .. } = &mut *s;
-            let Some(tls) = tls.as_mut() else {
-                return;
-            };
-            let core = &mut self.core;
-            let res = tls.read_from(stream, scratch, |data| {
-                if let Some(buf) = core.input_buffer(id) {
-                    buf.extend_from_slice(data);
-                }
-            });
-            let wants_write = tls.wants_write();
-            match res {
-                Ok(TlsRead::Read(n)) => {
+                Ok(Got::Bytes(n)) => {
                     self.core.count_io(id, n, 0);
                     self.core.process(id, now);
                     if wants_write {
@@ -786,7 +689,7 @@ impl Server {
                         self.core.mark_flush(id);
                     }
                 }
-                Ok(TlsRead::Closed) => {
+                Ok(Got::Closed) => {
                     // What came before the end is still handled.
                     self.core.process(id, now);
                     s.read_pending = false;
@@ -803,25 +706,31 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let peer = stream
-                        .peer_addr()
-                        .map_or_else(|_| "?".to_string(), |p| p.to_string());
-                    warn!("TLS connection from {peer}: {e}; closing it");
-                    // Its alert, if the socket takes it now.
-                    let _ = flush_tls(tls, stream);
+                    if s.transport.is_tls() {
+                        let peer = s
+                            .stream
+                            .peer_addr()
+                            .map_or_else(|_| "?".to_string(), |p| p.to_string());
+                        warn!("TLS connection from {peer}: {e}; closing it");
+                        // Its alert, if the socket takes it now.
+                        let _ = s.transport.flush(&mut s.stream);
+                    } else {
+                        info!("connection {idx}: read error: {e}");
+                    }
                     s.read_pending = false;
                     self.close_sock(idx);
                     return;
                 }
             }
         }
+        // Cap reached: `read_pending` stays set, so the next turn polls with
+        // a zero timeout and comes back here.
     }
 
-    /// Write a TLS socket: the connection's output into its session as
-    /// plaintext (as much as it takes), its records out to the socket,
-    /// until both are done or the socket is full (its WRITABLE event then
-    /// brings it back here).
-    fn write_tls_sock(&mut self, id: ConnId, now: Instant) {
+    /// Write a connection's output through its transport until it is all
+    /// out or the socket is full (its WRITABLE event then brings it back
+    /// here); for TLS, pending records go out even with no output.
+    fn write_sock(&mut self, id: ConnId, now: Instant) {
         let idx = id.idx as usize;
         loop {
             let Some(s) = self
@@ -832,50 +741,39 @@ impl Server {
             else {
                 return;
             };
-            let Sock { stream, tls, .. } = &mut *s;
-            let Some(tls) = tls.as_mut() else {
+            let Some(out) = self.core.outbox(id) else {
                 return;
             };
-            let mut took = 0;
-            if let Some(out) = self.core.outbox(id).filter(|o| !o.is_empty()) {
-                let mut slices = [IoSlice::new(&[]); 64];
-                let n = out.io_slices(&mut slices);
-                match tls.write_plain(slices.get(..n).unwrap_or(&[])) {
-                    Ok(k) => {
-                        out.consume(k);
-                        took = k;
+            if out.is_empty() && !s.transport.wants_write() {
+                return;
+            }
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut slices);
+            let res = s
+                .transport
+                .write(&mut s.stream, slices.get(..n).unwrap_or(&[]));
+            match res {
+                Ok(w) => {
+                    if w.taken > 0 {
+                        out.consume(w.taken);
                     }
-                    Err(e) => {
-                        info!("connection {idx}: TLS write error: {e}");
-                        self.close_sock(idx);
+                    if w.sent > 0 {
+                        self.core.count_io(id, 0, w.sent);
+                        self.core.wrote(id, now);
+                    }
+                    if w.taken > 0 {
+                        let was_paused = !self.core.wants_read(id);
+                        self.core.output_drained(id);
+                        if was_paused && self.core.wants_read(id) {
+                            self.mark_read_pending(idx);
+                        }
+                    }
+                    if w.blocked || (w.taken == 0 && w.sent == 0) {
+                        // Full, or nothing more can go before the TLS
+                        // handshake progresses.
                         return;
                     }
                 }
-            }
-            let res = if tls.wants_write() {
-                tls.write_to(stream).map(Some)
-            } else {
-                Ok(None)
-            };
-            if took > 0 {
-                self.core.count_io(id, 0, took);
-                self.core.wrote(id, now);
-                let was_paused = !self.core.wants_read(id);
-                self.core.output_drained(id);
-                if was_paused && self.core.wants_read(id) {
-                    self.mark_read_pending(idx);
-                }
-            }
-            match res {
-                // Nothing was pending and nothing more was taken: done (or
-                // the handshake must progress first).
-                Ok(None) if took == 0 => return,
-                Ok(None) => {}
-                Ok(Some(0)) => {
-                    self.close_sock(idx);
-                    return;
-                }
-                Ok(Some(_)) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -919,15 +817,13 @@ impl Server {
             }
             // A TLS session ends with close_notify; once it is written
             // (a WRITABLE event brings the rest), the socket lingers.
-            if let Some(tls) = s.tls.as_mut() {
-                tls.close();
-                match flush_tls(tls, &mut s.stream) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(_) => {
-                        self.close_sock(idx);
-                        continue;
-                    }
+            s.transport.close();
+            match s.transport.flush(&mut s.stream) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => {
+                    self.close_sock(idx);
+                    continue;
                 }
             }
             // The peer may close first (after our close-ok), or already has.
@@ -990,21 +886,6 @@ impl Server {
     }
 }
 
-/// Write a TLS session's pending records until done (`true`) or the
-/// socket is full (`false`).
-fn flush_tls(tls: &mut TlsConn, stream: &mut TcpStream) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_to(stream) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
 fn register(registry: &Registry, stream: &mut TcpStream, idx: usize) -> io::Result<()> {
     registry.register(stream, Token(idx), Interest::READABLE | Interest::WRITABLE)
 }
@@ -1054,235 +935,6 @@ fn bind_amqp(addr: SocketAddr) -> io::Result<Vec<TcpListener>> {
         Err(e) => Err(named(e, v4, "AMQP")),
     }
 }
-
-impl Http {
-    /// Register the management and Prometheus listeners (bound already).
-    fn bind(
-        poll: &Poll,
-        mgmt: Option<TcpListener>,
-        prom: Option<TcpListener>,
-        amqp: &[SocketAddr],
-    ) -> io::Result<Http> {
-        let mut http = Http {
-            listener: None,
-            prom_listener: None,
-            socks: slab::Slab::new(),
-            mgmt: Mgmt::new(amqp.to_vec(), None),
-            reserve: None,
-            trouble: AcceptTrouble::default(),
-            recheck: false,
-        };
-        if let Some(mut l) = mgmt {
-            poll.registry()
-                .register(&mut l, MGMT_LISTENER, Interest::READABLE)?;
-            let local = l.local_addr()?;
-            info!("started management HTTP listener on {local}");
-            http.mgmt.http_addr = Some(local);
-            http.listener = Some(l);
-            http.take_reserve();
-        }
-        if let Some(mut l) = prom {
-            poll.registry()
-                .register(&mut l, PROM_LISTENER, Interest::READABLE)?;
-            let local = l.local_addr()?;
-            info!("started Prometheus metrics listener on {local}");
-            http.mgmt.prometheus_addr = Some(local);
-            http.prom_listener = Some(l);
-        }
-        Ok(http)
-    }
-
-    /// Hold a descriptor in reserve again, if there is none held.
-    fn take_reserve(&mut self) {
-        if self.reserve.is_none() && self.listener.is_some() {
-            self.reserve = std::fs::File::open("/dev/null").ok();
-        }
-    }
-
-    /// A socket has input to read and room to take it.
-    fn read_pending(&self) -> bool {
-        self.socks
-            .iter()
-            .any(|(_, s)| s.read_pending && s.conn.wants_read())
-    }
-}
-
-impl Server {
-    /// Accept on the management listener, or on the Prometheus one
-    /// (`metrics_only`: its connections are served metrics only).
-    fn accept_http(&mut self, metrics_only: bool, now: Instant) {
-        let mut used_reserve = false;
-        loop {
-            let l = match metrics_only {
-                false => self.http.listener.as_ref(),
-                true => self.http.prom_listener.as_ref(),
-            };
-            let Some(l) = l else {
-                return;
-            };
-            match l.accept() {
-                Ok((mut stream, peer)) => {
-                    self.http.trouble.cleared("management", now);
-                    if self.http.socks.len() >= MAX_HTTP_CONNS {
-                        warn!("{peer}: too many management connections; refused");
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.http.socks.vacant_entry();
-                    let token = Token(HTTP_BASE + entry.key());
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
-                        error!("{peer}: register: {e}");
-                        continue;
-                    }
-                    let mut conn = HttpConn::new(peer, now);
-                    conn.metrics_only = metrics_only;
-                    entry.insert(HttpSock {
-                        stream,
-                        conn,
-                        read_pending: true,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.http.trouble.failing() {
-                        self.http.trouble.cleared("management", now);
-                    }
-                    // Nobody was waiting after all: hold the reserve again
-                    // (its descriptor is still free).
-                    self.http.take_reserve();
-                    return;
-                }
-                Err(e) if is_transient(&e) => {}
-                Err(e) => {
-                    // Out of descriptors: give up the one held in reserve
-                    // so that a health check can still get through.
-                    if is_out_of_descriptors(&e) {
-                        if self.http.reserve.take().is_some() {
-                            used_reserve = true;
-                            continue;
-                        }
-                        if used_reserve {
-                            // As expected: one at a time on the reserve.
-                            self.http.recheck = true;
-                            return;
-                        }
-                    }
-                    self.http.trouble.failed("management", &e, now);
-                    self.retry_accept(now + ACCEPT_RETRY);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Read, handle and answer every management socket with pending input.
-    fn serve_http(&mut self, scratch: &mut [u8], now: Instant) {
-        let keys: Vec<usize> = self
-            .http
-            .socks
-            .iter()
-            .filter(|(_, s)| s.read_pending)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            let Some(s) = self.http.socks.get_mut(key) else {
-                continue;
-            };
-            let mut closed = false;
-            for _ in 0..MAX_READS_PER_TURN {
-                if !s.conn.wants_read() {
-                    break;
-                }
-                match s.stream.read(scratch) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        let data = scratch.get(..n).unwrap_or(&[]);
-                        s.conn.inbuf.extend_from_slice(data);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        s.read_pending = false;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            s.conn.process(&mut self.core, &mut self.http.mgmt, now);
-            if closed {
-                // Answer what was complete, then close (a half-closed peer
-                // may still read).
-                self.write_http(key, now);
-                self.close_http(key);
-            } else {
-                self.write_http(key, now);
-            }
-        }
-    }
-
-    fn write_http(&mut self, key: usize, now: Instant) {
-        let Some(s) = self.http.socks.get_mut(key) else {
-            return;
-        };
-        while !s.conn.output().is_empty() {
-            match s.stream.write(s.conn.output()) {
-                Ok(0) => return self.close_http(key),
-                Ok(n) => {
-                    s.conn.consume(n);
-                    s.conn.last_active = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.close_http(key),
-            }
-        }
-        if s.conn.is_done() {
-            return self.close_http(key);
-        }
-        // Pipelined requests held back while the output was full.
-        if !s.conn.inbuf.is_empty() {
-            s.read_pending = true;
-        }
-    }
-
-    fn close_http(&mut self, key: usize) {
-        if let Some(mut s) = self.http.socks.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut s.stream);
-            let _ = s.stream.shutdown(std::net::Shutdown::Both);
-            drop(s);
-            self.http.take_reserve();
-            if self.accept_trouble.failing() || self.http.trouble.failing() || self.http.recheck {
-                self.retry_accept(Instant::now());
-            }
-        }
-    }
-
-    /// Rate samples, and closing idle keep-alive connections.
-    fn http_timers(&mut self, now: Instant) {
-        if self.http.listener.is_none() && self.http.prom_listener.is_none() {
-            return;
-        }
-        self.http.mgmt.tick(&self.core, now);
-        self.http.take_reserve();
-        let idle: Vec<usize> = self
-            .http
-            .socks
-            .iter()
-            .filter(|(_, s)| s.conn.is_idle(now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in idle {
-            self.close_http(key);
-        }
-    }
-}
-
-pub use crate::sys::read_into;
 
 /// Hand free heap pages back to the system (glibc keeps them otherwise:
 /// after a large queue drains, the RSS would stay at its peak).
