@@ -425,17 +425,58 @@ fn amqps_errors_are_clear() {
     assert!(err.contains("TLS handshake with localhost"), "{err}");
 }
 
-/// Mutual TLS: a broker with a CA verifies the client certificate that
-/// `--tls-cert`/`--tls-key` present; one from another CA is refused.
+/// A `warren` binary, killed when dropped.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Mutual TLS: a broker with a CA (the `warren` binary's `--tls-ca`)
+/// verifies the client certificate that `--tls-cert`/`--tls-key` present;
+/// one from another CA is refused.
 #[test]
 fn amqps_with_a_client_certificate() {
     let certs = common::tls_certs();
     let (cert, key) = client_cert(&certs);
-    let broker = common::start_tls(&certs, |c| c.tls_ca = Some(certs.ca.clone()));
-    let uri = format!(
-        "amqps://guest:guest@localhost:{}/%2f",
-        broker.tls_addr.unwrap().port()
-    );
+    let (plain, tls) = (free_port(), free_port());
+    let data = common::temp_dir("perf-mtls");
+    let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--listen", &format!("127.0.0.1:{plain}")])
+        .args(["--tls-listen", &format!("127.0.0.1:{tls}")])
+        .args([
+            "--tls-cert",
+            path(&certs.cert),
+            "--tls-key",
+            path(&certs.key),
+        ])
+        .args(["--tls-ca", path(&certs.ca), "--data-dir", path(&data)])
+        .args(["--no-management", "--no-prometheus"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start warren");
+    let mut broker = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", plain)).is_err() {
+        assert!(
+            broker.0.try_wait().unwrap().is_none(),
+            "warren exited at start"
+        );
+        assert!(Instant::now() < deadline, "warren is not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let uri = format!("amqps://guest:guest@localhost:{tls}/%2f");
     let j = perf(&[
         "--uri",
         &uri,
@@ -475,7 +516,11 @@ fn amqps_with_a_client_certificate() {
         "10",
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("TLS"), "{err}");
+    assert!(err.contains("TLS: received fatal alert"), "{err}");
+    assert!(
+        err.contains("the broker refused the client certificate"),
+        "{err}"
+    );
     let (code, err) = perf_fails(&[
         "--uri",
         &uri,
@@ -489,6 +534,8 @@ fn amqps_with_a_client_certificate() {
         err.contains("--tls-cert (certfile) needs --tls-key"),
         "{err}"
     );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// `footprint --tls-port`: the broker gets a TLS listener and the idle
@@ -496,14 +543,7 @@ fn amqps_with_a_client_certificate() {
 #[test]
 fn footprint_over_tls() {
     let certs = common::tls_certs();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-            .to_string()
-    };
-    let (port, tls_port) = (free(), free());
+    let (port, tls_port) = (free_port().to_string(), free_port().to_string());
     let j = perf(&[
         "footprint",
         "--port",

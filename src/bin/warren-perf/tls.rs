@@ -169,6 +169,7 @@ impl Tls {
             sock,
             shared: Arc::new(Shared {
                 conn: Mutex::new(conn),
+                with_cert: self.cert.is_some(),
                 out: Mutex::new(Vec::new()),
             }),
             cipher: Vec::new(),
@@ -206,6 +207,8 @@ fn handshake_error(e: io::Error, host: &str, port: u16, tls: &Tls) -> io::Error 
 /// The state both halves of a split TLS stream share.
 struct Shared {
     conn: Mutex<ClientConnection>,
+    /// A client certificate is presented.
+    with_cert: bool,
     /// Ciphertext on its way to the socket; held by one writer at a time
     /// from encryption to the end of its socket write.
     out: Mutex<Vec<u8>>,
@@ -226,8 +229,30 @@ pub struct TlsStream {
     eof: bool,
 }
 
-fn tls_io_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+/// A TLS error as an I/O error; `with_cert`: a client certificate was
+/// presented (the hints differ).
+fn tls_io_error(e: rustls::Error, with_cert: bool) -> io::Error {
+    use rustls::AlertDescription as A;
+    let hint = match &e {
+        rustls::Error::AlertReceived(A::CertificateRequired) if !with_cert => {
+            " (the broker requires a client certificate: --tls-cert and --tls-key)"
+        }
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::CertificateRequired
+            | A::UnsupportedCertificate
+            | A::CertificateExpired
+            | A::DecryptError
+            | A::AccessDenied,
+        ) if with_cert => {
+            " (the broker refused the client certificate, it seems: is it signed by a CA \
+             the broker trusts?)"
+        }
+        _ => "",
+    };
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}{hint}"))
 }
 
 impl TlsStream {
@@ -255,7 +280,9 @@ impl TlsStream {
         loop {
             let waiting = {
                 let mut conn = lock(&self.shared.conn);
-                let n = conn.process_new_packets().map_err(tls_io_error)?;
+                let n = conn
+                    .process_new_packets()
+                    .map_err(|e| tls_io_error(e, self.shared.with_cert))?;
                 Self::take_plain(&mut conn, rbuf, n.plaintext_bytes_to_read())
             };
             if waiting > 0 {
@@ -290,7 +317,7 @@ impl TlsStream {
                             drop(conn);
                             // Send the alert rustls queued, if it can go.
                             let _ = self.write_plain(&[]);
-                            return Err(tls_io_error(e));
+                            return Err(tls_io_error(e, self.shared.with_cert));
                         }
                     };
                     got += Self::take_plain(&mut conn, rbuf, state.plaintext_bytes_to_read());
