@@ -55,7 +55,17 @@ fn ok(port: u16, args: &[&str]) -> String {
     o.stdout
 }
 
+/// Binding port 0 and a broker's restart (which binds its old ports
+/// again) take turns: the ports a restart frees for a moment could
+/// otherwise go to another test's bind(0) in between (AddrInUse).
+static PORTS: Mutex<()> = Mutex::new(());
+
+fn ports() -> std::sync::MutexGuard<'static, ()> {
+    PORTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn mgmt_broker() -> common::TestBroker {
+    let _ports = ports();
     common::start_with(|cfg| cfg.management_listen = Some("127.0.0.1:0".parse().unwrap()))
 }
 
@@ -309,6 +319,7 @@ fn ctl_queues_connections_and_definitions() {
 }
 
 fn free_port() -> u16 {
+    let _ports = ports();
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -447,7 +458,10 @@ fn ctl_topic_permissions_limit_routing_keys_and_survive_a_restart() {
     };
     assert_eq!(publish_as_tina(broker.addr, "tina.x"), None);
     assert_eq!(publish_as_tina(broker.addr, "payroll.x"), Some(403));
-    broker.restart();
+    {
+        let _ports = ports();
+        broker.restart();
+    }
     let p = mgmt_port(&broker);
     assert_eq!(publish_as_tina(broker.addr, "payroll.x"), Some(403));
     let defs: serde_json::Value =
@@ -470,7 +484,10 @@ fn ctl_topic_permissions_limit_routing_keys_and_survive_a_restart() {
 /// A one-thread HTTP server that answers every request with `status`,
 /// `server` and `body`, as long as the returned listener's port is wanted.
 fn fake_http(status: &'static str, server: &'static str, body: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = {
+        let _ports = ports();
+        TcpListener::bind("127.0.0.1:0").expect("bind")
+    };
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in l.incoming() {
@@ -582,7 +599,10 @@ fn fake_https(certs: &common::TlsCerts) -> (u16, Arc<Mutex<Vec<String>>>) {
             .with_single_cert(chain, key)
             .unwrap(),
     );
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = {
+        let _ports = ports();
+        TcpListener::bind("127.0.0.1:0").unwrap()
+    };
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
