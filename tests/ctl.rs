@@ -1,7 +1,10 @@
 //! `warren ctl` (the binary) against an embedded broker's management
 //! listener, and against the `warren` binary started with `--config` and
 //! `--definitions`. Tables are compared exactly: header line, then
-//! tab-separated rows, as `rabbitmqctl` prints them.
+//! tab-separated rows, as `rabbitmqctl` prints them. HTTPS (`--https`,
+//! `--tls-ca`, `--config` with `management.ssl.*`) and
+//! `reload_certificates` against a small rustls server in the test; against
+//! the broker itself in `tests/ctl_https.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,8 +16,10 @@
 mod amqp_raw;
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amqp_raw::Raw;
@@ -50,7 +55,17 @@ fn ok(port: u16, args: &[&str]) -> String {
     o.stdout
 }
 
+/// Binding port 0 and a broker's restart (which binds its old ports
+/// again) take turns: the ports a restart frees for a moment could
+/// otherwise go to another test's bind(0) in between (AddrInUse).
+static PORTS: Mutex<()> = Mutex::new(());
+
+fn ports() -> std::sync::MutexGuard<'static, ()> {
+    PORTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn mgmt_broker() -> common::TestBroker {
+    let _ports = ports();
     common::start_with(|cfg| cfg.management_listen = Some("127.0.0.1:0".parse().unwrap()))
 }
 
@@ -304,6 +319,7 @@ fn ctl_queues_connections_and_definitions() {
 }
 
 fn free_port() -> u16 {
+    let _ports = ports();
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -442,7 +458,10 @@ fn ctl_topic_permissions_limit_routing_keys_and_survive_a_restart() {
     };
     assert_eq!(publish_as_tina(broker.addr, "tina.x"), None);
     assert_eq!(publish_as_tina(broker.addr, "payroll.x"), Some(403));
-    broker.restart();
+    {
+        let _ports = ports();
+        broker.restart();
+    }
     let p = mgmt_port(&broker);
     assert_eq!(publish_as_tina(broker.addr, "payroll.x"), Some(403));
     let defs: serde_json::Value =
@@ -465,7 +484,10 @@ fn ctl_topic_permissions_limit_routing_keys_and_survive_a_restart() {
 /// A one-thread HTTP server that answers every request with `status`,
 /// `server` and `body`, as long as the returned listener's port is wanted.
 fn fake_http(status: &'static str, server: &'static str, body: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = {
+        let _ports = ports();
+        TcpListener::bind("127.0.0.1:0").expect("bind")
+    };
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in l.incoming() {
@@ -541,4 +563,277 @@ fn ctl_refuses_a_management_api_that_is_not_warrens() {
     let broker = mgmt_broker();
     let o = ctl_at(mgmt_port(&broker), &["--password", "nope", "list_vhosts"]);
     assert_eq!(o.code, 77, "{}", o.stderr);
+}
+
+fn ctl(args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run warren ctl");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An HTTPS server (rustls, the test CA's certificate for localhost and
+/// 127.0.0.1) answering as warren's management API would: `/api/overview`,
+/// `/api/vhosts`, and `POST /api/reload-certificates` (204 the first time,
+/// then 400 with warren's JSON error). Every request's head is recorded.
+fn fake_https(certs: &common::TlsCerts) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&certs.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&certs.key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let l = {
+        let _ports = ports();
+        TcpListener::bind("127.0.0.1:0").unwrap()
+    };
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut reloads = 0;
+        for s in l.incoming() {
+            let Ok(sock) = s else { return };
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // A bad handshake (a client that does not trust us) ends here.
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            if req.is_empty() {
+                continue;
+            }
+            let head = String::from_utf8_lossy(&req).into_owned();
+            let line = head.lines().next().unwrap_or("").to_string();
+            log.lock().unwrap().push(head);
+            let (status, body) = if line.starts_with("GET /api/overview ") {
+                (
+                    "200 OK",
+                    r#"{"product_name":"Warren","product_version":"0.1.0","node":"warren@test"}"#,
+                )
+            } else if line.starts_with("GET /api/vhosts ") {
+                ("200 OK", r#"[{"name":"/"}]"#)
+            } else if line.starts_with("POST /api/reload-certificates ") {
+                reloads += 1;
+                if reloads == 1 {
+                    ("204 No Content", "")
+                } else {
+                    (
+                        "400 Bad Request",
+                        r#"{"error":"bad_request","reason":"TLS certificate file /etc/warren/server.pem: no certificate in the file"}"#,
+                    )
+                }
+            } else {
+                (
+                    "404 Not Found",
+                    r#"{"error":"Object Not Found","reason":"Not Found"}"#,
+                )
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nserver: warren\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(resp.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (port, seen)
+}
+
+/// `--https --tls-ca` (and `--tls-ca` alone): lists and
+/// `reload_certificates` over TLS, its refusal shown with the reason;
+/// `--config` with `management.ssl.port` and `.cacertfile` finds the same;
+/// a wrong CA, a wrong name, HTTP to the HTTPS port and HTTPS to an HTTP
+/// port are errors that say so.
+#[test]
+fn ctl_speaks_https() {
+    let certs = common::tls_certs();
+    let (port, seen) = fake_https(&certs);
+    let p = port.to_string();
+    let ca = certs.ca.to_str().unwrap();
+    let https = [
+        "--host",
+        "localhost",
+        "--port",
+        &p,
+        "--https",
+        "--tls-ca",
+        ca,
+    ];
+
+    let o = ctl(&[&https[..], &["-q", "list_vhosts"]].concat());
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "name\n/\n"),
+        "{}",
+        o.stderr
+    );
+    // By IP address (the certificate names 127.0.0.1 too), --tls-ca alone.
+    let o = ctl(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &p,
+        "--tls-ca",
+        ca,
+        "-q",
+        "list_vhosts",
+    ]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "name\n/\n"),
+        "{}",
+        o.stderr
+    );
+
+    let o = ctl(&[&https[..], &["reload_certificates"]].concat());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "TLS certificates reloaded.\n");
+    assert!(
+        o.stderr.contains("Reloading TLS certificates"),
+        "{}",
+        o.stderr
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let reload = seen
+            .iter()
+            .find(|h| h.starts_with("POST /api/reload-certificates HTTP/1.1\r\n"))
+            .expect("the reload request");
+        assert!(reload.contains("\r\nContent-Length: 0\r\n"), "{reload}");
+        assert!(
+            reload.contains("\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n"),
+            "{reload}"
+        );
+        // warren's API was checked first.
+        assert!(seen[0].starts_with("GET /api/overview "), "{seen:?}");
+    }
+    let o = ctl(&[&https[..], &["reload_certificates"]].concat());
+    assert_eq!(o.code, 70, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(
+            "Error: POST /api/reload-certificates: HTTP 400: TLS certificate file \
+             /etc/warren/server.pem: no certificate in the file"
+        ),
+        "{}",
+        o.stderr
+    );
+
+    // The broker's rabbitmq.conf says where (HTTPS wins over HTTP).
+    let dir = common::temp_dir("ctl-https");
+    let conf = dir.join("rabbitmq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listeners.ssl.default = 5671\n\
+             management.tcp.port = {}\n\
+             management.ssl.port = {port}\n\
+             management.ssl.ip = 127.0.0.1   # the HTTPS API\n\
+             management.ssl.certfile = {}\n\
+             management.ssl.keyfile = {}\n\
+             management.ssl.cacertfile = {ca}\n",
+            free_port(),
+            certs.cert.display(),
+            certs.key.display(),
+        ),
+    )
+    .unwrap();
+    let o = ctl(&["--config", conf.to_str().unwrap(), "-q", "list_vhosts"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "name\n/\n"),
+        "{}",
+        o.stderr
+    );
+
+    // Another CA (named alike: its signature fails), another name.
+    let other = common::tls_certs();
+    let o = ctl(&[
+        "--host",
+        "localhost",
+        "--port",
+        &p,
+        "--tls-ca",
+        other.ca.to_str().unwrap(),
+        "list_vhosts",
+    ]);
+    assert_eq!(o.code, 69, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "Error: cannot reach the management API at https://localhost:{port}: \
+             TLS handshake failed: invalid peer certificate"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("is --tls-ca the CA that signed"),
+        "{}",
+        o.stderr
+    );
+    let o = ctl(&[
+        &https[..],
+        &["--tls-server-name", "broker.example", "list_vhosts"],
+    ]
+    .concat());
+    assert_eq!(o.code, 69, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("certificate not valid for name \"broker.example\""),
+        "{}",
+        o.stderr
+    );
+
+    // Plain HTTP to the HTTPS port: the TLS alert it gets back is named.
+    let o = ctl(&["--host", "127.0.0.1", "--port", &p, "list_vhosts"]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("use --https and --tls-ca"),
+        "{}",
+        o.stderr
+    );
+    // HTTPS to a plain HTTP port.
+    let web = fake_http("200 OK", "warren", "{}");
+    let o = ctl(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &web.to_string(),
+        "--tls-ca",
+        ca,
+        "list_vhosts",
+    ]);
+    assert_eq!(o.code, 69, "{}", o.stderr);
+    assert!(o.stderr.contains("TLS handshake failed"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("is this the management API's HTTPS port?"),
+        "{}",
+        o.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

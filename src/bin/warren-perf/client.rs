@@ -1,7 +1,8 @@
-//! A minimal blocking AMQP 0-9-1 client over `std::net::TcpStream`, built
-//! on warren's sans-IO codec: handshake (PLAIN), synchronous RPCs on a
+//! A minimal blocking AMQP 0-9-1 client over a `std::net::TcpStream`
+//! (`amqp://`) or TLS on one (`amqps://`, [`super::tls`]), built on
+//! warren's sans-IO codec: handshake (PLAIN), synchronous RPCs on a
 //! channel, and an orderly close. The hot paths (publishing and consuming)
-//! live in `run.rs` and only borrow the socket and buffers from here.
+//! live in `run.rs` and only borrow the stream and buffers from here.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use warren::codec::{
 };
 
 use super::msg::{Event, Scanner};
+use super::tls::Stream;
 use super::uri::Uri;
 
 /// Room reserved in the read buffer before each socket read.
@@ -81,8 +83,8 @@ pub fn is_timeout(e: &PerfError) -> bool {
 
 /// An open connection.
 pub struct Conn {
-    /// The socket (blocking).
-    pub stream: TcpStream,
+    /// The stream (blocking).
+    pub stream: Stream,
     /// Bytes read and not yet parsed.
     pub rbuf: BytesMut,
     wbuf: BytesMut,
@@ -99,13 +101,17 @@ impl Conn {
     /// Connect, authenticate with PLAIN, tune (heartbeats off) and open the
     /// vhost.
     pub fn open(uri: &Uri, name: &str) -> Result<Conn> {
-        let stream = TcpStream::connect((uri.host.as_str(), uri.port)).map_err(|e| {
+        let sock = TcpStream::connect((uri.host.as_str(), uri.port)).map_err(|e| {
             PerfError::Io(io::Error::new(
                 e.kind(),
                 format!("cannot connect to {}:{}: {e}", uri.host, uri.port),
             ))
         })?;
-        stream.set_nodelay(true)?;
+        sock.set_nodelay(true)?;
+        let stream = match &uri.tls {
+            None => Stream::Plain(sock),
+            Some(tls) => tls.connect(sock, &uri.host, uri.port)?,
+        };
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -207,7 +213,7 @@ impl Conn {
 
     /// Read once from the socket into `rbuf`; EOF is an error.
     pub fn read_more(&mut self) -> Result<usize> {
-        let n = warren::support::read_into(&self.stream, &mut self.rbuf, READ_CHUNK)?;
+        let n = self.stream.read_into(&mut self.rbuf, READ_CHUNK)?;
         if n == 0 {
             return Err(PerfError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -291,9 +297,9 @@ impl Conn {
         }
     }
 
-    /// The socket alone, without the read and write buffers (to hold many
+    /// The stream alone, without the read and write buffers (to hold many
     /// idle connections cheaply).
-    pub fn into_stream(self) -> TcpStream {
+    pub fn into_stream(self) -> Stream {
         self.stream
     }
 
@@ -331,10 +337,10 @@ impl Conn {
         while std::time::Instant::now() < deadline {
             match self.next_frame() {
                 Ok(f) if f.kind == FRAME_METHOD => match f.payload.get(..4) {
-                    Some([0, 10, 0, 51]) => return,
+                    Some([0, 10, 0, 51]) => break,
                     Some([0, 10, 0, 50]) => {
                         let _ = self.send(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
-                        return;
+                        break;
                     }
                     _ => {}
                 },
@@ -342,6 +348,7 @@ impl Conn {
                 Err(_) => return,
             }
         }
+        self.stream.close_notify();
     }
 }
 

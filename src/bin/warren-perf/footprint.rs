@@ -10,6 +10,9 @@
 //!
 //! The broker is started as `BROKER ARGS... --listen 127.0.0.1:PORT
 //! --data-dir DIR` (warren's options) with a fresh temporary directory.
+//! With `--tls-port`, `--tls-listen 127.0.0.1:TLSPORT` is added too (the
+//! certificate and key are up to `ARGS`) and every connection is made over
+//! TLS there: the RSS per idle TLS connection.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -22,7 +25,7 @@ use warren::support::rss_and_peak as rss;
 
 use super::client::{Conn, Result};
 use super::msg::Template;
-use super::uri;
+use super::uri::{self, Uri};
 
 /// What to measure.
 pub struct FootprintSettings {
@@ -30,6 +33,9 @@ pub struct FootprintSettings {
     pub broker: Vec<String>,
     /// Port to run it on.
     pub port: u16,
+    /// `--tls-port`: connect over TLS with this `amqps://` URI (its port is
+    /// the broker's TLS listener).
+    pub tls: Option<Uri>,
     /// Idle connections to hold.
     pub connections: usize,
     /// Messages to queue.
@@ -50,10 +56,14 @@ impl Broker {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no broker command")
         })?;
         let t = Instant::now();
-        let mut child = Command::new(prog)
-            .args(args)
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", f.port))
+            .arg(format!("127.0.0.1:{}", f.port));
+        if let Some(u) = &f.tls {
+            cmd.arg("--tls-listen").arg(format!("127.0.0.1:{}", u.port));
+        }
+        let mut child = cmd
             .arg("--data-dir")
             .arg(dir)
             .stdin(Stdio::null())
@@ -172,8 +182,11 @@ fn measure(f: &FootprintSettings) -> Result<()> {
     settle();
     let (idle, _) = rss(pid);
 
-    let u = uri::parse(&format!("amqp://guest:guest@127.0.0.1:{}/%2f", f.port))
-        .map_err(super::client::PerfError::Protocol)?;
+    let u = match &f.tls {
+        Some(u) => u.clone(),
+        None => uri::parse(&format!("amqp://guest:guest@127.0.0.1:{}/%2f", f.port))
+            .map_err(super::client::PerfError::Protocol)?,
+    };
     let t = Instant::now();
     let mut held = Vec::with_capacity(f.connections);
     for i in 0..f.connections {
@@ -218,7 +231,8 @@ fn measure(f: &FootprintSettings) -> Result<()> {
     let per_msg = queued.saturating_sub(before_fill) as f64 / f.messages.max(1) as f64;
     if f.json {
         println!(
-            "{{\"mode\":\"footprint\",\"startup_ms\":{{\"best\":{:.2},\"median\":{:.2}}},\"idle_rss\":{idle},\"connections\":{},\"rss_with_connections\":{with_conns},\"rss_per_connection\":{per_conn:.0},\"messages\":{},\"rss_with_messages\":{queued},\"rss_per_message\":{per_msg:.1},\"hwm\":{hwm},\"rss_after_delete\":{after_delete}}}",
+            "{{\"mode\":\"footprint\",\"tls\":{},\"startup_ms\":{{\"best\":{:.2},\"median\":{:.2}}},\"idle_rss\":{idle},\"connections\":{},\"rss_with_connections\":{with_conns},\"rss_per_connection\":{per_conn:.0},\"messages\":{},\"rss_with_messages\":{queued},\"rss_per_message\":{per_msg:.1},\"hwm\":{hwm},\"rss_after_delete\":{after_delete}}}",
+            f.tls.is_some(),
             best.as_secs_f64() * 1e3,
             median.as_secs_f64() * 1e3,
             f.connections,
@@ -232,8 +246,9 @@ fn measure(f: &FootprintSettings) -> Result<()> {
         );
         println!("idle RSS: {:.2} MB", mb(idle));
         println!(
-            "{} idle connections with one channel each (opened in {:.1} s): RSS {:.1} MB, {:.1} KB per connection",
+            "{} idle {}connections with one channel each (opened in {:.1} s): RSS {:.1} MB, {:.1} KB per connection",
             f.connections,
+            if f.tls.is_some() { "TLS " } else { "" },
             open_time.as_secs_f64(),
             mb(with_conns),
             per_conn / 1e3

@@ -24,6 +24,7 @@ mod hist;
 mod msg;
 mod run;
 mod stall;
+mod tls;
 mod uri;
 
 use floor::FloorSettings;
@@ -31,7 +32,7 @@ use run::Settings;
 
 const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
-       warren-perf footprint [--connections N] [--messages N] [--json] -- BROKER [ARGS...]
+       warren-perf footprint [--connections N] [--messages N] [--tls-port PORT --tls-ca FILE] [--json] -- BROKER [ARGS...]
        warren-perf declare [--uri URI] [--count N] [--transient] [--json]
        warren-perf stall [--uri URI] [--consumers N] [--phases P,...] [--prefetch N] [--messages N] [--broker-pid PID] [--json]
 
@@ -45,7 +46,67 @@ with a million queued messages. `declare` declares and binds --count queues
 one operation at a time and reports the rate per thousand. `stall` adds and
 removes many consumers on one channel and reports how long a separate
 client's one-message round trip took meanwhile (max, p99) and the broker's
-CPU time, per phase.";
+CPU time, per phase.
+
+amqps://HOST[:PORT]/VHOST (default port 5671) connects over TLS and
+verifies the broker's certificate, for the URI's host (an IP address
+against the certificate's IP addresses) or ?server_name_indication=NAME,
+against the CA given by --tls-ca FILE or ?cacertfile=FILE: one of them is
+needed (no system trust store). --tls-cert/--tls-key (?certfile=,
+?keyfile=) present a client certificate. `footprint --tls-port PORT` adds
+--tls-listen 127.0.0.1:PORT to the broker's command line (give it
+--tls-cert and --tls-key there) and holds its connections over TLS.";
+
+/// The `--tls-*` options of the modes that connect to a broker.
+fn tls_options(o: &mut getopts::Options) {
+    o.optopt(
+        "",
+        "tls-ca",
+        "amqps: CA certificates (PEM) to verify the broker with (as ?cacertfile=)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "tls-cert",
+        "amqps: client certificate chain (PEM) to present (as ?certfile=)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "tls-key",
+        "amqps: the client certificate's private key (PEM, unencrypted; as ?keyfile=)",
+        "FILE",
+    );
+}
+
+/// Apply the `--tls-*` options (they win over the URI's query) and build
+/// the TLS configuration once; refused for an `amqp://` URI.
+fn apply_tls(m: &getopts::Matches, uri: &mut uri::Uri) -> Result<(), String> {
+    let flags = ["tls-ca", "tls-cert", "tls-key"];
+    let Some(tls) = uri.tls.as_mut() else {
+        return match flags.iter().find(|f| m.opt_present(f)) {
+            Some(f) => Err(format!("--{f} is for amqps:// URIs, and {uri} is not one")),
+            None => Ok(()),
+        };
+    };
+    for (flag, field) in flags.iter().zip([&mut tls.ca, &mut tls.cert, &mut tls.key]) {
+        if let Some(v) = m.opt_str(flag) {
+            *field = Some(v.into());
+        }
+    }
+    tls.prepare()
+}
+
+/// `--uri` (default amqp://guest:guest@127.0.0.1:5672/%2f) with the
+/// `--tls-*` options applied.
+fn uri_option(m: &getopts::Matches) -> Result<uri::Uri, String> {
+    let mut uri = match m.opt_str("uri") {
+        Some(u) => uri::parse(&u)?,
+        None => uri::Uri::default(),
+    };
+    apply_tls(m, &mut uri)?;
+    Ok(uri)
+}
 
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
@@ -135,6 +196,7 @@ fn options() -> getopts::Options {
         "report this process's CPU time (read from /proc) per message",
         "PID",
     );
+    tls_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -161,10 +223,7 @@ fn secs(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, String> {
 }
 
 fn settings(m: &getopts::Matches) -> Result<Settings, String> {
-    let uri = match m.opt_str("uri") {
-        Some(u) => uri::parse(&u)?,
-        None => uri::Uri::default(),
-    };
+    let uri = uri_option(m)?;
     let exchange_type = m
         .opt_str("exchange-type")
         .unwrap_or_else(|| "direct".into());
@@ -327,9 +386,43 @@ fn footprint(args: &[String]) -> ExitCode {
         "N",
     );
     o.optopt("m", "messages", "messages to queue (default 1000000)", "N");
+    o.optopt(
+        "",
+        "tls-port",
+        "connect over TLS (amqps) to this port: --tls-listen 127.0.0.1:PORT is added to the broker's command line",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "tls-server-name",
+        "with --tls-port: the name to verify the broker's certificate for (default 127.0.0.1)",
+        "NAME",
+    );
+    tls_options(&mut o);
     let settings = |m: &getopts::Matches| {
+        let tls = match m.opt_str("tls-port") {
+            None => {
+                if let Some(f) = ["tls-ca", "tls-cert", "tls-key", "tls-server-name"]
+                    .iter()
+                    .find(|f| m.opt_present(f))
+                {
+                    return Err(format!("--{f} needs --tls-port"));
+                }
+                None
+            }
+            Some(_) => {
+                let port: u16 = num(m, "tls-port", 0)?;
+                let mut u = uri::parse(&format!("amqps://guest:guest@127.0.0.1:{port}/%2f"))?;
+                if let Some(t) = u.tls.as_mut() {
+                    t.server_name = m.opt_str("tls-server-name");
+                }
+                apply_tls(m, &mut u)?;
+                Some(u)
+            }
+        };
         Ok(footprint::FootprintSettings {
             broker: m.free.clone(),
+            tls,
             port: num(m, "port", 5699)?,
             connections: num(m, "connections", 10_000)?,
             messages: num(m, "messages", 1_000_000)?,
@@ -360,12 +453,10 @@ fn declare(args: &[String]) -> ExitCode {
         "P",
     );
     o.optflag("", "transient", "declare transient queues and exchange");
+    tls_options(&mut o);
     let settings = |m: &getopts::Matches| {
-        let uri = m
-            .opt_str("uri")
-            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
         Ok(declare::DeclareSettings {
-            uri: uri::parse(&uri)?,
+            uri: uri_option(m)?,
             count: num(m, "count", 10_000)?,
             durable: !m.opt_present("transient"),
             prefix: m
@@ -421,6 +512,7 @@ fn stall(args: &[String]) -> ExitCode {
         "report this process's CPU time (read from /proc) per phase",
         "PID",
     );
+    tls_options(&mut o);
     let settings = |m: &getopts::Matches| {
         let phases = m
             .opt_str("phases")
@@ -441,10 +533,7 @@ fn stall(args: &[String]) -> ExitCode {
             }
         }
         Ok(stall::StallSettings {
-            uri: match m.opt_str("uri") {
-                Some(u) => uri::parse(&u)?,
-                None => uri::Uri::default(),
-            },
+            uri: uri_option(m)?,
             consumers: num(m, "consumers", 100_000)?,
             phases,
             window: num(m, "window", 10_000)?,

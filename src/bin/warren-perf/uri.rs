@@ -1,7 +1,13 @@
-//! `amqp://user:pass@host:port/vhost` parsing (percent-decoded user,
-//! password and vhost; missing or empty vhost means `/`).
+//! `amqp://user:pass@host:port/vhost` and `amqps://...` parsing
+//! (percent-decoded user, password and vhost; missing or empty vhost means
+//! `/`; `amqps` defaults to port 5671). Of the RabbitMQ URI spec's query
+//! parameters, `amqps://` URIs take the TLS ones: `cacertfile`, `certfile`,
+//! `keyfile`, `server_name_indication` and `verify=verify_peer`; the others
+//! (`heartbeat`, `channel_max`, ...) are ignored.
 
 use std::fmt;
+
+use super::tls::Tls;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +22,8 @@ pub struct Uri {
     pub pass: String,
     /// Virtual host.
     pub vhost: String,
+    /// `amqps://`: TLS, with these settings.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Uri {
@@ -26,6 +34,7 @@ impl Default for Uri {
             user: "guest".into(),
             pass: "guest".into(),
             vhost: "/".into(),
+            tls: None,
         }
     }
 }
@@ -39,7 +48,8 @@ impl fmt::Display for Uri {
         };
         write!(
             f,
-            "amqp://{}@{}:{}/{}",
+            "{}://{}@{}:{}/{}",
+            if self.tls.is_some() { "amqps" } else { "amqp" },
             self.user,
             host,
             self.port,
@@ -69,21 +79,30 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("'{s}' is not UTF-8 once decoded"))
 }
 
-/// Parse an `amqp://` URI.
+/// Parse an `amqp://` or `amqps://` URI.
 pub fn parse(s: &str) -> Result<Uri, String> {
+    let mut uri = Uri::default();
     let rest = if let Some(r) = s.strip_prefix("amqp://") {
         r
-    } else if s.starts_with("amqps://") {
-        return Err("amqps:// (TLS) is not supported".into());
+    } else if let Some(r) = s.strip_prefix("amqps://") {
+        uri.port = 5671;
+        uri.tls = Some(Tls::default());
+        r
     } else {
-        return Err(format!("'{s}' is not an amqp:// URI"));
+        return Err(format!("'{s}' is not an amqp:// or amqps:// URI"));
     };
-    let mut uri = Uri::default();
+    let rest = rest.split('#').next().unwrap_or("");
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    if let (Some(q), Some(tls)) = (query, uri.tls.as_mut()) {
+        tls_params(q, tls)?;
+    }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
-    let path = path.map(|p| p.split(['?', '#']).next().unwrap_or(""));
     let hostport = match authority.rfind('@') {
         Some(i) => {
             let userinfo = &authority[..i];
@@ -127,6 +146,29 @@ pub fn parse(s: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
+/// The TLS query parameters of an `amqps://` URI.
+fn tls_params(query: &str, tls: &mut Tls) -> Result<(), String> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)?;
+        match k {
+            "cacertfile" => tls.ca = Some(v.into()),
+            "certfile" => tls.cert = Some(v.into()),
+            "keyfile" => tls.key = Some(v.into()),
+            "server_name_indication" => tls.server_name = Some(v),
+            "verify" if v == "verify_peer" => {}
+            "verify" => {
+                return Err(format!(
+                    "verify={v}: warren-perf always verifies the broker's certificate \
+                     (verify_peer)"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +188,33 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 1234));
         assert!(parse("http://x").is_err());
         assert!(parse("amqp://h:notaport").is_err());
+        assert_eq!(parse("amqp://h/v?heartbeat=5#frag").unwrap().vhost, "v");
+        assert_eq!(parse("amqp://h?cacertfile=x").unwrap().tls, None);
+    }
+
+    #[test]
+    fn amqps_and_its_query_parameters() {
+        let u = parse("amqps://h").unwrap();
+        assert_eq!((u.port, u.tls.clone()), (5671, Some(Tls::default())));
+        assert_eq!(u.to_string(), "amqps://guest@h:5671/%2f");
+        let u = parse(
+            "amqps://u:p@[::1]:6000/v?cacertfile=%2Fetc%2Fca.pem&certfile=c.pem\
+             &keyfile=k.pem&server_name_indication=broker.example&verify=verify_peer&heartbeat=9",
+        )
+        .unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.vhost.as_str()),
+            ("::1", 6000, "v")
+        );
+        let tls = u.tls.unwrap();
+        assert_eq!(tls.ca, Some("/etc/ca.pem".into()));
+        assert_eq!(tls.cert, Some("c.pem".into()));
+        assert_eq!(tls.key, Some("k.pem".into()));
+        assert_eq!(tls.server_name.as_deref(), Some("broker.example"));
+        let u = parse("amqps://h:5999?cacertfile=ca.pem").unwrap();
+        assert_eq!((u.port, u.vhost.as_str()), (5999, "/"));
+        assert_eq!(u.tls.unwrap().ca, Some("ca.pem".into()));
+        let e = parse("amqps://h/?verify=verify_none").unwrap_err();
+        assert!(e.contains("always verifies"), "{e}");
     }
 }

@@ -1,6 +1,12 @@
 //! `warren ctl`: a `rabbitmqctl`-like operator CLI that talks to a running
 //! broker's management HTTP API with a small HTTP/1.1 client over
-//! `std::net::TcpStream`. Before its first request it checks that what
+//! `std::net::TcpStream`, or over TLS (rustls) with `--https`: the API's
+//! certificate is verified against `--tls-ca` (there is no system trust
+//! store), for `--host` or `--tls-server-name`. `--config FILE` reads the
+//! broker's `rabbitmq.conf` for where the API is: `management.ssl.port`
+//! (HTTPS, trusting `management.ssl.cacertfile`; `management.ssl.ip`),
+//! else `management.tcp.port` / `.ip`; flags override it. Before its first
+//! request it checks that what
 //! answers there is warren (`product_name` in `/api/overview`, or the
 //! `server` header when that needs credentials it lacks), and refuses
 //! (exit 69) to act on anything else, such as a RabbitMQ that owns the
@@ -16,10 +22,15 @@
 //! connection, 70 any other refusal, 77 not authorised.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
 use warren::support::base64_encode;
@@ -62,7 +73,14 @@ Commands:
   close_connection NAME [REASON]   (NAME as list_connections name shows it)
   export_definitions FILE|-
   import_definitions FILE|-
-  status";
+  reload_certificates              (TLS certificates and keys re-read from their files)
+  status
+
+HTTPS: --https (default port 15671) with --tls-ca FILE, the CA that signed
+the management API's certificate (--tls-ca alone implies --https). With
+--config FILE (the broker's rabbitmq.conf), management.ssl.port selects
+HTTPS on that port trusting management.ssl.cacertfile; otherwise
+management.tcp.port/.ip are used. Flags override the file.";
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +123,31 @@ fn options() -> getopts::Options {
         "management API host (default localhost)",
         "HOST",
     );
-    o.optopt("P", "port", "management API port (default 15672)", "PORT");
+    o.optopt(
+        "P",
+        "port",
+        "management API port (default 15672, 15671 with --https)",
+        "PORT",
+    );
+    o.optopt(
+        "c",
+        "config",
+        "the broker's rabbitmq.conf: where its management API listens (management.tcp.*, management.ssl.*)",
+        "FILE",
+    );
+    o.optflag("", "https", "HTTPS (needs --tls-ca)");
+    o.optopt(
+        "",
+        "tls-ca",
+        "HTTPS: CA certificates (PEM) to verify the management API's certificate with",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "tls-server-name",
+        "HTTPS: the name to verify the certificate for (default: --host)",
+        "NAME",
+    );
     o.optopt("u", "user", "user name (default guest)", "USER");
     o.optopt("w", "password", "password (default guest)", "PASSWORD");
     o.optopt("p", "vhost", "virtual host (default /)", "VHOST");
@@ -180,6 +222,10 @@ pub struct Client {
     pub timeout: Duration,
     /// Check, before the first request, that the API is warren's.
     pub expect_warren: bool,
+    /// HTTPS with this configuration (the trusted CAs).
+    pub tls: Option<Arc<ClientConfig>>,
+    /// HTTPS: the name verified (default: `host`).
+    pub server_name: Option<String>,
     /// The check was made.
     checked: std::cell::Cell<bool>,
 }
@@ -239,8 +285,62 @@ impl Client {
             password: password.to_string(),
             timeout,
             expect_warren: true,
+            tls: None,
+            server_name: None,
             checked: std::cell::Cell::new(false),
         }
+    }
+
+    /// Where the API is, as messages name it: `HOST:PORT` over HTTP,
+    /// `https://HOST:PORT` over HTTPS.
+    pub fn at(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.tls {
+            None => format!("{host}:{}", self.port),
+            Some(_) => format!("https://{host}:{}", self.port),
+        }
+    }
+
+    /// The bytes of one request (HTTP/1.1, `Connection: close`, basic auth
+    /// with the client's credentials, a JSON `body` if any; a POST or PUT
+    /// without one says `Content-Length: 0`).
+    pub fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Vec<u8> {
+        let auth = base64_encode(format!("{}:{}", self.user, self.password).as_bytes());
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{}\r\nAuthorization: Basic {auth}\r\n\
+             Accept: */*\r\nUser-Agent: warren-ctl\r\nConnection: close\r\n",
+            self.port
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        match body {
+            Some(b) => req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )),
+            None if matches!(method, "POST" | "PUT") => req.push_str("Content-Length: 0\r\n"),
+            None => {}
+        }
+        req.push_str("\r\n");
+        let mut data = req.into_bytes();
+        data.extend_from_slice(body.unwrap_or_default());
+        data
     }
 
     /// Is the management API at `host:port` warren's? Asks `/api/overview`
@@ -248,7 +348,7 @@ impl Client {
     /// tells (warren's says `warren`), and warren's refusal is the error.
     pub fn verify_warren(&self) -> Result<()> {
         let r = self.request_unchecked("GET", "/api/overview", None, &[])?;
-        let at = format!("{}:{}", self.host, self.port);
+        let at = self.at();
         let refuse = |what: String| {
             Err(CtlError::new(
                 EX_UNAVAILABLE,
@@ -310,16 +410,40 @@ impl Client {
         let unreachable = |e: std::io::Error| {
             CtlError::new(
                 EX_UNAVAILABLE,
-                format!(
-                    "cannot reach the management API at {}:{}: {e}",
-                    self.host, self.port
-                ),
+                format!("cannot reach the management API at {}: {e}", self.at()),
             )
         };
-        let addrs: Vec<_> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(unreachable)?
-            .collect();
+        let mut s = self.connect().map_err(unreachable)?;
+        let data = self.request_bytes(method, path, body, headers);
+        s.write_all(&data).map_err(unreachable)?;
+        let mut raw = Vec::new();
+        // Read to EOF (Connection: close); a reset after a complete
+        // response is not an error, nor (HTTPS) a close without
+        // close_notify.
+        if let Err(e) = s.read_to_end(&mut raw) {
+            if raw.is_empty() {
+                return Err(unreachable(e));
+            }
+        }
+        parse_response(&raw).map_err(|e| {
+            let hint = match raw.first() {
+                // A TLS record (an alert) where HTTP was expected.
+                Some(0x15 | 0x16) if self.tls.is_none() => {
+                    " (it answered with TLS: an HTTPS port? use --https and --tls-ca)"
+                }
+                _ => "",
+            };
+            CtlError::new(
+                EX_SOFTWARE,
+                format!("bad HTTP response from {}: {e}{hint}", self.at()),
+            )
+        })
+    }
+
+    /// A connection to the API: TCP, with the TLS handshake done over it
+    /// for HTTPS.
+    fn connect(&self) -> std::io::Result<HttpStream> {
+        let addrs: Vec<_> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
         let mut last = std::io::Error::other("no address");
         let mut stream = None;
         for a in addrs {
@@ -331,44 +455,44 @@ impl Client {
                 Err(e) => last = e,
             }
         }
-        let mut s = stream.ok_or_else(|| unreachable(last))?;
-        s.set_read_timeout(Some(self.timeout))
-            .map_err(unreachable)?;
-        s.set_write_timeout(Some(self.timeout))
-            .map_err(unreachable)?;
-        let auth = base64_encode(format!("{}:{}", self.user, self.password).as_bytes());
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Basic {auth}\r\n\
-             Accept: */*\r\nUser-Agent: warren-ctl\r\nConnection: close\r\n",
-            self.host, self.port
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        let mut data = req.into_bytes();
-        data.extend_from_slice(body.unwrap_or_default());
-        s.write_all(&data).map_err(unreachable)?;
-        let mut raw = Vec::new();
-        // Read to EOF (Connection: close); a reset after a complete
-        // response is not an error.
-        if let Err(e) = s.read_to_end(&mut raw) {
-            if raw.is_empty() {
-                return Err(unreachable(e));
+        let mut s = stream.ok_or(last)?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.set_write_timeout(Some(self.timeout))?;
+        let Some(config) = &self.tls else {
+            return Ok(HttpStream::Plain(s));
+        };
+        let name = self.server_name.as_deref().unwrap_or(&self.host);
+        let server_name = ServerName::try_from(name.to_string()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{name}' cannot be verified as a TLS server name: {e}"),
+            )
+        })?;
+        let mut conn = ClientConnection::new(Arc::clone(config), server_name)
+            .map_err(std::io::Error::other)?;
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut s) {
+                let invalid_cert = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                let hint = if invalid_cert {
+                    format!(
+                        " (is --tls-ca the CA that signed the management API's certificate, \
+                         and is that certificate for '{name}'? --tls-server-name)"
+                    )
+                } else if e.kind() == std::io::ErrorKind::InvalidData {
+                    " (is this the management API's HTTPS port?)".to_string()
+                } else {
+                    String::new()
+                };
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake failed: {e}{hint}"),
+                ));
             }
         }
-        parse_response(&raw).map_err(|e| {
-            CtlError::new(
-                EX_SOFTWARE,
-                format!("bad HTTP response from {}:{}: {e}", self.host, self.port),
-            )
-        })
+        Ok(HttpStream::Tls(Box::new(StreamOwned::new(conn, s))))
     }
 
     /// A request that must succeed; its body as JSON.
@@ -377,6 +501,120 @@ impl Client {
         let r = self.request(method, path, bytes.as_deref(), &[])?;
         check(&r, method, path)?;
         Ok(r.json())
+    }
+}
+
+/// A connection to the management API.
+enum HttpStream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for HttpStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            HttpStream::Plain(s) => s.read(buf),
+            HttpStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for HttpStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            HttpStream::Plain(s) => s.write(buf),
+            HttpStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            HttpStream::Plain(s) => s.flush(),
+            HttpStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The client side of HTTPS: trust the CA certificates (PEM) in `ca`.
+pub fn tls_config(ca: &Path) -> std::result::Result<Arc<ClientConfig>, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("TLS CA file {}: {e}", ca.display());
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+        roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// What `--config` tells about the management API: the `management.*`
+/// keys of a `rabbitmq.conf` (everything else is the broker's business).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MgmtConfig {
+    /// `management.tcp.port` (alias `management.listener.port`).
+    pub tcp_port: Option<u16>,
+    /// `management.tcp.ip` (alias `management.listener.ip`).
+    pub tcp_ip: Option<IpAddr>,
+    /// `management.ssl.port`.
+    pub ssl_port: Option<u16>,
+    /// `management.ssl.ip`.
+    pub ssl_ip: Option<IpAddr>,
+    /// `management.ssl.cacertfile`.
+    pub ssl_ca: Option<PathBuf>,
+}
+
+impl MgmtConfig {
+    /// Read the management keys of a `rabbitmq.conf` text (`key = value`
+    /// lines, `#` comments); a bad value of one of them is an error
+    /// naming the line.
+    pub fn parse(text: &str) -> std::result::Result<MgmtConfig, String> {
+        let mut c = MgmtConfig::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let (key, v) = (key.trim(), value.trim());
+            let bad = |what: &str| format!("line {}: {key} = {v}: {what}", i + 1);
+            let port = || v.parse::<u16>().map_err(|_| bad("not a port number"));
+            let ip = || v.parse::<IpAddr>().map_err(|_| bad("not an IP address"));
+            match key {
+                "management.tcp.port" | "management.listener.port" => c.tcp_port = Some(port()?),
+                "management.tcp.ip" | "management.listener.ip" => c.tcp_ip = Some(ip()?),
+                "management.ssl.port" => c.ssl_port = Some(port()?),
+                "management.ssl.ip" => c.ssl_ip = Some(ip()?),
+                "management.ssl.cacertfile" if !v.is_empty() => c.ssl_ca = Some(v.into()),
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Where and how to reach the API: (https, host, port, CA). HTTPS when
+    /// the file has `management.ssl.port`. An unspecified address
+    /// (`0.0.0.0`, `::`) is reached at `localhost`.
+    pub fn endpoint(&self) -> (bool, Option<String>, Option<u16>, Option<PathBuf>) {
+        let host = |ip: Option<IpAddr>| {
+            ip.map(|ip| {
+                if ip.is_unspecified() {
+                    "localhost".to_string()
+                } else {
+                    ip.to_string()
+                }
+            })
+        };
+        match self.ssl_port {
+            Some(p) => (true, host(self.ssl_ip), Some(p), self.ssl_ca.clone()),
+            None => (false, host(self.tcp_ip), self.tcp_port, None),
+        }
     }
 }
 
@@ -497,12 +735,45 @@ fn column(item: &Value, kind: &str, col: &str) -> Value {
 
 impl Ctl {
     fn from_matches(m: &getopts::Matches) -> Result<Ctl> {
-        let port = match m.opt_str("port") {
-            None => 15672,
-            Some(p) => p
-                .parse()
-                .map_err(|_| CtlError::usage(format!("bad --port '{p}'")))?,
+        let (mut https, mut host, mut port, mut ca) = match m.opt_str("config") {
+            None => (false, None, None, None),
+            Some(f) => {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| CtlError::usage(format!("cannot read --config {f}: {e}")))?;
+                MgmtConfig::parse(&text)
+                    .map_err(|e| CtlError::usage(format!("--config {f}: {e}")))?
+                    .endpoint()
+            }
         };
+        if let Some(p) = m.opt_str("port") {
+            port = Some(
+                p.parse()
+                    .map_err(|_| CtlError::usage(format!("bad --port '{p}'")))?,
+            );
+        }
+        if let Some(h) = m.opt_str("host") {
+            host = Some(h);
+        }
+        if let Some(c) = m.opt_str("tls-ca") {
+            ca = Some(c.into());
+            https = true;
+        }
+        https |= m.opt_present("https");
+        let port = port.unwrap_or(if https { 15671 } else { 15672 });
+        let tls = match (https, ca) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(tls_config(&ca).map_err(CtlError::usage)?),
+            (true, None) => {
+                return Err(CtlError::usage(
+                    "HTTPS needs the CA that signed the management API's certificate: \
+                     --tls-ca FILE (or management.ssl.cacertfile in --config); \
+                     warren ctl has no system trust store",
+                ))
+            }
+        };
+        if tls.is_none() && m.opt_present("tls-server-name") {
+            return Err(CtlError::usage("--tls-server-name is for HTTPS (--https)"));
+        }
         let timeout = match m.opt_str("timeout") {
             None => 30,
             Some(t) => t
@@ -519,8 +790,10 @@ impl Ctl {
         Ok(Ctl {
             client: Client {
                 expect_warren: !m.opt_present("any-broker"),
+                tls,
+                server_name: m.opt_str("tls-server-name"),
                 ..Client::new(
-                    &m.opt_str("host").unwrap_or_else(|| "localhost".into()),
+                    host.as_deref().unwrap_or("localhost"),
                     port,
                     &m.opt_str("user").unwrap_or_else(|| "guest".into()),
                     &m.opt_str("password").unwrap_or_else(|| "guest".into()),
@@ -994,6 +1267,20 @@ impl Ctl {
                 }
                 Ok(())
             }
+            "reload_certificates" => {
+                no_more(rest, 0)?;
+                self.info(
+                    err,
+                    "Reloading TLS certificates and keys from their files ...",
+                );
+                let path = "/api/reload-certificates";
+                let r = c.request("POST", path, None, &[])?;
+                check(&r, "POST", path)?;
+                if !self.fmt.quiet {
+                    let _ = writeln!(out, "TLS certificates reloaded.");
+                }
+                Ok(())
+            }
             "status" => {
                 no_more(rest, 0)?;
                 let ov = c.call("GET", "/api/overview", None)?;
@@ -1152,6 +1439,86 @@ mod tests {
             EX_USAGE
         );
         assert_eq!(run(&args(&["--help"]), &mut out, &mut err), 0);
+    }
+
+    #[test]
+    fn requests_are_built_whole() {
+        let c = Client::new("::1", 15671, "u", "p", Duration::from_secs(1));
+        let r = String::from_utf8(c.request_bytes("POST", "/api/reload-certificates", None, &[]))
+            .unwrap();
+        assert_eq!(
+            r,
+            "POST /api/reload-certificates HTTP/1.1\r\nHost: [::1]:15671\r\n\
+             Authorization: Basic dTpw\r\nAccept: */*\r\nUser-Agent: warren-ctl\r\n\
+             Connection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        let r = c.request_bytes("PUT", "/api/vhosts/v", Some(b"{}"), &[("X-Reason", "r")]);
+        assert!(String::from_utf8(r).unwrap().ends_with(
+            "X-Reason: r\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        ));
+        let r = String::from_utf8(c.request_bytes("GET", "/api/overview", None, &[])).unwrap();
+        assert!(!r.contains("Content-Length"), "{r}");
+        assert_eq!(c.at(), "[::1]:15671");
+    }
+
+    #[test]
+    fn config_file_says_where_the_api_is() {
+        let c = MgmtConfig::parse(
+            "# comment\nlisteners.tcp.default = 5672\nmanagement.tcp.port = 15673 # http\n\
+             management.tcp.ip = 0.0.0.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.endpoint(),
+            (false, Some("localhost".into()), Some(15673), None)
+        );
+        let c = MgmtConfig::parse(
+            "management.tcp.port = 15672\nmanagement.ssl.port = 15671\n\
+             management.ssl.ip = 127.0.0.1\nmanagement.ssl.cacertfile = /etc/warren/ca.pem\n\
+             management.ssl.certfile = /etc/warren/server.pem\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.endpoint(),
+            (
+                true,
+                Some("127.0.0.1".into()),
+                Some(15671),
+                Some("/etc/warren/ca.pem".into())
+            )
+        );
+        assert_eq!(
+            MgmtConfig::parse("management.ssl.port = 15671\n")
+                .unwrap()
+                .endpoint(),
+            (true, None, Some(15671), None)
+        );
+        let e = MgmtConfig::parse("\nmanagement.ssl.port = https\n").unwrap_err();
+        assert_eq!(e, "line 2: management.ssl.port = https: not a port number");
+    }
+
+    #[test]
+    fn https_without_a_ca_is_a_usage_error() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(
+            run(&args(&["--https", "status"]), &mut out, &mut err),
+            EX_USAGE
+        );
+        let text = String::from_utf8_lossy(&err).into_owned();
+        assert!(text.contains("HTTPS needs the CA"), "{text}");
+        assert!(text.contains("--tls-ca FILE"), "{text}");
+        let mut err = Vec::new();
+        assert_eq!(
+            run(
+                &args(&["--tls-ca", "/nonexistent/ca.pem", "status"]),
+                &mut out,
+                &mut err
+            ),
+            EX_USAGE
+        );
+        let text = String::from_utf8_lossy(&err).into_owned();
+        assert!(text.contains("TLS CA file /nonexistent/ca.pem"), "{text}");
     }
 
     #[test]
