@@ -364,7 +364,7 @@ fn lapin_mutual_tls_with_a_pkcs12_identity() {
     run(async {
         let certs = common::tls_certs();
         // The broker verifies the client certificates presented.
-        let b = common::start_tls(&certs, |c| c.tls_ca = Some(certs.ca.clone()));
+        let b = common::start_tls(&certs, |c| c.tls.ca = Some(certs.ca.clone()));
         let dir = &certs.dir;
         let good = client_p12(dir, "ca", "lapin-client", "s3cret");
         let c = connect_tls(
