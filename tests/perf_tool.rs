@@ -310,6 +310,9 @@ fn load_generator_over_amqps() {
             .filter(|c| c["client_properties"]["product"] == "warren-perf")
             .collect();
         if perf.len() >= 2 {
+            for c in &perf {
+                assert_eq!(c["ssl"], true, "{c}");
+            }
             break perf
                 .iter()
                 .map(|c| c["port"].as_u64().unwrap())
