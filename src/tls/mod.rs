@@ -18,6 +18,8 @@ use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub(crate) mod x509;
+
 /// Plaintext rustls holds for one connection before `write_plain` takes
 /// no more (the AMQP outbox keeps the rest, so backpressure still works).
 const PLAINTEXT_LIMIT: usize = 64 * 1024;
