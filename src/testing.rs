@@ -21,6 +21,11 @@ pub use crate::engine::Engine;
 pub use crate::mgmt::{HttpConn, Mgmt};
 pub use crate::store::crc::crc32c;
 pub use crate::store::{free_disk, DiskOp, Faults, FORMAT_VERSION};
+pub use crate::tls::x509::{subject as x509_subject, Subject, X509Error};
+pub use crate::tls::{server_config as tls_server_config, TlsConn, TlsRead};
+pub use tls::{fuzz_tls, fuzz_x509};
+
+mod tls;
 
 /// A core plus one scripted client connection.
 pub struct Pair {

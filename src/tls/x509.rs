@@ -200,47 +200,66 @@ const IA5_STRING: u8 = 0x16;
 const UNIVERSAL_STRING: u8 = 0x1c;
 const BMP_STRING: u8 = 0x1e;
 
-/// How Erlang's `public_key` decodes an attribute's value.
+/// How Erlang's `public_key` decodes an attribute's value, with the size
+/// constraints its ASN.1 module checks (found by trying them on Erlang/OTP
+/// 25: a UTF8String's size is never checked, nor an upper bound of the
+/// X.520 name types).
 #[derive(Clone, Copy)]
 enum Kind {
-    /// X.520 DirectoryString: one of the five string types.
-    Directory,
-    /// PrintableString only (serialNumber, dnQualifier).
-    Printable,
-    /// countryName: PrintableString, or UTF8String taken as characters.
+    /// X.520 DirectoryString: one of the five string types, not empty but
+    /// a UTF8String; `Some(n)`: a PrintableString or TeletexString of at
+    /// most `n` bytes, a BMPString or UniversalString of at most `2n`
+    /// characters.
+    Directory(Option<usize>),
+    /// PrintableString of `min..=max` bytes (serialNumber, dnQualifier).
+    Printable(usize, usize),
+    /// countryName: PrintableString of 2 or 3 bytes, or UTF8String taken
+    /// as characters.
     Country,
     /// IA5String only (domainComponent).
     Ia5,
-    /// emailAddress: IA5String, or UTF8String taken as characters.
+    /// emailAddress: IA5String of 1 to 255 bytes, or UTF8String taken as
+    /// characters.
     Email,
     /// A type Erlang leaves undecoded.
     Unknown,
 }
 
+/// The upper bound of most DirectoryString types in Erlang's module.
+const UB: Option<usize> = Some(128);
+
 /// The attribute types with a name in the DN or a decoding in Erlang, by
 /// the contents octets of their OID.
 const KNOWN: &[(&[u8], Option<&str>, Kind)] = &[
-    (&[0x55, 0x04, 0x03], Some("CN"), Kind::Directory),
-    (&[0x55, 0x04, 0x04], Some("SN"), Kind::Directory),
-    (&[0x55, 0x04, 0x05], Some("SERIALNUMBER"), Kind::Printable),
+    (&[0x55, 0x04, 0x03], Some("CN"), Kind::Directory(UB)),
+    (&[0x55, 0x04, 0x04], Some("SN"), Kind::Directory(None)),
+    (
+        &[0x55, 0x04, 0x05],
+        Some("SERIALNUMBER"),
+        Kind::Printable(1, 64),
+    ),
     (&[0x55, 0x04, 0x06], Some("C"), Kind::Country),
-    (&[0x55, 0x04, 0x07], Some("L"), Kind::Directory),
-    (&[0x55, 0x04, 0x08], Some("ST"), Kind::Directory),
-    (&[0x55, 0x04, 0x0a], Some("O"), Kind::Directory),
-    (&[0x55, 0x04, 0x0b], Some("OU"), Kind::Directory),
-    (&[0x55, 0x04, 0x0c], Some("TITLE"), Kind::Directory),
+    (&[0x55, 0x04, 0x07], Some("L"), Kind::Directory(UB)),
+    (&[0x55, 0x04, 0x08], Some("ST"), Kind::Directory(UB)),
+    (&[0x55, 0x04, 0x0a], Some("O"), Kind::Directory(UB)),
+    (&[0x55, 0x04, 0x0b], Some("OU"), Kind::Directory(UB)),
+    (&[0x55, 0x04, 0x0c], Some("TITLE"), Kind::Directory(UB)),
     // name: decoded by Erlang, but without a name in RabbitMQ's table
-    (&[0x55, 0x04, 0x29], None, Kind::Directory),
-    (&[0x55, 0x04, 0x2a], Some("GIVENNAME"), Kind::Directory),
-    (&[0x55, 0x04, 0x2b], Some("INITIALS"), Kind::Directory),
+    (&[0x55, 0x04, 0x29], None, Kind::Directory(None)),
+    (
+        &[0x55, 0x04, 0x2a],
+        Some("GIVENNAME"),
+        Kind::Directory(None),
+    ),
+    (&[0x55, 0x04, 0x2b], Some("INITIALS"), Kind::Directory(None)),
     (
         &[0x55, 0x04, 0x2c],
         Some("GENERATIONQUALIFIER"),
-        Kind::Directory,
+        Kind::Directory(None),
     ),
     // dnQualifier: likewise
-    (&[0x55, 0x04, 0x2e], None, Kind::Printable),
-    (&[0x55, 0x04, 0x41], Some("PSEUDONYM"), Kind::Directory),
+    (&[0x55, 0x04, 0x2e], None, Kind::Printable(0, usize::MAX)),
+    (&[0x55, 0x04, 0x41], Some("PSEUDONYM"), Kind::Directory(UB)),
     // 0.9.2342.19200300.100.1.25 domainComponent
     (
         &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19],
@@ -269,16 +288,28 @@ impl Attribute {
             _ => dotted(oid)?,
         };
         let kind = known.map_or(Kind::Unknown, |k| k.2);
+        let len = value.value.len();
+        let sized = |min: usize, max: usize| {
+            if (min..=max).contains(&len) {
+                Ok(bytes(value.value))
+            } else {
+                Err(X509Error::BadValue(
+                    "a value of a size its type does not allow",
+                ))
+            }
+        };
         let chars = match (kind, value.tag) {
-            (Kind::Directory, _) => directory_string(value)?,
-            (Kind::Printable | Kind::Country, PRINTABLE_STRING)
-            | (Kind::Ia5 | Kind::Email, IA5_STRING) => bytes(value.value),
+            (Kind::Directory(ub), _) => directory_string(value, ub)?,
+            (Kind::Printable(min, max), PRINTABLE_STRING) => sized(min, max)?,
+            (Kind::Country, PRINTABLE_STRING) => sized(2, 3)?,
+            (Kind::Ia5, IA5_STRING) => bytes(value.value),
+            (Kind::Email, IA5_STRING) => sized(1, 255)?,
             (Kind::Country | Kind::Email, UTF8_STRING) => std::str::from_utf8(value.value)
                 .map_err(|_| X509Error::BadValue("a UTF8String that is not UTF-8"))?
                 .chars()
                 .map(u32::from)
                 .collect(),
-            (Kind::Printable | Kind::Country | Kind::Ia5 | Kind::Email, _) => {
+            (Kind::Printable(..) | Kind::Country | Kind::Ia5 | Kind::Email, _) => {
                 return Err(X509Error::BadValue("a value of the wrong type"))
             }
             (Kind::Unknown, tag) => {
@@ -290,7 +321,7 @@ impl Attribute {
                 check_nested(value, 0)?;
                 // RabbitMQ tries it as a DirectoryString, and prints the
                 // encoding as an Erlang term when that fails.
-                directory_string(value).unwrap_or_else(|_| erlang_binary(value.whole))
+                directory_string(value, None).unwrap_or_else(|_| erlang_binary(value.whole))
             }
         };
         Ok(Attribute {
@@ -318,8 +349,24 @@ fn bytes(b: &[u8]) -> Vec<u32> {
 }
 
 /// A DirectoryString as the bytes RabbitMQ makes of it: UTF8String and
-/// PrintableString as they are, the others converted to UTF-8.
-fn directory_string(v: Tlv<'_>) -> Result<Vec<u32>, X509Error> {
+/// PrintableString as they are, the others converted to UTF-8. Sizes as in
+/// [`Kind::Directory`].
+fn directory_string(v: Tlv<'_>, ub: Option<usize>) -> Result<Vec<u32>, X509Error> {
+    let units = match v.tag {
+        BMP_STRING => v.value.len() / 2,
+        UNIVERSAL_STRING => v.value.len() / 4,
+        _ => v.value.len(),
+    };
+    let max = match (v.tag, ub) {
+        (UTF8_STRING, _) | (_, None) => usize::MAX,
+        (BMP_STRING | UNIVERSAL_STRING, Some(n)) => 2 * n,
+        (_, Some(n)) => n,
+    };
+    if v.tag != UTF8_STRING && !(1..=max).contains(&units) {
+        return Err(X509Error::BadValue(
+            "a value of a size its type does not allow",
+        ));
+    }
     match v.tag {
         UTF8_STRING | PRINTABLE_STRING => Ok(bytes(v.value)),
         TELETEX_STRING => Ok(utf8(v.value.iter().map(|&b| char::from(b)))),
@@ -909,6 +956,52 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_checked_where_erlang_checks_them() {
+        let size = |oid: &[u8], tag: u8, unit: &[u8], n: usize| {
+            subject(&cert(&name(&[&[atv(oid, tag, &unit.repeat(n))]]))).is_ok()
+        };
+        let sn: &[u8] = &[0x55, 0x04, 0x04];
+        for (oid, tag, unit, ok, bad) in [
+            (
+                CN,
+                PRINTABLE_STRING,
+                &b"a"[..],
+                &[1, 128][..],
+                &[0, 129][..],
+            ),
+            (CN, TELETEX_STRING, b"a", &[1, 128], &[0, 129]),
+            (CN, BMP_STRING, b"\0a", &[1, 256], &[0, 257]),
+            (CN, UNIVERSAL_STRING, b"\0\0\0a", &[1, 256], &[0, 257]),
+            (CN, UTF8_STRING, b"a", &[0, 1, 1000], &[]),
+            (O, PRINTABLE_STRING, b"a", &[128], &[129]),
+            (sn, PRINTABLE_STRING, b"a", &[1, 1000], &[0]),
+            (sn, BMP_STRING, b"\0a", &[1, 1000], &[0]),
+            (C, PRINTABLE_STRING, b"G", &[2, 3], &[0, 1, 4]),
+            (C, UTF8_STRING, b"G", &[0, 1, 4], &[]),
+            (SERIAL, PRINTABLE_STRING, b"1", &[1, 64], &[0, 65]),
+            (DN_QUALIFIER, PRINTABLE_STRING, b"q", &[0, 1000], &[]),
+            (EMAIL, IA5_STRING, b"a", &[1, 255], &[0, 256]),
+            (EMAIL, UTF8_STRING, b"a", &[0, 256], &[]),
+            (DC, IA5_STRING, b"a", &[0, 1000], &[]),
+        ] {
+            for &n in ok {
+                assert!(size(oid, tag, unit, n), "{oid:?} {tag} {n}");
+            }
+            for &n in bad {
+                assert!(!size(oid, tag, unit, n), "{oid:?} {tag} {n}");
+            }
+        }
+        // a type Erlang does not know: an empty string but a UTF8String
+        // does not decode, and is printed as a term
+        assert_eq!(
+            one(OTHER, PRINTABLE_STRING, b"").0,
+            r"1.2.3.4=\<\<19\,0\>\>"
+        );
+        assert_eq!(one(UID, BMP_STRING, b"").0, r"UID=\<\<30\,0\>\>");
+        assert_eq!(one(OTHER, PRINTABLE_STRING, &[b'a'; 300]).0.len(), 8 + 300);
+    }
+
+    #[test]
     fn names_of_attribute_types() {
         let s = subject(&cert(&name(&[&[
             atv(&[0x55, 4, 41], UTF8_STRING, b"n"),
@@ -932,7 +1025,7 @@ mod tests {
         assert_eq!(one(STREET, TELETEX_STRING, b"\xe9").0, r"2.5.4.9=\C3\A9");
         assert_eq!(
             one(
-                &[0x88, 0x37, 0x82, 0xbf, 0xc2, 0xe0, 0x92, 0x9e, 0x0b],
+                &[0x88, 0x37, 0xa3, 0xf7, 0x8f, 0xec, 0x89, 0x4b],
                 UTF8_STRING,
                 b"x"
             )
