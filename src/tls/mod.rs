@@ -314,15 +314,17 @@ pub struct TlsInfo {
 }
 
 /// The user name SASL EXTERNAL takes from a session's verified client
-/// certificate: its subject's common name, or the whole subject as an
-/// RFC 4514 distinguished name (RabbitMQ's `ssl_cert_login_from`). `None`
-/// without a verified certificate, or without a common name to take.
+/// certificate, as RabbitMQ's `ssl_cert_login_from` takes it: the
+/// subject's common names (joined with `,` if there are several), or the
+/// whole subject as an RFC 4514 distinguished name. `None` without a
+/// verified certificate, or when that gives no name.
 pub fn login_name(info: &TlsInfo, from: CertLogin) -> Option<String> {
     let subject = x509::subject(info.peer_cert.as_ref()?).ok()?;
-    match from {
-        CertLogin::CommonName => subject.common_name(),
-        CertLogin::DistinguishedName => Some(subject.distinguished_name()),
-    }
+    let name = match from {
+        CertLogin::CommonName => subject.common_name()?,
+        CertLogin::DistinguishedName => subject.distinguished_name(),
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 /// The subject of a session's client certificate as an RFC 4514

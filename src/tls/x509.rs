@@ -56,10 +56,9 @@
 //! `title`, ...), it reverses the attributes inside a multi-valued RDN too,
 //! does not escape `~` and DEL, and prints an unknown type as `#` and hex.
 
-// Its caller is SASL EXTERNAL in the connection handshake (src/amqp/), which
-// is not written yet; until then only the tests and fuzzing (the `testing`
-// feature) reach it.
-#![cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+// Its callers: SASL EXTERNAL in the connection handshake (src/amqp/) and
+// the management API's peer_cert_subject, through `tls::login_name` and
+// `tls::peer_subject`.
 
 use std::fmt;
 
