@@ -151,6 +151,8 @@ fn verify_peer_checks_a_presented_certificate_and_offers_external() {
 fn fail_if_no_peer_cert_refuses_clients_without_one() {
     let certs = common::tls_certs();
     let (c, k) = certs.client("good", "/CN=alice");
+    let rogue = certs.issue("rogue", "/CN=alice", CLIENT_EXT, 2, true);
+    let expired = certs.issue("expired", "/CN=alice", CLIENT_EXT, -1, false);
     let broker = common::start_tls(&certs, |c| {
         c.tls.ca = Some(certs.ca.clone());
         c.tls.fail_if_no_peer_cert = true;
@@ -159,6 +161,11 @@ fn fail_if_no_peer_cert_refuses_clients_without_one() {
     let r = start_mechanisms(&certs, addr, None);
     assert!(r.is_err(), "{r:?}");
     plain_served(&broker);
+    for (what, (bc, bk)) in [("untrusted", rogue), ("expired", expired)] {
+        let r = start_mechanisms(&certs, addr, Some((&bc, &bk)));
+        assert!(r.is_err(), "{what}: {r:?}");
+        plain_served(&broker);
+    }
     assert!(start_mechanisms(&certs, addr, Some((&c, &k))).is_ok());
 }
 
