@@ -15,8 +15,6 @@
 mod common;
 
 use std::future::Future;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{TestBroker, TlsCerts};
@@ -119,93 +117,30 @@ async fn round_trip(c: &Connection, q: &str) {
     ch.close(200, "bye".into()).await.expect("channel close");
 }
 
-/// Run `openssl` in `dir`; panic with its stderr unless it succeeds.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A client certificate (CN `name`) signed by `ca` (`ca.pem`/`ca.key`
-/// style names in `dir`), exported with its key as PKCS#12 under
+/// A client certificate (CN `name`) signed by the test CA (or, `rogue`,
+/// by a CA nobody trusts), exported with its key as PKCS#12 under
 /// `password`: the DER bytes.
-fn client_p12(dir: &Path, ca: &str, name: &str, password: &str) -> Vec<u8> {
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    let pem = format!("{name}.pem");
-    let p12 = format!("{name}.p12");
-    let ext = format!("{name}.ext");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    std::fs::write(
-        dir.join(&ext),
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .expect("write ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &pem,
-        ],
-    );
-    openssl(
-        dir,
+fn client_p12(certs: &common::TlsCerts, rogue: bool, name: &str, password: &str) -> Vec<u8> {
+    let (pem, key) = certs.issue(name, &format!("/CN={name}"), common::CLIENT_EXT, 2, rogue);
+    let p12 = certs.dir.join(format!("{name}.p12"));
+    common::openssl_in(
+        &certs.dir,
         &[
             "pkcs12",
             "-export",
             "-inkey",
-            &key,
+            key.to_str().unwrap(),
             "-in",
-            &pem,
-            "-certfile",
-            &format!("{ca}.pem"),
+            pem.to_str().unwrap(),
             "-name",
             name,
             "-passout",
             &format!("pass:{password}"),
             "-out",
-            &p12,
+            p12.to_str().unwrap(),
         ],
     );
-    std::fs::read(dir.join(p12)).expect("read p12")
+    std::fs::read(p12).expect("read p12")
 }
 
 #[test]
@@ -366,7 +301,7 @@ fn lapin_mutual_tls_with_a_pkcs12_identity() {
         // The broker verifies the client certificates presented.
         let b = common::start_tls(&certs, |c| c.tls.ca = Some(certs.ca.clone()));
         let dir = &certs.dir;
-        let good = client_p12(dir, "ca", "lapin-client", "s3cret");
+        let good = client_p12(&certs, false, "lapin-client", "s3cret");
         let c = connect_tls(
             &b,
             trusting(
@@ -384,31 +319,7 @@ fn lapin_mutual_tls_with_a_pkcs12_identity() {
 
         // A client certificate from a CA the broker does not know is
         // refused.
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "rogue.key",
-                "-out",
-                "rogue.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=rogue CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        let rogue = client_p12(dir, "rogue", "rogue-client", "s3cret");
+        let rogue = client_p12(&certs, true, "rogue-client", "s3cret");
         let err = connect_tls(
             &b,
             trusting(

@@ -16,7 +16,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,62 +58,6 @@ fn perf_fails(args: &[&str]) -> (i32, String) {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
-}
-
-/// A client certificate (CN=perf-client, clientAuth) signed by the CA of
-/// `certs`, made with the openssl CLI in its directory: (cert, key).
-fn client_cert(certs: &common::TlsCerts) -> (PathBuf, PathBuf) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(&certs.dir)
-            .args(args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
-        "/CN=perf-client",
-    ]);
-    std::fs::write(
-        certs.dir.join("client.ext"),
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-        "-out",
-        "client.pem",
-    ]);
-    (certs.dir.join("client.pem"), certs.dir.join("client.key"))
 }
 
 /// GET a management API path as guest; the body as JSON.
@@ -451,7 +395,7 @@ fn free_port() -> u16 {
 #[test]
 fn amqps_with_a_client_certificate() {
     let certs = common::tls_certs();
-    let (cert, key) = client_cert(&certs);
+    let (cert, key) = certs.client("client", "/CN=perf-client");
     let (plain, tls) = (free_port(), free_port());
     let data = common::temp_dir("perf-mtls");
     let child = Command::new(env!("CARGO_BIN_EXE_warren"))
@@ -505,7 +449,7 @@ fn amqps_with_a_client_certificate() {
     assert_eq!(num(&j, "consumed"), 2000.0, "{j}");
 
     let stranger = common::tls_certs();
-    let (bad_cert, bad_key) = client_cert(&stranger);
+    let (bad_cert, bad_key) = stranger.client("client", "/CN=perf-client");
     let (code, err) = perf_fails(&[
         "--uri",
         &uri,

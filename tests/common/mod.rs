@@ -214,18 +214,7 @@ pub struct TlsCerts {
 /// Make a CA and a server certificate in a fresh temporary directory.
 pub fn tls_certs() -> TlsCerts {
     let dir = temp_dir("tls");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(&dir)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl_in(&dir, args);
     let ec = [
         "-newkey",
         "ec",
@@ -297,7 +286,7 @@ pub fn tls_certs() -> TlsCerts {
 }
 
 /// Run the openssl CLI in `dir`; panics with its stderr on failure.
-fn openssl_in(dir: &Path, args: &[&str]) {
+pub fn openssl_in(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
