@@ -1946,6 +1946,8 @@ const FUZZ_TARGETS: &[(&str, FuzzTarget)] = &[
     ("properties", warren::codec::fuzzing::properties),
     ("roundtrip", warren::codec::fuzzing::roundtrip),
     ("session", warren::testing::fuzz_session),
+    ("x509", warren::testing::fuzz_x509),
+    ("tls", warren::testing::fuzz_tls),
 ];
 
 fn corpus_root() -> PathBuf {
