@@ -60,38 +60,42 @@ impl Core {
                 Ok(())
             }
             Method::ExchangeBind(b) => {
-                self.check_access(id, Access::Write, "exchange", &b.destination)?;
-                self.check_access(id, Access::Read, "exchange", &b.source)?;
-                self.check_topic(id, Access::Read, &vhost, &b.source, &b.routing_key)?;
-                self.engine.bind(
-                    &vhost,
-                    &b.source,
-                    Dest::Exchange(b.destination),
-                    b.routing_key,
-                    b.arguments,
-                )?;
+                let binding = (b.source, b.destination, b.routing_key, b.arguments);
+                self.exchange_binding(id, &vhost, true, binding)?;
                 if !b.nowait {
                     self.reply(id, ch, ExchangeBindOk {}.into());
                 }
                 Ok(())
             }
             Method::ExchangeUnbind(b) => {
-                self.check_access(id, Access::Write, "exchange", &b.destination)?;
-                self.check_access(id, Access::Read, "exchange", &b.source)?;
-                self.check_topic(id, Access::Read, &vhost, &b.source, &b.routing_key)?;
-                self.engine.unbind(
-                    &vhost,
-                    &b.source,
-                    Dest::Exchange(b.destination),
-                    b.routing_key,
-                    b.arguments,
-                )?;
+                let binding = (b.source, b.destination, b.routing_key, b.arguments);
+                self.exchange_binding(id, &vhost, false, binding)?;
                 if !b.nowait {
                     self.reply(id, ch, ExchangeUnbindOk {}.into());
                 }
                 Ok(())
             }
             m => Err(not_on_channel(&m)),
+        }
+    }
+
+    /// exchange.bind (`bind`) or exchange.unbind of (source, destination,
+    /// routing key, arguments): write on the destination, read on the
+    /// source (and its topic permission), as RabbitMQ checks them.
+    fn exchange_binding(
+        &mut self,
+        id: ConnId,
+        vhost: &Bytes,
+        bind: bool,
+        (source, destination, key, arguments): (Bytes, Bytes, Bytes, FieldTable),
+    ) -> Result<(), Error> {
+        self.check_access(id, Access::Write, "exchange", &destination)?;
+        self.check_access(id, Access::Read, "exchange", &source)?;
+        self.check_topic(id, Access::Read, vhost, &source, &key)?;
+        let dest = Dest::Exchange(destination);
+        match bind {
+            true => self.engine.bind(vhost, &source, dest, key, arguments),
+            false => self.engine.unbind(vhost, &source, dest, key, arguments),
         }
     }
 }
