@@ -18,6 +18,14 @@ use std::time::{Duration, Instant};
 
 use amqp_raw::Raw;
 
+/// The tests here pick free ports for a child process to bind: one at a
+/// time, or two of them may pick the same port.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -27,6 +35,7 @@ fn free_port() -> u16 {
 }
 
 fn shutdown_by(signal: i32) {
+    let _one = one_at_a_time();
     let dir = common::temp_dir("signals");
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
@@ -112,6 +121,7 @@ fn served_leaf(certs: &common::TlsCerts, port: u16) -> Vec<u8> {
 #[test]
 fn sighup_reloads_the_tls_certificates() {
     use rustls_pki_types::pem::PemObject;
+    let _one = one_at_a_time();
     let certs = common::tls_certs();
     let (cert, key) = (certs.dir.join("live.pem"), certs.dir.join("live.key"));
     std::fs::copy(&certs.cert, &cert).unwrap();
