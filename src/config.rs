@@ -169,6 +169,12 @@ pub struct Config {
     /// Most client connections at once (RabbitMQ's `connection_max`);
     /// `None`: no limit. Beyond it connection.open is refused with 530.
     pub max_connections: Option<usize>,
+    /// A delivery not acknowledged within this time closes its channel with
+    /// 406 and requeues what the channel held (RabbitMQ's
+    /// `consumer_timeout`, default 30 minutes); `None` disables it. A
+    /// queue's `x-consumer-timeout` argument or `consumer-timeout` policy,
+    /// and a consumer's `x-consumer-timeout` argument, override it.
+    pub consumer_timeout: Option<Duration>,
     /// Output bytes queued for one connection above which it gets no more
     /// deliveries and its input is not read until it drains.
     pub max_outbox: usize,
@@ -229,6 +235,7 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             loopback_addresses: None,
             max_connections: None,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
             max_outbox: 1 << 20,
             definitions: None,
             management_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),

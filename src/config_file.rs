@@ -29,6 +29,7 @@
 //! | `loopback_users` | `none` | `loopback_users` emptied |
 //! | `connection_max` (alias `max_connections`) | integer or `infinity` | `max_connections` |
 //! | `channel_max` | 0..65535 (0: no limit) | `channel_max` |
+//! | `consumer_timeout` | milliseconds; `0` or `false`: none | `consumer_timeout` |
 //! | `frame_max` | bytes (`KB`/`MB`/`GB` = 1024-based, cuttlefish's bytesize), ≥ 4096 | `frame_max` |
 //! | `heartbeat` | seconds | `heartbeat` |
 //! | `handshake_timeout` | milliseconds | `handshake_timeout` |
@@ -485,6 +486,15 @@ impl Parser<'_> {
                     Some(uint(v, usize::MAX as u64)? as usize)
                 };
             }
+            "consumer_timeout" => {
+                c.consumer_timeout = match v {
+                    "false" | "infinity" | "undefined" => None,
+                    _ => match uint(v, u64::MAX)? {
+                        0 => None,
+                        ms => Some(Duration::from_millis(ms)),
+                    },
+                };
+            }
             "channel_max" => {
                 let n = uint(v, u16::MAX as u64)? as u16;
                 // RabbitMQ: 0 means no limit.
@@ -845,6 +855,13 @@ mod tests {
         ("loopback_users = none", |c, _| c.loopback_users.is_empty()),
         ("connection_max = 10", |c, _| c.max_connections == Some(10)),
         ("max_connections = 3", |c, _| c.max_connections == Some(3)),
+        ("consumer_timeout = 2000", |c, _| {
+            c.consumer_timeout == Some(Duration::from_millis(2000))
+        }),
+        ("consumer_timeout = false", |c, _| {
+            c.consumer_timeout.is_none()
+        }),
+        ("consumer_timeout = 0", |c, _| c.consumer_timeout.is_none()),
         ("connection_max = infinity", |c, _| {
             c.max_connections.is_none()
         }),

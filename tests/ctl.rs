@@ -837,3 +837,99 @@ fn ctl_speaks_https() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Policies, operator policies and limits through `warren ctl` with
+/// rabbitmqctl's argument order: set, listed (and in `list_queues name
+/// policy`), applied to a queue that exists, kept across a restart (the
+/// definitions log) with the queue's effective settings, and cleared.
+#[test]
+fn ctl_policies_and_limits_survive_a_restart() {
+    let mut broker = mgmt_broker();
+    let p = mgmt_port(&broker);
+    let mut r = Raw::tcp(broker.addr);
+    r.handshake("guest", "guest", "/").expect("login");
+    r.open_channel(1);
+    declare(&mut r, "capped", FieldTable::new());
+    publish(&mut r, "", "capped", 5);
+    ok(
+        p,
+        &[
+            "set_policy",
+            "--priority",
+            "2",
+            "--apply-to",
+            "queues",
+            "cap",
+            "^capped$",
+            r#"{"max-length": 2}"#,
+        ],
+    );
+    assert_eq!(
+        ok(p, &["-q", "list_policies"]),
+        "vhost\tname\tpattern\tapply-to\tdefinition\tpriority\n\
+         /\tcap\t^capped$\tqueues\t{\"max-length\":2}\t2\n"
+    );
+    let queues = ok(p, &["-q", "list_queues", "name", "policy", "messages"]);
+    assert!(queues.contains("capped\tcap\t2\n"), "{queues}");
+    assert!(queues.contains("sync-point\t\t0\n"), "{queues}");
+    let bad = ctl_at(p, &["set_policy", "x", ".*", r#"{"max-length": -1}"#]);
+    assert_eq!(bad.code, 70);
+    assert!(
+        bad.stderr
+            .contains("Validation failed\n\n-1 is not a valid maximum length"),
+        "{}",
+        bad.stderr
+    );
+    ok(
+        p,
+        &["set_operator_policy", "opcap", ".*", r#"{"max-length": 1}"#],
+    );
+    assert!(ok(p, &["-q", "list_operator_policies"]).contains("opcap"));
+    ok(
+        p,
+        &[
+            "set_vhost_limits",
+            r#"{"max-connections": 5, "max-queues": 10}"#,
+        ],
+    );
+    ok(p, &["set_user_limits", "guest", r#"{"max-channels": 100}"#]);
+    {
+        let _ports = ports();
+        broker.restart();
+    }
+    let p = mgmt_port(&broker);
+    assert_eq!(
+        ok(p, &["-q", "--no-table-headers", "list_vhost_limits"]),
+        "/\t{\"max-connections\":5,\"max-queues\":10}\n"
+    );
+    assert_eq!(
+        ok(
+            p,
+            &["-q", "--no-table-headers", "list_user_limits", "guest"]
+        ),
+        "guest\t{\"max-channels\":100}\n"
+    );
+    // The queue came back with its policies in force (the operator
+    // policy's 1 beats the policy's 2).
+    let mut r = Raw::tcp(broker.addr);
+    r.handshake("guest", "guest", "/").expect("login");
+    r.open_channel(1);
+    publish(&mut r, "", "capped", 3);
+    let queues = ok(p, &["-q", "list_queues", "name", "policy", "messages"]);
+    assert!(queues.contains("capped\tcap\t1\n"), "{queues}");
+    ok(p, &["clear_operator_policy", "opcap"]);
+    ok(p, &["clear_policy", "cap"]);
+    let gone = ctl_at(p, &["clear_policy", "cap"]);
+    assert_eq!(gone.code, 70, "{}", gone.stderr);
+    assert_eq!(
+        ok(p, &["-q", "list_policies"]),
+        "vhost\tname\tpattern\tapply-to\tdefinition\tpriority\n"
+    );
+    ok(p, &["clear_vhost_limits"]);
+    ok(p, &["clear_user_limits", "guest", "all"]);
+    assert_eq!(
+        ok(p, &["-q", "--no-table-headers", "list_vhost_limits"]),
+        ""
+    );
+    assert_eq!(ok(p, &["-q", "--no-table-headers", "list_user_limits"]), "");
+}

@@ -5,7 +5,8 @@
 //! into it (re-installed when that file changes); rabbitmqadmin is the one
 //! Debian's `rabbitmq-server` package ships (installed when missing). The
 //! broker serves the API over HTTPS too, with certificates made by the
-//! openssl CLI (`test_https.py`).
+//! openssl CLI (`test_https.py`). A second broker with a short global
+//! consumer timeout serves `test_policies.py`'s test of it.
 
 #![allow(
     clippy::unwrap_used,
@@ -31,6 +32,11 @@ fn management_api_python_suite() {
         cfg.management_tls.cert = Some(certs.cert.clone());
         cfg.management_tls.key = Some(certs.key.clone());
     });
+    // A second broker with a short global consumer timeout
+    // (test_policies.py::test_global_consumer_timeout).
+    let timeouts = common::start_with(|cfg| {
+        cfg.consumer_timeout = Some(std::time::Duration::from_millis(1500));
+    });
     let mgmt = broker.mgmt_addr.expect("management listener");
     let https = broker.https_addr.expect("HTTPS management listener");
     run(Command::new(&python)
@@ -48,5 +54,6 @@ fn management_api_python_suite() {
         .env("WARREN_AMQP_PORT", broker.addr.port().to_string())
         .env("WARREN_RABBITMQADMIN", admin)
         .env("WARREN_HTTPS_PORT", https.port().to_string())
-        .env("WARREN_TLS_CA", &certs.ca));
+        .env("WARREN_TLS_CA", &certs.ca)
+        .env("WARREN_TIMEOUT_AMQP_PORT", timeouts.addr.port().to_string()));
 }

@@ -125,10 +125,12 @@ impl Core {
         let qn = self.queue_name(id, ch, &bc.queue);
         self.check_access(id, Access::Read, "queue", &qn)?;
         let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
-        let priority = args::consumer_priority(&bc.arguments).map_err(|e| {
+        let arg_error = |e: args::ArgError| {
             let name = self.engine.broker.queue(q).map(|x| x.name.clone());
             e.into_error(&name.unwrap_or_default(), vhost)
-        })?;
+        };
+        let priority = args::consumer_priority(&bc.arguments).map_err(arg_error)?;
+        let timeout = args::consumer_timeout(&bc.arguments).map_err(arg_error)?;
         let tag = if bc.consumer_tag.is_empty() {
             self.engine
                 .broker
@@ -172,6 +174,7 @@ impl Core {
             no_ack: bc.no_ack,
             prefetch,
             unacked: 0,
+            timeout,
         });
         let qkey = self.engine.broker.queue_mut(q).map(|queue| {
             queue.add_consumer(ConsumerRef {
@@ -211,6 +214,7 @@ impl Core {
         let Some(c) = conns.get_mut(id.idx as usize).filter(|c| c.id == id) else {
             return Ok(());
         };
+        let stamp = engine.stamp();
         let Some(queue) = engine.broker.queue_mut(q) else {
             return Ok(());
         };
@@ -239,7 +243,7 @@ impl Core {
             message_count: remaining,
         };
         c.outbox.method(ch, &ok.into());
-        let count = quorum.then(|| m.returns());
+        let count = quorum.then(|| m.returns()).filter(|&n| n > 0);
         m.write_delivery(&mut c.outbox, ch, c.frame_max, from_store.as_ref(), count);
         if g.no_ack {
             engine.msgs.forget(sid, &m);
@@ -252,6 +256,7 @@ impl Core {
                 msg: m,
                 consumer: None,
                 consumer_slot: u32::MAX,
+                at: stamp,
             });
         }
         Ok(())

@@ -56,6 +56,9 @@ pub struct Unacked {
     pub consumer: Option<Bytes>,
     /// That consumer's key in [`Channel::consumers`].
     pub consumer_slot: u32,
+    /// When it was delivered ([`crate::engine::Engine::stamp`]), for the
+    /// consumer timeout.
+    pub at: u32,
 }
 
 /// An entry of [`UnackedList`]: a delivery, or the hole it left.
@@ -111,6 +114,14 @@ impl UnackedList {
             Slot::Live(u) => Some(u),
             Slot::Hole(_) => None,
         })
+    }
+
+    /// The oldest delivery.
+    pub fn front(&self) -> Option<&Unacked> {
+        match self.slots.front() {
+            Some(Slot::Live(u)) => Some(u),
+            _ => None,
+        }
     }
 
     /// Add a delivery with a tag above all others.
@@ -202,6 +213,8 @@ pub struct ChanConsumer {
     pub prefetch: u16,
     /// Unacked deliveries to this consumer.
     pub unacked: u32,
+    /// Its own consumer timeout in milliseconds (`x-consumer-timeout`).
+    pub timeout: Option<u64>,
 }
 
 /// A channel's consumers: by key (which the queue's side keeps, so a
@@ -421,6 +434,7 @@ mod tests {
             msg: QueuedMsg::pack(&mut Arena::default(), &m, None),
             consumer: None,
             consumer_slot: 0,
+            at: 0,
         }
     }
 

@@ -519,7 +519,60 @@ impl Core {
                 }
             }
         }
+        self.check_consumer_timeouts();
         self.run_dispatch();
+    }
+
+    /// Close the channels whose oldest unacknowledged delivery is older
+    /// than its consumer timeout: the consumer's `x-consumer-timeout`, else
+    /// its queue's (argument or policy), else the global one. As RabbitMQ,
+    /// only each channel's oldest delivery is looked at, once per tick: no
+    /// cost per message beyond its delivery time.
+    fn check_consumer_timeouts(&mut self) {
+        let stamp = self.engine.stamp();
+        let global = self
+            .engine
+            .config
+            .consumer_timeout
+            .map(|d| d.as_millis() as u64);
+        let mut expired = Vec::new();
+        for (_, c) in self.conns.iter() {
+            if c.state != ConnState::Running {
+                continue;
+            }
+            for chan in c.channels.iter() {
+                let Some(u) = chan.unacked.front() else {
+                    continue;
+                };
+                if chan.state != crate::amqp::channel::ChanState::Open {
+                    continue;
+                }
+                let own = chan.consumers.get(u.consumer_slot).and_then(|x| x.timeout);
+                let queue = self
+                    .engine
+                    .broker
+                    .queue(u.queue)
+                    .and_then(|q| q.args.consumer_timeout);
+                let Some(ms) = own.or(queue).or(global) else {
+                    continue;
+                };
+                let age_ms = u64::from(stamp.saturating_sub(u.at)) * 100;
+                if ms > 0 && age_ms >= ms {
+                    expired.push((c.id, chan.id, ms));
+                }
+            }
+        }
+        for (id, ch, ms) in expired {
+            let e = Error::new(
+                ReplyCode::PRECONDITION_FAILED,
+                format!(
+                    "delivery acknowledgement on channel {ch} timed out. Timeout value used: {ms} ms. \
+                     This timeout value can be configured, see consumers doc guide to learn more"
+                ),
+            );
+            self.channel_error(id, ch, e);
+            self.mark_flush(id);
+        }
     }
 
     /// The next time [`Core::tick`] has something to do.

@@ -70,6 +70,7 @@ impl Core {
             ..
         } = self;
         let max_outbox = engine.config.max_outbox;
+        let stamp = engine.stamp();
         let Some(queue) = engine.broker.queue_mut(qid) else {
             return;
         };
@@ -163,7 +164,7 @@ impl Core {
                 p.exchange,
                 p.routing_key,
             );
-            let count = queue.args.quorum.then(|| m.returns());
+            let count = queue.args.quorum.then(|| m.returns()).filter(|&n| n > 0);
             m.write_delivery(outbox, channel, frame_max, from_store.as_ref(), count);
             if no_ack {
                 engine.msgs.forget(store_id, &m);
@@ -179,6 +180,7 @@ impl Core {
                     msg: m,
                     consumer: Some(ctag),
                     consumer_slot: slot,
+                    at: stamp,
                 });
             }
             if !*in_flush_list {

@@ -36,8 +36,42 @@ pub(super) fn not_on_channel(m: &Method) -> Error {
 }
 
 impl Core {
+    /// The error for a channel.open beyond its user's `max-channels` limit
+    /// (counted over all the user's connections), if it is.
+    fn user_channel_limit(&self, id: ConnId, ch: u16) -> Option<Error> {
+        let c = self.conn(id)?;
+        if c.channel(ch).is_some() {
+            return None;
+        }
+        let max = self
+            .engine
+            .broker
+            .runtime
+            .user_limit(&c.user, "max-channels")?;
+        let open: usize = self
+            .conns
+            .iter()
+            .filter(|(_, o)| o.user == c.user)
+            .map(|(_, o)| o.channels.len())
+            .sum();
+        (open as u64 >= max).then(|| {
+            let user = String::from_utf8_lossy(&c.user);
+            warn!("channel.open of user '{user}' refused: user channel limit ({max}) reached");
+            err(
+                ReplyCode::NOT_ALLOWED,
+                format!("number of channels opened for user '{user}' has reached the maximum allowed user limit of ({max})"),
+            )
+        })
+    }
+
     /// A method on a non-zero channel.
     pub(crate) fn channel_method(&mut self, id: ConnId, ch: u16, m: Method, now: Instant) {
+        if let Method::ChannelOpen(_) = m {
+            if let Some(e) = self.user_channel_limit(id, ch) {
+                let (cl, me) = m.ids();
+                return self.connection_error(id, e.with_method(cl, me), now);
+            }
+        }
         let Some(c) = self.conn_mut(id) else { return };
         let (cl, me) = m.ids();
         // Channel not open: only channel.open is valid; a closing channel

@@ -354,12 +354,6 @@ impl Core {
                     ));
                 }
                 let vname = String::from_utf8_lossy(&vhost).into_owned();
-                if !self.engine.broker.auth.may_open(&user, &vname) {
-                    return Err(Error::new(
-                        ReplyCode::NOT_ALLOWED,
-                        format!("access to vhost '{vname}' refused for user '{user}'"),
-                    ));
-                }
                 if let Some(max) = self.engine.config.max_connections {
                     let open = self
                         .conns
@@ -375,6 +369,38 @@ impl Core {
                             format!("connection refused: node connection limit ({max}) is reached"),
                         ));
                     }
+                }
+                let rt = &self.engine.broker.runtime;
+                let running = || {
+                    self.conns
+                        .iter()
+                        .filter(|(_, c)| c.state == ConnState::Running)
+                };
+                if let Some(max) = rt.vhost_limit(&vhost, "max-connections") {
+                    if running().filter(|(_, c)| c.vhost == vhost).count() as u64 >= max {
+                        warn!("connection of user '{user}' to vhost '{vname}' refused: vhost connection limit ({max}) reached");
+                        return Err(Error::new(
+                            ReplyCode::NOT_ALLOWED,
+                            format!("access to vhost '{vname}' refused for user '{user}': connection limit ({max}) is reached"),
+                        ));
+                    }
+                }
+                if let Some(max) = rt.user_limit(user.as_bytes(), "max-connections") {
+                    if running().filter(|(_, c)| c.user == user.as_bytes()).count() as u64 >= max {
+                        warn!("connection of user '{user}' refused: user connection limit ({max}) reached");
+                        return Err(Error::new(
+                            ReplyCode::NOT_ALLOWED,
+                            format!("connection refused for user '{user}': user connection limit ({max}) is reached"),
+                        ));
+                    }
+                }
+                // As RabbitMQ: the node's, the vhost's and the user's limits,
+                // then the user's access to the vhost.
+                if !self.engine.broker.auth.may_open(&user, &vname) {
+                    return Err(Error::new(
+                        ReplyCode::NOT_ALLOWED,
+                        format!("access to vhost '{vname}' refused for user '{user}'"),
+                    ));
                 }
                 let perm = self.engine.broker.auth.permission(&user, &vname).cloned();
                 let topic_checks = self.engine.broker.auth.topic_checks(&user, &vname);

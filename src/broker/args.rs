@@ -30,6 +30,8 @@ pub struct QueueArgs {
     pub max_length_bytes: Option<u64>,
     /// `x-overflow`.
     pub overflow: Overflow,
+    /// `x-overflow` was given (a policy's applies otherwise).
+    pub overflow_set: bool,
     /// `x-message-ttl` in milliseconds.
     pub message_ttl: Option<u64>,
     /// `x-expires`: delete the queue after this many unused milliseconds.
@@ -47,6 +49,12 @@ pub struct QueueArgs {
     /// `x-delivery-limit` of a quorum queue: a message returned more often
     /// is dead-lettered (reason `delivery_limit`) or dropped.
     pub delivery_limit: Option<u64>,
+    /// `x-delivery-limit` as given, if an integer (negative: no limit; a
+    /// policy's limit combines with it).
+    pub delivery_limit_arg: Option<i64>,
+    /// `x-consumer-timeout`: a delivery not acknowledged in this many
+    /// milliseconds closes its channel.
+    pub consumer_timeout: Option<u64>,
 }
 
 /// Longest TTL or expiry RabbitMQ accepts (ten years, in milliseconds).
@@ -275,7 +283,13 @@ impl QueueArgs {
                 b"reject-publish-dlx" => Overflow::RejectPublishDlx,
                 _ => return Err(ArgError::Invalid("x-overflow", "invalid_overflow".into())),
             };
+            out.overflow_set = true;
         }
+        // As RabbitMQ, any value is taken; a non-negative integer applies.
+        out.consumer_timeout = args
+            .get("x-consumer-timeout")
+            .and_then(|v| v.as_i64())
+            .and_then(|n| u64::try_from(n).ok());
         if let Some(v) = args.get("x-queue-mode") {
             // Lazy queues are not different here: paging is by memory budget.
             let m = longstr(v).ok_or_else(|| unacceptable("x-queue-mode", v))?;
@@ -297,11 +311,9 @@ impl QueueArgs {
                 return Err(ArgError::NotClassic(k));
             }
         }
-        // RabbitMQ 3.10 takes any value here; a non-negative integer limits.
-        out.delivery_limit = args
-            .get("x-delivery-limit")
-            .and_then(|v| v.as_i64())
-            .and_then(|n| u64::try_from(n).ok());
+        // RabbitMQ takes any value here; a non-negative integer limits.
+        out.delivery_limit_arg = args.get("x-delivery-limit").and_then(|v| v.as_i64());
+        out.delivery_limit = out.delivery_limit_arg.and_then(|n| u64::try_from(n).ok());
         Ok(out)
     }
 }
@@ -436,6 +448,13 @@ pub fn consumer_priority(args: &FieldTable) -> Result<i32, ArgError> {
             Ok(p.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
         }
     }
+}
+
+/// The `x-consumer-timeout` consume argument (milliseconds), if given.
+pub fn consumer_timeout(args: &FieldTable) -> Result<Option<u64>, ArgError> {
+    args.get("x-consumer-timeout")
+        .map(|v| non_negative("x-consumer-timeout", v))
+        .transpose()
 }
 
 #[cfg(test)]

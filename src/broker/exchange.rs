@@ -84,8 +84,11 @@ pub struct Exchange {
     pub bindings: Vec<Binding>,
     /// How many bindings lead to other exchanges.
     pub exchange_bindings: usize,
-    /// `alternate-exchange` argument: where unroutable messages go.
+    /// Where unroutable messages go: the `alternate-exchange` argument, else
+    /// its policy's.
     pub alternate: Option<Bytes>,
+    /// The policy that applies to it.
+    pub policy: Option<String>,
     /// Direct exchanges: routing key → destinations.
     direct: HashMap<Bytes, Vec<Dest>>,
     /// Topic exchanges: the pattern trie.
@@ -116,6 +119,7 @@ impl Exchange {
             bindings: Vec::new(),
             exchange_bindings: 0,
             alternate,
+            policy: None,
             direct: HashMap::new(),
             topic: TopicTrie::new(),
         }

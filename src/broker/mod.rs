@@ -9,6 +9,7 @@ pub mod consumers;
 pub mod exchange;
 pub mod headers;
 pub mod message;
+pub mod policy;
 pub mod queue;
 pub mod topic;
 
@@ -82,6 +83,8 @@ pub struct Broker {
     pub def_changes: Vec<DefChange>,
     /// Users and permissions.
     pub auth: auth::Auth,
+    /// Policies, operator policies and limits.
+    pub runtime: policy::Runtime,
 }
 
 fn s(b: &[u8]) -> String {

@@ -45,8 +45,15 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
-    /// Parsed `x-` arguments.
+    /// Its effective settings: the `x-` arguments combined with its
+    /// policy and operator policy (see `broker::policy::effective`).
     pub args: QueueArgs,
+    /// The `x-` arguments alone, parsed.
+    pub declared: QueueArgs,
+    /// The policy that applies to it.
+    pub policy: Option<String>,
+    /// The operator policy that applies to it.
+    pub operator_policy: Option<String>,
     /// Ready messages, in `seq` order.
     pub ready: VecDeque<QueuedMsg>,
     /// Body bytes of the ready messages.
@@ -90,7 +97,10 @@ impl Queue {
         } = spec;
         let exclusive_owner = owner;
         Queue {
+            declared: args.clone(),
             args,
+            policy: None,
+            operator_policy: None,
             ready_bytes: 0,
             id,
             name,
@@ -109,6 +119,29 @@ impl Queue {
             store_id: None,
             last_used: std::time::Instant::now(),
             stats: QueueStats::default(),
+        }
+    }
+
+    /// What policies see it as.
+    pub fn target(&self) -> super::policy::Target {
+        if self.declared.quorum {
+            super::policy::Target::QuorumQueue
+        } else {
+            super::policy::Target::ClassicQueue
+        }
+    }
+
+    /// With `x-overflow` drop-head, drop messages from the head until the
+    /// length limits hold (after the limits were lowered by a policy).
+    pub fn drop_over_limit(&mut self, dropped: &mut Vec<QueuedMsg>) {
+        if self.args.overflow != Overflow::DropHead {
+            return;
+        }
+        while self.over_limit(0, 0) {
+            match self.pop() {
+                Some(m) => dropped.push(m),
+                None => break,
+            }
         }
     }
 

@@ -46,6 +46,7 @@ impl Engine {
             self.delete_queue(q);
         }
         self.broker.vhosts.remove(name.as_bytes());
+        self.forget_vhost_runtime(name);
         self.broker.auth.permissions.retain(|(_, v), _| v != name);
         self.broker
             .auth
@@ -101,6 +102,9 @@ impl Engine {
             .topic_permissions
             .retain(|(u, _, _), _| u != name);
         self.broker.def_changes.push(DefChange::Auth);
+        if self.broker.runtime.user_limits.remove(name).is_some() {
+            self.broker.def_changes.push(DefChange::Runtime);
+        }
         true
     }
 
@@ -186,7 +190,16 @@ impl Engine {
     /// Declare an exchange (RabbitMQ's rules: reserved names, equivalent
     /// redeclaration, known types, valid arguments).
     pub fn declare_exchange(&mut self, vhost: &[u8], spec: ExchangeSpec) -> Result<(), Error> {
-        self.broker.declare_exchange(vhost, spec)
+        let name = spec.name.clone();
+        let existed = self
+            .broker
+            .vhost(vhost)
+            .is_some_and(|v| v.exchanges.contains_key(&name));
+        self.broker.declare_exchange(vhost, spec)?;
+        if !existed {
+            self.choose_exchange_policy(vhost, &name);
+        }
+        Ok(())
     }
 
     /// Delete an exchange (`if_unused`: 406 if it has bindings from it).
@@ -210,7 +223,26 @@ impl Engine {
         owner: ConnId,
         salt: u64,
     ) -> Result<(QueueId, bool), Error> {
+        let limit = self.broker.runtime.vhost_limit(vhost, "max-queues");
+        if let (Some(max), false) = (limit, spec.passive) {
+            let vh = self.broker.vhost(vhost);
+            let exists = vh.is_some_and(|v| v.queues.contains_key(&spec.name));
+            let count = vh.map_or(0, |v| v.queues.len()) as u64;
+            if !exists && count >= max {
+                return Err(Error::new(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!(
+                        "cannot declare queue '{}': queue limit in vhost '{}' ({max}) is reached",
+                        lossy(&spec.name),
+                        lossy(vhost)
+                    ),
+                ));
+            }
+        }
         let (q, created) = self.broker.declare_queue(vhost, spec, owner, salt)?;
+        if created {
+            self.choose_queue_policy(q);
+        }
         self.expire_queue(q);
         self.touch_queue(q);
         Ok((q, created))

@@ -11,12 +11,14 @@
 //! | `take.rs` | settle a taken message: ack, reject (dead-letter), requeue |
 //! | `expiry.rs` | message and queue expiry, dead-lettering, timers |
 //! | `persist.rs` | open and restore, the group commit, alarms |
+//! | `policy.rs` | policies, operator policies and limits, applied at runtime |
 //! | `messages.rs` | [`Messages`]: store + arena + memory account; `take` |
 
 mod admin;
 mod expiry;
 mod messages;
 mod persist;
+mod policy;
 mod publish;
 mod take;
 
@@ -30,6 +32,7 @@ use crate::config::Config;
 pub use messages::Messages;
 pub(crate) use messages::{Loaded, Taken};
 pub(crate) use persist::{blocked_reason, ring_bytes};
+pub use policy::{PolicyKind, PolicySpec};
 pub use publish::Routed;
 pub(crate) use take::count_taken;
 
@@ -237,6 +240,19 @@ impl Engine {
                 .now
                 .saturating_duration_since(self.clock.base)
                 .as_millis() as u64
+    }
+
+    /// The current turn's time as tenths of a second since the engine
+    /// started: a delivery's time for the consumer timeout (four bytes per
+    /// delivery, good for thirteen years).
+    pub(crate) fn stamp(&self) -> u32 {
+        let ds = self
+            .clock
+            .now
+            .saturating_duration_since(self.clock.base)
+            .as_millis()
+            / 100;
+        u32::try_from(ds).unwrap_or(u32::MAX)
     }
 
     /// Ask for a tick at `at`.

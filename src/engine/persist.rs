@@ -145,6 +145,18 @@ impl Engine {
                 self.broker.add_vhost(v);
             }
         }
+        if !defs.runtime.is_empty() {
+            match serde_json::from_slice(&defs.runtime) {
+                Ok(v) => {
+                    let (rt, errors) = crate::broker::policy::Runtime::from_json(&v);
+                    for e in errors {
+                        warn!("cannot restore {e}");
+                    }
+                    self.broker.runtime = rt;
+                }
+                Err(e) => warn!("cannot restore policies and limits: {e}"),
+            }
+        }
         for x in &defs.exchanges {
             let spec = ExchangeSpec {
                 name: x.name.clone(),
@@ -155,8 +167,9 @@ impl Engine {
                 internal: x.internal,
                 arguments: x.arguments.clone(),
             };
-            if let Err(e) = self.broker.declare_exchange(&x.vhost, spec) {
-                warn!("cannot restore exchange {:?}: {e}", x.name);
+            match self.broker.declare_exchange(&x.vhost, spec) {
+                Ok(()) => self.choose_exchange_policy(&x.vhost, &x.name),
+                Err(e) => warn!("cannot restore exchange {:?}: {e}", x.name),
             }
         }
         let nobody = ConnId {
@@ -177,6 +190,7 @@ impl Engine {
                     if let Some(qq) = self.broker.queue_mut(id) {
                         qq.store_id = Some(q.id);
                     }
+                    self.choose_queue_policy(id);
                 }
                 Err(e) => warn!("cannot restore queue {:?}: {e}", q.name),
             }
@@ -269,9 +283,12 @@ impl Engine {
         d
     }
 
-    /// The users and permissions part of the definitions.
+    /// The users, permissions and runtime parts of the definitions.
     fn auth_definitions(b: &crate::broker::Broker) -> Definitions {
-        let mut d = Definitions::default();
+        let mut d = Definitions {
+            runtime: Bytes::from(b.runtime.to_json().to_string()),
+            ..Definitions::default()
+        };
         for u in b.auth.users.values() {
             d.users
                 .push((u.name.clone(), u.password_hash.clone(), u.tags.clone()));

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use super::json::{get_bool, get_str, get_table, table_to_json};
 use crate::broker::auth::HASHING_ALGORITHM;
 use crate::broker::exchange::Dest;
+use crate::broker::policy::{validation_failed, Limits, USER_LIMITS, VHOST_LIMITS};
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
-use crate::engine::Engine;
+use crate::engine::{Engine, PolicyKind, PolicySpec};
 
 /// RabbitMQ version whose API and formats this follows.
 pub const COMPAT_VERSION: &str = "3.10.8";
@@ -132,15 +133,71 @@ fn entities(
     (queues, exchanges, bindings)
 }
 
-/// A user as the API and definitions show it.
-pub fn user_json(u: &crate::broker::auth::User) -> Value {
+/// A user as the API and definitions show it, with its limits.
+pub fn user_json(engine: &Engine, u: &crate::broker::auth::User) -> Value {
+    let limits = engine
+        .broker
+        .runtime
+        .user_limits
+        .get(&u.name)
+        .map_or_else(|| json!({}), |l| l.to_json());
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
         "hashing_algorithm": HASHING_ALGORITHM,
         "tags": u.tags,
-        "limits": {},
+        "limits": limits,
     })
+}
+
+/// Policies of `kind` in the given vhosts, as definitions list them.
+fn policies_json(engine: &Engine, kind: PolicyKind, vhost: Option<&str>) -> Vec<Value> {
+    let rt = &engine.broker.runtime;
+    let set = match kind {
+        PolicyKind::User => &rt.policies,
+        PolicyKind::Operator => &rt.operator_policies,
+    };
+    set.iter(vhost)
+        .map(|p| {
+            let mut v = p.to_json();
+            if let (Some(_), Some(m)) = (vhost, v.as_object_mut()) {
+                m.remove("vhost");
+            }
+            v
+        })
+        .collect()
+}
+
+/// Runtime parameters as RabbitMQ exports them: operator policies
+/// (component `operator_policy`) and vhost limits (`vhost-limits`).
+fn parameters_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
+    let rt = &engine.broker.runtime;
+    let mut out: Vec<Value> = rt
+        .operator_policies
+        .iter(vhost)
+        .map(|p| {
+            json!({
+                "vhost": p.vhost,
+                "component": "operator_policy",
+                "name": p.name,
+                "value": {"pattern": p.pattern, "definition": p.definition,
+                          "priority": p.priority, "apply-to": p.apply_to.name()},
+            })
+        })
+        .collect();
+    for (v, l) in &rt.vhost_limits {
+        if vhost.is_none_or(|x| x == v) {
+            out.push(json!({"vhost": v, "component": "vhost-limits", "name": "limits", "value": l.to_json()}));
+        }
+    }
+    if vhost.is_some() {
+        for p in &mut out {
+            if let Some(m) = p.as_object_mut() {
+                m.remove("vhost");
+            }
+        }
+    }
+    out
 }
 
 /// `GET /api/definitions` (all) or `/api/definitions/VHOST` (one vhost's
@@ -154,15 +211,15 @@ pub fn export(engine: &Engine, vhost: Option<&str>) -> Option<Value> {
             "rabbitmq_version": COMPAT_VERSION,
             "product_name": "Warren",
             "product_version": env!("CARGO_PKG_VERSION"),
-            "parameters": [],
-            "policies": [],
+            "parameters": parameters_json(engine, vhost),
+            "policies": policies_json(engine, PolicyKind::User, vhost),
             "queues": queues,
             "exchanges": exchanges,
             "bindings": bindings,
         }));
     }
     let auth = &engine.broker.auth;
-    let users: Vec<Value> = auth.users.values().map(user_json).collect();
+    let users: Vec<Value> = auth.users.values().map(|u| user_json(engine, u)).collect();
     let vhosts = sorted_vhosts(engine, None);
     let vhost_list: Vec<Value> = vhosts
         .iter()
@@ -190,9 +247,9 @@ pub fn export(engine: &Engine, vhost: Option<&str>) -> Option<Value> {
         "vhosts": vhost_list,
         "permissions": permissions,
         "topic_permissions": topic_permissions,
-        "parameters": [],
+        "parameters": parameters_json(engine, None),
         "global_parameters": [],
-        "policies": [],
+        "policies": policies_json(engine, PolicyKind::User, None),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -259,6 +316,73 @@ pub fn put_user(engine: &mut Engine, name: &str, body: &Value) -> Result<bool, S
     }
     engine.put_user(name, password, hash, tags);
     Ok(!exists)
+}
+
+/// Create or replace a policy from a PUT body or a definitions entry
+/// (`pattern`, `definition`, `priority`, `apply-to`). Returns whether it
+/// was created; a bad policy is RabbitMQ's "Validation failed" text.
+pub fn put_policy(
+    engine: &mut Engine,
+    kind: PolicyKind,
+    vhost: &str,
+    name: &str,
+    body: &Value,
+) -> Result<bool, String> {
+    let pattern = match body.get("pattern") {
+        None => return Err("[{key_missing,pattern}]".into()),
+        Some(Value::String(p)) => p.as_str(),
+        Some(v) => {
+            return Err(validation_failed(&format!(
+                "pattern should be a binary but was {}",
+                crate::broker::policy::erl(v)
+            )))
+        }
+    };
+    let definition = match body.get("definition") {
+        Some(Value::Object(m)) => m.clone(),
+        // rabbitmqadmin and older tools send the definition as a string.
+        Some(Value::String(s)) => match serde_json::from_str(s) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(validation_failed(&format!(
+                    "<<\"{s}\">> is not a valid JSON object"
+                )))
+            }
+        },
+        Some(_) => return Err(validation_failed("definition must be a JSON object")),
+        None => return Err("[{key_missing,definition}]".into()),
+    };
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        {
+            Some(n) => n,
+            None => {
+                return Err(validation_failed(&format!(
+                    "priority should be a number, actually was {}",
+                    crate::broker::policy::erl(v)
+                )))
+            }
+        },
+    };
+    let apply_to = get_str(body, "apply-to").unwrap_or("all");
+    let spec = PolicySpec {
+        vhost,
+        name,
+        pattern,
+        apply_to,
+        priority,
+        definition,
+    };
+    engine.set_policy(kind, spec).map_err(|e| {
+        if e.starts_with("no vhost") {
+            e
+        } else {
+            validation_failed(&e)
+        }
+    })
 }
 
 fn field<'a>(item: &'a Value, key: &str, what: &str) -> Result<&'a str, String> {
@@ -363,6 +487,9 @@ pub struct ImportReport {
     pub applied: Vec<(&'static str, usize)>,
     /// What was skipped, and why.
     pub skipped: Vec<String>,
+    /// What was applied only in part (policy keys warren keeps without
+    /// acting on them).
+    pub warnings: Vec<String>,
     /// Errors (the rest was still applied).
     pub errors: Vec<String>,
 }
@@ -378,6 +505,11 @@ impl ImportReport {
     fn skip(&mut self, why: String) {
         warn!("definitions import: {why}");
         self.skipped.push(why);
+    }
+
+    fn warn(&mut self, why: String) {
+        warn!("definitions import: {why}");
+        self.warnings.push(why);
     }
 
     fn note(&mut self, kind: &'static str, r: Result<(), String>) {
@@ -397,7 +529,8 @@ impl ImportReport {
             .iter()
             .map(|(k, n)| (k.to_string(), json!(n)))
             .collect();
-        json!({"applied": applied, "skipped": self.skipped, "errors": self.errors})
+        json!({"applied": applied, "skipped": self.skipped, "warnings": self.warnings,
+               "errors": self.errors})
     }
 
     /// Everything that went wrong, on one line.
@@ -456,7 +589,17 @@ pub fn import(
     let mut rep = ImportReport::default();
     if vhost.is_none() {
         for u in items(defs, "users") {
-            let r = field(u, "name", "user").and_then(|n| put_user(engine, n, u).map(|_| ()));
+            let r = field(u, "name", "user").and_then(|n| {
+                put_user(engine, n, u)?;
+                match u.get("limits") {
+                    Some(l) if l.as_object().is_some_and(|m| !m.is_empty()) => {
+                        let l = Limits::parse(l, &USER_LIMITS)
+                            .map_err(|e| format!("limits of user '{n}': {e}"))?;
+                        engine.set_user_limits(n, l)
+                    }
+                    _ => Ok(()),
+                }
+            });
             rep.note("users", r);
         }
         for v in items(defs, "vhosts") {
@@ -501,6 +644,68 @@ pub fn import(
                 .ok_or_else(|| "missing 'vhost'".to_string()),
         }
     };
+    for p in items(defs, "parameters") {
+        let component = get_str(p, "component").unwrap_or("");
+        let name = get_str(p, "name").unwrap_or("?");
+        let value = p.get("value").unwrap_or(&Value::Null);
+        match component {
+            "vhost-limits" => {
+                let r = vhost_of(p).and_then(|vh| {
+                    let l = Limits::parse(value, &VHOST_LIMITS)
+                        .map_err(|e| format!("limits of vhost '{vh}': {e}"))?;
+                    engine.set_vhost_limits(&vh, l)
+                });
+                rep.note("vhost_limits", r);
+            }
+            "operator_policy" => {
+                let r = vhost_of(p).and_then(|vh| {
+                    put_policy(engine, PolicyKind::Operator, &vh, name, value)
+                        .map(drop)
+                        .map_err(|e| format!("operator policy '{name}': {}", e.trim_end()))
+                });
+                rep.note("operator_policies", r);
+            }
+            other => rep.skip(format!(
+                "skipped parameter '{name}' of component '{other}' (not supported by warren yet)"
+            )),
+        }
+    }
+    for p in items(defs, "global_parameters") {
+        let name = get_str(p, "name").unwrap_or("?");
+        rep.skip(format!(
+            "skipped global parameter '{name}' (not supported by warren yet)"
+        ));
+    }
+    for (key, kind) in [
+        ("policies", PolicyKind::User),
+        ("operator_policies", PolicyKind::Operator),
+    ] {
+        for p in items(defs, key) {
+            let name = get_str(p, "name").unwrap_or("?");
+            let r = vhost_of(p).and_then(|vh| {
+                put_policy(engine, kind, &vh, name, p)
+                    .map_err(|e| format!("policy '{name}' in vhost '{vh}': {}", e.trim_end()))?;
+                let set = match kind {
+                    PolicyKind::User => &engine.broker.runtime.policies,
+                    PolicyKind::Operator => &engine.broker.runtime.operator_policies,
+                };
+                let inert = set.get(&vh, name).map(|p| p.inert_keys().join(", "));
+                if let Some(keys) = inert.filter(|k| !k.is_empty()) {
+                    rep.warn(format!(
+                        "policy '{name}' in vhost '{vh}': {keys} accepted but has no effect in warren"
+                    ));
+                }
+                Ok(())
+            });
+            rep.note(
+                match kind {
+                    PolicyKind::User => "policies",
+                    PolicyKind::Operator => "operator_policies",
+                },
+                r,
+            );
+        }
+    }
     for x in items(defs, "exchanges") {
         let name = get_str(x, "name").unwrap_or("");
         if builtin_exchange(name.as_bytes()) {
@@ -556,20 +761,6 @@ pub fn import(
             bind(engine, &vh, source, dtype, dest, b)
         })();
         rep.note("bindings", r);
-    }
-    for (key, what) in [
-        ("policies", "policy"),
-        ("parameters", "parameter"),
-        ("global_parameters", "global parameter"),
-    ] {
-        for item in items(defs, key) {
-            let name = get_str(item, "name")
-                .or_else(|| get_str(item, "user"))
-                .unwrap_or("?");
-            rep.skip(format!(
-                "skipped {what} '{name}' (not supported by warren yet)"
-            ));
-        }
     }
     engine
         .broker

@@ -94,6 +94,9 @@ pub struct Definitions {
     pub permissions: Vec<[String; 5]>,
     /// Topic permissions: user, vhost, exchange, write, read.
     pub topic_permissions: Vec<[String; 5]>,
+    /// Policies, operator policies and limits: a JSON document the broker
+    /// writes and reads (`crate::broker::policy::Runtime`); empty if none.
+    pub runtime: Bytes,
 }
 
 fn s(b: &Bytes) -> FieldValue {
@@ -304,6 +307,7 @@ impl Definitions {
             "topic_permissions",
             topic_permissions_value(&self.topic_permissions),
         );
+        root.insert("runtime", s(&self.runtime));
         root
     }
 
@@ -312,6 +316,7 @@ impl Definitions {
             users: users_of(root),
             permissions: permissions_of(root),
             topic_permissions: topic_permissions_of(root),
+            runtime: get_s(root, "runtime"),
             next_queue_id: root
                 .get("next_queue_id")
                 .and_then(|v| v.as_i64())
@@ -422,6 +427,8 @@ pub enum DefChange {
     DelBinding(BindingDef),
     /// Users or permissions changed: write them all.
     Auth,
+    /// Policies, operator policies or limits changed: write them all.
+    Runtime,
     /// Many changes at once (an import, the first start): write a snapshot.
     All,
 }
@@ -504,6 +511,7 @@ struct Replay {
     users: Vec<(String, String, Vec<String>)>,
     permissions: Vec<[String; 5]>,
     topic_permissions: Vec<[String; 5]>,
+    runtime: Bytes,
 }
 
 impl Replay {
@@ -525,6 +533,7 @@ impl Replay {
             users: d.users,
             permissions: d.permissions,
             topic_permissions: d.topic_permissions,
+            runtime: d.runtime,
         }
     }
 
@@ -582,6 +591,7 @@ impl Replay {
                 self.permissions = permissions_of(t);
                 self.topic_permissions = topic_permissions_of(t);
             }
+            "runtime" => self.runtime = get_s(t, "json"),
             other => warn!("definitions log: unknown record '{other}' ignored"),
         }
     }
@@ -596,6 +606,7 @@ impl Replay {
             users: self.users,
             permissions: self.permissions,
             topic_permissions: self.topic_permissions,
+            runtime: self.runtime,
         }
     }
 }
@@ -676,9 +687,9 @@ impl DefsLog {
     }
 
     /// Encode `changes` into the log (buffered until [`DefsLog::commit`]).
-    /// `lookup_auth` gives the current users, permissions and topic
-    /// permissions (a [`Definitions`] with only those) for
-    /// [`DefChange::Auth`].
+    /// `lookup_auth` gives the current users, permissions, topic
+    /// permissions and runtime document (a [`Definitions`] with only those)
+    /// for [`DefChange::Auth`] and [`DefChange::Runtime`].
     pub fn stage(&mut self, changes: &[DefChange], lookup_auth: impl Fn() -> Definitions) {
         let out = self.log.buf_mut();
         for c in changes {
@@ -709,6 +720,11 @@ impl DefsLog {
                         topic_permissions_value(&d.topic_permissions),
                     );
                     op_table("auth", t)
+                }
+                DefChange::Runtime => {
+                    let mut t = FieldTable::new();
+                    t.insert("json", s(&lookup_auth().runtime));
+                    op_table("runtime", t)
                 }
                 DefChange::All => {
                     self.snapshot_due = true;
@@ -870,6 +886,7 @@ mod tests {
                 "^{username}\\.".into(),
                 "".into(),
             ]],
+            runtime: Bytes::from_static(b"{\"policies\":[]}"),
         };
         d.save(&dir).unwrap();
         assert_eq!(Definitions::load(&dir).unwrap(), Some(d));

@@ -35,6 +35,8 @@ use serde_json::{json, Value};
 
 use warren::support::base64_encode;
 
+mod runtime;
+
 /// Bad command line.
 pub const EX_USAGE: u8 = 64;
 /// No such user.
@@ -71,6 +73,16 @@ Commands:
   purge_queue QUEUE                            (in --vhost)
   delete_queue QUEUE [--if-empty] [--if-unused] (in --vhost)
   close_connection NAME [REASON]   (NAME as list_connections name shows it)
+  set_policy [--priority N] [--apply-to WHAT] NAME PATTERN DEFINITION  (in --vhost)
+  clear_policy NAME                            (in --vhost)
+  list_policies                                (in --vhost)
+  set_operator_policy / clear_operator_policy / list_operator_policies  (the same)
+  set_vhost_limits DEFINITION                  (in --vhost; JSON, e.g. {max-connections: 64})
+  clear_vhost_limits                           (in --vhost)
+  list_vhost_limits [--global]                 (in --vhost)
+  set_user_limits USER DEFINITION              (JSON, e.g. {max-channels: 16})
+  clear_user_limits USER NAME|all
+  list_user_limits [USER]
   export_definitions FILE|-
   import_definitions FILE|-
   reload_certificates              (TLS certificates and keys re-read from their files)
@@ -164,6 +176,14 @@ fn options() -> getopts::Options {
     o.optflag("", "no-table-headers", "no header line above tables");
     o.optflag("", "if-empty", "delete_queue: only if it has no messages");
     o.optflag("", "if-unused", "delete_queue: only if it has no consumers");
+    o.optopt("", "priority", "set_policy: priority (default 0)", "N");
+    o.optopt(
+        "",
+        "apply-to",
+        "set_policy: all, queues, classic_queues, quorum_queues, streams or exchanges (default all)",
+        "WHAT",
+    );
+    o.optflag("", "global", "list_vhost_limits: of every vhost");
     o.optflag(
         "",
         "any-broker",
@@ -667,6 +687,9 @@ struct Ctl {
     fmt: Format,
     if_empty: bool,
     if_unused: bool,
+    priority: Option<String>,
+    apply_to: Option<String>,
+    global: bool,
 }
 
 fn arg<'a>(args: &'a [String], i: usize, what: &str) -> Result<&'a str> {
@@ -714,6 +737,11 @@ fn column(item: &Value, kind: &str, col: &str) -> Value {
         ("bindings", "source_kind") => return json!("exchange"),
         ("bindings", "destination_name") => "destination",
         ("bindings", "destination_kind") => "destination_type",
+        // rabbitmqctl prints definitions and limits as JSON.
+        ("policies" | "operator-policies", "definition")
+        | ("vhost-limits" | "user-limits", "value") => {
+            return json!(item.get(col).map_or(String::new(), Value::to_string))
+        }
         ("users", "user") => "name",
         ("users", "tags") => {
             // RabbitMQ 3.8 and earlier: a comma-separated string.
@@ -808,6 +836,9 @@ impl Ctl {
             },
             if_empty: m.opt_present("if-empty"),
             if_unused: m.opt_present("if-unused"),
+            priority: m.opt_str("priority"),
+            apply_to: m.opt_str("apply-to"),
+            global: m.opt_present("global"),
         })
     }
 
@@ -1287,7 +1318,10 @@ impl Ctl {
                 let nodes = c.call("GET", "/api/nodes", None)?;
                 self.status(out, &ov, nodes.get(0).unwrap_or(&Value::Null))
             }
-            other => Err(CtlError::usage(format!("unknown command '{other}'"))),
+            other => match self.runtime_command(other, rest, out, err) {
+                Some(r) => r,
+                None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+            },
         }
     }
 

@@ -41,6 +41,7 @@ fn usage(opts: &getopts::Options) -> String {
         "Usage: warren [--config FILE] [--definitions FILE] [--listen ADDR:PORT]... \
          [--tls-listen ADDR:PORT]... [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]\n       \
          [--data-dir DIR] [--max-memory BYTES] [--min-free-disk BYTES] [--segment-size BYTES]\n       \
+         [--consumer-timeout MS]\n       \
          [--management-listen ADDR:PORT | --no-management] \
          [--prometheus-listen ADDR:PORT | --no-prometheus]\n       \
          warren ctl COMMAND [ARGS] (warren ctl --help)",
@@ -169,6 +170,12 @@ fn main() -> ExitCode {
         "segment-size",
         "message store segment file size in bytes (default 8388608)",
         "BYTES",
+    );
+    opts.optopt(
+        "",
+        "consumer-timeout",
+        "close a channel whose delivery is not acknowledged within this many milliseconds; 0: never (default 1800000)",
+        "MS",
     );
     opts.optflag("h", "help", "print this help");
     opts.optflag("V", "version", "print the version");
@@ -314,6 +321,16 @@ fn main() -> ExitCode {
                     eprintln!("warren: bad --{flag} '{v}': {e}");
                     return ExitCode::from(2);
                 }
+            }
+        }
+    }
+    if let Some(v) = m.opt_str("consumer-timeout") {
+        match v.parse::<u64>() {
+            Ok(0) => config.consumer_timeout = None,
+            Ok(ms) => config.consumer_timeout = Some(std::time::Duration::from_millis(ms)),
+            Err(e) => {
+                eprintln!("warren: bad --consumer-timeout '{v}': {e}");
+                return ExitCode::from(2);
             }
         }
     }

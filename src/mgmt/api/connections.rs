@@ -244,9 +244,10 @@ pub(super) fn queue_consumers(core: &Core, mgmt: &Mgmt, q: &Queue) -> Vec<Value>
             "arguments": args,
             "active": active,
             "activity_status": if active { "up" } else { "waiting" },
-            // RabbitMQ's default delivery acknowledgement timeout (30 min);
-            // newer clients expect the field.
-            "consumer_timeout": 1_800_000,
+            // The delivery acknowledgement timeout in force for it.
+            "consumer_timeout": k.and_then(|k| k.timeout)
+                .or(q.args.consumer_timeout)
+                .or(core.engine.config.consumer_timeout.map(|d| d.as_millis() as u64)),
         }));
     }
     out

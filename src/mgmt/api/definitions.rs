@@ -25,7 +25,9 @@ pub(super) fn import(c: &mut Ctx<'_>, vhost: Option<&str>) -> Response {
         }
     }
     match definitions::import(&mut c.core.engine, &body, vhost) {
-        Ok(rep) if rep.errors.is_empty() && rep.skipped.is_empty() => Response::empty(204),
+        Ok(rep) if rep.errors.is_empty() && rep.skipped.is_empty() && rep.warnings.is_empty() => {
+            Response::empty(204)
+        }
         // Applied, with what was skipped listed.
         Ok(rep) if rep.errors.is_empty() => Response::json(200, &rep.to_json()),
         Ok(rep) => {

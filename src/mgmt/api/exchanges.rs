@@ -57,7 +57,7 @@ fn exchange_json(vhost: &str, x: &Exchange) -> Value {
         "internal": x.internal,
         "arguments": table_to_json(&x.arguments),
         "user_who_performed_action": if builtin_exchange(&x.name) { "rmq-internal" } else { "" },
-        "policy": null,
+        "policy": x.policy,
     })
 }
 

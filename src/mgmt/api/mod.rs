@@ -25,6 +25,7 @@
 //! | `vhosts.rs` | `/api/vhosts` |
 //! | `users.rs` | `/api/whoami`, `/api/users`, `/api/permissions`, `/api/topic-permissions` |
 //! | `definitions.rs` | `/api/definitions` (export, import) |
+//! | `policies.rs` | `/api/policies`, `/api/operator-policies`, `/api/vhost-limits`, `/api/user-limits` |
 
 mod bindings;
 mod connections;
@@ -32,6 +33,7 @@ mod definitions;
 mod exchanges;
 mod health;
 mod overview;
+mod policies;
 mod queues;
 mod users;
 mod vhosts;
@@ -45,6 +47,7 @@ use super::stats::{per_sec, Mgmt};
 use super::{Request, Response};
 use crate::amqp::Core;
 use crate::codec::{Error, ReplyCode};
+use crate::engine::PolicyKind;
 
 /// Tags that may use the management API at all.
 const MGMT_TAGS: [&str; 4] = ["administrator", "management", "policymaker", "monitoring"];
@@ -205,10 +208,13 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
                 | "global-parameters"
                 | "topic-permissions"
                 | "user-limits"
+                | "operator-policies"
                 | "reload-certificates"
         )
     ) || matches!(rest, [_, _, "permissions"] | [_, _, "topic-permissions"]);
-    if (req.method != "GET" || admin_only) && !admin {
+    // As RabbitMQ: policymakers manage policies (not operator policies).
+    let policymaker = has("policymaker") && rest.first() == Some(&"policies");
+    if (req.method != "GET" || admin_only) && !admin && !policymaker {
         return forbidden("Not administrator user");
     }
     if rest.first() == Some(&"nodes") && !admin && !has("monitoring") {
@@ -301,16 +307,27 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ("GET", ["definitions", v]) => definitions::export(c, Some(v)),
         ("POST", ["definitions"]) => definitions::import(c, None),
         ("POST", ["definitions", v]) => definitions::import(c, Some(v)),
+        ("GET", ["policies"]) => policies::list(c, PolicyKind::User, None),
+        ("GET", ["policies", v]) => policies::list(c, PolicyKind::User, Some(v)),
+        ("GET", ["policies", v, n]) => policies::get(c, PolicyKind::User, v, n),
+        ("PUT", ["policies", v, n]) => policies::put(c, PolicyKind::User, v, n),
+        ("DELETE", ["policies", v, n]) => policies::delete(c, PolicyKind::User, v, n),
+        ("GET", ["operator-policies"]) => policies::list(c, PolicyKind::Operator, None),
+        ("GET", ["operator-policies", v]) => policies::list(c, PolicyKind::Operator, Some(v)),
+        ("GET", ["operator-policies", v, n]) => policies::get(c, PolicyKind::Operator, v, n),
+        ("PUT", ["operator-policies", v, n]) => policies::put(c, PolicyKind::Operator, v, n),
+        ("DELETE", ["operator-policies", v, n]) => policies::delete(c, PolicyKind::Operator, v, n),
+        ("GET", ["vhost-limits"]) => policies::list_vhost_limits(c, None),
+        ("GET", ["vhost-limits", v]) => policies::list_vhost_limits(c, Some(v)),
+        ("PUT", ["vhost-limits", v, n]) => policies::put_vhost_limit(c, v, n),
+        ("DELETE", ["vhost-limits", v, n]) => policies::delete_vhost_limit(c, v, n),
+        ("GET", ["user-limits"]) => policies::list_user_limits(c, None),
+        ("GET", ["user-limits", u]) => policies::list_user_limits(c, Some(u)),
+        ("PUT", ["user-limits", u, n]) => policies::put_user_limit(c, u, n),
+        ("DELETE", ["user-limits", u, n]) => policies::delete_user_limit(c, u, n),
         (
             "GET",
-            ["policies", ..]
-            | ["operator-policies", ..]
-            | ["parameters", ..]
-            | ["global-parameters", ..]
-            | ["vhost-limits", ..]
-            | ["user-limits", ..]
-            | ["extensions"]
-            | ["feature-flags"],
+            ["parameters", ..] | ["global-parameters", ..] | ["extensions"] | ["feature-flags"],
         ) => ok(json!([])),
         ("GET", ["aliveness-test", v]) => health::aliveness(c, v),
         ("GET", ["healthchecks", "node", ..]) => ok(json!({"status": "ok"})),

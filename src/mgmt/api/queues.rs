@@ -11,6 +11,7 @@ use super::{
 };
 use crate::amqp::Core;
 use crate::broker::auth::base64_encode;
+use crate::broker::policy::effective_definition;
 use crate::broker::queue::Queue;
 use crate::codec::ContentHeader;
 use crate::mgmt::definitions;
@@ -83,6 +84,7 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         dt,
     );
     let first_tag = q.consumers.first().map(|r| lossy(&r.tag));
+    let (pol, op) = core.engine.broker.runtime.of_queue(q);
     let mut v = json!({
         "name": lossy(&q.name),
         "vhost": lossy(&q.vhost),
@@ -93,9 +95,9 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "node": mgmt.node,
         "type": if q.args.quorum { "quorum" } else { "classic" },
         "state": "running",
-        "policy": null,
-        "operator_policy": null,
-        "effective_policy_definition": {},
+        "policy": pol.map(|p| p.name.as_str()),
+        "operator_policy": op.map(|p| p.name.as_str()),
+        "effective_policy_definition": effective_definition(pol, op),
         "consumers": q.consumers.len(),
         "exclusive_consumer_tag": if q.exclusive_consumer { first_tag.clone() } else { None },
         "single_active_consumer_tag": if q.args.single_active_consumer { first_tag } else { None },

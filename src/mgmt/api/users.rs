@@ -21,7 +21,7 @@ pub(super) fn list_users(c: &Ctx<'_>) -> Response {
         .auth
         .users
         .values()
-        .map(user_json)
+        .map(|u| user_json(&c.core.engine, u))
         .collect();
     c.list(list)
 }
@@ -29,7 +29,7 @@ pub(super) fn list_users(c: &Ctx<'_>) -> Response {
 pub(super) fn get_user(c: &Ctx<'_>, u: &str) -> Response {
     match c.core.engine.broker.auth.users.get(u) {
         Some(user) => {
-            let v = user_json(user);
+            let v = user_json(&c.core.engine, user);
             c.object(v)
         }
         None => not_found(),

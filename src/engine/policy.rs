@@ -1,0 +1,307 @@
+//! Runtime configuration actions: policies, operator policies and limits
+//! (the management API, `warren ctl` and the definitions import call them).
+//! A policy change is applied at once to the queues and exchanges of its
+//! vhost, without redeclaring anything: only the entities that the changed
+//! policy matches, or that it applied to, are looked at again, so a change
+//! costs one pattern match per queue however many policies there are.
+
+use log::info;
+use serde_json::{Map, Value};
+
+use super::Engine;
+use crate::broker::policy::{effective, Limits, Policy, PolicySet, Target};
+use crate::broker::QueueId;
+use crate::store::definitions::DefChange;
+
+/// Which of the two policy sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Policies (`/api/policies`, `set_policy`).
+    User,
+    /// Operator policies (`/api/operator-policies`, `set_operator_policy`).
+    Operator,
+}
+
+impl PolicyKind {
+    fn set(self, rt: &crate::broker::policy::Runtime) -> &PolicySet {
+        match self {
+            PolicyKind::User => &rt.policies,
+            PolicyKind::Operator => &rt.operator_policies,
+        }
+    }
+
+    fn set_mut(self, rt: &mut crate::broker::policy::Runtime) -> &mut PolicySet {
+        match self {
+            PolicyKind::User => &mut rt.policies,
+            PolicyKind::Operator => &mut rt.operator_policies,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            PolicyKind::User => "policy",
+            PolicyKind::Operator => "operator policy",
+        }
+    }
+}
+
+/// A policy as the API, `warren ctl` and definitions give it.
+#[derive(Debug, Clone)]
+pub struct PolicySpec<'a> {
+    /// Virtual host.
+    pub vhost: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Regular expression over names.
+    pub pattern: &'a str,
+    /// `apply-to` (`all`, `queues`, `exchanges`, ...).
+    pub apply_to: &'a str,
+    /// Priority.
+    pub priority: i64,
+    /// Definition.
+    pub definition: Map<String, Value>,
+}
+
+impl Engine {
+    /// Create or replace a policy and apply it at once. Returns whether
+    /// it was created. The error is RabbitMQ's reason (see
+    /// `broker::policy::validation_failed`), or `no vhost`.
+    pub fn set_policy(&mut self, kind: PolicyKind, spec: PolicySpec<'_>) -> Result<bool, String> {
+        if self.broker.vhost(spec.vhost.as_bytes()).is_none() {
+            return Err(format!("no vhost '{}'", spec.vhost));
+        }
+        let p = Policy::new(
+            spec.vhost,
+            spec.name,
+            spec.pattern,
+            spec.apply_to,
+            spec.priority,
+            spec.definition,
+            kind == PolicyKind::Operator,
+        )?;
+        let inert = p.inert_keys().join(", ");
+        if !inert.is_empty() {
+            log::warn!(
+                "{} '{}' in vhost '{}': {inert} accepted but has no effect in warren",
+                kind.what(),
+                spec.name,
+                spec.vhost
+            );
+        }
+        let old = kind.set_mut(&mut self.broker.runtime).put(p);
+        let created = old.is_none();
+        if old.as_ref() != kind.set(&self.broker.runtime).get(spec.vhost, spec.name) {
+            self.broker.def_changes.push(DefChange::Runtime);
+            self.reapply_policies(spec.vhost, kind, spec.name);
+            info!(
+                "{} {} '{}' in vhost '{}'",
+                if created { "set" } else { "updated" },
+                kind.what(),
+                spec.name,
+                spec.vhost
+            );
+        }
+        Ok(created)
+    }
+
+    /// Remove a policy and revert what it set. False if there was none.
+    pub fn clear_policy(&mut self, kind: PolicyKind, vhost: &str, name: &str) -> bool {
+        if kind
+            .set_mut(&mut self.broker.runtime)
+            .remove(vhost, name)
+            .is_none()
+        {
+            return false;
+        }
+        self.broker.def_changes.push(DefChange::Runtime);
+        self.reapply_policies(vhost, kind, name);
+        info!("cleared {} '{name}' in vhost '{vhost}'", kind.what());
+        true
+    }
+
+    /// The policy `name` of `kind` changed (or went): look again at the
+    /// queues and exchanges of `vhost` it matches or applied to.
+    fn reapply_policies(&mut self, vhost: &str, kind: PolicyKind, name: &str) {
+        let started = std::time::Instant::now();
+        let Some(vh) = self.broker.vhost(vhost.as_bytes()) else {
+            return;
+        };
+        let ids: Vec<QueueId> = vh.queues.values().copied().collect();
+        let mut changed = Vec::new();
+        {
+            let set = kind.set(&self.broker.runtime);
+            let new = set.get(vhost, name);
+            for id in ids {
+                let Some(q) = self.broker.queue(id) else {
+                    continue;
+                };
+                let cur = match kind {
+                    PolicyKind::User => q.policy.as_deref(),
+                    PolicyKind::Operator => q.operator_policy.as_deref(),
+                };
+                // Those it applied to are looked at again (its definition
+                // may have changed even where it still applies).
+                let next = if cur == Some(name) {
+                    set.best(vhost.as_bytes(), &q.name, q.target())
+                        .map(|p| p.name.clone())
+                } else if new
+                    .is_some_and(|p| p.matches(&q.name, q.target()) && set.outranks(p, cur))
+                {
+                    Some(name.to_string())
+                } else {
+                    continue;
+                };
+                changed.push((id, next));
+            }
+        }
+        let n = changed.len();
+        for (id, next) in changed {
+            if let Some(q) = self.broker.queue_mut(id) {
+                match kind {
+                    PolicyKind::User => q.policy = next,
+                    PolicyKind::Operator => q.operator_policy = next,
+                }
+            }
+            self.apply_queue_policy(id);
+        }
+        if kind == PolicyKind::User {
+            self.reapply_exchange_policies(vhost);
+        }
+        log::debug!(
+            "{} '{name}' in vhost '{vhost}': {n} queues changed, in {:?}",
+            kind.what(),
+            started.elapsed()
+        );
+    }
+
+    /// Recompute the alternate exchange of every exchange in `vhost` whose
+    /// argument does not set one.
+    fn reapply_exchange_policies(&mut self, vhost: &str) {
+        let rt = &self.broker.runtime;
+        let Some(vh) = self.broker.vhosts.get_mut(vhost.as_bytes()) else {
+            return;
+        };
+        for x in vh.exchanges.values_mut() {
+            if x.name.is_empty() {
+                continue;
+            }
+            let p = rt
+                .policies
+                .best(vhost.as_bytes(), &x.name, Target::Exchange);
+            x.policy = p.map(|p| p.name.clone());
+            x.alternate = match x.arguments.get("alternate-exchange") {
+                Some(v) => v.as_bytes().cloned(),
+                None => p.and_then(|p| p.keys.alternate_exchange.clone()),
+            };
+        }
+    }
+
+    /// Choose the policies of a new queue and apply them.
+    pub(crate) fn choose_queue_policy(&mut self, id: QueueId) {
+        let rt = &self.broker.runtime;
+        let Some(q) = self.broker.queue(id) else {
+            return;
+        };
+        let (t, v) = (q.target(), q.vhost.clone());
+        let p = rt.policies.best(&v, &q.name, t).map(|p| p.name.clone());
+        let o = rt
+            .operator_policies
+            .best(&v, &q.name, t)
+            .map(|p| p.name.clone());
+        if let Some(q) = self.broker.queue_mut(id) {
+            q.policy = p;
+            q.operator_policy = o;
+        }
+        self.apply_queue_policy(id);
+    }
+
+    /// Choose the policy of a new exchange.
+    pub(crate) fn choose_exchange_policy(&mut self, vhost: &[u8], name: &[u8]) {
+        let rt = &self.broker.runtime;
+        let Some(x) = self
+            .broker
+            .vhosts
+            .get_mut(vhost)
+            .and_then(|v| v.exchanges.get_mut(name))
+        else {
+            return;
+        };
+        let p = rt.policies.best(vhost, name, Target::Exchange);
+        x.policy = p.map(|p| p.name.clone());
+        if x.alternate.is_none() {
+            x.alternate = p.and_then(|p| p.keys.alternate_exchange.clone());
+        }
+    }
+
+    /// A queue's policy names are set: recompute its effective settings
+    /// and act on a change, as RabbitMQ does: lower length limits drop
+    /// from the head (drop-head), a new `expires` starts counting now.
+    fn apply_queue_policy(&mut self, id: QueueId) {
+        let Some(q) = self.broker.queue(id) else {
+            return;
+        };
+        let (p, o) = self.broker.runtime.of_queue(q);
+        let args = effective(&q.declared, p, o);
+        if args == q.args {
+            return;
+        }
+        let now = self.clock.now;
+        let Some(q) = self.broker.queue_mut(id) else {
+            return;
+        };
+        let expires_changed = args.expires != q.args.expires;
+        q.args = args;
+        if expires_changed {
+            q.last_used = now;
+        }
+        let mut dropped = Vec::new();
+        q.drop_over_limit(&mut dropped);
+        for m in dropped {
+            self.dead_letter(id, m, "maxlen");
+        }
+        if expires_changed {
+            self.touch_queue(id);
+        }
+        self.mark_queue(id);
+    }
+
+    /// Set a vhost's limits (all of them: those not given are removed),
+    /// as `rabbitmqctl set_vhost_limits` does.
+    pub fn set_vhost_limits(&mut self, vhost: &str, limits: Limits) -> Result<(), String> {
+        if self.broker.vhost(vhost.as_bytes()).is_none() {
+            return Err(format!("no vhost '{vhost}'"));
+        }
+        let rt = &mut self.broker.runtime;
+        if limits.0.is_empty() {
+            rt.vhost_limits.remove(vhost);
+        } else {
+            rt.vhost_limits.insert(vhost.to_string(), limits);
+        }
+        self.broker.def_changes.push(DefChange::Runtime);
+        Ok(())
+    }
+
+    /// Set a user's limits (all of them), as `rabbitmqctl set_user_limits`.
+    pub fn set_user_limits(&mut self, user: &str, limits: Limits) -> Result<(), String> {
+        if !self.broker.auth.users.contains_key(user) {
+            return Err(format!("no user '{user}'"));
+        }
+        let rt = &mut self.broker.runtime;
+        if limits.0.is_empty() {
+            rt.user_limits.remove(user);
+        } else {
+            rt.user_limits.insert(user.to_string(), limits);
+        }
+        self.broker.def_changes.push(DefChange::Runtime);
+        Ok(())
+    }
+
+    /// Policies, operator policies and limits of a vhost being deleted.
+    pub(crate) fn forget_vhost_runtime(&mut self, vhost: &str) {
+        let rt = &mut self.broker.runtime;
+        rt.policies.remove_vhost(vhost);
+        rt.operator_policies.remove_vhost(vhost);
+        rt.vhost_limits.remove(vhost);
+        self.broker.def_changes.push(DefChange::Runtime);
+    }
+}
