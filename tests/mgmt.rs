@@ -1006,22 +1006,17 @@ fn definitions_export_and_import() {
         "bindings": [{"source": "events", "vhost": vh, "destination": "jobs", "destination_type": "queue", "routing_key": "job.#", "arguments": {}}]
     });
     let r = api.post("/api/definitions", defs);
-    if api.rabbit {
-        assert!(
-            r.status == 204 || r.status == 201,
-            "{} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
-    } else {
-        // Policies are not implemented yet: applied, with the policy
-        // reported as skipped.
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(
-            r.json()["skipped"],
-            json!(["skipped policy 'p' (not supported by warren yet)"])
-        );
-    }
+    assert!(
+        r.status == 204 || r.status == 201,
+        "{} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    // The policy came in and applies to the queues it matches.
+    let p = api.get(&format!("/api/policies/{}/p", enc(&vh)));
+    assert_eq!(p["definition"], json!({"max-length": 5}));
+    let jobs = api.get(&format!("/api/queues/{}/jobs", enc(&vh)));
+    assert_eq!(jobs["policy"], "p");
     let out = api.get("/api/definitions");
     for k in [
         "rabbit_version",

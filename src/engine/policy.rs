@@ -88,17 +88,24 @@ impl Engine {
                 spec.vhost
             );
         }
+        let exchanges = p.apply_to.covers(Target::Exchange);
         let old = kind.set_mut(&mut self.broker.runtime).put(p);
         let created = old.is_none();
+        let exchanges = exchanges
+            || old
+                .as_ref()
+                .is_some_and(|o| o.apply_to.covers(Target::Exchange));
         if old.as_ref() != kind.set(&self.broker.runtime).get(spec.vhost, spec.name) {
             self.broker.def_changes.push(DefChange::Runtime);
-            self.reapply_policies(spec.vhost, kind, spec.name);
+            let started = std::time::Instant::now();
+            let n = self.reapply_policies(spec.vhost, kind, spec.name, exchanges);
             info!(
-                "{} {} '{}' in vhost '{}'",
+                "{} {} '{}' in vhost '{}': applied to {n} queues in {:?}",
                 if created { "set" } else { "updated" },
                 kind.what(),
                 spec.name,
-                spec.vhost
+                spec.vhost,
+                started.elapsed()
             );
         }
         Ok(created)
@@ -106,25 +113,34 @@ impl Engine {
 
     /// Remove a policy and revert what it set. False if there was none.
     pub fn clear_policy(&mut self, kind: PolicyKind, vhost: &str, name: &str) -> bool {
-        if kind
-            .set_mut(&mut self.broker.runtime)
-            .remove(vhost, name)
-            .is_none()
-        {
+        let Some(old) = kind.set_mut(&mut self.broker.runtime).remove(vhost, name) else {
             return false;
-        }
+        };
         self.broker.def_changes.push(DefChange::Runtime);
-        self.reapply_policies(vhost, kind, name);
-        info!("cleared {} '{name}' in vhost '{vhost}'", kind.what());
+        let started = std::time::Instant::now();
+        let exchanges = old.apply_to.covers(Target::Exchange);
+        let n = self.reapply_policies(vhost, kind, name, exchanges);
+        info!(
+            "cleared {} '{name}' in vhost '{vhost}': {n} queues looked at again in {:?}",
+            kind.what(),
+            started.elapsed()
+        );
         true
     }
 
     /// The policy `name` of `kind` changed (or went): look again at the
-    /// queues and exchanges of `vhost` it matches or applied to.
-    fn reapply_policies(&mut self, vhost: &str, kind: PolicyKind, name: &str) {
-        let started = std::time::Instant::now();
+    /// queues of `vhost` it matches or applied to (and its exchanges, if
+    /// it applies or applied to them). Returns how many queues it matches
+    /// or matched.
+    fn reapply_policies(
+        &mut self,
+        vhost: &str,
+        kind: PolicyKind,
+        name: &str,
+        exchanges: bool,
+    ) -> usize {
         let Some(vh) = self.broker.vhost(vhost.as_bytes()) else {
-            return;
+            return 0;
         };
         let ids: Vec<QueueId> = vh.queues.values().copied().collect();
         let mut changed = Vec::new();
@@ -164,14 +180,10 @@ impl Engine {
             }
             self.apply_queue_policy(id);
         }
-        if kind == PolicyKind::User {
+        if kind == PolicyKind::User && exchanges {
             self.reapply_exchange_policies(vhost);
         }
-        log::debug!(
-            "{} '{name}' in vhost '{vhost}': {n} queues changed, in {:?}",
-            kind.what(),
-            started.elapsed()
-        );
+        n
     }
 
     /// Recompute the alternate exchange of every exchange in `vhost` whose

@@ -855,15 +855,25 @@ mod tests {
                           "destination_type": "queue", "routing_key": "", "arguments": {}},
                          {"source": "events", "vhost": "/", "destination": "work",
                           "destination_type": "queue", "routing_key": "", "arguments": {}}],
-            "policies": [{"vhost": "/", "name": "ttl", "pattern": ".*", "definition": {"message-ttl": 1}}]
+            "policies": [{"vhost": "/", "name": "ttl", "pattern": ".*", "definition": {"message-ttl": 1}}],
+            "global_parameters": [{"name": "cluster_name", "value": "rabbit@old"}]
         });
         let rep = import(&mut c, &defs, None).unwrap();
         assert!(rep.errors.is_empty(), "{:?}", rep.errors);
         assert_eq!(
             rep.applied,
-            vec![("exchanges", 1), ("queues", 1), ("bindings", 1)]
+            vec![
+                ("policies", 1),
+                ("exchanges", 1),
+                ("queues", 1),
+                ("bindings", 1)
+            ]
         );
         assert_eq!(rep.skipped.len(), 4, "{:?}", rep.skipped);
+        assert!(rep.skipped.iter().any(|s| s.contains("cluster_name")));
+        // The policy applies to what was imported.
+        let work = c.find_queue(b"/", b"work").unwrap();
+        assert_eq!(c.broker.queue(work).unwrap().args.message_ttl, Some(1));
         assert!(rep
             .skipped
             .iter()
