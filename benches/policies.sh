@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Policies on the message path: warren-perf scenarios 1 and 2 against a
-# fresh warren, then again after 10,000 queues and 1,000 policies were
-# added (benches/policies.py), then the policy change timings.
+# fresh warren, again after 10,000 queues were declared, again after 1,000
+# policies matching them were set (benches/policies.py), then the policy
+# change timings.
 #
 #   benches/policies.sh            (builds warren and warren-perf in release)
 #
@@ -27,12 +28,15 @@ done
 URI="amqp://guest:guest@127.0.0.1:$AMQP/%2f"
 export BROKER_PID=$PID WARREN_PERF=target/release/warren-perf
 export DURATION=${DURATION:-5} REPEAT=${REPEAT:-3} SCENARIOS="1 2"
-benches/run.sh "$URI" "no policies"
-"$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" --setup-only \
-    --queues "${QUEUES:-10000}" --policies "${POLICIES:-1000}"
-NO_HEADER=1 benches/run.sh "$URI" "${POLICIES:-1000} policies, ${QUEUES:-10000} queues"
-"$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" --measure-only \
-    --queues "${QUEUES:-10000}" --policies "${POLICIES:-1000}"
+SIZE=(--queues "${QUEUES:-10000}" --policies "${POLICIES:-1000}")
+benches/run.sh "$URI" "fresh"
+"$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" "${SIZE[@]}" \
+    --setup queues --no-measure
+NO_HEADER=1 benches/run.sh "$URI" "${QUEUES:-10000} queues, no policies"
+"$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" "${SIZE[@]}" \
+    --setup policies --no-measure
+NO_HEADER=1 benches/run.sh "$URI" "${QUEUES:-10000} queues, ${POLICIES:-1000} policies"
+"$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" "${SIZE[@]}" --setup none
 echo
 echo "broker's own timings (INFO log):"
-grep -E "policy '(p-0|all)'" "$DATA/log" | tail -n 4 || true
+grep -E "policy '(p-0|all)'" "$DATA/log" | tail -n 8 || true

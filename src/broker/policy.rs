@@ -332,6 +332,8 @@ pub struct Policy {
     /// The regular expression over names, as given.
     pub pattern: String,
     regex: Regex,
+    /// What every name it matches starts with, if the pattern says.
+    prefix: Option<String>,
     /// What it applies to.
     pub apply_to: ApplyTo,
     /// Priority: the highest matching policy applies.
@@ -420,6 +422,7 @@ impl Policy {
             vhost: vhost.to_string(),
             name: name.to_string(),
             pattern: pattern.to_string(),
+            prefix: literal_prefix(pattern),
             regex,
             apply_to: apply,
             priority,
@@ -431,7 +434,14 @@ impl Policy {
     /// Does it apply to `name` of kind `target`? As RabbitMQ 4, a policy
     /// with a key the queue type does not take does not apply to it.
     pub fn matches(&self, name: &[u8], target: Target) -> bool {
+        self.matches_text(&String::from_utf8_lossy(name), target)
+    }
+
+    fn matches_text(&self, name: &str, target: Target) -> bool {
         if !self.apply_to.covers(target) {
+            return false;
+        }
+        if self.prefix.as_ref().is_some_and(|p| !name.starts_with(p.as_str())) {
             return false;
         }
         let not = match target {
@@ -442,8 +452,7 @@ impl Policy {
         if self.definition.keys().any(|k| not.contains(&k.as_str())) {
             return false;
         }
-        let name = String::from_utf8_lossy(name);
-        self.regex.is_match(&*name).unwrap_or(false)
+        self.regex.is_match(name).unwrap_or(false)
     }
 
     /// Keys of its definition that warren keeps without acting on.
@@ -493,34 +502,114 @@ pub fn known_key(k: &str) -> bool {
         || FEDERATION_KEYS.contains(&k)
 }
 
-/// The policies of one kind in every vhost, each vhost's list sorted by
-/// rank (highest priority first), so the first match is the one that
-/// applies.
+/// The literal text every name a pattern matches starts with, when the
+/// pattern is anchored (`^app-1-`, `^jobs$`): names without it are
+/// rejected without running the regular expression. Conservative: a
+/// pattern with an alternation anywhere has none, and a literal made
+/// optional by a quantifier after it is left out.
+fn literal_prefix(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix('^')?;
+    if pattern.contains('|') {
+        return None;
+    }
+    let mut out = String::new();
+    for c in rest.chars() {
+        match c {
+            '*' | '?' | '{' => {
+                out.pop();
+                break;
+            }
+            '\\' | '.' | '[' | ']' | '(' | ')' | '}' | '+' | '^' | '$' => break,
+            c => out.push(c),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// One vhost's policies: ranked (highest priority first, then by name),
+/// with indexes so that finding the one that applies to a name looks only
+/// at the policies whose literal prefix the name has (and those without
+/// one), and finding one by name is a hash lookup.
+#[derive(Debug, Clone, Default)]
+struct Ranked {
+    list: Vec<Policy>,
+    by_name: std::collections::HashMap<String, usize>,
+    /// Positions in `list` of the policies without a literal prefix.
+    unprefixed: Vec<usize>,
+    /// Positions in `list` by literal prefix.
+    by_prefix: std::collections::HashMap<String, Vec<usize>>,
+    /// The lengths (in bytes) of those prefixes.
+    prefix_lens: Vec<usize>,
+}
+
+impl Ranked {
+    fn reindex(&mut self) {
+        self.by_name.clear();
+        self.unprefixed.clear();
+        self.by_prefix.clear();
+        self.prefix_lens.clear();
+        for (i, p) in self.list.iter().enumerate() {
+            self.by_name.insert(p.name.clone(), i);
+            match &p.prefix {
+                None => self.unprefixed.push(i),
+                Some(x) => {
+                    self.by_prefix.entry(x.clone()).or_default().push(i);
+                    if !self.prefix_lens.contains(&x.len()) {
+                        self.prefix_lens.push(x.len());
+                    }
+                }
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Policy> {
+        self.by_name.get(name).and_then(|&i| self.list.get(i))
+    }
+
+    fn best(&self, name: &[u8], target: Target) -> Option<&Policy> {
+        let text = String::from_utf8_lossy(name);
+        // The candidates' positions, best rank first.
+        let mut candidates: Vec<usize> = self.unprefixed.clone();
+        for &n in &self.prefix_lens {
+            if let Some(ps) = text.get(..n).and_then(|p| self.by_prefix.get(p)) {
+                candidates.extend_from_slice(ps);
+            }
+        }
+        candidates.sort_unstable();
+        candidates
+            .into_iter()
+            .filter_map(|i| self.list.get(i))
+            .find(|p| p.matches_text(&text, target))
+    }
+}
+
+/// The policies of one kind in every vhost, each vhost's sorted by rank
+/// (highest priority first), so the first match is the one that applies.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
-    by_vhost: BTreeMap<String, Vec<Policy>>,
+    by_vhost: BTreeMap<String, Ranked>,
 }
 
 impl PolicySet {
     /// Add or replace a policy. Returns the one it replaced.
     pub fn put(&mut self, p: Policy) -> Option<Policy> {
-        let list = self.by_vhost.entry(p.vhost.clone()).or_default();
-        let old = list
-            .iter()
-            .position(|x| x.name == p.name)
-            .map(|i| list.remove(i));
-        let at = list.partition_point(|x| x.outranks(&p));
-        list.insert(at, p);
+        let r = self.by_vhost.entry(p.vhost.clone()).or_default();
+        let old = r.by_name.get(&p.name).map(|&i| r.list.remove(i));
+        let at = r.list.partition_point(|x| x.outranks(&p));
+        r.list.insert(at, p);
+        r.reindex();
         old
     }
 
     /// Remove a policy; returns it.
     pub fn remove(&mut self, vhost: &str, name: &str) -> Option<Policy> {
-        let list = self.by_vhost.get_mut(vhost)?;
-        let i = list.iter().position(|x| x.name == name)?;
-        let p = list.remove(i);
-        if list.is_empty() {
+        let r = self.by_vhost.get_mut(vhost)?;
+        let i = *r.by_name.get(name)?;
+        let p = r.list.remove(i);
+        if r.list.is_empty() {
             self.by_vhost.remove(vhost);
+        } else {
+            r.reindex();
         }
         Some(p)
     }
@@ -532,7 +621,7 @@ impl PolicySet {
 
     /// One policy.
     pub fn get(&self, vhost: &str, name: &str) -> Option<&Policy> {
-        self.by_vhost.get(vhost)?.iter().find(|p| p.name == name)
+        self.by_vhost.get(vhost)?.get(name)
     }
 
     /// The policies of a vhost (or all), by vhost then rank.
@@ -540,16 +629,13 @@ impl PolicySet {
         self.by_vhost
             .iter()
             .filter(move |(v, _)| vhost.is_none_or(|x| x == v.as_str()))
-            .flat_map(|(_, l)| l.iter())
+            .flat_map(|(_, r)| r.list.iter())
     }
 
     /// The policy that applies to `name` of kind `target` in `vhost`.
     pub fn best(&self, vhost: &[u8], name: &[u8], target: Target) -> Option<&Policy> {
         let vhost = std::str::from_utf8(vhost).ok()?;
-        self.by_vhost
-            .get(vhost)?
-            .iter()
-            .find(|p| p.matches(name, target))
+        self.by_vhost.get(vhost)?.best(name, target)
     }
 
     /// Would `p` (one of these) win over the policy named `current` for
@@ -881,6 +967,25 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn literal_prefixes_are_conservative() {
+        assert_eq!(literal_prefix("^app-1-").as_deref(), Some("app-1-"));
+        assert_eq!(literal_prefix("^jobs$").as_deref(), Some("jobs"));
+        assert_eq!(literal_prefix("^abc?d").as_deref(), Some("ab"));
+        assert_eq!(literal_prefix("^ab+").as_deref(), Some("ab"));
+        assert_eq!(literal_prefix("^a*"), None);
+        assert_eq!(literal_prefix("^a\\.b").as_deref(), Some("a"));
+        assert_eq!(literal_prefix("^a|b"), None);
+        assert_eq!(literal_prefix("(?i)^abc"), None);
+        assert_eq!(literal_prefix("abc"), None);
+        assert_eq!(literal_prefix(".*"), None);
+        // The prefix never changes what matches.
+        let p = pol("p", "^ab?c", 0, json!({"max-length": 1}));
+        assert!(p.matches(b"ac", Target::ClassicQueue));
+        assert!(p.matches(b"abc", Target::ClassicQueue));
+        assert!(!p.matches(b"bc", Target::ClassicQueue));
     }
 
     #[test]

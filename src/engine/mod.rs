@@ -88,6 +88,10 @@ pub struct Alarms {
     /// connections' buffers when last measured, the number of messages
     /// then, and when (see [`Engine::memory_used`]).
     pub(crate) buffers: (u64, u64, Instant),
+    /// The queue scan in progress: the next slab index, and the bytes of
+    /// the queues measured so far in this round; and the total of the last
+    /// complete round (see [`Engine::measure_buffers`]).
+    pub(crate) queue_scan: (usize, u64, u64),
     /// Highest [`Engine::memory_used`] plus connections since memory was
     /// last handed back to the system (see [`Engine::should_trim`]).
     trim_peak: u64,
@@ -205,6 +209,7 @@ impl Engine {
                 disk_low: false,
                 next_disk_check: now,
                 buffers: (0, 0, now),
+                queue_scan: (0, 0, 0),
                 trim_peak: 0,
             },
             clock: Clock {

@@ -20,6 +20,9 @@ use crate::store::definitions::{
 };
 use crate::store::Store;
 
+/// Queues measured per buffer scan (see [`Engine::measure_buffers`]).
+const QUEUE_SCAN_BATCH: usize = 1024;
+
 /// Bytes a ring buffer takes; one mostly empty is shrunk first.
 pub(crate) fn ring_bytes<T>(v: &mut std::collections::VecDeque<T>) -> u64 {
     if v.capacity() >= 1024 && v.len() < v.capacity() / 4 {
@@ -430,16 +433,29 @@ impl Engine {
     /// its buffer, whose pages were all touched; those mostly empty are
     /// shrunk here), plus what `front_doors` measures of theirs
     /// (connections' pending output and input buffers, channels' unacked
-    /// lists). O(queues + connections + channels), at most every
-    /// [`super::BUFFER_SCAN_EVERY`].
+    /// lists). At most every [`super::BUFFER_SCAN_EVERY`]; the queues are
+    /// measured [`QUEUE_SCAN_BATCH`] at a time, a round over all of them
+    /// taking several scans, so that ten thousand idle queues do not cost
+    /// the message path a scan of them every few milliseconds; the last
+    /// complete round's total counts until the next one completes.
     pub(crate) fn measure_buffers(&mut self, now: Instant, front_doors: impl FnOnce() -> u64) {
         if now < self.alarms.buffers.2 + super::BUFFER_SCAN_EVERY {
             return;
         }
-        let mut bytes = front_doors();
-        for (_, q) in self.broker.queues.iter_mut() {
-            bytes += ring_bytes(&mut q.ready);
+        let (mut next, mut partial, mut total) = self.alarms.queue_scan;
+        let end = self.broker.queues.capacity();
+        let stop = end.min(next + QUEUE_SCAN_BATCH);
+        for idx in next..stop {
+            if let Some(q) = self.broker.queues.get_mut(idx) {
+                partial += ring_bytes(&mut q.ready);
+            }
         }
+        next = stop;
+        if next >= end {
+            (next, total, partial) = (0, partial, 0);
+        }
+        self.alarms.queue_scan = (next, partial, total);
+        let bytes = front_doors() + total;
         self.alarms.buffers = (bytes, self.msgs.queued, now);
     }
 
