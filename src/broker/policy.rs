@@ -441,7 +441,11 @@ impl Policy {
         if !self.apply_to.covers(target) {
             return false;
         }
-        if self.prefix.as_ref().is_some_and(|p| !name.starts_with(p.as_str())) {
+        if self
+            .prefix
+            .as_ref()
+            .is_some_and(|p| !name.starts_with(p.as_str()))
+        {
             return false;
         }
         let not = match target {
@@ -791,7 +795,8 @@ pub fn limit_value(name: &str, v: &Value) -> Result<i64, String> {
 }
 
 /// Runtime configuration: policies, operator policies, vhost and user
-/// limits. Durable as one JSON document in the definitions store.
+/// limits. Durable item by item, as runtime parameters in the definitions
+/// store ([`Runtime::params`], [`Runtime::restore`]).
 #[derive(Debug, Clone, Default)]
 pub struct Runtime {
     /// Policies.
@@ -804,73 +809,90 @@ pub struct Runtime {
     pub user_limits: BTreeMap<String, Limits>,
 }
 
-fn policies_of(v: &Value, operator: bool, out: &mut PolicySet) -> Vec<String> {
-    let mut errors = Vec::new();
-    for p in v.as_array().map_or(&[][..], Vec::as_slice) {
-        let get = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
-        let def = p
-            .get("definition")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let priority = p.get("priority").and_then(Value::as_i64).unwrap_or(0);
-        let apply = match get("apply-to") {
-            "" => "all",
-            a => a,
-        };
-        match Policy::new(
-            get("vhost"),
-            get("name"),
-            get("pattern"),
-            apply,
-            priority,
-            def,
-            operator,
-        ) {
-            Ok(p) => {
-                out.put(p);
-            }
-            Err(e) => errors.push(format!("policy '{}': {e}", get("name"))),
-        }
-    }
-    errors
-}
-
-fn limits_of(v: &Value, keys: &[&str], out: &mut BTreeMap<String, Limits>) {
-    for (name, l) in v.as_object().into_iter().flatten() {
-        if let Ok(l) = Limits::parse(l, keys) {
-            out.insert(name.clone(), l);
-        }
-    }
-}
+/// The component names runtime parameters are stored under.
+pub const POLICY: &str = "policy";
+/// Operator policies.
+pub const OPERATOR_POLICY: &str = "operator_policy";
+/// A vhost's limits (name `limits`), as RabbitMQ names the parameter.
+pub const VHOST_LIMITS_PARAM: &str = "vhost-limits";
+/// A user's limits (name `limits`).
+pub const USER_LIMITS_PARAM: &str = "user-limits";
 
 impl Runtime {
-    /// The document the definitions store keeps.
-    pub fn to_json(&self) -> Value {
-        let lim = |m: &BTreeMap<String, Limits>| -> Value {
-            Value::Object(m.iter().map(|(k, l)| (k.clone(), l.to_json())).collect())
-        };
-        serde_json::json!({
-            "policies": self.policies.iter(None).map(Policy::to_json).collect::<Vec<_>>(),
-            "operator_policies": self.operator_policies.iter(None).map(Policy::to_json).collect::<Vec<_>>(),
-            "vhost_limits": lim(&self.vhost_limits),
-            "user_limits": lim(&self.user_limits),
-        })
+    /// The stored form of one item, if it exists: (component, owner,
+    /// name) → its JSON.
+    pub fn param(&self, component: &str, owner: &str, name: &str) -> Option<Value> {
+        match component {
+            POLICY => self.policies.get(owner, name).map(Policy::to_json),
+            OPERATOR_POLICY => self.operator_policies.get(owner, name).map(Policy::to_json),
+            VHOST_LIMITS_PARAM => self.vhost_limits.get(owner).map(Limits::to_json),
+            USER_LIMITS_PARAM => self.user_limits.get(owner).map(Limits::to_json),
+            _ => None,
+        }
     }
 
-    /// Read the stored document back; what no longer validates is
-    /// returned as errors (and left out).
-    pub fn from_json(v: &Value) -> (Runtime, Vec<String>) {
-        let mut r = Runtime::default();
-        let mut errors = policies_of(&v["policies"], false, &mut r.policies);
-        errors.extend(policies_of(
-            &v["operator_policies"],
-            true,
-            &mut r.operator_policies,
-        ));
-        limits_of(&v["vhost_limits"], &VHOST_LIMITS, &mut r.vhost_limits);
-        limits_of(&v["user_limits"], &USER_LIMITS, &mut r.user_limits);
-        (r, errors)
+    /// Every item, as the definitions store keeps them.
+    pub fn params(&self) -> Vec<(&'static str, String, String, Value)> {
+        let mut out = Vec::new();
+        for (component, set) in [
+            (POLICY, &self.policies),
+            (OPERATOR_POLICY, &self.operator_policies),
+        ] {
+            for p in set.iter(None) {
+                out.push((component, p.vhost.clone(), p.name.clone(), p.to_json()));
+            }
+        }
+        for (component, m) in [
+            (VHOST_LIMITS_PARAM, &self.vhost_limits),
+            (USER_LIMITS_PARAM, &self.user_limits),
+        ] {
+            for (owner, l) in m {
+                out.push((component, owner.clone(), "limits".into(), l.to_json()));
+            }
+        }
+        out
+    }
+
+    /// Put back one stored item.
+    pub fn restore(
+        &mut self,
+        component: &str,
+        owner: &str,
+        name: &str,
+        v: &Value,
+    ) -> Result<(), String> {
+        let get = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+        match component {
+            POLICY | OPERATOR_POLICY => {
+                let def = v
+                    .get("definition")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let priority = v.get("priority").and_then(Value::as_i64).unwrap_or(0);
+                let apply = match get("apply-to") {
+                    "" => "all",
+                    a => a,
+                };
+                let operator = component == OPERATOR_POLICY;
+                let p = Policy::new(owner, name, get("pattern"), apply, priority, def, operator)?;
+                if operator {
+                    self.operator_policies.put(p);
+                } else {
+                    self.policies.put(p);
+                }
+            }
+            VHOST_LIMITS_PARAM => {
+                let l = Limits::parse(v, &VHOST_LIMITS)?;
+                self.vhost_limits.insert(owner.to_string(), l);
+            }
+            USER_LIMITS_PARAM => {
+                let l = Limits::parse(v, &USER_LIMITS)?;
+                self.user_limits.insert(owner.to_string(), l);
+            }
+            other => return Err(format!("unknown component '{other}'")),
+        }
+        Ok(())
     }
 
     /// The policy and operator policy that apply to a queue.

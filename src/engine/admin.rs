@@ -102,9 +102,7 @@ impl Engine {
             .topic_permissions
             .retain(|(u, _, _), _| u != name);
         self.broker.def_changes.push(DefChange::Auth);
-        if self.broker.runtime.user_limits.remove(name).is_some() {
-            self.broker.def_changes.push(DefChange::Runtime);
-        }
+        self.forget_user_runtime(name);
         true
     }
 

@@ -16,7 +16,7 @@ use crate::broker::message::QueuedMsg;
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
 use crate::config::Config;
 use crate::store::definitions::{
-    BindingDef, DefChange, Definitions, DefsLog, ExchangeDef, QueueDef,
+    BindingDef, DefChange, Definitions, DefsLog, ExchangeDef, ParamDef, QueueDef,
 };
 use crate::store::Store;
 
@@ -148,16 +148,19 @@ impl Engine {
                 self.broker.add_vhost(v);
             }
         }
-        if !defs.runtime.is_empty() {
-            match serde_json::from_slice(&defs.runtime) {
-                Ok(v) => {
-                    let (rt, errors) = crate::broker::policy::Runtime::from_json(&v);
-                    for e in errors {
-                        warn!("cannot restore {e}");
-                    }
-                    self.broker.runtime = rt;
-                }
-                Err(e) => warn!("cannot restore policies and limits: {e}"),
+        for p in &defs.params {
+            let restored = serde_json::from_slice(&p.value)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    self.broker
+                        .runtime
+                        .restore(&p.component, &p.owner, &p.name, &v)
+                });
+            if let Err(e) = restored {
+                warn!(
+                    "cannot restore {} '{}' of '{}': {e}",
+                    p.component, p.name, p.owner
+                );
             }
         }
         for x in &defs.exchanges {
@@ -229,6 +232,14 @@ impl Engine {
         let b = &self.broker;
         let mut d = Engine::auth_definitions(b);
         d.next_queue_id = b.next_store_id;
+        for (component, owner, name, v) in b.runtime.params() {
+            d.params.push(ParamDef {
+                component: component.to_string(),
+                owner,
+                name,
+                value: Bytes::from(v.to_string()),
+            });
+        }
         for (vname, vh) in &b.vhosts {
             d.vhosts.push(vname.clone());
             for x in vh.exchanges.values() {
@@ -286,12 +297,9 @@ impl Engine {
         d
     }
 
-    /// The users, permissions and runtime parts of the definitions.
+    /// The users and permissions part of the definitions.
     fn auth_definitions(b: &crate::broker::Broker) -> Definitions {
-        let mut d = Definitions {
-            runtime: Bytes::from(b.runtime.to_json().to_string()),
-            ..Definitions::default()
-        };
+        let mut d = Definitions::default();
         for u in b.auth.users.values() {
             d.users
                 .push((u.name.clone(), u.password_hash.clone(), u.tags.clone()));

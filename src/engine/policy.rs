@@ -9,9 +9,12 @@ use log::info;
 use serde_json::{Map, Value};
 
 use super::Engine;
-use crate::broker::policy::{effective, Limits, Policy, PolicySet, Target};
+use crate::broker::policy::{
+    effective, Limits, Policy, PolicySet, Target, OPERATOR_POLICY, POLICY, USER_LIMITS_PARAM,
+    VHOST_LIMITS_PARAM,
+};
 use crate::broker::QueueId;
-use crate::store::definitions::DefChange;
+use crate::store::definitions::{DefChange, ParamDef};
 
 /// Which of the two policy sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,13 @@ impl PolicyKind {
         match self {
             PolicyKind::User => &mut rt.policies,
             PolicyKind::Operator => &mut rt.operator_policies,
+        }
+    }
+
+    fn component(self) -> &'static str {
+        match self {
+            PolicyKind::User => POLICY,
+            PolicyKind::Operator => OPERATOR_POLICY,
         }
     }
 
@@ -63,6 +73,21 @@ pub struct PolicySpec<'a> {
 }
 
 impl Engine {
+    /// Record a runtime parameter's change for the definitions log: its
+    /// current value, or its removal.
+    fn param_changed(&mut self, component: &str, owner: &str, name: &str) {
+        let change = match self.broker.runtime.param(component, owner, name) {
+            Some(v) => DefChange::PutParam(ParamDef {
+                component: component.to_string(),
+                owner: owner.to_string(),
+                name: name.to_string(),
+                value: bytes::Bytes::from(v.to_string()),
+            }),
+            None => DefChange::DelParam(component.into(), owner.into(), name.into()),
+        };
+        self.broker.def_changes.push(change);
+    }
+
     /// Create or replace a policy and apply it at once. Returns whether
     /// it was created. The error is RabbitMQ's reason (see
     /// `broker::policy::validation_failed`), or `no vhost`.
@@ -96,7 +121,7 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|o| o.apply_to.covers(Target::Exchange));
         if old.as_ref() != kind.set(&self.broker.runtime).get(spec.vhost, spec.name) {
-            self.broker.def_changes.push(DefChange::Runtime);
+            self.param_changed(kind.component(), spec.vhost, spec.name);
             let started = std::time::Instant::now();
             let n = self.reapply_policies(spec.vhost, kind, spec.name, exchanges);
             info!(
@@ -116,7 +141,7 @@ impl Engine {
         let Some(old) = kind.set_mut(&mut self.broker.runtime).remove(vhost, name) else {
             return false;
         };
-        self.broker.def_changes.push(DefChange::Runtime);
+        self.param_changed(kind.component(), vhost, name);
         let started = std::time::Instant::now();
         let exchanges = old.apply_to.covers(Target::Exchange);
         let n = self.reapply_policies(vhost, kind, name, exchanges);
@@ -289,7 +314,7 @@ impl Engine {
         } else {
             rt.vhost_limits.insert(vhost.to_string(), limits);
         }
-        self.broker.def_changes.push(DefChange::Runtime);
+        self.param_changed(VHOST_LIMITS_PARAM, vhost, "limits");
         Ok(())
     }
 
@@ -304,16 +329,114 @@ impl Engine {
         } else {
             rt.user_limits.insert(user.to_string(), limits);
         }
-        self.broker.def_changes.push(DefChange::Runtime);
+        self.param_changed(USER_LIMITS_PARAM, user, "limits");
         Ok(())
     }
 
     /// Policies, operator policies and limits of a vhost being deleted.
     pub(crate) fn forget_vhost_runtime(&mut self, vhost: &str) {
+        let gone: Vec<(&'static str, String)> = self
+            .broker
+            .runtime
+            .params()
+            .into_iter()
+            .filter(|(c, owner, _, _)| owner == vhost && *c != USER_LIMITS_PARAM)
+            .map(|(c, _, name, _)| (c, name))
+            .collect();
         let rt = &mut self.broker.runtime;
         rt.policies.remove_vhost(vhost);
         rt.operator_policies.remove_vhost(vhost);
         rt.vhost_limits.remove(vhost);
-        self.broker.def_changes.push(DefChange::Runtime);
+        for (component, name) in gone {
+            self.param_changed(component, vhost, &name);
+        }
+    }
+
+    /// The limits of a user being deleted.
+    pub(crate) fn forget_user_runtime(&mut self, user: &str) {
+        if self.broker.runtime.user_limits.remove(user).is_some() {
+            self.param_changed(USER_LIMITS_PARAM, user, "limits");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec<'a>(vhost: &'a str, name: &'a str, d: Value) -> PolicySpec<'a> {
+        PolicySpec {
+            vhost,
+            name,
+            pattern: "^q",
+            apply_to: "queues",
+            priority: 0,
+            definition: d.as_object().cloned().unwrap(),
+        }
+    }
+
+    /// Policies and limits are durable item by item: set, changed, and
+    /// removed with their vhost or user, through the log and a snapshot.
+    #[test]
+    fn policies_and_limits_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("warren-policy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = crate::Config {
+            data_dir: Some(dir.clone()),
+            ..crate::Config::default()
+        };
+        let limits = |v: Value| Limits::parse(&v, &crate::broker::policy::VHOST_LIMITS).unwrap();
+        let user_limits =
+            |v: Value| Limits::parse(&v, &crate::broker::policy::USER_LIMITS).unwrap();
+        for snapshot in [false, true] {
+            let mut e = Engine::open(cfg.clone()).unwrap();
+            let now = std::time::Instant::now();
+            e.add_vhost("gone");
+            e.put_user("bob", Some("pw"), None, Vec::new());
+            e.set_policy(PolicyKind::User, spec("/", "p", json!({"max-length": 1})))
+                .unwrap();
+            e.set_policy(PolicyKind::User, spec("/", "p", json!({"max-length": 2})))
+                .unwrap();
+            e.set_policy(
+                PolicyKind::Operator,
+                spec("/", "o", json!({"message-ttl": 5})),
+            )
+            .unwrap();
+            e.set_policy(
+                PolicyKind::User,
+                spec("gone", "g", json!({"max-length": 3})),
+            )
+            .unwrap();
+            e.set_vhost_limits("/", limits(json!({"max-queues": 7})))
+                .unwrap();
+            e.set_vhost_limits("gone", limits(json!({"max-queues": 1})))
+                .unwrap();
+            e.set_user_limits("guest", user_limits(json!({"max-channels": 9})))
+                .unwrap();
+            e.set_user_limits("bob", user_limits(json!({"max-channels": 1})))
+                .unwrap();
+            e.delete_vhost("gone");
+            e.delete_user("bob");
+            if snapshot {
+                e.broker.def_changes.push(DefChange::All);
+            }
+            assert!(e.group_commit(now, true, false).1.is_ok());
+            e.close_store();
+            drop(e);
+            let e = Engine::open(cfg.clone()).unwrap();
+            let rt = &e.broker.runtime;
+            let p = rt.policies.get("/", "p").expect("policy restored");
+            assert_eq!(p.keys.max_length, Some(2));
+            assert!(rt.operator_policies.get("/", "o").is_some());
+            assert!(rt.policies.get("gone", "g").is_none());
+            assert_eq!(rt.vhost_limit(b"/", "max-queues"), Some(7));
+            assert!(!rt.vhost_limits.contains_key("gone"));
+            assert_eq!(rt.user_limit(b"guest", "max-channels"), Some(9));
+            assert!(!rt.user_limits.contains_key("bob"));
+            drop(e);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }

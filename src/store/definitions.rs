@@ -75,6 +75,21 @@ pub struct BindingDef {
     pub arguments: FieldTable,
 }
 
+/// A runtime parameter: a policy, an operator policy, a vhost's or a
+/// user's limits (later shovels and federation upstreams). The store keeps
+/// the broker's JSON for it by (component, owner, name) without reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamDef {
+    /// What it is (`policy`, `operator_policy`, `vhost-limits`, ...).
+    pub component: String,
+    /// The vhost (or, for user limits, the user) it belongs to.
+    pub owner: String,
+    /// Its name.
+    pub name: String,
+    /// The broker's JSON for it.
+    pub value: Bytes,
+}
+
 /// Everything durable.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Definitions {
@@ -94,9 +109,8 @@ pub struct Definitions {
     pub permissions: Vec<[String; 5]>,
     /// Topic permissions: user, vhost, exchange, write, read.
     pub topic_permissions: Vec<[String; 5]>,
-    /// Policies, operator policies and limits: a JSON document the broker
-    /// writes and reads (`crate::broker::policy::Runtime`); empty if none.
-    pub runtime: Bytes,
+    /// Runtime parameters: policies, operator policies, limits.
+    pub params: Vec<ParamDef>,
 }
 
 fn s(b: &Bytes) -> FieldValue {
@@ -204,6 +218,27 @@ fn binding_of(t: &FieldTable) -> BindingDef {
     }
 }
 
+const PARAM_KEYS: [&str; 3] = ["component", "owner", "name"];
+
+fn param_table(p: &ParamDef) -> FieldTable {
+    let mut t = FieldTable::new();
+    for (k, v) in PARAM_KEYS.iter().zip([&p.component, &p.owner, &p.name]) {
+        t.insert(*k, st(v));
+    }
+    t.insert("value", s(&p.value));
+    t
+}
+
+fn param_of(t: &FieldTable) -> ParamDef {
+    let [component, owner, name] = PARAM_KEYS.map(|k| text(t, k));
+    ParamDef {
+        component,
+        owner,
+        name,
+        value: get_s(t, "value"),
+    }
+}
+
 fn users_value(users: &[(String, String, Vec<String>)]) -> FieldValue {
     FieldValue::Array(
         users
@@ -307,7 +342,8 @@ impl Definitions {
             "topic_permissions",
             topic_permissions_value(&self.topic_permissions),
         );
-        root.insert("runtime", s(&self.runtime));
+        let ps = self.params.iter().map(param_table).map(table);
+        root.insert("params", FieldValue::Array(ps.collect()));
         root
     }
 
@@ -316,7 +352,7 @@ impl Definitions {
             users: users_of(root),
             permissions: permissions_of(root),
             topic_permissions: topic_permissions_of(root),
-            runtime: get_s(root, "runtime"),
+            params: tables(root, "params").map(param_of).collect(),
             next_queue_id: root
                 .get("next_queue_id")
                 .and_then(|v| v.as_i64())
@@ -427,8 +463,10 @@ pub enum DefChange {
     DelBinding(BindingDef),
     /// Users or permissions changed: write them all.
     Auth,
-    /// Policies, operator policies or limits changed: write them all.
-    Runtime,
+    /// A runtime parameter was set.
+    PutParam(ParamDef),
+    /// A runtime parameter was removed: component, owner, name.
+    DelParam(String, String, String),
     /// Many changes at once (an import, the first start): write a snapshot.
     All,
 }
@@ -511,7 +549,7 @@ struct Replay {
     users: Vec<(String, String, Vec<String>)>,
     permissions: Vec<[String; 5]>,
     topic_permissions: Vec<[String; 5]>,
-    runtime: Bytes,
+    params: BTreeMap<(String, String, String), ParamDef>,
 }
 
 impl Replay {
@@ -533,7 +571,11 @@ impl Replay {
             users: d.users,
             permissions: d.permissions,
             topic_permissions: d.topic_permissions,
-            runtime: d.runtime,
+            params: d
+                .params
+                .into_iter()
+                .map(|p| ((p.component.clone(), p.owner.clone(), p.name.clone()), p))
+                .collect(),
         }
     }
 
@@ -591,7 +633,15 @@ impl Replay {
                 self.permissions = permissions_of(t);
                 self.topic_permissions = topic_permissions_of(t);
             }
-            "runtime" => self.runtime = get_s(t, "json"),
+            "put_param" => {
+                let p = param_of(t);
+                self.params
+                    .insert((p.component.clone(), p.owner.clone(), p.name.clone()), p);
+            }
+            "del_param" => {
+                let [c, o, n] = PARAM_KEYS.map(|k| text(t, k));
+                self.params.remove(&(c, o, n));
+            }
             other => warn!("definitions log: unknown record '{other}' ignored"),
         }
     }
@@ -606,7 +656,7 @@ impl Replay {
             users: self.users,
             permissions: self.permissions,
             topic_permissions: self.topic_permissions,
-            runtime: self.runtime,
+            params: self.params.into_values().collect(),
         }
     }
 }
@@ -687,9 +737,9 @@ impl DefsLog {
     }
 
     /// Encode `changes` into the log (buffered until [`DefsLog::commit`]).
-    /// `lookup_auth` gives the current users, permissions, topic
-    /// permissions and runtime document (a [`Definitions`] with only those)
-    /// for [`DefChange::Auth`] and [`DefChange::Runtime`].
+    /// `lookup_auth` gives the current users, permissions and topic
+    /// permissions (a [`Definitions`] with only those) for
+    /// [`DefChange::Auth`].
     pub fn stage(&mut self, changes: &[DefChange], lookup_auth: impl Fn() -> Definitions) {
         let out = self.log.buf_mut();
         for c in changes {
@@ -721,10 +771,13 @@ impl DefsLog {
                     );
                     op_table("auth", t)
                 }
-                DefChange::Runtime => {
+                DefChange::PutParam(p) => op_table("put_param", param_table(p)),
+                DefChange::DelParam(c, o, n) => {
                     let mut t = FieldTable::new();
-                    t.insert("json", s(&lookup_auth().runtime));
-                    op_table("runtime", t)
+                    for (k, v) in PARAM_KEYS.iter().zip([c, o, n]) {
+                        t.insert(*k, st(v));
+                    }
+                    op_table("del_param", t)
                 }
                 DefChange::All => {
                     self.snapshot_due = true;
@@ -886,7 +939,12 @@ mod tests {
                 "^{username}\\.".into(),
                 "".into(),
             ]],
-            runtime: Bytes::from_static(b"{\"policies\":[]}"),
+            params: vec![ParamDef {
+                component: "policy".into(),
+                owner: "/".into(),
+                name: "ttl".into(),
+                value: Bytes::from_static(b"{\"pattern\":\".*\"}"),
+            }],
         };
         d.save(&dir).unwrap();
         assert_eq!(Definitions::load(&dir).unwrap(), Some(d));
