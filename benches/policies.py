@@ -2,7 +2,7 @@
 (or RabbitMQ) and times policy changes through the management API.
 
     python benches/policies.py --amqp-port 5672 --mgmt-port 15672 \
-        [--queues 10000] [--policies 1000] [--setup all|queues|policies|none]
+        [--queues 10000] [--policies 1000] [--setup all|queues|policies|clear|none]
         [--no-measure]
 
 Queues are `app-<i>-<j>` (non-durable), each policy `p-<i>` matches the
@@ -34,7 +34,7 @@ def main():
     a.add_argument("--queues", type=int, default=10000)
     a.add_argument("--policies", type=int, default=1000)
     a.add_argument("--rounds", type=int, default=20)
-    a.add_argument("--setup", choices=["all", "queues", "policies", "none"], default="all",
+    a.add_argument("--setup", choices=["all", "queues", "policies", "clear", "none"], default="all",
                    help="what to create before measuring")
     a.add_argument("--no-measure", action="store_true")
     o = a.parse_args()
@@ -66,6 +66,10 @@ def main():
         took = time.time() - t
         print(f"setup: {o.policies} policies set in {took:.1f} s "
               f"({took / o.policies * 1000:.2f} ms each, each a durable change)")
+    if o.setup == "clear":
+        for i in range(o.policies):
+            api.delete(f"{base}/policies/%2F/p-{i}")
+        print(f"setup: {o.policies} policies cleared")
     if o.no_measure:
         return
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Policies on the message path: warren-perf scenarios 1 and 2 against a
 # fresh warren, again after 10,000 queues were declared, again after 1,000
-# policies matching them were set (benches/policies.py), then the policy
-# change timings.
+# policies matching them were set (benches/policies.py), the policy
+# change timings, and once more after the policies were cleared.
 #
 #   benches/policies.sh            (builds warren and warren-perf in release)
 #
@@ -37,6 +37,10 @@ NO_HEADER=1 benches/run.sh "$URI" "${QUEUES:-10000} queues, no policies"
     --setup policies --no-measure
 NO_HEADER=1 benches/run.sh "$URI" "${QUEUES:-10000} queues, ${POLICIES:-1000} policies"
 "$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" "${SIZE[@]}" --setup none
+# And without them again: what is left of the difference is noise.
+"$PYTHON" benches/policies.py --amqp-port "$AMQP" --mgmt-port "$MGMT" "${SIZE[@]}" \
+    --setup clear --no-measure
+NO_HEADER=1 benches/run.sh "$URI" "${QUEUES:-10000} queues, policies cleared"
 echo
 echo "broker's own timings (INFO log):"
 grep -E "policy '(p-0|all)'" "$DATA/log" | tail -n 8 || true

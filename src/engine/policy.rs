@@ -440,3 +440,88 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod bench {
+    use super::*;
+    use crate::broker::QueueSpec;
+    use serde_json::json;
+
+    /// `cargo test --release --lib policy_reapply_timing -- --ignored --nocapture`:
+    /// the engine alone, 10,000 queues and 1,000 policies.
+    #[test]
+    #[ignore]
+    fn policy_reapply_timing() {
+        let mut e = Engine::new(crate::Config {
+            data_dir: None,
+            ..crate::Config::default()
+        });
+        let nobody = crate::mgmt::definitions::NOBODY;
+        for i in 0..1000 {
+            for j in 0..10 {
+                let spec = QueueSpec {
+                    name: bytes::Bytes::from(format!("app-{i}-{j}")),
+                    passive: false,
+                    durable: false,
+                    exclusive: false,
+                    auto_delete: false,
+                    arguments: Default::default(),
+                };
+                e.declare_queue(b"/", spec, nobody, 0).unwrap();
+            }
+            let pattern = format!("^app-{i}-");
+            let name = format!("p-{i}");
+            e.set_policy(
+                PolicyKind::User,
+                PolicySpec {
+                    vhost: "/",
+                    name: &name,
+                    pattern: &pattern,
+                    apply_to: "queues",
+                    priority: i % 10,
+                    definition: json!({"max-length": 100000}).as_object().cloned().unwrap(),
+                },
+            )
+            .unwrap();
+        }
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            e.set_policy(
+                PolicyKind::User,
+                PolicySpec {
+                    vhost: "/",
+                    name: "all",
+                    pattern: ".*",
+                    apply_to: "queues",
+                    priority: 100,
+                    definition: json!({"max-length": 50000}).as_object().cloned().unwrap(),
+                },
+            )
+            .unwrap();
+            let set = t.elapsed();
+            let t = std::time::Instant::now();
+            e.clear_policy(PolicyKind::User, "/", "all");
+            let clear = t.elapsed();
+            let t = std::time::Instant::now();
+            e.set_policy(
+                PolicyKind::User,
+                PolicySpec {
+                    vhost: "/",
+                    name: "p-0",
+                    pattern: "^app-0-",
+                    apply_to: "queues",
+                    priority: 0,
+                    definition: json!({"max-length": 1000 + round})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                },
+            )
+            .unwrap();
+            let one = t.elapsed();
+            println!("round {round}: catch-all set {set:?}, cleared {clear:?}, one policy {one:?}");
+            while e.next_dirty().is_some() {}
+        }
+    }
+}
