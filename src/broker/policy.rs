@@ -732,6 +732,41 @@ pub fn effective_definition(policy: Option<&Policy>, op: Option<&Policy>) -> Map
     out
 }
 
+/// Whose limits: a vhost's or a user's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitsOf {
+    /// A vhost's (`max-connections`, `max-queues`).
+    Vhost,
+    /// A user's (`max-connections`, `max-channels`).
+    User,
+}
+
+impl LimitsOf {
+    /// The limits it may have.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            LimitsOf::Vhost => &VHOST_LIMITS,
+            LimitsOf::User => &USER_LIMITS,
+        }
+    }
+
+    /// The runtime parameter component they are stored under.
+    pub fn component(self) -> &'static str {
+        match self {
+            LimitsOf::Vhost => VHOST_LIMITS_PARAM,
+            LimitsOf::User => USER_LIMITS_PARAM,
+        }
+    }
+
+    /// The API's name for the owner (`vhost`, `user`).
+    pub fn owner_key(self) -> &'static str {
+        match self {
+            LimitsOf::Vhost => "vhost",
+            LimitsOf::User => "user",
+        }
+    }
+}
+
 /// A vhost's or a user's limits (`max-connections`, `max-queues`,
 /// `max-channels`); a negative value or none is no limit.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -893,6 +928,22 @@ impl Runtime {
             other => return Err(format!("unknown component '{other}'")),
         }
         Ok(())
+    }
+
+    /// The limits of vhosts or of users, by owner.
+    pub fn limits(&self, of: LimitsOf) -> &BTreeMap<String, Limits> {
+        match of {
+            LimitsOf::Vhost => &self.vhost_limits,
+            LimitsOf::User => &self.user_limits,
+        }
+    }
+
+    /// The same, to change.
+    pub fn limits_mut(&mut self, of: LimitsOf) -> &mut BTreeMap<String, Limits> {
+        match of {
+            LimitsOf::Vhost => &mut self.vhost_limits,
+            LimitsOf::User => &mut self.user_limits,
+        }
     }
 
     /// The policy and operator policy that apply to a queue.

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::Engine;
 use crate::broker::policy::{
-    effective, Limits, Policy, PolicySet, Target, OPERATOR_POLICY, POLICY, USER_LIMITS_PARAM,
-    VHOST_LIMITS_PARAM,
+    effective, Limits, LimitsOf, Policy, PolicySet, Target, OPERATOR_POLICY, POLICY,
+    USER_LIMITS_PARAM,
 };
 use crate::broker::QueueId;
 use crate::store::definitions::{DefChange, ParamDef};
@@ -302,34 +302,23 @@ impl Engine {
         self.mark_queue(id);
     }
 
-    /// Set a vhost's limits (all of them: those not given are removed),
-    /// as `rabbitmqctl set_vhost_limits` does.
-    pub fn set_vhost_limits(&mut self, vhost: &str, limits: Limits) -> Result<(), String> {
-        if self.broker.vhost(vhost.as_bytes()).is_none() {
-            return Err(format!("no vhost '{vhost}'"));
+    /// Set a vhost's or a user's limits (all of them: those not given are
+    /// removed), as `rabbitmqctl set_vhost_limits` and `set_user_limits` do.
+    pub fn set_limits(&mut self, of: LimitsOf, owner: &str, limits: Limits) -> Result<(), String> {
+        let exists = match of {
+            LimitsOf::Vhost => self.broker.vhost(owner.as_bytes()).is_some(),
+            LimitsOf::User => self.broker.auth.users.contains_key(owner),
+        };
+        if !exists {
+            return Err(format!("no {} '{owner}'", of.owner_key()));
         }
-        let rt = &mut self.broker.runtime;
+        let m = self.broker.runtime.limits_mut(of);
         if limits.0.is_empty() {
-            rt.vhost_limits.remove(vhost);
+            m.remove(owner);
         } else {
-            rt.vhost_limits.insert(vhost.to_string(), limits);
+            m.insert(owner.to_string(), limits);
         }
-        self.param_changed(VHOST_LIMITS_PARAM, vhost, "limits");
-        Ok(())
-    }
-
-    /// Set a user's limits (all of them), as `rabbitmqctl set_user_limits`.
-    pub fn set_user_limits(&mut self, user: &str, limits: Limits) -> Result<(), String> {
-        if !self.broker.auth.users.contains_key(user) {
-            return Err(format!("no user '{user}'"));
-        }
-        let rt = &mut self.broker.runtime;
-        if limits.0.is_empty() {
-            rt.user_limits.remove(user);
-        } else {
-            rt.user_limits.insert(user.to_string(), limits);
-        }
-        self.param_changed(USER_LIMITS_PARAM, user, "limits");
+        self.param_changed(of.component(), owner, "limits");
         Ok(())
     }
 
@@ -409,14 +398,22 @@ mod tests {
                 spec("gone", "g", json!({"max-length": 3})),
             )
             .unwrap();
-            e.set_vhost_limits("/", limits(json!({"max-queues": 7})))
+            e.set_limits(LimitsOf::Vhost, "/", limits(json!({"max-queues": 7})))
                 .unwrap();
-            e.set_vhost_limits("gone", limits(json!({"max-queues": 1})))
+            e.set_limits(LimitsOf::Vhost, "gone", limits(json!({"max-queues": 1})))
                 .unwrap();
-            e.set_user_limits("guest", user_limits(json!({"max-channels": 9})))
-                .unwrap();
-            e.set_user_limits("bob", user_limits(json!({"max-channels": 1})))
-                .unwrap();
+            e.set_limits(
+                LimitsOf::User,
+                "guest",
+                user_limits(json!({"max-channels": 9})),
+            )
+            .unwrap();
+            e.set_limits(
+                LimitsOf::User,
+                "bob",
+                user_limits(json!({"max-channels": 1})),
+            )
+            .unwrap();
             e.delete_vhost("gone");
             e.delete_user("bob");
             if snapshot {

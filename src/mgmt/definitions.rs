@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::json::{get_bool, get_str, get_table, table_to_json};
 use crate::broker::auth::HASHING_ALGORITHM;
 use crate::broker::exchange::Dest;
-use crate::broker::policy::{validation_failed, Limits, USER_LIMITS, VHOST_LIMITS};
+use crate::broker::policy::{validation_failed, Limits, LimitsOf, USER_LIMITS, VHOST_LIMITS};
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
 use crate::engine::{Engine, PolicyKind, PolicySpec};
 
@@ -595,7 +595,7 @@ pub fn import(
                     Some(l) if l.as_object().is_some_and(|m| !m.is_empty()) => {
                         let l = Limits::parse(l, &USER_LIMITS)
                             .map_err(|e| format!("limits of user '{n}': {e}"))?;
-                        engine.set_user_limits(n, l)
+                        engine.set_limits(LimitsOf::User, n, l)
                     }
                     _ => Ok(()),
                 }
@@ -653,7 +653,7 @@ pub fn import(
                 let r = vhost_of(p).and_then(|vh| {
                     let l = Limits::parse(value, &VHOST_LIMITS)
                         .map_err(|e| format!("limits of vhost '{vh}': {e}"))?;
-                    engine.set_vhost_limits(&vh, l)
+                    engine.set_limits(LimitsOf::Vhost, &vh, l)
                 });
                 rep.note("vhost_limits", r);
             }

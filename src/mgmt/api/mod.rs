@@ -46,6 +46,7 @@ use super::json::{list_bytes, parse_query, percent_decode, rate, select_object_c
 use super::stats::{per_sec, Mgmt};
 use super::{Request, Response};
 use crate::amqp::Core;
+use crate::broker::policy::LimitsOf;
 use crate::codec::{Error, ReplyCode};
 use crate::engine::PolicyKind;
 
@@ -317,14 +318,14 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ("GET", ["operator-policies", v, n]) => policies::get(c, PolicyKind::Operator, v, n),
         ("PUT", ["operator-policies", v, n]) => policies::put(c, PolicyKind::Operator, v, n),
         ("DELETE", ["operator-policies", v, n]) => policies::delete(c, PolicyKind::Operator, v, n),
-        ("GET", ["vhost-limits"]) => policies::list_vhost_limits(c, None),
-        ("GET", ["vhost-limits", v]) => policies::list_vhost_limits(c, Some(v)),
-        ("PUT", ["vhost-limits", v, n]) => policies::put_vhost_limit(c, v, n),
-        ("DELETE", ["vhost-limits", v, n]) => policies::delete_vhost_limit(c, v, n),
-        ("GET", ["user-limits"]) => policies::list_user_limits(c, None),
-        ("GET", ["user-limits", u]) => policies::list_user_limits(c, Some(u)),
-        ("PUT", ["user-limits", u, n]) => policies::put_user_limit(c, u, n),
-        ("DELETE", ["user-limits", u, n]) => policies::delete_user_limit(c, u, n),
+        ("GET", ["vhost-limits"]) => policies::list_limits(c, LimitsOf::Vhost, None),
+        ("GET", ["vhost-limits", v]) => policies::list_limits(c, LimitsOf::Vhost, Some(v)),
+        ("PUT", ["vhost-limits", v, n]) => policies::put_limit(c, LimitsOf::Vhost, v, n),
+        ("DELETE", ["vhost-limits", v, n]) => policies::delete_limit(c, LimitsOf::Vhost, v, n),
+        ("GET", ["user-limits"]) => policies::list_limits(c, LimitsOf::User, None),
+        ("GET", ["user-limits", u]) => policies::list_limits(c, LimitsOf::User, Some(u)),
+        ("PUT", ["user-limits", u, n]) => policies::put_limit(c, LimitsOf::User, u, n),
+        ("DELETE", ["user-limits", u, n]) => policies::delete_limit(c, LimitsOf::User, u, n),
         (
             "GET",
             ["parameters", ..] | ["global-parameters", ..] | ["extensions"] | ["feature-flags"],

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::{bad_request, body_json, created_or_updated, not_found, Ctx};
-use crate::broker::policy::{Limits, USER_LIMITS, VHOST_LIMITS};
+use crate::broker::policy::{Limits, LimitsOf};
 use crate::engine::PolicyKind;
 use crate::mgmt::definitions::put_policy;
 use crate::mgmt::Response;
@@ -55,9 +55,10 @@ pub(super) fn delete(c: &mut Ctx<'_>, kind: PolicyKind, vhost: &str, name: &str)
     }
 }
 
-/// `/api/vhost-limits[/VHOST]`: `[{"vhost": V, "value": {...}}]`.
-pub(super) fn list_vhost_limits(c: &Ctx<'_>, vhost: Option<&str>) -> Response {
-    if vhost.is_some_and(|v| !c.vhost_exists(v)) {
+/// `/api/vhost-limits[/VHOST]` (`[{"vhost": V, "value": {...}}]`) and
+/// `/api/user-limits[/USER]` (`[{"user": U, "value": {...}}]`).
+pub(super) fn list_limits(c: &Ctx<'_>, of: LimitsOf, owner: Option<&str>) -> Response {
+    if owner.is_some_and(|o| !exists(c, of, o)) {
         return not_found();
     }
     let items = c
@@ -65,89 +66,55 @@ pub(super) fn list_vhost_limits(c: &Ctx<'_>, vhost: Option<&str>) -> Response {
         .engine
         .broker
         .runtime
-        .vhost_limits
+        .limits(of)
         .iter()
-        .filter(|(v, _)| vhost.is_none_or(|x| x == v.as_str()))
-        .map(|(v, l)| json!({"vhost": v, "value": l.to_json()}))
+        .filter(|(o, _)| owner.is_none_or(|x| x == o.as_str()))
+        .map(|(o, l)| json!({of.owner_key(): o, "value": l.to_json()}))
         .collect();
     c.list(items)
 }
 
-/// `/api/user-limits[/USER]`: `[{"user": U, "value": {...}}]`.
-pub(super) fn list_user_limits(c: &Ctx<'_>, user: Option<&str>) -> Response {
-    if user.is_some_and(|u| !c.core.engine.broker.auth.users.contains_key(u)) {
-        return not_found();
+fn exists(c: &Ctx<'_>, of: LimitsOf, owner: &str) -> bool {
+    match of {
+        LimitsOf::Vhost => c.vhost_exists(owner),
+        LimitsOf::User => c.core.engine.broker.auth.users.contains_key(owner),
     }
-    let items = c
-        .core
-        .engine
-        .broker
-        .runtime
-        .user_limits
-        .iter()
-        .filter(|(u, _)| user.is_none_or(|x| x == u.as_str()))
-        .map(|(u, l)| json!({"user": u, "value": l.to_json()}))
-        .collect();
-    c.list(items)
 }
 
 /// PUT (`set`: the body's `value`) or DELETE one limit of a vhost or a user.
-fn change_limit(c: &mut Ctx<'_>, user: bool, owner: &str, name: &str, set: bool) -> Response {
+fn change_limit(c: &mut Ctx<'_>, of: LimitsOf, owner: &str, name: &str, set: bool) -> Response {
     let body = match body_json(c.req) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let rt = &c.core.engine.broker.runtime;
-    let (exists, current, keys) = if user {
-        let e = c.core.engine.broker.auth.users.contains_key(owner);
-        (e, rt.user_limits.get(owner), &USER_LIMITS[..])
-    } else {
-        (
-            c.vhost_exists(owner),
-            rt.vhost_limits.get(owner),
-            &VHOST_LIMITS[..],
-        )
-    };
-    if !exists {
+    if !exists(c, of, owner) {
         return not_found();
     }
+    let current = c.core.engine.broker.runtime.limits(of).get(owner);
     let mut limits = current.cloned().unwrap_or_default();
     if set {
         let Some(value) = body.get("value") else {
-            return bad_request("key_missing: value");
+            return bad_request("[{key_missing,value}]");
         };
         let one = json!({ name: value });
-        match Limits::parse(&one, keys) {
+        match Limits::parse(&one, of.keys()) {
             Ok(l) => limits.0.extend(l.0),
             Err(e) => return bad_request(crate::broker::policy::validation_failed(&e)),
         }
     } else if limits.0.remove(name).is_none() {
-        return not_found();
+        // As RabbitMQ: removing a limit that is not set is not an error.
+        return Response::empty(204);
     }
-    let engine = &mut c.core.engine;
-    let r = if user {
-        engine.set_user_limits(owner, limits)
-    } else {
-        engine.set_vhost_limits(owner, limits)
-    };
-    match r {
+    match c.core.engine.set_limits(of, owner, limits) {
         Ok(()) => Response::empty(204),
         Err(e) => bad_request(e),
     }
 }
 
-pub(super) fn put_vhost_limit(c: &mut Ctx<'_>, vhost: &str, name: &str) -> Response {
-    change_limit(c, false, vhost, name, true)
+pub(super) fn put_limit(c: &mut Ctx<'_>, of: LimitsOf, owner: &str, name: &str) -> Response {
+    change_limit(c, of, owner, name, true)
 }
 
-pub(super) fn delete_vhost_limit(c: &mut Ctx<'_>, vhost: &str, name: &str) -> Response {
-    change_limit(c, false, vhost, name, false)
-}
-
-pub(super) fn put_user_limit(c: &mut Ctx<'_>, user: &str, name: &str) -> Response {
-    change_limit(c, true, user, name, true)
-}
-
-pub(super) fn delete_user_limit(c: &mut Ctx<'_>, user: &str, name: &str) -> Response {
-    change_limit(c, true, user, name, false)
+pub(super) fn delete_limit(c: &mut Ctx<'_>, of: LimitsOf, owner: &str, name: &str) -> Response {
+    change_limit(c, of, owner, name, false)
 }
