@@ -126,7 +126,7 @@ impl Core {
                 info.server_name
                     .as_deref()
                     .map_or_else(String::new, |n| format!(", server name {n}")),
-                if info.peer_cert.is_some() {
+                if info.peer.is_some() {
                     ", verified client certificate"
                 } else {
                     ""

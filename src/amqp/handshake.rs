@@ -84,7 +84,7 @@ fn credentials(mechanism: &[u8], response: &Bytes) -> Option<(Bytes, Bytes)> {
 /// configured that can work on it (EXTERNAL only over TLS with a verified
 /// client certificate).
 fn offered(mechanisms: &[AuthMechanism], tls: Option<&TlsInfo>) -> Vec<AuthMechanism> {
-    let verified = tls.is_some_and(|t| t.peer_cert.is_some());
+    let verified = tls.is_some_and(|t| t.peer.is_some());
     mechanisms
         .iter()
         .copied()
@@ -274,7 +274,7 @@ impl Core {
                         warn!("{peer}: EXTERNAL login refused: the client certificate has no {cert_login:?} to take a user name from");
                         return Err(refused(&name));
                     };
-                    let known = self.engine.broker.auth.users.contains_key(&user);
+                    let known = self.engine.broker.auth.users.contains_key(user);
                     if !known || !self.engine.config.may_login_from(user.as_bytes(), to) {
                         warn!(
                             "{peer}: EXTERNAL login refused: user '{user}' {}",
@@ -286,7 +286,7 @@ impl Core {
                         );
                         return Err(refused(&name));
                     }
-                    Bytes::from(user)
+                    Bytes::copy_from_slice(user.as_bytes())
                 } else {
                     let Some((user, pass)) = credentials(&so.mechanism, &so.response) else {
                         return Err(refused(&name));

@@ -308,9 +308,35 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The name the client asked for (SNI).
     pub server_name: Option<String>,
-    /// The client's certificate (leaf, DER), verified against the CA:
-    /// only a verified one gets this far.
-    pub peer_cert: Option<CertificateDer<'static>>,
+    /// The client's certificate, verified against the CA (only a verified
+    /// one gets this far): its subject, read once when the handshake is
+    /// done.
+    pub peer: Option<PeerCert>,
+}
+
+/// The subject of a verified client certificate.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCert {
+    /// The whole subject as an RFC 4514 distinguished name (empty if the
+    /// subject could not be read).
+    pub dn: String,
+    /// Its common names, joined with `,` if there are several.
+    pub cn: Option<String>,
+}
+
+impl PeerCert {
+    fn of(der: &CertificateDer<'_>) -> PeerCert {
+        match x509::subject(der) {
+            Ok(s) => PeerCert {
+                dn: s.distinguished_name(),
+                cn: s.common_name(),
+            },
+            Err(e) => {
+                log::warn!("client certificate: cannot read its subject: {e}");
+                PeerCert::default()
+            }
+        }
+    }
 }
 
 /// The user name SASL EXTERNAL takes from a session's verified client
@@ -318,23 +344,19 @@ pub struct TlsInfo {
 /// subject's common names (joined with `,` if there are several), or the
 /// whole subject as an RFC 4514 distinguished name. `None` without a
 /// verified certificate, or when that gives no name.
-pub fn login_name(info: &TlsInfo, from: CertLogin) -> Option<String> {
-    let subject = x509::subject(info.peer_cert.as_ref()?).ok()?;
+pub fn login_name(info: &TlsInfo, from: CertLogin) -> Option<&str> {
+    let peer = info.peer.as_ref()?;
     let name = match from {
-        CertLogin::CommonName => subject.common_name()?,
-        CertLogin::DistinguishedName => subject.distinguished_name(),
+        CertLogin::CommonName => peer.cn.as_deref()?,
+        CertLogin::DistinguishedName => &peer.dn,
     };
     (!name.is_empty()).then_some(name)
 }
 
 /// The subject of a session's client certificate as an RFC 4514
 /// distinguished name (the management API's `peer_cert_subject`).
-pub fn peer_subject(info: &TlsInfo) -> Option<String> {
-    Some(
-        x509::subject(info.peer_cert.as_ref()?)
-            .ok()?
-            .distinguished_name(),
-    )
+pub fn peer_subject(info: &TlsInfo) -> Option<&str> {
+    info.peer.as_ref().map(|p| p.dn.as_str())
 }
 
 /// One TLS socket's session.
@@ -451,11 +473,11 @@ impl TlsConn {
                 .negotiated_cipher_suite()
                 .map_or_else(String::new, |s| suite_name(s.suite())),
             server_name: self.conn.server_name().map(str::to_string),
-            peer_cert: self
+            peer: self
                 .conn
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| c.clone().into_owned()),
+                .map(PeerCert::of),
         })
     }
 
