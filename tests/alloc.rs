@@ -87,31 +87,7 @@ fn allocations_per_message(mut p: Pair, persistent: bool) -> f64 {
     let _ = p.recv();
     // Pre-encode a batch: BATCH publishes (method, header, 16-byte body) and
     // one multiple-ack for the deliveries of the previous batch.
-    let mut publishes = BytesMut::new();
-    for _ in 0..BATCH {
-        write_method(
-            &mut publishes,
-            1,
-            &BasicPublish {
-                routing_key: Bytes::from_static(b"q"),
-                ..Default::default()
-            }
-            .into(),
-        );
-        Frame::Header(
-            1,
-            Box::new(ContentHeader {
-                class_id: 60,
-                body_size: 16,
-                properties: BasicProperties {
-                    delivery_mode: persistent.then_some(2),
-                    ..Default::default()
-                },
-            }),
-        )
-        .encode(&mut publishes);
-        Frame::Body(1, Bytes::from_static(b"0123456789abcdef")).encode(&mut publishes);
-    }
+    let publishes = publish_batch(persistent);
     let acks: Vec<BytesMut> = (1..=N / BATCH)
         .map(|i| {
             let mut b = BytesMut::new();
@@ -365,28 +341,7 @@ fn allocations_per_message_over_tls_stay_small() {
     }
     exchange(&setup, &mut client, &mut server, &mut p);
 
-    let mut publishes = BytesMut::new();
-    for _ in 0..BATCH {
-        write_method(
-            &mut publishes,
-            1,
-            &BasicPublish {
-                routing_key: Bytes::from_static(b"q"),
-                ..Default::default()
-            }
-            .into(),
-        );
-        Frame::Header(
-            1,
-            Box::new(ContentHeader {
-                class_id: 60,
-                body_size: 16,
-                properties: BasicProperties::default(),
-            }),
-        )
-        .encode(&mut publishes);
-        Frame::Body(1, Bytes::from_static(b"0123456789abcdef")).encode(&mut publishes);
-    }
+    let publishes = publish_batch(false);
     let batches: Vec<BytesMut> = (1..=N / BATCH)
         .map(|i| {
             let mut b = publishes.clone();
@@ -423,4 +378,34 @@ fn allocations_per_message_over_tls_stay_small() {
     p.core.check_invariants().unwrap();
     // Measured: about 0.04 (rustls allocates per record, not per message).
     assert!(per_message < 0.1, "{per_message} allocations per message");
+}
+
+/// BATCH publishes of a 16-byte body to queue `q` on channel 1, encoded.
+fn publish_batch(persistent: bool) -> BytesMut {
+    let mut publishes = BytesMut::new();
+    for _ in 0..BATCH {
+        write_method(
+            &mut publishes,
+            1,
+            &BasicPublish {
+                routing_key: Bytes::from_static(b"q"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        Frame::Header(
+            1,
+            Box::new(ContentHeader {
+                class_id: 60,
+                body_size: 16,
+                properties: BasicProperties {
+                    delivery_mode: persistent.then_some(2),
+                    ..Default::default()
+                },
+            }),
+        )
+        .encode(&mut publishes);
+        Frame::Body(1, Bytes::from_static(b"0123456789abcdef")).encode(&mut publishes);
+    }
+    publishes
 }
