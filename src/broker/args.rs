@@ -21,6 +21,18 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+impl Overflow {
+    /// The `x-overflow` argument's or `overflow` policy key's value.
+    pub fn parse(s: &[u8]) -> Option<Overflow> {
+        Some(match s {
+            b"drop-head" => Overflow::DropHead,
+            b"reject-publish" => Overflow::RejectPublish,
+            b"reject-publish-dlx" => Overflow::RejectPublishDlx,
+            _ => return None,
+        })
+    }
+}
+
 /// Parsed queue arguments.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueArgs {
@@ -277,12 +289,8 @@ impl QueueArgs {
         }
         if let Some(v) = args.get("x-overflow") {
             let o = longstr(v).ok_or_else(|| unacceptable("x-overflow", v))?;
-            out.overflow = match &o[..] {
-                b"drop-head" => Overflow::DropHead,
-                b"reject-publish" => Overflow::RejectPublish,
-                b"reject-publish-dlx" => Overflow::RejectPublishDlx,
-                _ => return Err(ArgError::Invalid("x-overflow", "invalid_overflow".into())),
-            };
+            out.overflow = Overflow::parse(o)
+                .ok_or_else(|| ArgError::Invalid("x-overflow", "invalid_overflow".into()))?;
             out.overflow_set = true;
         }
         // As RabbitMQ, any value is taken; a non-negative integer applies.

@@ -116,7 +116,7 @@ pub struct PolicyKeys {
 
 /// Keys RabbitMQ accepts in a policy that warren keeps without acting on
 /// them (classic mirroring, federation, stream and quorum placement ...).
-pub const INERT_KEYS: [&str; 16] = [
+pub const INERT_KEYS: [&str; 15] = [
     "ha-mode",
     "ha-params",
     "ha-sync-mode",
@@ -125,7 +125,6 @@ pub const INERT_KEYS: [&str; 16] = [
     "ha-sync-batch-size",
     "queue-master-locator",
     "queue-leader-locator",
-    "queue-version",
     "max-in-memory-length",
     "max-in-memory-bytes",
     "max-age",
@@ -246,14 +245,10 @@ fn parse_key(k: &str, v: &Value, keys: &mut PolicyKeys) -> Result<(), String> {
             Some(n) => keys.max_length_bytes = Some(n as u64),
             None => return bad("maximum length in bytes"),
         },
-        "overflow" => {
-            keys.overflow = Some(match v.as_str() {
-                Some("drop-head") => Overflow::DropHead,
-                Some("reject-publish") => Overflow::RejectPublish,
-                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-                _ => return bad("overflow value"),
-            })
-        }
+        "overflow" => match v.as_str().and_then(|s| Overflow::parse(s.as_bytes())) {
+            Some(o) => keys.overflow = Some(o),
+            None => return bad("overflow value"),
+        },
         // RabbitMQ 4.x: any integer (negative: no limit).
         "delivery-limit" => match v.as_i64() {
             Some(n) => keys.delivery_limit = Some(n),
@@ -334,6 +329,9 @@ pub struct Policy {
     regex: Regex,
     /// What every name it matches starts with, if the pattern says.
     prefix: Option<String>,
+    /// Whether classic and quorum queues take all its keys (a policy with
+    /// a key the queue type does not take does not apply to it).
+    fits: (bool, bool),
     /// What it applies to.
     pub apply_to: ApplyTo,
     /// Priority: the highest matching policy applies.
@@ -418,11 +416,14 @@ impl Policy {
             ));
         }
 
+        let takes = |not: &[&str]| !definition.keys().any(|k| not.contains(&k.as_str()));
+        let fits = (takes(&NOT_CLASSIC_KEYS), takes(&NOT_QUORUM_KEYS));
         Ok(Policy {
             vhost: vhost.to_string(),
             name: name.to_string(),
             pattern: pattern.to_string(),
             prefix: literal_prefix(pattern),
+            fits,
             regex,
             apply_to: apply,
             priority,
@@ -448,15 +449,12 @@ impl Policy {
         {
             return false;
         }
-        let not = match target {
-            Target::ClassicQueue => &NOT_CLASSIC_KEYS[..],
-            Target::QuorumQueue => &NOT_QUORUM_KEYS[..],
-            Target::Exchange => &[],
+        let fits = match target {
+            Target::ClassicQueue => self.fits.0,
+            Target::QuorumQueue => self.fits.1,
+            Target::Exchange => true,
         };
-        if self.definition.keys().any(|k| not.contains(&k.as_str())) {
-            return false;
-        }
-        self.regex.is_match(name).unwrap_or(false)
+        fits && self.regex.is_match(name).unwrap_or(false)
     }
 
     /// Keys of its definition that warren keeps without acting on.
@@ -465,7 +463,6 @@ impl Policy {
             .keys()
             .map(String::as_str)
             .filter(|k| INERT_KEYS.contains(k) || FEDERATION_KEYS.contains(k))
-            .filter(|k| !matches!(*k, "queue-version" | "queue-mode"))
             .collect()
     }
 
@@ -502,6 +499,7 @@ pub fn known_key(k: &str) -> bool {
             | "delivery-limit"
             | "consumer-timeout"
             | "queue-mode"
+            | "queue-version"
     ) || INERT_KEYS.contains(&k)
         || FEDERATION_KEYS.contains(&k)
 }
@@ -672,9 +670,9 @@ fn delivery_limit(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 /// A queue's effective settings: its arguments (`declared`), its policy
 /// and its operator policy combined as RabbitMQ combines them. Limits
 /// (`message-ttl`, `expires`, `max-length`, `max-length-bytes`,
-/// `delivery-limit`, `consumer-timeout`) take the lowest value set by any
-/// of the three; the others (`overflow`, dead-lettering) take the
-/// argument, else the policy.
+/// `consumer-timeout`) take the lowest value set by any of the three,
+/// `delivery-limit` the rule of [`delivery_limit`]; dead-lettering takes
+/// the argument, else the policy; `overflow` as commented below.
 pub fn effective(declared: &QueueArgs, policy: Option<&Policy>, op: Option<&Policy>) -> QueueArgs {
     let none = PolicyKeys::default();
     let p = policy.map_or(&none, |p| &p.keys);

@@ -26,7 +26,8 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
-    fn set(self, rt: &crate::broker::policy::Runtime) -> &PolicySet {
+    /// Its set in `rt`.
+    pub(crate) fn set(self, rt: &crate::broker::policy::Runtime) -> &PolicySet {
         match self {
             PolicyKind::User => &rt.policies,
             PolicyKind::Operator => &rt.operator_policies,
@@ -211,25 +212,16 @@ impl Engine {
         n
     }
 
-    /// Recompute the alternate exchange of every exchange in `vhost` whose
-    /// argument does not set one.
+    /// Choose the policy of every exchange in `vhost` again.
     fn reapply_exchange_policies(&mut self, vhost: &str) {
         let rt = &self.broker.runtime;
         let Some(vh) = self.broker.vhosts.get_mut(vhost.as_bytes()) else {
             return;
         };
         for x in vh.exchanges.values_mut() {
-            if x.name.is_empty() {
-                continue;
+            if !x.name.is_empty() {
+                choose_exchange_policy(rt, vhost.as_bytes(), x);
             }
-            let p = rt
-                .policies
-                .best(vhost.as_bytes(), &x.name, Target::Exchange);
-            x.policy = p.map(|p| p.name.clone());
-            x.alternate = match x.arguments.get("alternate-exchange") {
-                Some(v) => v.as_bytes().cloned(),
-                None => p.and_then(|p| p.keys.alternate_exchange.clone()),
-            };
         }
     }
 
@@ -255,18 +247,13 @@ impl Engine {
     /// Choose the policy of a new exchange.
     pub(crate) fn choose_exchange_policy(&mut self, vhost: &[u8], name: &[u8]) {
         let rt = &self.broker.runtime;
-        let Some(x) = self
+        if let Some(x) = self
             .broker
             .vhosts
             .get_mut(vhost)
             .and_then(|v| v.exchanges.get_mut(name))
-        else {
-            return;
-        };
-        let p = rt.policies.best(vhost, name, Target::Exchange);
-        x.policy = p.map(|p| p.name.clone());
-        if x.alternate.is_none() {
-            x.alternate = p.and_then(|p| p.keys.alternate_exchange.clone());
+        {
+            choose_exchange_policy(rt, vhost, x);
         }
     }
 
@@ -282,21 +269,18 @@ impl Engine {
         if args == q.args {
             return;
         }
-        let now = self.clock.now;
         let Some(q) = self.broker.queue_mut(id) else {
             return;
         };
         let expires_changed = args.expires != q.args.expires;
         q.args = args;
-        if expires_changed {
-            q.last_used = now;
-        }
         let mut dropped = Vec::new();
         q.drop_over_limit(&mut dropped);
         for m in dropped {
             self.dead_letter(id, m, "maxlen");
         }
         if expires_changed {
+            // Counted from now (touch_queue marks it used now).
             self.touch_queue(id);
         }
         self.mark_queue(id);
@@ -324,14 +308,15 @@ impl Engine {
 
     /// Policies, operator policies and limits of a vhost being deleted.
     pub(crate) fn forget_vhost_runtime(&mut self, vhost: &str) {
-        let gone: Vec<(&'static str, String)> = self
-            .broker
-            .runtime
-            .params()
-            .into_iter()
-            .filter(|(c, owner, _, _)| owner == vhost && *c != USER_LIMITS_PARAM)
-            .map(|(c, _, name, _)| (c, name))
-            .collect();
+        let rt = &self.broker.runtime;
+        let mut gone: Vec<(&'static str, String)> = Vec::new();
+        for kind in [PolicyKind::User, PolicyKind::Operator] {
+            let names = kind.set(rt).iter(Some(vhost)).map(|p| p.name.clone());
+            gone.extend(names.map(|n| (kind.component(), n)));
+        }
+        if rt.vhost_limits.contains_key(vhost) {
+            gone.push((LimitsOf::Vhost.component(), "limits".into()));
+        }
         let rt = &mut self.broker.runtime;
         rt.policies.remove_vhost(vhost);
         rt.operator_policies.remove_vhost(vhost);
@@ -347,6 +332,21 @@ impl Engine {
             self.param_changed(USER_LIMITS_PARAM, user, "limits");
         }
     }
+}
+
+/// Set an exchange's policy, and its alternate exchange: the
+/// `alternate-exchange` argument, else its policy's.
+fn choose_exchange_policy(
+    rt: &crate::broker::policy::Runtime,
+    vhost: &[u8],
+    x: &mut crate::broker::exchange::Exchange,
+) {
+    let p = rt.policies.best(vhost, &x.name, Target::Exchange);
+    x.policy = p.map(|p| p.name.clone());
+    x.alternate = match x.arguments.get("alternate-exchange") {
+        Some(v) => v.as_bytes().cloned(),
+        None => p.and_then(|p| p.keys.alternate_exchange.clone()),
+    };
 }
 
 #[cfg(test)]

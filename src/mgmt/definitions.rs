@@ -16,7 +16,10 @@ use serde_json::{json, Value};
 use super::json::{get_bool, get_str, get_table, table_to_json};
 use crate::broker::auth::HASHING_ALGORITHM;
 use crate::broker::exchange::Dest;
-use crate::broker::policy::{validation_failed, Limits, LimitsOf, USER_LIMITS, VHOST_LIMITS};
+use crate::broker::policy::{
+    validation_failed, Limits, LimitsOf, OPERATOR_POLICY, USER_LIMITS, VHOST_LIMITS,
+    VHOST_LIMITS_PARAM,
+};
 use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
 use crate::engine::{Engine, PolicyKind, PolicySpec};
 
@@ -150,14 +153,13 @@ pub fn user_json(engine: &Engine, u: &crate::broker::auth::User) -> Value {
     })
 }
 
-/// Policies of `kind` in the given vhosts, as definitions list them.
-fn policies_json(engine: &Engine, kind: PolicyKind, vhost: Option<&str>) -> Vec<Value> {
-    let rt = &engine.broker.runtime;
-    let set = match kind {
-        PolicyKind::User => &rt.policies,
-        PolicyKind::Operator => &rt.operator_policies,
-    };
-    set.iter(vhost)
+/// The policies of the given vhosts, as definitions list them.
+fn policies_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
+    engine
+        .broker
+        .runtime
+        .policies
+        .iter(vhost)
         .map(|p| {
             let mut v = p.to_json();
             if let (Some(_), Some(m)) = (vhost, v.as_object_mut()) {
@@ -178,7 +180,7 @@ fn parameters_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
         .map(|p| {
             json!({
                 "vhost": p.vhost,
-                "component": "operator_policy",
+                "component": OPERATOR_POLICY,
                 "name": p.name,
                 "value": {"pattern": p.pattern, "definition": p.definition,
                           "priority": p.priority, "apply-to": p.apply_to.name()},
@@ -187,7 +189,7 @@ fn parameters_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
         .collect();
     for (v, l) in &rt.vhost_limits {
         if vhost.is_none_or(|x| x == v) {
-            out.push(json!({"vhost": v, "component": "vhost-limits", "name": "limits", "value": l.to_json()}));
+            out.push(json!({"vhost": v, "component": VHOST_LIMITS_PARAM, "name": "limits", "value": l.to_json()}));
         }
     }
     if vhost.is_some() {
@@ -212,7 +214,7 @@ pub fn export(engine: &Engine, vhost: Option<&str>) -> Option<Value> {
             "product_name": "Warren",
             "product_version": env!("CARGO_PKG_VERSION"),
             "parameters": parameters_json(engine, vhost),
-            "policies": policies_json(engine, PolicyKind::User, vhost),
+            "policies": policies_json(engine, vhost),
             "queues": queues,
             "exchanges": exchanges,
             "bindings": bindings,
@@ -249,7 +251,7 @@ pub fn export(engine: &Engine, vhost: Option<&str>) -> Option<Value> {
         "topic_permissions": topic_permissions,
         "parameters": parameters_json(engine, None),
         "global_parameters": [],
-        "policies": policies_json(engine, PolicyKind::User, None),
+        "policies": policies_json(engine, None),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -649,7 +651,7 @@ pub fn import(
         let name = get_str(p, "name").unwrap_or("?");
         let value = p.get("value").unwrap_or(&Value::Null);
         match component {
-            "vhost-limits" => {
+            VHOST_LIMITS_PARAM => {
                 let r = vhost_of(p).and_then(|vh| {
                     let l = Limits::parse(value, &VHOST_LIMITS)
                         .map_err(|e| format!("limits of vhost '{vh}': {e}"))?;
@@ -657,7 +659,7 @@ pub fn import(
                 });
                 rep.note("vhost_limits", r);
             }
-            "operator_policy" => {
+            OPERATOR_POLICY => {
                 let r = vhost_of(p).and_then(|vh| {
                     put_policy(engine, PolicyKind::Operator, &vh, name, value)
                         .map(drop)
@@ -685,10 +687,7 @@ pub fn import(
             let r = vhost_of(p).and_then(|vh| {
                 put_policy(engine, kind, &vh, name, p)
                     .map_err(|e| format!("policy '{name}' in vhost '{vh}': {}", e.trim_end()))?;
-                let set = match kind {
-                    PolicyKind::User => &engine.broker.runtime.policies,
-                    PolicyKind::Operator => &engine.broker.runtime.operator_policies,
-                };
+                let set = kind.set(&engine.broker.runtime);
                 let inert = set.get(&vh, name).map(|p| p.inert_keys().join(", "));
                 if let Some(keys) = inert.filter(|k| !k.is_empty()) {
                     rep.warn(format!(

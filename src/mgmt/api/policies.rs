@@ -11,11 +11,7 @@ use crate::mgmt::definitions::put_policy;
 use crate::mgmt::Response;
 
 fn policies<'a>(c: &'a Ctx<'_>, kind: PolicyKind) -> &'a crate::broker::policy::PolicySet {
-    let rt = &c.core.engine.broker.runtime;
-    match kind {
-        PolicyKind::User => &rt.policies,
-        PolicyKind::Operator => &rt.operator_policies,
-    }
+    kind.set(&c.core.engine.broker.runtime)
 }
 
 pub(super) fn list(c: &Ctx<'_>, kind: PolicyKind, vhost: Option<&str>) -> Response {
