@@ -204,13 +204,25 @@ impl Core {
     pub fn check_invariants(&self) -> Result<(), String> {
         // Every message the memory accounting counts is somewhere: ready in
         // a queue, unacked on a channel, or held by an open transaction.
-        let ready: usize = self
+        let ready: u64 = self
             .engine
             .broker
             .queues
             .iter()
             .map(|(_, q)| q.ready.len())
-            .sum();
+            .sum::<u64>()
+            + self
+                .engine
+                .msgs
+                .purged
+                .iter()
+                .map(|(_, s)| s.count)
+                .sum::<u64>();
+        for (_, q) in self.engine.broker.queues.iter() {
+            q.ready
+                .check()
+                .map_err(|e| format!("queue {}: {e}", String::from_utf8_lossy(&q.name)))?;
+        }
         let held: usize = self
             .conns
             .iter()
@@ -236,7 +248,7 @@ impl Core {
             .broker
             .queues
             .iter()
-            .flat_map(|(_, q)| q.ready.iter())
+            .flat_map(|(_, q)| q.ready.iter_memory())
             .map(|m| m.resident())
             .sum();
         for ch in self.conns.iter().flat_map(|(_, c)| c.channels.iter()) {
@@ -260,7 +272,7 @@ impl Core {
         // holds, none held is not counted.
         let mut chunks: Vec<(usize, u64)> = self.engine.msgs.arena.current_chunks().collect();
         for (_, q) in self.engine.broker.queues.iter() {
-            chunks.extend(q.ready.iter().filter_map(|m| m.chunk()));
+            chunks.extend(q.ready.iter_memory().filter_map(|m| m.chunk()));
         }
         for ch in self.conns.iter().flat_map(|(_, c)| c.channels.iter()) {
             chunks.extend(ch.unacked.iter().filter_map(|u| u.msg.chunk()));
@@ -282,7 +294,7 @@ impl Core {
                 chunks.len()
             ));
         }
-        if (ready + held) as u64 != self.engine.msgs.queued {
+        if ready + held as u64 != self.engine.msgs.queued {
             return Err(format!(
                 "{} messages counted, but {ready} ready and {held} unacked",
                 self.engine.msgs.queued

@@ -153,12 +153,13 @@ fn footprint_measures_a_broker_binary() {
     assert!(num(&j, "rss_with_connections") > idle, "{j}");
     assert!(num(&j, "rss_with_messages") > idle, "{j}");
     assert_eq!(num(&j, "messages"), 200000.0, "{j}");
-    // Deleting the queue hands its memory back to the system (malloc_trim
-    // once much has been freed): nearly all the messages took is gone.
+    // Queued messages beyond a queue's windows are spilled to disk: 200,000
+    // take a few MiB (the windows, the store's write buffer), not 64 bytes
+    // each; deleting the queue keeps it there.
     let queued = num(&j, "rss_with_messages");
     let after = num(&j, "rss_after_delete");
     assert!(
-        after - idle < (queued - idle) / 4.0,
+        queued - idle < 12.0 * 1048576.0 && after <= queued + 1048576.0,
         "RSS idle {idle}, with messages {queued}, after deleting the queue {after}"
     );
 }

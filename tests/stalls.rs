@@ -648,7 +648,7 @@ fn closing_a_channel_with_many_unacked_messages_is_quick() {
     // Back in their places, marked redelivered.
     let (_, q) = p.core.engine.broker.queues.iter().next().unwrap();
     assert_eq!(q.ready.len(), 400_000);
-    for (i, m) in q.ready.iter().enumerate().step_by(997) {
+    for (i, m) in q.ready.iter_memory().enumerate().step_by(997) {
         assert_eq!(m.body()[..], (i as u32).to_be_bytes());
         assert_eq!(m.redelivered(), i < 100_000);
     }

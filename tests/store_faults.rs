@@ -751,7 +751,10 @@ fn basic_get_past_many_damaged_records_does_not_recurse() {
         "{} of {N} readable",
         got.len()
     );
-    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    // What is readable (what was in memory: the head, and the tail of a
+    // queue that spilled its middle) comes in order; the rest is dropped.
+    assert_eq!(got[0], 0);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

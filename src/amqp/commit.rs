@@ -17,6 +17,8 @@ impl Core {
     /// End of a loop turn: the group commit (see [`Core::group_commit`]),
     /// then the alarms.
     pub fn end_turn(&mut self, now: Instant) {
+        // Queues whose consumers got room back as their output drained.
+        self.run_dispatch();
         let _ = self.group_commit(now, false);
         let Core { engine, conns, .. } = self;
         engine.measure_buffers(now, || {

@@ -211,7 +211,15 @@ impl Core {
             })
             .unwrap_or_default();
         self.output_drained(id);
+        // The next turn's dispatch, as the server's loop would run it.
+        self.run_dispatch();
         out
+    }
+
+    /// True when a connection has output to flush (left from a turn whose
+    /// write budget ran out: the next turn comes at once).
+    pub fn has_flush(&self) -> bool {
+        !self.flush_list.is_empty()
     }
 
     /// Connections that got output since the last call.
@@ -253,7 +261,12 @@ impl Core {
     }
 
     /// The server wrote some output; deliveries held back by a full outbox
-    /// may resume.
+    /// may resume: their consumers are unblocked, and their queues
+    /// dispatch at the end of the turn ([`Core::end_turn`]), after the
+    /// connections were read. (Dispatching here, as the output drains,
+    /// kept the outbox of a consumer that reads fast full for as long as
+    /// its queue had messages: it was never read, and its acks waited
+    /// while its unacknowledged deliveries piled up.)
     pub fn output_drained(&mut self, id: ConnId) {
         let half = self.engine.config.max_outbox / 2;
         let Core { conns, engine, .. } = self;
@@ -267,7 +280,11 @@ impl Core {
         for (q, key) in c.held.drain(..) {
             engine.unblock_consumer(q, key);
         }
-        self.run_dispatch();
+    }
+
+    /// True when a queue may deliver (the loop must turn again at once).
+    pub fn has_dispatch(&self) -> bool {
+        self.engine.has_dirty()
     }
 
     /// The peer closed the socket (or it failed): clean up and forget it.

@@ -681,9 +681,42 @@ impl QueuedMsg {
         m
     }
 
-    /// Queue order: higher priority first, then publish order.
-    pub fn key(&self) -> (u8, u64) {
-        (255 - self.prio, self.seq)
+    /// Append its spill entry to `out` (see `store::spill`): it must be
+    /// paged out (its content is in the store; the entry holds its stub).
+    /// Layout: `seq u64 | expires u64 | size u32 | flags u8 | priority u8 |
+    /// prio u8 | returns u8 | stub_len u16 | stub`.
+    pub fn spill_entry(&self, out: &mut Vec<u8>) {
+        let stub = &self.data[..];
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.expires.to_be_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&[self.flags, self.priority, self.prio, self.returns]);
+        out.extend_from_slice(&(stub.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        out.extend_from_slice(stub.get(..u16::MAX as usize).unwrap_or(stub));
+    }
+
+    /// The message whose spill entry starts `data`, and the entry's length;
+    /// None if it does not parse (or is not a paged-out, stored message).
+    pub fn from_spill(arena: &mut Arena, data: &[u8]) -> Option<(QueuedMsg, usize)> {
+        let fixed = 8 + 8 + 4 + 4 + 2;
+        let n = be(data, fixed - 2, 2) as usize;
+        let stub = data.get(fixed..fixed + n)?;
+        let flags = *data.get(20)?;
+        if flags & (F_PAGED | F_STORED) != F_PAGED | F_STORED || stub.first()? & B_REF == 0 {
+            return None;
+        }
+        let m = QueuedMsg {
+            data: arena.stubs.write(n, |out| out.put_slice(stub)),
+            big: None,
+            seq: be(data, 0, 8),
+            expires: be(data, 8, 8),
+            size: be(data, 16, 4) as u32,
+            flags,
+            priority: *data.get(21)?,
+            prio: *data.get(22)?,
+            returns: *data.get(23)?,
+        };
+        Some((m, fixed + n))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod message;
 pub mod policy;
 pub mod queue;
+pub mod ready;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -55,8 +56,8 @@ pub struct VHost {
 /// What deleting a queue left behind.
 #[derive(Debug, Default)]
 pub struct Deleted {
-    /// Its ready messages.
-    pub ready: std::collections::VecDeque<message::QueuedMsg>,
+    /// Its ready messages (those in memory, and the spilled ones).
+    pub ready: ready::Ready,
     /// Its store id, if durable.
     pub store_id: Option<u64>,
     /// Consumers that lost their queue (to be sent basic.cancel).

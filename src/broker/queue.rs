@@ -2,14 +2,13 @@
 //! order. Unacknowledged messages live in the channels that hold them and come
 //! back here, at their original position, when they are requeued.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 
 use super::args::{Overflow, QueueArgs};
 pub use super::consumers::ConsumerRef;
 use super::consumers::Consumers;
 use super::message::QueuedMsg;
+use super::ready::Ready;
 use super::{ConnId, QueueId, QueueSpec};
 use crate::codec::FieldTable;
 
@@ -54,10 +53,9 @@ pub struct Queue {
     pub policy: Option<String>,
     /// The operator policy that applies to it.
     pub operator_policy: Option<String>,
-    /// Ready messages, in `seq` order.
-    pub ready: VecDeque<QueuedMsg>,
-    /// Body bytes of the ready messages.
-    pub ready_bytes: u64,
+    /// Ready messages: in memory at the head and tail, the middle of a
+    /// deep queue spilled to disk.
+    pub ready: Ready,
     /// Next sequence number.
     next_seq: u64,
     /// Consumers: by priority, in subscription order, with the rotation
@@ -96,12 +94,12 @@ impl Queue {
             ..
         } = spec;
         let exclusive_owner = owner;
+        let levels = args.max_priority.map_or(1, |p| usize::from(p) + 1);
         Queue {
             declared: args.clone(),
             args,
             policy: None,
             operator_policy: None,
-            ready_bytes: 0,
             id,
             name,
             vhost,
@@ -109,7 +107,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
-            ready: VecDeque::new(),
+            ready: Ready::new(levels),
             next_seq: 0,
             consumers: Consumers::default(),
             exclusive_consumer: false,
@@ -131,33 +129,26 @@ impl Queue {
         }
     }
 
-    /// With `x-overflow` drop-head, drop messages from the head until the
-    /// length limits hold (after the limits were lowered by a policy).
-    pub fn drop_over_limit(&mut self, dropped: &mut Vec<QueuedMsg>) {
-        if self.args.overflow != Overflow::DropHead {
-            return;
-        }
-        while self.over_limit(0, 0) {
-            match self.pop() {
-                Some(m) => dropped.push(m),
-                None => break,
-            }
-        }
+    /// Over its length limits (`x-max-length`, `x-max-length-bytes`)?
+    /// With drop-head, the engine then takes messages off the head.
+    pub fn over_limit(&self) -> bool {
+        self.over_limit_by(0, 0)
     }
 
-    /// Would a message of `len` body bytes exceed the length limits?
-    fn over_limit(&self, extra_msgs: u64, extra_bytes: u64) -> bool {
-        let n = self.ready.len() as u64 + extra_msgs;
-        let b = self.ready_bytes + extra_bytes;
+    /// Would `extra_msgs` more messages of `extra_bytes` exceed the limits?
+    fn over_limit_by(&self, extra_msgs: u64, extra_bytes: u64) -> bool {
+        let n = self.ready.len() + extra_msgs;
+        let b = self.ready.bytes() + extra_bytes;
         self.args.max_length.is_some_and(|m| n > m)
             || self.args.max_length_bytes.is_some_and(|m| b > m)
     }
 
     /// Append a newly routed message (published at `timestamp` with its own
-    /// TTL `ttl`, if any). Returns the message back when the queue refuses
-    /// it (`x-overflow` = reject-publish and the queue is full); with
-    /// drop-head, the oldest messages are dropped to make room and returned
-    /// in `dropped`.
+    /// TTL `ttl`, if any); returns its expiry time, if it has one. Returns
+    /// the message back when the queue refuses it (`x-overflow` =
+    /// reject-publish and the queue is full); with drop-head, the engine
+    /// then drops the oldest messages to make room (see
+    /// [`Queue::over_limit`]).
     // The refused message is handed back by value, without boxing it.
     #[allow(clippy::result_large_err)]
     pub fn push(
@@ -165,64 +156,51 @@ impl Queue {
         mut m: QueuedMsg,
         ttl: Option<u64>,
         timestamp: u64,
-        dropped: &mut Vec<QueuedMsg>,
-    ) -> Result<(), QueuedMsg> {
+    ) -> Result<Option<u64>, QueuedMsg> {
         let len = m.size();
-        if self.args.overflow != Overflow::DropHead && self.over_limit(1, len) {
+        if self.args.overflow != Overflow::DropHead && self.over_limit_by(1, len) {
             return Err(m);
         }
         m.seq = self.next_seq;
         self.next_seq += 1;
-        self.ready_bytes += len;
         m.prio = self.args.max_priority.map_or(0, |p| m.priority().min(p));
         let ttl = match (self.args.message_ttl, ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         m.set_expires_at(ttl.map(|t| timestamp.saturating_add(t)));
-        self.insert(m);
-        while self.over_limit(0, 0) {
-            match self.pop() {
-                Some(m) => dropped.push(m),
-                None => break,
-            }
-        }
-        Ok(())
+        let expires = m.expires_at();
+        self.ready.push(m);
+        Ok(expires)
     }
 
-    /// Take the head message for delivery.
+    /// The next sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Restored at start: sequence numbers go on from `seq`.
+    pub fn restore_next_seq(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
+    /// Take the head message for delivery (None also when it is spilled:
+    /// see `engine::Messages::take`, which reads it back first).
     pub fn pop(&mut self) -> Option<QueuedMsg> {
-        let m = self.ready.pop_front()?;
-        self.ready_bytes = self.ready_bytes.saturating_sub(m.size());
-        Some(m)
+        self.ready.pop()
     }
 
     /// Put back a message just popped and not delivered after all (it could
     /// not be read for now): at the head again, unchanged.
     pub fn unpop(&mut self, m: QueuedMsg) {
-        self.ready_bytes += m.size();
-        self.ready.push_front(m);
+        self.ready.unpop(m);
     }
 
     /// Put a delivered message back at its original position, marked redelivered.
     pub fn requeue(&mut self, mut m: QueuedMsg) {
         m.set_redelivered(true);
         self.unacked = self.unacked.saturating_sub(1);
-        self.ready_bytes += m.size();
-        self.insert(m);
-    }
-
-    /// Insert in queue order (priority, then position); appending is the
-    /// common case.
-    fn insert(&mut self, m: QueuedMsg) {
-        match self.ready.back() {
-            Some(last) if last.key() > m.key() => {
-                let k = m.key();
-                let at = self.ready.partition_point(|x| x.key() < k);
-                self.ready.insert(at, m);
-            }
-            _ => self.ready.push_back(m),
-        }
+        self.ready.requeue(m);
     }
 
     /// The head message has expired at `now_ms`.
@@ -235,13 +213,12 @@ impl Queue {
 
     /// Number of ready messages.
     pub fn message_count(&self) -> u32 {
-        self.ready.len().min(u32::MAX as usize) as u32
+        self.ready.len().min(u64::from(u32::MAX)) as u32
     }
 
-    /// Remove every ready message and hand them back.
-    pub fn purge(&mut self) -> VecDeque<QueuedMsg> {
-        self.ready_bytes = 0;
-        std::mem::take(&mut self.ready)
+    /// Body bytes of the ready messages.
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready.bytes()
     }
 
     /// Add a consumer, last in the rotation of its priority; returns its
@@ -301,16 +278,17 @@ mod tests {
             QueueArgs::default(),
         );
         for _ in 0..5 {
-            assert!(q.push(msg(), None, 0, &mut Vec::new()).is_ok());
+            assert!(q.push(msg(), None, 0).is_ok());
         }
         let a = q.pop().unwrap();
         let b = q.pop().unwrap();
         q.unacked = 2;
         q.requeue(b);
         q.requeue(a);
-        let seqs: Vec<u64> = q.ready.iter().map(|m| m.seq).collect();
+        let all: Vec<&QueuedMsg> = q.ready.iter_memory().collect();
+        let seqs: Vec<u64> = all.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-        assert!(q.ready[0].redelivered() && q.ready[1].redelivered() && !q.ready[2].redelivered());
+        assert!(all[0].redelivered() && all[1].redelivered() && !all[2].redelivered());
         assert_eq!(q.unacked, 0);
     }
 }

@@ -307,30 +307,52 @@ impl Engine {
     /// their front doors (see [`Engine::take_cancelled`]). Returns the
     /// ready messages dropped.
     pub fn delete_queue(&mut self, q: QueueId) -> u32 {
-        let gone = self.broker.delete_queue(q);
+        let mut gone = self.broker.delete_queue(q);
         self.cancelled.extend(gone.consumers);
         if let (Some(sid), Some(st)) = (gone.store_id, self.msgs.store.as_mut()) {
             st.purge(sid);
         }
-        let n = gone.ready.len() as u32;
-        for m in &gone.ready {
+        let n = gone.ready.len();
+        let (msgs, spills) = gone.ready.take_all();
+        for m in &msgs {
             // The purge record covers the durable ones: only release them.
             self.msgs.forget(None, m);
         }
-        n
+        for s in spills {
+            self.msgs.discard_spill(s);
+        }
+        n.min(u64::from(u32::MAX)) as u32
     }
 
     /// Remove a queue's ready messages. Returns how many, and whether the
     /// queue is durable (then the answer depends on this turn's commit).
+    /// Spilled messages go at once too: with none unacknowledged, one
+    /// purge record covers every durable one; else each needs an ack, and
+    /// they are read back and acknowledged in the background (see
+    /// [`Messages::settle_purged`](super::Messages)).
     pub fn purge(&mut self, q: QueueId) -> (u32, bool) {
-        let (gone, sid) = match self.broker.queue_mut(q) {
-            Some(queue) => (queue.purge(), queue.store_id),
-            None => return (0, false),
+        let Some(queue) = self.broker.queue_mut(q) else {
+            return (0, false);
         };
-        for m in &gone {
-            self.msgs.forget(sid, m);
+        let sid = queue.store_id;
+        let n = queue.ready.len();
+        let whole = queue.unacked == 0 && queue.ready.spilled() > 0;
+        let (msgs, spills) = queue.ready.take_all();
+        if let (true, Some(sid), Some(st)) = (whole, sid, self.msgs.store.as_mut()) {
+            st.purge(sid);
         }
-        (gone.len() as u32, sid.is_some())
+        let ack_sid = if whole { None } else { sid };
+        for m in &msgs {
+            self.msgs.forget(ack_sid, m);
+        }
+        for s in spills {
+            if whole || sid.is_none() {
+                self.msgs.discard_spill(s);
+            } else {
+                self.msgs.purged.push((sid, s));
+            }
+        }
+        (n.min(u64::from(u32::MAX)) as u32, sid.is_some())
     }
 
     /// A queue by vhost and name, exclusive or not (an operator may look

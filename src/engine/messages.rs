@@ -2,13 +2,29 @@
 //! their entries are packed into, the account of what they take, and the
 //! one way a message leaves a queue's ready list ([`Messages::take`]).
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use log::{error, warn};
 
 use crate::broker::message::{Arena, Message, QueuedMsg};
 use crate::broker::queue::Queue;
+use crate::broker::ready::Ready;
 use crate::broker::QueueId;
+use crate::store::spill::{push_run, Batch, ReadError, Runs, Spill};
 use crate::store::{Store, StoreRef};
+
+/// A queue level's head window: below half of it, the next spilled batch
+/// is read back.
+pub(crate) const HEAD_WINDOW: usize = 2048;
+/// A queue level's tail window: beyond it (while something is spilled),
+/// the tail is spilled as one batch; with nothing spilled yet, the head
+/// spills beyond both windows.
+pub(crate) const TAIL_WINDOW: usize = 2048;
+/// The windows while content is paged out (memory is short).
+const SMALL_WINDOW: usize = 256;
+/// Batches read back per refill at most.
+const REFILL_BATCHES: usize = 4;
 
 /// What became of reading a paged-out message's content back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +72,12 @@ pub struct Messages {
     pub(crate) read_later: Vec<QueueId>,
     /// The memory budget (bytes); beyond half of it content goes to disk.
     pub(crate) max_memory: u64,
+    /// Spilled messages of purged queues (with their queue's store id)
+    /// still to be acknowledged, a batch at a time (see
+    /// [`Messages::settle_purged`]).
+    pub(crate) purged: Vec<(Option<u64>, Spill)>,
+    /// Spilled entries that failed to write or read (counted for metrics).
+    pub spill_lost: u64,
 }
 
 impl Messages {
@@ -73,6 +95,17 @@ impl Messages {
     /// read for now goes back to the head ([`Taken::Later`]).
     pub(crate) fn take(&mut self, queue: &mut Queue, content: bool) -> Taken {
         loop {
+            let low = self.windows().0 / 2;
+            if let Some(level) = queue.ready.wants_refill(low) {
+                if self.refill(&mut queue.ready, level) == Loaded::Later
+                    && queue.ready.front().is_none()
+                {
+                    if !self.read_later.contains(&queue.id) {
+                        self.read_later.push(queue.id);
+                    }
+                    return Taken::Later;
+                }
+            }
             let Some(m) = queue.pop() else {
                 return Taken::Empty;
             };
@@ -94,6 +127,209 @@ impl Messages {
                 }
             }
         }
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Spilled messages of purged queues still to be acknowledged.
+    pub fn purge_pending(&self) -> u64 {
+        self.purged.iter().map(|(_, s)| s.count).sum()
+    }
+
+    /// The head and tail windows of a queue level, in messages: smaller
+    /// while memory is short.
+    pub(crate) fn windows(&self) -> (usize, usize) {
+        if self.should_page(0) {
+            (SMALL_WINDOW, SMALL_WINDOW)
+        } else {
+            (HEAD_WINDOW, TAIL_WINDOW)
+        }
+    }
+
+    /// Spill what lies beyond the windows of `ready`'s level `level` (after
+    /// a message was added to it): the whole tail once it outgrows its
+    /// window, or, with nothing spilled yet, the head beyond its window
+    /// once it holds both windows' worth. Their content goes to disk first
+    /// if it is not there. When writing fails the messages stay in memory
+    /// (paged out) and spilling pauses for a while.
+    pub(crate) fn spill_excess(&mut self, ready: &mut Ready, level: usize, now: Instant) {
+        let (head, tail) = self.windows();
+        let Some(l) = ready.level_mut(level) else {
+            return;
+        };
+        let from_head = l.spill.is_empty() && l.tail.is_empty();
+        let from = if from_head {
+            if l.head.len() <= head + tail {
+                return;
+            }
+            head
+        } else {
+            if l.tail.len() <= tail {
+                return;
+            }
+            0
+        };
+        let Some(st) = self.store.as_mut().filter(|st| st.healthy()) else {
+            return;
+        };
+        if !st.spill.ready(now) {
+            return;
+        }
+        let msgs = if from_head { &mut l.head } else { &mut l.tail };
+        let mut entries = Vec::with_capacity((msgs.len() - from) * 80);
+        let mut runs = Runs::new();
+        let mut bytes = 0u64;
+        let mut durable = (0u32, 0u64);
+        for m in msgs.range_mut(from..) {
+            if !m.is_paged() {
+                let at = match m.stored() {
+                    Some(r) => r,
+                    None => st.append_paged(&m.meta()),
+                };
+                self.resident = self.resident.saturating_sub(m.resident());
+                m.page_out(&mut self.arena, at);
+            }
+            let Some(at) = m.stored() else {
+                continue;
+            };
+            push_run(&mut runs, at.seg, at.durable);
+            bytes += m.size();
+            if at.durable {
+                durable.0 += 1;
+                durable.1 += m.size();
+            }
+            m.spill_entry(&mut entries);
+        }
+        let batch = Batch {
+            len: 0,
+            count: (msgs.len() - from) as u32,
+            bytes,
+            durable,
+        };
+        if st
+            .spill
+            .write(&mut l.spill, &entries, batch, &runs, now)
+            .is_ok()
+        {
+            msgs.truncate(from);
+        }
+    }
+
+    /// Read `ready`'s level `level` back from disk until its head holds
+    /// half its window (a few batches at most); when nothing is spilled any
+    /// more, the tail joins the head. A batch that cannot be read for now
+    /// is [`Loaded::Later`]; one that is damaged or gone is logged and its
+    /// messages are dropped (their references released: a durable one is
+    /// still in the message log, and comes back after a restart that
+    /// scans it).
+    pub(crate) fn refill(&mut self, ready: &mut Ready, level: usize) -> Loaded {
+        let low = self.windows().0 / 2;
+        let Some(st) = self.store.as_mut() else {
+            return Loaded::Lost;
+        };
+        let mut lost = (0u64, 0u64);
+        let mut res = Loaded::Yes;
+        {
+            let Some(l) = ready.level_mut(level) else {
+                return Loaded::Lost;
+            };
+            for _ in 0..REFILL_BATCHES {
+                if l.spill.is_empty() || l.head.len() >= low.max(1) {
+                    break;
+                }
+                let durable_only = l.spill.durable_only;
+                match st.spill.read(&mut l.spill) {
+                    Ok(b) => {
+                        let mut data = &b.entries[..];
+                        let mut n = 0u64;
+                        let mut got = 0u64;
+                        while !data.is_empty() {
+                            let Some((m, used)) = QueuedMsg::from_spill(&mut self.arena, data)
+                            else {
+                                error!(
+                                    "spill: an entry does not parse; the {} messages after it in its batch are dropped",
+                                    u64::from(b.count).saturating_sub(n)
+                                );
+                                break;
+                            };
+                            data = data.get(used..).unwrap_or_default();
+                            if durable_only && m.stored().is_some_and(|r| !r.durable) {
+                                continue;
+                            }
+                            n += 1;
+                            got += m.size();
+                            l.head.push_back(m);
+                        }
+                        if n < u64::from(b.count) {
+                            lost.0 += u64::from(b.count) - n;
+                            lost.1 += b.bytes.saturating_sub(got);
+                        }
+                    }
+                    Err(ReadError::Later(e)) => {
+                        warn!("spill: cannot read back for now: {e}; the queue waits");
+                        res = Loaded::Later;
+                        break;
+                    }
+                    Err(ReadError::Lost {
+                        error: e,
+                        count,
+                        bytes,
+                        refs,
+                    }) => {
+                        error!("spill: a batch of {count} messages cannot be read back: {e}; they are dropped");
+                        st.release_runs(&refs);
+                        lost.0 += count;
+                        lost.1 += bytes;
+                    }
+                }
+            }
+            if l.spill.is_empty() && !l.tail.is_empty() {
+                let tail = std::mem::take(&mut l.tail);
+                l.head.extend(tail);
+            }
+        }
+        if lost.0 > 0 {
+            ready.lost(lost.0, lost.1);
+            self.queued = self.queued.saturating_sub(lost.0);
+            self.spill_lost += lost.0;
+        }
+        res
+    }
+
+    /// Drop the spilled messages of a deleted queue (or of a purged one
+    /// whose deletion the store records as a whole): their files go, their
+    /// references are released. Returns how many.
+    pub(crate) fn discard_spill(&mut self, spill: Spill) -> u64 {
+        let n = spill.count;
+        self.queued = self.queued.saturating_sub(n);
+        if let Some(st) = self.store.as_mut() {
+            let runs = st.spill.discard(spill);
+            st.release_runs(&runs);
+        }
+        n
+    }
+
+    /// Acknowledge a batch of the spilled messages of purged queues (their
+    /// durable ones need an ack each); true while more remain.
+    pub(crate) fn settle_purged(&mut self) -> bool {
+        let Some((sid, mut spill)) = self.purged.pop() else {
+            return false;
+        };
+        let mut ready = Ready::new(1);
+        ready.restored(spill.count, spill.bytes);
+        if let Some(l) = ready.level_mut(0) {
+            l.spill = spill;
+        }
+        // Those read back are settled here; `refill` counts those lost.
+        self.refill(&mut ready, 0);
+        let (msgs, rest) = ready.take_all();
+        for m in &msgs {
+            self.forget(sid, m);
+        }
+        spill = rest.into_iter().next().unwrap_or_default();
+        if !spill.is_empty() {
+            self.purged.push((sid, spill));
+        }
+        !self.purged.is_empty()
     }
 
     /// A message leaves the broker for good (acked, dropped, rejected,

@@ -312,6 +312,11 @@ impl Engine {
         self.expire_queue(q);
     }
 
+    /// True when a queue may be able to deliver.
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Consumers whose queue was deleted since the last call, for their
     /// front door to tell (AMQP: basic.cancel).
     pub(crate) fn take_cancelled(&mut self) -> Vec<ConsumerRef> {
@@ -334,6 +339,9 @@ impl Engine {
         }
         for q in std::mem::take(&mut self.msgs.read_later) {
             self.mark_queue(q);
+        }
+        if self.msgs.settle_purged() {
+            self.wake_at(now);
         }
     }
 

@@ -41,6 +41,59 @@ pub(crate) fn blocked_reason(disk_alarm: bool) -> &'static str {
     }
 }
 
+/// Put back the messages of a durable queue that had spilled at a clean
+/// stop: those that were in memory at their places, before or behind its
+/// spills, which are taken as they are (nothing spilled is read). Returns
+/// the messages and bytes restored.
+fn restore_spilled(
+    msgs: &mut super::Messages,
+    q: &mut crate::broker::queue::Queue,
+    recovered: Vec<crate::store::RecoveredMsg>,
+    clean: crate::store::CleanQueue,
+) -> (u64, u64) {
+    let levels = q.ready.levels().len();
+    let mut heads: Vec<Vec<QueuedMsg>> = (0..levels).map(|_| Vec::new()).collect();
+    let mut tails: Vec<Vec<QueuedMsg>> = (0..levels).map(|_| Vec::new()).collect();
+    let mut next_seq = clean.next_seq;
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for m in &recovered {
+        let mut qm = QueuedMsg::recovered(&mut msgs.arena, m);
+        let (seq, behind) = m.place.unwrap_or_else(|| {
+            next_seq += 1;
+            (next_seq - 1, true)
+        });
+        qm.seq = seq;
+        qm.prio = q.args.max_priority.map_or(0, |p| m.priority.min(p));
+        let ttl = match (q.args.message_ttl, m.ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        qm.set_expires_at(ttl.map(|t| m.timestamp.saturating_add(t)));
+        let level = usize::from(qm.prio).min(levels - 1);
+        let to = if behind { &mut tails } else { &mut heads };
+        if let Some(v) = to.get_mut(level) {
+            v.push(qm);
+        }
+        n += 1;
+        bytes += m.size;
+    }
+    let mut spills: Vec<Option<crate::store::spill::Spill>> = (0..levels).map(|_| None).collect();
+    for (level, sp) in clean.spills {
+        n += sp.count;
+        bytes += sp.bytes;
+        if let Some(slot) = spills.get_mut(usize::from(level).min(levels - 1)) {
+            *slot = Some(sp);
+        }
+    }
+    for (level, ((head, tail), spill)) in heads.into_iter().zip(tails).zip(spills).enumerate() {
+        q.ready
+            .restore(level, head, spill.unwrap_or_default(), tail);
+    }
+    q.restore_next_seq(next_seq);
+    msgs.queued += n;
+    (n, bytes)
+}
+
 impl Engine {
     /// An engine with persistence: open the data directory, restore
     /// durable definitions and messages. In-memory when `config.data_dir`
@@ -65,7 +118,11 @@ impl Engine {
         let mut messages = 0u64;
         let mut bytes = 0u64;
         let mut queues = 0usize;
-        for (qid, msgs) in recovered.queues {
+        let mut recovered = recovered;
+        for qid in recovered.spilled.keys() {
+            recovered.queues.entry(*qid).or_default();
+        }
+        for (qid, msgs) in std::mem::take(&mut recovered.queues) {
             let Some(id) = core
                 .broker
                 .queues
@@ -77,6 +134,15 @@ impl Engine {
                 if let Some(st) = core.msgs.store.as_mut() {
                     st.purge(qid);
                     msgs.iter().for_each(|m| st.release(&m.at));
+                    for (_, sp) in recovered
+                        .spilled
+                        .remove(&qid)
+                        .map(|c| c.spills)
+                        .unwrap_or_default()
+                    {
+                        let runs = st.spill.discard(sp);
+                        st.release_runs(&runs);
+                    }
                 }
                 continue;
             };
@@ -84,15 +150,27 @@ impl Engine {
             let Some(q) = core.broker.queue_mut(id) else {
                 continue;
             };
+            if let Some(clean) = recovered.spilled.remove(&qid) {
+                let (n, b) = restore_spilled(&mut core.msgs, q, msgs, clean);
+                messages += n;
+                bytes += b;
+                continue;
+            }
+            let now = core.clock.now;
             for m in msgs {
                 messages += 1;
                 bytes += m.size;
                 let msg = QueuedMsg::recovered(&mut core.msgs.arena, &m);
-                let mut dropped = Vec::new();
-                if q.push(msg, m.ttl, m.timestamp, &mut dropped).is_ok() {
-                    core.msgs.queued += 1;
+                let level = usize::from(q.args.max_priority.map_or(0, |p| m.priority.min(p)));
+                match q.push(msg, m.ttl, m.timestamp) {
+                    Ok(_) => {
+                        core.msgs.queued += 1;
+                        core.msgs.spill_excess(&mut q.ready, level, now);
+                    }
+                    Err(msg) => core.msgs.forget(q.store_id, &msg),
                 }
             }
+            core.drop_over_limit(id);
         }
         // First boot: save the default user and its permissions.
         if defs.users.is_empty() {
@@ -399,16 +477,35 @@ impl Engine {
     }
 
     /// Clean shutdown of the store: every connection is gone (their unacked
-    /// messages are back in their queues); write the clean index.
+    /// messages are back in their queues); write the clean index. A queue
+    /// with messages spilled keeps its spill files and the place of every
+    /// message in memory (see `Store::close_clean`).
     pub fn close_store(&mut self) {
         let Some(st) = self.msgs.store.as_mut() else {
             return;
         };
         let mut live = Vec::new();
+        let mut spilled = Vec::new();
         for (_, q) in self.broker.queues.iter() {
             let Some(sid) = q.store_id else { continue };
-            for m in &q.ready {
-                if let Some(at) = m.stored().filter(|r| r.durable) {
+            let keep_places = q.ready.spilled() > 0;
+            let mut clean = crate::store::CleanQueue {
+                next_seq: q.next_seq(),
+                spills: Vec::new(),
+            };
+            for (level, l) in q.ready.levels().iter().enumerate() {
+                if !l.spill.is_empty() {
+                    clean.spills.push((level as u8, l.spill.durable_view()));
+                }
+                let placed = l
+                    .head
+                    .iter()
+                    .map(|m| (m, false))
+                    .chain(l.tail.iter().map(|m| (m, true)));
+                for (m, behind) in placed {
+                    let Some(at) = m.stored().filter(|r| r.durable) else {
+                        continue;
+                    };
                     let (timestamp, ttl) = m.times();
                     live.push((
                         sid,
@@ -421,15 +518,25 @@ impl Engine {
                             timestamp,
                             ttl,
                             priority: m.priority(),
+                            place: keep_places.then_some((m.seq, behind)),
                         },
                     ));
                 }
             }
+            if keep_places {
+                spilled.push((sid, clean));
+            }
         }
-        match st.close_clean(&live) {
+        let kept: u64 = spilled
+            .iter()
+            .flat_map(|(_, c)| c.spills.iter())
+            .map(|(_, s)| s.count)
+            .sum();
+        match st.close_clean(&live, &spilled) {
             Ok(()) => info!(
-                "store closed cleanly ({} durable messages indexed)",
-                live.len()
+                "store closed cleanly ({} durable messages indexed, {kept} more in the spill files of {} queues)",
+                live.len(),
+                spilled.len()
             ),
             Err(e) => error!("cannot write the clean shutdown index: {e}"),
         }
@@ -455,7 +562,7 @@ impl Engine {
         let stop = end.min(next + QUEUE_SCAN_BATCH);
         for idx in next..stop {
             if let Some(q) = self.broker.queues.get_mut(idx) {
-                partial += ring_bytes(&mut q.ready);
+                partial += q.ready.buffer_bytes();
             }
         }
         next = stop;

@@ -274,11 +274,7 @@ impl Engine {
         };
         let expires_changed = args.expires != q.args.expires;
         q.args = args;
-        let mut dropped = Vec::new();
-        q.drop_over_limit(&mut dropped);
-        for m in dropped {
-            self.dead_letter(id, m, "maxlen");
-        }
+        self.drop_over_limit(id);
         if expires_changed {
             // Counted from now (touch_queue marks it used now).
             self.touch_queue(id);

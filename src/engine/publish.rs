@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::Engine;
+use super::{Engine, Taken};
 use crate::broker::args::Overflow;
 use crate::broker::message::{Message, QueuedMsg};
 use crate::broker::QueueId;
@@ -104,7 +104,6 @@ impl Engine {
         let packed = (!self.msgs.should_page(more))
             .then(|| QueuedMsg::pack(&mut self.msgs.arena, &msg, stored));
         let mut rejected = false;
-        let mut dropped = Vec::new();
         for &q in targets {
             let Some((sid, overflow)) = self.broker.queue(q).map(|q| (q.store_id, q.args.overflow))
             else {
@@ -123,24 +122,26 @@ impl Engine {
             let Some(queue) = self.broker.queue_mut(q) else {
                 continue;
             };
-            let pushed = queue.push(m, msg.ttl, msg.timestamp, &mut dropped);
+            let level = usize::from(queue.args.max_priority.map_or(0, |p| msg.priority.min(p)));
+            let pushed = queue.push(m, msg.ttl, msg.timestamp);
             queue.stats.publish += u64::from(pushed.is_ok());
-            if let Err(m) = pushed {
-                rejected = true;
-                if overflow == Overflow::RejectPublishDlx {
-                    self.dead_letter(q, m, "maxlen");
-                } else {
-                    self.msgs.forget(sid, &m);
+            let expiry = match pushed {
+                Ok(expiry) => {
+                    let now = self.clock.now;
+                    self.msgs.spill_excess(&mut queue.ready, level, now);
+                    expiry
                 }
-            }
-            for d in std::mem::take(&mut dropped) {
-                self.dead_letter(q, d, "maxlen");
-            }
-            let expiry = self
-                .broker
-                .queue(q)
-                .and_then(|q| q.ready.back())
-                .and_then(|m| m.expires_at());
+                Err(m) => {
+                    rejected = true;
+                    if overflow == Overflow::RejectPublishDlx {
+                        self.dead_letter(q, m, "maxlen");
+                    } else {
+                        self.msgs.forget(sid, &m);
+                    }
+                    None
+                }
+            };
+            self.drop_over_limit(q);
             if let Some(t) = expiry {
                 let now_ms = self.wall_ms();
                 let at =
@@ -150,6 +151,23 @@ impl Engine {
             self.mark_queue(q);
         }
         (rejected, stored.is_some())
+    }
+
+    /// With `x-overflow` drop-head, drop (dead-letter) messages from the
+    /// head of queue `q` until its length limits hold.
+    pub(crate) fn drop_over_limit(&mut self, q: QueueId) {
+        loop {
+            let Some(queue) = self.broker.queue_mut(q) else {
+                return;
+            };
+            if queue.args.overflow != Overflow::DropHead || !queue.over_limit() {
+                return;
+            }
+            match self.msgs.take(queue, false) {
+                Taken::Msg(m, _) => self.dead_letter(q, m, "maxlen"),
+                Taken::Empty | Taken::Later => return,
+            }
+        }
     }
 
     /// Sender-selected distribution (RabbitMQ): the routing keys listed in

@@ -156,7 +156,7 @@ const QUEUE_COARSE: [QueueMetric; 3] = [
         name: "queue_messages_ready",
         kind: "gauge",
         help: "Messages ready to be delivered to consumers",
-        value: |q| q.ready.len() as u64,
+        value: |q| q.ready.len(),
     },
     QueueMetric {
         name: "queue_messages_unacked",
@@ -168,7 +168,7 @@ const QUEUE_COARSE: [QueueMetric; 3] = [
         name: "queue_messages",
         kind: "gauge",
         help: "Sum of ready and unacknowledged messages - total queue depth",
-        value: |q| q.ready.len() as u64 + q.unacked as u64,
+        value: |q| q.ready.len() + q.unacked as u64,
     },
 ];
 
@@ -183,7 +183,7 @@ const QUEUE_READY_BYTES: QueueMetric = QueueMetric {
     name: "queue_messages_ready_bytes",
     kind: "gauge",
     help: "Size in bytes of ready messages",
-    value: |q| q.ready_bytes,
+    value: |q| q.ready_bytes(),
 };
 
 /// warren's per-queue counters (RabbitMQ counts these per channel).

@@ -41,7 +41,7 @@ pub struct QueueSample {
 impl QueueSample {
     /// The queue's counters now.
     pub fn of(q: &crate::broker::queue::Queue) -> QueueSample {
-        let ready = q.ready.len() as u64;
+        let ready = q.ready.len();
         let unacked = q.unacked as u64;
         QueueSample {
             publish: q.stats.publish,
@@ -74,7 +74,7 @@ impl GlobalSample {
     pub fn of(core: &Core) -> GlobalSample {
         let (mut ready, mut unacked) = (0u64, 0u64);
         for (_, q) in core.engine.broker.queues.iter() {
-            ready += q.ready.len() as u64;
+            ready += q.ready.len();
             unacked += q.unacked as u64;
         }
         GlobalSample {

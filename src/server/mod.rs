@@ -41,6 +41,9 @@ const MAX_LISTENERS: usize = 1000;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per loop turn before others get a go.
 const MAX_READS_PER_TURN: usize = 16;
+/// Outboxes' worth (`max_outbox`) written to one connection per turn at
+/// most (see `Server::write_sock`).
+const WRITE_BUDGET: usize = 4;
 /// How long shutdown waits for close frames to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a finished connection waits for the peer to close its side
@@ -434,6 +437,7 @@ impl Server {
                 .wake_hint()
                 .map_or(next_tick, |h| h.min(next_tick));
             let wake = self.accept_retry.map_or(wake, |r| r.min(wake));
+            let revisit = revisit || self.core.has_flush() || self.core.has_dispatch();
             let timeout = if revisit {
                 Duration::ZERO
             } else {
@@ -730,9 +734,26 @@ impl Server {
     /// Write a connection's output through its transport until it is all
     /// out or the socket is full (its WRITABLE event then brings it back
     /// here); for TLS, pending records go out even with no output.
+    ///
+    /// At most [`WRITE_BUDGET`] outboxes' worth goes out per call: written
+    /// output makes room for more deliveries, and a consumer that reads as
+    /// fast as it is written to would otherwise keep this loop busy until
+    /// its queue is empty, the turn never ending (its acks unread, its
+    /// unacknowledged deliveries piling up unmeasured). What is left goes
+    /// out next turn, after the reads.
     fn write_sock(&mut self, id: ConnId, now: Instant) {
         let idx = id.idx as usize;
+        let mut budget = self
+            .core
+            .engine
+            .config
+            .max_outbox
+            .saturating_mul(WRITE_BUDGET);
         loop {
+            if budget == 0 {
+                self.core.mark_flush(id);
+                return;
+            }
             let Some(s) = self
                 .socks
                 .get_mut(idx)
@@ -756,6 +777,7 @@ impl Server {
                 Ok(w) => {
                     if w.taken > 0 {
                         out.consume(w.taken);
+                        budget = budget.saturating_sub(w.taken);
                     }
                     if w.sent > 0 {
                         self.core.count_io(id, 0, w.sent);

@@ -12,6 +12,7 @@ pub mod definitions;
 mod disk;
 mod file;
 mod recover;
+pub mod spill;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -82,6 +83,20 @@ pub struct RecoveredMsg {
     pub ttl: Option<u64>,
     /// Priority property.
     pub priority: u8,
+    /// Its place in its queue, kept by a clean stop for queues that had
+    /// spilled: (sequence number, behind the spilled messages).
+    pub place: Option<(u64, bool)>,
+}
+
+/// What a clean stop kept of a durable queue that had messages spilled:
+/// its next sequence number and its spills (priority level, what a restart
+/// keeps of the spill: see [`spill::Spill::durable_view`]).
+#[derive(Debug, Default, Clone)]
+pub struct CleanQueue {
+    /// The queue's next sequence number.
+    pub next_seq: u64,
+    /// Its spills, by priority level.
+    pub spills: Vec<(u8, spill::Spill)>,
 }
 
 /// What recovery found.
@@ -97,6 +112,8 @@ pub struct Recovered {
     pub damaged: u64,
     /// Bytes in them.
     pub damaged_bytes: u64,
+    /// Durable queues that had spilled at a clean stop, by store id.
+    pub spilled: HashMap<u64, CleanQueue>,
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +204,8 @@ pub struct Store {
     quarantine: Quarantine,
     /// Every disk operation goes through it.
     disk: Disk,
+    /// The spill files of deep queues.
+    pub spill: spill::Spiller,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -324,11 +343,16 @@ impl Store {
             .filter_map(|(name, len)| Some((name.strip_suffix(".seg")?.parse().ok()?, len)))
             .collect();
         let numbers: Vec<u32> = sizes.keys().copied().collect();
-        let clean = load_clean(&disk, &mdir, &sizes);
+        let spill_dir = dir.join("spill");
+        let clean = load_clean(&disk, &mdir, &sizes, &spill_dir);
         let (live, max_id, mut rec) = match clean {
-            Some((live, max_id)) => {
+            Some((live, max_id, spilled)) => {
                 info!("clean shutdown marker found: skipping the store scan");
-                (live, max_id, Recovered::default())
+                let rec = Recovered {
+                    spilled,
+                    ..Recovered::default()
+                };
+                (live, max_id, rec)
             }
             None => scan(&disk, &mdir, &numbers)?,
         };
@@ -341,6 +365,19 @@ impl Store {
                 }
             }
             rec.queues.insert(q, msgs.into_values().collect());
+        }
+        let mut kept = std::collections::HashSet::new();
+        for c in rec.spilled.values() {
+            for (_, sp) in &c.spills {
+                for f in &sp.files {
+                    kept.insert(f.id);
+                    for &(seg, _, n) in &f.refs {
+                        if let Some(s) = segs.get_mut(&seg) {
+                            s.live += u64::from(n);
+                        }
+                    }
+                }
+            }
         }
         let cur = last.map_or(0, |n| n + 1);
         let path = seg_path(&mdir, cur);
@@ -362,7 +399,9 @@ impl Store {
             }
         }
         let dir_file = disk.open_dir(&mdir)?;
+        let spill = spill::Spiller::open(&disk, &spill_dir, &|id| kept.contains(&id))?;
         let mut store = Store {
+            spill,
             dir_file,
             dir: mdir,
             _lock: lock,
@@ -545,6 +584,15 @@ impl Store {
     pub fn release(&mut self, r: &StoreRef) {
         if let Some(s) = self.segs.get_mut(&r.seg) {
             s.live = s.live.saturating_sub(1);
+        }
+    }
+
+    /// Drop the references `runs` holds (spilled messages purged or lost).
+    pub fn release_runs(&mut self, runs: &spill::Runs) {
+        for &(seg, _, n) in runs {
+            if let Some(s) = self.segs.get_mut(&seg) {
+                s.live = s.live.saturating_sub(u64::from(n));
+            }
         }
     }
 
@@ -809,12 +857,31 @@ impl Store {
     /// Clean shutdown: sync everything and write the index of live durable
     /// messages (queue store id, message, redelivered flag), so the next
     /// start skips the scan. Nothing is written unless the sync works.
-    pub fn close_clean(&mut self, live: &[(u64, RecoveredMsg)]) -> io::Result<()> {
+    ///
+    /// Durable queues that have messages spilled are kept as they are:
+    /// their spill files are synced and named in the index (`spilled`: by
+    /// queue store id), with the place of each message kept in memory
+    /// (before or behind the spilled ones), so that the next start reads
+    /// neither the spilled messages nor the message log.
+    pub fn close_clean(
+        &mut self,
+        live: &[(u64, RecoveredMsg)],
+        spilled: &[(u64, CleanQueue)],
+    ) -> io::Result<()> {
         self.now = Instant::now();
         self.quarantine.settle(&self.disk, None);
         self.try_sync()?;
         self.seg.trim();
-        let mut p = BytesMut::with_capacity(16 + live.len() * 48);
+        for (_, c) in spilled {
+            for (_, sp) in &c.spills {
+                self.spill.sync(sp)?;
+            }
+        }
+        if !spilled.is_empty() {
+            self.spill.sync_dir()?;
+        }
+        let mut p = BytesMut::with_capacity(24 + live.len() * 48);
+        p.put_slice(recover::CLEAN_MAGIC);
         p.put_u64(self.next_msg_id.saturating_sub(1));
         p.put_u64(live.len() as u64);
         for (q, m) in live {
@@ -830,6 +897,35 @@ impl Store {
             p.put_u8(m.priority);
             crate::codec::writer::put_shortstr(&mut p, &m.exchange);
             crate::codec::writer::put_shortstr(&mut p, &m.routing_key);
+            let (seq, behind) = m.place.unwrap_or((u64::MAX, false));
+            p.put_u64(seq);
+            p.put_u8(behind as u8);
+        }
+        p.put_u64(spilled.len() as u64);
+        for (q, c) in spilled {
+            p.put_u64(*q);
+            p.put_u64(c.next_seq);
+            p.put_u32(c.spills.len() as u32);
+            for (level, sp) in &c.spills {
+                p.put_u8(*level);
+                p.put_u32(sp.files.len() as u32);
+                for f in &sp.files {
+                    p.put_u64(f.id);
+                    p.put_u64(f.read);
+                    p.put_u64(f.len);
+                    p.put_u32(f.batches.len() as u32);
+                    for b in &f.batches {
+                        p.put_u32(b.len);
+                        p.put_u32(b.count);
+                        p.put_u64(b.bytes);
+                    }
+                    p.put_u32(f.refs.len() as u32);
+                    for &(seg, _, n) in &f.refs {
+                        p.put_u32(seg);
+                        p.put_u32(n);
+                    }
+                }
+            }
         }
         let mut data = Vec::with_capacity(4 + p.len());
         data.extend_from_slice(&crc32c(&p).to_be_bytes());

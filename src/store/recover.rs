@@ -32,7 +32,7 @@
 //! a message body crafted to contain valid records is taken for records if,
 //! and only if, the length field of the record holding it is damaged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,9 +43,10 @@ use log::{error, warn};
 
 use super::crc::crc32c;
 use super::disk::Disk;
+use super::spill::{path as spill_path, Batch, Spill, SpillFile};
 use super::{
-    header, parse_msg, seg_path, MsgRecord, Recovered, RecoveredMsg, StoreRef, FORMAT_VERSION,
-    MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
+    header, parse_msg, seg_path, CleanQueue, MsgRecord, Recovered, RecoveredMsg, StoreRef,
+    FORMAT_VERSION, MAX_RECORD, REC_ACK, REC_DELIVERED, REC_HEADER, REC_MSG, REC_PAGED, REC_PURGE,
 };
 use crate::codec::reader::Reader;
 
@@ -322,6 +323,7 @@ impl Replay<'_> {
                             timestamp: m.timestamp,
                             ttl: m.ttl,
                             priority: m.priority,
+                            place: None,
                         },
                     );
                 }
@@ -562,6 +564,9 @@ pub(super) fn check_record(data: &Bytes, r: &StoreRef) -> Result<MsgRecord, Stri
 }
 
 pub(super) const CLEAN: &str = "CLEAN";
+/// First bytes of a clean-stop index with places and spills (older ones,
+/// which start with a message id, are not used: the store is scanned).
+pub(super) const CLEAN_MAGIC: &[u8; 8] = b"WCLEAN2\0";
 
 /// The index a clean shutdown left, if any (and valid). It is removed as it
 /// is read, so a crash after this start scans again. Every record it points
@@ -572,7 +577,8 @@ pub(super) fn load_clean(
     disk: &Disk,
     mdir: &Path,
     sizes: &BTreeMap<u32, u64>,
-) -> Option<(LiveMap, u64)> {
+    spill_dir: &Path,
+) -> Option<(LiveMap, u64, HashMap<u64, CleanQueue>)> {
     let path = mdir.join(CLEAN);
     let data = disk.read(&path).ok()?;
     let _ = disk.remove(&path, data.len() as u64);
@@ -583,7 +589,12 @@ pub(super) fn load_clean(
         warn!("clean shutdown marker fails its checksum; scanning the store");
         return None;
     }
+    if !body.starts_with(CLEAN_MAGIC) {
+        warn!("clean shutdown index of an older version; scanning the store");
+        return None;
+    }
     let mut r = Reader::new(&body);
+    r.take(CLEAN_MAGIC.len()).ok()?;
     let max_id = r.u64().ok()?;
     let n = r.u64().ok()?;
     let mut live: LiveMap = BTreeMap::new();
@@ -600,6 +611,8 @@ pub(super) fn load_clean(
         let priority = r.u8().ok()?;
         let exchange = Bytes::copy_from_slice(&r.shortstr().ok()?);
         let routing_key = Bytes::copy_from_slice(&r.shortstr().ok()?);
+        let seq = r.u64().ok()?;
+        let behind = r.u8().ok()? != 0;
         let fits = (REC_HEADER + MIN_MSG..=REC_HEADER + MAX_RECORD).contains(&(len as usize))
             && sizes
                 .get(&seg)
@@ -631,10 +644,71 @@ pub(super) fn load_clean(
                 timestamp,
                 ttl,
                 priority,
+                place: (seq != u64::MAX).then_some((seq, behind)),
             },
         );
     }
-    Some((live, max_id))
+    let mut spilled = HashMap::new();
+    let nq = r.u64().ok()?;
+    for _ in 0..nq {
+        let q = r.u64().ok()?;
+        let next_seq = r.u64().ok()?;
+        let mut c = CleanQueue {
+            next_seq,
+            spills: Vec::new(),
+        };
+        for _ in 0..r.u32().ok()? {
+            let level = r.u8().ok()?;
+            let mut sp = Spill {
+                durable_only: true,
+                ..Spill::default()
+            };
+            for _ in 0..r.u32().ok()? {
+                let mut f = SpillFile {
+                    id: r.u64().ok()?,
+                    read: r.u64().ok()?,
+                    len: r.u64().ok()?,
+                    batches: Default::default(),
+                    refs: Default::default(),
+                };
+                for _ in 0..r.u32().ok()? {
+                    let b = Batch {
+                        len: r.u32().ok()?,
+                        count: r.u32().ok()?,
+                        bytes: r.u64().ok()?,
+                        durable: (0, 0),
+                    };
+                    sp.count += u64::from(b.count);
+                    sp.bytes += b.bytes;
+                    f.batches.push_back(Batch {
+                        durable: (b.count, b.bytes),
+                        ..b
+                    });
+                }
+                for _ in 0..r.u32().ok()? {
+                    let seg = r.u32().ok()?;
+                    let n = r.u32().ok()?;
+                    if !sizes.contains_key(&seg) {
+                        error!("clean shutdown index: spilled messages refer to segment {seg:08}, which is missing: scanning the store instead");
+                        return None;
+                    }
+                    f.refs.push_back((seg, true, n));
+                }
+                let on_disk = disk.size(&spill_path(spill_dir, f.id)).unwrap_or(0);
+                if on_disk < f.len {
+                    error!(
+                        "clean shutdown index: spill file {:016} has {on_disk} bytes, not {}: scanning the store instead",
+                        f.id, f.len
+                    );
+                    return None;
+                }
+                sp.files.push_back(f);
+            }
+            c.spills.push((level, sp));
+        }
+        spilled.insert(q, c);
+    }
+    Some((live, max_id, spilled))
 }
 
 /// Name of the file naming the process that holds the data directory.

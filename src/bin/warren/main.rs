@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     opts.optopt(
         "",
         "max-memory",
-        "memory budget for queued messages in bytes: contents go to disk beyond half of it, publishers are blocked at it (default 134217728)",
+        "memory budget in bytes: message contents go to disk beyond half of it, and a queue keeps in memory only a window at its head and its tail, the rest spilled to disk (queue depth is bounded by the disk: --min-free-disk); publishers are blocked when memory reaches it all the same (default 134217728)",
         "BYTES",
     );
     opts.optopt(

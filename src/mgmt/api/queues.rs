@@ -107,9 +107,10 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "messages_ready_details": details(s.ready, b.ready, dt),
         "messages_unacknowledged": s.unacked,
         "messages_unacknowledged_details": details(s.unacked, b.unacked, dt),
-        "message_bytes": q.ready_bytes,
-        "message_bytes_ready": q.ready_bytes,
-        "memory": 1024 + q.ready.len() as u64 * crate::engine::PER_MESSAGE_OVERHEAD + q.ready_bytes,
+        "message_bytes": q.ready_bytes(),
+        "message_bytes_ready": q.ready_bytes(),
+        "messages_paged_out": q.ready.spilled(),
+        "memory": 1024 + (q.ready.len() - q.ready.spilled()) * crate::engine::PER_MESSAGE_OVERHEAD + q.ready.levels().iter().map(|l| l.spill.memory()).sum::<u64>(),
         "head_message_timestamp": null,
         "message_stats": stats,
     });

@@ -61,7 +61,7 @@ fn vhosts(core: &Core, mgmt: &Mgmt, only: Option<&str>) -> Vec<Value> {
     let mut totals: std::collections::HashMap<&[u8], (u64, u64)> = Default::default();
     for (_, q) in core.engine.broker.queues.iter() {
         let t = totals.entry(&q.vhost[..]).or_default();
-        t.0 += q.ready.len() as u64;
+        t.0 += q.ready.len();
         t.1 += q.unacked as u64;
     }
     names

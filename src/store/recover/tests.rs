@@ -414,7 +414,7 @@ fn clean_index_damage_is_found() {
             .iter()
             .flat_map(|(q, m)| m.iter().map(|m| (*q, m.clone())))
             .collect();
-        st.close_clean(&live).unwrap();
+        st.close_clean(&live, &[]).unwrap();
     }
     let trial = base.join("trial");
     // Undamaged: the index is used (no scan) and every message reads back.
