@@ -43,19 +43,18 @@ echo "filled: $N messages in $(echo "$t1 - $t0" | bc) s; RSS $(rss) MiB, VmHWM $
 stop
 grep -E "store closed cleanly" "$DIR/log" | tail -1 | sed 's/^.*\] /  /'
 start "clean restart"
-grep -E "recovered .* durable queues" "$DIR/log" | tail -1 | sed 's/^.*\] /  /'
+grep -E "store recovered|recovered .* durable queues" "$DIR/log" | tail -2 | sed 's/^.*\] /  /'
 
 # Drain with acks (prefetch 500) while a separate queue runs a one-message
 # ping-pong; both report their numbers.
-"$PERF" -u "$URI" -l -z 20 --queue-prefix ping- -j >"$DIR/ping.json" 2>/dev/null &
+"$PERF" -u "$URI" -l -z 15 --queue-prefix ping- -j >"$DIR/ping.json" 2>/dev/null &
 PING=$!
-t0=$(date +%s.%N)
-"$PERF" -u "$URI" -x 0 -y 1 -q 500 -A 50 --durable-queues --keep -z 20 -j \
+"$PERF" -u "$URI" -x 0 -y 1 -q 500 -A 50 --durable-queues --keep --drain "$N" -j \
     >"$DIR/drain.json" 2>/dev/null || true
-t1=$(date +%s.%N)
 wait "$PING" || true
-echo "drain (20 s window): $(tail -1 "$DIR/drain.json")"
-echo "ping-pong meanwhile: $(tail -1 "$DIR/ping.json")"
+field() { grep -o "\"$2\":[^,]*" "$1" | head -1 | cut -d: -f2; }
+echo "drained: $(field "$DIR/drain.json" consumed) of $N in $(field "$DIR/drain.json" consume_s) s = $(field "$DIR/drain.json" consume_rate) msg/s, out of order $(field "$DIR/drain.json" out_of_order)"
+echo "ping-pong meanwhile (15 s, one message in flight): $(grep -o '"latency_us":{[^}]*}' "$DIR/ping.json")"
 echo "RSS after the drain $(rss) MiB, VmHWM $(hwm) MiB"
 stop
 
@@ -70,5 +69,5 @@ kill -9 "$PID"
 wait "$PID" 2>/dev/null || true
 wait "$FILL" 2>/dev/null || true
 start "restart after kill -9"
-grep -E "store recovered" "$DIR/log" | tail -1 | sed 's/^.*\] /  /'
+grep -E "checkpoint found|store recovered|recovered .* durable queues" "$DIR/log" | tail -3 | sed 's/^.*\] /  /'
 stop

@@ -131,6 +131,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Size at which a message store segment file is closed and a new one begun.
     pub segment_size: u64,
+    /// Log bytes written between checkpoints of the store: at most about
+    /// this much of the log is replayed after a crash.
+    pub checkpoint_bytes: u64,
     /// Memory budget for message contents: beyond half of it new messages
     /// are paged to disk; at it, publishers are blocked.
     pub max_memory: u64,
@@ -220,6 +223,7 @@ impl Default for Config {
             ssl_cert_login_from: CertLogin::DistinguishedName,
             data_dir: Some(PathBuf::from("data")),
             segment_size: 8 << 20,
+            checkpoint_bytes: 64 << 20,
             max_memory: 128 << 20,
             min_free_disk: 64 << 20,
             frame_max: 131_072,

@@ -107,7 +107,6 @@ impl UnackedList {
         self.live == 0
     }
 
-    #[cfg(any(test, feature = "testing"))]
     /// The deliveries, ascending by tag.
     pub fn iter(&self) -> impl Iterator<Item = &Unacked> + '_ {
         self.slots.iter().filter_map(|s| match s {

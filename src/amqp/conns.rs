@@ -473,6 +473,23 @@ impl Core {
     /// Timers: heartbeats, handshake timeout, close timeout.
     pub fn tick(&mut self, now: Instant) {
         self.engine.tick(now);
+        if self.engine.wants_checkpoint() {
+            let Core { engine, conns, .. } = self;
+            let held = conns
+                .iter()
+                .flat_map(|(_, c)| c.channels.iter())
+                .flat_map(|ch| {
+                    let in_tx = ch.tx.iter().flatten().flat_map(|op| match op {
+                        super::channel::TxOp::Ack(v) | super::channel::TxOp::Nack(v, _) => {
+                            v.as_slice()
+                        }
+                        super::channel::TxOp::Publish(..) => &[],
+                    });
+                    ch.unacked.iter().chain(in_tx)
+                })
+                .map(|u| (u.queue, &u.msg));
+            engine.checkpoint(held);
+        }
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         let handshake_timeout = self.engine.config.handshake_timeout;
         let (blocked, max_outbox) = (self.engine.alarms.blocked, self.engine.config.max_outbox);

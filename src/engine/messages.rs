@@ -78,6 +78,9 @@ pub struct Messages {
     pub(crate) purged: Vec<(Option<u64>, Spill)>,
     /// Spilled entries that failed to write or read (counted for metrics).
     pub spill_lost: u64,
+    /// Bytes the last checkpoint wrote, roughly (see
+    /// `Engine::wants_checkpoint`).
+    pub(crate) last_checkpoint: u64,
 }
 
 impl Messages {
@@ -227,6 +230,7 @@ impl Messages {
             return Loaded::Lost;
         };
         let mut lost = (0u64, 0u64);
+        let mut lost_unexpected = false;
         let mut res = Loaded::Yes;
         {
             let Some(l) = ready.level_mut(level) else {
@@ -252,8 +256,23 @@ impl Messages {
                                 break;
                             };
                             data = data.get(used..).unwrap_or_default();
-                            if durable_only && m.stored().is_some_and(|r| !r.durable) {
+                            let at = m.stored();
+                            if durable_only && at.is_some_and(|r| !r.durable) {
                                 continue;
+                            }
+                            let id = at.map_or(u64::MAX, |r| r.msg_id);
+                            if !l.spill.skip.is_empty() && l.spill.skip.remove(&id) {
+                                // Acknowledged after the checkpoint it was
+                                // restored from: gone (counted as lost
+                                // below, its reference released).
+                                if let Some(r) = at {
+                                    st.release(&r);
+                                }
+                                continue;
+                            }
+                            let mut m = m;
+                            if !l.spill.seen.is_empty() && l.spill.seen.remove(&id) {
+                                m.set_redelivered(true);
                             }
                             n += 1;
                             got += m.size();
@@ -262,6 +281,9 @@ impl Messages {
                         if n < u64::from(b.count) {
                             lost.0 += u64::from(b.count) - n;
                             lost.1 += b.bytes.saturating_sub(got);
+                            if l.spill.skip.is_empty() && l.spill.seen.is_empty() {
+                                lost_unexpected = true;
+                            }
                         }
                     }
                     Err(ReadError::Later(e)) => {
@@ -290,7 +312,9 @@ impl Messages {
         if lost.0 > 0 {
             ready.lost(lost.0, lost.1);
             self.queued = self.queued.saturating_sub(lost.0);
-            self.spill_lost += lost.0;
+            if lost_unexpected {
+                self.spill_lost += lost.0;
+            }
         }
         res
     }

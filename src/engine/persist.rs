@@ -13,12 +13,19 @@ use log::{error, info, warn};
 use super::Engine;
 use crate::broker::exchange::Dest;
 use crate::broker::message::QueuedMsg;
-use crate::broker::{ConnId, ExchangeSpec, QueueSpec};
+use crate::broker::{ConnId, ExchangeSpec, QueueId, QueueSpec};
 use crate::config::Config;
 use crate::store::definitions::{
     BindingDef, DefChange, Definitions, DefsLog, ExchangeDef, ParamDef, QueueDef,
 };
 use crate::store::Store;
+
+/// What an index of the store holds: durable messages by queue store id,
+/// and the spilled queues (see [`Engine::index_state`]).
+type IndexState = (
+    Vec<(u64, crate::store::RecoveredMsg)>,
+    Vec<(u64, crate::store::CleanQueue)>,
+);
 
 /// Queues measured per buffer scan (see [`Engine::measure_buffers`]).
 const QUEUE_SCAN_BATCH: usize = 1024;
@@ -78,9 +85,13 @@ fn restore_spilled(
         bytes += m.size;
     }
     let mut spills: Vec<Option<crate::store::spill::Spill>> = (0..levels).map(|_| None).collect();
-    for (level, sp) in clean.spills {
+    for (level, mut sp) in clean.spills {
         n += sp.count;
         bytes += sp.bytes;
+        if !clean.skip.is_empty() || !clean.seen.is_empty() {
+            sp.skip = clean.skip.clone();
+            sp.seen = clean.seen.clone();
+        }
         if let Some(slot) = spills.get_mut(usize::from(level).min(levels - 1)) {
             *slot = Some(sp);
         }
@@ -476,13 +487,25 @@ impl Engine {
         res
     }
 
-    /// Clean shutdown of the store: every connection is gone (their unacked
-    /// messages are back in their queues); write the clean index. A queue
-    /// with messages spilled keeps its spill files and the place of every
-    /// message in memory (see `Store::close_clean`).
-    pub fn close_store(&mut self) {
-        let Some(st) = self.msgs.store.as_mut() else {
-            return;
+    /// What an index of the store holds (see `Store::close_clean`,
+    /// `Store::checkpoint`): every durable message in memory (`held`: also
+    /// those delivered and not yet acknowledged, by queue), each with its
+    /// place when its queue has spilled; and the spills of durable queues.
+    fn index_state<'a>(&self, held: impl Iterator<Item = (QueueId, &'a QueuedMsg)>) -> IndexState {
+        let entry = |m: &QueuedMsg, place: Option<(u64, bool)>| {
+            let at = m.stored().filter(|r| r.durable)?;
+            let (timestamp, ttl) = m.times();
+            Some(crate::store::RecoveredMsg {
+                at,
+                delivered: m.redelivered(),
+                size: m.size(),
+                exchange: m.exchange(),
+                routing_key: m.routing_key(),
+                timestamp,
+                ttl,
+                priority: m.priority(),
+                place,
+            })
         };
         let mut live = Vec::new();
         let mut spilled = Vec::new();
@@ -491,7 +514,7 @@ impl Engine {
             let keep_places = q.ready.spilled() > 0;
             let mut clean = crate::store::CleanQueue {
                 next_seq: q.next_seq(),
-                spills: Vec::new(),
+                ..Default::default()
             };
             for (level, l) in q.ready.levels().iter().enumerate() {
                 if !l.spill.is_empty() {
@@ -503,30 +526,38 @@ impl Engine {
                     .map(|m| (m, false))
                     .chain(l.tail.iter().map(|m| (m, true)));
                 for (m, behind) in placed {
-                    let Some(at) = m.stored().filter(|r| r.durable) else {
-                        continue;
-                    };
-                    let (timestamp, ttl) = m.times();
-                    live.push((
-                        sid,
-                        crate::store::RecoveredMsg {
-                            at,
-                            delivered: m.redelivered(),
-                            size: m.size(),
-                            exchange: m.exchange(),
-                            routing_key: m.routing_key(),
-                            timestamp,
-                            ttl,
-                            priority: m.priority(),
-                            place: keep_places.then_some((m.seq, behind)),
-                        },
-                    ));
+                    if let Some(e) = entry(m, keep_places.then_some((m.seq, behind))) {
+                        live.push((sid, e));
+                    }
                 }
             }
             if keep_places {
                 spilled.push((sid, clean));
             }
         }
+        for (qid, m) in held {
+            let Some(q) = self.broker.queue(qid) else {
+                continue;
+            };
+            let Some(sid) = q.store_id else { continue };
+            let place = (q.ready.spilled() > 0).then_some((m.seq, false));
+            if let Some(mut e) = entry(m, place) {
+                e.delivered = true;
+                live.push((sid, e));
+            }
+        }
+        (live, spilled)
+    }
+
+    /// Clean shutdown of the store: every connection is gone (their unacked
+    /// messages are back in their queues); write the clean index. A queue
+    /// with messages spilled keeps its spill files and the place of every
+    /// message in memory (see `Store::close_clean`).
+    pub fn close_store(&mut self) {
+        let (live, spilled) = self.index_state(std::iter::empty());
+        let Some(st) = self.msgs.store.as_mut() else {
+            return;
+        };
         let kept: u64 = spilled
             .iter()
             .flat_map(|(_, c)| c.spills.iter())
@@ -539,6 +570,47 @@ impl Engine {
                 spilled.len()
             ),
             Err(e) => error!("cannot write the clean shutdown index: {e}"),
+        }
+    }
+
+    /// True when the log has grown enough since the last checkpoint for
+    /// another: `Config::checkpoint_bytes`, or twice what the last one
+    /// wrote (so that checkpoints cost at most half the log's writes).
+    pub(crate) fn wants_checkpoint(&self) -> bool {
+        let every = self
+            .config
+            .checkpoint_bytes
+            .max(2 * self.msgs.last_checkpoint);
+        self.msgs
+            .store
+            .as_ref()
+            .is_some_and(|st| st.healthy() && st.since_checkpoint() >= every)
+    }
+
+    /// Write a checkpoint of the store (see `Store::checkpoint`): the
+    /// durable messages in memory and `held` (delivered, not yet
+    /// acknowledged: the front doors hold them), and the spills, so that
+    /// recovery after a crash replays only the log written since. The
+    /// front door calls it on its timer when [`Engine::wants_checkpoint`].
+    pub(crate) fn checkpoint<'a>(&mut self, held: impl Iterator<Item = (QueueId, &'a QueuedMsg)>) {
+        let started = std::time::Instant::now();
+        let (live, spilled) = self.index_state(held);
+        let Some(st) = self.msgs.store.as_mut() else {
+            return;
+        };
+        match st.checkpoint(&live, &spilled) {
+            Ok(()) => {
+                self.msgs.last_checkpoint = live.len() as u64 * 64;
+                info!(
+                    "checkpoint: {} durable messages in memory, {} queues spilled, in {:?}",
+                    live.len(),
+                    spilled.len(),
+                    started.elapsed()
+                );
+            }
+            Err(e) => warn!(
+                "cannot write a checkpoint: {e}; recovery after a crash scans more of the log"
+            ),
         }
     }
 

@@ -31,7 +31,7 @@ use disk::Disk;
 pub use disk::DiskOp;
 pub use disk::Faults;
 use file::LogFile;
-use recover::{load_clean, scan, DirLock, Quarantine, CLEAN};
+use recover::{load_clean, scan, DirLock, Quarantine, CHECKPOINT, CLEAN};
 
 /// Format version written to `VERSION`; bump with a migration when the
 /// on-disk layout changes.
@@ -97,6 +97,11 @@ pub struct CleanQueue {
     pub next_seq: u64,
     /// Its spills, by priority level.
     pub spills: Vec<(u8, spill::Spill)>,
+    /// Spilled messages acknowledged after the checkpoint this comes from
+    /// (message ids): dropped as they are read back.
+    pub skip: std::collections::HashSet<u64>,
+    /// Spilled messages delivered after that checkpoint: redelivered.
+    pub seen: std::collections::HashSet<u64>,
 }
 
 /// What recovery found.
@@ -138,6 +143,9 @@ pub struct StoreStats {
     /// Stored messages that could not be read back (record missing,
     /// truncated or damaged): each was dropped.
     pub unreadable: u64,
+    /// Log bytes read by the recovery at start (none after a clean stop;
+    /// what follows the last checkpoint after a crash).
+    pub recovery_scanned: u64,
 }
 
 /// Records not yet synced beyond this many bytes ask for a sync at the end
@@ -206,6 +214,11 @@ pub struct Store {
     disk: Disk,
     /// The spill files of deep queues.
     pub spill: spill::Spiller,
+    /// Segments from this number on are kept even when nothing refers to
+    /// them any more: the last checkpoint may (see [`Store::checkpoint`]).
+    pinned: Option<u32>,
+    /// `stats.bytes_written` at the last checkpoint.
+    checkpoint_at: u64,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -344,15 +357,56 @@ impl Store {
             .collect();
         let numbers: Vec<u32> = sizes.keys().copied().collect();
         let spill_dir = dir.join("spill");
-        let clean = load_clean(&disk, &mdir, &sizes, &spill_dir);
-        let (live, max_id, mut rec) = match clean {
-            Some((live, max_id, spilled)) => {
+        let clean = load_clean(&disk, &mdir, &sizes, &spill_dir, CLEAN);
+        let checkpoint_path = mdir.join(CHECKPOINT);
+        if clean.is_some() {
+            if let Ok(n) = disk.size(&checkpoint_path) {
+                let _ = disk.remove(&checkpoint_path, n);
+            }
+        }
+        let index = clean.or_else(|| load_clean(&disk, &mdir, &sizes, &spill_dir, CHECKPOINT));
+        let mut pinned = None;
+        let (live, max_id, mut rec) = match index {
+            Some(ix) if ix.replay_from.is_none() => {
                 info!("clean shutdown marker found: skipping the store scan");
+                let rec = Recovered {
+                    spilled: ix.spilled,
+                    ..Recovered::default()
+                };
+                (ix.live, ix.max_id, rec)
+            }
+            Some(ix) => {
+                let from = ix.replay_from.unwrap_or((0, 0));
+                info!(
+                    "checkpoint found: replaying the log from offset {} of segment {:08}",
+                    from.1, from.0
+                );
+                // The checkpoint stays valid (and in place) until the next.
+                pinned = Some(
+                    ix.live
+                        .values()
+                        .flat_map(|m| m.values().map(|m| m.at.seg))
+                        .chain(
+                            ix.spilled
+                                .values()
+                                .flat_map(|c| c.spills.iter())
+                                .flat_map(|(_, sp)| sp.files.iter())
+                                .flat_map(|f| f.refs.iter().map(|r| r.0)),
+                        )
+                        .fold(from.0, u32::min),
+                );
+                let mut live = ix.live;
+                let spilled = ix.spilled;
+                // Queues the checkpoint knows, so that the replay can tell
+                // their acks of spilled messages.
+                for q in spilled.keys() {
+                    live.entry(*q).or_default();
+                }
                 let rec = Recovered {
                     spilled,
                     ..Recovered::default()
                 };
-                (live, max_id, rec)
+                recover::scan_from(&disk, &mdir, &numbers, Some(from), live, ix.max_id, rec)?
             }
             None => scan(&disk, &mdir, &numbers)?,
         };
@@ -400,8 +454,12 @@ impl Store {
         }
         let dir_file = disk.open_dir(&mdir)?;
         let spill = spill::Spiller::open(&disk, &spill_dir, &|id| kept.contains(&id))?;
+        let mut spill = spill;
+        spill.keep_retired = pinned.is_some();
         let mut store = Store {
             spill,
+            pinned,
+            checkpoint_at: 0,
             dir_file,
             dir: mdir,
             _lock: lock,
@@ -425,6 +483,7 @@ impl Store {
             disk,
             stats: StoreStats::default(),
         };
+        store.stats.recovery_scanned = rec.bytes;
         store.collect_garbage();
         let n: usize = rec.queues.values().map(|v| v.len()).sum();
         info!(
@@ -823,7 +882,9 @@ impl Store {
         let dead: Vec<u32> = self
             .segs
             .iter()
-            .take_while(|(n, s)| **n != self.cur && s.live == 0)
+            .take_while(|(n, s)| {
+                **n != self.cur && s.live == 0 && self.pinned.is_none_or(|p| **n < p)
+            })
             .map(|(n, _)| *n)
             .collect();
         let freed = !dead.is_empty();
@@ -872,6 +933,63 @@ impl Store {
         self.quarantine.settle(&self.disk, None);
         self.try_sync()?;
         self.seg.trim();
+        self.write_index(CLEAN, live, spilled, None)?;
+        self.spill.forget_retired();
+        self.spill.keep_retired = false;
+        // A checkpoint is older than the clean index: not needed any more.
+        let cp = self.dir.join(CHECKPOINT);
+        if let Ok(n) = self.disk.size(&cp) {
+            let _ = self.disk.remove(&cp, n);
+        }
+        Ok(())
+    }
+
+    /// A checkpoint while running (see `Engine::checkpoint`): like the
+    /// clean index, with every durable message in memory or
+    /// unacknowledged (`live`) and the spills of durable queues
+    /// (`spilled`), and the log position they reflect. A restart after a
+    /// crash loads it and replays only the log from that position on.
+    /// Everything it names is synced first (the log, the spill files);
+    /// spill files read to their end since the last checkpoint are deleted
+    /// only after this one is on disk, and log segments it refers to are
+    /// kept until the next (see [`Store::collect_garbage`]).
+    pub fn checkpoint(
+        &mut self,
+        live: &[(u64, RecoveredMsg)],
+        spilled: &[(u64, CleanQueue)],
+    ) -> io::Result<()> {
+        self.try_sync()?;
+        let from = (self.cur, self.seg.len());
+        self.write_index(CHECKPOINT, live, spilled, Some(from))?;
+        let refs = live.iter().map(|(_, m)| m.at.seg).chain(
+            spilled
+                .iter()
+                .flat_map(|(_, c)| c.spills.iter())
+                .flat_map(|(_, sp)| sp.files.iter())
+                .flat_map(|f| f.refs.iter().map(|r| r.0)),
+        );
+        self.pinned = Some(refs.fold(self.cur, u32::min));
+        self.spill.forget_retired();
+        self.spill.keep_retired = true;
+        self.checkpoint_at = self.stats.bytes_written;
+        Ok(())
+    }
+
+    /// Bytes appended to the log since the last checkpoint.
+    pub fn since_checkpoint(&self) -> u64 {
+        self.stats.bytes_written - self.checkpoint_at
+    }
+
+    /// Write an index (see [`Store::close_clean`], [`Store::checkpoint`]):
+    /// the spill files it names synced first, then the index itself,
+    /// atomically.
+    fn write_index(
+        &mut self,
+        name: &str,
+        live: &[(u64, RecoveredMsg)],
+        spilled: &[(u64, CleanQueue)],
+        replay_from: Option<(u32, u64)>,
+    ) -> io::Result<()> {
         for (_, c) in spilled {
             for (_, sp) in &c.spills {
                 self.spill.sync(sp)?;
@@ -880,8 +998,11 @@ impl Store {
         if !spilled.is_empty() {
             self.spill.sync_dir()?;
         }
-        let mut p = BytesMut::with_capacity(24 + live.len() * 48);
+        let mut p = BytesMut::with_capacity(40 + live.len() * 48);
         p.put_slice(recover::CLEAN_MAGIC);
+        let (seg, off) = replay_from.unwrap_or((u32::MAX, 0));
+        p.put_u32(seg);
+        p.put_u64(off);
         p.put_u64(self.next_msg_id.saturating_sub(1));
         p.put_u64(live.len() as u64);
         for (q, m) in live {
@@ -930,8 +1051,9 @@ impl Store {
         let mut data = Vec::with_capacity(4 + p.len());
         data.extend_from_slice(&crc32c(&p).to_be_bytes());
         data.extend_from_slice(&p);
-        self.disk
-            .replace(&self.dir_file, &self.dir.join(CLEAN), &data, 0)
+        let path = self.dir.join(name);
+        let old = self.disk.size(&path).unwrap_or(0);
+        self.disk.replace(&self.dir_file, &path, &data, old)
     }
 
     /// Bytes on disk in segment files.

@@ -335,21 +335,34 @@ impl Replay<'_> {
             }
             REC_ACK => {
                 if let (Ok(q), Ok(id)) = (r.u64(), r.u64()) {
-                    if let Some(m) = self.live.get_mut(&q) {
-                        m.remove(&id);
+                    let known = self.live.get_mut(&q).and_then(|m| m.remove(&id));
+                    if known.is_none() {
+                        if let Some(c) = self.rec.spilled.get_mut(&q) {
+                            c.skip.insert(id);
+                        }
                     }
                 }
             }
             REC_DELIVERED => {
                 if let (Ok(q), Ok(id)) = (r.u64(), r.u64()) {
-                    if let Some(m) = self.live.get_mut(&q).and_then(|m| m.get_mut(&id)) {
-                        m.delivered = true;
+                    match self.live.get_mut(&q).and_then(|m| m.get_mut(&id)) {
+                        Some(m) => m.delivered = true,
+                        None => {
+                            if let Some(c) = self.rec.spilled.get_mut(&q) {
+                                c.seen.insert(id);
+                            }
+                        }
                     }
                 }
             }
             REC_PURGE => {
                 if let Ok(q) = r.u64() {
                     self.live.remove(&q);
+                    if let Some(c) = self.rec.spilled.get_mut(&q) {
+                        c.spills.clear();
+                        c.skip.clear();
+                        c.seen.clear();
+                    }
                 }
             }
             k => {
@@ -453,20 +466,54 @@ pub(super) fn scan(
     mdir: &Path,
     numbers: &[u32],
 ) -> io::Result<(LiveMap, u64, Recovered)> {
+    scan_from(
+        disk,
+        mdir,
+        numbers,
+        None,
+        BTreeMap::new(),
+        0,
+        Recovered::default(),
+    )
+}
+
+/// Replay the log from `start` (segment, offset; None: from the first
+/// record) onto `live`, the state a checkpoint left (see [`scan`]). Acks
+/// and delivery marks of messages not in `live` (spilled ones, read back
+/// and settled after the checkpoint) are collected in the result's
+/// `spilled` entries (see [`CleanQueue::skip`]); a purge empties a queue's
+/// spills too.
+pub(super) fn scan_from(
+    disk: &Disk,
+    mdir: &Path,
+    numbers: &[u32],
+    start: Option<(u32, u64)>,
+    live: LiveMap,
+    max_id: u64,
+    rec: Recovered,
+) -> io::Result<(LiveMap, u64, Recovered)> {
     let mut st = Replay {
         disk,
-        live: BTreeMap::new(),
-        max_id: 0,
-        rec: Recovered::default(),
+        live,
+        max_id,
+        rec,
     };
     let last = numbers.last().copied();
     for &n in numbers {
+        let mut off = 0usize;
+        if let Some((seg, at)) = start {
+            if n < seg {
+                continue;
+            }
+            if n == seg {
+                off = at as usize;
+            }
+        }
         let data = Bytes::from(disk.read(&seg_path(mdir, n))?);
-        st.rec.bytes += data.len() as u64;
+        st.rec.bytes += data.len().saturating_sub(off) as u64;
         let damaged_before = st.rec.damaged;
         let mut budget = data.len().saturating_mul(2);
         let mut after_damage = 0u64;
-        let mut off = 0usize;
         while off < data.len() {
             if let Some(end) = valid_at(&data, off) {
                 let payload = data.slice(off + REC_HEADER..end);
@@ -564,6 +611,8 @@ pub(super) fn check_record(data: &Bytes, r: &StoreRef) -> Result<MsgRecord, Stri
 }
 
 pub(super) const CLEAN: &str = "CLEAN";
+/// The index of the last checkpoint (see `Store::checkpoint`).
+pub(super) const CHECKPOINT: &str = "CHECKPOINT";
 /// First bytes of a clean-stop index with places and spills (older ones,
 /// which start with a message id, are not used: the store is scanned).
 pub(super) const CLEAN_MAGIC: &[u8; 8] = b"WCLEAN2\0";
@@ -578,11 +627,14 @@ pub(super) fn load_clean(
     mdir: &Path,
     sizes: &BTreeMap<u32, u64>,
     spill_dir: &Path,
-) -> Option<(LiveMap, u64, HashMap<u64, CleanQueue>)> {
-    let path = mdir.join(CLEAN);
+    name: &str,
+) -> Option<Index> {
+    let path = mdir.join(name);
     let data = disk.read(&path).ok()?;
-    let _ = disk.remove(&path, data.len() as u64);
-    let _ = disk.open_dir(mdir).and_then(|d| disk.sync_dir(&d));
+    if name == CLEAN {
+        let _ = disk.remove(&path, data.len() as u64);
+        let _ = disk.open_dir(mdir).and_then(|d| disk.sync_dir(&d));
+    }
     let crc = u32::from_be_bytes(data.get(..4)?.try_into().ok()?);
     let body = Bytes::copy_from_slice(data.get(4..)?);
     if crc32c(&body) != crc {
@@ -595,6 +647,9 @@ pub(super) fn load_clean(
     }
     let mut r = Reader::new(&body);
     r.take(CLEAN_MAGIC.len()).ok()?;
+    let from_seg = r.u32().ok()?;
+    let from_off = r.u64().ok()?;
+    let replay_from = (from_seg != u32::MAX).then_some((from_seg, from_off));
     let max_id = r.u64().ok()?;
     let n = r.u64().ok()?;
     let mut live: LiveMap = BTreeMap::new();
@@ -655,7 +710,7 @@ pub(super) fn load_clean(
         let next_seq = r.u64().ok()?;
         let mut c = CleanQueue {
             next_seq,
-            spills: Vec::new(),
+            ..CleanQueue::default()
         };
         for _ in 0..r.u32().ok()? {
             let level = r.u8().ok()?;
@@ -708,7 +763,24 @@ pub(super) fn load_clean(
         }
         spilled.insert(q, c);
     }
-    Some((live, max_id, spilled))
+    Some(Index {
+        live,
+        max_id,
+        spilled,
+        replay_from,
+    })
+}
+
+/// What an index (clean stop or checkpoint) holds.
+pub(super) struct Index {
+    /// Durable messages in memory (or unacknowledged), by queue.
+    pub live: LiveMap,
+    /// The highest message id then.
+    pub max_id: u64,
+    /// Durable queues with spills.
+    pub spilled: HashMap<u64, CleanQueue>,
+    /// A checkpoint: the log from here on is to be replayed.
+    pub replay_from: Option<(u32, u64)>,
 }
 
 /// Name of the file naming the process that holds the data directory.

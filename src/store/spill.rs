@@ -105,6 +105,12 @@ pub struct Spill {
     /// Restored after a restart: entries of transient messages in its
     /// batches are skipped (they were not counted).
     pub durable_only: bool,
+    /// Restored from a checkpoint: messages (ids) acknowledged after it,
+    /// dropped as they are read back (they are still counted until then).
+    pub skip: std::collections::HashSet<u64>,
+    /// Restored from a checkpoint: messages delivered after it, marked
+    /// redelivered as they are read back.
+    pub seen: std::collections::HashSet<u64>,
 }
 
 impl Spill {
@@ -161,6 +167,7 @@ impl Spill {
             count,
             bytes,
             durable_only: true,
+            ..Spill::default()
         }
     }
 }
@@ -211,6 +218,10 @@ pub struct Spiller {
     pub read: u64,
     /// Files in use.
     pub files: u64,
+    /// Files read to their end or dropped, removed at the next checkpoint.
+    retired: Vec<(u64, u64)>,
+    /// A checkpoint exists (files it may name are kept until the next).
+    pub(super) keep_retired: bool,
 }
 
 /// The path of spill file `id` in `dir`.
@@ -252,6 +263,8 @@ impl Spiller {
             written: 0,
             read: 0,
             files,
+            retired: Vec::new(),
+            keep_retired: false,
         })
     }
 
@@ -419,10 +432,23 @@ impl Spiller {
         out
     }
 
+    /// A file is no longer needed: removed at the next checkpoint (the
+    /// last one may name it).
     fn remove(&mut self, id: u64, len: u64) {
         self.files = self.files.saturating_sub(1);
-        if let Err(e) = self.disk.remove(&path(&self.dir, id), len) {
-            warn!("spill: cannot remove file {id:016}: {e}");
+        self.retired.push((id, len));
+        if !self.keep_retired {
+            self.forget_retired();
+        }
+    }
+
+    /// Remove the files retired before the last checkpoint (or clean stop),
+    /// which no longer names them.
+    pub(super) fn forget_retired(&mut self) {
+        for (id, len) in std::mem::take(&mut self.retired) {
+            if let Err(e) = self.disk.remove(&path(&self.dir, id), len) {
+                warn!("spill: cannot remove file {id:016}: {e}");
+            }
         }
     }
 

@@ -192,6 +192,12 @@ fn options() -> getopts::Options {
     );
     o.optopt(
         "",
+        "drain",
+        "consume N messages already queued (declared and filled by an earlier run with --keep): the queues are not purged first",
+        "N",
+    );
+    o.optopt(
+        "",
         "broker-pid",
         "report this process's CPU time (read from /proc) per message",
         "PID",
@@ -263,6 +269,7 @@ fn settings(m: &getopts::Matches) -> Result<Settings, String> {
         latency: m.opt_present("latency"),
         json: m.opt_present("json"),
         keep: m.opt_present("keep"),
+        drain: num(m, "drain", 0)?,
         broker_pid: match m.opt_str("broker-pid") {
             None => None,
             Some(_) => Some(num(m, "broker-pid", 0u32)?),

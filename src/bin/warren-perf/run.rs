@@ -71,6 +71,8 @@ pub struct Settings {
     pub json: bool,
     /// Do not delete queues and exchange at the end.
     pub keep: bool,
+    /// Messages already queued to consume (the queues are not purged).
+    pub drain: u64,
     /// Process id of the broker, to report its CPU time.
     pub broker_pid: Option<u32>,
 }
@@ -681,15 +683,17 @@ fn declare(ctl: &mut Conn, s: &Settings) -> Result<()> {
             }),
             |m| matches!(m, Method::QueueDeclareOk(_)),
         )?;
-        ctl.rpc(
-            1,
-            &Method::QueuePurge(QueuePurge {
-                ticket: 0,
-                queue: queue.clone(),
-                nowait: false,
-            }),
-            |m| matches!(m, Method::QueuePurgeOk(_)),
-        )?;
+        if s.drain == 0 {
+            ctl.rpc(
+                1,
+                &Method::QueuePurge(QueuePurge {
+                    ticket: 0,
+                    queue: queue.clone(),
+                    nowait: false,
+                }),
+                |m| matches!(m, Method::QueuePurgeOk(_)),
+            )?;
+        }
         if !s.exchange.is_empty() {
             ctl.rpc(
                 1,
@@ -976,17 +980,18 @@ fn run_inner(s: Settings) -> Result<i32> {
                     }
                 }
                 if s.publishers > 0 && sh.publishers_done.load(SeqCst) == s.publishers
-                    || s.publishers == 0 && sh.stop_publishing.load(SeqCst)
+                    || s.publishers == 0 && (s.drain > 0 || sh.stop_publishing.load(SeqCst))
                 {
                     draining_since = Some(now);
                 }
             }
             Some(since) => {
-                let expected: u64 = pstats
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| p.published.load(Relaxed) * s.fan(i))
-                    .sum();
+                let expected: u64 = s.drain
+                    + pstats
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| p.published.load(Relaxed) * s.fan(i))
+                        .sum::<u64>();
                 // Consumers get until nothing arrives for 2 s; in a timed
                 // run also at most the run's length (min 2 s) to drain.
                 let idle = now.duration_since(last_progress.1) > Duration::from_secs(2);
@@ -1081,11 +1086,12 @@ fn run_inner(s: Settings) -> Result<i32> {
     let redelivered: u64 = cstats.iter().map(|c| c.redelivered.load(Relaxed)).sum();
     let tag_gaps: u64 = cstats.iter().map(|c| c.tag_gaps.load(Relaxed)).sum();
     let over_prefetch: u64 = cstats.iter().map(|c| c.over_prefetch.load(Relaxed)).sum();
-    let expected: u64 = pstats
-        .iter()
-        .enumerate()
-        .map(|(i, p)| p.published.load(Relaxed) * s.fan(i))
-        .sum();
+    let expected: u64 = s.drain
+        + pstats
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.published.load(Relaxed) * s.fan(i))
+            .sum::<u64>();
     let lat = LatencyUs::of(&total_hist);
     let body = s.size as f64;
 
