@@ -20,12 +20,16 @@ DIR=$(mktemp -d "$PWD/target/deep-XXXX")
 PID=
 
 start() {
-    local t0 t1
+    local t0 t1 before
+    before=$(grep -c "started: AMQP" "$DIR/log" 2>/dev/null || true)
     t0=$(date +%s.%N)
     RUST_LOG=info "$BIN" --listen 127.0.0.1:$PORT --data-dir "$DIR/data" \
         --no-management --no-prometheus --max-memory "$MEM" >>"$DIR/log" 2>&1 &
     PID=$!
-    until (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do sleep 0.005; done
+    # Serving once the loop runs (the listener is bound before recovery).
+    until [ "$(grep -c "started: AMQP" "$DIR/log" 2>/dev/null || true)" -gt "${before:-0}" ]; do
+        sleep 0.002
+    done
     t1=$(date +%s.%N)
     echo "$1: ready to serve in $(echo "$t1 - $t0" | bc) s; RSS $(rss) MiB"
 }
@@ -47,7 +51,7 @@ grep -E "store recovered|recovered .* durable queues" "$DIR/log" | tail -2 | sed
 
 # Drain with acks (prefetch 500) while a separate queue runs a one-message
 # ping-pong; both report their numbers.
-"$PERF" -u "$URI" -l -z 15 --queue-prefix ping- -j >"$DIR/ping.json" 2>/dev/null &
+"$PERF" -u "$URI" -l -z 15 -e ping-x --queue-prefix ping- -j >"$DIR/ping.json" 2>/dev/null &
 PING=$!
 "$PERF" -u "$URI" -x 0 -y 1 -q 500 -A 50 --durable-queues --keep --drain "$N" -j \
     >"$DIR/drain.json" 2>/dev/null || true
@@ -71,3 +75,5 @@ wait "$FILL" 2>/dev/null || true
 start "restart after kill -9"
 grep -E "checkpoint found|store recovered|recovered .* durable queues" "$DIR/log" | tail -3 | sed 's/^.*\] /  /'
 stop
+echo "checkpoints (the slowest three):"
+grep -o "checkpoint: .*" "$DIR/log" | awk '{print $NF, $0}' | sort -h | tail -3 | cut -d' ' -f2- | sed 's/^/  /'

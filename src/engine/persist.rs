@@ -183,6 +183,9 @@ impl Engine {
             }
             core.drop_over_limit(id);
         }
+        // What recovery built and let go of (the log replayed after a
+        // crash) goes back to the system.
+        crate::sys::trim_heap();
         // First boot: save the default user and its permissions.
         if defs.users.is_empty() {
             core.broker.def_changes.push(DefChange::All);

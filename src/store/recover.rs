@@ -287,9 +287,27 @@ struct Replay<'a> {
     live: LiveMap,
     max_id: u64,
     rec: Recovered,
+    /// Exchange names and routing keys seen, shared by the messages that
+    /// carry them (most of a backlog repeats a few).
+    names: std::collections::HashSet<Bytes>,
 }
 
+/// Distinct names [`Replay::name`] shares at most.
+const NAMES_MAX: usize = 65_536;
+
 impl Replay<'_> {
+    /// `b` as a `Bytes`, shared with the messages that carry the same.
+    fn name(&mut self, b: &[u8]) -> Bytes {
+        if let Some(n) = self.names.get(b) {
+            return n.clone();
+        }
+        let n = Bytes::copy_from_slice(b);
+        if self.names.len() < NAMES_MAX {
+            self.names.insert(n.clone());
+        }
+        n
+    }
+
     /// Apply the valid record `payload` found in segment `n` at [off, end).
     fn apply(&mut self, n: u32, off: usize, end: usize, payload: &Bytes) {
         self.rec.records += 1;
@@ -311,6 +329,8 @@ impl Replay<'_> {
                     len: (end - off) as u32,
                     durable: true,
                 };
+                let exchange = self.name(&m.exchange);
+                let routing_key = self.name(&m.routing_key);
                 for q in m.queues {
                     self.live.entry(q).or_default().insert(
                         m.msg_id,
@@ -318,8 +338,8 @@ impl Replay<'_> {
                             at,
                             delivered: false,
                             size: m.body.len() as u64,
-                            exchange: Bytes::copy_from_slice(&m.exchange),
-                            routing_key: Bytes::copy_from_slice(&m.routing_key),
+                            exchange: exchange.clone(),
+                            routing_key: routing_key.clone(),
                             timestamp: m.timestamp,
                             ttl: m.ttl,
                             priority: m.priority,
@@ -497,6 +517,7 @@ pub(super) fn scan_from(
         live,
         max_id,
         rec,
+        names: Default::default(),
     };
     let last = numbers.last().copied();
     for &n in numbers {

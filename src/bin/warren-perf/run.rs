@@ -539,16 +539,21 @@ fn consumer(id: usize, s: &Settings, sh: &Shared, st: &ConStats) -> Result<()> {
     let seq_mask = (1u64 << SEQ_ID_SHIFT) - 1;
 
     sh.ready_and_wait();
+    // Deliveries may have come with basic.consume-ok (read with it): scan
+    // them before waiting for more.
+    let mut first = !conn.rbuf.is_empty();
     loop {
-        match conn.read_more() {
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => {
-                if sh.stop_consuming.load(Relaxed) {
-                    break;
+        if !std::mem::take(&mut first) {
+            match conn.read_more() {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {
+                    if sh.stop_consuming.load(Relaxed) {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
         let now = sh.now_ns();
         let (mut n, mut bytes, mut ooo, mut tag_gaps, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
