@@ -119,26 +119,31 @@ fn spill_files(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Set `channel`'s prefetch and subscribe to `queue` as `tag`.
+fn subscribe(p: &mut Pair, channel: u16, queue: &str, tag: &str, prefetch: u16) {
+    p.send(
+        channel,
+        BasicQos {
+            prefetch_count: prefetch,
+            ..Default::default()
+        },
+    );
+    p.send(
+        channel,
+        BasicConsume {
+            queue: s(queue),
+            consumer_tag: s(tag),
+            ..Default::default()
+        },
+    );
+}
+
 /// Consume everything from `name` with a consumer, acking as it goes;
 /// returns the bodies in delivery order with their redelivered flags.
 fn drain(p: &mut Pair, name: &str, ch: u16) -> Vec<(bool, Vec<u8>)> {
     p.send(ch, ChannelOpen::default());
     let _ = p.recv();
-    p.send(
-        ch,
-        BasicQos {
-            prefetch_count: 500,
-            ..Default::default()
-        },
-    );
-    p.send(
-        ch,
-        BasicConsume {
-            queue: s(name),
-            consumer_tag: s("drain"),
-            ..Default::default()
-        },
-    );
+    subscribe(p, ch, name, "drain", 500);
     let mut out = Vec::new();
     loop {
         let got = deliveries(p.recv());
@@ -188,21 +193,7 @@ fn a_spilled_priority_queue_keeps_its_order_and_requeues_in_place() {
     assert!(spill_files(&d) >= 4, "one spill per level at least");
     // Take 3000 without acking, then close the channel: back in place.
     p.send(2, ChannelOpen::default());
-    p.send(
-        2,
-        BasicQos {
-            prefetch_count: 3000,
-            ..Default::default()
-        },
-    );
-    p.send(
-        2,
-        BasicConsume {
-            queue: s("pq"),
-            consumer_tag: s("c"),
-            ..Default::default()
-        },
-    );
+    subscribe(&mut p, 2, "pq", "c", 3000);
     assert_eq!(deliveries(p.recv()).len(), 3000);
     p.send(
         2,
@@ -401,21 +392,7 @@ fn a_spilled_durable_queue_survives_a_crash() {
     assert!(counts(&p, "dq").1 > 0);
     // Some delivered and acked, some delivered and not acked (the ack of
     // 500 lets 500 more out: 1,500 delivered).
-    p.send(
-        1,
-        BasicQos {
-            prefetch_count: 1000,
-            ..Default::default()
-        },
-    );
-    p.send(
-        1,
-        BasicConsume {
-            queue: s("dq"),
-            consumer_tag: s("c"),
-            ..Default::default()
-        },
-    );
+    subscribe(&mut p, 1, "dq", "c", 1000);
     let got = deliveries(p.recv());
     assert_eq!(got.len(), 1000);
     p.send(
@@ -460,21 +437,7 @@ fn a_spilled_durable_queue_restarts_cleanly_without_reading_it() {
     const N: usize = 40_000;
     publish_many(&mut p, "cq", N, |i| props(i % 3 != 0, (i % 4) as u8));
     // 3000 taken and not acked: requeued when the connection goes.
-    p.send(
-        1,
-        BasicQos {
-            prefetch_count: 3000,
-            ..Default::default()
-        },
-    );
-    p.send(
-        1,
-        BasicConsume {
-            queue: s("cq"),
-            consumer_tag: s("c"),
-            ..Default::default()
-        },
-    );
+    subscribe(&mut p, 1, "cq", "c", 3000);
     let taken = deliveries(p.recv());
     assert_eq!(taken.len(), 3000);
     p.core.peer_closed(p.id);
@@ -537,21 +500,7 @@ fn a_crash_replays_only_the_log_since_the_last_checkpoint() {
     publish_many(&mut p, "dq", N, |i| props(i % 7 != 0, 0));
     assert!(counts(&p, "dq").1 > 0);
     // 5000 delivered and acked, then 1000 delivered and left unacked.
-    p.send(
-        1,
-        BasicQos {
-            prefetch_count: 1000,
-            ..Default::default()
-        },
-    );
-    p.send(
-        1,
-        BasicConsume {
-            queue: s("dq"),
-            consumer_tag: s("c"),
-            ..Default::default()
-        },
-    );
+    subscribe(&mut p, 1, "dq", "c", 1000);
     let mut taken = 0;
     while taken < 5000 {
         let got = deliveries(p.recv());

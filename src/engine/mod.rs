@@ -147,7 +147,7 @@ pub struct Engine {
     /// Queues that may be able to deliver (the ready list).
     dirty: Vec<QueueId>,
     /// Messages to dead-letter whose content could not be read for now.
-    dead_letter_later: Vec<(QueueId, QueuedMsg, &'static str)>,
+    pub(crate) dead_letter_later: Vec<(QueueId, QueuedMsg, &'static str)>,
     /// Consumers whose queue was deleted, for their front door to tell.
     cancelled: Vec<ConsumerRef>,
     /// Message and byte counters.

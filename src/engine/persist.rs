@@ -538,16 +538,24 @@ impl Engine {
                 spilled.push((sid, clean));
             }
         }
-        for (qid, m) in held {
+        let mut out_of_queue = |qid: QueueId, m: &QueuedMsg, delivered: bool| {
             let Some(q) = self.broker.queue(qid) else {
-                continue;
+                return;
             };
-            let Some(sid) = q.store_id else { continue };
+            let Some(sid) = q.store_id else { return };
             let place = (q.ready.spilled() > 0).then_some((m.seq, false));
             if let Some(mut e) = entry(m, place) {
-                e.delivered = true;
+                e.delivered |= delivered;
                 live.push((sid, e));
             }
+        };
+        for (qid, m) in held {
+            out_of_queue(qid, m, true);
+        }
+        // Messages waiting to be dead-lettered (their content could not be
+        // read for now) are still their queue's.
+        for (qid, m, _) in &self.dead_letter_later {
+            out_of_queue(*qid, m, false);
         }
         (live, spilled)
     }
@@ -578,16 +586,20 @@ impl Engine {
 
     /// True when the log has grown enough since the last checkpoint for
     /// another: `Config::checkpoint_bytes`, or twice what the last one
-    /// wrote (so that checkpoints cost at most half the log's writes).
+    /// wrote (so that checkpoints cost at most half the log's writes); or
+    /// when the spill files it keeps take that much.
     pub(crate) fn wants_checkpoint(&self) -> bool {
         let every = self
             .config
             .checkpoint_bytes
             .max(2 * self.msgs.last_checkpoint);
-        self.msgs
-            .store
-            .as_ref()
-            .is_some_and(|st| st.healthy() && st.since_checkpoint() >= every)
+        // Spill files read to their end wait for the next checkpoint to be
+        // deleted: their space counts too.
+        self.msgs.store.as_ref().is_some_and(|st| {
+            st.healthy()
+                && (st.since_checkpoint() >= every
+                    || st.spill.retired_bytes() >= self.config.checkpoint_bytes)
+        })
     }
 
     /// Write a checkpoint of the store (see `Store::checkpoint`): the

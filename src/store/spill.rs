@@ -442,6 +442,11 @@ impl Spiller {
         }
     }
 
+    /// Bytes of the files retired and not yet removed.
+    pub fn retired_bytes(&self) -> u64 {
+        self.retired.iter().map(|r| r.1).sum()
+    }
+
     /// Remove the files retired before the last checkpoint (or clean stop),
     /// which no longer names them.
     pub(super) fn forget_retired(&mut self) {

@@ -122,6 +122,17 @@ impl Settings {
         }
     }
 
+    /// Deliveries the consumers should get: what was queued before
+    /// (`--drain`) and each publisher's messages times its fan-out.
+    fn expected(&self, pstats: &[Arc<PubStats>]) -> u64 {
+        self.drain
+            + pstats
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.published.load(Relaxed) * self.fan(i))
+                .sum::<u64>()
+    }
+
     /// How many consumed deliveries one message from publisher `p` makes.
     fn fan(&self, p: usize) -> u64 {
         let consumed = |q: usize| self.consumers > q || self.consumers >= self.queues;
@@ -991,12 +1002,7 @@ fn run_inner(s: Settings) -> Result<i32> {
                 }
             }
             Some(since) => {
-                let expected: u64 = s.drain
-                    + pstats
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| p.published.load(Relaxed) * s.fan(i))
-                        .sum::<u64>();
+                let expected = s.expected(&pstats);
                 // Consumers get until nothing arrives for 2 s; in a timed
                 // run also at most the run's length (min 2 s) to drain.
                 let idle = now.duration_since(last_progress.1) > Duration::from_secs(2);
@@ -1091,12 +1097,7 @@ fn run_inner(s: Settings) -> Result<i32> {
     let redelivered: u64 = cstats.iter().map(|c| c.redelivered.load(Relaxed)).sum();
     let tag_gaps: u64 = cstats.iter().map(|c| c.tag_gaps.load(Relaxed)).sum();
     let over_prefetch: u64 = cstats.iter().map(|c| c.over_prefetch.load(Relaxed)).sum();
-    let expected: u64 = s.drain
-        + pstats
-            .iter()
-            .enumerate()
-            .map(|(i, p)| p.published.load(Relaxed) * s.fan(i))
-            .sum::<u64>();
+    let expected = s.expected(&pstats);
     let lat = LatencyUs::of(&total_hist);
     let body = s.size as f64;
 
