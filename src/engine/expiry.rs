@@ -53,9 +53,11 @@ impl Engine {
         self.expire_head(qid, self.wall_ms());
     }
 
-    /// Remove head messages expiring before `before_ms`.
+    /// Remove head messages expiring before `before_ms`: at most
+    /// [`super::LEAVE_BATCH`] in one call (a deep queue whose backlog
+    /// expired at once is worked off over several turns).
     fn expire_head(&mut self, qid: QueueId, before_ms: u64) {
-        loop {
+        for _ in 0..super::LEAVE_BATCH {
             let Some(q) = self.broker.queue_mut(qid) else {
                 return;
             };
@@ -68,6 +70,9 @@ impl Engine {
             };
             self.dead_letter(qid, m, "expired");
         }
+        // More may be due: the next tick comes at once.
+        let now = self.clock.now;
+        self.wake_at(now);
     }
 
     /// A message leaves queue `qid` for `reason` ("rejected", "expired",

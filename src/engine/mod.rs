@@ -44,6 +44,10 @@ pub(crate) use take::count_taken;
 /// since.
 pub const PER_MESSAGE_OVERHEAD: u64 = std::mem::size_of::<QueuedMsg>() as u64;
 
+/// Messages that leave one queue by expiry or drop-head in one call at
+/// most (the rest in the next turns: the loop is not held by one queue).
+pub(crate) const LEAVE_BATCH: usize = 16_384;
+
 /// How often queue, channel and connection buffers are measured (see
 /// [`Engine::memory_used`]).
 pub(crate) const BUFFER_SCAN_EVERY: Duration = Duration::from_millis(10);
@@ -148,6 +152,9 @@ pub struct Engine {
     dirty: Vec<QueueId>,
     /// Messages to dead-letter whose content could not be read for now.
     pub(crate) dead_letter_later: Vec<(QueueId, QueuedMsg, &'static str)>,
+    /// Queues over their length limits with more to drop (see
+    /// [`Engine::drop_over_limit`]).
+    trim_later: Vec<QueueId>,
     /// Consumers whose queue was deleted, for their front door to tell.
     cancelled: Vec<ConsumerRef>,
     /// Message and byte counters.
@@ -201,6 +208,7 @@ impl Engine {
             defs: None,
             dirty: Vec::new(),
             dead_letter_later: Vec::new(),
+            trim_later: Vec::new(),
             cancelled: Vec::new(),
             counters: Counters::default(),
             alarms: Alarms {
@@ -339,6 +347,9 @@ impl Engine {
         }
         for q in std::mem::take(&mut self.msgs.read_later) {
             self.mark_queue(q);
+        }
+        for q in std::mem::take(&mut self.trim_later) {
+            self.drop_over_limit(q);
         }
         if self.msgs.settle_purged() {
             self.wake_at(now);

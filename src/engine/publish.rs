@@ -154,9 +154,11 @@ impl Engine {
     }
 
     /// With `x-overflow` drop-head, drop (dead-letter) messages from the
-    /// head of queue `q` until its length limits hold.
+    /// head of queue `q` until its length limits hold: at most
+    /// [`super::LEAVE_BATCH`] in one call (a policy that lowers the limit
+    /// of a deep queue is worked off over several turns).
     pub(crate) fn drop_over_limit(&mut self, q: QueueId) {
-        loop {
+        for _ in 0..super::LEAVE_BATCH {
             let Some(queue) = self.broker.queue_mut(q) else {
                 return;
             };
@@ -168,6 +170,11 @@ impl Engine {
                 Taken::Empty | Taken::Later => return,
             }
         }
+        if !self.trim_later.contains(&q) {
+            self.trim_later.push(q);
+        }
+        let now = self.clock.now;
+        self.wake_at(now);
     }
 
     /// Sender-selected distribution (RabbitMQ): the routing keys listed in
