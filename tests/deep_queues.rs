@@ -35,6 +35,20 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// A pair on the store in `dir`, handshaken.
+fn open(dir: &std::path::Path) -> Pair {
+    let mut p = Pair::open(config(dir)).expect("open");
+    p.handshake(0);
+    p
+}
+
+/// The invariants hold at the end; the store goes.
+fn finish(p: Pair, dir: &std::path::Path) {
+    p.core.check_invariants().unwrap();
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn s(v: &str) -> Bytes {
     Bytes::copy_from_slice(v.as_bytes())
 }
@@ -180,8 +194,7 @@ fn drain(p: &mut Pair, name: &str, ch: u16) -> Vec<(bool, Vec<u8>)> {
 #[test]
 fn a_spilled_priority_queue_keeps_its_order_and_requeues_in_place() {
     let d = dir("order");
-    let mut p = Pair::open(config(&d)).expect("open");
-    p.handshake(0);
+    let mut p = open(&d);
     let mut args = FieldTable::new();
     args.insert("x-max-priority", FieldValue::I32(3));
     declare(&mut p, "pq", true, args);
@@ -214,9 +227,7 @@ fn a_spilled_priority_queue_keeps_its_order_and_requeues_in_place() {
     }
     assert_eq!(counts(&p, "pq").0 as u32, 0);
     assert_eq!(spill_files(&d), 0, "spill files left behind");
-    p.core.check_invariants().unwrap();
-    drop(p);
-    let _ = std::fs::remove_dir_all(&d);
+    finish(p, &d);
 }
 
 /// TTL expiry and max-length drop-head on spilled queues, both
@@ -224,8 +235,7 @@ fn a_spilled_priority_queue_keeps_its_order_and_requeues_in_place() {
 #[test]
 fn spilled_queues_expire_overflow_and_dead_letter_in_order() {
     let d = dir("ttl");
-    let mut p = Pair::open(config(&d)).expect("open");
-    p.handshake(0);
+    let mut p = open(&d);
     declare(&mut p, "dlq", false, FieldTable::new());
     let mut dl = FieldTable::new();
     dl.insert("x-dead-letter-exchange", FieldValue::LongStr(Bytes::new()));
@@ -271,9 +281,7 @@ fn spilled_queues_expire_overflow_and_dead_letter_in_order() {
     for (k, ((_, b), w)) in got.iter().zip(want.iter()).enumerate() {
         assert_eq!(b, w, "dead-lettered {k}");
     }
-    p.core.check_invariants().unwrap();
-    drop(p);
-    let _ = std::fs::remove_dir_all(&d);
+    finish(p, &d);
 }
 
 /// Purge and delete of spilled queues: counts come back at once, files
@@ -283,8 +291,7 @@ fn spilled_queues_expire_overflow_and_dead_letter_in_order() {
 #[test]
 fn spilled_queues_purge_and_delete_without_reading_them() {
     let d = dir("purge");
-    let mut p = Pair::open(config(&d)).expect("open");
-    p.handshake(0);
+    let mut p = open(&d);
     for name in ["a", "b", "c"] {
         declare(&mut p, name, true, FieldTable::new());
     }
@@ -375,9 +382,7 @@ fn spilled_queues_purge_and_delete_without_reading_them() {
         assert_eq!(counts(&p, name).0, 0, "{name}");
     }
     p.handshake(0);
-    p.core.check_invariants().unwrap();
-    drop(p);
-    let _ = std::fs::remove_dir_all(&d);
+    finish(p, &d);
 }
 
 /// A restart without a clean stop: every persistent message of a spilled
@@ -385,8 +390,7 @@ fn spilled_queues_purge_and_delete_without_reading_them() {
 #[test]
 fn a_spilled_durable_queue_survives_a_crash() {
     let d = dir("crash");
-    let mut p = Pair::open(config(&d)).expect("open");
-    p.handshake(0);
+    let mut p = open(&d);
     declare(&mut p, "dq", true, FieldTable::new());
     const N: usize = 30_000;
     publish_many(&mut p, "dq", N, |i| props(i % 5 != 0, 0));
@@ -418,8 +422,7 @@ fn a_spilled_durable_queue_survives_a_crash() {
         assert_eq!(b, &body(*i), "message {k}");
         assert_eq!(*redelivered, *i < 1500, "message {k}");
     }
-    drop(p);
-    let _ = std::fs::remove_dir_all(&d);
+    finish(p, &d);
 }
 
 /// A clean stop keeps a spilled durable queue as it is: the next start
@@ -430,8 +433,7 @@ fn a_spilled_durable_queue_survives_a_crash() {
 #[test]
 fn a_spilled_durable_queue_restarts_cleanly_without_reading_it() {
     let d = dir("clean");
-    let mut p = Pair::open(config(&d)).expect("open");
-    p.handshake(0);
+    let mut p = open(&d);
     let mut args = FieldTable::new();
     args.insert("x-max-priority", FieldValue::I32(3));
     declare(&mut p, "cq", true, args);
@@ -477,8 +479,7 @@ fn a_spilled_durable_queue_restarts_cleanly_without_reading_it() {
     }
     p.core.check_invariants().unwrap();
     assert_eq!(spill_files(&d), 0, "spill files left behind");
-    drop(p);
-    let _ = std::fs::remove_dir_all(&d);
+    finish(p, &d);
 }
 
 /// A crash with checkpoints: the restart loads the last checkpoint (the
@@ -561,7 +562,5 @@ fn a_crash_replays_only_the_log_since_the_last_checkpoint() {
         assert_eq!(b, &body(*i), "message {k}");
         assert_eq!(*redelivered, *i < acked + unacked, "message {k} ({i})");
     }
-    p.core.check_invariants().unwrap();
-    drop(p);
-    let _ = std::fs::remove_dir_all(&d);
+    finish(p, &d);
 }

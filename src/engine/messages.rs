@@ -76,8 +76,6 @@ pub struct Messages {
     /// still to be acknowledged, a batch at a time (see
     /// [`Messages::settle_purged`]).
     pub(crate) purged: Vec<(Option<u64>, Spill)>,
-    /// Spilled entries that failed to write or read (counted for metrics).
-    pub spill_lost: u64,
     /// Bytes the last checkpoint wrote, roughly (see
     /// `Engine::wants_checkpoint`).
     pub(crate) last_checkpoint: u64,
@@ -191,8 +189,9 @@ impl Messages {
                 self.resident = self.resident.saturating_sub(m.resident());
                 m.page_out(&mut self.arena, at);
             }
+            // (Paged out, it has one; without, nothing is spilled.)
             let Some(at) = m.stored() else {
-                continue;
+                return;
             };
             push_run(&mut runs, at.seg, at.durable);
             bytes += m.size();
@@ -230,7 +229,6 @@ impl Messages {
             return Loaded::Lost;
         };
         let mut lost = (0u64, 0u64);
-        let mut lost_unexpected = false;
         let mut res = Loaded::Yes;
         {
             let Some(l) = ready.level_mut(level) else {
@@ -281,9 +279,6 @@ impl Messages {
                         if n < u64::from(b.count) {
                             lost.0 += u64::from(b.count) - n;
                             lost.1 += b.bytes.saturating_sub(got);
-                            if l.spill.skip.is_empty() && l.spill.seen.is_empty() {
-                                lost_unexpected = true;
-                            }
                         }
                     }
                     Err(ReadError::Later(e)) => {
@@ -312,9 +307,6 @@ impl Messages {
         if lost.0 > 0 {
             ready.lost(lost.0, lost.1);
             self.queued = self.queued.saturating_sub(lost.0);
-            if lost_unexpected {
-                self.spill_lost += lost.0;
-            }
         }
         res
     }

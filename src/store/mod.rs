@@ -104,6 +104,26 @@ pub struct CleanQueue {
     pub seen: std::collections::HashSet<u64>,
 }
 
+impl CleanQueue {
+    /// The files of its spills.
+    pub fn files(&self) -> impl Iterator<Item = &spill::SpillFile> {
+        self.spills.iter().flat_map(|(_, sp)| sp.files.iter())
+    }
+}
+
+/// The lowest segment number among `from` and those that the messages
+/// `msgs` and the spills of `queues` refer to: what an index needs kept.
+fn first_segment<'a>(
+    msgs: impl Iterator<Item = &'a RecoveredMsg>,
+    queues: impl Iterator<Item = &'a CleanQueue>,
+    from: u32,
+) -> u32 {
+    let spilled = queues
+        .flat_map(CleanQueue::files)
+        .flat_map(|f| f.refs.iter().map(|r| r.0));
+    msgs.map(|m| m.at.seg).chain(spilled).fold(from, u32::min)
+}
+
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -382,19 +402,11 @@ impl Store {
                     from.1, from.0
                 );
                 // The checkpoint stays valid (and in place) until the next.
-                pinned = Some(
-                    ix.live
-                        .values()
-                        .flat_map(|m| m.values().map(|m| m.at.seg))
-                        .chain(
-                            ix.spilled
-                                .values()
-                                .flat_map(|c| c.spills.iter())
-                                .flat_map(|(_, sp)| sp.files.iter())
-                                .flat_map(|f| f.refs.iter().map(|r| r.0)),
-                        )
-                        .fold(from.0, u32::min),
-                );
+                pinned = Some(first_segment(
+                    ix.live.values().flat_map(|m| m.values()),
+                    ix.spilled.values(),
+                    from.0,
+                ));
                 let mut live = ix.live;
                 let spilled = ix.spilled;
                 // Queues the checkpoint knows, so that the replay can tell
@@ -421,15 +433,11 @@ impl Store {
             rec.queues.insert(q, msgs.into_values().collect());
         }
         let mut kept = std::collections::HashSet::new();
-        for c in rec.spilled.values() {
-            for (_, sp) in &c.spills {
-                for f in &sp.files {
-                    kept.insert(f.id);
-                    for &(seg, _, n) in &f.refs {
-                        if let Some(s) = segs.get_mut(&seg) {
-                            s.live += u64::from(n);
-                        }
-                    }
+        for f in rec.spilled.values().flat_map(CleanQueue::files) {
+            kept.insert(f.id);
+            for &(seg, _, n) in &f.refs {
+                if let Some(s) = segs.get_mut(&seg) {
+                    s.live += u64::from(n);
                 }
             }
         }
@@ -961,14 +969,11 @@ impl Store {
         self.try_sync()?;
         let from = (self.cur, self.seg.len());
         self.write_index(CHECKPOINT, live, spilled, Some(from))?;
-        let refs = live.iter().map(|(_, m)| m.at.seg).chain(
-            spilled
-                .iter()
-                .flat_map(|(_, c)| c.spills.iter())
-                .flat_map(|(_, sp)| sp.files.iter())
-                .flat_map(|f| f.refs.iter().map(|r| r.0)),
-        );
-        self.pinned = Some(refs.fold(self.cur, u32::min));
+        self.pinned = Some(first_segment(
+            live.iter().map(|(_, m)| m),
+            spilled.iter().map(|(_, c)| c),
+            self.cur,
+        ));
         self.spill.forget_retired();
         self.spill.keep_retired = true;
         self.checkpoint_at = self.stats.bytes_written;

@@ -216,8 +216,6 @@ pub struct Spiller {
     pub written: u64,
     /// Bytes read back.
     pub read: u64,
-    /// Files in use.
-    pub files: u64,
     /// Files read to their end or dropped, removed at the next checkpoint.
     retired: Vec<(u64, u64)>,
     /// A checkpoint exists (files it may name are kept until the next).
@@ -236,7 +234,6 @@ impl Spiller {
         disk.create_dir_all(dir)?;
         let mut next_id = 0;
         let mut removed = 0u64;
-        let mut files = 0;
         for (name, len) in disk.list(dir)? {
             let Some(id) = name
                 .strip_suffix(".spl")
@@ -245,9 +242,7 @@ impl Spiller {
                 continue;
             };
             next_id = next_id.max(id + 1);
-            if keep(id) {
-                files += 1;
-            } else if disk.remove(&path(dir, id), len).is_ok() {
+            if !keep(id) && disk.remove(&path(dir, id), len).is_ok() {
                 removed += 1;
             }
         }
@@ -262,7 +257,6 @@ impl Spiller {
             throttle: Throttle::default(),
             written: 0,
             read: 0,
-            files,
             retired: Vec::new(),
             keep_retired: false,
         })
@@ -344,7 +338,6 @@ impl Spiller {
         }
         if fresh {
             self.next_id += 1;
-            self.files += 1;
             spill.files.push_back(SpillFile {
                 id,
                 read: 0,
@@ -435,7 +428,6 @@ impl Spiller {
     /// A file is no longer needed: removed at the next checkpoint (the
     /// last one may name it).
     fn remove(&mut self, id: u64, len: u64) {
-        self.files = self.files.saturating_sub(1);
         self.retired.push((id, len));
         if !self.keep_retired {
             self.forget_retired();
