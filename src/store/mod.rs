@@ -944,10 +944,15 @@ impl Store {
         self.write_index(CLEAN, live, spilled, None)?;
         self.spill.forget_retired();
         self.spill.keep_retired = false;
-        // A checkpoint is older than the clean index: not needed any more.
+        // A checkpoint is older than the clean index: not needed any more,
+        // nor are the segments it kept (the index holds what is live).
         let cp = self.dir.join(CHECKPOINT);
         if let Ok(n) = self.disk.size(&cp) {
             let _ = self.disk.remove(&cp, n);
+        }
+        if self.pinned.take().is_some() {
+            self.collect_garbage();
+            let _ = self.try_sync();
         }
         Ok(())
     }
