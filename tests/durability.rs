@@ -2682,36 +2682,37 @@ fn disk_alarm_blocks_publishers() {
 }
 
 /// Requeued messages are paged out again beyond half the budget: a consumer
-/// that took more than the budget unacked and then went away must not leave
-/// the memory alarm raised with nobody consuming (RabbitMQ pages them out
-/// and unblocks).
+/// that was given more than the budget unacked and then went away must not
+/// leave the memory alarm raised with nobody consuming (RabbitMQ pages them
+/// out and unblocks).
 #[test]
 fn requeued_messages_do_not_hold_the_memory_alarm() {
     let dir = common::temp_dir("requeue");
     let (running, addr) = embedded(&dir, |c| c.max_memory = 1 << 20);
     let mut k = Client::connect(addr).expect("connect");
     k.declare("rq", true).expect("declare");
+    // The consumer is given what there is (no prefetch limit), and reads
+    // and acks nothing: its deliveries fill the socket, then its output
+    // (the messages it holds unacked, in memory), until the alarm blocks
+    // the publisher.
     k.consume("rq").expect("consume");
     let mut c = Client::connect(addr).expect("connect");
     let body = vec![b'x'; 65536];
-    for _ in 0..24 {
-        c.publish("rq", &persistent(), &body).expect("publish");
-    }
-    // The consumer takes what it is given (no prefetch limit) and acks nothing.
-    k.s.set_read_timeout(Some(Duration::from_millis(500)))
+    c.s.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    let mut got = 0;
-    while k.delivery().is_ok() {
-        got += 1;
-    }
-    // Blocked once about the budget is in use: at least 3/4 of it in
-    // content (the rest is connection buffers and per-message overhead).
-    assert!(got >= 12, "consumer got only {got}");
-    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0;
     while c.blocked_events.is_empty() {
-        let ev = c.next().expect("connection.blocked");
-        c.absorb(ev).expect("event");
+        assert!(sent < 2000, "not blocked after {sent} messages of 64 KiB");
+        for _ in 0..8 {
+            c.publish("rq", &persistent(), &body).expect("publish");
+            sent += 1;
+        }
+        while let Ok(ev) = c.next() {
+            c.absorb(ev).expect("event");
+        }
     }
+    assert_eq!(c.blocked_events, [true]);
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // The consumer goes away: its messages are requeued.
     drop(k);
     let unblocked = (|| -> io::Result<()> {

@@ -262,11 +262,13 @@ impl Core {
 
     /// The server wrote some output; deliveries held back by a full outbox
     /// may resume: their consumers are unblocked, and their queues
-    /// dispatch at the end of the turn ([`Core::end_turn`]), after the
-    /// connections were read. (Dispatching here, as the output drains,
-    /// kept the outbox of a consumer that reads fast full for as long as
-    /// its queue had messages: it was never read, and its acks waited
-    /// while its unacknowledged deliveries piled up.)
+    /// dispatch when the server says so ([`Core::run_dispatch`], while the
+    /// connection's write budget for the turn lasts) or at the end of the
+    /// next turn ([`Core::end_turn`]), after the connections were read.
+    /// (Dispatching here without a budget kept the outbox of a consumer
+    /// that reads fast full for as long as its queue had messages: it was
+    /// never read, and its acks waited while its unacknowledged deliveries
+    /// piled up.)
     pub fn output_drained(&mut self, id: ConnId) {
         let half = self.engine.config.max_outbox / 2;
         let Core { conns, engine, .. } = self;

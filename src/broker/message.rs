@@ -681,32 +681,47 @@ impl QueuedMsg {
         m
     }
 
+    /// True when its spill entry can carry its content (see
+    /// [`QueuedMsg::spill_entry`]): in memory, with a small body.
+    pub fn spills_whole(&self) -> bool {
+        !self.is_paged() && self.big.is_none() && self.data.len() <= u16::MAX as usize
+    }
+
     /// Append its spill entry to `out` (see `store::spill`): it must be
-    /// paged out (its content is in the store; the entry holds its stub).
+    /// paged out (its content is in the store; the entry holds its stub),
+    /// or [`QueuedMsg::spills_whole`] (the entry holds all of it: read
+    /// back, it is in memory again without a read per message).
     /// Layout: `seq u64 | expires u64 | size u32 | flags u8 | priority u8 |
-    /// prio u8 | returns u8 | stub_len u16 | stub`.
+    /// prio u8 | returns u8 | data_len u16 | data`.
     pub fn spill_entry(&self, out: &mut Vec<u8>) {
-        let stub = &self.data[..];
+        let data = &self.data[..];
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.expires.to_be_bytes());
         out.extend_from_slice(&self.size.to_be_bytes());
         out.extend_from_slice(&[self.flags, self.priority, self.prio, self.returns]);
-        out.extend_from_slice(&(stub.len().min(u16::MAX as usize) as u16).to_be_bytes());
-        out.extend_from_slice(stub.get(..u16::MAX as usize).unwrap_or(stub));
+        out.extend_from_slice(&(data.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        out.extend_from_slice(data.get(..u16::MAX as usize).unwrap_or(data));
     }
 
     /// The message whose spill entry starts `data`, and the entry's length;
-    /// None if it does not parse (or is not a paged-out, stored message).
+    /// None if it does not parse (or is paged out without a store
+    /// reference).
     pub fn from_spill(arena: &mut Arena, data: &[u8]) -> Option<(QueuedMsg, usize)> {
         let fixed = 8 + 8 + 4 + 4 + 2;
         let n = be(data, fixed - 2, 2) as usize;
         let stub = data.get(fixed..fixed + n)?;
         let flags = *data.get(20)?;
-        if flags & (F_PAGED | F_STORED) != F_PAGED | F_STORED || stub.first()? & B_REF == 0 {
+        let paged = flags & F_PAGED != 0;
+        if stub.is_empty() || (paged && (flags & F_STORED == 0 || stub.first()? & B_REF == 0)) {
             return None;
         }
+        let slice = if paged {
+            arena.stubs.write(n, |out| out.put_slice(stub))
+        } else {
+            arena.queued.write(n, |out| out.put_slice(stub))
+        };
         let m = QueuedMsg {
-            data: arena.stubs.write(n, |out| out.put_slice(stub)),
+            data: slice,
             big: None,
             seq: be(data, 0, 8),
             expires: be(data, 8, 8),

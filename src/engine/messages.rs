@@ -11,7 +11,7 @@ use crate::broker::message::{Arena, Message, QueuedMsg};
 use crate::broker::queue::Queue;
 use crate::broker::ready::Ready;
 use crate::broker::QueueId;
-use crate::store::spill::{push_run, Batch, ReadError, Runs, Spill};
+use crate::store::spill::{push_run, Batch, ReadError, Runs, Spill, NO_SEGMENT};
 use crate::store::{Store, StoreRef};
 
 /// A queue level's head window: below half of it, the next spilled batch
@@ -25,6 +25,8 @@ pub(crate) const TAIL_WINDOW: usize = 2048;
 const SMALL_WINDOW: usize = 256;
 /// Batches read back per refill at most.
 const REFILL_BATCHES: usize = 4;
+/// Messages spilled per call at most (one batch).
+const SPILL_BATCH: usize = 8192;
 
 /// What became of reading a paged-out message's content back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,72 +149,42 @@ impl Messages {
     }
 
     /// Spill what lies beyond the windows of `ready`'s level `level` (after
-    /// a message was added to it): the whole tail once it outgrows its
-    /// window, or, with nothing spilled yet, the head beyond its window
-    /// once it holds both windows' worth. Their content goes to disk first
-    /// if it is not there. When writing fails the messages stay in memory
-    /// (paged out) and spilling pauses for a while.
+    /// a message was added to it): what lies beyond the head's window,
+    /// once that is twice the tail's window (with nothing spilled yet, it
+    /// is split off the head), the front of it as one batch: the newest
+    /// tail-window's worth stays. At most [`SPILL_BATCH`] messages go per
+    /// call. A small message in memory goes whole into its entry (see
+    /// [`QueuedMsg::spills_whole`]: reading it back takes no read of its
+    /// own); the content of another goes to the log first if it is not
+    /// there. When writing fails the messages stay in memory (paged out)
+    /// and spilling pauses for a while.
     pub(crate) fn spill_excess(&mut self, ready: &mut Ready, level: usize, now: Instant) {
         let (head, tail) = self.windows();
         let Some(l) = ready.level_mut(level) else {
             return;
         };
-        let from_head = l.spill.is_empty() && l.tail.is_empty();
-        let from = if from_head {
-            if l.head.len() <= head + tail {
-                return;
-            }
-            head
-        } else {
-            if l.tail.len() <= tail {
-                return;
-            }
-            0
-        };
+        let first = l.spill.is_empty();
+        let in_memory = l.head.len() + l.tail.len();
+        if (first && in_memory < head + 2 * tail) || (!first && l.tail.len() < 2 * tail) {
+            return;
+        }
         let Some(st) = self.store.as_mut().filter(|st| st.healthy()) else {
             return;
         };
         if !st.spill.ready(now) {
             return;
         }
-        let msgs = if from_head { &mut l.head } else { &mut l.tail };
-        let mut entries = Vec::with_capacity((msgs.len() - from) * 80);
-        let mut runs = Runs::new();
-        let mut bytes = 0u64;
-        let mut durable = (0u32, 0u64);
-        for m in msgs.range_mut(from..) {
-            if !m.is_paged() {
-                let at = match m.stored() {
-                    Some(r) => r,
-                    None => st.append_paged(&m.meta()),
-                };
-                self.resident = self.resident.saturating_sub(m.resident());
-                m.page_out(&mut self.arena, at);
-            }
-            // (Paged out, it has one; without, nothing is spilled.)
-            let Some(at) = m.stored() else {
-                return;
-            };
-            push_run(&mut runs, at.seg, at.durable);
-            bytes += m.size();
-            if at.durable {
-                durable.0 += 1;
-                durable.1 += m.size();
-            }
-            m.spill_entry(&mut entries);
+        if first {
+            // What lies beyond the head's window, oldest first; it goes
+            // back if nothing could be spilled.
+            let mut rest = l.head.split_off(head);
+            rest.append(&mut l.tail);
+            l.tail = rest;
         }
-        let batch = Batch {
-            len: 0,
-            count: (msgs.len() - from) as u32,
-            bytes,
-            durable,
-        };
-        if st
-            .spill
-            .write(&mut l.spill, &entries, batch, &runs, now)
-            .is_ok()
-        {
-            msgs.truncate(from);
+        let n = (l.tail.len() - tail).min(SPILL_BATCH);
+        let spilled = spill_front(st, &mut self.arena, &mut self.resident, l, n, now);
+        if !spilled && l.spill.is_empty() {
+            l.head.append(&mut l.tail);
         }
     }
 
@@ -255,7 +227,7 @@ impl Messages {
                             };
                             data = data.get(used..).unwrap_or_default();
                             let at = m.stored();
-                            if durable_only && at.is_some_and(|r| !r.durable) {
+                            if durable_only && !at.is_some_and(|r| r.durable) {
                                 continue;
                             }
                             let id = at.map_or(u64::MAX, |r| r.msg_id);
@@ -271,6 +243,22 @@ impl Messages {
                             let mut m = m;
                             if !l.spill.seen.is_empty() && l.spill.seen.remove(&id) {
                                 m.set_redelivered(true);
+                            }
+                            // Back whole while memory is short: its content
+                            // goes to disk, as a held message's does (see
+                            // `Messages::hold`), so that what is delivered
+                            // and not acknowledged stays a stub.
+                            if !m.is_paged()
+                                && self.arena.content_bytes() + self.resident > self.max_memory / 2
+                            {
+                                let at = match at {
+                                    Some(r) => Some(r),
+                                    None if st.healthy() => Some(st.append_paged(&m.meta())),
+                                    None => None,
+                                };
+                                if let Some(at) = at {
+                                    m.page_out(&mut self.arena, at);
+                                }
                             }
                             n += 1;
                             got += m.size();
@@ -499,4 +487,62 @@ impl Messages {
             }
         }
     }
+}
+
+/// Spill the first `n` messages of `l`'s tail as one batch (their content
+/// to disk first where it is not there). False when nothing was spilled:
+/// writing failed, or a message has no stored copy.
+fn spill_front(
+    st: &mut Store,
+    arena: &mut Arena,
+    resident: &mut u64,
+    l: &mut crate::broker::ready::Level,
+    n: usize,
+    now: Instant,
+) -> bool {
+    let mut entries = Vec::with_capacity(n * 80);
+    let mut runs = Runs::new();
+    let mut bytes = 0u64;
+    let mut durable = (0u32, 0u64);
+    for m in l.tail.range_mut(..n) {
+        let whole = m.spills_whole();
+        if !whole && !m.is_paged() {
+            let at = match m.stored() {
+                Some(r) => r,
+                None => st.append_paged(&m.meta()),
+            };
+            *resident = resident.saturating_sub(m.resident());
+            m.page_out(arena, at);
+        }
+        bytes += m.size();
+        match m.stored() {
+            Some(at) => {
+                push_run(&mut runs, at.seg, at.durable);
+                if at.durable {
+                    durable.0 += 1;
+                    durable.1 += m.size();
+                }
+            }
+            // Paged out, it has one; without, nothing is spilled.
+            None if !whole => return false,
+            // A transient message whole in its entry: not in the log.
+            None => push_run(&mut runs, NO_SEGMENT, false),
+        }
+        m.spill_entry(&mut entries);
+    }
+    let batch = Batch {
+        len: 0,
+        count: n as u32,
+        bytes,
+        durable,
+    };
+    if st
+        .spill
+        .write(&mut l.spill, &entries, batch, &runs, now)
+        .is_err()
+    {
+        return false;
+    }
+    l.tail.drain(..n);
+    true
 }

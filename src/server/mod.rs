@@ -735,12 +735,13 @@ impl Server {
     /// out or the socket is full (its WRITABLE event then brings it back
     /// here); for TLS, pending records go out even with no output.
     ///
-    /// At most [`WRITE_BUDGET`] outboxes' worth goes out per call: written
-    /// output makes room for more deliveries, and a consumer that reads as
-    /// fast as it is written to would otherwise keep this loop busy until
-    /// its queue is empty, the turn never ending (its acks unread, its
-    /// unacknowledged deliveries piling up unmeasured). What is left goes
-    /// out next turn, after the reads.
+    /// Written output makes room for more deliveries: they are dispatched
+    /// here and written too, up to [`WRITE_BUDGET`] outboxes' worth per
+    /// call. Without the cap a consumer that reads as fast as it is written
+    /// to would keep this loop busy until its queue is empty, the turn
+    /// never ending (its acks unread, its unacknowledged deliveries piling
+    /// up unmeasured); without the dispatch it would get one outbox per
+    /// turn. What is left goes out next turn, after the reads.
     fn write_sock(&mut self, id: ConnId, now: Instant) {
         let idx = id.idx as usize;
         let mut budget = self
@@ -788,6 +789,12 @@ impl Server {
                         self.core.output_drained(id);
                         if was_paused && self.core.wants_read(id) {
                             self.mark_read_pending(idx);
+                        }
+                        if budget > 0 {
+                            // Consumers that got room back take more now,
+                            // while this connection's budget lasts (it is
+                            // read again before the next turn's share).
+                            self.core.run_dispatch();
                         }
                     }
                     if w.blocked || (w.taken == 0 && w.sent == 0) {

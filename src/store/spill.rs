@@ -2,9 +2,11 @@
 //! memory a window at its head (what goes out next) and at its tail (what
 //! came in last); what lies between is written here, in batches, and read
 //! back a batch at a time, in order, when the head window runs low. A
-//! spilled message costs no memory: its entry (the stub that names where
-//! its content is in the message log, see `broker::message`) is on disk,
-//! and the queue keeps only a summary per spill file (its batches' sizes
+//! spilled message costs no memory: its entry is on disk (the message
+//! whole when its body is small and it was in memory, so that reading it
+//! back takes no read of its own; else the stub that names where its
+//! content is in the message log, see `broker::message`), and the queue
+//! keeps only a summary per spill file (its batches' sizes
 //! and counts, and the message-log segments its entries refer to, run
 //! length encoded), so that a spilled queue is counted, purged and deleted
 //! without reading it.
@@ -38,6 +40,12 @@ const BATCH_HEADER: usize = super::REC_HEADER;
 /// References to message-log segments, run-length encoded in entry order:
 /// (segment, durable, entries).
 pub type Runs = VecDeque<(u32, bool, u32)>;
+
+/// The segment of a spilled transient message that is not in the log
+/// (whole in its entry): every entry has a reference in its file's runs,
+/// so that a batch's are its first `count`; this one pins and releases
+/// nothing.
+pub const NO_SEGMENT: u32 = u32::MAX;
 
 /// Add one reference to `runs`.
 pub fn push_run(runs: &mut Runs, seg: u32, durable: bool) {
