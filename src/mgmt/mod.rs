@@ -12,6 +12,7 @@ pub mod json;
 pub mod metrics;
 pub mod ops;
 pub mod stats;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -44,6 +45,10 @@ pub struct Request {
     pub auth: Option<(String, String)>,
     /// `X-Reason` header (closing connections).
     pub reason: Option<String>,
+    /// `X-Requested-With: XMLHttpRequest` (a script, such as the web UI's):
+    /// a 401 then comes without the `WWW-Authenticate` challenge, which
+    /// would make the browser ask for credentials itself.
+    pub scripted: bool,
     /// Body.
     pub body: Vec<u8>,
     /// Peer address.
@@ -61,6 +66,7 @@ impl Request {
             query: query.to_string(),
             auth: None,
             reason: None,
+            scripted: false,
             body: body.to_vec(),
             peer,
         }
@@ -160,6 +166,7 @@ struct Head {
     target: String,
     auth: Option<(String, String)>,
     reason: Option<String>,
+    scripted: bool,
     head_len: usize,
     body_len: usize,
     keep_alive: bool,
@@ -199,6 +206,7 @@ fn parse_head(buf: &[u8]) -> Parsed {
     let mut conn_keep = false;
     let mut auth = None;
     let mut reason = None;
+    let mut scripted = false;
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name;
@@ -221,6 +229,8 @@ fn parse_head(buf: &[u8]) -> Parsed {
             auth = basic_auth(h.value);
         } else if name.eq_ignore_ascii_case("x-reason") {
             reason = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if name.eq_ignore_ascii_case("x-requested-with") {
+            scripted = h.value.eq_ignore_ascii_case(b"XMLHttpRequest");
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -234,6 +244,7 @@ fn parse_head(buf: &[u8]) -> Parsed {
         target: req.path.unwrap_or("/").to_string(),
         auth,
         reason,
+        scripted,
         head_len,
         body_len,
         keep_alive: if version == 0 { conn_keep } else { !conn_close },
@@ -359,6 +370,7 @@ impl HttpConn {
                 query: query.to_string(),
                 auth: head.auth,
                 reason: head.reason,
+                scripted: head.scripted,
                 body,
                 peer: self.peer,
             };

@@ -92,12 +92,16 @@ fn bad_request(reason: impl Into<String>) -> Response {
     )
 }
 
-fn unauthorized(reason: &str) -> Response {
+/// 401, with a Basic challenge unless a script asked (see
+/// [`Request::scripted`]).
+fn unauthorized(req: &Request, reason: &str) -> Response {
     let mut r = Response::json(401, &json!({"error": "not_authorized", "reason": reason}));
-    r.headers.push((
-        "www-authenticate",
-        "Basic realm=\"RabbitMQ Management\"".into(),
-    ));
+    if !req.scripted {
+        r.headers.push((
+            "www-authenticate",
+            "Basic realm=\"RabbitMQ Management\"".into(),
+        ));
+    }
     r
 }
 
@@ -165,6 +169,9 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     // ignored.
     let path = req.path.strip_prefix('/').unwrap_or(&req.path);
     let path = path.strip_suffix('/').unwrap_or(path);
+    if let Some(page) = super::ui::handle(req, path) {
+        return page;
+    }
     let segs: Vec<String> = path.split('/').map(|s| percent_decode(s, false)).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
@@ -176,7 +183,7 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
     }
     let rest = segs.get(1..).unwrap_or(&[]);
     let Some((user, pass)) = &req.auth else {
-        return unauthorized("Login failed");
+        return unauthorized(req, "Login failed");
     };
     let Some(u) = core
         .engine
@@ -184,12 +191,12 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
         .auth
         .login(user.as_bytes(), pass.as_bytes())
     else {
-        return unauthorized("Login failed");
+        return unauthorized(req, "Login failed");
     };
     if core.engine.config.loopback_users.iter().any(|l| l == user)
         && !req.peer.ip().to_canonical().is_loopback()
     {
-        return unauthorized("User can only log in via localhost");
+        return unauthorized(req, "User can only log in via localhost");
     }
     let tags = u.tags.clone();
     let has = |t: &str| tags.iter().any(|x| x == t);
