@@ -248,17 +248,12 @@ impl Messages {
                             // goes to disk, as a held message's does (see
                             // `Messages::hold`), so that what is delivered
                             // and not acknowledged stays a stub.
+                            // (A failing store takes no new copy.)
                             if !m.is_paged()
-                                && self.arena.content_bytes() + self.resident > self.max_memory / 2
+                                && content_over_half(&self.arena, self.resident, self.max_memory)
+                                && (at.is_some() || st.healthy())
                             {
-                                let at = match at {
-                                    Some(r) => Some(r),
-                                    None if st.healthy() => Some(st.append_paged(&m.meta())),
-                                    None => None,
-                                };
-                                if let Some(at) = at {
-                                    m.page_out(&mut self.arena, at);
-                                }
+                                page_out_to(st, &mut self.arena, &mut m);
                             }
                             n += 1;
                             got += m.size();
@@ -421,7 +416,7 @@ impl Messages {
     /// content: paging cannot make them smaller).
     pub(crate) fn should_page(&self, more: u64) -> bool {
         self.store.is_some()
-            && self.arena.content_bytes() + self.resident + more > self.max_memory / 2
+            && content_over_half(&self.arena, self.resident + more, self.max_memory)
     }
 
     /// A message held again (requeued) or newly held: beyond half the
@@ -437,11 +432,7 @@ impl Messages {
             self.resident += m.resident();
             return;
         };
-        let at = match m.stored() {
-            Some(r) => r,
-            None => st.append_paged(&m.meta()),
-        };
-        m.page_out(&mut self.arena, at);
+        page_out_to(st, &mut self.arena, m);
     }
 
     /// A message coming back to a queue: held like a new one (see
@@ -507,12 +498,8 @@ fn spill_front(
     for m in l.tail.range_mut(..n) {
         let whole = m.spills_whole();
         if !whole && !m.is_paged() {
-            let at = match m.stored() {
-                Some(r) => r,
-                None => st.append_paged(&m.meta()),
-            };
             *resident = resident.saturating_sub(m.resident());
-            m.page_out(arena, at);
+            page_out_to(st, arena, m);
         }
         bytes += m.size();
         match m.stored() {
@@ -545,4 +532,21 @@ fn spill_front(
     }
     l.tail.drain(..n);
     true
+}
+
+/// True when content in memory (the arena's content chunks and
+/// `resident`, large bodies) is over half the memory budget: beyond it,
+/// content goes to disk (see [`Messages::should_page`]).
+fn content_over_half(arena: &Arena, resident: u64, max_memory: u64) -> bool {
+    arena.content_bytes() + resident > max_memory / 2
+}
+
+/// Page `m` out: its content to the log unless a copy is there already,
+/// then only its stub stays in memory.
+fn page_out_to(st: &mut Store, arena: &mut Arena, m: &mut QueuedMsg) {
+    let at = match m.stored() {
+        Some(r) => r,
+        None => st.append_paged(&m.meta()),
+    };
+    m.page_out(arena, at);
 }

@@ -286,9 +286,14 @@ function parseArgs(text) {
 
 // ---------------------------------------------------------------- pages
 
-class Overview {
+// A page that shows what one refresh fetches (the others build their
+// forms once in render(), then refresh the rest).
+class Page {
   constructor(el) { this.el = el; }
   async render() { await this.refresh(); }
+}
+
+class Overview extends Page {
   async refresh() {
     const o = await api("GET", "/api/overview");
     // Node figures (memory, disk, alarms) are for monitoring users.
@@ -334,9 +339,7 @@ class Overview {
   }
 }
 
-class Connections {
-  constructor(el) { this.el = el; }
-  async render() { await this.refresh(); }
+class Connections extends Page {
   async refresh() {
     const list = await api("GET", "/api/connections");
     const cols = [
@@ -358,9 +361,7 @@ class Connections {
   }
 }
 
-class Channels {
-  constructor(el) { this.el = el; }
-  async render() { await this.refresh(); }
+class Channels extends Page {
   async refresh() {
     const list = await api("GET", "/api/channels");
     const cols = [
