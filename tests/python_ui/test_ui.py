@@ -1,5 +1,5 @@
-"""The management web UI in a real browser (headless Chromium through
-Selenium), against a running warren with pika clients beside it."""
+"""The management web UI in a real browser (headless Chromium or Firefox
+through Selenium), against a running warren with pika clients beside it."""
 
 import threading
 import time
@@ -12,7 +12,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import AMQP_PORT, BASE, api, make_driver
+from conftest import AMQP_PORT, BASE, PHONE_WIDTH, api, make_driver
 
 
 def wait(d, cond, timeout=15):
@@ -202,7 +202,7 @@ def test_every_page_renders(driver, shot):
             time.sleep(0.5)
             inner, width = phone.execute_script(
                 "return [window.innerWidth, document.body.scrollWidth]")
-            assert inner <= 400, inner
+            assert inner <= PHONE_WIDTH, inner
             # Wide tables scroll inside their own box; the page does not.
             assert width <= inner, f"{hash_} is {width} px wide on a {inner} px phone"
             shot(phone, "phone-" + (hash_.strip("#/").replace("/", "-").replace("%2F", "") or "overview"))
@@ -228,3 +228,134 @@ def test_keyboard_only_login_and_sort():
         wait(d, lambda x: "sorted-asc" in x.find_element(By.XPATH, "//th[text()='Total']").get_attribute("class"))
     finally:
         d.quit()
+
+
+def test_limits_and_operator_policies_from_the_admin_page(driver, shot):
+    api("PUT", "/api/users/ui-limited", {"password": "pw", "tags": ""})
+    login(driver)
+    logged_in(driver)
+    driver.get(BASE + "/#/admin")
+    wait(driver, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Admin"))
+
+    def submit(title, values, selects=None):
+        form = wait(driver, EC.presence_of_element_located((By.XPATH, f"//form[.//h2[text()='{title}']]")))
+        for name, value in values.items():
+            field = form.find_element(By.NAME, name)
+            field.clear()
+            field.send_keys(value)
+        for name, value in (selects or {}).items():
+            Select(form.find_element(By.NAME, name)).select_by_value(value)
+        form.find_element(By.XPATH, ".//button[@type='submit']").click()
+
+    submit("Set a virtual host limit", {"owner": "/", "value": "7"}, {"limit": "max-queues"})
+    wait(driver, lambda d: api("GET", "/api/vhost-limits/%2F") == [{"vhost": "/", "value": {"max-queues": 7}}])
+    submit("Set a user limit", {"owner": "ui-limited", "value": "3"}, {"limit": "max-channels"})
+    wait(driver, lambda d: api("GET", "/api/user-limits/ui-limited") == [{"user": "ui-limited", "value": {"max-channels": 3}}])
+    submit("Add or update an operator policy",
+           {"name": "ui-op", "pattern": "^ui-op", "definition": '{"max-length": 5}'})
+    wait(driver, lambda d: [p["name"] for p in api("GET", "/api/operator-policies")] == ["ui-op"])
+    # Each shows in its list, and the lists' Delete buttons remove them.
+    for cell in ("max-queues", "max-channels", "ui-op"):
+        wait(driver, EC.presence_of_element_located((By.XPATH, f"//td[text()='{cell}']")))
+    shot(driver, "admin-limits")
+    for cell in ("max-queues", "max-channels", "ui-op"):
+        row = driver.find_element(By.XPATH, f"//tr[td[text()='{cell}']]")
+        row.find_element(By.XPATH, ".//button[text()='Delete']").click()
+        wait(driver, EC.staleness_of(row))
+    assert api("GET", "/api/vhost-limits") == []
+    assert api("GET", "/api/user-limits") == []
+    assert api("GET", "/api/operator-policies") == []
+
+
+# WCAG 2.1 contrast of every visible piece of text: its colour against
+# the first opaque background behind it (with alpha composited), the
+# ratio (L1 + 0.05) / (L2 + 0.05) of relative luminances.
+CONTRAST_JS = r"""
+function rgba(s) { const m = s.match(/[\d.]+/g) || []; return m.map(Number).concat([1]).slice(0, 4); }
+function lum([r, g, b]) {
+  const c = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * c(r) + 0.7152 * c(g) + 0.0722 * c(b);
+}
+function background(el) {
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+  }
+  let out = [255, 255, 255];
+  for (const c of layers.reverse()) out = out.map((v, i) => c[i] * c[3] + v * (1 - c[3]));
+  return out;
+}
+const bad = [];
+let checked = 0;
+for (const el of document.querySelectorAll("body *")) {
+  const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own || !el.getClientRects().length) continue;
+  const st = getComputedStyle(el);
+  if (st.visibility === "hidden") continue;
+  const fg = rgba(st.color), bg = background(el);
+  const fgm = fg.slice(0, 3).map((v, i) => v * fg[3] + bg[i] * (1 - fg[3]));
+  const [a, b] = [lum(fgm), lum(bg)].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const px = parseFloat(st.fontSize), bold = Number(st.fontWeight) >= 700;
+  const large = px >= 24 || (bold && px >= 18.66);
+  checked++;
+  if (ratio < (large ? 3 : 4.5)) bad.push(`${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+}
+return [checked, bad];
+"""
+
+# Every form control and button has an accessible name.
+NAMES_JS = r"""
+const bad = [];
+for (const el of document.querySelectorAll("input, select, textarea, button, canvas")) {
+  if (!el.getClientRects().length) continue;
+  const named = el.getAttribute("aria-label") || el.closest("label") ||
+    (el.id && document.querySelector(`label[for="${el.id}"]`)) ||
+    (el.tagName === "BUTTON" && el.textContent.trim());
+  if (!named) bad.push(el.outerHTML.slice(0, 80));
+}
+return bad;
+"""
+
+
+def test_contrast_names_and_keyboard_focus(driver):
+    """The accessibility audit: text contrast (WCAG AA: 4.5:1, 3:1 for
+    large text) and named controls on every page, and a visible focus on
+    every element the Tab key reaches."""
+    conn = amqp("ui-a11y")
+    ch = conn.channel()
+    ch.queue_declare("ui-a11y-q")
+    ch.basic_publish("", "ui-a11y-q", b"x")
+    login(driver)
+    logged_in(driver)
+    pages = [("#/", "Overview"), ("#/connections", "Connections"), ("#/channels", "Channels"),
+             ("#/exchanges", "Exchanges"), ("#/exchange/%2F/amq.direct", "Exchange amq.direct"),
+             ("#/queues", "Queues"), ("#/queue/%2F/ui-a11y-q", "Queue ui-a11y-q"), ("#/admin", "Admin")]
+    for hash_, title in pages:
+        driver.get(BASE + "/" + hash_)
+        wait(driver, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), title))
+        time.sleep(0.3)
+        checked, bad = driver.execute_script(CONTRAST_JS)
+        assert checked > 5, (title, checked)
+        assert not bad, (title, bad)
+        assert not driver.execute_script(NAMES_JS), (title, driver.execute_script(NAMES_JS))
+    # Tab through the queues page: every stop shows a focus outline, and
+    # the stops include every nav link and the sortable headers.
+    driver.get(BASE + "/#/queues")
+    wait(driver, EC.presence_of_element_located((By.XPATH, "//th[text()='Total']")))
+    # One pass, from the first nav link to where the focus leaves the page.
+    driver.execute_script("document.querySelector('nav a').focus()")
+    seen = []
+    for _ in range(80):
+        el = driver.switch_to.active_element
+        if el.tag_name == "body":
+            break
+        outline = el.value_of_css_property("outline-style")
+        label = el.text or el.get_attribute("id") or el.get_attribute("name") or el.tag_name
+        assert outline not in ("none", ""), f"no focus outline on {label}"
+        seen.append(label)
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+    for page in ("Overview", "Connections", "Channels", "Exchanges", "Queues", "Admin", "Log out", "Total"):
+        assert page in seen, (page, seen)
+    conn.close()

@@ -624,6 +624,55 @@ class QueuePage {
 
 class Admin {
   constructor(el) { this.el = el; }
+  // The form for a policy (`kind` "policies") or an operator policy
+  // ("operator-policies"): the same fields and the same PUT.
+  policyForm(kind, title, example) {
+    return formBox(title, [
+      { label: "Virtual host", name: "vhost", value: "/" }, { label: "Name", name: "name", required: true },
+      { label: "Pattern", name: "pattern", value: ".*" },
+      { label: "Apply to", name: "apply_to", options: kind === "policies"
+        ? ["queues", "classic_queues", "quorum_queues", "exchanges", "all"] : ["queues", "classic_queues", "quorum_queues"] },
+      { label: "Priority", name: "priority", type: "number", value: "0" },
+      { label: "Definition (JSON)", name: "definition", textarea: true, value: example },
+    ], "Set policy", async v => {
+      await api("PUT", `/api/${kind}/${enc(v.vhost)}/${enc(v.name)}`,
+        { pattern: v.pattern, "apply-to": v.apply_to, priority: Number(v.priority) || 0, definition: parseArgs(v.definition) });
+      toast("Policy set."); await this.refresh();
+    });
+  }
+  // The form for one limit of a virtual host or a user (`kind`
+  // "vhost-limits" or "user-limits"); -1 means no limit, as in RabbitMQ.
+  limitForm(kind, title, ownerLabel, ownerValue, names) {
+    return formBox(title, [
+      { label: ownerLabel, name: "owner", value: ownerValue, required: true },
+      { label: "Limit", name: "limit", options: names },
+      { label: "Value (-1: no limit)", name: "value", type: "number", value: "100", required: true },
+    ], "Set limit", async v => {
+      await api("PUT", `/api/${kind}/${enc(v.owner)}/${enc(v.limit)}`, { value: Number(v.value) });
+      toast("Limit set."); await this.refresh();
+    });
+  }
+  // The table of `kind`'s policies, each with its Delete button.
+  policyTable(kind, list) {
+    return table([
+      { label: "Vhost", key: "vhost" }, { label: "Name", key: "name" }, { label: "Pattern", key: "pattern" },
+      { label: "Apply to", key: "apply-to" }, { label: "Priority", key: "priority", num: true },
+      { label: "Definition", fmt: p => JSON.stringify(p.definition) },
+      { label: "", fmt: p => button("Delete", async () => {
+        try { await api("DELETE", `/api/${kind}/${enc(p.vhost)}/${enc(p.name)}`); toast("Policy deleted."); await this.refresh(); } catch (e) { handleError(e); }
+      }, "danger") },
+    ], list, { empty: "No policies." });
+  }
+  // One row per limit of each vhost or user, each with its Delete button.
+  limitTable(kind, ownerKey, ownerLabel, list) {
+    const rows = list.flatMap(l => Object.entries(l.value || {}).map(([name, value]) => ({ owner: l[ownerKey], name, value })));
+    return table([
+      { label: ownerLabel, key: "owner" }, { label: "Limit", key: "name" }, { label: "Value", key: "value", num: true },
+      { label: "", fmt: r => button("Delete", async () => {
+        try { await api("DELETE", `/api/${kind}/${enc(r.owner)}/${enc(r.name)}`); toast("Limit removed."); await this.refresh(); } catch (e) { handleError(e); }
+      }, "danger") },
+    ], rows, { empty: "No limits." });
+  }
   async render() {
     this.lists = h("<div></div>").firstElementChild;
     const forms = h('<div class="forms"></div>').firstElementChild;
@@ -649,17 +698,12 @@ class Admin {
         toast("Permission set."); await this.refresh();
       }));
     }
-    forms.append(formBox("Add or update a policy", [
-      { label: "Virtual host", name: "vhost", value: "/" }, { label: "Name", name: "name", required: true },
-      { label: "Pattern", name: "pattern", value: ".*" },
-      { label: "Apply to", name: "apply_to", options: ["queues", "classic_queues", "quorum_queues", "exchanges", "all"] },
-      { label: "Priority", name: "priority", type: "number", value: "0" },
-      { label: "Definition (JSON)", name: "definition", textarea: true, value: "{\"max-length\": 100000}" },
-    ], "Set policy", async v => {
-      await api("PUT", `/api/policies/${enc(v.vhost)}/${enc(v.name)}`,
-        { pattern: v.pattern, "apply-to": v.apply_to, priority: Number(v.priority) || 0, definition: parseArgs(v.definition) });
-      toast("Policy set."); await this.refresh();
-    }));
+    forms.append(this.policyForm("policies", "Add or update a policy", "{\"max-length\": 100000}"));
+    if (can("administrator")) {
+      forms.append(this.policyForm("operator-policies", "Add or update an operator policy", "{\"max-length\": 1000000}"));
+      forms.append(this.limitForm("vhost-limits", "Set a virtual host limit", "Virtual host", "/", ["max-connections", "max-queues"]));
+      forms.append(this.limitForm("user-limits", "Set a user limit", "User", "", ["max-connections", "max-channels"]));
+    }
     if (can("administrator")) {
       const defs = h(`<form class="box"><h2 style="margin:0">Definitions</h2>
         <button type="button" id="defs-export">Download definitions</button>
@@ -710,20 +754,11 @@ class Admin {
         { label: "Configure", key: "configure" }, { label: "Write", key: "write" }, { label: "Read", key: "read" },
       ], perms));
     }
-    const policies = await api("GET", "/api/policies");
-    frag.append(h("<h2>Policies</h2>"), table([
-      { label: "Vhost", key: "vhost" }, { label: "Name", key: "name" }, { label: "Pattern", key: "pattern" },
-      { label: "Apply to", key: "apply-to" }, { label: "Priority", key: "priority", num: true },
-      { label: "Definition", fmt: p => JSON.stringify(p.definition) },
-      { label: "", fmt: p => button("Delete", async () => {
-        try { await api("DELETE", `/api/policies/${enc(p.vhost)}/${enc(p.name)}`); toast("Policy deleted."); await this.refresh(); } catch (e) { handleError(e); }
-      }, "danger") },
-    ], policies, { empty: "No policies." }));
+    frag.append(h("<h2>Policies</h2>"), this.policyTable("policies", await api("GET", "/api/policies")));
     if (can("administrator")) {
-      const limits = await api("GET", "/api/vhost-limits");
-      frag.append(h("<h2>Virtual host limits</h2>"), table([
-        { label: "Vhost", key: "vhost" }, { label: "Limits", fmt: l => JSON.stringify(l.value) },
-      ], limits, { empty: "No limits." }));
+      frag.append(h("<h2>Operator policies</h2>"), this.policyTable("operator-policies", await api("GET", "/api/operator-policies")));
+      frag.append(h("<h2>Virtual host limits</h2>"), this.limitTable("vhost-limits", "vhost", "Vhost", await api("GET", "/api/vhost-limits")));
+      frag.append(h("<h2>User limits</h2>"), this.limitTable("user-limits", "user", "User", await api("GET", "/api/user-limits")));
     }
     this.lists.replaceChildren(frag);
   }
