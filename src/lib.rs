@@ -21,6 +21,7 @@ pub(crate) mod broker;
 pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod host;
+pub(crate) mod link;
 pub(crate) mod mgmt;
 pub(crate) mod server;
 pub(crate) mod store;

@@ -106,6 +106,9 @@ pub struct Connection {
     /// The exchange the last publish was allowed to (write permission),
     /// forgotten when permissions change.
     pub write_ok: Option<Bytes>,
+    /// A connection from inside the broker (a link's end): the user it
+    /// is logged in as, without a password.
+    pub internal: Option<Bytes>,
 }
 
 impl Connection {
@@ -146,6 +149,7 @@ impl Connection {
             perm: None,
             topic_checks: Vec::new(),
             write_ok: None,
+            internal: None,
         }
     }
 

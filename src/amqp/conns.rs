@@ -64,6 +64,9 @@ pub struct Core {
     pub(crate) commit_dependents: Vec<(ConnId, usize)>,
     /// Channels whose confirms wait for the next store sync.
     pub(crate) sync_waiters: Vec<(ConnId, u16)>,
+    /// Outbound links (shovels): their ends to this broker are
+    /// connections here, made with [`Core::accept_internal`].
+    pub(crate) links: crate::link::Links,
 }
 
 impl Core {
@@ -82,6 +85,7 @@ impl Core {
             flush_list: Vec::new(),
             commit_dependents: Vec::new(),
             sync_waiters: Vec::new(),
+            links: crate::link::Links::default(),
         }
     }
 
@@ -112,6 +116,31 @@ impl Core {
         entry.insert(Connection::new(id, peer, now));
         info!("accepting AMQP connection {peer}");
         id
+    }
+
+    /// A connection from inside the broker (a link's end with no host):
+    /// no socket, logged in as `user` without a password (the link's
+    /// definition chose the user), its bytes moved by the server.
+    pub(crate) fn accept_internal(&mut self, user: &str, now: Instant) -> ConnId {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            idx: entry.key() as u32,
+            gen: self.next_gen,
+        };
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut c = Connection::new(id, peer, now);
+        c.internal = Some(Bytes::from(user.to_string()));
+        entry.insert(c);
+        id
+    }
+
+    /// Bytes for a connection from inside the broker, processed at once.
+    pub(crate) fn feed(&mut self, id: ConnId, data: &[u8], now: Instant) {
+        if let Some(c) = self.conn_mut(id) {
+            c.inbuf.extend_from_slice(data);
+        }
+        self.process(id, now);
     }
 
     /// The connection's TLS handshake is done: what it was (before its

@@ -9,6 +9,7 @@ pub mod consumers;
 pub mod exchange;
 pub mod headers;
 pub mod message;
+pub mod params;
 pub mod policy;
 pub mod queue;
 pub mod ready;

@@ -828,8 +828,10 @@ pub fn limit_value(name: &str, v: &Value) -> Result<i64, String> {
 }
 
 /// Runtime configuration: policies, operator policies, vhost and user
-/// limits. Durable item by item, as runtime parameters in the definitions
-/// store ([`Runtime::params`], [`Runtime::restore`]).
+/// limits, and the parameters of the components `shovel`,
+/// `federation-upstream` and `federation-upstream-set`. Durable item by
+/// item, as runtime parameters in the definitions store
+/// ([`Runtime::params`], [`Runtime::restore`]).
 #[derive(Debug, Clone, Default)]
 pub struct Runtime {
     /// Policies.
@@ -840,6 +842,11 @@ pub struct Runtime {
     pub vhost_limits: BTreeMap<String, Limits>,
     /// Limits by user.
     pub user_limits: BTreeMap<String, Limits>,
+    /// Shovels and federation upstreams (and upstream sets), validated
+    /// (`super::params`) and kept as given: (component, vhost, name) → the
+    /// parameter's `value`. The component is one of
+    /// [`super::params::COMPONENTS`].
+    pub parameters: BTreeMap<(&'static str, String, String), Value>,
 }
 
 /// The component names runtime parameters are stored under.
@@ -860,8 +867,31 @@ impl Runtime {
             OPERATOR_POLICY => self.operator_policies.get(owner, name).map(Policy::to_json),
             VHOST_LIMITS_PARAM => self.vhost_limits.get(owner).map(Limits::to_json),
             USER_LIMITS_PARAM => self.user_limits.get(owner).map(Limits::to_json),
-            _ => None,
+            other => self.parameter(other, owner, name).cloned(),
         }
+    }
+
+    /// A shovel's, upstream's or upstream set's value, if it exists.
+    pub fn parameter(&self, component: &str, vhost: &str, name: &str) -> Option<&Value> {
+        let c = super::params::component(component)?;
+        self.parameters
+            .get(&(c, vhost.to_string(), name.to_string()))
+    }
+
+    /// The shovels, upstreams and upstream sets (of `component` and in
+    /// `vhost`, where given): (component, vhost, name, value), in that
+    /// order.
+    pub fn parameters_in<'a>(
+        &'a self,
+        component: Option<&'a str>,
+        vhost: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'static str, &'a str, &'a str, &'a Value)> + 'a {
+        self.parameters
+            .iter()
+            .filter(move |((c, v, _), _)| {
+                component.is_none_or(|x| x == *c) && vhost.is_none_or(|x| x == v)
+            })
+            .map(|((c, v, n), value)| (*c, v.as_str(), n.as_str(), value))
     }
 
     /// Every item, as the definitions store keeps them.
@@ -882,6 +912,9 @@ impl Runtime {
             for (owner, l) in m {
                 out.push((component, owner.clone(), "limits".into(), l.to_json()));
             }
+        }
+        for ((component, vhost, name), v) in &self.parameters {
+            out.push((component, vhost.clone(), name.clone(), v.clone()));
         }
         out
     }
@@ -923,7 +956,14 @@ impl Runtime {
                 let l = Limits::parse(v, &USER_LIMITS)?;
                 self.user_limits.insert(owner.to_string(), l);
             }
-            other => return Err(format!("unknown component '{other}'")),
+            other => {
+                let Some(c) = super::params::component(other) else {
+                    return Err(format!("unknown component '{other}'"));
+                };
+                super::params::validate(c, name, v)?;
+                self.parameters
+                    .insert((c, owner.to_string(), name.to_string()), v.clone());
+            }
         }
         Ok(())
     }

@@ -12,11 +12,13 @@
 //! | `expiry.rs` | message and queue expiry, dead-lettering, timers |
 //! | `persist.rs` | open and restore, the group commit, alarms |
 //! | `policy.rs` | policies, operator policies and limits, applied at runtime |
+//! | `params.rs` | runtime parameters: shovels, federation upstreams and upstream sets |
 //! | `messages.rs` | [`Messages`]: store + arena + memory account; `take` |
 
 mod admin;
 mod expiry;
 mod messages;
+mod params;
 mod persist;
 mod policy;
 mod publish;
@@ -157,6 +159,13 @@ pub struct Engine {
     trim_later: Vec<QueueId>,
     /// Consumers whose queue was deleted, for their front door to tell.
     cancelled: Vec<ConsumerRef>,
+    /// Runtime parameters (shovels, federation upstreams and upstream
+    /// sets) set, changed or removed since the last drain, as (component,
+    /// vhost, name): each one set or restored at open, changed, cleared,
+    /// or removed with its vhost. The current value (or its absence) is in
+    /// `broker.runtime.parameters`. Drained by the link manager each loop
+    /// turn ([`Engine::take_param_events`]).
+    pub(crate) param_events: Vec<(String, String, String)>,
     /// Message and byte counters.
     pub counters: Counters,
     /// Memory and disk alarms.
@@ -210,6 +219,7 @@ impl Engine {
             dead_letter_later: Vec::new(),
             trim_later: Vec::new(),
             cancelled: Vec::new(),
+            param_events: Vec::new(),
             counters: Counters::default(),
             alarms: Alarms {
                 blocked: false,
@@ -329,6 +339,13 @@ impl Engine {
     /// front door to tell (AMQP: basic.cancel).
     pub(crate) fn take_cancelled(&mut self) -> Vec<ConsumerRef> {
         std::mem::take(&mut self.cancelled)
+    }
+
+    /// The runtime parameters (component, vhost, name) set, changed or
+    /// removed since the last call (see `param_events`); look their
+    /// current values up in `broker.runtime`.
+    pub fn take_param_events(&mut self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut self.param_events)
     }
 
     /// True when a consumer of a deleted queue waits to be told.

@@ -255,6 +255,8 @@ impl Engine {
                 );
             }
         }
+        // The link manager starts the restored shovels and upstreams.
+        self.announce_params();
         for x in &defs.exchanges {
             let spec = ExchangeSpec {
                 name: x.name.clone(),

@@ -76,7 +76,7 @@ pub struct PolicySpec<'a> {
 impl Engine {
     /// Record a runtime parameter's change for the definitions log: its
     /// current value, or its removal.
-    fn param_changed(&mut self, component: &str, owner: &str, name: &str) {
+    pub(super) fn param_changed(&mut self, component: &str, owner: &str, name: &str) {
         let change = match self.broker.runtime.param(component, owner, name) {
             Some(v) => DefChange::PutParam(ParamDef {
                 component: component.to_string(),
@@ -302,8 +302,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Policies, operator policies and limits of a vhost being deleted.
+    /// Policies, operator policies, limits and parameters (shovels,
+    /// upstreams) of a vhost being deleted.
     pub(crate) fn forget_vhost_runtime(&mut self, vhost: &str) {
+        self.forget_vhost_params(vhost);
         let rt = &self.broker.runtime;
         let mut gone: Vec<(&'static str, String)> = Vec::new();
         for kind in [PolicyKind::User, PolicyKind::Operator] {

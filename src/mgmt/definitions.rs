@@ -7,7 +7,9 @@
 //! non-built-in exchange (durable or not), and the bindings between them.
 //! Import accepts tags as a list or as RabbitMQ 3.x's comma-separated
 //! string, `password_hash` or a plain `password`, and logs and skips what
-//! warren does not apply (policies, parameters, limits).
+//! warren does not apply (global parameters, runtime parameters of
+//! components other than `operator_policy`, `vhost-limits`, `shovel`,
+//! `federation-upstream` and `federation-upstream-set`).
 
 use bytes::Bytes;
 use log::warn;
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 use super::json::{get_bool, get_str, get_table, table_to_json};
 use crate::broker::auth::HASHING_ALGORITHM;
 use crate::broker::exchange::Dest;
+use crate::broker::params;
 use crate::broker::policy::{
     validation_failed, Limits, LimitsOf, OPERATOR_POLICY, USER_LIMITS, VHOST_LIMITS,
     VHOST_LIMITS_PARAM,
@@ -170,14 +173,21 @@ fn policies_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-/// Runtime parameters as RabbitMQ exports them: operator policies
-/// (component `operator_policy`) and vhost limits (`vhost-limits`).
-fn parameters_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
+/// Runtime parameters as RabbitMQ lists them (`/api/parameters`) and
+/// exports them: operator policies (component `operator_policy`), vhost
+/// limits (`vhost-limits`), then shovels, federation upstreams and upstream
+/// sets; each `{"vhost", "component", "name", "value"}`, only those of
+/// `component` and in `vhost` where given.
+pub fn parameter_items(
+    engine: &Engine,
+    component: Option<&str>,
+    vhost: Option<&str>,
+) -> Vec<Value> {
     let rt = &engine.broker.runtime;
-    let mut out: Vec<Value> = rt
-        .operator_policies
-        .iter(vhost)
-        .map(|p| {
+    let wants = |c: &str| component.is_none_or(|x| x == c);
+    let mut out: Vec<Value> = Vec::new();
+    if wants(OPERATOR_POLICY) {
+        out.extend(rt.operator_policies.iter(vhost).map(|p| {
             json!({
                 "vhost": p.vhost,
                 "component": OPERATOR_POLICY,
@@ -185,13 +195,36 @@ fn parameters_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
                 "value": {"pattern": p.pattern, "definition": p.definition,
                           "priority": p.priority, "apply-to": p.apply_to.name()},
             })
-        })
-        .collect();
-    for (v, l) in &rt.vhost_limits {
-        if vhost.is_none_or(|x| x == v) {
-            out.push(json!({"vhost": v, "component": VHOST_LIMITS_PARAM, "name": "limits", "value": l.to_json()}));
+        }));
+    }
+    if wants(VHOST_LIMITS_PARAM) {
+        for (v, l) in &rt.vhost_limits {
+            if vhost.is_none_or(|x| x == v) {
+                out.push(json!({"vhost": v, "component": VHOST_LIMITS_PARAM, "name": "limits", "value": l.to_json()}));
+            }
         }
     }
+    for (c, v, n, value) in rt.parameters_in(component, vhost) {
+        out.push(json!({"vhost": v, "component": c, "name": n, "value": value}));
+    }
+    out
+}
+
+/// A parameter's value from a PUT body or a definitions entry: as given,
+/// or the JSON a string holds (older tools send it encoded).
+pub fn param_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(inner @ (Value::Object(_) | Value::Array(_))) => inner,
+            _ => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}
+
+/// Runtime parameters as RabbitMQ exports them (see [`parameter_items`]).
+fn parameters_json(engine: &Engine, vhost: Option<&str>) -> Vec<Value> {
+    let mut out = parameter_items(engine, None, vhost);
     if vhost.is_some() {
         for p in &mut out {
             if let Some(m) = p.as_object_mut() {
@@ -667,6 +700,21 @@ pub fn import(
                 });
                 rep.note("operator_policies", r);
             }
+            c if params::component(c).is_some() => {
+                let r = vhost_of(p).and_then(|vh| {
+                    let name = field(p, "name", "parameter")?;
+                    engine
+                        .set_param(c, &vh, name, param_value(value))
+                        .map(drop)
+                        .map_err(|e| {
+                            format!(
+                                "parameter '{name}' of component '{c}' in vhost '{vh}': {}",
+                                e.trim_end().replace('\n', "; ")
+                            )
+                        })
+                });
+                rep.note("parameters", r);
+            }
             other => rep.skip(format!(
                 "skipped parameter '{name}' of component '{other}' (not supported by warren yet)"
             )),
@@ -819,6 +867,62 @@ mod tests {
         let v = export(&c, Some("prod")).unwrap();
         assert!(v["queues"][0].get("vhost").is_none());
         assert!(export(&c, Some("nope")).is_none());
+    }
+
+    /// Shovels, upstreams and upstream sets come in through the engine
+    /// (validated, one error per bad one) and go out as RabbitMQ exports
+    /// them; other components are skipped.
+    #[test]
+    fn parameters_import_and_export() {
+        let mut c = engine();
+        let shovel = json!({"src-uri": "amqp://", "src-queue": "a", "dest-uri": "amqp://remote",
+                            "dest-queue": "b", "ack-mode": "on-publish"});
+        let defs = json!({
+            "vhosts": [{"name": "v"}],
+            "parameters": [
+                {"vhost": "v", "component": "shovel", "name": "s", "value": shovel},
+                {"vhost": "v", "component": "federation-upstream", "name": "up",
+                 "value": {"uri": "amqp://upstream", "max-hops": 1}},
+                {"vhost": "/", "component": "federation-upstream-set", "name": "set",
+                 "value": [{"upstream": "up"}]},
+                {"vhost": "v", "component": "shovel", "name": "bad",
+                 "value": {"src-uri": "amqp://", "src-queue": "a"}},
+                {"vhost": "v", "component": "mqtt-port-to-vhost-mapping", "name": "m",
+                 "value": {}}
+            ]
+        });
+        let rep = import(&mut c, &defs, None).unwrap();
+        assert_eq!(rep.applied, vec![("vhosts", 1), ("parameters", 3)]);
+        assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+        assert!(rep.errors[0].contains("Key \"dest-uri\" not found in bad"));
+        assert_eq!(rep.skipped.len(), 1);
+        assert_eq!(
+            c.broker.runtime.param("shovel", "v", "s"),
+            Some(shovel.clone())
+        );
+        assert_eq!(c.take_param_events().len(), 3);
+        let out = export(&c, None).unwrap();
+        let ps = out["parameters"].as_array().unwrap();
+        assert_eq!(ps.len(), 3);
+        assert!(
+            ps.contains(&json!({"vhost": "v", "component": "shovel", "name": "s",
+                                    "value": shovel}))
+        );
+        let v = export(&c, Some("v")).unwrap();
+        assert_eq!(v["parameters"].as_array().unwrap().len(), 2);
+        assert!(v["parameters"][0].get("vhost").is_none());
+        // Importing the export again changes nothing.
+        let rep = import(&mut c, &out, None).unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert!(c.take_param_events().is_empty());
+        // A per-vhost export imports into another vhost.
+        c.add_vhost("w");
+        import(&mut c, &v, Some("w")).unwrap();
+        assert!(c
+            .broker
+            .runtime
+            .param("federation-upstream", "w", "up")
+            .is_some());
     }
 
     #[test]

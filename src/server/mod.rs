@@ -24,9 +24,11 @@ use crate::config::Config;
 use crate::tls::TlsConn;
 
 mod http;
+mod links;
 mod transport;
 
 use http::{Http, HttpKind};
+use links::{LinkIo, LINK_BASE, MAX_LINK_SOCKS};
 use transport::{Dest, Got, Transport};
 
 // Tokens: AMQP sockets from 0 (their connection's slab index), management
@@ -187,6 +189,8 @@ pub struct Server {
     accept_trouble: AcceptTrouble,
     /// When to try the listeners again (while accepting fails).
     accept_retry: Option<Instant>,
+    /// Outbound links' sockets and resolver.
+    link_io: LinkIo,
 }
 
 /// Controls a running broker from another thread.
@@ -323,7 +327,8 @@ impl Server {
         }
         let mut engine = crate::engine::Engine::open(config.clone())?;
         crate::mgmt::definitions::load_file(&mut engine)?;
-        let core = Core::with_engine(engine);
+        let mut core = Core::with_engine(engine);
+        core.links.boot(&mut core.engine);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut addrs = Vec::new();
@@ -358,6 +363,7 @@ impl Server {
             http,
             accept_trouble: AcceptTrouble::default(),
             accept_retry: None,
+            link_io: LinkIo::default(),
         })
     }
 
@@ -437,7 +443,9 @@ impl Server {
                 .wake_hint()
                 .map_or(next_tick, |h| h.min(next_tick));
             let wake = self.accept_retry.map_or(wake, |r| r.min(wake));
-            let revisit = revisit || self.core.has_flush() || self.core.has_dispatch();
+            let wake = self.link_io.deadline.map_or(wake, |l| l.min(wake));
+            let revisit =
+                revisit || self.core.has_flush() || self.core.has_dispatch() || self.link_io.busy;
             let timeout = if revisit {
                 Duration::ZERO
             } else {
@@ -467,6 +475,12 @@ impl Server {
                             self.write_http(t - HTTP_BASE, now);
                         }
                     }
+                    Token(t) if (LINK_BASE..LINK_BASE + MAX_LINK_SOCKS).contains(&t) => self
+                        .link_event(
+                            t - LINK_BASE,
+                            ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                            ev.is_writable() || ev.is_error(),
+                        ),
                     Token(idx) if idx < HTTP_BASE => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.mark_read_pending(idx);
@@ -524,6 +538,7 @@ impl Server {
                 }
             }
             self.serve_http(&mut scratch, now);
+            self.links_turn(&mut scratch, now);
             if now >= next_tick || self.core.wake_hint().is_some_and(|h| now >= h) {
                 self.core.tick(now);
                 next_tick = self.core.next_deadline(now);

@@ -76,8 +76,9 @@ pub struct BindingDef {
 }
 
 /// A runtime parameter: a policy, an operator policy, a vhost's or a
-/// user's limits (later shovels and federation upstreams). The store keeps
-/// the broker's JSON for it by (component, owner, name) without reading it.
+/// user's limits, a shovel, a federation upstream or upstream set. The
+/// store keeps the broker's JSON for it by (component, owner, name)
+/// without reading it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamDef {
     /// What it is (`policy`, `operator_policy`, `vhost-limits`, ...).
@@ -109,7 +110,8 @@ pub struct Definitions {
     pub permissions: Vec<[String; 5]>,
     /// Topic permissions: user, vhost, exchange, write, read.
     pub topic_permissions: Vec<[String; 5]>,
-    /// Runtime parameters: policies, operator policies, limits.
+    /// Runtime parameters: policies, operator policies, limits, shovels,
+    /// federation upstreams and upstream sets.
     pub params: Vec<ParamDef>,
 }
 

@@ -83,6 +83,10 @@ Commands:
   set_user_limits USER DEFINITION              (JSON, e.g. {max-channels: 16})
   clear_user_limits USER NAME|all
   list_user_limits [USER]
+  set_parameter COMPONENT NAME VALUE           (in --vhost; VALUE: JSON; COMPONENT: shovel,
+                                                federation-upstream, federation-upstream-set)
+  clear_parameter COMPONENT NAME               (in --vhost)
+  list_parameters                              (component name value, in --vhost)
   export_definitions FILE|-
   import_definitions FILE|-
   reload_certificates              (TLS certificates and keys re-read from their files)
@@ -739,7 +743,7 @@ fn column(item: &Value, kind: &str, col: &str) -> Value {
         ("bindings", "destination_kind") => "destination_type",
         // rabbitmqctl prints definitions and limits as JSON.
         ("policies" | "operator-policies", "definition")
-        | ("vhost-limits" | "user-limits", "value") => {
+        | ("vhost-limits" | "user-limits" | "parameters", "value") => {
             return json!(item.get(col).map_or(String::new(), Value::to_string))
         }
         ("users", "user") => "name",

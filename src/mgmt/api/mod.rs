@@ -5,10 +5,12 @@
 //!
 //! Access: HTTP basic auth against the broker's users. `administrator` may
 //! do everything; `management`, `policymaker` and `monitoring` may only
-//! read (GET), and not users, permissions, definitions or parameters (nodes:
-//! monitoring only), as in RabbitMQ. Missing or wrong credentials: 401 with
-//! a `WWW-Authenticate` challenge; a user without the needed tag: 403
-//! (RabbitMQ answers 401 there too).
+//! read (GET), and not users, permissions or definitions (nodes:
+//! monitoring only), as in RabbitMQ. `policymaker` also manages policies
+//! and runtime parameters (`/api/parameters`, which only it and
+//! `administrator` may read, in the vhosts it has permissions in). Missing
+//! or wrong credentials: 401 with a `WWW-Authenticate` challenge; a user
+//! without the needed tag: 403 (RabbitMQ answers 401 there too).
 //!
 //! This file authenticates a request and routes it ([`handle`], `route`) and
 //! holds the helpers every handler shares; the handlers and the JSON they
@@ -26,6 +28,7 @@
 //! | `users.rs` | `/api/whoami`, `/api/users`, `/api/permissions`, `/api/topic-permissions` |
 //! | `definitions.rs` | `/api/definitions` (export, import) |
 //! | `policies.rs` | `/api/policies`, `/api/operator-policies`, `/api/vhost-limits`, `/api/user-limits` |
+//! | `params.rs` | `/api/parameters` (shovels, federation upstreams and upstream sets; operator policies and vhost limits listed) |
 
 mod bindings;
 mod connections;
@@ -33,8 +36,10 @@ mod definitions;
 mod exchanges;
 mod health;
 mod overview;
+mod params;
 mod policies;
 mod queues;
+mod shovels;
 mod users;
 mod vhosts;
 
@@ -204,15 +209,14 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
         return forbidden("Not management user");
     }
     let admin = has("administrator");
-    // As RabbitMQ: users, permissions, definitions and parameters are for
-    // administrators only, even to read; nodes need monitoring.
+    // As RabbitMQ: users, permissions, definitions and global parameters
+    // are for administrators only, even to read; nodes need monitoring.
     let admin_only = matches!(
         rest.first().copied(),
         Some(
             "users"
                 | "permissions"
                 | "definitions"
-                | "parameters"
                 | "global-parameters"
                 | "topic-permissions"
                 | "user-limits"
@@ -220,9 +224,13 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
                 | "reload-certificates"
         )
     ) || matches!(rest, [_, _, "permissions"] | [_, _, "topic-permissions"]);
-    // As RabbitMQ: policymakers manage policies (not operator policies).
-    let policymaker = has("policymaker") && rest.first() == Some(&"policies");
-    if (req.method != "GET" || admin_only) && !admin && !policymaker {
+    // As RabbitMQ: policymakers manage policies (not operator policies)
+    // and runtime parameters; parameters are theirs and administrators'
+    // only, even to read (the vhost is checked in `params.rs`).
+    let policymaker =
+        has("policymaker") && matches!(rest.first().copied(), Some("policies" | "parameters"));
+    let policymakers_only = rest.first() == Some(&"parameters");
+    if (req.method != "GET" || admin_only || policymakers_only) && !admin && !policymaker {
         return forbidden("Not administrator user");
     }
     if rest.first() == Some(&"nodes") && !admin && !has("monitoring") {
@@ -333,10 +341,15 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ("GET", ["user-limits", u]) => policies::list_limits(c, LimitsOf::User, Some(u)),
         ("PUT", ["user-limits", u, n]) => policies::put_limit(c, LimitsOf::User, u, n),
         ("DELETE", ["user-limits", u, n]) => policies::delete_limit(c, LimitsOf::User, u, n),
-        (
-            "GET",
-            ["parameters", ..] | ["global-parameters", ..] | ["extensions"] | ["feature-flags"],
-        ) => ok(json!([])),
+        ("GET", ["parameters"]) => params::list(c, None, None),
+        ("GET", ["parameters", comp]) => params::list(c, Some(comp), None),
+        ("GET", ["parameters", comp, v]) => params::list(c, Some(comp), Some(v)),
+        ("GET", ["parameters", comp, v, n]) => params::get(c, comp, v, n),
+        ("PUT", ["parameters", comp, v, n]) => params::put(c, comp, v, n),
+        ("DELETE", ["parameters", comp, v, n]) => params::delete(c, comp, v, n),
+        ("GET", ["global-parameters", ..] | ["extensions"] | ["feature-flags"]) => ok(json!([])),
+        ("GET", ["shovels"]) => shovels::list_shovels(c, None),
+        ("GET", ["shovels", v]) => shovels::list_shovels(c, Some(v)),
         ("GET", ["aliveness-test", v]) => health::aliveness(c, v),
         ("GET", ["healthchecks", "node", ..]) => ok(json!({"status": "ok"})),
         ("GET", ["health", "checks", "alarms" | "local-alarms"]) => health::alarms(c),

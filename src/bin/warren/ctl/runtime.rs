@@ -12,6 +12,9 @@
 //! set_user_limits USER DEFINITION             ('{"max-channels": 16}')
 //! clear_user_limits USER NAME|all
 //! list_user_limits [USER]
+//! set_parameter [-p VHOST] COMPONENT NAME VALUE   (VALUE: JSON)
+//! clear_parameter [-p VHOST] COMPONENT NAME
+//! list_parameters [-p VHOST]
 //! ```
 
 use std::io::Write;
@@ -125,6 +128,9 @@ impl Ctl {
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> Option<Result<()>> {
+        if cmd.ends_with("_parameter") || cmd == "list_parameters" {
+            return self.parameter_command(cmd, rest, out, err);
+        }
         let vhost = &self.vhost;
         let run = || -> Result<()> {
             match cmd {
@@ -214,6 +220,111 @@ impl Ctl {
                 | "list_user_limits"
         );
         known.then(run)
+    }
+
+    /// `set_parameter`, `clear_parameter`, `list_parameters` (runtime
+    /// parameters: shovels, federation upstreams, ...), through
+    /// `/api/parameters`; None if `cmd` is not one.
+    fn parameter_command(
+        &self,
+        cmd: &str,
+        rest: &[String],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> Option<Result<()>> {
+        let vhost = &self.vhost;
+        let c = &self.client;
+        let no_vhost = || {
+            CtlError::new(
+                super::EX_UNAVAILABLE,
+                format!("virtual host '{vhost}' does not exist"),
+            )
+        };
+        let run = || -> Result<()> {
+            match cmd {
+                "set_parameter" => {
+                    let component = arg(rest, 0, "COMPONENT")?;
+                    let name = arg(rest, 1, "NAME")?;
+                    let text = arg(rest, 2, "VALUE")?;
+                    no_more(rest, 3)?;
+                    let value: Value = serde_json::from_str(text).map_err(|e| {
+                        CtlError::new(EX_USAGE, format!("VALUE must be JSON, got '{text}': {e}"))
+                    })?;
+                    self.info(
+                        err,
+                        &format!(
+                            "Setting runtime parameter \"{name}\" for component \"{component}\" to \"{text}\" in vhost \"{vhost}\" ..."
+                        ),
+                    );
+                    let path = format!(
+                        "/api/parameters/{}/{}/{}",
+                        encode_segment(component),
+                        self.vh(),
+                        encode_segment(name)
+                    );
+                    let body = json!({"component": component, "vhost": vhost, "name": name,
+                                      "value": value});
+                    let r = c.request("PUT", &path, Some(body.to_string().as_bytes()), &[])?;
+                    if r.status == 404 {
+                        return Err(no_vhost());
+                    }
+                    refused(&r, "PUT", &path)
+                }
+                "clear_parameter" => {
+                    let component = arg(rest, 0, "COMPONENT")?;
+                    let name = arg(rest, 1, "NAME")?;
+                    no_more(rest, 2)?;
+                    self.info(
+                        err,
+                        &format!(
+                            "Clearing runtime parameter \"{name}\" for component \"{component}\" on vhost \"{vhost}\" ..."
+                        ),
+                    );
+                    self.require_vhost()?;
+                    let path = format!(
+                        "/api/parameters/{}/{}/{}",
+                        encode_segment(component),
+                        self.vh(),
+                        encode_segment(name)
+                    );
+                    let r = c.request("DELETE", &path, None, &[])?;
+                    if r.status == 404 {
+                        return Err(CtlError::new(
+                            EX_SOFTWARE,
+                            "Parameter does not exist".to_string(),
+                        ));
+                    }
+                    refused(&r, "DELETE", &path)
+                }
+                _ => {
+                    no_more(rest, 0)?;
+                    self.info(
+                        err,
+                        &format!("Listing runtime parameters for vhost \"{vhost}\" ..."),
+                    );
+                    // The API lists one vhost's parameters per component
+                    // only: all of them, this vhost's kept.
+                    self.require_vhost()?;
+                    let path = "/api/parameters";
+                    let r = c.request("GET", path, None, &[])?;
+                    check(&r, "GET", path)?;
+                    let items: Vec<Value> = match r.json() {
+                        Value::Array(a) => a
+                            .into_iter()
+                            .filter(|p| p.get("vhost").and_then(Value::as_str) == Some(vhost))
+                            .collect(),
+                        other => {
+                            return Err(CtlError::new(
+                                EX_SOFTWARE,
+                                format!("GET {path}: expected a JSON list, got {other}"),
+                            ))
+                        }
+                    };
+                    self.table(out, "parameters", &items, &["component", "name", "value"])
+                }
+            }
+        };
+        matches!(cmd, "set_parameter" | "clear_parameter" | "list_parameters").then(run)
     }
 
     /// The limits of a vhost or user (`kind` = `vhost-limits` or
