@@ -242,14 +242,14 @@ impl Core {
                 c.cap_blocked = on("connection.blocked");
                 c.client_properties = so.client_properties;
                 let name = String::from_utf8_lossy(&so.mechanism).into_owned();
+                let tune = ConnectionTune {
+                    channel_max: config_channel_max,
+                    frame_max: config_frame_max,
+                    heartbeat: config_heartbeat,
+                };
                 if let Some(user) = c.internal.clone() {
                     // A link's end inside the broker: no password to check.
                     c.user = user;
-                    let tune = ConnectionTune {
-                        channel_max: config_channel_max,
-                        frame_max: config_frame_max,
-                        heartbeat: config_heartbeat,
-                    };
                     c.outbox.method(0, &tune.into());
                     c.state = ConnState::TuneOk;
                     return Ok(());
@@ -319,11 +319,6 @@ impl Core {
                 };
                 c.auth_mechanism = Some(mechanism);
                 c.user = user;
-                let tune = ConnectionTune {
-                    channel_max: config_channel_max,
-                    frame_max: config_frame_max,
-                    heartbeat: config_heartbeat,
-                };
                 c.outbox.method(0, &tune.into());
                 c.state = ConnState::TuneOk;
                 Ok(())
