@@ -408,7 +408,21 @@ pub fn check_exchange_args(args: &FieldTable) -> Result<(), ArgError> {
 
 /// Re-declaring an exchange: RabbitMQ compares `alternate-exchange` only.
 pub fn check_exchange_equivalent(cur: &FieldTable, got: &FieldTable) -> Result<(), ArgError> {
-    let key = "alternate-exchange";
+    check_key_equivalent("alternate-exchange", cur, got)
+}
+
+/// Re-declaring an `x-federation-upstream` exchange: the federation
+/// plugin's type compares `x-max-hops`, and then RabbitMQ's exchange
+/// arguments of the current exchange with themselves (so nothing else).
+pub fn check_upstream_equivalent(cur: &FieldTable, got: &FieldTable) -> Result<(), ArgError> {
+    check_key_equivalent("x-max-hops", cur, got)
+}
+
+fn check_key_equivalent(
+    key: &'static str,
+    cur: &FieldTable,
+    got: &FieldTable,
+) -> Result<(), ArgError> {
     match (got.get(key), cur.get(key)) {
         (None, None) => Ok(()),
         (Some(x), Some(y)) if equivalent(x, y) => Ok(()),

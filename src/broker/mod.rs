@@ -278,8 +278,12 @@ impl Broker {
                 ),
             ];
             check_flags("exchange", &spec.name, vhost, flags)?;
-            args::check_exchange_equivalent(&x.arguments, &spec.arguments)
-                .map_err(|e| e.into_error_for("exchange", &spec.name, vhost))?;
+            let same = if x.kind == ExchangeKind::FederationUpstream {
+                args::check_upstream_equivalent(&x.arguments, &spec.arguments)
+            } else {
+                args::check_exchange_equivalent(&x.arguments, &spec.arguments)
+            };
+            same.map_err(|e| e.into_error_for("exchange", &spec.name, vhost))?;
             return Ok(());
         }
         if spec.passive {
@@ -302,6 +306,10 @@ impl Broker {
         };
         args::check_exchange_args(&spec.arguments)
             .map_err(|e| e.into_error_for("exchange", &spec.name, vhost))?;
+        if kind == ExchangeKind::FederationUpstream {
+            exchange::check_upstream_args(&spec.arguments)
+                .map_err(|e| Error::new(ReplyCode::PRECONDITION_FAILED, e))?;
+        }
         let x = Exchange::new(
             spec.name.clone(),
             kind,
@@ -776,5 +784,203 @@ pub fn check_exclusive(q: &Queue, conn: ConnId) -> Result<(), Error> {
     match q.exclusive_owner {
         Some(owner) if owner != conn => Err(locked(q)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FieldValue;
+
+    fn s(v: &str) -> FieldValue {
+        FieldValue::LongStr(Bytes::from(v.to_string()))
+    }
+
+    fn xspec(name: &str, kind: &str, args: FieldTable) -> ExchangeSpec {
+        ExchangeSpec {
+            name: Bytes::from(name.to_string()),
+            kind: Bytes::from(kind.to_string()),
+            passive: false,
+            durable: true,
+            auto_delete: true,
+            internal: true,
+            arguments: args,
+        }
+    }
+
+    fn link_args(max_hops: FieldValue) -> FieldTable {
+        let mut a = FieldTable::new();
+        a.insert("x-max-hops", max_hops);
+        a.insert("x-downstream-name", s("rabbit@down"));
+        a.insert("x-downstream-vhost", s("/"));
+        a.insert("x-internal-purpose", s("federation"));
+        a
+    }
+
+    const UP: &str = "federation: fed.x -> rabbit@down A";
+
+    /// What RabbitMQ 3.10's exchange link declares on its upstream is
+    /// accepted; what its type refuses is refused with its texts.
+    #[test]
+    fn federation_upstream_declare() {
+        let mut b = Broker::new();
+        b.declare_exchange(
+            b"/",
+            xspec(UP, "x-federation-upstream", link_args(FieldValue::I64(1))),
+        )
+        .unwrap();
+        let x = &b.vhost(b"/").unwrap().exchanges[UP.as_bytes()];
+        assert_eq!(x.kind, ExchangeKind::FederationUpstream);
+        assert!(x.durable && x.auto_delete && x.internal);
+        assert_eq!(x.hops.max_hops, 1);
+        assert_eq!(
+            b.def_changes.last().map(|c| match c {
+                DefChange::PutExchange(d) => d.kind.clone(),
+                _ => Bytes::new(),
+            }),
+            Some(Bytes::from_static(b"x-federation-upstream"))
+        );
+        // The same again, or with other downstream names: only x-max-hops
+        // is compared.
+        let mut other = link_args(FieldValue::I64(1));
+        other.insert("alternate-exchange", s("ae"));
+        other.0.retain(|(k, _)| &k[..] != b"x-downstream-name");
+        b.declare_exchange(b"/", xspec(UP, "x-federation-upstream", other))
+            .unwrap();
+        let e = b
+            .declare_exchange(
+                b"/",
+                xspec(UP, "x-federation-upstream", link_args(FieldValue::I64(2))),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ReplyCode::PRECONDITION_FAILED);
+        assert_eq!(
+            e.text,
+            "inequivalent arg 'x-max-hops' for exchange 'federation: fed.x -> rabbit@down A' \
+             in vhost '/': received '2' but current is '1'"
+        );
+        let e = b
+            .declare_exchange(b"/", xspec(UP, "fanout", link_args(FieldValue::I64(1))))
+            .unwrap_err();
+        assert_eq!(e.code, ReplyCode::PRECONDITION_FAILED);
+        assert!(e
+            .text
+            .contains("received 'fanout' but current is 'x-federation-upstream'"));
+        // A new one needs a long x-max-hops.
+        let e = b
+            .declare_exchange(
+                b"/",
+                xspec("u2", "x-federation-upstream", FieldTable::new()),
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.code, &e.text[..]),
+            (
+                ReplyCode::PRECONDITION_FAILED,
+                "Argument x-max-hops missing"
+            )
+        );
+        let e = b
+            .declare_exchange(
+                b"/",
+                xspec("u2", "x-federation-upstream", link_args(FieldValue::I32(1))),
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.code, &e.text[..]),
+            (
+                ReplyCode::PRECONDITION_FAILED,
+                "Argument x-max-hops must be of type long"
+            )
+        );
+        assert!(!b.vhost(b"/").unwrap().exchanges.contains_key(&b"u2"[..]));
+    }
+
+    /// The link's topology on the upstream: the federated topic exchange,
+    /// bound with the downstream's binding keys (and `x-bound-from`) to the
+    /// x-federation-upstream exchange, which is bound to the link's queue.
+    #[test]
+    fn federation_upstream_topology_routes_and_filters() {
+        let mut b = Broker::new();
+        let mut fed = xspec("fed.x", "topic", FieldTable::new());
+        (fed.auto_delete, fed.internal) = (false, false);
+        b.declare_exchange(b"/", fed).unwrap();
+        b.declare_exchange(
+            b"/",
+            xspec(UP, "x-federation-upstream", link_args(FieldValue::I64(1))),
+        )
+        .unwrap();
+        let conn = ConnId { idx: 0, gen: 0 };
+        let mut qargs = FieldTable::new();
+        qargs.insert("x-internal-purpose", s("federation"));
+        let (q, _) = b
+            .declare_queue(
+                b"/",
+                QueueSpec {
+                    name: Bytes::from_static(b"federation: fed.x -> rabbit@down"),
+                    passive: false,
+                    durable: true,
+                    exclusive: false,
+                    auto_delete: false,
+                    arguments: qargs,
+                },
+                conn,
+                0,
+            )
+            .unwrap();
+        b.bind(
+            b"/",
+            UP.as_bytes(),
+            Dest::Queue(q),
+            Bytes::new(),
+            FieldTable::new(),
+        )
+        .unwrap();
+        let mut bound_from = FieldTable::new();
+        let mut info = FieldTable::new();
+        info.insert("cluster-name", s("rabbit@down"));
+        info.insert("vhost", s("/"));
+        info.insert("exchange", s("/:fed.x A"));
+        info.insert("hops", FieldValue::I16(1));
+        bound_from.insert(
+            "x-bound-from",
+            FieldValue::Array(vec![FieldValue::Table(info)]),
+        );
+        let to_up = Dest::Exchange(Bytes::from(UP));
+        b.bind(
+            b"/",
+            b"fed.x",
+            to_up,
+            Bytes::from_static(b"a.#"),
+            bound_from,
+        )
+        .unwrap();
+        let route = |key: &[u8], h: Option<&FieldTable>| {
+            let mut out = Vec::new();
+            b.route(b"/", b"fed.x", key, h, &mut out);
+            out
+        };
+        assert_eq!(route(b"a.b", None), vec![q]);
+        assert!(route(b"z.z", None).is_empty());
+        // One hop already made, x-max-hops 1: not forwarded.
+        let mut hop = FieldTable::new();
+        hop.insert("uri", s("amqp://elsewhere"));
+        hop.insert("cluster-name", s("other"));
+        hop.insert("vhost", s("/"));
+        let mut h = FieldTable::new();
+        h.insert(
+            "x-received-from",
+            FieldValue::Array(vec![FieldValue::Table(hop)]),
+        );
+        assert!(route(b"a.b", Some(&h)).is_empty());
+        // Other headers do not matter.
+        let mut plain = FieldTable::new();
+        plain.insert("x-other", s("v"));
+        assert_eq!(route(b"a.b", Some(&plain)), vec![q]);
+        // Publishing to it directly is refused: it is internal.
+        assert_eq!(
+            b.check_publish(b"/", UP.as_bytes()).unwrap_err().code,
+            ReplyCode::ACCESS_REFUSED
+        );
     }
 }

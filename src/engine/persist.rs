@@ -721,3 +721,102 @@ impl Engine {
         Some(reason)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::broker::exchange::{Dest, ExchangeKind};
+    use crate::codec::{FieldTable, FieldValue};
+
+    /// The topology a RabbitMQ federation link declares here is durable:
+    /// after a reopen (from the log, and from a snapshot) the
+    /// x-federation-upstream exchange is there with its filter, and routes
+    /// from the federated exchange to the link's queue as before.
+    #[test]
+    fn federation_upstream_exchange_survives_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("warren-fedup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = crate::Config {
+            data_dir: Some(dir.clone()),
+            ..crate::Config::default()
+        };
+        let up = "federation: fed.x -> rabbit@down B";
+        let qname = &b"federation: fed.x -> rabbit@down"[..];
+        let spec = |name: &str, kind: &str, internal: bool, args: FieldTable| ExchangeSpec {
+            name: Bytes::from(name.to_string()),
+            kind: Bytes::from(kind.to_string()),
+            passive: false,
+            durable: true,
+            auto_delete: internal,
+            internal,
+            arguments: args,
+        };
+        for snapshot in [false, true] {
+            let mut e = Engine::open(cfg.clone()).unwrap();
+            let mut args = FieldTable::new();
+            args.insert("x-max-hops", FieldValue::I64(1));
+            args.insert(
+                "x-downstream-name",
+                FieldValue::LongStr(Bytes::from_static(b"rabbit@down")),
+            );
+            args.insert(
+                "x-downstream-vhost",
+                FieldValue::LongStr(Bytes::from_static(b"/")),
+            );
+            e.declare_exchange(b"/", spec("fed.x", "topic", false, FieldTable::new()))
+                .unwrap();
+            e.declare_exchange(b"/", spec(up, "x-federation-upstream", true, args))
+                .unwrap();
+            let nobody = ConnId { idx: 0, gen: 0 };
+            let qspec = QueueSpec {
+                name: Bytes::from_static(qname),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+            };
+            let (q, _) = e.declare_queue(b"/", qspec, nobody, 0).unwrap();
+            e.bind(
+                b"/",
+                up.as_bytes(),
+                Dest::Queue(q),
+                Bytes::new(),
+                FieldTable::new(),
+            )
+            .unwrap();
+            let to_up = Dest::Exchange(Bytes::from(up));
+            e.bind(
+                b"/",
+                b"fed.x",
+                to_up,
+                Bytes::from_static(b"a.#"),
+                FieldTable::new(),
+            )
+            .unwrap();
+            if snapshot {
+                e.broker.def_changes.push(DefChange::All);
+            }
+            assert!(e.group_commit(Instant::now(), true, false).1.is_ok());
+            e.close_store();
+            drop(e);
+            let e = Engine::open(cfg.clone()).unwrap();
+            let x = &e.broker.vhost(b"/").unwrap().exchanges[up.as_bytes()];
+            assert_eq!(x.kind, ExchangeKind::FederationUpstream);
+            assert!(x.internal && x.auto_delete && x.durable);
+            assert_eq!(x.hops.max_hops, 1);
+            assert_eq!(x.hops.downstream_vhost.as_deref(), Some(&b"/"[..]));
+            let q = e.find_queue(b"/", qname).expect("queue restored");
+            let mut out = Vec::new();
+            e.broker.route(b"/", b"fed.x", b"a.b", None, &mut out);
+            assert_eq!(out, vec![q]);
+            let mut h = FieldTable::new();
+            h.insert("x-received-from", FieldValue::Array(vec![FieldValue::Void]));
+            e.broker.route(b"/", b"fed.x", b"a.b", Some(&h), &mut out);
+            assert!(out.is_empty());
+            drop(e);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}

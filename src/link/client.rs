@@ -114,6 +114,8 @@ pub(crate) struct Client {
     events: VecDeque<Event>,
     /// The peer sent connection.blocked.
     pub blocked: bool,
+    /// The peer's `cluster_name` server property.
+    pub cluster_name: String,
 }
 
 impl Client {
@@ -148,6 +150,7 @@ impl Client {
             next_seq: 1,
             events: VecDeque::new(),
             blocked: false,
+            cluster_name: String::new(),
         }
     }
 
@@ -348,6 +351,13 @@ impl Client {
         }
         match (self.state, m) {
             (State::Start, Method::ConnectionStart(s)) => {
+                if let Some(n) = s
+                    .server_properties
+                    .get("cluster_name")
+                    .and_then(|v| v.as_bytes())
+                {
+                    self.cluster_name = String::from_utf8_lossy(n).into_owned();
+                }
                 let plain = s.mechanisms.split(|&b| b == b' ').any(|m| m == b"PLAIN");
                 if !plain {
                     return Err((

@@ -9,11 +9,12 @@
 //! [`Links::sync`] starts, restarts and stops them.
 
 pub(crate) mod client;
+pub(crate) mod federation;
 pub(crate) mod shovel;
 pub(crate) mod uri;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -62,7 +63,15 @@ pub(crate) struct Links {
     by_name: BTreeMap<(String, String), usize>,
     /// Ends of shovels removed or restarted, for the server to close.
     pub retired: Vec<End>,
+    /// Federation links (in `shovels` too), by vhost, exchange, upstream.
+    federation: BTreeMap<federation::Key, usize>,
+    /// When to compare the federation links with what policies and
+    /// upstreams ask for (None: at once).
+    next_fed_scan: Option<Instant>,
 }
+
+/// How often federation links are compared with policies and bindings.
+const FED_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Links {
     /// Start at boot: every shovel parameter the engine holds.
@@ -74,6 +83,9 @@ impl Links {
     /// shovel starts (again), a removed one stops.
     pub(crate) fn sync(&mut self, engine: &mut Engine) {
         for (component, vhost, name) in engine.take_param_events() {
+            if component == federation::UPSTREAM || component == federation::UPSTREAM_SET {
+                self.next_fed_scan = None;
+            }
             if component != SHOVEL {
                 continue;
             }
@@ -103,8 +115,16 @@ impl Links {
     /// Handle what every link's ends did, start attempts that are due,
     /// and remove the shovels that are done (their parameter too).
     pub(crate) fn step(&mut self, engine: &mut Engine, now: Instant) {
+        if self.next_fed_scan.is_none_or(|t| now >= t) {
+            self.scan_federation(engine);
+            self.next_fed_scan = Some(now + FED_SCAN_EVERY);
+        }
         let mut finished = Vec::new();
         for (idx, s) in self.shovels.iter_mut() {
+            if let Some(f) = s.def.fed.as_ref().filter(|f| f.queue) {
+                let demand = federation::demand(engine, &s.vhost, &f.exchange);
+                s.set_demand(demand);
+            }
             s.step(now);
             if s.phase == Phase::Finished {
                 finished.push(idx);
@@ -123,8 +143,70 @@ impl Links {
         }
     }
 
+    /// Start, restart, rebind and stop federation links to match what the
+    /// policies, upstreams and bindings ask for now.
+    fn scan_federation(&mut self, engine: &Engine) {
+        let mut wanted = federation::wanted(engine);
+        let keys: Vec<federation::Key> = self.federation.keys().cloned().collect();
+        for key in keys {
+            let Some(&idx) = self.federation.get(&key) else {
+                continue;
+            };
+            let keep = match (wanted.remove(&key), self.shovels.get_mut(idx)) {
+                (Some(def), Some(s)) if !federation::differs(&def, &s.def) => {
+                    if let Some(f) = def.fed {
+                        s.rebind(f.keys);
+                    }
+                    true
+                }
+                (Some(def), Some(_)) => {
+                    // Changed: start again with the new definition.
+                    wanted.insert(key.clone(), def);
+                    false
+                }
+                _ => false,
+            };
+            if !keep {
+                self.federation.remove(&key);
+                if self.shovels.contains(idx) {
+                    let mut old = self.shovels.remove(idx);
+                    self.retired.extend(old.src.take());
+                    self.retired.extend(old.dest.take());
+                    log::info!(
+                        "federation link for exchange '{}' in vhost '{}' from upstream '{}' stopped",
+                        key.1,
+                        key.0,
+                        key.2
+                    );
+                }
+            }
+        }
+        for (key, def) in wanted {
+            let name = format!("{} -> {}", key.1, key.2);
+            log::info!(
+                "federation link for exchange '{}' in vhost '{}' from upstream '{}' starting",
+                key.1,
+                key.0,
+                key.2
+            );
+            let idx = self.shovels.insert(Shovel::new(&key.0, &name, def));
+            self.federation.insert(key, idx);
+        }
+    }
+
+    /// `/api/federation-links`: every federation link's status.
+    pub(crate) fn federation_status(&self, vhost: Option<&str>) -> Vec<serde_json::Value> {
+        self.federation
+            .iter()
+            .filter(|((v, _, _), _)| vhost.is_none_or(|x| x == v))
+            .filter_map(|(_, &idx)| self.shovels.get(idx).and_then(federation::status))
+            .collect()
+    }
+
     /// The earliest time a link needs [`Links::step`] (a reconnect).
     pub(crate) fn deadline(&self) -> Option<Instant> {
+        // Federation scans need no timer: the loop turns at least twice
+        // a second for its own ticks.
         self.shovels.iter().filter_map(|(_, s)| s.deadline()).min()
     }
 
@@ -157,7 +239,7 @@ impl Links {
             .shovels
             .iter()
             .map(|(_, s)| s)
-            .filter(|s| vhost.is_none_or(|v| v == s.vhost))
+            .filter(|s| s.def.fed.is_none() && vhost.is_none_or(|v| v == s.vhost))
             .collect();
         list.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
         list.into_iter().map(shovel::status).collect()

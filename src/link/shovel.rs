@@ -17,8 +17,8 @@ use super::client::{Client, Delivery, Event};
 use super::uri::{self, Uri};
 use super::End;
 use crate::codec::{
-    BasicConsume, BasicQos, ConfirmSelect, ContentHeader, FieldTable, FieldValue, Method,
-    QueueBind, QueueDeclare,
+    BasicCancel, BasicConsume, BasicQos, ConfirmSelect, ContentHeader, FieldTable, FieldValue,
+    Method, QueueBind, QueueDeclare, QueueUnbind,
 };
 
 /// Longest wait between attempts, unless the reconnect delay is longer.
@@ -61,6 +61,29 @@ pub(crate) struct Def {
     pub src_queue_args: FieldTable,
     pub dest_queue_args: FieldTable,
     pub consumer_args: FieldTable,
+    /// A federation link instead of a shovel (see `super::federation`).
+    pub fed: Option<Fed>,
+}
+
+/// What makes a link a federation link: its source queue (named, on the
+/// upstream) is bound to the upstream exchange with the downstream
+/// exchange's binding keys, and messages carry `x-received-from`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Fed {
+    /// The upstream parameter's name.
+    pub upstream: String,
+    /// The exchange on the upstream.
+    pub upstream_exchange: String,
+    /// The downstream (local) exchange.
+    pub exchange: String,
+    /// Binding keys to bind the upstream queue with.
+    pub keys: Vec<String>,
+    /// Messages that crossed this many links already are not forwarded.
+    pub max_hops: usize,
+    /// A federated queue's link (`exchange` is then the local queue): it
+    /// consumes from the upstream queue only while the local queue has
+    /// consumers and nothing ready, and adds no header.
+    pub queue: bool,
 }
 
 fn uris(v: &Value, key: &str) -> Result<Vec<String>, String> {
@@ -135,6 +158,7 @@ impl Def {
             src_queue_args: table(v, "src-queue-args"),
             dest_queue_args: table(v, "dest-queue-args"),
             consumer_args: table(v, "src-consumer-args"),
+            fed: None,
         };
         if d.src_queue.is_none() == d.src_exchange.is_none() {
             return Err("exactly one of src-queue and src-exchange is needed".into());
@@ -188,6 +212,16 @@ pub(crate) struct Shovel {
     remaining: Option<u64>,
     /// When the current run started (success resets the backoff).
     running_since: Option<Instant>,
+    /// Federation: the keys the upstream queue is bound with now.
+    bound: Vec<String>,
+    /// Federation: messages not forwarded for having crossed max-hops.
+    pub dropped: u64,
+    /// A federated queue's demand: consume only while true.
+    demand: bool,
+    /// A federated queue's link is set up but not consuming (no demand).
+    consuming_ready: bool,
+    /// The source consumer's tag (to cancel it when demand stops).
+    consumer_tag: Bytes,
 }
 
 impl Shovel {
@@ -217,6 +251,11 @@ impl Shovel {
             forwarded: 0,
             remaining,
             running_since: None,
+            bound: Vec::new(),
+            dropped: 0,
+            demand: false,
+            consuming_ready: false,
+            consumer_tag: Bytes::new(),
         }
     }
 
@@ -265,6 +304,7 @@ impl Shovel {
         self.src_set_up = false;
         self.dest_set_up = false;
         self.consuming = false;
+        self.consuming_ready = false;
         self.held.clear();
         self.inflight.clear();
         self.phase = Phase::Starting;
@@ -273,7 +313,7 @@ impl Shovel {
 
     /// Give up the current attempt: close both ends, wait, try again.
     pub(crate) fn fail(&mut self, why: &str, now: Instant) {
-        log::warn!("shovel '{}' in vhost '{}': {why}", self.name, self.vhost);
+        log::warn!("{}: {why}", self.label());
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -349,21 +389,16 @@ impl Shovel {
             }
         }
         self.forward_held();
-        if self.phase == Phase::Starting && self.consuming && self.dest_set_up {
-            log::info!(
-                "shovel '{}' in vhost '{}' is running",
-                self.name,
-                self.vhost
-            );
+        if self.phase == Phase::Starting
+            && (self.consuming || self.consuming_ready)
+            && self.dest_set_up
+        {
+            log::info!("{} is running", self.label());
             self.phase = Phase::Running;
             self.running_since = Some(now);
         }
         if self.remaining == Some(0) && self.inflight.is_empty() && self.held.is_empty() {
-            log::info!(
-                "shovel '{}' in vhost '{}': src-delete-after reached; removing it",
-                self.name,
-                self.vhost
-            );
+            log::info!("{}: src-delete-after reached; removing it", self.label());
             for end in [self.src.as_mut(), self.dest.as_mut()]
                 .into_iter()
                 .flatten()
@@ -418,6 +453,14 @@ impl Shovel {
         };
         match ev {
             Event::Ready => match &self.def.src_queue {
+                Some(q) if self.def.fed.as_ref().is_some_and(|f| f.queue) => src.client.call(
+                    QueueDeclare {
+                        queue: Bytes::from(q.clone()),
+                        passive: true,
+                        ..QueueDeclare::default()
+                    }
+                    .into(),
+                ),
                 Some(q) => src.client.call(declare(q, &self.def.src_queue_args)),
                 None => src.client.call(
                     QueueDeclare {
@@ -431,6 +474,13 @@ impl Shovel {
                 self.src_queue = ok.queue.clone();
                 if self.def.delete_after == DeleteAfter::QueueLength && self.remaining.is_none() {
                     self.remaining = Some(u64::from(ok.message_count));
+                }
+                if let Some(fed) = &self.def.fed {
+                    for key in &fed.keys {
+                        src.client
+                            .call(bind(&ok.queue, &fed.upstream_exchange, key));
+                    }
+                    self.bound = fed.keys.clone();
                 }
                 if let Some(x) = &self.def.src_exchange {
                     src.client.call(
@@ -463,6 +513,7 @@ impl Shovel {
                 self.src_set_up = true;
                 self.consume();
             }
+            Event::Reply(Method::BasicConsumeOk(ok)) => self.consumer_tag = ok.consumer_tag,
             Event::Reply(_) | Event::Confirm { .. } | Event::Blocked(_) => {}
             Event::Deliver(d) => {
                 self.held.push_back(d);
@@ -476,6 +527,11 @@ impl Shovel {
     /// Both ends are set up: consume from the source.
     fn consume(&mut self) {
         if self.consuming || !self.src_set_up || !self.dest_set_up {
+            return;
+        }
+        if self.def.fed.as_ref().is_some_and(|f| f.queue) && !self.demand {
+            // Running, idle until the local queue wants messages.
+            self.consuming_ready = true;
             return;
         }
         let Some(src) = self.src.as_mut() else {
@@ -520,7 +576,21 @@ impl Shovel {
                 (None, Some(q)) => (Bytes::new(), Bytes::from(q.clone())),
                 (None, None) => (d.exchange.clone(), d.routing_key.clone()),
             };
-            let header = rewrite_header(&self.def, &self.name, &self.vhost, &d, &self.src_queue);
+            let header = match self.def.fed.as_ref().filter(|f| !f.queue) {
+                Some(fed) => match received_from(fed, &src.uri, &src.client.cluster_name, &d) {
+                    Some(h) => h,
+                    None => {
+                        // Crossed max-hops: settled here, not forwarded.
+                        self.dropped += 1;
+                        if self.def.ack_mode != AckMode::NoAck {
+                            src.client.ack(d.tag, false);
+                        }
+                        continue;
+                    }
+                },
+                None if self.def.fed.is_some() => d.header.clone(),
+                None => rewrite_header(&self.def, &self.name, &self.vhost, &d, &self.src_queue),
+            };
             let seq = dest.client.publish(&exchange, &key, &header, &d.body);
             if let Some(r) = self.remaining.as_mut() {
                 *r -= 1;
@@ -572,6 +642,77 @@ impl Shovel {
         }
     }
 
+    /// Federation: the downstream exchange's binding keys changed; bind
+    /// the upstream queue to the new ones and unbind it from the old.
+    pub(crate) fn rebind(&mut self, keys: Vec<String>) {
+        let Some(fed) = self.def.fed.as_mut() else {
+            return;
+        };
+        if fed.keys == keys {
+            return;
+        }
+        fed.keys = keys;
+        let Some(src) = self.src.as_mut().filter(|s| s.client.is_ready()) else {
+            return;
+        };
+        if self.src_queue.is_empty() {
+            return;
+        }
+        for key in fed.keys.iter().filter(|k| !self.bound.contains(k)) {
+            src.client
+                .call(bind(&self.src_queue, &fed.upstream_exchange, key));
+        }
+        for key in self.bound.iter().filter(|k| !fed.keys.contains(k)) {
+            src.client.call(
+                QueueUnbind {
+                    queue: self.src_queue.clone(),
+                    exchange: Bytes::from(fed.upstream_exchange.clone()),
+                    routing_key: Bytes::from(key.clone()),
+                    ..QueueUnbind::default()
+                }
+                .into(),
+            );
+        }
+        self.bound = fed.keys.clone();
+    }
+
+    /// A federated queue's demand changed: start or stop consuming from
+    /// the upstream queue.
+    pub(crate) fn set_demand(&mut self, demand: bool) {
+        if self.demand == demand {
+            return;
+        }
+        self.demand = demand;
+        if demand {
+            self.consume();
+            return;
+        }
+        if !self.consuming {
+            return;
+        }
+        if let Some(src) = self.src.as_mut().filter(|s| s.client.is_ready()) {
+            src.client.call(
+                BasicCancel {
+                    consumer_tag: self.consumer_tag.clone(),
+                    nowait: false,
+                }
+                .into(),
+            );
+            self.consuming = false;
+            self.consuming_ready = true;
+        }
+    }
+
+    /// What it is, for the log.
+    fn label(&self) -> String {
+        let what = if self.def.fed.is_some() {
+            "federation link"
+        } else {
+            "shovel"
+        };
+        format!("{what} '{}' in vhost '{}'", self.name, self.vhost)
+    }
+
     /// For status: the state as RabbitMQ names it.
     pub(crate) fn state_name(&self) -> &'static str {
         match self.phase {
@@ -580,6 +721,16 @@ impl Shovel {
             Phase::Waiting { .. } | Phase::Finished => "terminated",
         }
     }
+}
+
+fn bind(queue: &Bytes, exchange: &str, key: &str) -> Method {
+    QueueBind {
+        queue: queue.clone(),
+        exchange: Bytes::from(exchange.to_string()),
+        routing_key: Bytes::from(key.to_string()),
+        ..QueueBind::default()
+    }
+    .into()
 }
 
 fn declare(q: &str, args: &FieldTable) -> Method {
@@ -667,6 +818,37 @@ fn rewrite_header(def: &Def, name: &str, vhost: &str, d: &Delivery, src_queue: &
     let mut out = BytesMut::new();
     h.encode(&mut out);
     out.freeze()
+}
+
+/// Federation: the content header with this link put at the front of the
+/// message's `x-received-from` (RabbitMQ's table: uri, exchange,
+/// redelivered, cluster-name, vhost); None when the message has crossed
+/// `max-hops` links already.
+fn received_from(fed: &Fed, upstream: &Uri, cluster: &str, d: &Delivery) -> Option<Bytes> {
+    let Ok(mut h) = ContentHeader::decode(&d.header) else {
+        return Some(d.header.clone());
+    };
+    let headers = h.properties.headers.get_or_insert_with(FieldTable::new);
+    let mut list = match headers.remove("x-received-from") {
+        Some(FieldValue::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    if list.len() >= fed.max_hops {
+        return None;
+    }
+    let s = |v: &str| FieldValue::LongStr(Bytes::from(v.to_string()));
+    let mut t = FieldTable::new();
+    t.insert("uri", s(&upstream.redacted()));
+    t.insert("exchange", s(&fed.upstream_exchange));
+    t.insert("redelivered", FieldValue::Bool(d.redelivered));
+    t.insert("cluster-name", s(cluster));
+    t.insert("vhost", s(&upstream.vhost));
+    // Newest first, as RabbitMQ's links add themselves.
+    list.insert(0, FieldValue::Table(t));
+    headers.insert("x-received-from", FieldValue::Array(list));
+    let mut out = BytesMut::new();
+    h.encode(&mut out);
+    Some(out.freeze())
 }
 
 /// A URI without its password.

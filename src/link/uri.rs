@@ -21,6 +21,9 @@ pub(crate) struct Uri {
     pub heartbeat: Option<u16>,
     /// `connection_timeout` query parameter (milliseconds).
     pub connect_timeout_ms: Option<u64>,
+    /// Every query parameter (the TLS ones: `cacertfile`, `certfile`,
+    /// `keyfile`, `verify`, `server_name_indication`).
+    pub query: Vec<(String, String)>,
 }
 
 impl Uri {
@@ -58,6 +61,7 @@ pub(crate) fn parse(s: &str) -> Result<Uri, String> {
         },
         heartbeat: None,
         connect_timeout_ms: None,
+        query: u.query.clone(),
     };
     for (k, v) in &u.query {
         let bad = || format!("bad {k} '{v}' in '{s}'");

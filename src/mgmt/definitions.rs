@@ -820,6 +820,7 @@ pub fn import(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::broker::exchange::ExchangeKind;
 
     fn engine() -> Engine {
         Engine::new(crate::Config {
@@ -923,6 +924,62 @@ mod tests {
             .runtime
             .param("federation-upstream", "w", "up")
             .is_some());
+    }
+
+    /// The exchange a RabbitMQ federation downstream declares here (type
+    /// `x-federation-upstream`) is exported with its type and arguments and
+    /// imports back; one without a long `x-max-hops` is refused.
+    #[test]
+    fn federation_upstream_exchange_export_and_import() {
+        let mut c = engine();
+        let up = "federation: fed.x -> rabbit@down A";
+        let defs = json!({
+            "exchanges": [
+                {"name": "fed.x", "vhost": "/", "type": "topic", "durable": true,
+                 "auto_delete": false, "internal": false, "arguments": {}},
+                {"name": up, "vhost": "/", "type": "x-federation-upstream", "durable": true,
+                 "auto_delete": true, "internal": true,
+                 "arguments": {"x-max-hops": 1, "x-downstream-name": "rabbit@down",
+                               "x-downstream-vhost": "/", "x-internal-purpose": "federation"}},
+                {"name": "bad", "vhost": "/", "type": "x-federation-upstream", "durable": true,
+                 "arguments": {"x-max-hops": "1"}}
+            ],
+            "bindings": [{"source": "fed.x", "vhost": "/", "destination": up,
+                          "destination_type": "exchange", "routing_key": "a.#", "arguments": {}}]
+        });
+        let rep = import(&mut c, &defs, None).unwrap();
+        assert_eq!(rep.applied, vec![("exchanges", 2), ("bindings", 1)]);
+        assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+        assert!(
+            rep.errors[0].contains("Argument x-max-hops must be of type long"),
+            "{:?}",
+            rep.errors
+        );
+        let out = export(&c, None).unwrap();
+        let x = out["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == up)
+            .unwrap()
+            .clone();
+        assert_eq!(x["type"], "x-federation-upstream");
+        assert_eq!(x["internal"], true);
+        assert_eq!(x["auto_delete"], true);
+        assert_eq!(x["arguments"]["x-max-hops"], 1);
+        assert_eq!(x["arguments"]["x-downstream-name"], "rabbit@down");
+        // Into a fresh broker: the same exchange, filtering as before.
+        let mut d = engine();
+        let rep = import(&mut d, &out, None).unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let got = &d.broker.vhost(b"/").unwrap().exchanges[up.as_bytes()];
+        assert_eq!(got.kind, ExchangeKind::FederationUpstream);
+        assert_eq!(got.hops.max_hops, 1);
+        assert_eq!(
+            got.hops.downstream_name.as_deref(),
+            Some(&b"rabbit@down"[..])
+        );
+        assert_eq!(export(&d, None).unwrap()["exchanges"], out["exchanges"]);
     }
 
     #[test]

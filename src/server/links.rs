@@ -17,6 +17,7 @@ use slab::Slab;
 use super::Server;
 use crate::amqp::Core;
 use crate::link::{End, Io, Side};
+use crate::tls::{TlsConn, TlsRead};
 
 /// Link sockets have tokens from here up.
 pub(super) const LINK_BASE: usize = usize::MAX / 4;
@@ -32,6 +33,8 @@ struct LinkSock {
     stream: TcpStream,
     connected: bool,
     readable: bool,
+    /// An `amqps://` end's TLS session.
+    tls: Option<TlsConn>,
 }
 
 /// The resolver thread: requests in, answers out (and a wake-up).
@@ -208,11 +211,6 @@ fn start(
         end.io = Some(Io::Local(core.accept_internal(&user, now)));
         return;
     };
-    if end.uri.tls {
-        end.client
-            .transport_closed("amqps:// links are not supported yet (use amqp://)");
-        return;
-    }
     if let Ok(ip) = host.parse::<IpAddr>() {
         let addr = SocketAddr::new(ip, end.uri.port);
         return connect(link_io, poll, end, &[addr], now);
@@ -253,6 +251,17 @@ fn connect(
     if link_io.socks.len() >= MAX_LINK_SOCKS {
         return end.client.transport_closed("too many link sockets");
     }
+    let tls = if end.uri.tls {
+        let host = end.uri.host.clone().unwrap_or_default();
+        match crate::tls::client::config(&host, &end.uri.query)
+            .and_then(|(config, name)| TlsConn::client(config, name))
+        {
+            Ok(t) => Some(t),
+            Err(e) => return end.client.transport_closed(&e.to_string()),
+        }
+    } else {
+        None
+    };
     let mut stream = match TcpStream::connect(addr) {
         Ok(s) => s,
         Err(e) => {
@@ -277,6 +286,7 @@ fn connect(
         stream,
         connected: false,
         readable: false,
+        tls,
     });
     end.io = Some(Io::Sock(i));
     end.connect_by = Some(now + CONNECT_TIMEOUT);
@@ -331,6 +341,29 @@ fn read_sock(link_io: &mut LinkIo, end: &mut End, i: usize, scratch: &mut [u8], 
             }
         }
     }
+    if let Some(tls) = s.tls.as_mut() {
+        for _ in 0..MAX_READS {
+            match tls.read_from(&mut s.stream, scratch, |p| end.client.input(p, now)) {
+                Ok(TlsRead::Read(_)) => {}
+                Ok(TlsRead::Closed) => {
+                    s.readable = false;
+                    return end
+                        .client
+                        .transport_closed("the peer closed the connection");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    s.readable = false;
+                    return end.client.transport_closed(&format!("TLS: {e}"));
+                }
+            }
+        }
+        return;
+    }
     for _ in 0..MAX_READS {
         match s.stream.read(scratch) {
             Ok(0) => {
@@ -360,6 +393,9 @@ fn write_sock(link_io: &mut LinkIo, end: &mut End, i: usize, now: Instant) {
     if !s.connected {
         return;
     }
+    if let Some(tls) = s.tls.as_mut() {
+        return write_tls(tls, &mut s.stream, end, now);
+    }
     loop {
         let out = end.client.output();
         if out.is_empty() {
@@ -376,6 +412,42 @@ fn write_sock(link_io: &mut LinkIo, end: &mut End, i: usize, now: Instant) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return end.client.transport_closed(&format!("write: {e}")),
+        }
+    }
+}
+
+/// Write an `amqps://` end: its output into the TLS session, the
+/// session's records to the socket (the handshake's too).
+fn write_tls(tls: &mut TlsConn, stream: &mut TcpStream, end: &mut End, now: Instant) {
+    loop {
+        let out = end.client.output();
+        let mut took = 0;
+        if !out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut slices);
+            match tls.write_plain(slices.get(..n).unwrap_or(&[])) {
+                Ok(k) => {
+                    out.consume(k);
+                    took = k;
+                }
+                Err(e) => return end.client.transport_closed(&format!("TLS: {e}")),
+            }
+        }
+        let mut sent = false;
+        while tls.wants_write() {
+            match tls.write_to(stream) {
+                Ok(0) => break,
+                Ok(_) => sent = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return end.client.transport_closed(&format!("write: {e}")),
+            }
+        }
+        if sent {
+            end.client.wrote(now);
+        }
+        if took == 0 {
+            return;
         }
     }
 }

@@ -17,7 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CipherSuite, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection,
+    CipherSuite, Connection, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection,
     SupportedCipherSuite,
 };
 use rustls_pki_types::pem::PemObject;
@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{CertLogin, TlsOptions, TlsVersion};
 
+pub(crate) mod client;
 pub(crate) mod x509;
 
 /// Plaintext rustls holds for one connection before `write_plain` takes
@@ -361,7 +362,7 @@ pub fn peer_subject(info: &TlsInfo) -> Option<&str> {
 
 /// One TLS socket's session.
 pub struct TlsConn {
-    conn: ServerConnection,
+    conn: Connection,
     /// close_notify has been queued.
     closing: bool,
     /// [`TlsConn::take_info`] has given the session's facts.
@@ -379,13 +380,27 @@ pub enum TlsRead {
 impl TlsConn {
     /// A new session on `config`.
     pub fn new(config: Arc<ServerConfig>) -> io::Result<TlsConn> {
-        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(TlsConn::of(Connection::Server(conn)))
+    }
+
+    /// A new client session (an outbound link's `amqps://` end) to the
+    /// server `name`, on `config` (see [`client::config`]).
+    pub fn client(
+        config: Arc<rustls::ClientConfig>,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> io::Result<TlsConn> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Ok(TlsConn::of(Connection::Client(conn)))
+    }
+
+    fn of(mut conn: Connection) -> TlsConn {
         conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
-        Ok(TlsConn {
+        TlsConn {
             conn,
             closing: false,
             info_given: false,
-        })
+        }
     }
 
     /// Read ciphertext from `sock` once (into the first half of `scratch`:
@@ -472,7 +487,10 @@ impl TlsConn {
                 .conn
                 .negotiated_cipher_suite()
                 .map_or_else(String::new, |s| suite_name(s.suite())),
-            server_name: self.conn.server_name().map(str::to_string),
+            server_name: match &self.conn {
+                Connection::Server(c) => c.server_name().map(str::to_string),
+                Connection::Client(_) => None,
+            },
             peer: self
                 .conn
                 .peer_certificates()

@@ -34,17 +34,21 @@ def free_port():
 class Warren:
     """warren as a child process with the management API."""
 
-    def __init__(self, name):
+    def __init__(self, name, tls=False):
         self.dir = os.path.join(DATA, name)
         self.port, self.mgmt = free_port(), free_port()
+        self.tls_port = free_port() if tls else None
         self.log = open(self.dir + ".log", "ab")
         self.proc = None
         self.start()
 
     def start(self):
+        tls = [] if self.tls_port is None else [
+            "--tls-listen", f"127.0.0.1:{self.tls_port}", "--tls-cert", os.environ["TLS_CERT"],
+            "--tls-key", os.environ["TLS_KEY"]]
         self.proc = subprocess.Popen(
             [WARREN_BIN, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir,
-             "--management-listen", f"127.0.0.1:{self.mgmt}", "--no-prometheus"],
+             "--management-listen", f"127.0.0.1:{self.mgmt}", "--no-prometheus", *tls],
             stdout=subprocess.DEVNULL, stderr=self.log, env={**os.environ, "RUST_LOG": "info"})
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -209,6 +213,10 @@ def test_core_to_edge():
         conn.close()
         seqs, dups = drain(w.conn, "edge-in", n)
         assert (len(seqs), dups) == (n, 0)
+        # Its local end is listed as a direct connection with its name.
+        direct = [c for c in w.api("GET", "/api/connections") if c["type"] == "direct"]
+        assert [c["client_properties"]["connection_name"] for c in direct] == ["Shovel from-core"]
+        assert direct[0]["name"].startswith("<warren@"), direct
         assert seqs == sorted(seqs)
         # The forward headers name the shovel.
         conn = w.conn()
@@ -255,3 +263,31 @@ def test_bad_ends_show_their_error_and_retry(case):
         assert w.shovel("bad-" + case)["last_error_at"] >= first
     finally:
         w.stop()
+
+
+def test_a_shovel_over_tls_to_another_warren():
+    """An amqps:// destination: verified against the CA given in the URI
+    (`cacertfile`), with the server name from the URI's host; a URI
+    without the CA is refused at the handshake and shown."""
+    edge, core = Warren("tls-edge"), Warren("tls-core", tls=True)
+    try:
+        publish(edge, "tls-out", 0, 1000)
+        ca = os.environ["TLS_CA"]
+        edge.api("PUT", "/api/parameters/shovel/%2F/over-tls", {"value": {
+            "src-uri": "amqp://", "src-queue": "tls-out",
+            "dest-uri": f"amqps://guest:guest@localhost:{core.tls_port}/%2F?cacertfile={ca}",
+            "dest-queue": "tls-in", "reconnect-delay": 1}})
+        seqs, dups = drain(core.conn, "tls-in", 1000)
+        assert (len(seqs), dups) == (1000, 0)
+        assert seqs == sorted(seqs)
+        # Without the CA (the system's bundle does not know it): refused.
+        edge.api("PUT", "/api/parameters/shovel/%2F/untrusted", {"value": {
+            "src-uri": "amqp://", "src-queue": "tls-out-2",
+            "dest-uri": f"amqps://guest:guest@localhost:{core.tls_port}/%2F",
+            "dest-queue": "tls-in-2", "reconnect-delay": 1}})
+        st = wait_for(lambda: (s := edge.shovel("untrusted")) and s.get("last_error") and s,
+                      what="the TLS error shown")
+        assert "certificate" in st["last_error"].lower() or "tls" in st["last_error"].lower(), st
+    finally:
+        edge.stop()
+        core.stop()

@@ -66,6 +66,11 @@ pub(super) fn list_consumers(c: &Ctx<'_>, vhost: Option<&str>) -> Response {
 
 /// Name of a connection as RabbitMQ shows it: `peer -> local`.
 pub fn conn_name(c: &Connection) -> String {
+    if c.internal.is_some() {
+        // A link's end inside the broker: no socket, so a name of its own,
+        // shaped like RabbitMQ's for its direct connections.
+        return format!("<warren@localhost.{}.{}>", c.id.idx, c.id.gen);
+    }
     match c.local {
         Some(l) => format!("{} -> {}", c.peer, l),
         None => c.peer.to_string(),
@@ -123,7 +128,7 @@ fn connections(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> V
             "host": local.map(|a| a.ip().to_string()),
             "port": local.map(|a| a.port()),
             "protocol": "AMQP 0-9-1",
-            "type": "network",
+            "type": if c.internal.is_some() { "direct" } else { "network" },
             "auth_mechanism": c.auth_mechanism.map(|m| m.name()),
             "ssl": c.tls.is_some(),
             "ssl_protocol": c.tls.as_ref().map(|t| t.protocol),

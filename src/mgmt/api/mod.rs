@@ -350,6 +350,8 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ("GET", ["global-parameters", ..] | ["extensions"] | ["feature-flags"]) => ok(json!([])),
         ("GET", ["shovels"]) => shovels::list_shovels(c, None),
         ("GET", ["shovels", v]) => shovels::list_shovels(c, Some(v)),
+        ("GET", ["federation-links"]) => shovels::list_federation_links(c, None),
+        ("GET", ["federation-links", v]) => shovels::list_federation_links(c, Some(v)),
         ("GET", ["aliveness-test", v]) => health::aliveness(c, v),
         ("GET", ["healthchecks", "node", ..]) => ok(json!({"status": "ok"})),
         ("GET", ["health", "checks", "alarms" | "local-alarms"]) => health::alarms(c),
