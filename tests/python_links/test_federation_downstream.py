@@ -13,6 +13,8 @@ import urllib.request
 
 import pika
 
+from linkutil import wait_for
+
 WARREN_PORT = int(os.environ["WARREN_PORT"])
 WARREN_MGMT = int(os.environ["WARREN_MGMT_PORT"])
 RABBIT_PORT = int(os.environ["RABBIT_PORT"])
@@ -37,16 +39,6 @@ def ctl(*args):
 
 def channel(port):
     return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port)).channel()
-
-
-def wait_for(cond, timeout=30, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def link(exchange):

@@ -29,6 +29,8 @@ if "WARREN_MGMT_PORT" not in os.environ:
 
 import pika  # noqa: E402
 
+from linkutil import wait_for  # noqa: E402
+
 WARREN_PORT = int(os.environ["WARREN_PORT"])
 WARREN_MGMT_PORT = int(os.environ["WARREN_MGMT_PORT"])
 RABBIT_PORT = int(os.environ["RABBIT_PORT"])
@@ -63,16 +65,6 @@ def api(path):
 
 def q(name):
     return urllib.parse.quote(name, safe="")
-
-
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def text(v):

@@ -13,6 +13,8 @@ import time
 import urllib.request
 
 import pika
+
+from linkutil import wait_for
 import pytest
 
 WARREN_BIN = os.environ["WARREN_BIN"]
@@ -93,16 +95,6 @@ def rabbit():
 def rabbitmqctl(*args):
     subprocess.run([RABBITMQCTL, "-n", RABBIT_NODE, *args], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-
-
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def publish(w, queue, first, n, size=16):
@@ -291,3 +283,34 @@ def test_a_shovel_over_tls_to_another_warren():
     finally:
         edge.stop()
         core.stop()
+
+
+def test_a_blocked_destination_holds_the_shovel_back():
+    """RabbitMQ's memory alarm blocks the shovel's publishing connection
+    (connection.blocked): nothing is lost or acknowledged while it lasts,
+    the source keeps what was not confirmed, and all of it moves once
+    RabbitMQ unblocks."""
+    n = 2000
+    w = Warren("blocked")
+    try:
+        publish(w, "blk-out", 0, n)
+        rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+        w.api("PUT", "/api/parameters/shovel/%2F/blocked", {"value": {
+            "src-uri": "amqp://", "src-queue": "blk-out", "src-prefetch-count": 100,
+            "dest-uri": RABBIT_URI, "dest-queue": "blk-in", "reconnect-delay": 1}})
+        wait_for(lambda: (w.shovel("blocked") or {}).get("blocked_status") == "blocked",
+                 what="the shovel to see connection.blocked")
+        time.sleep(2)
+        c = rabbit()
+        arrived = c.channel().queue_declare("blk-in", durable=True).method.message_count
+        c.close()
+        left = w.api("GET", "/api/queues/%2F/blk-out")["messages"]
+        assert arrived + left >= n and left >= n - 100, (arrived, left)
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        seqs, dups = drain(rabbit, "blk-in", n)
+        assert len(seqs) == n and seqs == sorted(seqs), (len(seqs), dups)
+        wait_for(lambda: (w.shovel("blocked") or {}).get("blocked_status") == "running",
+                 what="unblocked")
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        w.stop()
