@@ -25,6 +25,10 @@ pub(crate) const TAIL_WINDOW: usize = 2048;
 const SMALL_WINDOW: usize = 256;
 /// Batches read back per refill at most.
 const REFILL_BATCHES: usize = 4;
+/// Refills one take tries at most while they bring back nothing (every
+/// message read was acknowledged since the checkpoint) before it lets the
+/// timer come back to the queue.
+const MAX_REFILLS: usize = 64;
 /// Messages spilled per call at most (one batch).
 const SPILL_BATCH: usize = 8192;
 
@@ -97,16 +101,26 @@ impl Messages {
     /// released) and the next message taken instead; one that cannot be
     /// read for now goes back to the head ([`Taken::Later`]).
     pub(crate) fn take(&mut self, queue: &mut Queue, content: bool) -> Taken {
+        let mut refills = 0;
         loop {
             let low = self.windows().0 / 2;
             if let Some(level) = queue.ready.wants_refill(low) {
-                if self.refill(&mut queue.ready, level) == Loaded::Later
-                    && queue.ready.front().is_none()
-                {
+                refills += 1;
+                let later = self.refill(&mut queue.ready, level) == Loaded::Later;
+                // A refill may bring nothing back: after a crash, the
+                // batches it read can hold only messages acknowledged
+                // since the checkpoint. More spilled batches follow, so
+                // this is not empty: read on (for a while; then the timer
+                // comes back to it, and the loop serves others meanwhile).
+                let more = !later && queue.ready.wants_refill(low).is_some();
+                if queue.ready.front().is_none() && (later || (more && refills >= MAX_REFILLS)) {
                     if !self.read_later.contains(&queue.id) {
                         self.read_later.push(queue.id);
                     }
                     return Taken::Later;
+                }
+                if queue.ready.front().is_none() && more {
+                    continue;
                 }
             }
             let Some(m) = queue.pop() else {

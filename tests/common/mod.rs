@@ -59,7 +59,21 @@ impl TestBroker {
         if let Some(r) = self.running.take() {
             r.shutdown().expect("shutdown");
         }
-        let server = Server::bind(self.config.clone()).expect("rebind");
+        // The port was free a moment ago; a parallel test's outgoing
+        // connection may hold it as its local port for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let server = loop {
+            match Server::bind(self.config.clone()) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("rebind: {e:?}"),
+            }
+        };
         self.mgmt_addr = server.management_addr();
         self.prom_addr = server.prometheus_addr();
         self.running = Some(server.spawn().expect("spawn"));
