@@ -179,8 +179,18 @@ impl Client {
         if self.state == State::Closed {
             return;
         }
-        self.last_recv = now;
         self.input.extend_from_slice(data);
+        self.process(now);
+    }
+
+    /// Where a transport reads to; [`Client::process`] then handles it.
+    pub(crate) fn input_buffer(&mut self) -> &mut BytesMut {
+        &mut self.input
+    }
+
+    /// Handle the frames read into [`Client::input_buffer`] at `now`.
+    pub(crate) fn process(&mut self, now: Instant) {
+        self.last_recv = now;
         loop {
             if self.state == State::Closed {
                 self.input.clear();

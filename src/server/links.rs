@@ -4,7 +4,7 @@
 //! this broker's own [`Core`] for ends with no host, whose bytes are
 //! moved both ways here. One call per loop turn, [`Server::links_turn`].
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -17,7 +17,9 @@ use slab::Slab;
 use super::Server;
 use crate::amqp::Core;
 use crate::link::{End, Io, Side};
-use crate::tls::{TlsConn, TlsRead};
+use crate::tls::TlsConn;
+
+use super::transport::{Dest, Got, Transport};
 
 /// Link sockets have tokens from here up.
 pub(super) const LINK_BASE: usize = usize::MAX / 4;
@@ -33,8 +35,9 @@ struct LinkSock {
     stream: TcpStream,
     connected: bool,
     readable: bool,
-    /// An `amqps://` end's TLS session.
-    tls: Option<TlsConn>,
+    /// Plain, or TLS for an `amqps://` end: the same read and write
+    /// paths as every other socket.
+    transport: Transport,
 }
 
 /// The resolver thread: requests in, answers out (and a wake-up).
@@ -251,16 +254,16 @@ fn connect(
     if link_io.socks.len() >= MAX_LINK_SOCKS {
         return end.client.transport_closed("too many link sockets");
     }
-    let tls = if end.uri.tls {
+    let transport = if end.uri.tls {
         let host = end.uri.host.clone().unwrap_or_default();
         match crate::tls::client::config(&host, &end.uri.query)
             .and_then(|(config, name)| TlsConn::client(config, name))
         {
-            Ok(t) => Some(t),
+            Ok(t) => Transport::Tls(Box::new(t)),
             Err(e) => return end.client.transport_closed(&e.to_string()),
         }
     } else {
-        None
+        Transport::Plain
     };
     let mut stream = match TcpStream::connect(addr) {
         Ok(s) => s,
@@ -286,7 +289,7 @@ fn connect(
         stream,
         connected: false,
         readable: false,
-        tls,
+        transport,
     });
     end.io = Some(Io::Sock(i));
     end.connect_by = Some(now + CONNECT_TIMEOUT);
@@ -341,38 +344,21 @@ fn read_sock(link_io: &mut LinkIo, end: &mut End, i: usize, scratch: &mut [u8], 
             }
         }
     }
-    if let Some(tls) = s.tls.as_mut() {
-        for _ in 0..MAX_READS {
-            match tls.read_from(&mut s.stream, scratch, |p| end.client.input(p, now)) {
-                Ok(TlsRead::Read(_)) => {}
-                Ok(TlsRead::Closed) => {
-                    s.readable = false;
-                    return end
-                        .client
-                        .transport_closed("the peer closed the connection");
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.readable = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    s.readable = false;
-                    return end.client.transport_closed(&format!("TLS: {e}"));
-                }
-            }
-        }
-        return;
-    }
     for _ in 0..MAX_READS {
-        match s.stream.read(scratch) {
-            Ok(0) => {
+        let dest = Dest::Bytes {
+            buf: end.client.input_buffer(),
+            direct: None,
+            max: usize::MAX,
+        };
+        match s.transport.read(&mut s.stream, scratch, dest) {
+            Ok(Got::Bytes(_)) => end.client.process(now),
+            Ok(Got::Closed) => {
+                end.client.process(now);
                 s.readable = false;
                 return end
                     .client
                     .transport_closed("the peer closed the connection");
             }
-            Ok(n) => end.client.input(scratch.get(..n).unwrap_or_default(), now),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 s.readable = false;
                 return;
@@ -380,7 +366,8 @@ fn read_sock(link_io: &mut LinkIo, end: &mut End, i: usize, scratch: &mut [u8], 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 s.readable = false;
-                return end.client.transport_closed(&format!("read: {e}"));
+                let what = if s.transport.is_tls() { "TLS" } else { "read" };
+                return end.client.transport_closed(&format!("{what}: {e}"));
             }
         }
     }
@@ -393,61 +380,29 @@ fn write_sock(link_io: &mut LinkIo, end: &mut End, i: usize, now: Instant) {
     if !s.connected {
         return;
     }
-    if let Some(tls) = s.tls.as_mut() {
-        return write_tls(tls, &mut s.stream, end, now);
-    }
     loop {
         let out = end.client.output();
-        if out.is_empty() {
+        if out.is_empty() && !s.transport.wants_write() {
             return;
         }
         let mut slices = [IoSlice::new(&[]); 64];
         let n = out.io_slices(&mut slices);
-        match s.stream.write_vectored(slices.get(..n).unwrap_or(&[])) {
-            Ok(0) => return,
+        match s
+            .transport
+            .write(&mut s.stream, slices.get(..n).unwrap_or(&[]))
+        {
             Ok(w) => {
-                out.consume(w);
-                end.client.wrote(now);
+                out.consume(w.taken);
+                if w.sent > 0 {
+                    end.client.wrote(now);
+                }
+                if w.blocked || (w.taken == 0 && w.sent == 0) {
+                    return;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return end.client.transport_closed(&format!("write: {e}")),
-        }
-    }
-}
-
-/// Write an `amqps://` end: its output into the TLS session, the
-/// session's records to the socket (the handshake's too).
-fn write_tls(tls: &mut TlsConn, stream: &mut TcpStream, end: &mut End, now: Instant) {
-    loop {
-        let out = end.client.output();
-        let mut took = 0;
-        if !out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = out.io_slices(&mut slices);
-            match tls.write_plain(slices.get(..n).unwrap_or(&[])) {
-                Ok(k) => {
-                    out.consume(k);
-                    took = k;
-                }
-                Err(e) => return end.client.transport_closed(&format!("TLS: {e}")),
-            }
-        }
-        let mut sent = false;
-        while tls.wants_write() {
-            match tls.write_to(stream) {
-                Ok(0) => break,
-                Ok(_) => sent = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return end.client.transport_closed(&format!("write: {e}")),
-            }
-        }
-        if sent {
-            end.client.wrote(now);
-        }
-        if took == 0 {
-            return;
         }
     }
 }
