@@ -39,6 +39,11 @@ pub(crate) const NODE: &str = "warren@localhost";
 pub(crate) fn wanted(engine: &Engine) -> BTreeMap<Key, Def> {
     let mut out = BTreeMap::new();
     let rt = &engine.broker.runtime;
+    if rt.parameters_in(Some(UPSTREAM), None).next().is_none() {
+        // No upstream anywhere: no link, whatever the policies say (the
+        // scan every second costs nothing then).
+        return out;
+    }
     for (vname, vhost) in &engine.broker.vhosts {
         let v = String::from_utf8_lossy(vname).into_owned();
         for x in vhost.exchanges.values() {
@@ -70,8 +75,11 @@ pub(crate) fn wanted(engine: &Engine) -> BTreeMap<Key, Def> {
         }
     }
     for (_, q) in engine.broker.queues.iter() {
+        let Some(p) = q.policy.as_deref() else {
+            continue;
+        };
         let v = String::from_utf8_lossy(&q.vhost).into_owned();
-        let Some(policy) = q.policy.as_deref().and_then(|p| rt.policies.get(&v, p)) else {
+        let Some(policy) = rt.policies.get(&v, p) else {
             continue;
         };
         let queue = String::from_utf8_lossy(&q.name).into_owned();
