@@ -1948,6 +1948,7 @@ const FUZZ_TARGETS: &[(&str, FuzzTarget)] = &[
     ("session", warren::testing::fuzz_session),
     ("x509", warren::testing::fuzz_x509),
     ("tls", warren::testing::fuzz_tls),
+    ("websocket", warren::websocket::fuzzing::fuzz_websocket),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -2188,6 +2189,11 @@ fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in frames {
         seeds.push(("frame", name.clone(), bytes.clone()));
         seeds.push(("roundtrip", name, bytes));
+    }
+
+    // websocket: handshakes good and bad, frames of every kind and error
+    for (name, bytes) in warren::websocket::fuzzing::seeds() {
+        seeds.push(("websocket", name.to_string(), bytes));
     }
     seeds
 }
