@@ -3,16 +3,19 @@
 //! Data path: socket bytes → [`codec`] frames → methods → connection state
 //! machine → broker (exchanges, queues, consumers) → outgoing frames →
 //! socket. The codec is sans-IO: it takes bytes and returns values, and back.
+//! [`mqtt`] is MQTT 3.1/3.1.1/5.0 beside it: its own sans-IO packet codec
+//! ([`mqtt::codec`]) under the same rules.
 
 #![deny(unsafe_code)]
 
 // The public surface: the server and its configuration, the codec, the
-// file-based configuration and logging the `warren` binary uses, and the
+// MQTT codec, the file-based configuration and logging the `warren` binary uses, and the
 // few helpers the binaries share (`support`). Everything else is the
 // crate's own (the test harness re-exports what the tests look at).
 pub mod codec;
 pub mod config_file;
 pub mod logging;
+pub mod mqtt;
 pub use config::{AuthMechanism, CertLogin, Config, SniCert, TlsOptions, TlsVersion};
 pub use server::{Handle, Running, Server};
 
