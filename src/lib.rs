@@ -3,18 +3,21 @@
 //! Data path: socket bytes → [`codec`] frames → methods → connection state
 //! machine → broker (exchanges, queues, consumers) → outgoing frames →
 //! socket. The codec is sans-IO: it takes bytes and returns values, and back.
-//! MQTT over WebSocket: [`websocket`] is the sans-IO RFC 6455 server layer
-//! (opening handshake, frame decoding, server frame headers).
+//! MQTT 3.1, 3.1.1 and 5.0 ([`mqtt`], with its own sans-IO packet codec
+//! [`mqtt::codec`]) drive the same engine beside AMQP, also over WebSocket
+//! ([`websocket`]: the sans-IO RFC 6455 server layer).
 
 #![deny(unsafe_code)]
 
 // The public surface: the server and its configuration, the codec, the
-// WebSocket layer, the file-based configuration and logging the `warren`
-// binary uses, and the few helpers the binaries share (`support`). Everything else is the
+// MQTT codec, the WebSocket layer, the file-based configuration and
+// logging the `warren` binary uses, and the few helpers the binaries share
+// (`support`). Everything else is the
 // crate's own (the test harness re-exports what the tests look at).
 pub mod codec;
 pub mod config_file;
 pub mod logging;
+pub mod mqtt;
 pub mod websocket;
 pub use config::{AuthMechanism, CertLogin, Config, SniCert, TlsOptions, TlsVersion};
 pub use server::{Handle, Running, Server};

@@ -1949,6 +1949,7 @@ const FUZZ_TARGETS: &[(&str, FuzzTarget)] = &[
     ("x509", warren::testing::fuzz_x509),
     ("tls", warren::testing::fuzz_tls),
     ("websocket", warren::websocket::fuzzing::fuzz_websocket),
+    ("mqtt", warren::mqtt::codec::fuzzing::fuzz_mqtt),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -2195,7 +2196,305 @@ fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in warren::websocket::fuzzing::seeds() {
         seeds.push(("websocket", name.to_string(), bytes));
     }
+    // mqtt: whole packet streams of both versions
+    for (name, bytes) in mqtt_seeds() {
+        seeds.push(("mqtt", name, bytes));
+    }
     seeds
+}
+
+/// Every `mqtt` seed is a stream of whole, valid packets for its selector
+/// (the size-limited one ends in a packet over the limit), so the fuzzer
+/// starts from inputs that reach past the first check.
+#[test]
+fn mqtt_seeds_decode_whole() {
+    use warren::mqtt::codec::{decode, reason, Packet, Version};
+    for (name, bytes) in mqtt_seeds() {
+        let mut version = match bytes[0] & 3 {
+            1 => Some(Version::V311),
+            2 => Some(Version::V5),
+            _ => None,
+        };
+        let max = if bytes[0] & 0b1100 == 0b0100 {
+            16
+        } else {
+            usize::MAX
+        };
+        let mut buf = BytesMut::from(&bytes[1..]);
+        let mut count = 0;
+        loop {
+            match decode(&mut buf, version, max) {
+                Ok(Some(p)) => {
+                    count += 1;
+                    if let Packet::Connect(c) = p {
+                        version = Some(c.version);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(e.reason, reason::PACKET_TOO_LARGE, "{name}: {e}");
+                    assert!(max == 16, "{name}: {e}");
+                    break;
+                }
+            }
+        }
+        assert!(count > 0, "{name}");
+        if max != 16 {
+            assert!(buf.is_empty(), "{name}: bytes left");
+        }
+    }
+}
+
+/// The `mqtt` target's named seeds: a selector byte (bits 0-1: no version
+/// yet, 3.1.1, 5; bits 2-3: maximum packet size, 0 = none, 1 = 16 bytes),
+/// then packets as a client or a server sends them.
+fn mqtt_seeds() -> Vec<(String, Vec<u8>)> {
+    use warren::mqtt::codec::{
+        encode, Ack, ConnAck, Connect, Disconnect, Packet, Properties, Publish, SubAck, SubOptions,
+        Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    };
+    const NO_VERSION: u8 = 0;
+    const V311: u8 = 1;
+    const V5: u8 = 2;
+    const MAX_16: u8 = 1 << 2;
+    let s = |x: &'static [u8]| Bytes::from_static(x);
+    let seed = |select: u8, version: Version, packets: &[Packet]| {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[select]);
+        for p in packets {
+            encode(p, version, &mut out);
+        }
+        out.to_vec()
+    };
+    let connect = |version, props: Properties, will: Option<Will>| {
+        Packet::Connect(Box::new(Connect {
+            version,
+            client_id: s(b"mosq-client"),
+            clean_start: true,
+            keep_alive: 60,
+            username: Some(s(b"guest")),
+            password: Some(s(b"guest")),
+            will,
+            props,
+        }))
+    };
+    let publish = |qos, packet_id, props: Properties| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: qos == 1,
+            topic: s(b"sensors/kitchen/temperature"),
+            packet_id,
+            props,
+            payload: s(b"21.5"),
+        })
+    };
+    let ack = |packet_id, code| Ack {
+        packet_id,
+        code,
+        props: Properties::default(),
+    };
+    let user = vec![(s(b"origin"), s(b"test"))];
+    let v5_will = Will {
+        topic: s(b"status/mosq-client"),
+        payload: s(b"offline"),
+        qos: 1,
+        retain: true,
+        props: Properties {
+            will_delay_interval: Some(5),
+            payload_format_indicator: Some(1),
+            content_type: Some(s(b"text/plain")),
+            user_properties: user.clone(),
+            ..Properties::default()
+        },
+    };
+    let v5_connect_props = Properties {
+        session_expiry_interval: Some(3600),
+        receive_maximum: Some(20),
+        maximum_packet_size: Some(1 << 20),
+        topic_alias_maximum: Some(10),
+        request_problem_information: Some(1),
+        user_properties: user.clone(),
+        ..Properties::default()
+    };
+    let publish_props = Properties {
+        message_expiry_interval: Some(30),
+        topic_alias: Some(1),
+        response_topic: Some(s(b"replies/1")),
+        correlation_data: Some(s(b"\x00\x01")),
+        user_properties: user.clone(),
+        ..Properties::default()
+    };
+    let subscribe = |props: Properties| {
+        Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            props,
+            filters: vec![
+                (
+                    s(b"sensors/+/temperature"),
+                    SubOptions {
+                        qos: 1,
+                        no_local: true,
+                        retain_as_published: true,
+                        retain_handling: 1,
+                    },
+                ),
+                (
+                    s(b"$share/group/alerts/#"),
+                    SubOptions {
+                        qos: 2,
+                        ..SubOptions::default()
+                    },
+                ),
+            ],
+        })
+    };
+    let bye = Packet::Disconnect(Disconnect {
+        code: 0,
+        props: Properties::default(),
+    });
+    vec![
+        (
+            "v311-connect-mosquitto".into(),
+            seed(
+                NO_VERSION,
+                Version::V311,
+                &[
+                    connect(Version::V311, Properties::default(), None),
+                    publish(1, 1, Properties::default()),
+                    Packet::PingReq,
+                    bye.clone(),
+                ],
+            ),
+        ),
+        (
+            "v31-connect".into(),
+            seed(
+                NO_VERSION,
+                Version::V31,
+                &[connect(Version::V31, Properties::default(), None)],
+            ),
+        ),
+        (
+            "v5-connect-will-props".into(),
+            seed(
+                NO_VERSION,
+                Version::V5,
+                &[
+                    connect(Version::V5, v5_connect_props, Some(v5_will)),
+                    publish(0, 0, publish_props.clone()),
+                    bye.clone(),
+                ],
+            ),
+        ),
+        (
+            "v311-publish-qos1".into(),
+            seed(V311, Version::V311, &[publish(1, 7, Properties::default())]),
+        ),
+        (
+            "v311-publish-qos2-flow".into(),
+            seed(
+                V311,
+                Version::V311,
+                &[
+                    publish(2, 8, Properties::default()),
+                    Packet::PubRec(ack(8, 0)),
+                    Packet::PubRel(ack(8, 0)),
+                    Packet::PubComp(ack(8, 0)),
+                ],
+            ),
+        ),
+        (
+            "v5-publish-qos1-props".into(),
+            seed(
+                V5,
+                Version::V5,
+                &[
+                    publish(1, 9, publish_props.clone()),
+                    Packet::PubAck(ack(9, 0x10)),
+                ],
+            ),
+        ),
+        (
+            "v5-publish-qos2".into(),
+            seed(
+                V5,
+                Version::V5,
+                &[
+                    publish(2, 10, Properties::default()),
+                    Packet::PubRec(ack(10, 0)),
+                    Packet::PubRel(ack(10, 0x92)),
+                    Packet::PubComp(ack(10, 0)),
+                ],
+            ),
+        ),
+        (
+            "v311-subscribe".into(),
+            seed(
+                V311,
+                Version::V311,
+                &[
+                    subscribe(Properties::default()),
+                    Packet::Unsubscribe(Unsubscribe {
+                        packet_id: 4,
+                        props: Properties::default(),
+                        filters: vec![s(b"sensors/+/temperature")],
+                    }),
+                ],
+            ),
+        ),
+        (
+            "v5-subscribe".into(),
+            seed(
+                V5,
+                Version::V5,
+                &[subscribe(Properties {
+                    subscription_ids: vec![12],
+                    user_properties: user.clone(),
+                    ..Properties::default()
+                })],
+            ),
+        ),
+        (
+            "v5-server-packets".into(),
+            seed(
+                V5,
+                Version::V5,
+                &[
+                    Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        code: 0,
+                        props: Properties {
+                            assigned_client_id: Some(s(b"auto-42")),
+                            maximum_qos: Some(1),
+                            retain_available: Some(1),
+                            server_keep_alive: Some(30),
+                            ..Properties::default()
+                        },
+                    }),
+                    Packet::SubAck(SubAck {
+                        packet_id: 3,
+                        props: Properties::default(),
+                        codes: vec![1, 0x9E],
+                    }),
+                    Packet::UnsubAck(UnsubAck {
+                        packet_id: 4,
+                        props: Properties::default(),
+                        codes: vec![0x11],
+                    }),
+                    Packet::PingResp,
+                ],
+            ),
+        ),
+        (
+            "v311-max-size-16".into(),
+            seed(
+                V311 | MAX_16,
+                Version::V311,
+                &[Packet::PingReq, publish(1, 11, Properties::default())],
+            ),
+        ),
+    ]
 }
 
 #[test]
