@@ -105,6 +105,62 @@ pub enum CertLogin {
     DistinguishedName,
 }
 
+/// The MQTT front door's settings (RabbitMQ's `mqtt.*` and
+/// `web_mqtt.*` keys).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// MQTT listeners (RabbitMQ: 1883).
+    pub listen: Vec<SocketAddr>,
+    /// MQTT over TLS listeners (RabbitMQ: 8883); they use the AMQPS
+    /// certificates (`tls`).
+    pub tls_listen: Vec<SocketAddr>,
+    /// MQTT over WebSocket listeners (RabbitMQ web-mqtt: 15675).
+    pub ws_listen: Vec<SocketAddr>,
+    /// The WebSocket path (RabbitMQ: `/ws`).
+    pub ws_path: String,
+    /// The vhost of clients that do not name one (`mqtt.vhost`).
+    pub vhost: String,
+    /// The exchange topics map onto (`mqtt.exchange`).
+    pub exchange: String,
+    /// Clients without credentials log in as `default_user`
+    /// (`mqtt.allow_anonymous`).
+    pub allow_anonymous: bool,
+    /// The user anonymous clients log in as (`mqtt.default_user`).
+    pub default_user: String,
+    /// Its password (`mqtt.default_pass`).
+    pub default_pass: String,
+    /// Unacknowledged deliveries per MQTT 3.1.1 client (`mqtt.prefetch`;
+    /// an MQTT 5 client's Receive Maximum replaces it).
+    pub prefetch: u16,
+    /// Largest packet accepted once logged in
+    /// (`mqtt.max_packet_size_authenticated`).
+    pub max_packet: usize,
+    /// Largest packet accepted before (`mqtt.max_packet_size_unauthenticated`).
+    pub max_packet_unauth: usize,
+    /// Topic aliases an MQTT 5 client may use towards us.
+    pub topic_alias_max: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> MqttConfig {
+        MqttConfig {
+            listen: Vec::new(),
+            tls_listen: Vec::new(),
+            ws_listen: Vec::new(),
+            ws_path: "/ws".into(),
+            vhost: "/".into(),
+            exchange: "amq.topic".into(),
+            allow_anonymous: true,
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            prefetch: 100,
+            max_packet: 256 << 20,
+            max_packet_unauth: 65_536,
+            topic_alias_max: 64,
+        }
+    }
+}
+
 /// Everything the broker can be told at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -127,6 +183,9 @@ pub struct Config {
     /// certificate (RabbitMQ's `ssl_cert_login_from`; default: the
     /// distinguished name, as RabbitMQ).
     pub ssl_cert_login_from: CertLogin,
+    /// MQTT settings and listeners (none by default, as RabbitMQ without
+    /// its MQTT plugin).
+    pub mqtt: MqttConfig,
     /// Data directory; `None` keeps everything in memory (tests, fuzzing).
     pub data_dir: Option<PathBuf>,
     /// Size at which a message store segment file is closed and a new one begun.
@@ -221,6 +280,7 @@ impl Default for Config {
                 AuthMechanism::External,
             ],
             ssl_cert_login_from: CertLogin::DistinguishedName,
+            mqtt: MqttConfig::default(),
             data_dir: Some(PathBuf::from("data")),
             segment_size: 8 << 20,
             checkpoint_bytes: 64 << 20,

@@ -47,6 +47,13 @@
 //! | `log.file.level` | as `log.console.level` (default `info`) | the file's filter (`RUST_LOG` wins) |
 //! | `log.file.rotation.size` | bytes or units; the file is rotated to `NAME.0`, `NAME.1`, ... before it would grow past it (0: never) | |
 //! | `log.file.rotation.count` | rotated files kept (default 5) | |
+//! | `mqtt.listeners.tcp.NAME`, `mqtt.listeners.ssl.NAME` | as `listeners.tcp.NAME` (RabbitMQ's 1883, 8883) | `mqtt.listen`, `mqtt.tls_listen` (TLS uses `ssl_options.*`) |
+//! | `web_mqtt.tcp.port`, `web_mqtt.tcp.ip`, `web_mqtt.ws_path` | MQTT over WebSocket (RabbitMQ's 15675, `/ws`) | `mqtt.ws_listen`, `mqtt.ws_path` |
+//! | `mqtt.vhost`, `mqtt.exchange` | the vhost of clients that name none (`/`), the exchange topics map onto (`amq.topic`) | same |
+//! | `mqtt.allow_anonymous`, `mqtt.default_user`, `mqtt.default_pass` | clients without credentials log in as this user (`true`, guest/guest) | same |
+//! | `mqtt.prefetch` | unacknowledged deliveries per MQTT 3.1.1 client (100) | same |
+//! | `mqtt.max_packet_size_authenticated`, `..._unauthenticated` | bytes (256 MiB, 64 KiB) | `mqtt.max_packet`, `mqtt.max_packet_unauth` |
+//! | `mqtt.topic_alias_maximum` | aliases an MQTT 5 client may use (64) | same |
 //! | `data_dir` | path | `data_dir` |
 //! | `segment_size` | bytes or units, 4 KiB ..= 1 GiB | `segment_size` |
 //! | `loopback_addresses` | comma-separated IPs | `loopback_addresses` |
@@ -476,6 +483,42 @@ impl Parser<'_> {
                 let port = c.management_tls_listen.map_or(15671, |a| a.port());
                 c.management_tls_listen = Some(SocketAddr::new(ip, port));
             }
+            "mqtt.vhost" => c.mqtt.vhost = non_empty(v)?,
+            "mqtt.exchange" => c.mqtt.exchange = non_empty(v)?,
+            "mqtt.allow_anonymous" => c.mqtt.allow_anonymous = boolean(v)?,
+            "mqtt.default_user" => c.mqtt.default_user = non_empty(v)?,
+            "mqtt.default_pass" => c.mqtt.default_pass = v.to_string(),
+            "mqtt.prefetch" => c.mqtt.prefetch = uint(v, u16::MAX as u64)?.max(1) as u16,
+            "mqtt.topic_alias_maximum" => c.mqtt.topic_alias_max = uint(v, u16::MAX as u64)? as u16,
+            "mqtt.max_packet_size_authenticated" | "mqtt.max_packet_size_unauthenticated" => {
+                let n = info_units(v)?;
+                // MQTT's remaining length stops at 268,435,455 bytes.
+                if n == 0 || n > 268_435_455 {
+                    return Err("must be between 1 and 268435455".into());
+                }
+                if key.ends_with("unauthenticated") {
+                    c.mqtt.max_packet_unauth = n as usize;
+                } else {
+                    c.mqtt.max_packet = n as usize;
+                }
+            }
+            "web_mqtt.tcp.port" => {
+                let port = uint(v, u16::MAX as u64)? as u16;
+                let ip = c.mqtt.ws_listen.first().map(|a| a.ip());
+                let ip = ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+                c.mqtt.ws_listen = vec![SocketAddr::new(ip, port)];
+            }
+            "web_mqtt.tcp.ip" => {
+                let ip: IpAddr = v.parse().map_err(|_| "not an IP address".to_string())?;
+                let port = c.mqtt.ws_listen.first().map_or(15675, |a| a.port());
+                c.mqtt.ws_listen = vec![SocketAddr::new(ip, port)];
+            }
+            "web_mqtt.ws_path" => {
+                if !v.starts_with('/') {
+                    return Err("must start with /".into());
+                }
+                c.mqtt.ws_path = v.to_string();
+            }
             "default_user" => c.default_user = non_empty(v)?,
             "default_pass" => c.default_pass = v.to_string(),
             "default_vhost" => c.default_vhost = non_empty(v)?,
@@ -622,6 +665,19 @@ impl Parser<'_> {
             match l.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = addr,
                 None => l.push((name.to_string(), addr)),
+            }
+        } else if let Some(name) = key
+            .strip_prefix("mqtt.listeners.tcp.")
+            .or(key.strip_prefix("mqtt.listeners.ssl."))
+        {
+            if name.is_empty() {
+                return Err(unknown(key));
+            }
+            let addr = listener(v)?;
+            if key.starts_with("mqtt.listeners.tcp.") {
+                c.mqtt.listen.push(addr);
+            } else {
+                c.mqtt.tls_listen.push(addr);
             }
         } else if let Some(rest) = key.strip_prefix("ssl_options.") {
             tls_option(&mut c.tls, &mut self.sni, self.line, rest, v)?;

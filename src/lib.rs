@@ -20,7 +20,7 @@ pub mod logging;
 pub mod mqtt;
 pub mod websocket;
 pub use config::{AuthMechanism, CertLogin, Config, SniCert, TlsOptions, TlsVersion};
-pub use server::{Handle, Running, Server};
+pub use server::{Handle, MqttAddrs, Running, Server};
 
 pub(crate) mod amqp;
 pub(crate) mod broker;

@@ -25,7 +25,13 @@ pub use crate::tls::x509::{subject as x509_subject, Subject, X509Error};
 pub use crate::tls::{server_config as tls_server_config, TlsConn, TlsRead};
 pub use tls::{fuzz_tls, fuzz_x509};
 
+mod mqtt;
 mod tls;
+pub use mqtt::{fuzz_mqtt_session, Mqtt};
+/// The MQTT harness's helpers and packet types.
+pub mod mqtt_client {
+    pub use super::mqtt::*;
+}
 
 /// A core plus one scripted client connection.
 pub struct Pair {

@@ -10,9 +10,24 @@ use super::Core;
 use crate::broker::args;
 use crate::broker::auth::Access;
 use crate::broker::queue::ConsumerRef;
-use crate::broker::ConnId;
+use crate::broker::{ConnId, QueueId};
 use crate::codec::*;
 use crate::engine::{count_taken, Taken};
+
+/// A consumer to add (see [`Core::add_consumer`]).
+#[derive(Debug)]
+pub(crate) struct Consume {
+    /// Consumer tag (unique on its channel).
+    pub tag: Bytes,
+    /// Deliveries need no acknowledgement.
+    pub no_ack: bool,
+    /// The queue's only consumer.
+    pub exclusive: bool,
+    /// `x-priority`.
+    pub priority: i32,
+    /// `x-consumer-timeout` in milliseconds.
+    pub timeout: Option<u64>,
+}
 
 impl Core {
     /// basic.* on an open channel.
@@ -138,6 +153,39 @@ impl Core {
         } else {
             bc.consumer_tag.clone()
         };
+        let c = Consume {
+            tag: tag.clone(),
+            no_ack: bc.no_ack,
+            exclusive: bc.exclusive,
+            priority,
+            timeout,
+        };
+        self.add_consumer(id, ch, vhost, q, c)?;
+        if !bc.nowait {
+            self.reply(id, ch, BasicConsumeOk { consumer_tag: tag }.into());
+        }
+        Ok(())
+    }
+
+    /// The consume action as every front door takes it: consumer `c` on
+    /// queue `q` for channel `ch` of connection `id` (a tag in use there is
+    /// 530, an exclusive consumer where another is 403), then the queue
+    /// may deliver to it.
+    pub(crate) fn add_consumer(
+        &mut self,
+        id: ConnId,
+        ch: u16,
+        vhost: &[u8],
+        q: QueueId,
+        c: Consume,
+    ) -> Result<(), Error> {
+        let Consume {
+            tag,
+            no_ack,
+            exclusive,
+            priority,
+            timeout,
+        } = c;
         let Some(c) = self.chan(id, ch) else {
             return Ok(());
         };
@@ -153,7 +201,7 @@ impl Core {
         };
         // RabbitMQ refuses exclusive consumers on single-active-consumer queues.
         let shared = !queue.consumers.is_empty() || queue.args.single_active_consumer;
-        if queue.exclusive_consumer || (bc.exclusive && shared) {
+        if queue.exclusive_consumer || (exclusive && shared) {
             return Err(err(
                 ReplyCode::ACCESS_REFUSED,
                 format!(
@@ -163,7 +211,7 @@ impl Core {
                 ),
             ));
         }
-        queue.exclusive_consumer = bc.exclusive;
+        queue.exclusive_consumer = exclusive;
         let Some(c) = self.conn_mut(id).and_then(|c| c.channel_mut(ch)) else {
             return Ok(());
         };
@@ -171,7 +219,7 @@ impl Core {
             tag: tag.clone(),
             queue: q,
             qkey: u32::MAX,
-            no_ack: bc.no_ack,
+            no_ack,
             prefetch,
             unacked: 0,
             timeout,
@@ -189,9 +237,6 @@ impl Core {
             k.qkey = qkey.unwrap_or(u32::MAX);
         }
         self.engine.touch_queue(q);
-        if !bc.nowait {
-            self.reply(id, ch, BasicConsumeOk { consumer_tag: tag }.into());
-        }
         self.engine.mark_queue(q);
         Ok(())
     }

@@ -19,6 +19,10 @@ impl Core {
     pub fn end_turn(&mut self, now: Instant) {
         // Queues whose consumers got room back as their output drained.
         self.run_dispatch();
+        if self.mqtt.retained_dirty {
+            // Before the commit that releases the acknowledgements.
+            self.mqtt_save_retained();
+        }
         let _ = self.group_commit(now, false);
         let Core { engine, conns, .. } = self;
         engine.measure_buffers(now, || {
@@ -101,6 +105,11 @@ impl Core {
     pub(crate) fn release_sync_waiters(&mut self, ok: bool) {
         let waiters = std::mem::take(&mut self.sync_waiters);
         for (id, ch) in waiters {
+            if self.conn(id).is_some_and(|c| c.mqtt.is_some()) {
+                self.mqtt_release_acks(id, ok);
+                self.mark_flush(id);
+                continue;
+            }
             if let Some(c) = self.conn_mut(id) {
                 let Connection {
                     channels, outbox, ..

@@ -109,6 +109,8 @@ pub struct Connection {
     /// A connection from inside the broker (a link's end): the user it
     /// is logged in as, without a password.
     pub internal: Option<Bytes>,
+    /// An MQTT connection: its session (see `crate::mqtt`).
+    pub mqtt: Option<Box<crate::mqtt::Session>>,
 }
 
 impl Connection {
@@ -150,6 +152,7 @@ impl Connection {
             topic_checks: Vec::new(),
             write_ok: None,
             internal: None,
+            mqtt: None,
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Core {
     /// Outbound links (shovels): their ends to this broker are
     /// connections here, made with [`Core::accept_internal`].
     pub(crate) links: crate::link::Links,
+    /// The MQTT front door's state (client ids, detached sessions,
+    /// retained messages, delayed wills).
+    pub(crate) mqtt: crate::mqtt::MqttState,
 }
 
 impl Core {
@@ -86,6 +89,7 @@ impl Core {
             commit_dependents: Vec::new(),
             sync_waiters: Vec::new(),
             links: crate::link::Links::default(),
+            mqtt: crate::mqtt::MqttState::default(),
         }
     }
 
@@ -107,6 +111,12 @@ impl Core {
 
     /// Register a newly accepted connection.
     pub fn accept(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+        info!("accepting AMQP connection {peer}");
+        self.new_conn(peer, now)
+    }
+
+    /// A new connection (of any protocol) in the slab.
+    pub(crate) fn new_conn(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
         self.next_gen = self.next_gen.wrapping_add(1);
         let entry = self.conns.vacant_entry();
         let id = ConnId {
@@ -114,7 +124,6 @@ impl Core {
             gen: self.next_gen,
         };
         entry.insert(Connection::new(id, peer, now));
-        info!("accepting AMQP connection {peer}");
         id
     }
 
@@ -320,7 +329,15 @@ impl Core {
 
     /// The peer closed the socket (or it failed): clean up and forget it.
     pub fn peer_closed(&mut self, id: ConnId) {
-        if let Some(c) = self.conn(id) {
+        if self.conn(id).is_some_and(|c| c.mqtt.is_some()) {
+            let now = self.engine.now();
+            if self.conn(id).is_some_and(|c| c.state != ConnState::Dead) {
+                if let Some(c) = self.conn(id) {
+                    info!("MQTT connection {}: the client closed the socket", c.peer);
+                }
+            }
+            self.mqtt_gone(id, now);
+        } else if let Some(c) = self.conn(id) {
             if !matches!(c.state, ConnState::Dead | ConnState::Closing) {
                 info!(
                     "closing AMQP connection {} (peer closed the socket)",
@@ -344,6 +361,9 @@ impl Core {
     pub fn process(&mut self, id: ConnId, now: Instant) {
         self.engine.advance(now);
         let Some(c) = self.conn_mut(id) else { return };
+        if c.mqtt.is_some() {
+            return self.mqtt_process(id, now);
+        }
         if !c.inbuf.is_empty() {
             c.last_recv = now;
         }
@@ -429,6 +449,17 @@ impl Core {
     /// its channels, and wait for close-ok.
     pub fn connection_error(&mut self, id: ConnId, e: Error, now: Instant) {
         let Some(c) = self.conn_mut(id) else { return };
+        if c.mqtt.is_some() {
+            // An operator's close or a shutdown (MQTT 5: DISCONNECT 0x8B
+            // server shutting down, 0x98 administrative action).
+            let code = if e.code == ReplyCode::CONNECTION_FORCED {
+                crate::mqtt::codec::reason::SERVER_SHUTTING_DOWN
+            } else {
+                crate::mqtt::codec::reason::UNSPECIFIED
+            };
+            let why = format!("{} {}", e.code, e.reply_text());
+            return self.mqtt_close(id, code, &why, now);
+        }
         if matches!(c.state, ConnState::Closing | ConnState::Dead) {
             // Closing already: the first error was logged and answered.
             log::debug!(
@@ -584,6 +615,7 @@ impl Core {
                 }
             }
         }
+        self.mqtt_tick(now);
         self.check_consumer_timeouts();
         self.run_dispatch();
     }

@@ -67,10 +67,12 @@ impl Core {
             engine,
             conns,
             flush_list,
+            mqtt,
             ..
         } = self;
         let max_outbox = engine.config.max_outbox;
         let stamp = engine.stamp();
+        let wall = engine.wall_ms();
         let Some(queue) = engine.broker.queue_mut(qid) else {
             return;
         };
@@ -136,6 +138,67 @@ impl Core {
                 Taken::Msg(m, content) => (m, content),
                 Taken::Empty | Taken::Later => return,
             };
+            if c.mqtt.is_some() {
+                let Some(no_ack) = c
+                    .channel(channel)
+                    .and_then(|ch| ch.consumers.get(slot))
+                    .map(|k| k.no_ack)
+                else {
+                    queue.unpop(m);
+                    return;
+                };
+                let shared = ctag.starts_with(b"mqtt-shared:");
+                let queue_qos = u8::from(!no_ack);
+                if let Some(v) = c.mqtt.as_deref().and_then(|s| s.version) {
+                    let st = mqtt.stats_of(v);
+                    st.delivered += 1;
+                    st.redelivered += u64::from(m.redelivered());
+                }
+                let sent = crate::mqtt::deliver::deliver(
+                    c,
+                    channel,
+                    qid,
+                    &m,
+                    from_store.as_ref(),
+                    queue_qos,
+                    shared,
+                    wall,
+                );
+                match sent {
+                    crate::mqtt::deliver::Sent::NoId => {
+                        queue.unpop(m);
+                        queue.consumers.block(key);
+                        continue;
+                    }
+                    crate::mqtt::deliver::Sent::Settled => {
+                        count_taken(queue, &mut engine.counters, &m, false);
+                        engine.msgs.forget(store_id, &m);
+                    }
+                    crate::mqtt::deliver::Sent::Tracked(tag) => {
+                        count_taken(queue, &mut engine.counters, &m, false);
+                        engine.msgs.delivered(store_id, &m);
+                        queue.unacked += 1;
+                        if let Some(chan) = c.channel_mut(channel) {
+                            if let Some(consumer) = chan.consumers.get_mut(slot) {
+                                consumer.unacked += 1;
+                            }
+                            chan.unacked.push_back(Unacked {
+                                tag,
+                                queue: qid,
+                                msg: m,
+                                consumer: Some(ctag),
+                                consumer_slot: slot,
+                                at: stamp,
+                            });
+                        }
+                    }
+                }
+                if !c.in_flush_list {
+                    c.in_flush_list = true;
+                    flush_list.push(c.id);
+                }
+                continue;
+            }
             let frame_max = c.frame_max;
             let Connection {
                 channels,

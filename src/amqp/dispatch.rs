@@ -141,6 +141,13 @@ impl Core {
 
     /// Close a channel with a soft error.
     pub(crate) fn channel_error(&mut self, id: ConnId, ch: u16, e: Error) {
+        if self.conn(id).is_some_and(|c| c.mqtt.is_some()) {
+            // The internal channel of an MQTT connection (a consumer
+            // timeout): the connection goes.
+            let now = self.engine.now();
+            let why = format!("{} {}", e.code, e.reply_text());
+            return self.mqtt_close(id, crate::mqtt::codec::reason::UNSPECIFIED, &why, now);
+        }
         let Some(c) = self.conn_mut(id) else { return };
         warn!(
             "channel error on connection {}, channel {}: {} {}",

@@ -33,5 +33,6 @@ mod queue;
 mod reply_to;
 mod tx;
 
+pub(crate) use basic::Consume;
 pub use connection::{ConnState, Connection};
 pub use conns::{Core, ReadHint};

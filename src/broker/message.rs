@@ -459,7 +459,6 @@ impl QueuedMsg {
         }
     }
 
-    #[cfg(any(test, feature = "testing"))]
     /// The body when it is not packed inline (large bodies).
     pub fn big_body(&self) -> Option<&Bytes> {
         self.big.as_deref()

@@ -497,66 +497,120 @@ pub fn render(core: &Core, mgmt: &Mgmt, now: Instant, view: &View) -> String {
     out.text
 }
 
-/// RabbitMQ's `rabbitmq_global_*` counters, for AMQP 0-9-1 and classic
-/// queues (the only protocol and queue type warren has).
+/// RabbitMQ's `rabbitmq_global_*` counters, per protocol (`amqp091`,
+/// `mqtt311`, `mqtt50`, as RabbitMQ labels them) and for classic queues
+/// (the only queue type warren has).
 fn global(out: &mut Out, core: &Core, consumers: usize) {
     let c = &core.engine.counters;
-    const PROTO: &str = "protocol=\"amqp091\"";
-    const PROTO_QT: &str = "protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"";
-    let rows: [(&str, &str, &str, &str, u64); 7] = [
+    let m = &core.mqtt.stats;
+    let mqtt = |f: fn(&crate::mqtt::session::ProtoStats) -> u64| m.iter().map(f).sum::<u64>();
+    // Per protocol: consumers, acknowledged, delivered, received,
+    // redelivered, unroutable dropped, unroutable returned.
+    let mqtt_consumers = |v5: bool| {
+        core.conns
+            .iter()
+            .filter(|(_, x)| {
+                x.mqtt
+                    .as_deref()
+                    .and_then(|s| s.version)
+                    .is_some_and(|v| v.is_v5() == v5)
+            })
+            .map(|(_, x)| {
+                x.channels
+                    .iter()
+                    .map(|ch| ch.consumers.len())
+                    .sum::<usize>()
+            })
+            .sum::<usize>() as u64
+    };
+    let (c311, c50) = (mqtt_consumers(false), mqtt_consumers(true));
+    let protos: [(&str, [u64; 7]); 3] = [
         (
-            "global_consumers",
-            "gauge",
-            "Current number of consumers",
-            PROTO,
-            consumers as u64,
+            "amqp091",
+            [
+                (consumers as u64).saturating_sub(c311 + c50),
+                c.ack.saturating_sub(mqtt(|s| s.acknowledged)),
+                (c.deliver + c.get).saturating_sub(mqtt(|s| s.delivered)),
+                c.publish.saturating_sub(mqtt(|s| s.received)),
+                c.redeliver.saturating_sub(mqtt(|s| s.redelivered)),
+                c.drop_unroutable.saturating_sub(mqtt(|s| s.unroutable)),
+                c.return_unroutable,
+            ],
         ),
+        (
+            "mqtt311",
+            [
+                c311,
+                m[0].acknowledged,
+                m[0].delivered,
+                m[0].received,
+                m[0].redelivered,
+                m[0].unroutable,
+                0,
+            ],
+        ),
+        (
+            "mqtt50",
+            [
+                c50,
+                m[1].acknowledged,
+                m[1].delivered,
+                m[1].received,
+                m[1].redelivered,
+                m[1].unroutable,
+                0,
+            ],
+        ),
+    ];
+    let rows: [(&str, &str, &str, bool); 7] = [
+        ("global_consumers", "gauge", "Current number of consumers", false),
         (
             "global_messages_acknowledged_total",
             "counter",
             "Total number of messages acknowledged by consumers",
-            PROTO_QT,
-            c.ack,
+            true,
         ),
         (
             "global_messages_delivered_total",
             "counter",
             "Total number of messages delivered to consumers",
-            PROTO_QT,
-            c.deliver + c.get,
+            true,
         ),
         (
             "global_messages_received_total",
             "counter",
             "Total number of messages received from publishers",
-            PROTO,
-            c.publish,
+            false,
         ),
         (
             "global_messages_redelivered_total",
             "counter",
             "Total number of messages redelivered to consumers",
-            PROTO_QT,
-            c.redeliver,
+            true,
         ),
         (
             "global_messages_unroutable_dropped_total",
             "counter",
             "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
-            PROTO,
-            c.drop_unroutable,
+            false,
         ),
         (
             "global_messages_unroutable_returned_total",
             "counter",
             "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
-            PROTO,
-            c.return_unroutable,
+            false,
         ),
     ];
-    for (name, kind, help, labels, v) in rows {
+    for (i, (name, kind, help, per_queue_type)) in rows.into_iter().enumerate() {
         out.head(name, kind, help);
-        out.sample(name, labels, v);
+        for (proto, values) in &protos {
+            let labels = if per_queue_type {
+                format!("protocol=\"{proto}\",queue_type=\"rabbit_classic_queue\"")
+            } else {
+                format!("protocol=\"{proto}\"")
+            };
+            out.sample(name, &labels, values.get(i).copied().unwrap_or(0));
+        }
     }
 }
 

@@ -146,6 +146,42 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// AMQP 0-9-1.
+    Amqp,
+    /// MQTT.
+    Mqtt,
+    /// MQTT over WebSocket.
+    MqttWs,
+}
+
+/// The MQTT listeners' addresses (see [`Running::mqtt_addrs`]).
+#[derive(Debug, Clone, Default)]
+pub struct MqttAddrs {
+    /// MQTT over TCP.
+    pub tcp: Vec<SocketAddr>,
+    /// MQTT over TLS.
+    pub tls: Vec<SocketAddr>,
+    /// MQTT over WebSocket.
+    pub ws: Vec<SocketAddr>,
+}
+
+impl MqttAddrs {
+    fn of(list: &[(Door, bool, SocketAddr)]) -> MqttAddrs {
+        let mut a = MqttAddrs::default();
+        for &(door, tls, addr) in list {
+            match (door, tls) {
+                (Door::MqttWs, _) => a.ws.push(addr),
+                (_, true) => a.tls.push(addr),
+                _ => a.tcp.push(addr),
+            }
+        }
+        a
+    }
+}
+
 /// A socket and the connection it carries.
 struct Sock {
     stream: TcpStream,
@@ -170,9 +206,11 @@ struct Sock {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
-    /// Which of `listeners` are TLS listeners (same indexes).
-    listener_tls: Vec<bool>,
+    /// Whether each of `listeners` is TLS, and its protocol (same indexes).
+    listener_kind: Vec<(bool, Door)>,
     addrs: Vec<SocketAddr>,
+    /// The MQTT listeners' addresses.
+    mqtt_addrs: Vec<(Door, bool, SocketAddr)>,
     /// The TLS listeners' addresses.
     tls_addrs: Vec<SocketAddr>,
     socks: Vec<Option<Sock>>,
@@ -227,12 +265,18 @@ pub struct Running {
     thread: Option<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
+    mqtt_addrs: Vec<(Door, bool, SocketAddr)>,
     mgmt_addr: Option<SocketAddr>,
     mgmt_tls_addr: Option<SocketAddr>,
     prom_addr: Option<SocketAddr>,
 }
 
 impl Running {
+    /// The MQTT listeners' addresses: plain TCP, TLS, WebSocket.
+    pub fn mqtt_addrs(&self) -> MqttAddrs {
+        MqttAddrs::of(&self.mqtt_addrs)
+    }
+
     /// The addresses it listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -295,15 +339,25 @@ impl Server {
         for addr in &config.listen {
             listeners.extend(bind_amqp(*addr)?);
         }
-        let plain = listeners.len();
+        let mut listener_kind = vec![(false, Door::Amqp); listeners.len()];
+        let any_tls = !config.tls_listen.is_empty() || !config.mqtt.tls_listen.is_empty();
         let certs = crate::tls::Certificates::new(
-            (!config.tls_listen.is_empty()).then_some(&config.tls),
+            any_tls.then_some(&config.tls),
             config.management_tls_listen.map(|_| &config.management_tls),
         )?;
-        for addr in &config.tls_listen {
-            listeners.extend(bind_amqp(*addr)?);
+        let more = [
+            (&config.tls_listen, true, Door::Amqp),
+            (&config.mqtt.listen, false, Door::Mqtt),
+            (&config.mqtt.tls_listen, true, Door::Mqtt),
+            (&config.mqtt.ws_listen, false, Door::MqttWs),
+        ];
+        for (addrs, tls, door) in more {
+            for addr in addrs {
+                let bound = bind_amqp(*addr)?;
+                listener_kind.extend(std::iter::repeat_n((tls, door), bound.len()));
+                listeners.extend(bound);
+            }
         }
-        let listener_tls: Vec<bool> = (0..listeners.len()).map(|i| i >= plain).collect();
         let mgmt = config
             .management_listen
             .map(|a| bind_listener(a, "the management API"))
@@ -329,20 +383,36 @@ impl Server {
         crate::mgmt::definitions::load_file(&mut engine)?;
         let mut core = Core::with_engine(engine);
         core.links.boot(&mut core.engine);
+        core.mqtt_load_retained();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut addrs = Vec::new();
         let mut tls_addrs = Vec::new();
+        let mut mqtt_addrs = Vec::new();
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
             let local = l.local_addr()?;
-            if listener_tls.get(i).copied().unwrap_or(false) {
-                info!("started TLS (AMQPS) listener on {local}");
-                tls_addrs.push(local);
-            } else {
-                info!("started TCP listener on {local}");
-                addrs.push(local);
+            match listener_kind.get(i).copied().unwrap_or((false, Door::Amqp)) {
+                (true, Door::Amqp) => {
+                    info!("started TLS (AMQPS) listener on {local}");
+                    tls_addrs.push(local);
+                }
+                (false, Door::Amqp) => {
+                    info!("started TCP listener on {local}");
+                    addrs.push(local);
+                }
+                (tls, door) => {
+                    info!(
+                        "started MQTT {} listener on {local}",
+                        match (tls, door) {
+                            (true, _) => "TLS",
+                            (_, Door::MqttWs) => "WebSocket",
+                            _ => "TCP",
+                        }
+                    );
+                    mqtt_addrs.push((door, tls, local));
+                }
             }
         }
         let mut http = Http::bind(&poll, mgmt, mgmt_tls, prom, &addrs)?;
@@ -351,8 +421,9 @@ impl Server {
         Ok(Server {
             poll,
             listeners,
-            listener_tls,
+            listener_kind,
             addrs,
+            mqtt_addrs,
             tls_addrs,
             socks: Vec::new(),
             pending_reads: Vec::new(),
@@ -382,6 +453,11 @@ impl Server {
         self.http.mgmt.https_addr
     }
 
+    /// The MQTT listeners' addresses: plain TCP, TLS, WebSocket.
+    pub fn mqtt_addrs(&self) -> MqttAddrs {
+        MqttAddrs::of(&self.mqtt_addrs)
+    }
+
     /// The addresses actually bound (plain AMQP listeners).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -406,6 +482,7 @@ impl Server {
         let handle = self.handle();
         let addrs = self.addrs.clone();
         let tls_addrs = self.tls_addrs.clone();
+        let mqtt_addrs = self.mqtt_addrs.clone();
         let mgmt_addr = self.management_addr();
         let mgmt_tls_addr = self.management_tls_addr();
         let prom_addr = self.prometheus_addr();
@@ -417,6 +494,7 @@ impl Server {
             thread: Some(thread),
             addrs,
             tls_addrs,
+            mqtt_addrs,
             mgmt_addr,
             mgmt_tls_addr,
             prom_addr,
@@ -582,7 +660,11 @@ impl Server {
             let Some(l) = self.listeners.get(i) else {
                 return;
             };
-            let is_tls = self.listener_tls.get(i).copied().unwrap_or(false);
+            let (is_tls, door) = self
+                .listener_kind
+                .get(i)
+                .copied()
+                .unwrap_or((false, Door::Amqp));
             match l.accept() {
                 Ok((mut stream, peer)) => {
                     self.accept_trouble.cleared("AMQP", now);
@@ -604,7 +686,11 @@ impl Server {
                     let canonical =
                         |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
                     let peer = canonical(peer);
-                    let id = self.core.accept(peer, now);
+                    let id = match door {
+                        Door::Amqp => self.core.accept(peer, now),
+                        Door::Mqtt => self.core.accept_mqtt(peer, now, false),
+                        Door::MqttWs => self.core.accept_mqtt(peer, now, true),
+                    };
                     if let Some(c) = self.core.conn_mut(id) {
                         c.local = stream.local_addr().ok().map(canonical);
                     }

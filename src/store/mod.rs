@@ -12,6 +12,7 @@ pub mod definitions;
 mod disk;
 mod file;
 mod recover;
+pub mod retained;
 pub mod spill;
 
 use std::collections::{BTreeMap, HashMap};

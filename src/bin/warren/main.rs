@@ -40,6 +40,7 @@ fn usage(opts: &getopts::Options) -> String {
     let head = opts.usage(
         "Usage: warren [--config FILE] [--definitions FILE] [--listen ADDR:PORT]... \
          [--tls-listen ADDR:PORT]... [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]\n       \
+         [--mqtt-listen ADDR:PORT]... [--mqtts-listen ADDR:PORT]... [--mqtt-ws-listen ADDR:PORT]...\n       \
          [--data-dir DIR] [--max-memory BYTES] [--min-free-disk BYTES] [--segment-size BYTES]\n       \
          [--consumer-timeout MS]\n       \
          [--management-listen ADDR:PORT | --no-management] \
@@ -88,6 +89,24 @@ fn main() -> ExitCode {
         "",
         "tls-listen",
         "AMQPS (AMQP over TLS) listener address, beside the plain ones; needs --tls-cert and --tls-key",
+        "ADDR:PORT",
+    );
+    opts.optmulti(
+        "",
+        "mqtt-listen",
+        "MQTT listener address (RabbitMQ's port 1883; none by default)",
+        "ADDR:PORT",
+    );
+    opts.optmulti(
+        "",
+        "mqtts-listen",
+        "MQTT over TLS listener address (port 8883); needs --tls-cert and --tls-key",
+        "ADDR:PORT",
+    );
+    opts.optmulti(
+        "",
+        "mqtt-ws-listen",
+        "MQTT over WebSocket listener address (RabbitMQ web-mqtt's port 15675, path /ws)",
         "ADDR:PORT",
     );
     opts.optopt(
@@ -227,19 +246,27 @@ fn main() -> ExitCode {
         }
         config.listen = addrs;
     }
-    let tls_listen = m.opt_strs("tls-listen");
-    if !tls_listen.is_empty() {
+    for (flag, field) in [
+        ("tls-listen", &mut config.tls_listen),
+        ("mqtt-listen", &mut config.mqtt.listen),
+        ("mqtts-listen", &mut config.mqtt.tls_listen),
+        ("mqtt-ws-listen", &mut config.mqtt.ws_listen),
+    ] {
+        let given = m.opt_strs(flag);
+        if given.is_empty() {
+            continue;
+        }
         let mut addrs = Vec::new();
-        for l in tls_listen {
+        for l in given {
             match l.parse::<SocketAddr>() {
                 Ok(a) => addrs.push(a),
                 Err(e) => {
-                    eprintln!("warren: bad --tls-listen address '{l}': {e}");
+                    eprintln!("warren: bad --{flag} address '{l}': {e}");
                     return ExitCode::from(2);
                 }
             }
         }
-        config.tls_listen = addrs;
+        *field = addrs;
     }
     for (flag, field) in [
         ("tls-cert", &mut config.tls.cert),

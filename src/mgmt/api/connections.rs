@@ -127,7 +127,7 @@ fn connections(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> V
             "peer_port": c.peer.port(),
             "host": local.map(|a| a.ip().to_string()),
             "port": local.map(|a| a.port()),
-            "protocol": "AMQP 0-9-1",
+            "protocol": crate::mqtt::protocol_name(c),
             "type": if c.internal.is_some() { "direct" } else { "network" },
             "auth_mechanism": c.auth_mechanism.map(|m| m.name()),
             "ssl": c.tls.is_some(),
@@ -138,7 +138,11 @@ fn connections(core: &Core, mgmt: &Mgmt, now: Instant, vhost: Option<&str>) -> V
             "recv_oct_details": details(c.recv_oct, r0, dt),
             "send_oct": c.send_oct,
             "send_oct_details": details(c.send_oct, s0, dt),
-            "client_properties": table_to_json(&c.client_properties),
+            "client_properties": match c.mqtt.as_deref() {
+                // RabbitMQ's MQTT plugin shows the client id here.
+                Some(s) => json!({ "client_id": lossy(&s.client_id) }),
+                None => table_to_json(&c.client_properties),
+            },
             "connected_at": core.engine.wall_ms().saturating_sub(age),
         });
         out.push((name, v));

@@ -191,7 +191,9 @@ fn first_byte(p: &Packet, version: Version) -> Option<u8> {
         Packet::UnsubAck(_) => 0xB0,
         Packet::PingReq => 0xC0,
         Packet::PingResp => 0xD0,
-        Packet::Disconnect(_) | Packet::Auth(_) if !version.is_v5() => return None,
+        // 3.1.1 has AUTH not at all, and DISCONNECT only from the client,
+        // without a body (a server must not send one: the session's rule).
+        Packet::Auth(_) if !version.is_v5() => return None,
         Packet::Disconnect(_) => 0xE0,
         Packet::Auth(_) => 0xF0,
     })
@@ -261,7 +263,8 @@ fn body<S: Sink>(p: &Packet, v: Version, s: &mut S) {
             }
         }
         Packet::PingReq | Packet::PingResp => {}
-        Packet::Disconnect(d) => code_and_props(d.code, &d.props, Kind::Disconnect, s),
+        Packet::Disconnect(d) if v.is_v5() => code_and_props(d.code, &d.props, Kind::Disconnect, s),
+        Packet::Disconnect(_) => {}
         Packet::Auth(a) => code_and_props(a.code, &a.props, Kind::Auth, s),
     }
 }
