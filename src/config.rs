@@ -154,7 +154,7 @@ impl Default for MqttConfig {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             prefetch: 100,
-            max_packet: 256 << 20,
+            max_packet: 268_435_455,
             max_packet_unauth: 65_536,
             topic_alias_max: 64,
         }

@@ -52,7 +52,7 @@
 //! | `mqtt.vhost`, `mqtt.exchange` | the vhost of clients that name none (`/`), the exchange topics map onto (`amq.topic`) | same |
 //! | `mqtt.allow_anonymous`, `mqtt.default_user`, `mqtt.default_pass` | clients without credentials log in as this user (`true`, guest/guest) | same |
 //! | `mqtt.prefetch` | unacknowledged deliveries per MQTT 3.1.1 client (100) | same |
-//! | `mqtt.max_packet_size_authenticated`, `..._unauthenticated` | bytes (256 MiB, 64 KiB) | `mqtt.max_packet`, `mqtt.max_packet_unauth` |
+//! | `mqtt.max_packet_size_authenticated`, `..._unauthenticated` | bytes (268435455 as RabbitMQ, 64 KiB) | `mqtt.max_packet`, `mqtt.max_packet_unauth` |
 //! | `mqtt.topic_alias_maximum` | aliases an MQTT 5 client may use (64) | same |
 //! | `data_dir` | path | `data_dir` |
 //! | `segment_size` | bytes or units, 4 KiB ..= 1 GiB | `segment_size` |

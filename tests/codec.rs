@@ -1950,6 +1950,7 @@ const FUZZ_TARGETS: &[(&str, FuzzTarget)] = &[
     ("tls", warren::testing::fuzz_tls),
     ("websocket", warren::websocket::fuzzing::fuzz_websocket),
     ("mqtt", warren::mqtt::codec::fuzzing::fuzz_mqtt),
+    ("mqtt_session", warren::testing::fuzz_mqtt_session),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -2199,6 +2200,10 @@ fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     // mqtt: whole packet streams of both versions
     for (name, bytes) in mqtt_seeds() {
         seeds.push(("mqtt", name, bytes));
+    }
+    // mqtt_session: what an MQTT 5 client sends once connected
+    for (name, bytes) in mqtt_session_seeds() {
+        seeds.push(("mqtt_session", name, bytes));
     }
     seeds
 }
@@ -2564,4 +2569,105 @@ fn client_shortstrs_must_be_utf8_except_in_basic_publish() {
     .into();
     assert_eq!(Method::decode(&encode_method(&close)).unwrap(), close);
     assert!(Method::decode_from_client(&encode_method(&close)).is_err());
+}
+
+/// The `mqtt_session` target's named seeds: packets an MQTT 5 client sends
+/// after its CONNECT (the harness connects it first).
+fn mqtt_session_seeds() -> Vec<(String, Vec<u8>)> {
+    use warren::mqtt::codec::{
+        encode, Ack, Disconnect, Packet, Properties, Publish, SubOptions, Subscribe, Unsubscribe,
+        Version,
+    };
+    let s = |x: &'static [u8]| Bytes::from_static(x);
+    let stream = |packets: &[Packet]| {
+        let mut out = BytesMut::new();
+        for p in packets {
+            encode(p, Version::V5, &mut out);
+        }
+        out.to_vec()
+    };
+    let publish = |qos: u8, id: u16, topic: &'static [u8], props: Properties| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: qos == 1,
+            topic: s(topic),
+            packet_id: id,
+            props,
+            payload: s(b"payload"),
+        })
+    };
+    let ack = |id: u16| Ack {
+        packet_id: id,
+        code: 0,
+        props: Properties::default(),
+    };
+    let alias = Properties {
+        topic_alias: Some(1),
+        ..Properties::default()
+    };
+    vec![
+        (
+            "publish-qos0-1-2".to_string(),
+            stream(&[
+                publish(0, 0, b"a/b", Properties::default()),
+                publish(1, 1, b"a/c", Properties::default()),
+                publish(2, 2, b"a/d", Properties::default()),
+                Packet::PubRel(ack(2)),
+            ]),
+        ),
+        (
+            "subscribe-unsubscribe".to_string(),
+            stream(&[
+                Packet::Subscribe(Subscribe {
+                    packet_id: 3,
+                    props: Properties {
+                        subscription_ids: vec![7],
+                        ..Properties::default()
+                    },
+                    filters: vec![
+                        (
+                            s(b"x/#"),
+                            SubOptions {
+                                qos: 2,
+                                no_local: true,
+                                retain_as_published: true,
+                                retain_handling: 1,
+                            },
+                        ),
+                        (s(b"$share/g/y/+"), SubOptions::default()),
+                    ],
+                }),
+                publish(1, 4, b"x/1", Properties::default()),
+                Packet::Unsubscribe(Unsubscribe {
+                    packet_id: 5,
+                    props: Properties::default(),
+                    filters: vec![s(b"x/#"), s(b"nope")],
+                }),
+            ]),
+        ),
+        (
+            "acks-for-deliveries".to_string(),
+            stream(&[
+                Packet::PubAck(ack(1)),
+                Packet::PubRec(ack(1)),
+                Packet::PubComp(ack(1)),
+                Packet::PingReq,
+            ]),
+        ),
+        (
+            "topic-alias".to_string(),
+            stream(&[
+                publish(0, 0, b"a/alias", alias.clone()),
+                publish(0, 0, b"", alias),
+            ]),
+        ),
+        (
+            "disconnect-with-will".to_string(),
+            stream(&[Packet::Disconnect(Disconnect {
+                code: 4,
+                props: Properties::default(),
+            })]),
+        ),
+    ]
 }

@@ -25,6 +25,8 @@ pub const RETAINED_HEADER: &str = "x-mqtt-retained";
 /// Header naming the publishing client (only when it has a no-local
 /// subscription: its own messages are not delivered back).
 pub const PUBLISHER_HEADER: &str = "x-mqtt-publisher";
+/// Header carrying an MQTT 5 payload format indicator.
+pub const FORMAT_HEADER: &str = "x-mqtt-payload-format";
 /// Header carrying MQTT 5 correlation data too long for `correlation_id`.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
@@ -83,6 +85,9 @@ fn meta(header: &[u8], v5: bool, wall_ms: u64, expires: Option<u64>) -> Meta {
             k if k == RETAIN_HEADER.as_bytes() => m.retain = true,
             k if k == RETAINED_HEADER.as_bytes() => m.retained_copy = true,
             k if k == PUBLISHER_HEADER.as_bytes() => m.publisher = val.as_bytes().cloned(),
+            k if k == FORMAT_HEADER.as_bytes() && v5 => {
+                m.props.payload_format_indicator = val.as_i64().map(|f| u8::from(f == 1))
+            }
             k if k == CORRELATION_HEADER.as_bytes() && v5 => {
                 m.props.correlation_data = val.as_bytes().cloned()
             }
@@ -126,8 +131,10 @@ fn value_text(v: &FieldValue) -> Option<Bytes> {
 
 /// MQTT 5 user properties as AMQP headers.
 pub fn user_headers(props: &Properties, into: &mut FieldTable) {
+    // Appended, not inserted: MQTT allows a name more than once, and the
+    // order is kept (MQTT-3.3.2-18).
     for (k, v) in &props.user_properties {
-        into.insert(k.clone(), FieldValue::LongStr(v.clone()));
+        into.0.push((k.clone(), FieldValue::LongStr(v.clone())));
     }
 }
 

@@ -606,7 +606,7 @@ impl Core {
         if v.is_v5() {
             props.assigned_client_id = assigned;
             props.topic_alias_maximum = Some(cfg.topic_alias_max);
-            props.maximum_packet_size = Some(cfg.max_packet.min(u32::MAX as usize) as u32);
+            props.maximum_packet_size = Some(cfg.max_packet.min(268_435_455) as u32);
         }
         let ack = Packet::ConnAck(ConnAck {
             session_present: present,
@@ -1486,6 +1486,9 @@ pub(crate) fn build_message(
     }
     if let Some(p) = publisher {
         headers.insert(PUBLISHER_HEADER, FieldValue::LongStr(p.clone()));
+    }
+    if props.payload_format_indicator == Some(1) {
+        headers.insert(deliver::FORMAT_HEADER, FieldValue::U8(1));
     }
     deliver::user_headers(props, &mut headers);
     let mut correlation_id = None;
