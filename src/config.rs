@@ -120,6 +120,10 @@ pub struct MqttConfig {
     pub ws_path: String,
     /// The vhost of clients that do not name one (`mqtt.vhost`).
     pub vhost: String,
+    /// The vhost of clients that connect to a port, unless they name one
+    /// (RabbitMQ's `mqtt_port_to_vhost_mapping`; config keys
+    /// `mqtt.port_to_vhost.PORT`).
+    pub port_vhosts: Vec<(u16, String)>,
     /// The exchange topics map onto (`mqtt.exchange`).
     pub exchange: String,
     /// Clients without credentials log in as `default_user`
@@ -149,6 +153,7 @@ impl Default for MqttConfig {
             ws_listen: Vec::new(),
             ws_path: "/ws".into(),
             vhost: "/".into(),
+            port_vhosts: Vec::new(),
             exchange: "amq.topic".into(),
             allow_anonymous: true,
             default_user: "guest".into(),

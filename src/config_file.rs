@@ -50,6 +50,7 @@
 //! | `mqtt.listeners.tcp.NAME`, `mqtt.listeners.ssl.NAME` | as `listeners.tcp.NAME` (RabbitMQ's 1883, 8883) | `mqtt.listen`, `mqtt.tls_listen` (TLS uses `ssl_options.*`) |
 //! | `web_mqtt.tcp.port`, `web_mqtt.tcp.ip`, `web_mqtt.ws_path` | MQTT over WebSocket (RabbitMQ's 15675, `/ws`) | `mqtt.ws_listen`, `mqtt.ws_path` |
 //! | `mqtt.vhost`, `mqtt.exchange` | the vhost of clients that name none (`/`), the exchange topics map onto (`amq.topic`) | same |
+//! | `mqtt.port_to_vhost.PORT` | the vhost of clients connecting to that port that name none (RabbitMQ's `mqtt_port_to_vhost_mapping`) | `mqtt.port_vhosts` |
 //! | `mqtt.allow_anonymous`, `mqtt.default_user`, `mqtt.default_pass` | clients without credentials log in as this user (`true`, guest/guest) | same |
 //! | `mqtt.prefetch` | unacknowledged deliveries per MQTT 3.1.1 client (100) | same |
 //! | `mqtt.max_packet_size_authenticated`, `..._unauthenticated` | bytes (268435455 as RabbitMQ, 64 KiB) | `mqtt.max_packet`, `mqtt.max_packet_unauth` |
@@ -679,6 +680,10 @@ impl Parser<'_> {
             } else {
                 c.mqtt.tls_listen.push(addr);
             }
+        } else if let Some(port) = key.strip_prefix("mqtt.port_to_vhost.") {
+            let port = uint(port, u16::MAX as u64)? as u16;
+            c.mqtt.port_vhosts.retain(|(p, _)| *p != port);
+            c.mqtt.port_vhosts.push((port, non_empty(v)?));
         } else if let Some(rest) = key.strip_prefix("ssl_options.") {
             tls_option(&mut c.tls, &mut self.sni, self.line, rest, v)?;
         } else if let Some(rest) = key.strip_prefix("management.ssl.") {
@@ -887,6 +892,28 @@ mod tests {
             c.listen == vec![sa("[::]:5673")]
         }),
         ("listeners.tcp = none", |c, _| c.listen.is_empty()),
+        ("mqtt.listeners.tcp.default = 1883", |c, _| {
+            c.mqtt.listen == vec!["[::]:1883".parse().unwrap()]
+        }),
+        ("mqtt.listeners.ssl.default = 127.0.0.1:8883", |c, _| {
+            c.mqtt.tls_listen == vec!["127.0.0.1:8883".parse().unwrap()]
+        }),
+        ("web_mqtt.tcp.port = 15675", |c, _| {
+            c.mqtt.ws_listen[0].port() == 15675
+        }),
+        ("web_mqtt.ws_path = /mqtt", |c, _| c.mqtt.ws_path == "/mqtt"),
+        ("mqtt.vhost = v", |c, _| c.mqtt.vhost == "v"),
+        ("mqtt.exchange = x", |c, _| c.mqtt.exchange == "x"),
+        ("mqtt.allow_anonymous = false", |c, _| {
+            !c.mqtt.allow_anonymous
+        }),
+        ("mqtt.prefetch = 10", |c, _| c.mqtt.prefetch == 10),
+        ("mqtt.max_packet_size_unauthenticated = 1MB", |c, _| {
+            c.mqtt.max_packet_unauth == 1_000_000
+        }),
+        ("mqtt.port_to_vhost.1884 = v2", |c, _| {
+            c.mqtt.port_vhosts == vec![(1884, "v2".to_string())]
+        }),
         ("default_user = admin", |c, _| c.default_user == "admin"),
         ("default_pass = s3cr=t", |c, _| c.default_pass == "s3cr=t"),
         ("default_vhost = prod", |c, _| c.default_vhost == "prod"),

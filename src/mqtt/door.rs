@@ -444,7 +444,14 @@ impl Core {
     fn mqtt_connect(&mut self, id: ConnId, cn: Connect, now: Instant) {
         let v = cn.version;
         let cfg = self.engine.config.mqtt.clone();
-        // RabbitMQ: `vhost:user` names the vhost; else `mqtt.vhost`.
+        // RabbitMQ: `vhost:user` names the vhost; else the port's vhost;
+        // else `mqtt.vhost`.
+        let port = self.conn(id).and_then(|c| c.local).map(|a| a.port());
+        let default_vhost = cfg
+            .port_vhosts
+            .iter()
+            .find(|(p, _)| Some(*p) == port)
+            .map_or(cfg.vhost.clone(), |(_, v)| v.clone());
         let (user, pass) = match (&cn.username, &cn.password) {
             (Some(u), p) => (u.clone(), p.clone().unwrap_or_default()),
             (None, _) if cfg.allow_anonymous => (
@@ -463,7 +470,7 @@ impl Core {
         };
         let (vhost, user) = match user.iter().position(|&b| b == b':') {
             Some(i) => (user.slice(..i), user.slice(i + 1..)),
-            None => (Bytes::from(cfg.vhost.clone()), user),
+            None => (Bytes::from(default_vhost), user),
         };
         let Some(c) = self.conn(id) else { return };
         let to = c.local.unwrap_or(c.peer).ip();
