@@ -110,7 +110,12 @@ wait_port() { # PORT SECONDS
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 rabbitmqctl() {
-    ERL_EPMD_PORT=$EPMD_PORT "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" "$@"
+    ERL_EPMD_PORT=$EPMD_PORT timeout 120 "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" "$@"
+}
+
+# our_node PID: the process is the RabbitMQ node this script started.
+our_node() {
+    [ -n "$1" ] && grep -qz "^RABBITMQ_NODENAME=$RABBIT_NODE\$" "/proc/$1/environ" 2>/dev/null
 }
 
 start_warren() {
@@ -213,28 +218,25 @@ start_broker() { # BROKER
 }
 
 stop_broker() {
-    local i
-    case $BROKER in
-    rabbitmq)
-        rabbitmqctl stop >/dev/null 2>&1 || true
-        ;;
-    *)
-        [ -n "$BROKER_CHILD" ] && kill -TERM "$BROKER_CHILD" 2>/dev/null || true
-        ;;
-    esac
+    local i vm=""
+    if [ "$BROKER" = rabbitmq ]; then
+        # The Erlang VM (the child, or a child of the child), while it is
+        # still the node this script started.
+        our_node "$BROKER_PID" && vm=$BROKER_PID
+        # An overloaded node may take long to stop: 20 s, then a signal.
+        ERL_EPMD_PORT=$EPMD_PORT timeout 20 "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" \
+            stop >/dev/null 2>&1 || true
+        if [ -n "$vm" ] && our_node "$vm"; then kill -TERM "$vm" 2>/dev/null || true; fi
+    fi
+    if [ -n "$BROKER_CHILD" ]; then kill -TERM "$BROKER_CHILD" 2>/dev/null || true; fi
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "${BROKER_CHILD:-0}" 2>/dev/null && ! our_node "$vm"; then break; fi
+        sleep 0.1
+    done
+    if [ -n "$vm" ] && our_node "$vm"; then kill -KILL "$vm" 2>/dev/null || true; fi
     if [ -n "$BROKER_CHILD" ]; then
-        for ((i = 0; i < 200; i++)); do
-            kill -0 "$BROKER_CHILD" 2>/dev/null || break
-            sleep 0.1
-        done
         kill -KILL "$BROKER_CHILD" 2>/dev/null || true
         wait "$BROKER_CHILD" 2>/dev/null || true
-    fi
-    # The Erlang VM, if it outlived the script that started it (and is
-    # still ours: its command line names our node).
-    if [ "$BROKER" = rabbitmq ] && [ -n "$BROKER_PID" ] &&
-        tr '\0' ' ' 2>/dev/null <"/proc/$BROKER_PID/cmdline" | grep -q -- "$RABBIT_NODE"; then
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
     fi
     if [ -n "$EPMD_CHILD" ]; then
         kill -TERM "$EPMD_CHILD" 2>/dev/null || true
@@ -251,7 +253,10 @@ cleanup() {
     if [ -n "$BROKER" ]; then stop_broker; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Ctrl-C: warren-perf stops its run, prints its summary and exits with
+# 130 (bash, seeing its child exit normally, would not run the trap).
+INTERRUPTED=""
+trap 'INTERRUPTED=1' INT TERM
 
 # field JSON NAME: a number or string field of a one-line JSON object.
 field() { grep -o "\"$2\":[^,}]*" <<<"$1" | head -1 | cut -d: -f2 | tr -d '"'; }
@@ -269,10 +274,12 @@ scenario_desc() {
 
 # measure_pubsub BROKER SCENARIO RUN: OUT is the tool's JSON line, or empty.
 measure_pubsub() {
-    local log=$WORK/$1-$2-$3.log
-    OUT=$("$PERF" mqtt --scenario "$2" --broker "127.0.0.1:$MQTT_PORT" \
+    local log=$WORK/$1-$2-$3.log json=$WORK/$1-$2-$3.json rc=0
+    "$PERF" mqtt --scenario "$2" --broker "127.0.0.1:$MQTT_PORT" \
         --duration "$DURATION" --publishers "$PUBLISHERS" --size "$SIZE" \
-        --inflight "$INFLIGHT" --broker-pid "$BROKER_PID" --json 2>"$log" | tail -n 1) || true
+        --inflight "$INFLIGHT" --broker-pid "$BROKER_PID" --json >"$json" 2>"$log" || rc=$?
+    [ "$rc" = 130 ] && INTERRUPTED=1
+    OUT=$(tail -n 1 "$json")
     if [ -z "$OUT" ] || [ "$(field "$OUT" failed)" = true ]; then
         say "$1 $2 failed, see $log:"
         tail -n 3 "$log" >&2
@@ -299,7 +306,11 @@ measure_idle() {
     done
     sleep "$SETTLE"
     after=$(rss_kb "$BROKER_PID")
-    wait "$PERF_PID" || true
+    local rc=0
+    wait "$PERF_PID" || rc=$?
+    # A signal ends `wait` early; the tool had it too and is finishing.
+    if kill -0 "$PERF_PID" 2>/dev/null; then wait "$PERF_PID" || rc=$?; fi
+    [ "$rc" = 130 ] && INTERRUPTED=1
     PERF_PID=""
     OUT=$(tail -n 1 "$json")
     if [ -z "$OUT" ] || [ "$(field "$OUT" failed)" = true ]; then
@@ -353,6 +364,12 @@ row() {
     echo "${ROWS[-1]}" >&2
 }
 
+table() {
+    echo "| scenario | broker | subscriber msg/s | published msg/s | RSS per idle connection | notes |"
+    echo "|---|---|--:|--:|--:|---|"
+    if [ ${#ROWS[@]} -gt 0 ]; then printf '%s\n' "${ROWS[@]}"; fi
+}
+
 REPEAT=${REPEAT:-1}
 status=0
 for broker in $BROKERS; do
@@ -393,12 +410,16 @@ for broker in $BROKERS; do
                 status=1
             fi
             outs+=("$OUT")
+            if [ -n "$INTERRUPTED" ]; then
+                say "interrupted"
+                [ ${#outs[@]} -gt 0 ] && row "$sc" "$broker" "$(median "${outs[@]}")" "${#outs[@]}"
+                table
+                exit 130
+            fi
         done
         row "$sc" "$broker" "$(median "${outs[@]}")" "$REPEAT"
     done
 done
 
-echo "| scenario | broker | subscriber msg/s | published msg/s | RSS per idle connection | notes |"
-echo "|---|---|--:|--:|--:|---|"
-printf '%s\n' "${ROWS[@]}"
+table
 exit $status

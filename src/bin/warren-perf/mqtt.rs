@@ -518,6 +518,19 @@ fn sigint_flag() -> Arc<AtomicBool> {
     flag
 }
 
+/// 130 after a Ctrl-C (the summary was still printed: a script running
+/// the tool learns it was interrupted, as if it had been killed), 1 after
+/// a failure.
+fn exit_code(failed: bool, sigint: &AtomicBool) -> i32 {
+    if sigint.load(SeqCst) {
+        130
+    } else if failed {
+        1
+    } else {
+        0
+    }
+}
+
 fn pubsub(s: Arc<MqttSettings>) -> Result<i32> {
     let qos1 = s.scenario == Scenario::Qos1;
     let stamped = qos1 && s.size >= STAMP;
@@ -728,7 +741,7 @@ fn pubsub(s: Arc<MqttSettings>) -> Result<i32> {
             if failed { " | FAILED" } else { "" },
         );
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(exit_code(failed, &sigint))
 }
 
 /// idle: the local address connection `i` comes from, when spreading them
@@ -944,5 +957,5 @@ fn idle(s: &MqttSettings) -> Result<i32> {
             if ok { "" } else { " | FAILED" },
         );
     }
-    Ok(if ok { 0 } else { 1 })
+    Ok(exit_code(!ok, &sigint))
 }
