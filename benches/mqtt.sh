@@ -25,6 +25,7 @@
 #                report the median run (by subscriber msg/s; idle: by RSS
 #                per connection)
 #   WARREN_ARGS  more arguments for warren
+#   WARREN       the warren binary (default target/release/warren)
 #   SKIP_BUILD=1 use the release binaries as they are
 #
 # Scenarios (warren-perf mqtt --scenario ...):
@@ -52,7 +53,7 @@ SETTLE=${SETTLE:-5}
 WARREN_ARGS=${WARREN_ARGS:-}
 WORK=$ROOT/target/bench-mqtt
 PERF=$ROOT/target/release/warren-perf
-WARREN=$ROOT/target/release/warren
+WARREN=${WARREN:-$ROOT/target/release/warren}
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 
 if [ "$SETTLE" -ge "$IDLE_HOLD" ]; then
