@@ -21,6 +21,7 @@ mod declare;
 mod floor;
 mod footprint;
 mod hist;
+mod mqtt;
 mod msg;
 mod run;
 mod stall;
@@ -35,6 +36,7 @@ const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf footprint [--connections N] [--messages N] [--tls-port PORT --tls-ca FILE] [--json] -- BROKER [ARGS...]
        warren-perf declare [--uri URI] [--count N] [--transient] [--json]
        warren-perf stall [--uri URI] [--consumers N] [--phases P,...] [--prefetch N] [--messages N] [--broker-pid PID] [--json]
+       warren-perf mqtt [--scenario fanin|qos1|idle] [--broker HOST:PORT] [--duration SECS] [--publishers N] [--size BYTES] [--inflight N] [--connections N] [--json]
 
 Publishes until --count or --duration is reached (or Ctrl-C: the summary is
 still printed; a second Ctrl-C exits at once), lets the consumers drain, then
@@ -46,7 +48,10 @@ with a million queued messages. `declare` declares and binds --count queues
 one operation at a time and reports the rate per thousand. `stall` adds and
 removes many consumers on one channel and reports how long a separate
 client's one-message round trip took meanwhile (max, p99) and the broker's
-CPU time, per phase.
+CPU time, per phase. `mqtt` is MQTT 3.1.1 load: `fanin` (--publishers
+QoS 0 publishers → one subscriber on bench/#), `qos1` (one publisher with
+--inflight PUBLISHes awaiting PUBACK → one QoS 1 subscriber) or `idle`
+(--connections sessions held open for --duration); one summary line.
 
 amqps://HOST[:PORT]/VHOST (default port 5671) connects over TLS and
 verifies the broker's certificate, for the URI's host (an IP address
@@ -553,6 +558,153 @@ fn stall(args: &[String]) -> ExitCode {
     subcommand("stall", args, o, false, settings, stall::run)
 }
 
+fn mqtt(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "",
+        "scenario",
+        "fanin, qos1 or idle (default fanin)",
+        "NAME",
+    );
+    o.optopt(
+        "b",
+        "broker",
+        "the broker's MQTT address (default 127.0.0.1:1883)",
+        "HOST:PORT",
+    );
+    o.optopt(
+        "z",
+        "duration",
+        "seconds to publish; idle: to hold the connections (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "x",
+        "publishers",
+        "fanin: publisher connections (default 100)",
+        "N",
+    );
+    o.optopt(
+        "s",
+        "size",
+        "payload bytes (default 16; qos1 stamps the send time in the first 8)",
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "inflight",
+        "qos1: PUBLISHes awaiting their PUBACK at most (default 100)",
+        "N",
+    );
+    o.optopt(
+        "n",
+        "connections",
+        "idle: connections to open (default 10000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "threads",
+        "idle: threads opening the connections (default 4)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "source-addrs",
+        "idle: connect from 127.0.0.1 to 127.0.0.N in turn, for more connections than one address has ephemeral ports (loopback brokers; default: one per 20000 connections)",
+        "N",
+    );
+    o.optopt(
+        "k",
+        "keepalive",
+        "keep-alive in CONNECT, seconds (default 600 for idle, 60 otherwise)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "topic-prefix",
+        "publish to PREFIX/..., subscribe to PREFIX/# (default bench)",
+        "P",
+    );
+    o.optopt("", "user", "user name in CONNECT (with --password)", "NAME");
+    o.optopt("", "password", "password in CONNECT", "PASS");
+    o.optopt(
+        "",
+        "broker-pid",
+        "report this process's CPU time (read from /proc) per received message",
+        "PID",
+    );
+    let settings = |m: &getopts::Matches| {
+        use std::net::ToSocketAddrs;
+        let scenario_name = m.opt_str("scenario").unwrap_or_else(|| "fanin".into());
+        let scenario = mqtt::Scenario::parse(&scenario_name)
+            .ok_or_else(|| format!("--scenario: '{scenario_name}' is not fanin, qos1 or idle"))?;
+        let broker = m
+            .opt_str("broker")
+            .unwrap_or_else(|| "127.0.0.1:1883".into());
+        let addr = broker
+            .to_socket_addrs()
+            .map_err(|e| format!("--broker {broker}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--broker {broker}: no address"))?;
+        let connections: usize = num(m, "connections", 10_000)?;
+        let inflight: usize = num(m, "inflight", 100)?;
+        if !(1..=65_000).contains(&inflight) {
+            return Err("--inflight must be between 1 and 65000".to_string());
+        }
+        let source_addrs: usize = num(m, "source-addrs", connections.div_ceil(20_000).max(1))?;
+        if !(1..=254).contains(&source_addrs) {
+            return Err("--source-addrs must be between 1 and 254".to_string());
+        }
+        let default_keepalive = if scenario == mqtt::Scenario::Idle {
+            600
+        } else {
+            60
+        };
+        let credentials = match (m.opt_str("user"), m.opt_str("password")) {
+            (None, None) => None,
+            (Some(u), p) => Some((u, p.unwrap_or_default())),
+            (None, Some(_)) => return Err("--password needs --user".to_string()),
+        };
+        let broker_pid = match m.opt_str("broker-pid") {
+            None => None,
+            Some(_) => Some(num(m, "broker-pid", 0u32)?),
+        };
+        if let Some(pid) = broker_pid {
+            if cpu::process(pid).is_none() {
+                return Err(format!("--broker-pid: cannot read /proc/{pid}/stat"));
+            }
+        }
+        let s = mqtt::MqttSettings {
+            scenario,
+            addr,
+            publishers: num(m, "publishers", 100)?,
+            size: num(m, "size", 16)?,
+            duration: secs(m, "duration")?.unwrap_or(Duration::from_secs(10)),
+            inflight,
+            connections,
+            threads: num(m, "threads", 4)?,
+            source_addrs,
+            keepalive: num(m, "keepalive", default_keepalive)?,
+            credentials,
+            topic: m.opt_str("topic-prefix").unwrap_or_else(|| "bench".into()),
+            broker_pid,
+            json: m.opt_present("json"),
+        };
+        if s.publishers == 0 || s.connections == 0 || s.threads == 0 {
+            return Err("--publishers, --connections and --threads must be at least 1".into());
+        }
+        if s.publishers > 100_000 {
+            return Err("too many publishers".into());
+        }
+        if s.size > 64 << 20 {
+            return Err("--size: at most 64 MiB".into());
+        }
+        Ok(s)
+    };
+    subcommand("mqtt", args, o, false, settings, mqtt::run)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -560,6 +712,7 @@ fn main() -> ExitCode {
         Some("footprint") => return footprint(args.get(1..).unwrap_or_default()),
         Some("declare") => return declare(args.get(1..).unwrap_or_default()),
         Some("stall") => return stall(args.get(1..).unwrap_or_default()),
+        Some("mqtt") => return mqtt(args.get(1..).unwrap_or_default()),
         _ => {}
     }
     let opts = options();
