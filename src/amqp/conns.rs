@@ -216,7 +216,9 @@ impl Core {
     /// let go of a large one (an idle connection keeps a small buffer).
     pub fn input_idle(&mut self, id: ConnId) {
         if let Some(c) = self.conn_mut(id) {
-            if c.inbuf.is_empty() && c.inbuf.capacity() > 4096 {
+            // An MQTT connection lets go of any (many are idle sensors).
+            let keep = if c.mqtt.is_some() { 0 } else { 4096 };
+            if c.inbuf.is_empty() && c.inbuf.capacity() > keep {
                 c.inbuf = BytesMut::new();
             }
         }

@@ -8,6 +8,7 @@
 //! user may publish with and bind with on topic exchanges.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use fancy_regex::Regex;
 use sha2::{Digest, Sha256};
@@ -108,12 +109,14 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Permission {
     /// Pattern source for configure.
-    pub configure: String,
+    pub configure: Arc<str>,
     /// Pattern source for write.
-    pub write: String,
+    pub write: Arc<str>,
     /// Pattern source for read.
-    pub read: String,
-    compiled: [Option<Regex>; 3],
+    pub read: Arc<str>,
+    /// Shared by the connections that hold a copy: one regex (and one
+    /// match cache) per pattern, not one per connection.
+    compiled: [Option<Arc<Regex>>; 3],
 }
 
 /// The kind of access a method needs.
@@ -152,15 +155,19 @@ fn compile(p: &str) -> Result<Option<Regex>, String> {
 /// Does `re` match anywhere in `s`? (Unanchored, as RabbitMQ's `re:run`.) A
 /// pattern that gives up (its backtracking limit) does not match, as PCRE's
 /// match limit makes `re:run` fail.
-fn matches(re: &Option<Regex>, s: &str) -> bool {
-    re.as_ref().is_some_and(|r| r.is_match(s).unwrap_or(false))
+fn matches(re: Option<&Regex>, s: &str) -> bool {
+    re.is_some_and(|r| r.is_match(s).unwrap_or(false))
 }
 
 impl Permission {
     /// Compile the three patterns.
     pub fn new(configure: &str, write: &str, read: &str) -> Result<Permission, String> {
         Ok(Permission {
-            compiled: [compile(configure)?, compile(write)?, compile(read)?],
+            compiled: [
+                compile(configure)?.map(Arc::new),
+                compile(write)?.map(Arc::new),
+                compile(read)?.map(Arc::new),
+            ],
             configure: configure.into(),
             write: write.into(),
             read: read.into(),
@@ -174,7 +181,9 @@ impl Permission {
             Access::Write => 1,
             Access::Read => 2,
         };
-        self.compiled.get(i).is_some_and(|re| matches(re, name))
+        self.compiled
+            .get(i)
+            .is_some_and(|re| matches(re.as_deref(), name))
     }
 }
 
@@ -230,7 +239,7 @@ impl TopicCheck {
             Access::Write => &self.compiled[0],
             _ => &self.compiled[1],
         };
-        matches(re, routing_key)
+        matches(re.as_ref(), routing_key)
     }
 }
 

@@ -402,9 +402,9 @@ impl Engine {
             d.permissions.push([
                 user.clone(),
                 vhost.clone(),
-                p.configure.clone(),
-                p.write.clone(),
-                p.read.clone(),
+                p.configure.to_string(),
+                p.write.to_string(),
+                p.read.to_string(),
             ]);
         }
         for ((user, vhost, x), p) in &b.auth.topic_permissions {

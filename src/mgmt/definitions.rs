@@ -264,7 +264,7 @@ pub fn export(engine: &Engine, vhost: Option<&str>) -> Option<Value> {
         .permissions
         .iter()
         .map(|((u, v), p)| {
-            json!({"user": u, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read})
+            json!({"user": u, "vhost": v, "configure": &*p.configure, "write": &*p.write, "read": &*p.read})
         })
         .collect();
     let topic_permissions: Vec<Value> = auth

@@ -61,6 +61,9 @@ impl Core {
         let id = self.new_conn(peer, now);
         if let Some(c) = self.conn_mut(id) {
             c.mqtt = Some(Box::new(Session::new(ws)));
+            // An idle MQTT connection keeps no input buffer (see
+            // `Core::input_idle`): thousands of idle sensors cost little.
+            c.inbuf = BytesMut::new();
         }
         id
     }
@@ -291,11 +294,11 @@ impl Core {
             // end if that comes first.
             let delay = if persistent { delay.min(expiry) } else { 0 };
             if delay == 0 {
-                self.publish_will(&vhost, w);
+                self.publish_will(&vhost, *w);
             } else {
                 self.mqtt.wills.push(PendingWill {
                     key,
-                    will: w,
+                    will: *w,
                     user,
                     at: now + Duration::from_secs(u64::from(delay)),
                 });
@@ -594,10 +597,6 @@ impl Core {
         let peer = c.peer;
         c.state = ConnState::Running;
         c.heartbeat = 0;
-        let mut chan = Channel::new(MQTT_CHANNEL);
-        chan.prefetch_count = receive_max;
-        chan.global_prefetch = receive_max;
-        c.channels.insert(chan);
         let crate::amqp::Connection { mqtt, outbox, .. } = c;
         let Some(s) = mqtt.as_deref_mut() else { return };
         s.version = Some(v);
@@ -605,7 +604,8 @@ impl Core {
         s.clean = !persistent;
         s.expiry = expiry;
         s.keep_alive = cn.keep_alive;
-        s.will = cn.will;
+        s.will = cn.will.map(Box::new);
+        s.receive_max = receive_max;
         s.subs = subs;
         s.update_match_each();
         s.max_packet_out = cn.props.maximum_packet_size.unwrap_or(u32::MAX);
@@ -716,11 +716,20 @@ impl Core {
         tag: Bytes,
         no_ack: bool,
     ) -> Result<(), crate::codec::Error> {
-        let has = self
-            .conn(id)
-            .and_then(|c| c.channel(MQTT_CHANNEL))
-            .is_some_and(|ch| ch.consumers.contains(&tag));
-        if has {
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        if c.channel(MQTT_CHANNEL).is_none() {
+            // The internal channel, made at the first subscription.
+            let receive_max = c.mqtt.as_deref().map_or(0, |s| s.receive_max);
+            let mut chan = Channel::new(MQTT_CHANNEL);
+            chan.prefetch_count = receive_max;
+            chan.global_prefetch = receive_max;
+            c.channels.insert(chan);
+        }
+        if c.channel(MQTT_CHANNEL)
+            .is_some_and(|ch| ch.consumers.contains(&tag))
+        {
             return Ok(());
         }
         let c = crate::amqp::Consume {

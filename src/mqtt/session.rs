@@ -70,9 +70,13 @@ pub struct Session {
     /// Keep-alive in seconds (0: none).
     pub keep_alive: u16,
     /// The last will, published unless the client disconnects normally.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// Subscriptions.
     pub subs: Vec<Sub>,
+    /// Unacknowledged deliveries the client takes at most (its Receive
+    /// Maximum, or `mqtt.prefetch`): the internal channel's prefetch,
+    /// once it exists (at the first subscription).
+    pub receive_max: u16,
     /// A subscription has options that need a match per delivery
     /// (no-local, retain-as-published, identifiers, or QoS 1 and 2 sharing
     /// the QoS 1 queue).
@@ -113,6 +117,7 @@ impl Session {
             keep_alive: 0,
             will: None,
             subs: Vec::new(),
+            receive_max: 0,
             match_each: false,
             outbound: HashMap::new(),
             inbound: HashSet::new(),

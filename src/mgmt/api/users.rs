@@ -190,7 +190,7 @@ fn permissions(core: &Core, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
         .iter()
         .filter(|((u, v), _)| keep(u, v))
         .map(|((u, v), p)| {
-            json!({"user": u, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read})
+            json!({"user": u, "vhost": v, "configure": &*p.configure, "write": &*p.write, "read": &*p.read})
         })
         .collect()
 }
