@@ -233,6 +233,8 @@ class Client:
         disconnection, as far as the broker knows)."""
         self.stop_loop()
         sock = self.c.socket()
+        # Under paho's WebSocket wrapper, the TCP socket itself.
+        sock = getattr(sock, "_socket", sock)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
