@@ -237,7 +237,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     for item in items:
         callspec = getattr(item, "callspec", None)
-        is_v5 = "v5" in item.keywords or (callspec is not None and callspec.params.get("version") == V5)
+        params = callspec.params if callspec is not None else {}
+        is_v5 = ("v5" in item.keywords or params.get("version") == V5 or params.get("proto") == 5
+                 or params.get("cli_version") == "mqttv5")
         if TARGET == "mosquitto":
             for mark in ("amqp", "warren_only"):
                 if mark in item.keywords:

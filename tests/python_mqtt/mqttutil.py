@@ -13,7 +13,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
 
@@ -149,7 +148,6 @@ class Client:
         """Subscribe to one filter (or a list of (filter, qos/options));
         the SUBACK reason codes."""
         if options is not None:
-            arg = (topic, options)
             rc, mid = self.c.subscribe(topic, options=options, properties=properties)
         elif isinstance(topic, list):
             rc, mid = self.c.subscribe(topic, properties=properties)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mqttutil import V311, V5, props
+from mqttutil import V5, props
 
 
 def test_retained_delivered_on_subscribe_and_replaced(mk, uid, version):

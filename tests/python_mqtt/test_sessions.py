@@ -6,7 +6,7 @@ import time
 import pytest
 
 import mqttraw as r
-from mqttutil import V311, V5, wait_for
+from mqttutil import V5, wait_for
 
 
 def persistent(mk, client_id, version, **kw):

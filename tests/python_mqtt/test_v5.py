@@ -8,7 +8,7 @@ import urllib.parse
 import pytest
 
 import mqttraw as r
-from mqttutil import V5, props, wait_for
+from mqttutil import V5, props
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 pytestmark = pytest.mark.v5

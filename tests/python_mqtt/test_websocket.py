@@ -28,6 +28,7 @@ def test_websocket_and_tcp_both_ways(mk, uid, version):
     w.disconnect()
 
 
+@pytest.mark.v5
 def test_websocket_will_and_retained(mk, uid):
     topic = f"wsw/{uid}"
     watch = mk(f"{uid}-watch", V5)
