@@ -49,11 +49,15 @@ def free_port():
     return port
 
 
-def wait_listening(port, proc, timeout=30, what="broker"):
+def wait_listening(port, proc, timeout=30, what="broker", log=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what} exited at start: {proc.returncode}")
+            tail = ""
+            if log is not None:
+                with open(log, "rb") as f:
+                    tail = "\n" + f.read()[-2000:].decode(errors="replace")
+            raise AssertionError(f"{what} exited at start: {proc.returncode}{tail}")
         try:
             socket.create_connection(("127.0.0.1", port), 1).close()
             return
@@ -121,7 +125,8 @@ class Warren(Broker):
         self.bin = os.environ["WARREN_BIN"]
         self.amqp_port, self.http_port = free_port(), free_port()
         self.data = os.path.join(base, "data")
-        self.log = open(os.path.join(base, "warren.log"), "ab")
+        self.log_path = os.path.join(base, "warren.log")
+        self.log = open(self.log_path, "ab")
         self.proc = None
         self.start()
 
@@ -135,7 +140,7 @@ class Warren(Broker):
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
         for port in (self.mqtt_port, self.ws_port, self.http_port, self.amqp_port):
-            wait_listening(port, self.proc, what="warren")
+            wait_listening(port, self.proc, what="warren", log=self.log_path)
 
 
 class Mosquitto(Broker):
