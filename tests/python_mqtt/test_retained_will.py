@@ -61,18 +61,20 @@ def test_wildcard_subscribe_gets_all_matching_retained(mk, uid, version):
     for t, p in want.items():
         pub.publish(t, p, 1, retain=True)
     pub.publish(f"retw/{uid}/a/hum", b"hum", 1, retain=True)
-    sub = mk(f"{uid}-sub", version)
-    sub.subscribe(f"retw/{uid}/+/temp", 1)
-    got = sub.take(3)
-    assert {m.topic: m.payload for m in got} == want
-    assert all(m.retain for m in got)
-    sub.none()
-    sub2 = mk(f"{uid}-sub2", version)
-    sub2.subscribe(f"retw/{uid}/#", 0)
-    assert len(sub2.take(4)) == 4
-    sub2.none()
-    for t in [*want, f"retw/{uid}/a/hum"]:
-        pub.publish(t, b"", 1, retain=True)
+    try:
+        sub = mk(f"{uid}-sub", version)
+        sub.subscribe(f"retw/{uid}/+/temp", 1)
+        got = sub.take(3)
+        assert {m.topic: m.payload for m in got} == want
+        assert all(m.retain for m in got)
+        sub.none()
+        sub2 = mk(f"{uid}-sub2", version)
+        sub2.subscribe(f"retw/{uid}/#", 0)
+        assert len(sub2.take(4)) == 4
+        sub2.none()
+    finally:
+        for t in [*want, f"retw/{uid}/a/hum"]:
+            pub.publish(t, b"", 1, retain=True)
 
 
 def test_retained_survives_restart(broker, mk, uid, version):
