@@ -645,3 +645,33 @@ fn persistent_sessions_and_retained_messages_survive_a_restart() {
     drop(m);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn connection_limits_apply_to_mqtt_as_to_amqp() {
+    let mut m = Mqtt::new(Config {
+        max_connections: Some(1),
+        ..Config::default()
+    });
+    let (_first, a) = m.connect(Version::V5, "one", true, 0, Properties::default());
+    assert_eq!(a.code, 0);
+    let mut c = m.accept(Version::V5);
+    m.send(
+        &c,
+        &Packet::Connect(Box::new(Connect {
+            version: Version::V5,
+            client_id: Bytes::from_static(b"two"),
+            clean_start: true,
+            keep_alive: 0,
+            username: None,
+            password: None,
+            will: None,
+            props: Properties::default(),
+        })),
+    );
+    let got = m.recv(&mut c);
+    assert!(
+        matches!(got[0], Packet::ConnAck(ref a) if a.code == 0x97),
+        "{got:?}"
+    );
+    assert!(m.closed(&c));
+}

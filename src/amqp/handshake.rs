@@ -361,46 +361,7 @@ impl Core {
                     ));
                 }
                 let vname = String::from_utf8_lossy(&vhost).into_owned();
-                if let Some(max) = self.engine.config.max_connections {
-                    let open = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.state == ConnState::Running)
-                        .count();
-                    if open >= max {
-                        warn!(
-                            "connection of user '{user}' refused: connection_max ({max}) reached"
-                        );
-                        return Err(Error::new(
-                            ReplyCode::NOT_ALLOWED,
-                            format!("connection refused: node connection limit ({max}) is reached"),
-                        ));
-                    }
-                }
-                let rt = &self.engine.broker.runtime;
-                let running = || {
-                    self.conns
-                        .iter()
-                        .filter(|(_, c)| c.state == ConnState::Running)
-                };
-                if let Some(max) = rt.vhost_limit(&vhost, "max-connections") {
-                    if running().filter(|(_, c)| c.vhost == vhost).count() as u64 >= max {
-                        warn!("connection of user '{user}' to vhost '{vname}' refused: vhost connection limit ({max}) reached");
-                        return Err(Error::new(
-                            ReplyCode::NOT_ALLOWED,
-                            format!("access to vhost '{vname}' refused for user '{user}': connection limit ({max}) is reached"),
-                        ));
-                    }
-                }
-                if let Some(max) = rt.user_limit(user.as_bytes(), "max-connections") {
-                    if running().filter(|(_, c)| c.user == user.as_bytes()).count() as u64 >= max {
-                        warn!("connection of user '{user}' refused: user connection limit ({max}) reached");
-                        return Err(Error::new(
-                            ReplyCode::NOT_ALLOWED,
-                            format!("connection refused for user '{user}': user connection limit ({max}) is reached"),
-                        ));
-                    }
-                }
+                self.connection_limits(&user, &vhost)?;
                 // As RabbitMQ: the node's, the vhost's and the user's limits,
                 // then the user's access to the vhost.
                 if !self.engine.broker.auth.may_open(&user, &vname) {
@@ -445,6 +406,52 @@ impl Core {
                 m.name()
             ))),
         }
+    }
+
+    /// The node's, the vhost's and the user's connection limits, as every
+    /// front door checks them before a connection may open (RabbitMQ's
+    /// order): 530 NOT_ALLOWED with RabbitMQ's text when one is reached.
+    pub(crate) fn connection_limits(&self, user: &str, vhost: &[u8]) -> Result<(), Error> {
+        let vname = String::from_utf8_lossy(vhost);
+        if let Some(max) = self.engine.config.max_connections {
+            let open = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.state == ConnState::Running)
+                .count();
+            if open >= max {
+                warn!("connection of user '{user}' refused: connection_max ({max}) reached");
+                return Err(Error::new(
+                    ReplyCode::NOT_ALLOWED,
+                    format!("connection refused: node connection limit ({max}) is reached"),
+                ));
+            }
+        }
+        let rt = &self.engine.broker.runtime;
+        let running = || {
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.state == ConnState::Running)
+        };
+        if let Some(max) = rt.vhost_limit(vhost, "max-connections") {
+            if running().filter(|(_, c)| c.vhost == vhost).count() as u64 >= max {
+                warn!("connection of user '{user}' to vhost '{vname}' refused: vhost connection limit ({max}) reached");
+                return Err(Error::new(
+                    ReplyCode::NOT_ALLOWED,
+                    format!("access to vhost '{vname}' refused for user '{user}': connection limit ({max}) is reached"),
+                ));
+            }
+        }
+        if let Some(max) = rt.user_limit(user.as_bytes(), "max-connections") {
+            if running().filter(|(_, c)| c.user == user.as_bytes()).count() as u64 >= max {
+                warn!("connection of user '{user}' refused: user connection limit ({max}) reached");
+                return Err(Error::new(
+                    ReplyCode::NOT_ALLOWED,
+                    format!("connection refused for user '{user}': user connection limit ({max}) is reached"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn authenticate(&self, user: &[u8], pass: &[u8], to: std::net::IpAddr) -> bool {

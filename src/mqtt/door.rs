@@ -32,7 +32,7 @@ fn v3_connack(code: u8) -> u8 {
         0 => 0,
         reason::UNSUPPORTED_VERSION => 1,
         reason::CLIENT_ID_NOT_VALID => 2,
-        reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY => 3,
+        reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY | reason::QUOTA_EXCEEDED => 3,
         reason::BAD_USER_OR_PASSWORD => 4,
         _ => 5,
     }
@@ -497,6 +497,9 @@ impl Core {
             let why = format!("access to vhost '{vname}' refused for user '{uname}'");
             return self.connack_refuse(id, v, reason::NOT_AUTHORIZED, &why, now);
         }
+        if let Err(e) = self.connection_limits(&uname, &vhost) {
+            return self.connack_refuse(id, v, reason::QUOTA_EXCEEDED, &e.reply_text(), now);
+        }
         // The client id: an empty one gets a generated id, unless a 3.1.1
         // client wants its session kept (MQTT-3.1.3-8: 0x02).
         let mut assigned = None;
@@ -851,7 +854,11 @@ impl Core {
         if p.qos == 0 {
             return;
         }
-        let code = if routed.routed {
+        // A queue that refuses it (x-overflow reject-publish) is MQTT 5's
+        // quota exceeded; a 3.1.1 client cannot be told.
+        let code = if routed.rejected {
+            reason::QUOTA_EXCEEDED
+        } else if routed.routed {
             0
         } else {
             reason::NO_MATCHING_SUBSCRIBERS
