@@ -108,3 +108,52 @@ fn mqtt_bad_input() {
 fn mqtt_websocket() {
     suite("test_websocket.py");
 }
+
+/// MQTT over TLS (RabbitMQ's 8883): mosquitto_sub and mosquitto_pub with
+/// the CA the test made, through the broker's MQTTS listener, which uses
+/// the AMQPS certificate; a client that does not trust the CA fails its
+/// handshake, and the broker goes on serving.
+#[test]
+fn mqtt_over_tls() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_mosquitto_clients();
+    let certs = common::tls_certs();
+    let mut cfg = warren::Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        data_dir: None,
+        management_listen: None,
+        prometheus_listen: None,
+        ..warren::Config::default()
+    };
+    cfg.mqtt.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.tls.cert = Some(certs.cert.clone());
+    cfg.tls.key = Some(certs.key.clone());
+    let running = warren::Server::bind(cfg).unwrap().spawn().unwrap();
+    let port = running.mqtt_addrs().tls[0].port().to_string();
+    let ca = certs.ca.to_str().unwrap();
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "localhost", "-p", &port, "--cafile", ca])
+        .args(["-t", "secure/#", "-C", "1", "-W", "10", "-v", "-q", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let publish = |cafile: &str| {
+        Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &port, "--cafile", cafile])
+            .args(["-t", "secure/a", "-m", "over tls", "-q", "1"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    // A client that trusts another CA: its handshake fails.
+    let other = common::tls_certs();
+    assert!(!publish(other.ca.to_str().unwrap()).success());
+    assert!(publish(ca).success());
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "secure/a over tls"
+    );
+    running.shutdown().unwrap();
+}
