@@ -84,14 +84,7 @@ fn qos_0_1_2_deliver_with_the_lower_of_the_two_qos() {
             props: Properties::default()
         })));
         m.send(&s, &Packet::PubComp(ack(two)));
-        m.core.check_invariants().unwrap();
-        assert!(m
-            .core
-            .engine
-            .broker
-            .queues
-            .iter()
-            .all(|(_, q)| q.unacked == 0));
+        warren::testing::assert_settled(&m.core);
     }
 }
 

@@ -381,6 +381,16 @@ impl Channel {
         }
     }
 
+    /// A delivery to its consumer (`u.consumer_slot`) now waits for the
+    /// client's acknowledgement: counted against the consumer's window
+    /// and kept in the unacked list.
+    pub fn hold(&mut self, u: Unacked) {
+        if let Some(consumer) = self.consumers.get_mut(u.consumer_slot) {
+            consumer.unacked += 1;
+        }
+        self.unacked.push_back(u);
+    }
+
     /// May another message go to the consumer with key `slot` (and tag
     /// `tag`) now? If not, what holds it back.
     pub fn room(&self, slot: u32, tag: &[u8]) -> Room {

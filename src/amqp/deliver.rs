@@ -179,10 +179,7 @@ impl Core {
                         engine.msgs.delivered(store_id, &m);
                         queue.unacked += 1;
                         if let Some(chan) = c.channel_mut(channel) {
-                            if let Some(consumer) = chan.consumers.get_mut(slot) {
-                                consumer.unacked += 1;
-                            }
-                            chan.unacked.push_back(Unacked {
+                            chan.hold(Unacked {
                                 tag,
                                 queue: qid,
                                 msg: m,
@@ -233,11 +230,8 @@ impl Core {
                 engine.msgs.forget(store_id, &m);
             } else {
                 engine.msgs.delivered(store_id, &m);
-                if let Some(consumer) = chan.consumers.get_mut(slot) {
-                    consumer.unacked += 1;
-                }
                 queue.unacked += 1;
-                chan.unacked.push_back(Unacked {
+                chan.hold(Unacked {
                     tag,
                     queue: qid,
                     msg: m,

@@ -1075,23 +1075,7 @@ impl Core {
             };
             // A subscription to the same filter replaces the old one
             // (MQTT-3.8.4-3); its binding (and maybe queue) changes.
-            let old = self
-                .conn_mut(id)
-                .and_then(|c| c.mqtt.as_deref_mut())
-                .and_then(|s| {
-                    let i = s.subs.iter().position(|x| x.filter == filter)?;
-                    Some(s.subs.remove(i))
-                });
-            let existed = old.is_some();
-            if let Some(old) = old {
-                let _ = self.engine.unbind(
-                    &vhost,
-                    &exchange,
-                    Dest::Queue(old.queue),
-                    topic::to_key(&old.matcher),
-                    sub_args(&old),
-                );
-            }
+            let existed = self.mqtt_unsubscribe_one(id, &vhost, &exchange, &filter);
             if let Err(e) = self.engine.bind(
                 &vhost,
                 &exchange,
@@ -1214,28 +1198,12 @@ impl Core {
         let vhost = c.vhost.clone();
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
-            let old = self
-                .conn_mut(id)
-                .and_then(|c| c.mqtt.as_deref_mut())
-                .and_then(|s| {
-                    let i = s.subs.iter().position(|x| x.filter == filter)?;
-                    let old = s.subs.remove(i);
-                    s.update_match_each();
-                    Some(old)
-                });
-            match old {
-                Some(old) => {
-                    let _ = self.engine.unbind(
-                        &vhost,
-                        &exchange,
-                        Dest::Queue(old.queue),
-                        topic::to_key(&old.matcher),
-                        sub_args(&old),
-                    );
-                    codes.push(0);
-                }
-                None => codes.push(reason::NO_SUBSCRIPTION_EXISTED),
-            }
+            let existed = self.mqtt_unsubscribe_one(id, &vhost, &exchange, &filter);
+            codes.push(if existed {
+                0
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
         }
         self.drop_unused_queues(id);
         let ack = Packet::UnsubAck(UnsubAck {
@@ -1244,6 +1212,37 @@ impl Core {
             codes,
         });
         self.mqtt_send(id, &ack);
+    }
+
+    /// Remove the session's subscription to `filter` and its binding;
+    /// false if it had none.
+    fn mqtt_unsubscribe_one(
+        &mut self,
+        id: ConnId,
+        vhost: &[u8],
+        exchange: &[u8],
+        filter: &[u8],
+    ) -> bool {
+        let old = self
+            .conn_mut(id)
+            .and_then(|c| c.mqtt.as_deref_mut())
+            .and_then(|s| {
+                let i = s.subs.iter().position(|x| x.filter == filter)?;
+                let old = s.subs.remove(i);
+                s.update_match_each();
+                Some(old)
+            });
+        let Some(old) = old else {
+            return false;
+        };
+        let _ = self.engine.unbind(
+            vhost,
+            exchange,
+            Dest::Queue(old.queue),
+            topic::to_key(&old.matcher),
+            sub_args(&old),
+        );
+        true
     }
 
     /// Store (or, with an empty payload, clear) the retained message of a

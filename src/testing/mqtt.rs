@@ -216,14 +216,5 @@ pub fn fuzz_mqtt_session(data: &[u8]) {
     }
     m.drop_client(&c);
     m.drop_client(&sub);
-    if let Err(e) = m.core.check_invariants() {
-        panic!("invariant broken after close: {e}");
-    }
-    assert!(m
-        .core
-        .engine
-        .broker
-        .queues
-        .iter()
-        .all(|(_, q)| q.unacked == 0));
+    super::assert_settled(&m.core);
 }

@@ -646,18 +646,12 @@ fn pubsub(s: Arc<MqttSettings>) -> Result<i32> {
         }
     }
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sh.finished.load(SeqCst) < nthreads && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let stragglers = nthreads - sh.finished.load(SeqCst);
-    if stragglers == 0 {
-        for h in handles {
-            let _ = h.join();
-        }
-    } else {
-        eprintln!("warren-perf mqtt: {stragglers} connection thread(s) did not finish in time");
-    }
+    crate::run::join_within(
+        handles,
+        &sh.finished,
+        Duration::from_secs(15),
+        "warren-perf mqtt",
+    );
 
     let publish_s = publish_end
         .map(|e| e.duration_since(start))

@@ -1049,18 +1049,12 @@ fn run_inner(s: Settings) -> Result<i32> {
     }
 
     // Let every thread finish (they poll the stop flags), but never hang.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sh.finished.load(SeqCst) < nthreads && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let stragglers = nthreads - sh.finished.load(SeqCst);
-    if stragglers == 0 {
-        for h in handles {
-            let _ = h.join();
-        }
-    } else {
-        eprintln!("warren-perf: {stragglers} connection thread(s) did not finish in time");
-    }
+    join_within(
+        handles,
+        &sh.finished,
+        Duration::from_secs(10),
+        "warren-perf",
+    );
     harvest(&mut interval, &mut total_hist);
     let t = totals(&pstats, &cstats);
     let elapsed = t_start.elapsed().as_secs_f64();
@@ -1205,4 +1199,28 @@ fn run_inner(s: Settings) -> Result<i32> {
     }
     ctl.close(Duration::from_secs(2));
     Ok(if sh.failed.load(SeqCst) { 1 } else { 0 })
+}
+
+/// Join the connection threads once all of them have said they finished
+/// (`finished` counts them), waiting at most `within`; a thread that does
+/// not finish in time is left behind with a message (never a hang).
+pub(crate) fn join_within<T>(
+    handles: Vec<thread::JoinHandle<T>>,
+    finished: &std::sync::atomic::AtomicUsize,
+    within: Duration,
+    who: &str,
+) {
+    let n = handles.len();
+    let deadline = Instant::now() + within;
+    while finished.load(SeqCst) < n && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stragglers = n.saturating_sub(finished.load(SeqCst));
+    if stragglers == 0 {
+        for h in handles {
+            let _ = h.join();
+        }
+    } else {
+        eprintln!("{who}: {stragglers} connection thread(s) did not finish in time");
+    }
 }
