@@ -1345,9 +1345,18 @@ impl Core {
     /// whose delay is over, detached sessions that expired.
     pub(crate) fn mqtt_tick(&mut self, now: Instant) {
         let mut late = Vec::new();
-        for (_, c) in self.conns.iter() {
+        let (blocked, max_outbox) = (self.engine.alarms.blocked, self.engine.config.max_outbox);
+        for (_, c) in self.conns.iter_mut() {
             let Some(s) = c.mqtt.as_deref() else { continue };
             if c.state != ConnState::Running || s.keep_alive == 0 {
+                continue;
+            }
+            // A connection the server does not read (a publisher blocked
+            // by an alarm, a subscriber whose output is backed up) has its
+            // packets waiting unread: its keep-alive is paused, as AMQP's
+            // heartbeat monitor is.
+            if (blocked && c.published) || c.outbox.len() >= max_outbox {
+                c.last_recv = now;
                 continue;
             }
             let limit = Duration::from_millis(u64::from(s.keep_alive) * 1500);

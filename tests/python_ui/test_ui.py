@@ -6,6 +6,7 @@ import time
 
 import pika
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -222,10 +223,26 @@ def test_keyboard_only_login_and_sort():
         d.switch_to.active_element.send_keys("guest" + Keys.ENTER)
         logged_in(d)
         d.get(BASE + "/#/queues")
-        th = wait(d, EC.presence_of_element_located((By.XPATH, "//th[text()='Total']")))
-        d.execute_script("arguments[0].focus()", th)
-        ActionChains(d).send_keys(Keys.ENTER).perform()
-        wait(d, lambda x: "sorted-asc" in x.find_element(By.XPATH, "//th[text()='Total']").get_attribute("class"))
+        total = (By.XPATH, "//th[text()='Total']")
+
+        def sort_class(x):
+            return x.find_element(*total).get_attribute("class") or ""
+
+        # The page redraws its table on a timer: a header found just before
+        # a redraw is stale (the key press goes nowhere), so look it up
+        # afresh and press Enter again until the sort shows.
+        for _ in range(3):
+            th = wait(d, EC.presence_of_element_located(total))
+            try:
+                d.execute_script("arguments[0].focus()", th)
+                ActionChains(d).send_keys(Keys.ENTER).perform()
+                WebDriverWait(d, 5, ignored_exceptions=[StaleElementReferenceException]).until(
+                    lambda x: "sorted" in sort_class(x))
+                break
+            except (StaleElementReferenceException, TimeoutException):
+                continue
+        wait_fresh = WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException])
+        wait_fresh.until(lambda x: "sorted-asc" in sort_class(x))
     finally:
         d.quit()
 
