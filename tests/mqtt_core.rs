@@ -668,3 +668,37 @@ fn connection_limits_apply_to_mqtt_as_to_amqp() {
     );
     assert!(m.closed(&c));
 }
+
+#[test]
+fn a_retained_message_is_retained_only_until_it_expires() {
+    let mut m = core();
+    let (p, _) = m.connect(Version::V5, "p", true, 0, Properties::default());
+    m.send(
+        &p,
+        &Packet::Publish(Publish {
+            dup: false,
+            qos: 1,
+            retain: true,
+            topic: Bytes::from_static(b"exp/r"),
+            packet_id: 1,
+            props: Properties {
+                message_expiry_interval: Some(3),
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"short-lived"),
+        }),
+    );
+    m.advance(Duration::from_secs(1));
+    let (mut s, _) = m.connect(Version::V5, "s1", true, 0, Properties::default());
+    m.send(&s, &subscribe(1, "exp/#", qos(1)));
+    let got = m.recv(&mut s);
+    let pubs = publishes(&got);
+    assert_eq!(pubs.len(), 1);
+    assert!(pubs[0].retain);
+    let left = pubs[0].props.message_expiry_interval.unwrap();
+    assert!((1..=2).contains(&left), "{left} s left");
+    m.advance(Duration::from_secs(3));
+    let (mut s2, _) = m.connect(Version::V5, "s2", true, 0, Properties::default());
+    m.send(&s2, &subscribe(1, "exp/#", qos(1)));
+    assert!(publishes(&m.recv(&mut s2)).is_empty(), "expired");
+}

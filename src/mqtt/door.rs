@@ -1248,6 +1248,7 @@ impl Core {
     /// Store (or, with an empty payload, clear) the retained message of a
     /// topic.
     fn retain(&mut self, vhost: &[u8], topic_name: &[u8], qos: u8, msg: &Message) {
+        let expires = msg.ttl.map(|t| self.engine.wall_ms().saturating_add(t));
         let map = self
             .mqtt
             .retained
@@ -1261,6 +1262,7 @@ impl Core {
                 Bytes::copy_from_slice(topic_name),
                 Retained {
                     qos,
+                    expires,
                     header: msg.header.clone(),
                     payload: msg.body.clone(),
                 },
@@ -1272,14 +1274,21 @@ impl Core {
     /// Put copies of the retained messages matching `filter` into queue
     /// `q` (marked, so they go out with the retain flag set).
     fn send_retained(&mut self, vhost: &[u8], filter: &[u8], q: QueueId) {
-        let Some(map) = self.mqtt.retained.get(vhost) else {
+        let now = self.engine.wall_ms();
+        let Some(map) = self.mqtt.retained.get_mut(vhost) else {
             return;
         };
+        // MQTT-3.3.2-5: an expired retained message is retained no longer.
+        let before = map.len();
+        map.retain(|_, r| r.expires.is_none_or(|e| e > now));
+        if map.len() != before {
+            self.mqtt.retained_dirty = true;
+        }
         let exchange = Bytes::from(self.engine.config.mqtt.exchange.clone());
         let copies: Vec<Message> = map
             .iter()
             .filter(|(t, _)| topic::matches(filter, t))
-            .map(|(t, r)| retained_copy(&exchange, t, r))
+            .map(|(t, r)| retained_copy(&exchange, t, r, now))
             .collect();
         for m in copies {
             self.engine.enqueue(m, &[q]);
@@ -1303,6 +1312,7 @@ impl Core {
                         v.clone(),
                         t.clone(),
                         r.qos,
+                        r.expires,
                         r.header.clone(),
                         r.payload.clone(),
                     )
@@ -1323,11 +1333,12 @@ impl Core {
         match crate::store::retained::load(&dir) {
             Ok(entries) => {
                 let n = entries.len();
-                for (vhost, topic_name, qos, header, payload) in entries {
+                for (vhost, topic_name, qos, expires, header, payload) in entries {
                     self.mqtt.retained.entry(vhost).or_default().insert(
                         topic_name,
                         Retained {
                             qos,
+                            expires,
                             header,
                             payload,
                         },
@@ -1467,8 +1478,9 @@ fn sub_from_args(args: &FieldTable, queue: QueueId) -> Option<Sub> {
     })
 }
 
-/// A copy of a retained message for a new subscription's queue.
-fn retained_copy(exchange: &Bytes, topic_name: &Bytes, r: &Retained) -> Message {
+/// A copy of a retained message for a new subscription's queue (`now`:
+/// wall-clock ms; it expires when the retained message would).
+fn retained_copy(exchange: &Bytes, topic_name: &Bytes, r: &Retained, now: u64) -> Message {
     let props = Bytes::copy_from_slice(r.header.get(12..).unwrap_or_default());
     let mut p =
         BasicProperties::decode(&mut crate::codec::reader::Reader::new(&props)).unwrap_or_default();
@@ -1490,7 +1502,7 @@ fn retained_copy(exchange: &Bytes, topic_name: &Bytes, r: &Retained) -> Message 
         r.payload.clone(),
         r.qos > 0,
     );
-    m.ttl = None;
+    m.ttl = r.expires.map(|e| e.saturating_sub(now));
     m
 }
 

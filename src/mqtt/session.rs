@@ -195,6 +195,9 @@ pub struct PendingWill {
 pub struct Retained {
     /// QoS it was published with.
     pub qos: u8,
+    /// When its MQTT 5 message expiry runs out (wall-clock milliseconds);
+    /// then it is retained no longer (MQTT-3.3.2-5).
+    pub expires: Option<u64>,
     /// AMQP content header payload (properties as published).
     pub header: Bytes,
     /// Payload.

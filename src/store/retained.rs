@@ -1,8 +1,8 @@
 //! MQTT retained messages on disk: one file, `retained`, rewritten whole
 //! (atomically: a temporary file, synced, renamed) when they change.
 //! Layout: `crc32c u32 | records`, each record `vhost_len u16 | vhost |
-//! topic_len u16 | topic | qos u8 | header_len u32 | header | payload_len
-//! u32 | payload`.
+//! topic_len u16 | topic | qos u8 | expires u64 (wall-clock ms, u64::MAX:
+//! never) | header_len u32 | header | payload_len u32 | payload`.
 
 use std::io;
 use std::path::Path;
@@ -15,18 +15,20 @@ use super::disk::Disk;
 /// The file name inside the data directory.
 const FILE: &str = "retained";
 
-/// One retained message: vhost, topic, QoS, content header, payload.
-pub type Entry = (Bytes, Bytes, u8, Bytes, Bytes);
+/// One retained message: vhost, topic, QoS, expiry (wall-clock ms),
+/// content header, payload.
+pub type Entry = (Bytes, Bytes, u8, Option<u64>, Bytes, Bytes);
 
 /// Write every retained message.
 pub fn save(dir: &Path, entries: &[Entry]) -> io::Result<()> {
     let mut body = BytesMut::new();
-    for (vhost, topic, qos, header, payload) in entries {
+    for (vhost, topic, qos, expires, header, payload) in entries {
         body.put_u16(vhost.len().min(u16::MAX as usize) as u16);
         body.put_slice(vhost.get(..u16::MAX as usize).unwrap_or(vhost));
         body.put_u16(topic.len().min(u16::MAX as usize) as u16);
         body.put_slice(topic.get(..u16::MAX as usize).unwrap_or(topic));
         body.put_u8(*qos);
+        body.put_u64(expires.unwrap_or(u64::MAX));
         body.put_u32(header.len() as u32);
         body.put_slice(header);
         body.put_u32(payload.len() as u32);
@@ -82,11 +84,12 @@ pub fn load(dir: &Path) -> io::Result<Vec<Entry>> {
             let n = num(&mut at, 2)? as usize;
             let topic = take(&mut at, n)?;
             let qos = num(&mut at, 1)? as u8;
+            let expires = Some(num(&mut at, 8)?).filter(|&e| e != u64::MAX);
             let n = num(&mut at, 4)? as usize;
             let header = take(&mut at, n)?;
             let n = num(&mut at, 4)? as usize;
             let payload = take(&mut at, n)?;
-            Some((vhost, topic, qos, header, payload))
+            Some((vhost, topic, qos, expires, header, payload))
         })();
         out.push(rec.ok_or_else(bad)?);
     }
@@ -109,6 +112,7 @@ mod tests {
                 Bytes::from_static(b"/"),
                 Bytes::from_static(b"a/b"),
                 1,
+                Some(1_700_000_000_000),
                 Bytes::from_static(b"hdr"),
                 Bytes::from_static(b"payload"),
             ),
@@ -116,6 +120,7 @@ mod tests {
                 Bytes::from_static(b"v2"),
                 Bytes::from_static(b"c"),
                 0,
+                None,
                 Bytes::new(),
                 Bytes::from_static(b"x"),
             ),
