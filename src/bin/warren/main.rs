@@ -425,8 +425,10 @@ fn banner(
     config_file: Option<&str>,
     (max_memory, min_free_disk): (u64, u64),
 ) -> String {
-    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-    let tls: Vec<String> = server.tls_addrs().iter().map(|a| a.to_string()).collect();
+    let strs = |l: &[SocketAddr]| l.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let addrs = strs(server.local_addrs());
+    let tls = strs(server.tls_addrs());
+    let mqtt = server.mqtt_addrs();
     let opt = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
     let list = |l: Vec<String>| {
         if l.is_empty() {
@@ -436,11 +438,15 @@ fn banner(
         }
     };
     format!(
-        "warren {} started: AMQP {}, AMQPS {}, management {}, prometheus {}, data dir {}, \
+        "warren {} started: AMQP {}, AMQPS {}, MQTT {}, MQTTS {}, MQTT over WebSocket {}, \
+         management {}, prometheus {}, data dir {}, \
          config {}, memory limit {max_memory} bytes, disk free limit {min_free_disk} bytes",
         env!("CARGO_PKG_VERSION"),
         list(addrs),
         list(tls),
+        list(strs(&mqtt.tcp)),
+        list(strs(&mqtt.tls)),
+        list(strs(&mqtt.ws)),
         opt(server.management_addr()),
         opt(server.prometheus_addr()),
         data_dir.map_or_else(
