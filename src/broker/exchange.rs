@@ -32,6 +32,10 @@ pub enum ExchangeKind {
     /// `x-federation-upstream`: every binding, for the messages its
     /// [`HopFilter`] lets through.
     FederationUpstream,
+    /// `x-message-deduplication` (the deduplication plugin's type): every
+    /// binding, for the messages its cache has not seen (see
+    /// `crate::broker::dedup`).
+    Deduplication,
 }
 
 impl ExchangeKind {
@@ -43,6 +47,7 @@ impl ExchangeKind {
             b"topic" => ExchangeKind::Topic,
             b"headers" => ExchangeKind::Headers,
             b"x-federation-upstream" => ExchangeKind::FederationUpstream,
+            b"x-message-deduplication" => ExchangeKind::Deduplication,
             _ => return None,
         })
     }
@@ -55,6 +60,7 @@ impl ExchangeKind {
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
             ExchangeKind::FederationUpstream => "x-federation-upstream",
+            ExchangeKind::Deduplication => "x-message-deduplication",
         }
     }
 }
@@ -185,6 +191,8 @@ pub struct Exchange {
     topic: TopicTrie<Dest>,
     /// `x-federation-upstream` exchanges: which messages go on.
     pub hops: HopFilter,
+    /// `x-message-deduplication` exchanges: the keys seen.
+    pub dedup: Option<Box<super::dedup::DedupCache>>,
 }
 
 impl Exchange {
@@ -201,6 +209,8 @@ impl Exchange {
             .get("alternate-exchange")
             .and_then(|v| v.as_bytes())
             .cloned();
+        let dedup = (kind == ExchangeKind::Deduplication)
+            .then(|| Box::new(super::dedup::DedupCache::from_args(&arguments)));
         let hops = if kind == ExchangeKind::FederationUpstream {
             HopFilter::from_args(&arguments)
         } else {
@@ -220,6 +230,7 @@ impl Exchange {
             direct: HashMap::new(),
             topic: TopicTrie::new(),
             hops,
+            dedup,
         }
     }
 
@@ -237,7 +248,10 @@ impl Exchange {
             ExchangeKind::Topic => {
                 self.topic.insert(&b.routing_key, b.dest.clone());
             }
-            ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::FederationUpstream => {}
+            ExchangeKind::Fanout
+            | ExchangeKind::Headers
+            | ExchangeKind::FederationUpstream
+            | ExchangeKind::Deduplication => {}
         }
         if matches!(b.dest, Dest::Exchange(_)) {
             self.exchange_bindings += 1;
@@ -282,7 +296,10 @@ impl Exchange {
                     self.topic.remove(&b.routing_key, &b.dest);
                 }
             }
-            ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::FederationUpstream => {}
+            ExchangeKind::Fanout
+            | ExchangeKind::Headers
+            | ExchangeKind::FederationUpstream
+            | ExchangeKind::Deduplication => {}
         }
     }
 
@@ -318,7 +335,9 @@ impl Exchange {
                     v.iter().for_each(f);
                 }
             }
-            ExchangeKind::Fanout => self.bindings.iter().for_each(|b| f(&b.dest)),
+            ExchangeKind::Fanout | ExchangeKind::Deduplication => {
+                self.bindings.iter().for_each(|b| f(&b.dest))
+            }
             ExchangeKind::Topic => self.topic.route(routing_key, f),
             ExchangeKind::Headers => {
                 for b in &self.bindings {

@@ -6,6 +6,7 @@
 pub mod args;
 pub mod auth;
 pub mod consumers;
+pub mod dedup;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -308,6 +309,10 @@ impl Broker {
             .map_err(|e| e.into_error_for("exchange", &spec.name, vhost))?;
         if kind == ExchangeKind::FederationUpstream {
             exchange::check_upstream_args(&spec.arguments)
+                .map_err(|e| Error::new(ReplyCode::PRECONDITION_FAILED, e))?;
+        }
+        if kind == ExchangeKind::Deduplication {
+            dedup::check_args(&spec.arguments)
                 .map_err(|e| Error::new(ReplyCode::PRECONDITION_FAILED, e))?;
         }
         let x = Exchange::new(

@@ -52,15 +52,32 @@ impl Engine {
         };
         let mut out = std::mem::take(&mut self.route_scratch);
         out.clear();
-        self.broker.route(
-            vhost,
-            &msg.exchange,
-            &msg.routing_key,
-            headers.as_ref(),
-            &mut out,
-        );
-        if let Some(h) = &headers {
-            self.route_cc_bcc(vhost, &mut msg, h, &mut out);
+        // An `x-message-deduplication` exchange routes nothing it has seen
+        // (a duplicate is unroutable: dropped, or returned if mandatory;
+        // still confirmed, as the plugin does).
+        let now = self.wall_ms();
+        let keyed = headers
+            .as_ref()
+            .is_some_and(|h| h.get(crate::broker::dedup::DEDUP_HEADER).is_some());
+        let duplicate = keyed
+            && self
+                .broker
+                .vhosts
+                .get_mut(vhost)
+                .and_then(|v| v.exchanges.get_mut(&msg.exchange))
+                .and_then(|x| x.dedup.as_deref_mut())
+                .is_some_and(|c| c.is_duplicate(headers.as_ref(), now));
+        if !duplicate {
+            self.broker.route(
+                vhost,
+                &msg.exchange,
+                &msg.routing_key,
+                headers.as_ref(),
+                &mut out,
+            );
+            if let Some(h) = &headers {
+                self.route_cc_bcc(vhost, &mut msg, h, &mut out);
+            }
         }
         let mut r = Routed {
             routed: !out.is_empty(),

@@ -54,6 +54,7 @@ fn exchange_types() -> Value {
         {"name": "headers", "description": "AMQP headers exchange, as per the AMQP specification", "enabled": true},
         {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification", "enabled": true},
         {"name": "x-federation-upstream", "description": "Federation upstream helper exchange", "internal_purpose": "federation", "enabled": true},
+        {"name": "x-message-deduplication", "description": "Message Deduplication Exchange.", "enabled": true},
     ])
 }
 

@@ -1,0 +1,221 @@
+//! Message deduplication, as the `rabbitmq-message-deduplication` plugin
+//! does it for an exchange of type `x-message-deduplication`: a message
+//! whose `x-deduplication-header` value was seen within its time to live
+//! is not routed. The cache holds at most `x-cache-size` values; when it
+//! is full the oldest goes. An entry lives `x-cache-ttl` milliseconds (the
+//! message's header of that name, else the exchange's argument, else
+//! until it is pushed out).
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::codec::table::{FieldTable, FieldValue};
+
+/// The header naming a message's deduplication key.
+pub const DEDUP_HEADER: &str = "x-deduplication-header";
+/// The cache size argument (required).
+pub const CACHE_SIZE: &str = "x-cache-size";
+/// The time-to-live argument and header, in milliseconds.
+pub const CACHE_TTL: &str = "x-cache-ttl";
+/// The persistence argument (`memory`; `disk` is refused).
+pub const CACHE_PERSISTENCE: &str = "x-cache-persistence";
+
+/// An exchange's deduplication cache.
+#[derive(Debug, Default)]
+pub struct DedupCache {
+    /// Most entries kept.
+    size: usize,
+    /// Default time to live, milliseconds.
+    ttl: Option<u64>,
+    /// Key → (expiry in wall-clock ms, u64::MAX: none; insertion number).
+    entries: HashMap<Bytes, (u64, u64)>,
+    /// Keys in insertion order with their insertion number (an entry
+    /// inserted again leaves a stale pair behind, skipped on eviction).
+    order: VecDeque<(Bytes, u64)>,
+    /// Insertions so far.
+    seq: u64,
+}
+
+/// A positive integer argument (any integer type, or a numeric string,
+/// as the plugin's clients send them).
+fn positive(v: &FieldValue) -> Option<u64> {
+    let n = match v.as_i64() {
+        Some(n) => n,
+        None => std::str::from_utf8(v.as_bytes()?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?,
+    };
+    u64::try_from(n).ok().filter(|&n| n > 0)
+}
+
+/// Check an `x-message-deduplication` exchange's arguments (the plugin's
+/// texts; 406 PRECONDITION_FAILED).
+pub fn check_args(args: &FieldTable) -> Result<(), String> {
+    if args.get(CACHE_SIZE).and_then(positive).is_none() {
+        return Err(format!(
+            "Missing or invalid argument, '{CACHE_SIZE}' must be an integer greater than 0"
+        ));
+    }
+    if args.get(CACHE_TTL).is_some_and(|v| positive(v).is_none()) {
+        return Err(format!(
+            "Invalid argument, '{CACHE_TTL}' must be an integer greater than 0"
+        ));
+    }
+    match args.get(CACHE_PERSISTENCE).map(|v| v.as_bytes().map(|b| &b[..])) {
+        None | Some(Some(b"memory")) => Ok(()),
+        Some(Some(b"disk")) => Err(format!(
+            "Invalid argument, '{CACHE_PERSISTENCE}' 'disk' is not supported by warren (use 'memory')"
+        )),
+        Some(_) => Err(format!(
+            "Invalid argument, '{CACHE_PERSISTENCE}' must be either 'disk' or 'memory'"
+        )),
+    }
+}
+
+/// A header value as a cache key (strings as they are, other values by
+/// their text).
+fn key_of(v: &FieldValue) -> Bytes {
+    match v.as_bytes() {
+        Some(b) => b.clone(),
+        None => match v.as_i64() {
+            Some(i) => Bytes::from(i.to_string()),
+            None => Bytes::from(format!("{v:?}")),
+        },
+    }
+}
+
+impl DedupCache {
+    /// The cache an exchange's (checked) arguments describe.
+    pub fn from_args(args: &FieldTable) -> DedupCache {
+        DedupCache {
+            size: args.get(CACHE_SIZE).and_then(positive).unwrap_or(1) as usize,
+            ttl: args.get(CACHE_TTL).and_then(positive),
+            ..DedupCache::default()
+        }
+    }
+
+    /// Is the message with these headers a duplicate (at wall-clock `now`
+    /// ms)? If not, and it has a key, the key is remembered from now on.
+    pub fn is_duplicate(&mut self, headers: Option<&FieldTable>, now: u64) -> bool {
+        let Some(h) = headers else { return false };
+        let Some(v) = h.get(DEDUP_HEADER) else {
+            return false;
+        };
+        let key = key_of(v);
+        if let Some(&(expires, _)) = self.entries.get(&key) {
+            if now < expires {
+                return true;
+            }
+        }
+        let ttl = h.get(CACHE_TTL).and_then(positive).or(self.ttl);
+        let expires = ttl.map_or(u64::MAX, |t| now.saturating_add(t));
+        self.seq += 1;
+        self.entries.insert(key.clone(), (expires, self.seq));
+        self.order.push_back((key, self.seq));
+        while self.entries.len() > self.size {
+            let Some((old, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&old).is_some_and(|&(_, s)| s == seq) {
+                self.entries.remove(&old);
+            }
+        }
+        // Stale pairs of keys inserted again: keep the queue from growing
+        // past twice the cache.
+        if self.order.len() > 2 * self.size.max(1) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, s)| entries.get(k).is_some_and(|&(_, x)| x == *s));
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn h(key: &str, ttl: Option<i64>) -> FieldTable {
+        let mut t = FieldTable::new();
+        t.insert(
+            DEDUP_HEADER,
+            FieldValue::LongStr(Bytes::from(key.to_string())),
+        );
+        if let Some(ttl) = ttl {
+            t.insert(CACHE_TTL, FieldValue::I64(ttl));
+        }
+        t
+    }
+
+    fn args(size: i64, ttl: Option<i64>) -> FieldTable {
+        let mut a = FieldTable::new();
+        a.insert(CACHE_SIZE, FieldValue::I64(size));
+        if let Some(t) = ttl {
+            a.insert(CACHE_TTL, FieldValue::I64(t));
+        }
+        a
+    }
+
+    #[test]
+    fn a_repeated_key_is_a_duplicate_until_its_ttl() {
+        let mut c = DedupCache::from_args(&args(10, Some(1000)));
+        assert!(!c.is_duplicate(Some(&h("a", None)), 0));
+        assert!(c.is_duplicate(Some(&h("a", None)), 999));
+        assert!(!c.is_duplicate(Some(&h("b", None)), 5));
+        assert!(!c.is_duplicate(Some(&h("a", None)), 1000), "expired");
+        // The message's own ttl wins.
+        assert!(!c.is_duplicate(Some(&h("c", Some(50))), 0));
+        assert!(!c.is_duplicate(Some(&h("c", None)), 50));
+        // No key, no check.
+        assert!(!c.is_duplicate(None, 0));
+        assert!(!c.is_duplicate(Some(&FieldTable::new()), 0));
+    }
+
+    #[test]
+    fn a_full_cache_lets_the_oldest_go() {
+        let mut c = DedupCache::from_args(&args(2, None));
+        for k in ["a", "b", "c"] {
+            assert!(!c.is_duplicate(Some(&h(k, None)), 0));
+        }
+        assert_eq!(c.entries.len(), 2);
+        assert!(c.is_duplicate(Some(&h("c", None)), 0));
+        assert!(!c.is_duplicate(Some(&h("a", None)), 0), "pushed out");
+        for i in 0..100 {
+            let k = format!("k{}", i % 3);
+            c.is_duplicate(Some(&h(&k, Some(1))), i * 10);
+        }
+        assert!(c.order.len() <= 4 + 1);
+    }
+
+    #[test]
+    fn arguments_are_checked_with_the_plugins_texts() {
+        assert!(check_args(&FieldTable::new())
+            .unwrap_err()
+            .contains("x-cache-size"));
+        assert!(check_args(&args(0, None)).is_err());
+        assert!(check_args(&args(5, Some(-1)))
+            .unwrap_err()
+            .contains("x-cache-ttl"));
+        assert!(check_args(&args(5, Some(10))).is_ok());
+        let mut a = args(5, None);
+        a.insert(CACHE_SIZE, FieldValue::LongStr(Bytes::from_static(b"5")));
+        assert!(
+            check_args(&a).is_ok(),
+            "a numeric string, as the plugin's examples send"
+        );
+        a.insert(
+            CACHE_PERSISTENCE,
+            FieldValue::LongStr(Bytes::from_static(b"disk")),
+        );
+        assert!(check_args(&a).is_err());
+        a.insert(
+            CACHE_PERSISTENCE,
+            FieldValue::LongStr(Bytes::from_static(b"memory")),
+        );
+        assert!(check_args(&a).is_ok());
+    }
+}
