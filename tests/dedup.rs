@@ -171,3 +171,47 @@ fn the_arguments_are_checked_as_the_plugin_checks_them() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_duplicate_goes_to_the_alternate_exchange_as_an_unroutable_message() {
+    let mut p = Pair::new(Config::default());
+    p.handshake(0);
+    let mut args = FieldTable::new();
+    args.insert("x-cache-size", FieldValue::I32(10));
+    args.insert(
+        "alternate-exchange",
+        FieldValue::LongStr(Bytes::from_static(b"ae")),
+    );
+    declare(&mut p, args);
+    p.send(
+        1,
+        ExchangeDeclare {
+            exchange: Bytes::from_static(b"ae"),
+            kind: Bytes::from_static(b"fanout"),
+            ..Default::default()
+        },
+    );
+    for (q, x) in [("first", "dedup"), ("dups", "ae")] {
+        p.send(
+            1,
+            QueueDeclare {
+                queue: Bytes::from_static(q.as_bytes()),
+                ..Default::default()
+            },
+        );
+        p.send(
+            1,
+            QueueBind {
+                queue: Bytes::from_static(q.as_bytes()),
+                exchange: Bytes::from_static(x.as_bytes()),
+                ..Default::default()
+            },
+        );
+    }
+    let _ = p.recv_methods();
+    for _ in 0..3 {
+        p.publish(1, "dedup", "", with("same", None), b"m");
+    }
+    assert_eq!(depth(&mut p, "first"), 1);
+    assert_eq!(depth(&mut p, "dups"), 2);
+}

@@ -52,32 +52,47 @@ impl Engine {
         };
         let mut out = std::mem::take(&mut self.route_scratch);
         out.clear();
-        // An `x-message-deduplication` exchange routes nothing it has seen
-        // (a duplicate is unroutable: dropped, or returned if mandatory;
-        // still confirmed, as the plugin does).
+        // An `x-message-deduplication` exchange routes nothing it has seen:
+        // a duplicate is unroutable (its alternate exchange's if it has one,
+        // else dropped, or returned if mandatory; still confirmed), as with
+        // the plugin. `Some(alternate)` for a duplicate.
         let now = self.wall_ms();
         let keyed = headers
             .as_ref()
             .is_some_and(|h| h.get(crate::broker::dedup::DEDUP_HEADER).is_some());
-        let duplicate = keyed
-            && self
-                .broker
+        let duplicate = if keyed {
+            self.broker
                 .vhosts
                 .get_mut(vhost)
                 .and_then(|v| v.exchanges.get_mut(&msg.exchange))
-                .and_then(|x| x.dedup.as_deref_mut())
-                .is_some_and(|c| c.is_duplicate(headers.as_ref(), now));
-        if !duplicate {
-            self.broker.route(
-                vhost,
-                &msg.exchange,
-                &msg.routing_key,
-                headers.as_ref(),
-                &mut out,
-            );
-            if let Some(h) = &headers {
-                self.route_cc_bcc(vhost, &mut msg, h, &mut out);
+                .and_then(|x| {
+                    let alternate = x.alternate.clone();
+                    let cache = x.dedup.as_deref_mut()?;
+                    cache
+                        .is_duplicate(headers.as_ref(), now)
+                        .then_some(alternate)
+                })
+        } else {
+            None
+        };
+        match duplicate {
+            None => {
+                self.broker.route(
+                    vhost,
+                    &msg.exchange,
+                    &msg.routing_key,
+                    headers.as_ref(),
+                    &mut out,
+                );
+                if let Some(h) = &headers {
+                    self.route_cc_bcc(vhost, &mut msg, h, &mut out);
+                }
             }
+            Some(Some(ae)) => {
+                self.broker
+                    .route(vhost, &ae, &msg.routing_key, headers.as_ref(), &mut out)
+            }
+            Some(None) => {}
         }
         let mut r = Routed {
             routed: !out.is_empty(),
