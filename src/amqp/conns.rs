@@ -331,13 +331,11 @@ impl Core {
 
     /// The peer closed the socket (or it failed): clean up and forget it.
     pub fn peer_closed(&mut self, id: ConnId) {
-        if self.conn(id).is_some_and(|c| c.mqtt.is_some()) {
-            let now = self.engine.now();
-            if self.conn(id).is_some_and(|c| c.state != ConnState::Dead) {
-                if let Some(c) = self.conn(id) {
-                    info!("MQTT connection {}: the client closed the socket", c.peer);
-                }
+        if let Some(c) = self.conn(id).filter(|c| c.mqtt.is_some()) {
+            if c.state != ConnState::Dead {
+                info!("MQTT connection {}: the client closed the socket", c.peer);
             }
+            let now = self.engine.now();
             self.mqtt_gone(id, now);
         } else if let Some(c) = self.conn(id) {
             if !matches!(c.state, ConnState::Dead | ConnState::Closing) {

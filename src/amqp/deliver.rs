@@ -138,7 +138,9 @@ impl Core {
                 Taken::Msg(m, content) => (m, content),
                 Taken::Empty | Taken::Later => return,
             };
-            if c.mqtt.is_some() {
+            // The delivery goes out in the connection's protocol; `tracked`
+            // is its tag when it waits for an acknowledgement.
+            let tracked = if c.mqtt.is_some() {
                 let Some(no_ack) = c
                     .channel(channel)
                     .and_then(|ch| ch.consumers.get(slot))
@@ -148,101 +150,73 @@ impl Core {
                     return;
                 };
                 let shared = ctag.starts_with(b"mqtt-shared:");
-                let queue_qos = u8::from(!no_ack);
                 if let Some(v) = c.mqtt.as_deref().and_then(|s| s.version) {
                     let st = mqtt.stats_of(v);
                     st.delivered += 1;
                     st.redelivered += u64::from(m.redelivered());
                 }
-                let sent = crate::mqtt::deliver::deliver(
-                    c,
-                    channel,
-                    qid,
-                    &m,
-                    from_store.as_ref(),
-                    queue_qos,
-                    shared,
-                    wall,
-                );
-                match sent {
+                let queue_qos = u8::from(!no_ack);
+                let from = from_store.as_ref();
+                match crate::mqtt::deliver::deliver(
+                    c, channel, qid, &m, from, queue_qos, shared, wall,
+                ) {
                     crate::mqtt::deliver::Sent::NoId => {
                         queue.unpop(m);
                         queue.consumers.block(key);
                         continue;
                     }
-                    crate::mqtt::deliver::Sent::Settled => {
-                        count_taken(queue, &mut engine.counters, &m, false);
-                        engine.msgs.forget(store_id, &m);
-                    }
-                    crate::mqtt::deliver::Sent::Tracked(tag) => {
-                        count_taken(queue, &mut engine.counters, &m, false);
-                        engine.msgs.delivered(store_id, &m);
-                        queue.unacked += 1;
-                        if let Some(chan) = c.channel_mut(channel) {
-                            chan.hold(Unacked {
-                                tag,
-                                queue: qid,
-                                msg: m,
-                                consumer: Some(ctag),
-                                consumer_slot: slot,
-                                at: stamp,
-                            });
-                        }
-                    }
+                    crate::mqtt::deliver::Sent::Settled => None,
+                    crate::mqtt::deliver::Sent::Tracked(tag) => Some(tag),
                 }
-                if !c.in_flush_list {
-                    c.in_flush_list = true;
-                    flush_list.push(c.id);
-                }
-                continue;
-            }
-            let frame_max = c.frame_max;
-            let Connection {
-                channels,
-                outbox,
-                in_flush_list,
-                id: conn_id,
-                ..
-            } = c;
-            let Some(chan) = channels.get_mut(channel) else {
-                queue.unpop(m);
-                return;
-            };
-            let Some(no_ack) = chan.consumers.get(slot).map(|k| k.no_ack) else {
-                queue.unpop(m);
-                return;
+            } else {
+                let frame_max = c.frame_max;
+                let Connection {
+                    channels, outbox, ..
+                } = &mut *c;
+                let Some(chan) = channels.get_mut(channel) else {
+                    queue.unpop(m);
+                    return;
+                };
+                let Some(no_ack) = chan.consumers.get(slot).map(|k| k.no_ack) else {
+                    queue.unpop(m);
+                    return;
+                };
+                chan.last_tag += 1;
+                let tag = chan.last_tag;
+                let p = m.parts();
+                outbox.deliver(
+                    channel,
+                    &ctag,
+                    tag,
+                    m.redelivered(),
+                    p.exchange,
+                    p.routing_key,
+                );
+                let count = queue.args.quorum.then(|| m.returns()).filter(|&n| n > 0);
+                m.write_delivery(outbox, channel, frame_max, from_store.as_ref(), count);
+                (!no_ack).then_some(tag)
             };
             count_taken(queue, &mut engine.counters, &m, false);
-            chan.last_tag += 1;
-            let tag = chan.last_tag;
-            let p = m.parts();
-            outbox.deliver(
-                channel,
-                &ctag,
-                tag,
-                m.redelivered(),
-                p.exchange,
-                p.routing_key,
-            );
-            let count = queue.args.quorum.then(|| m.returns()).filter(|&n| n > 0);
-            m.write_delivery(outbox, channel, frame_max, from_store.as_ref(), count);
-            if no_ack {
-                engine.msgs.forget(store_id, &m);
-            } else {
-                engine.msgs.delivered(store_id, &m);
-                queue.unacked += 1;
-                chan.hold(Unacked {
-                    tag,
-                    queue: qid,
-                    msg: m,
-                    consumer: Some(ctag),
-                    consumer_slot: slot,
-                    at: stamp,
-                });
+            match tracked {
+                None => engine.msgs.forget(store_id, &m),
+                Some(tag) => {
+                    engine.msgs.delivered(store_id, &m);
+                    queue.unacked += 1;
+                    if let Some(chan) = c.channel_mut(channel) {
+                        chan.hold(Unacked {
+                            tag,
+                            queue: qid,
+                            msg: m,
+                            consumer: Some(ctag),
+                            consumer_slot: slot,
+                            at: stamp,
+                        });
+                    }
+                }
             }
-            if !*in_flush_list {
-                *in_flush_list = true;
-                flush_list.push(*conn_id);
+            if !c.in_flush_list {
+                c.in_flush_list = true;
+                flush_list.push(c.id);
             }
         }
     }

@@ -56,11 +56,11 @@ impl Engine {
         // a duplicate is unroutable (its alternate exchange's if it has one,
         // else dropped, or returned if mandatory; still confirmed), as with
         // the plugin. `Some(alternate)` for a duplicate.
-        let now = self.wall_ms();
         let keyed = headers
             .as_ref()
             .is_some_and(|h| h.get(crate::broker::dedup::DEDUP_HEADER).is_some());
         let duplicate = if keyed {
+            let now = self.wall_ms();
             self.broker
                 .vhosts
                 .get_mut(vhost)

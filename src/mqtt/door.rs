@@ -251,7 +251,7 @@ impl Core {
     /// the client id. Runs once per connection.
     pub(crate) fn mqtt_gone(&mut self, id: ConnId, now: Instant) {
         let Some(c) = self.conn_mut(id) else { return };
-        let (vhost, user) = (c.vhost.clone(), c.user.clone());
+        let vhost = c.vhost.clone();
         let Some(s) = c.mqtt.as_deref_mut() else {
             return;
         };
@@ -299,7 +299,6 @@ impl Core {
                 self.mqtt.wills.push(PendingWill {
                     key,
                     will: *w,
-                    user,
                     at: now + Duration::from_secs(u64::from(delay)),
                 });
             }
@@ -353,7 +352,7 @@ impl Core {
             Packet::PubRec(a) => self.mqtt_pubrec(id, a),
             Packet::PubRel(a) => self.mqtt_pubrel(id, a),
             Packet::PubComp(a) => self.mqtt_pubcomp(id, a),
-            Packet::Subscribe(s) => self.mqtt_subscribe(id, s, now),
+            Packet::Subscribe(s) => self.mqtt_subscribe(id, s),
             Packet::Unsubscribe(u) => self.mqtt_unsubscribe(id, u),
             Packet::PingReq => self.mqtt_send(id, &Packet::PingResp),
             Packet::Disconnect(d) => {
@@ -417,7 +416,7 @@ impl Core {
 
     /// Refuse a CONNECT with `code` (an MQTT 5 reason code; a 3.1.1 client
     /// gets the matching return code) and close.
-    fn connack_refuse(&mut self, id: ConnId, v: Version, code: u8, why: &str, now: Instant) {
+    fn connack_refuse(&mut self, id: ConnId, v: Version, code: u8, why: &str) {
         let code = if v.is_v5() { code } else { v3_connack(code) };
         if let Some(c) = self.conn_mut(id) {
             warn!(
@@ -439,7 +438,6 @@ impl Core {
             c.state = ConnState::Dead;
             c.discard_input = true;
         }
-        let _ = now;
         self.mark_flush(id);
     }
 
@@ -467,7 +465,6 @@ impl Core {
                     v,
                     reason::NOT_AUTHORIZED,
                     "no credentials, and anonymous logins are off",
-                    now,
                 )
             }
         };
@@ -488,17 +485,17 @@ impl Core {
                     ""
                 }
             );
-            return self.connack_refuse(id, v, reason::BAD_USER_OR_PASSWORD, &why, now);
+            return self.connack_refuse(id, v, reason::BAD_USER_OR_PASSWORD, &why);
         }
         let (uname, vname) = (lossy(&user), lossy(&vhost));
         if self.engine.broker.vhost(&vhost).is_none()
             || !self.engine.broker.auth.may_open(&uname, &vname)
         {
             let why = format!("access to vhost '{vname}' refused for user '{uname}'");
-            return self.connack_refuse(id, v, reason::NOT_AUTHORIZED, &why, now);
+            return self.connack_refuse(id, v, reason::NOT_AUTHORIZED, &why);
         }
         if let Err(e) = self.connection_limits(&uname, &vhost) {
-            return self.connack_refuse(id, v, reason::QUOTA_EXCEEDED, &e.reply_text(), now);
+            return self.connack_refuse(id, v, reason::QUOTA_EXCEEDED, &e.reply_text());
         }
         // The client id: an empty one gets a generated id, unless a 3.1.1
         // client wants its session kept (MQTT-3.1.3-8: 0x02).
@@ -510,7 +507,6 @@ impl Core {
                     v,
                     reason::CLIENT_ID_NOT_VALID,
                     "an empty client id with a persistent session",
-                    now,
                 );
             }
             self.mqtt.generated += 1;
@@ -549,7 +545,7 @@ impl Core {
                     .is_ok();
             if !ok {
                 let why = format!("may not publish its will to '{}'", lossy(&w.topic));
-                return self.connack_refuse(id, v, reason::NOT_AUTHORIZED, &why, now);
+                return self.connack_refuse(id, v, reason::NOT_AUTHORIZED, &why);
             }
         }
         let key = (vhost.clone(), client_id.clone());
@@ -1011,13 +1007,13 @@ impl Core {
     /// SUBSCRIBE: per filter, the session's queue for its QoS (or the
     /// shared subscription's queue), bound to the exchange with the
     /// filter's key; then its retained messages.
-    fn mqtt_subscribe(&mut self, id: ConnId, sub: Subscribe, now: Instant) {
+    fn mqtt_subscribe(&mut self, id: ConnId, sub: Subscribe) {
         let cfg_exchange = self.engine.config.mqtt.exchange.clone();
         let exchange = Bytes::from(cfg_exchange);
         let Some(c) = self.conn(id) else { return };
         let vhost = c.vhost.clone();
         let Some(s) = c.mqtt.as_deref() else { return };
-        let (v, client, persistent, expiry) = (s.v(), s.client_id.clone(), !s.clean, s.expiry);
+        let (client, persistent, expiry) = (s.client_id.clone(), !s.clean, s.expiry);
         let sub_id = sub.props.subscription_ids.first().copied().unwrap_or(0);
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut retained_for = Vec::new();
@@ -1107,7 +1103,6 @@ impl Core {
             self.drop_unused_queues(id);
             codes.push(granted);
         }
-        let _ = v;
         let ack = Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
             props: Properties::default(),
@@ -1118,7 +1113,6 @@ impl Core {
         for (matcher, q) in retained_for {
             self.send_retained(&vhost, &matcher, q);
         }
-        let _ = now;
     }
 
     /// Declare (if need be) the queue named `qname` and check the
@@ -1386,7 +1380,6 @@ impl Core {
                     .partition(|w| now >= w.at);
             self.mqtt.wills = wait;
             for w in due {
-                let _ = &w.user;
                 self.publish_will(&w.key.0, w.will);
             }
         }

@@ -184,8 +184,6 @@ pub struct PendingWill {
     pub key: (Bytes, Bytes),
     /// The will.
     pub will: Will,
-    /// The user it is published as.
-    pub user: Bytes,
     /// When to publish it.
     pub at: Instant,
 }
