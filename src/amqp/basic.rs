@@ -140,6 +140,7 @@ impl Core {
         let qn = self.queue_name(id, ch, &bc.queue);
         self.check_access(id, Access::Read, "queue", &qn)?;
         let q = self.resolve_queue(id, ch, vhost, &bc.queue)?;
+        let reader = self.stream_consume_checks(id, ch, q, &bc)?;
         let arg_error = |e: args::ArgError| {
             let name = self.engine.broker.queue(q).map(|x| x.name.clone());
             e.into_error(&name.unwrap_or_default(), vhost)
@@ -156,11 +157,15 @@ impl Core {
         let c = Consume {
             tag: tag.clone(),
             no_ack: bc.no_ack,
-            exclusive: bc.exclusive,
+            // Every reader of a stream reads it all: none is exclusive.
+            exclusive: bc.exclusive && reader.is_none(),
             priority,
             timeout,
         };
         self.add_consumer(id, ch, vhost, q, c)?;
+        if let Some(r) = reader {
+            self.attach_reader(id, ch, q, &tag, r);
+        }
         if !bc.nowait {
             self.reply(id, ch, BasicConsumeOk { consumer_tag: tag }.into());
         }
@@ -253,6 +258,9 @@ impl Core {
         let qn = self.queue_name(id, ch, &g.queue);
         self.check_access(id, Access::Read, "queue", &qn)?;
         let q = self.resolve_queue(id, ch, vhost, &g.queue)?;
+        if let Some((name, vh)) = self.stream_name(q) {
+            return Err(super::stream::not_supported("basic.get", &name, &vh));
+        }
         self.engine.expire_queue(q);
         self.engine.touch_queue(q);
         let Core { engine, conns, .. } = self;

@@ -17,6 +17,7 @@ impl Core {
     /// End of a loop turn: the group commit (see [`Core::group_commit`]),
     /// then the alarms.
     pub fn end_turn(&mut self, now: Instant) {
+        self.engine.resume_readers();
         // Queues whose consumers got room back as their output drained.
         self.run_dispatch();
         if self.mqtt.retained_dirty {
@@ -24,6 +25,10 @@ impl Core {
             self.mqtt_save_retained();
         }
         let _ = self.group_commit(now, false);
+        if self.engine.take_stream_wakeup() {
+            // Stream messages this commit made readable go out now.
+            self.run_dispatch();
+        }
         let Core { engine, conns, .. } = self;
         engine.measure_buffers(now, || {
             let mut bytes = 0;

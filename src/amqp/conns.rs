@@ -70,6 +70,9 @@ pub struct Core {
     /// The MQTT front door's state (client ids, detached sessions,
     /// retained messages, delayed wills).
     pub(crate) mqtt: crate::mqtt::MqttState,
+    /// Scratch buffer for a stream delivery's content header (see
+    /// `amqp/stream.rs`).
+    pub(crate) stream_header: Vec<u8>,
 }
 
 impl Core {
@@ -90,6 +93,7 @@ impl Core {
             sync_waiters: Vec::new(),
             links: crate::link::Links::default(),
             mqtt: crate::mqtt::MqttState::default(),
+            stream_header: Vec::new(),
         }
     }
 

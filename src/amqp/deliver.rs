@@ -76,6 +76,9 @@ impl Core {
         let Some(queue) = engine.broker.queue_mut(qid) else {
             return;
         };
+        if queue.stream.is_some() {
+            return self.dispatch_stream(qid);
+        }
         let store_id = queue.store_id;
         let single = queue.args.single_active_consumer;
         while !queue.ready.is_empty() {
@@ -373,6 +376,13 @@ impl Core {
         requeue: bool,
     ) -> Result<(), Error> {
         let taken = self.take_unacked(id, ch, tag, multiple)?;
+        if let Some((name, vh)) = taken.iter().find_map(|u| self.stream_name(u.queue)) {
+            return Err(super::stream::not_supported(
+                "basic.nack and basic.reject",
+                &name,
+                &vh,
+            ));
+        }
         if self.in_tx(id, ch) {
             self.push_tx(id, ch, TxOp::Nack(taken, requeue));
             return Ok(());
@@ -393,6 +403,11 @@ impl Core {
             return Err(Error::new(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
         }
         let taken = self.take_unacked(id, ch, 0, true)?;
+        if let Some((name, vh)) = taken.iter().find_map(|u| self.stream_name(u.queue)) {
+            // RabbitMQ 3.10's channel crashes here (541); a stream cannot
+            // deliver again what it delivered: refused as basic.nack is.
+            return Err(super::stream::not_supported("basic.recover", &name, &vh));
+        }
         self.requeue_all(id, ch, taken);
         Ok(())
     }

@@ -31,6 +31,7 @@ mod handshake;
 mod publish;
 mod queue;
 mod reply_to;
+mod stream;
 mod tx;
 
 pub(crate) use basic::Consume;

@@ -64,6 +64,9 @@ impl Core {
                 let qn = self.queue_name(id, ch, &p.queue);
                 self.check_access(id, Access::Read, "queue", &qn)?;
                 let q = self.resolve_queue(id, ch, &vhost, &p.queue)?;
+                if let Some((name, vh)) = self.stream_name(q) {
+                    return Err(super::stream::not_supported("queue.purge", &name, &vh));
+                }
                 let (n, durable) = self.engine.purge(q);
                 if durable && n > 0 {
                     // purge-ok says the messages are gone for good.
@@ -152,7 +155,12 @@ impl Core {
             Some(qq) => (
                 qq.name.clone(),
                 qq.message_count(),
-                qq.consumers.len() as u32,
+                // RabbitMQ's declare-ok counts no consumers of a stream.
+                if qq.stream.is_some() {
+                    0
+                } else {
+                    qq.consumers.len() as u32
+                },
             ),
             None => return Ok(()),
         };

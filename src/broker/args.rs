@@ -67,6 +67,12 @@ pub struct QueueArgs {
     /// `x-consumer-timeout`: a delivery not acknowledged in this many
     /// milliseconds closes its channel.
     pub consumer_timeout: Option<u64>,
+    /// `x-queue-type` = stream: a log read by every consumer.
+    pub stream: bool,
+    /// A stream's `x-max-age`, milliseconds.
+    pub max_age: Option<u64>,
+    /// A stream's `x-stream-max-segment-size-bytes`.
+    pub max_segment: Option<u64>,
 }
 
 /// Longest TTL or expiry RabbitMQ accepts (ten years, in milliseconds).
@@ -102,6 +108,35 @@ const NOT_CLASSIC: [&str; 8] = [
     "x-queue-leader-locator",
 ];
 
+/// Largest `x-stream-max-segment-size-bytes` (RabbitMQ's 3 GB).
+const MAX_SEGMENT: u64 = 3_000_000_000;
+
+/// Arguments compared when a stream is re-declared (the others are not
+/// looked at, as RabbitMQ's streams do).
+const COMPARED_STREAM: [&str; 3] = [
+    "x-max-length-bytes",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+];
+
+/// Arguments a stream refuses (RabbitMQ 3.10's `rabbit_stream_queue`).
+const NOT_STREAM: [&str; 14] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-quorum-initial-group-size",
+    "x-queue-master-locator",
+];
+
 /// What is wrong with a queue's arguments; [`ArgError::into_error`] turns it
 /// into the 406 RabbitMQ sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +148,10 @@ pub enum ArgError {
     InvalidType(&'static str, &'static str),
     /// `invalid arg 'KEY' for queue … of queue type rabbit_classic_queue`.
     NotClassic(&'static str),
+    /// `invalid arg 'KEY' for queue … of queue type rabbit_stream_queue`.
+    NotStream(&'static str),
+    /// A text of its own.
+    Text(String),
     /// `inequivalent arg 'KEY' for queue 'Q' in vhost 'V': DETAIL`.
     Inequivalent(&'static str, String),
 }
@@ -139,6 +178,10 @@ impl ArgError {
             ArgError::NotClassic(k) => format!(
                 "invalid arg '{k}' for {what} '{q}' in vhost '{v}' of queue type rabbit_classic_queue"
             ),
+            ArgError::NotStream(k) => format!(
+                "invalid arg '{k}' for {what} '{q}' in vhost '{v}' of queue type rabbit_stream_queue"
+            ),
+            ArgError::Text(t) => t,
             ArgError::Inequivalent(k, d) => {
                 format!("inequivalent arg '{k}' for {what} '{q}' in vhost '{v}': {d}")
             }
@@ -234,13 +277,13 @@ impl QueueArgs {
                     classic = false;
                     out.quorum = true;
                 }
-                // Refused rather than served as a queue that forgets what
-                // was read (a stream's consumers re-read from an offset).
-                b"stream" => return Err(ArgError::Invalid(
-                    "x-queue-type",
-                    "\"unsupported queue type 'stream': warren does not implement streams yet\""
-                        .into(),
-                )),
+                b"stream" => {
+                    classic = false;
+                    out.stream = true;
+                    if let Some(k) = NOT_STREAM.iter().find(|k| args.get(k).is_some()) {
+                        return Err(ArgError::NotStream(k));
+                    }
+                }
                 other => {
                     return Err(ArgError::Invalid(
                         "x-queue-type",
@@ -319,6 +362,31 @@ impl QueueArgs {
                 return Err(ArgError::NotClassic(k));
             }
         }
+        if out.stream {
+            if let Some(v) = args.get("x-max-age") {
+                let s = longstr(v).ok_or_else(|| unacceptable("x-max-age", v))?;
+                let age = super::stream::interval_ms(s)
+                    .filter(|&ms| ms > 0)
+                    .ok_or_else(|| ArgError::Invalid("x-max-age", "invalid_max_age".into()))?;
+                out.max_age = Some(age);
+            }
+            if let Some(v) = args.get("x-stream-max-segment-size-bytes") {
+                let key = "x-stream-max-segment-size-bytes";
+                let n = non_negative(key, v)?;
+                if n > MAX_SEGMENT {
+                    return Err(ArgError::Text(format!("Exceeded max value for {key}")));
+                }
+                out.max_segment = Some(n.max(1));
+            }
+            if let Some(v) = args.get("x-initial-cluster-size") {
+                if int("x-initial-cluster-size", v)? <= 0 {
+                    return Err(ArgError::Invalid(
+                        "x-initial-cluster-size",
+                        format!("{{value_zero,{}}}", show(v)),
+                    ));
+                }
+            }
+        }
         // RabbitMQ takes any value here; a non-negative integer limits.
         out.delivery_limit_arg = args.get("x-delivery-limit").and_then(|v| v.as_i64());
         out.delivery_limit = out.delivery_limit_arg.and_then(|n| u64::try_from(n).ok());
@@ -364,7 +432,11 @@ pub fn check_equivalent(cur: &FieldTable, got: &FieldTable) -> Result<(), ArgErr
     if ct.unwrap_or(&classic) != gt.unwrap_or(&classic) {
         return Err(inequivalent("x-queue-type", gt, ct));
     }
-    for key in COMPARED {
+    let stream = ct
+        .and_then(|t| t.as_bytes())
+        .is_some_and(|t| &t[..] == b"stream");
+    let keys: &[&'static str] = if stream { &COMPARED_STREAM } else { &COMPARED };
+    for &key in keys {
         let (a, b) = (got.get(key), cur.get(key));
         let same = match (a, b) {
             (None, None) => true,

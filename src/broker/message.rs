@@ -327,6 +327,23 @@ impl QueuedMsg {
         }
     }
 
+    /// A delivery that holds no message: a stream's (its log keeps the
+    /// message; an acknowledgement only gives credit back). `seq` is the
+    /// delivered offset.
+    pub fn marker(offset: u64) -> QueuedMsg {
+        QueuedMsg {
+            data: Slice::empty(),
+            big: None,
+            seq: offset,
+            expires: u64::MAX,
+            size: 0,
+            flags: 0,
+            priority: 0,
+            prio: 0,
+            returns: 0,
+        }
+    }
+
     /// Pack a routed message; `stored` is where the store keeps it (for
     /// copies in durable queues, see [`QueuedMsg::set_stored`]).
     pub fn pack(arena: &mut Arena, m: &Message, stored: Option<StoreRef>) -> QueuedMsg {

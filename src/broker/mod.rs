@@ -14,6 +14,7 @@ pub mod params;
 pub mod policy;
 pub mod queue;
 pub mod ready;
+pub mod stream;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -64,6 +65,8 @@ pub struct Deleted {
     pub store_id: Option<u64>,
     /// Consumers that lost their queue (to be sent basic.cancel).
     pub consumers: Vec<ConsumerRef>,
+    /// A stream's log, to delete.
+    pub stream: Option<Box<stream::Stream>>,
 }
 
 /// All broker state.
@@ -79,6 +82,8 @@ pub struct Broker {
     name_counter: u64,
     /// Durable queues get store ids (a message store is attached).
     pub persistent: bool,
+    /// Stream queues (publishing looks for them only when there are).
+    pub streams: usize,
     /// Next durable queue store id.
     pub next_store_id: u64,
     /// Changes to the durable definitions since the end of the last turn,
@@ -493,10 +498,11 @@ impl Broker {
             .get("x-queue-type")
             .and_then(|v| v.as_bytes())
             .is_some_and(|t| &t[..] == b"quorum" || &t[..] == b"stream");
+        // RabbitMQ's order (rabbit_queue_type_util's checks).
         let bad = [
-            (!spec.durable, "non-durable"),
-            (spec.exclusive, "exclusive-owner"),
             (spec.auto_delete, "auto-delete"),
+            (spec.exclusive, "exclusive-owner"),
+            (!spec.durable, "non-durable"),
         ];
         if let Some((_, prop)) = bad.iter().find(|(b, _)| replicated && *b) {
             return Err(Error::new(
@@ -531,6 +537,7 @@ impl Broker {
         }
         let mut q = Queue::new(id, Bytes::copy_from_slice(vhost), spec, owner, args);
         q.store_id = store_id;
+        self.streams += usize::from(q.args.stream);
         entry.insert(q);
         let vh = self.vhost_mut(vhost)?;
         vh.queues.insert(name, id);
@@ -559,10 +566,12 @@ impl Broker {
                 .push(DefChange::DelQueue(vhost.clone(), q.name.clone()));
         }
         self.cleanup_auto_delete_exchanges(&vhost);
+        self.streams -= usize::from(q.args.stream && self.streams > 0);
         Deleted {
             ready: q.ready,
             store_id: q.store_id,
             consumers: q.consumers.take_all(),
+            stream: q.stream.take(),
         }
     }
 

@@ -75,6 +75,9 @@ pub struct Queue {
     pub last_used: std::time::Instant,
     /// Message counters.
     pub stats: QueueStats,
+    /// A stream's log and readers (`x-queue-type: stream`; opened by the
+    /// engine, which knows where logs live).
+    pub stream: Option<Box<super::stream::Stream>>,
 }
 
 impl Queue {
@@ -117,6 +120,7 @@ impl Queue {
             store_id: None,
             last_used: std::time::Instant::now(),
             stats: QueueStats::default(),
+            stream: None,
         }
     }
 
@@ -211,9 +215,13 @@ impl Queue {
             .is_some_and(|t| t < now_ms)
     }
 
-    /// Number of ready messages.
+    /// Number of ready messages (a stream's: the messages its log holds).
     pub fn message_count(&self) -> u32 {
-        self.ready.len().min(u64::from(u32::MAX)) as u32
+        let n = match &self.stream {
+            Some(s) => s.log.message_count(),
+            None => self.ready.len(),
+        };
+        n.min(u64::from(u32::MAX)) as u32
     }
 
     /// Body bytes of the ready messages.
@@ -239,6 +247,9 @@ impl Queue {
             .is_some();
         if self.consumers.is_empty() {
             self.exclusive_consumer = false;
+        }
+        if let Some(s) = self.stream.as_deref_mut() {
+            s.readers.remove(&key);
         }
         gone
     }

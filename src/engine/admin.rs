@@ -239,6 +239,13 @@ impl Engine {
         }
         let (q, created) = self.broker.declare_queue(vhost, spec, owner, salt)?;
         if created {
+            if let Err(e) = self.open_stream(q) {
+                self.delete_queue(q);
+                return Err(Error::new(
+                    ReplyCode::INTERNAL_ERROR,
+                    format!("cannot create the stream's log: {e}"),
+                ));
+            }
             self.choose_queue_policy(q);
         }
         self.expire_queue(q);
@@ -309,6 +316,11 @@ impl Engine {
     pub fn delete_queue(&mut self, q: QueueId) -> u32 {
         let mut gone = self.broker.delete_queue(q);
         self.cancelled.extend(gone.consumers);
+        if let Some(s) = gone.stream.take() {
+            // RabbitMQ's delete-ok counts no messages of a stream.
+            s.log.destroy();
+            return 0;
+        }
         if let (Some(sid), Some(st)) = (gone.store_id, self.msgs.store.as_mut()) {
             st.purge(sid);
         }

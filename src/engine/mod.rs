@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `admin.rs` | vhosts, users, permissions; declare, delete, bind, unbind, purge |
 //! | `publish.rs` | publish: route (CC/BCC, alternate exchanges), queue, store |
+//! | `stream.rs` | stream queues: open their logs, append, commit, wake readers |
 //! | `take.rs` | settle a taken message: ack, reject (dead-letter), requeue |
 //! | `expiry.rs` | message and queue expiry, dead-lettering, timers |
 //! | `persist.rs` | open and restore, the group commit, alarms |
@@ -22,6 +23,7 @@ mod params;
 mod persist;
 mod policy;
 mod publish;
+mod stream;
 mod take;
 
 use std::time::{Duration, Instant};
@@ -179,6 +181,14 @@ pub struct Engine {
     route_scratch: Vec<QueueId>,
     /// Scratch vector for the store ids of durable target queues.
     store_scratch: Vec<u64>,
+    /// Streams appended to since the last commit.
+    streams_pending: Vec<QueueId>,
+    /// A commit made stream messages readable (see
+    /// [`Engine::take_stream_wakeup`]).
+    stream_woke: bool,
+    /// Stream readers to unblock next turn (see
+    /// [`Engine::resume_reader`]).
+    stream_resume: Vec<(QueueId, u32)>,
 }
 
 impl Engine {
@@ -241,6 +251,9 @@ impl Engine {
             force_sync: false,
             route_scratch: Vec::new(),
             store_scratch: Vec::new(),
+            streams_pending: Vec::new(),
+            stream_woke: false,
+            stream_resume: Vec::new(),
         }
     }
 

@@ -290,6 +290,9 @@ impl Engine {
                     if let Some(qq) = self.broker.queue_mut(id) {
                         qq.store_id = Some(q.id);
                     }
+                    if let Err(e) = self.open_stream(id) {
+                        warn!("cannot open the log of stream {:?}: {e}", q.name);
+                    }
                     self.choose_queue_policy(id);
                 }
                 Err(e) => warn!("cannot restore queue {:?}: {e}", q.name),
@@ -481,6 +484,9 @@ impl Engine {
     /// Make everything appended and staged durable: the store's records,
     /// then the definitions. Nothing is confirmed unless both worked.
     pub(crate) fn commit(&mut self, now: Instant) -> io::Result<()> {
+        if !self.streams_pending.is_empty() {
+            self.commit_streams()?;
+        }
         if let Some(st) = self.msgs.store.as_mut() {
             st.sync(now)?;
         }

@@ -27,7 +27,7 @@ pub struct Routed {
 }
 
 /// True when the raw content header's property flags include `headers`.
-fn has_headers(header: &[u8]) -> bool {
+pub(crate) fn has_headers(header: &[u8]) -> bool {
     header.get(12).is_some_and(|f| f & 0x20 != 0)
 }
 
@@ -115,14 +115,30 @@ impl Engine {
     /// refused it (reject-publish) and whether it was written to the store.
     pub(crate) fn enqueue(&mut self, mut msg: Message, targets: &[QueueId]) -> (bool, bool) {
         msg.timestamp = self.wall_ms();
+        // Streams append to their logs (every message, persistent or not,
+        // as RabbitMQ's streams keep them); the other queues follow.
+        let mut appended = false;
+        let mut others = targets.len();
+        if self.broker.streams > 0 {
+            for &q in targets {
+                if self.stream_append(q, &msg) {
+                    appended = true;
+                    others -= 1;
+                }
+            }
+            if others == 0 {
+                return (false, appended);
+            }
+        }
         let mut durable = std::mem::take(&mut self.store_scratch);
         durable.clear();
         if msg.persistent && self.msgs.store.is_some() {
-            durable.extend(
-                targets
-                    .iter()
-                    .filter_map(|q| self.broker.queue(*q).and_then(|q| q.store_id)),
-            );
+            durable.extend(targets.iter().filter_map(|q| {
+                self.broker
+                    .queue(*q)
+                    .filter(|q| q.stream.is_none())
+                    .and_then(|q| q.store_id)
+            }));
         }
         let stored = self.msgs.store_message(&msg, &durable);
         self.store_scratch = durable;
@@ -137,7 +153,11 @@ impl Engine {
             .then(|| QueuedMsg::pack(&mut self.msgs.arena, &msg, stored));
         let mut rejected = false;
         for &q in targets {
-            let Some((sid, overflow)) = self.broker.queue(q).map(|q| (q.store_id, q.args.overflow))
+            let Some((sid, overflow)) = self
+                .broker
+                .queue(q)
+                .filter(|q| q.stream.is_none())
+                .map(|q| (q.store_id, q.args.overflow))
             else {
                 continue;
             };
@@ -182,7 +202,7 @@ impl Engine {
             }
             self.mark_queue(q);
         }
-        (rejected, stored.is_some())
+        (rejected, stored.is_some() || appended)
     }
 
     /// With `x-overflow` drop-head, drop (dead-letter) messages from the

@@ -14,6 +14,7 @@ mod file;
 mod recover;
 pub mod retained;
 pub mod spill;
+pub mod stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

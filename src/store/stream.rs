@@ -1,0 +1,1025 @@
+//! A stream's log: an append-only sequence of segment files in
+//! `data_dir/streams/<queue store id>/`, each named by the offset of its
+//! first message (`00000000000000000000.seg`), or the same segments held in
+//! memory when the broker has no data directory.
+//!
+//! Record layout: `len u32 | crc32c u32 | payload[len]`, payload =
+//! `flags u8 | offset u64 | timestamp u64 (ms) | filter shortstr |
+//! exchange shortstr | routing key shortstr | header longstr | body`.
+//! Flag bit 0 marks the first record of a chunk: the records appended in one
+//! loop turn, written and fdatasynced by one group commit (a stream's
+//! `last` attaches to the start of the last chunk, as RabbitMQ's does).
+//!
+//! Readers never hold messages in memory: a [`Cursor`] reads ahead one block
+//! (64 KiB, or one record if larger) from its position with `pread`, so
+//! readers share the page cache and a 100 GB stream costs no more memory
+//! than a small one. Per segment the log keeps a few numbers and a sparse
+//! index (one entry per MiB) to find an offset or a timestamp.
+//!
+//! Retention drops whole segments, oldest first, when a segment rolls over
+//! (as RabbitMQ evaluates it): while the log is over `x-max-length-bytes`,
+//! or while its oldest segment's newest message is older than `x-max-age`.
+//! The segment being written is never dropped.
+//!
+//! Recovery scans the segments once: a record that does not check out in
+//! the last segment is a torn tail from a crash and is cut off; in an older
+//! segment the rest of that segment is dropped (logged).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use log::{error, warn};
+
+use super::crc::crc32c;
+use super::disk::{Disk, Faults};
+
+/// Bytes before a record's payload: length and checksum.
+const REC_HEADER: usize = 8;
+/// Fixed part of the payload: flags, offset, timestamp.
+const FIXED: usize = 17;
+/// Largest record accepted (a message is at most 128 MiB).
+const MAX_RECORD: u32 = 256 << 20;
+/// A reader's read-ahead block.
+const READ_BLOCK: usize = 64 << 10;
+/// One sparse-index entry per this many bytes of a segment.
+const INDEX_EVERY: u64 = 1 << 20;
+/// Flag: the first record of a chunk.
+const F_CHUNK: u8 = 1;
+
+/// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
+pub const DEFAULT_SEGMENT: u64 = 500_000_000;
+
+/// A message read from the log.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its offset.
+    pub offset: u64,
+    /// When it was appended (ms since the epoch).
+    pub timestamp: u64,
+    /// Its `x-stream-filter-value`, if any.
+    pub filter: Option<Bytes>,
+    /// Exchange it was published to.
+    pub exchange: Bytes,
+    /// Routing key.
+    pub routing_key: Bytes,
+    /// Raw content header payload.
+    pub header: Bytes,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Where a reader attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// The first message still in the log.
+    First,
+    /// The start of the last chunk.
+    Last,
+    /// The next message appended.
+    Next,
+    /// This offset (clamped to what the log holds).
+    Offset(u64),
+    /// The first message appended at or after this time (ms since the
+    /// epoch).
+    Time(u64),
+}
+
+/// A reader's position in the log.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor {
+    /// The offset of the next message it reads.
+    pub offset: u64,
+    /// First offset of the segment it reads (its name).
+    seg: u64,
+    /// Byte position of the next record in that segment.
+    pos: u64,
+    /// Read-ahead: bytes of the segment from `buf_at`.
+    buf: Bytes,
+    buf_at: u64,
+}
+
+impl Cursor {
+    /// Memory its read-ahead holds.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    offset: u64,
+    timestamp: u64,
+    pos: u64,
+}
+
+/// One segment.
+#[derive(Debug)]
+struct Segment {
+    /// Offset of its first message (its name).
+    first: u64,
+    /// Offset after its last message, written or pending.
+    end: u64,
+    /// Bytes written (and, after a commit, synced).
+    size: u64,
+    /// Records appended this turn, written by the next commit.
+    pending: BytesMut,
+    /// Timestamp of its newest message.
+    last_ts: u64,
+    /// The file (None in memory).
+    file: Option<File>,
+    /// The bytes, for a log in memory.
+    mem: Vec<u8>,
+    /// Sparse index: offset, time and position of a record every MiB.
+    index: Vec<IndexEntry>,
+}
+
+impl Segment {
+    fn new(first: u64, file: Option<File>) -> Segment {
+        Segment {
+            first,
+            end: first,
+            size: 0,
+            pending: BytesMut::new(),
+            last_ts: 0,
+            file,
+            mem: Vec::new(),
+            index: Vec::new(),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.size + self.pending.len() as u64
+    }
+}
+
+/// A stream's log (see the module documentation).
+#[derive(Debug)]
+pub struct StreamLog {
+    /// Segment directory; None: in memory.
+    dir: Option<PathBuf>,
+    dir_file: Option<File>,
+    disk: Disk,
+    segs: VecDeque<Segment>,
+    /// The next offset to hand out.
+    next: u64,
+    /// Offsets below this are written and synced: readable.
+    committed: u64,
+    /// Largest segment (`x-stream-max-segment-size-bytes`).
+    max_segment: u64,
+    /// `x-max-length-bytes`.
+    max_bytes: Option<u64>,
+    /// `x-max-age` in milliseconds.
+    max_age: Option<u64>,
+    /// Start of the last committed chunk: offset, segment, position.
+    last_chunk: Option<(u64, u64, u64)>,
+    /// Start of the chunk being appended.
+    open_chunk: Option<(u64, u64, u64)>,
+    /// Files were created or removed since the last commit.
+    dir_dirty: bool,
+    /// Bytes of every segment, written and pending.
+    bytes: u64,
+    /// Records found damaged (recovery, reads).
+    pub damaged: u64,
+}
+
+fn seg_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+/// Limits of a stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `x-stream-max-segment-size-bytes`.
+    pub max_segment: u64,
+    /// `x-max-length-bytes`.
+    pub max_bytes: Option<u64>,
+    /// `x-max-age`, milliseconds.
+    pub max_age: Option<u64>,
+}
+
+/// Parse one record's payload (checked already). `payload` is a slice of
+/// a shared buffer: the parts are slices of it.
+fn parse(payload: Bytes) -> Option<(u8, Record)> {
+    let p = &payload[..];
+    let flags = *p.first()?;
+    let offset = u64::from_be_bytes(p.get(1..9)?.try_into().ok()?);
+    let timestamp = u64::from_be_bytes(p.get(9..17)?.try_into().ok()?);
+    let mut at = FIXED;
+    let short = |at: &mut usize| -> Option<Bytes> {
+        let n = usize::from(*p.get(*at)?);
+        let s = payload.slice(*at + 1..(*at + 1 + n).min(p.len()));
+        (s.len() == n).then_some(())?;
+        *at += 1 + n;
+        Some(s)
+    };
+    let filter = short(&mut at)?;
+    let exchange = short(&mut at)?;
+    let routing_key = short(&mut at)?;
+    let hl = u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
+    at += 4;
+    p.get(at..at + hl)?;
+    let header = payload.slice(at..at + hl);
+    let body = payload.slice(at + hl..);
+    Some((
+        flags,
+        Record {
+            offset,
+            timestamp,
+            filter: (!filter.is_empty()).then_some(filter),
+            exchange,
+            routing_key,
+            header,
+            body,
+        },
+    ))
+}
+
+/// Check the record at the start of `buf`: `Ok(Some(total length))` when
+/// it is whole and its checksum holds, `Ok(None)` when `buf` holds only its
+/// beginning (of `need` bytes), `Err` when it is damaged.
+fn frame(buf: &[u8]) -> Result<Result<usize, usize>, ()> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (Some(len), Some(crc)) = (word(0), word(4)) else {
+        return Ok(Err(REC_HEADER));
+    };
+    if len > MAX_RECORD || (len as usize) < FIXED + 7 {
+        return Err(());
+    }
+    let total = REC_HEADER + len as usize;
+    let Some(payload) = buf.get(REC_HEADER..total) else {
+        return Ok(Err(total));
+    };
+    if crc32c(payload) != crc {
+        return Err(());
+    }
+    Ok(Ok(total))
+}
+
+impl StreamLog {
+    /// Open (or create) the log in `dir`, recovering its segments; in
+    /// memory when `dir` is None.
+    pub fn open(
+        dir: Option<PathBuf>,
+        faults: Option<std::sync::Arc<Faults>>,
+        limits: Limits,
+    ) -> io::Result<StreamLog> {
+        let disk = Disk::new(faults);
+        let mut log = StreamLog {
+            dir: dir.clone(),
+            dir_file: None,
+            disk,
+            segs: VecDeque::new(),
+            next: 0,
+            committed: 0,
+            max_segment: limits.max_segment.max(1),
+            max_bytes: limits.max_bytes,
+            max_age: limits.max_age,
+            last_chunk: None,
+            open_chunk: None,
+            dir_dirty: false,
+            bytes: 0,
+            damaged: 0,
+        };
+        let Some(dir) = dir else {
+            log.segs.push_back(Segment::new(0, None));
+            return Ok(log);
+        };
+        log.disk.create_dir_all(&dir)?;
+        log.dir_file = Some(log.disk.open_dir(&dir)?);
+        let mut names: Vec<(u64, u64)> = log
+            .disk
+            .list(&dir)?
+            .into_iter()
+            .filter_map(|(name, len)| {
+                let first = name.strip_suffix(".seg")?.parse::<u64>().ok()?;
+                Some((first, len))
+            })
+            .collect();
+        names.sort_unstable();
+        let count = names.len();
+        for (i, (first, len)) in names.into_iter().enumerate() {
+            let path = seg_path(&dir, first);
+            let file = log.disk.open_rw(&path)?;
+            let mut seg = Segment::new(first.max(log.next), Some(file));
+            log.scan(&mut seg, len, i + 1 == count)?;
+            log.next = seg.end;
+            log.bytes += seg.size;
+            log.segs.push_back(seg);
+        }
+        log.committed = log.next;
+        if log.segs.is_empty() {
+            let file = log.disk.create(&seg_path(&dir, 0), 0)?;
+            log.segs.push_back(Segment::new(0, Some(file)));
+            log.dir_dirty = true;
+        }
+        Ok(log)
+    }
+
+    /// Recovery: read segment `seg` (`len` bytes on disk) record by record,
+    /// building its index; cut what does not check out.
+    fn scan(&mut self, seg: &mut Segment, len: u64, last: bool) -> io::Result<()> {
+        let Some(file) = seg.file.as_ref() else {
+            return Ok(());
+        };
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        let mut buf_at = 0u64;
+        let mut next_index = 0u64;
+        let mut expect: Option<u64> = None;
+        let good_end = loop {
+            if pos >= len {
+                break pos;
+            }
+            let rel = (pos - buf_at) as usize;
+            let framed = match buf.get(rel..) {
+                Some(b) => frame(b),
+                None => Ok(Err(REC_HEADER)),
+            };
+            let total = match framed {
+                Ok(Ok(total)) => total,
+                Ok(Err(need)) => {
+                    if pos + need as u64 > len {
+                        break pos;
+                    }
+                    let want = (need.max(READ_BLOCK) as u64).min(len - pos) as usize;
+                    buf.resize(want, 0);
+                    self.disk.read_at(file, &mut buf, pos)?;
+                    buf_at = pos;
+                    continue;
+                }
+                Err(()) => break pos,
+            };
+            let rel = (pos - buf_at) as usize;
+            let Some(payload) = buf.get(rel + REC_HEADER..rel + total) else {
+                break pos;
+            };
+            let Some((flags, rec)) = parse(Bytes::copy_from_slice(payload)) else {
+                break pos;
+            };
+            if expect.is_some_and(|e| rec.offset != e) || rec.offset < seg.first {
+                break pos;
+            }
+            if expect.is_none() {
+                seg.first = rec.offset;
+            }
+            expect = Some(rec.offset + 1);
+            if pos >= next_index {
+                seg.index.push(IndexEntry {
+                    offset: rec.offset,
+                    timestamp: rec.timestamp,
+                    pos,
+                });
+                next_index = pos + INDEX_EVERY;
+            }
+            if flags & F_CHUNK != 0 {
+                self.last_chunk = Some((rec.offset, seg.first, pos));
+            }
+            seg.last_ts = rec.timestamp;
+            seg.end = rec.offset + 1;
+            pos += total as u64;
+        };
+        seg.size = good_end;
+        if good_end < len {
+            self.damaged += 1;
+            if last {
+                warn!(
+                    "stream segment {}: cutting a torn tail of {} bytes at {good_end}",
+                    seg.first,
+                    len - good_end
+                );
+            } else {
+                error!(
+                    "stream segment {}: damaged record at {good_end}; {} bytes after it dropped",
+                    seg.first,
+                    len - good_end
+                );
+            }
+            self.disk.truncate(file, good_end, 0)?;
+        }
+        if expect.is_none() {
+            seg.end = seg.first;
+        }
+        Ok(())
+    }
+
+    /// Offset of the first message held.
+    pub fn first_offset(&self) -> u64 {
+        self.segs.front().map_or(self.committed, |s| s.first)
+    }
+
+    /// The next offset to be handed out.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    /// Offsets below this are readable.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Readable messages.
+    pub fn message_count(&self) -> u64 {
+        self.committed.saturating_sub(self.first_offset())
+    }
+
+    /// Bytes of the log (written and pending).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Appended records wait for a commit.
+    pub fn has_pending(&self) -> bool {
+        self.next > self.committed
+    }
+
+    /// Memory held besides the segments' fixed costs: pending records and
+    /// indexes (and, in memory, the log itself).
+    pub fn memory(&self) -> u64 {
+        self.segs
+            .iter()
+            .map(|s| {
+                (s.pending.capacity()
+                    + s.mem.capacity()
+                    + s.index.capacity() * std::mem::size_of::<IndexEntry>()) as u64
+            })
+            .sum()
+    }
+
+    /// New limits (a policy changed): they apply from the next roll-over.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.max_segment = limits.max_segment.max(1);
+        self.max_bytes = limits.max_bytes;
+        self.max_age = limits.max_age;
+    }
+
+    /// Append a message at time `now` (ms since the epoch); returns its
+    /// offset. It becomes readable after the next [`StreamLog::commit`].
+    pub fn append(
+        &mut self,
+        now: u64,
+        filter: Option<&[u8]>,
+        exchange: &[u8],
+        routing_key: &[u8],
+        header: &[u8],
+        body: &[u8],
+    ) -> u64 {
+        let filter = filter.unwrap_or_default();
+        let short = |s: &[u8]| s.get(..255).unwrap_or(s).len();
+        let len = FIXED
+            + 3
+            + short(filter)
+            + short(exchange)
+            + short(routing_key)
+            + 4
+            + header.len()
+            + body.len();
+        let full = self.segs.back().is_some_and(|s| {
+            s.end > s.first && s.total() + (REC_HEADER + len) as u64 > self.max_segment
+        });
+        if full || self.segs.is_empty() {
+            self.roll(now);
+        }
+        let offset = self.next;
+        let mut flags = 0;
+        let Some(seg) = self.segs.back_mut() else {
+            return offset;
+        };
+        let pos = seg.total();
+        if self.open_chunk.is_none() {
+            flags |= F_CHUNK;
+            self.open_chunk = Some((offset, seg.first, pos));
+        }
+        if seg.index.last().is_none_or(|e| pos >= e.pos + INDEX_EVERY) {
+            seg.index.push(IndexEntry {
+                offset,
+                timestamp: now,
+                pos,
+            });
+        }
+        let out = &mut seg.pending;
+        out.reserve(REC_HEADER + len);
+        out.put_u32(len as u32);
+        let crc_at = out.len();
+        out.put_u32(0);
+        let start = out.len();
+        out.put_u8(flags);
+        out.put_u64(offset);
+        out.put_u64(now);
+        for s in [filter, exchange, routing_key] {
+            let s = s.get(..255).unwrap_or(s);
+            out.put_u8(s.len() as u8);
+            out.put_slice(s);
+        }
+        out.put_u32(header.len() as u32);
+        out.put_slice(header);
+        out.put_slice(body);
+        let crc = crc32c(out.get(start..).unwrap_or_default());
+        if let Some(c) = out.get_mut(crc_at..crc_at + 4) {
+            c.copy_from_slice(&crc.to_be_bytes());
+        }
+        seg.end = offset + 1;
+        seg.last_ts = now;
+        self.bytes += (REC_HEADER + len) as u64;
+        self.next += 1;
+        offset
+    }
+
+    /// Start a new segment (the last one is full); then apply retention.
+    fn roll(&mut self, now: u64) {
+        let first = self.next;
+        let file = match &self.dir {
+            None => None,
+            Some(dir) => match self.disk.create(&seg_path(dir, first), 0) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    // Keep appending to the segment we have.
+                    error!("stream: cannot start segment {first}: {e}");
+                    if !self.segs.is_empty() {
+                        return;
+                    }
+                    None
+                }
+            },
+        };
+        self.dir_dirty = true;
+        self.segs.push_back(Segment::new(first, file));
+        self.apply_retention(now);
+    }
+
+    /// Drop whole segments, oldest first, while the log is over its size
+    /// limit or its oldest segment is past the age limit. Never the
+    /// segment being written, nor one with records not yet written.
+    pub fn apply_retention(&mut self, now: u64) {
+        while self.segs.len() > 1 {
+            let Some(old) = self.segs.front() else { break };
+            if !old.pending.is_empty() {
+                break;
+            }
+            let over = self.max_bytes.is_some_and(|m| self.bytes > m);
+            let aged = self
+                .max_age
+                .is_some_and(|a| old.last_ts.saturating_add(a) < now);
+            if !over && !aged {
+                break;
+            }
+            let Some(old) = self.segs.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(old.size);
+            if let Some(dir) = &self.dir {
+                drop(old.file);
+                if let Err(e) = self.disk.remove(&seg_path(dir, old.first), old.size) {
+                    error!("stream: cannot remove segment {}: {e}", old.first);
+                }
+                self.dir_dirty = true;
+            }
+            if self
+                .last_chunk
+                .is_some_and(|(o, _, _)| o < self.first_offset())
+            {
+                self.last_chunk = None;
+            }
+        }
+    }
+
+    /// Write the appended records and fdatasync them; then they are
+    /// readable. Returns whether anything became readable.
+    pub fn commit(&mut self) -> io::Result<bool> {
+        if !self.has_pending() {
+            return Ok(false);
+        }
+        let mut synced = Vec::new();
+        for (i, seg) in self.segs.iter_mut().enumerate() {
+            if seg.pending.is_empty() {
+                continue;
+            }
+            match &seg.file {
+                None => seg.mem.extend_from_slice(&seg.pending),
+                Some(f) => {
+                    let (done, res) = self.disk.write_at(f, &seg.pending, seg.size, 0);
+                    if let Err(e) = res {
+                        // What was written is written again by the next
+                        // try, at the same place.
+                        let _ = done;
+                        return Err(e);
+                    }
+                    synced.push(i);
+                }
+            }
+            seg.size += seg.pending.len() as u64;
+            seg.pending.clear();
+        }
+        for i in synced {
+            if let Some(f) = self.segs.get(i).and_then(|s| s.file.as_ref()) {
+                self.disk.sync_data(f)?;
+            }
+        }
+        if self.dir_dirty {
+            if let Some(d) = &self.dir_file {
+                self.disk.sync_dir(d)?;
+            }
+            self.dir_dirty = false;
+        }
+        self.committed = self.next;
+        if let Some(c) = self.open_chunk.take() {
+            self.last_chunk = Some(c);
+        }
+        Ok(true)
+    }
+
+    /// A cursor at `at`.
+    pub fn attach(&mut self, at: Attach) -> Cursor {
+        let first = self.first_offset();
+        let at = match at {
+            Attach::Offset(n) if n <= first => Attach::First,
+            Attach::Offset(n) if n >= self.committed => Attach::Next,
+            Attach::Last if self.last_chunk.is_none() => Attach::Next,
+            other => other,
+        };
+        match at {
+            Attach::First => self.cursor_at_segment(0),
+            Attach::Next => self.end_cursor(),
+            Attach::Last => match self.last_chunk {
+                Some((offset, seg, pos)) => Cursor {
+                    offset,
+                    seg,
+                    pos,
+                    ..Cursor::default()
+                },
+                None => self.end_cursor(),
+            },
+            Attach::Offset(n) => self.seek(|e| e.offset <= n, |r| r.offset >= n),
+            Attach::Time(t) => self.seek(|e| e.timestamp < t, |r| r.timestamp >= t),
+        }
+    }
+
+    fn cursor_at_segment(&self, i: usize) -> Cursor {
+        match self.segs.get(i) {
+            Some(s) => Cursor {
+                offset: s.first,
+                seg: s.first,
+                pos: 0,
+                ..Cursor::default()
+            },
+            None => self.end_cursor(),
+        }
+    }
+
+    /// A cursor after the last readable message.
+    fn end_cursor(&self) -> Cursor {
+        // The segment holding the committed end, at its written end.
+        let seg = self
+            .segs
+            .iter()
+            .rev()
+            .find(|s| s.first <= self.committed && s.size > 0)
+            .or_else(|| self.segs.front());
+        match seg {
+            Some(s) => Cursor {
+                offset: self.committed,
+                seg: s.first,
+                pos: s.size,
+                ..Cursor::default()
+            },
+            None => Cursor {
+                offset: self.committed,
+                ..Cursor::default()
+            },
+        }
+    }
+
+    /// A cursor at the first readable record for which `found` holds:
+    /// starting from the last index entry (in the first segment that may
+    /// hold it) for which `before` holds.
+    fn seek(
+        &mut self,
+        before: impl Fn(&IndexEntry) -> bool,
+        found: impl Fn(&Record) -> bool,
+    ) -> Cursor {
+        // The last segment whose first index entry is still "before".
+        let mut si = 0;
+        for (i, s) in self.segs.iter().enumerate() {
+            if s.index.first().is_some_and(&before) {
+                si = i;
+            }
+        }
+        let Some(seg) = self.segs.get(si) else {
+            return self.end_cursor();
+        };
+        let start = seg
+            .index
+            .iter()
+            .rev()
+            .find(|e| before(e))
+            .copied()
+            .unwrap_or(IndexEntry {
+                offset: seg.first,
+                timestamp: 0,
+                pos: 0,
+            });
+        let mut c = Cursor {
+            offset: start.offset,
+            seg: seg.first,
+            pos: start.pos,
+            ..Cursor::default()
+        };
+        loop {
+            let here = c.clone();
+            match self.read(&mut c) {
+                Ok(Some(r)) if found(&r) => {
+                    return Cursor {
+                        buf: Bytes::new(),
+                        buf_at: 0,
+                        ..here
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return self.end_cursor(),
+            }
+        }
+    }
+
+    /// The next readable message at `c`, advancing it; None when it has
+    /// read everything committed. A cursor left behind by retention moves
+    /// to the first message held.
+    pub fn read(&mut self, c: &mut Cursor) -> io::Result<Option<Record>> {
+        loop {
+            if c.offset >= self.committed {
+                return Ok(None);
+            }
+            let first = self.first_offset();
+            if c.offset < first || c.seg < first {
+                *c = self.cursor_at_segment(0);
+                continue;
+            }
+            let Some(i) = self.segs.iter().position(|s| s.first == c.seg) else {
+                *c = self.cursor_at_segment(0);
+                continue;
+            };
+            let Some(seg) = self.segs.get(i) else {
+                return Ok(None);
+            };
+            if c.pos >= seg.size {
+                // Its end: the next segment.
+                match self.segs.get(i + 1) {
+                    Some(n) => {
+                        c.seg = n.first;
+                        c.pos = 0;
+                        c.buf = Bytes::new();
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let size = seg.size;
+            let in_buf = c.pos >= c.buf_at && c.pos < c.buf_at + c.buf.len() as u64;
+            let rel = if in_buf {
+                (c.pos - c.buf_at) as usize
+            } else {
+                usize::MAX
+            };
+            let framed = match c.buf.get(rel..) {
+                Some(b) => frame(b),
+                None => Ok(Err(REC_HEADER)),
+            };
+            match framed {
+                Ok(Ok(total)) => {
+                    let payload = c.buf.slice(rel + REC_HEADER..rel + total);
+                    let Some((_, rec)) = parse(payload) else {
+                        self.skip_damaged(c, i);
+                        continue;
+                    };
+                    c.pos += total as u64;
+                    c.offset = rec.offset + 1;
+                    return Ok(Some(rec));
+                }
+                Ok(Err(need)) => {
+                    if c.pos + need as u64 > size {
+                        self.skip_damaged(c, i);
+                        continue;
+                    }
+                    let want = (need.max(READ_BLOCK) as u64).min(size - c.pos) as usize;
+                    let mut buf = vec![0u8; want];
+                    match &seg.file {
+                        Some(f) => self.disk.read_at(f, &mut buf, c.pos)?,
+                        None => {
+                            let from = seg.mem.get(c.pos as usize..c.pos as usize + want);
+                            match from {
+                                Some(b) => buf.copy_from_slice(b),
+                                None => return Ok(None),
+                            }
+                        }
+                    }
+                    c.buf = Bytes::from(buf);
+                    c.buf_at = c.pos;
+                }
+                Err(()) => {
+                    self.skip_damaged(c, i);
+                }
+            }
+        }
+    }
+
+    /// A damaged record where `c` reads in segment `i`: the rest of that
+    /// segment is skipped.
+    fn skip_damaged(&mut self, c: &mut Cursor, i: usize) {
+        self.damaged += 1;
+        error!(
+            "stream: damaged record at offset {} (segment {}, byte {}); skipping the rest of the segment",
+            c.offset, c.seg, c.pos
+        );
+        match self.segs.get(i + 1) {
+            Some(n) => {
+                c.offset = n.first;
+                c.seg = n.first;
+                c.pos = 0;
+            }
+            None => {
+                c.offset = self.committed;
+                if let Some(s) = self.segs.get(i) {
+                    c.pos = s.size;
+                }
+            }
+        }
+        c.buf = Bytes::new();
+    }
+
+    /// Delete the log's files (the stream was deleted).
+    pub fn destroy(mut self) {
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        for s in std::mem::take(&mut self.segs) {
+            drop(s.file);
+            if let Err(e) = self.disk.remove(&seg_path(&dir, s.first), s.size) {
+                warn!("stream: cannot remove segment {}: {e}", s.first);
+            }
+        }
+        drop(self.dir_file.take());
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            warn!("stream: cannot remove {}: {e}", dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(seg: u64) -> Limits {
+        Limits {
+            max_segment: seg,
+            max_bytes: None,
+            max_age: None,
+        }
+    }
+
+    fn all(log: &mut StreamLog, c: &mut Cursor) -> Vec<u64> {
+        let mut v = Vec::new();
+        while let Some(r) = log.read(c).unwrap() {
+            v.push(r.offset);
+        }
+        v
+    }
+
+    fn put(log: &mut StreamLog, now: u64, n: usize) {
+        for i in 0..n {
+            let body = format!("m{i}");
+            log.append(now, None, b"", b"s", b"hdr", body.as_bytes());
+        }
+        log.commit().unwrap();
+    }
+
+    #[test]
+    fn append_commit_read_in_memory() {
+        let mut log = StreamLog::open(None, None, limits(DEFAULT_SEGMENT)).unwrap();
+        let mut c = log.attach(Attach::First);
+        log.append(5, Some(b"f"), b"x", b"rk", b"H", b"body");
+        assert_eq!(log.read(&mut c).unwrap().map(|r| r.offset), None);
+        log.commit().unwrap();
+        let r = log.read(&mut c).unwrap().unwrap();
+        assert_eq!(
+            (
+                r.offset,
+                r.timestamp,
+                r.filter.as_deref(),
+                &r.exchange[..],
+                &r.routing_key[..],
+                &r.header[..],
+                &r.body[..]
+            ),
+            (
+                0,
+                5,
+                Some(&b"f"[..]),
+                &b"x"[..],
+                &b"rk"[..],
+                &b"H"[..],
+                &b"body"[..]
+            )
+        );
+        assert!(log.read(&mut c).unwrap().is_none());
+    }
+
+    #[test]
+    fn attach_points_and_segments() {
+        let mut log = StreamLog::open(None, None, limits(200)).unwrap();
+        put(&mut log, 1000, 10);
+        put(&mut log, 2000, 10);
+        assert!(log.segment_count() > 2);
+        let mut c = log.attach(Attach::First);
+        assert_eq!(all(&mut log, &mut c), (0..20).collect::<Vec<_>>());
+        let mut c = log.attach(Attach::Last);
+        assert_eq!(all(&mut log, &mut c), (10..20).collect::<Vec<_>>());
+        let mut c = log.attach(Attach::Offset(7));
+        assert_eq!(all(&mut log, &mut c), (7..20).collect::<Vec<_>>());
+        let mut c = log.attach(Attach::Time(1500));
+        assert_eq!(all(&mut log, &mut c), (10..20).collect::<Vec<_>>());
+        let mut c = log.attach(Attach::Next);
+        assert!(all(&mut log, &mut c).is_empty());
+        put(&mut log, 3000, 2);
+        assert_eq!(all(&mut log, &mut c), vec![20, 21]);
+        let mut c = log.attach(Attach::Offset(1000));
+        assert_eq!(c.offset, 22);
+        assert!(all(&mut log, &mut c).is_empty());
+    }
+
+    #[test]
+    fn retention_drops_whole_segments() {
+        let mut log = StreamLog::open(
+            None,
+            None,
+            Limits {
+                max_segment: 200,
+                max_bytes: Some(500),
+                max_age: None,
+            },
+        )
+        .unwrap();
+        let mut c = log.attach(Attach::First);
+        for _ in 0..10 {
+            put(&mut log, 1, 10);
+        }
+        assert!(log.bytes() <= 500 + 200);
+        assert!(log.first_offset() > 0);
+        let first = log.first_offset();
+        assert_eq!(all(&mut log, &mut c).first(), Some(&first));
+        let mut c = log.attach(Attach::Offset(0));
+        assert_eq!(c.offset, first);
+        assert_eq!(all(&mut log, &mut c).len() as u64, 100 - first);
+    }
+
+    #[test]
+    fn files_survive_reopen_and_torn_tail_is_cut() {
+        let dir = std::env::temp_dir().join(format!("warren-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut log = StreamLog::open(Some(dir.clone()), None, limits(300)).unwrap();
+            put(&mut log, 10, 20);
+            put(&mut log, 20, 5);
+        }
+        // A torn tail: half a record after the last one.
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        let last = names.last().unwrap().clone();
+        let mut bytes = std::fs::read(&last).unwrap();
+        bytes.extend_from_slice(&[0, 0, 0, 40, 1, 2]);
+        std::fs::write(&last, &bytes).unwrap();
+        let mut log = StreamLog::open(Some(dir.clone()), None, limits(300)).unwrap();
+        assert_eq!(log.next_offset(), 25);
+        let mut c = log.attach(Attach::First);
+        assert_eq!(all(&mut log, &mut c), (0..25).collect::<Vec<_>>());
+        let mut c = log.attach(Attach::Last);
+        assert_eq!(all(&mut log, &mut c), (20..25).collect::<Vec<_>>());
+        put(&mut log, 30, 1);
+        assert_eq!(all(&mut log, &mut c), vec![25]);
+        log.destroy();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn flipped_byte_is_skipped_not_delivered() {
+        let mut log = StreamLog::open(None, None, limits(DEFAULT_SEGMENT)).unwrap();
+        put(&mut log, 1, 3);
+        if let Some(s) = log.segs.front_mut() {
+            let n = s.mem.len();
+            s.mem[n - 2] ^= 0xff;
+        }
+        let mut c = log.attach(Attach::First);
+        assert_eq!(all(&mut log, &mut c), vec![0, 1]);
+        assert_eq!(log.damaged, 1);
+    }
+}
