@@ -71,6 +71,14 @@ impl Pair {
         Ok(Pair::with_core(Core::with_engine(engine)))
     }
 
+    /// Go on as a new client of the same core (the old connection, if
+    /// still open, is left as it is; closed ones are gone).
+    pub fn reconnect(&mut self) {
+        let peer: SocketAddr = ([127, 0, 0, 1], 40001).into();
+        self.id = self.core.accept(peer, self.now);
+        self.pending.clear();
+    }
+
     /// Advance simulated time and run the core's timers.
     pub fn advance(&mut self, d: Duration) {
         self.now += d;
@@ -240,11 +248,14 @@ impl Core {
                     .flatten()
                     .map(|op| match op {
                         crate::amqp::channel::TxOp::Ack(v)
-                        | crate::amqp::channel::TxOp::Nack(v, _) => v.len(),
+                        | crate::amqp::channel::TxOp::Nack(v, _) => {
+                            v.iter().filter(|u| !u.msg.is_marker()).count()
+                        }
                         crate::amqp::channel::TxOp::Publish(..) => 0,
                     })
                     .sum();
-                ch.unacked.len() + in_tx
+                // A stream's deliveries hold no message.
+                ch.unacked.iter().filter(|u| !u.msg.is_marker()).count() + in_tx
             })
             .sum();
         // The bytes the memory accounting counts are the bytes those

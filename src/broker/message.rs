@@ -168,6 +168,8 @@ const F_STORED: u8 = 2;
 /// Content (header and body) only on disk.
 const F_PAGED: u8 = 4;
 const F_REDELIVERED: u8 = 8;
+/// A stream's delivery: holds no message (see [`QueuedMsg::marker`]).
+const F_MARKER: u8 = 16;
 
 /// A message in a queue (or delivered and not yet acknowledged).
 ///
@@ -337,11 +339,16 @@ impl QueuedMsg {
             seq: offset,
             expires: u64::MAX,
             size: 0,
-            flags: 0,
+            flags: F_MARKER,
             priority: 0,
             prio: 0,
             returns: 0,
         }
+    }
+
+    /// A stream's delivery, holding no message.
+    pub fn is_marker(&self) -> bool {
+        self.flags & F_MARKER != 0
     }
 
     /// Pack a routed message; `stored` is where the store keeps it (for

@@ -27,27 +27,22 @@ pub(crate) fn count_taken(queue: &mut Queue, counters: &mut Counters, m: &Queued
 }
 
 impl Engine {
-    /// A delivery from stream `q` is settled (however: its log keeps the
-    /// message, a requeue does not deliver it again): it only gives credit
-    /// back. False if `q` is not a stream (or is gone: a stream's delivery
-    /// holds nothing to release).
-    fn stream_settled(&mut self, q: QueueId) -> bool {
-        match self.broker.queue_mut(q) {
-            Some(queue) if queue.stream.is_some() => {
-                queue.unacked = queue.unacked.saturating_sub(1);
-                queue.stats.ack += 1;
-                self.counters.ack += 1;
-                true
-            }
-            _ => false,
+    /// A delivery from stream `q` is settled, however (its log keeps the
+    /// message; a requeue does not deliver it again): it only gives
+    /// credit back, and holds nothing to release.
+    fn stream_settled(&mut self, q: QueueId) {
+        if let Some(queue) = self.broker.queue_mut(q) {
+            queue.unacked = queue.unacked.saturating_sub(1);
+            queue.stats.ack += 1;
+            self.counters.ack += 1;
         }
     }
 
     /// A taken message is acknowledged (or was taken without ack, `acked`
     /// false): it leaves the broker.
     pub(crate) fn ack(&mut self, q: QueueId, m: QueuedMsg, acked: bool) {
-        if self.stream_settled(q) {
-            return;
+        if m.is_marker() {
+            return self.stream_settled(q);
         }
         let Some(queue) = self.broker.queue_mut(q) else {
             self.msgs.forget(None, &m);
@@ -65,8 +60,8 @@ impl Engine {
     /// A taken message is rejected without requeue (nack, reject): it is
     /// dead-lettered if its queue says so, else dropped.
     pub(crate) fn reject(&mut self, q: QueueId, m: QueuedMsg) {
-        if self.stream_settled(q) {
-            return;
+        if m.is_marker() {
+            return self.stream_settled(q);
         }
         let Some(queue) = self.broker.queue_mut(q) else {
             self.msgs.forget(None, &m);
@@ -115,7 +110,8 @@ impl Engine {
     /// so a limit of 255 or more never applies). Otherwise held like a new
     /// one: beyond half the memory budget its content goes (back) to disk.
     fn back(&mut self, q: QueueId, mut m: QueuedMsg) -> Option<(QueueId, QueuedMsg)> {
-        if self.stream_settled(q) {
+        if m.is_marker() {
+            self.stream_settled(q);
             return None;
         }
         let Some(queue) = self.broker.queue_mut(q) else {

@@ -94,6 +94,21 @@ impl Core {
         let q = self
             .api_queue(vhost, name)
             .ok_or_else(|| not_found_queue(vhost, name))?;
+        if self
+            .engine
+            .broker
+            .queue(q)
+            .is_some_and(|x| x.stream.is_some())
+        {
+            return Err(Error::new(
+                crate::codec::ReplyCode::NOT_IMPLEMENTED,
+                format!(
+                    "basic.get not supported by stream queues queue '{}' in vhost '{}'",
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(vhost)
+                ),
+            ));
+        }
         let e = &mut self.engine;
         e.expire_queue(q);
         e.touch_queue(q);

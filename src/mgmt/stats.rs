@@ -41,8 +41,12 @@ pub struct QueueSample {
 impl QueueSample {
     /// The queue's counters now.
     pub fn of(q: &crate::broker::queue::Queue) -> QueueSample {
-        let ready = q.ready.len();
-        let unacked = q.unacked as u64;
+        // A stream's messages are those its log holds; its deliveries
+        // hold none (RabbitMQ shows 0 unacknowledged).
+        let (ready, unacked) = match &q.stream {
+            Some(s) => (s.log.message_count(), 0),
+            None => (q.ready.len(), q.unacked as u64),
+        };
         QueueSample {
             publish: q.stats.publish,
             deliver: q.stats.deliver,

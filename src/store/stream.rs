@@ -101,13 +101,6 @@ pub struct Cursor {
     buf_at: u64,
 }
 
-impl Cursor {
-    /// Memory its read-ahead holds.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry {
     offset: u64,
@@ -413,6 +406,7 @@ impl StreamLog {
     }
 
     /// The next offset to be handed out.
+    #[cfg(test)]
     pub fn next_offset(&self) -> u64 {
         self.next
     }
@@ -453,13 +447,6 @@ impl StreamLog {
                     + s.index.capacity() * std::mem::size_of::<IndexEntry>()) as u64
             })
             .sum()
-    }
-
-    /// New limits (a policy changed): they apply from the next roll-over.
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.max_segment = limits.max_segment.max(1);
-        self.max_bytes = limits.max_bytes;
-        self.max_age = limits.max_age;
     }
 
     /// Append a message at time `now` (ms since the epoch); returns its
@@ -593,34 +580,22 @@ impl StreamLog {
     }
 
     /// Write the appended records and fdatasync them; then they are
-    /// readable. Returns whether anything became readable.
+    /// readable. Returns whether anything became readable. On an error
+    /// nothing becomes readable and the records stay pending: the next
+    /// commit writes them again, at the same place, and syncs again (after
+    /// a failed fdatasync the kernel may have dropped the pages).
     pub fn commit(&mut self) -> io::Result<bool> {
         if !self.has_pending() {
             return Ok(false);
         }
-        let mut synced = Vec::new();
-        for (i, seg) in self.segs.iter_mut().enumerate() {
-            if seg.pending.is_empty() {
-                continue;
+        for seg in self.segs.iter().filter(|s| !s.pending.is_empty()) {
+            if let Some(f) = &seg.file {
+                let (_, res) = self.disk.write_at(f, &seg.pending, seg.size, 0);
+                res?;
             }
-            match &seg.file {
-                None => seg.mem.extend_from_slice(&seg.pending),
-                Some(f) => {
-                    let (done, res) = self.disk.write_at(f, &seg.pending, seg.size, 0);
-                    if let Err(e) = res {
-                        // What was written is written again by the next
-                        // try, at the same place.
-                        let _ = done;
-                        return Err(e);
-                    }
-                    synced.push(i);
-                }
-            }
-            seg.size += seg.pending.len() as u64;
-            seg.pending.clear();
         }
-        for i in synced {
-            if let Some(f) = self.segs.get(i).and_then(|s| s.file.as_ref()) {
+        for seg in self.segs.iter().filter(|s| !s.pending.is_empty()) {
+            if let Some(f) = &seg.file {
                 self.disk.sync_data(f)?;
             }
         }
@@ -629,6 +604,13 @@ impl StreamLog {
                 self.disk.sync_dir(d)?;
             }
             self.dir_dirty = false;
+        }
+        for seg in self.segs.iter_mut().filter(|s| !s.pending.is_empty()) {
+            if seg.file.is_none() {
+                seg.mem.extend_from_slice(&seg.pending);
+            }
+            seg.size += seg.pending.len() as u64;
+            seg.pending.clear();
         }
         self.committed = self.next;
         if let Some(c) = self.open_chunk.take() {

@@ -93,7 +93,7 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "exclusive": q.exclusive_owner.is_some(),
         "arguments": table_to_json(&q.arguments),
         "node": mgmt.node,
-        "type": if q.args.quorum { "quorum" } else { "classic" },
+        "type": if q.args.stream { "stream" } else if q.args.quorum { "quorum" } else { "classic" },
         "state": "running",
         "policy": pol.map(|p| p.name.as_str()),
         "operator_policy": op.map(|p| p.name.as_str()),
@@ -114,6 +114,35 @@ fn queue_json(core: &Core, mgmt: &Mgmt, q: &Queue, now: Instant, detail: bool) -
         "head_message_timestamp": null,
         "message_stats": stats,
     });
+    if let (Some(s), Some(m)) = (q.stream.as_deref(), v.as_object_mut()) {
+        // What `rabbitmq-streams stream_status` shows, and each reader's
+        // next offset (warren's own fields).
+        let log = &s.log;
+        m.insert("message_bytes".into(), json!(log.bytes()));
+        m.insert("message_bytes_ready".into(), json!(log.bytes()));
+        m.insert("memory".into(), json!(1024 + log.memory()));
+        m.insert("segments".into(), json!(log.segment_count()));
+        m.insert("first_offset".into(), json!(log.first_offset()));
+        m.insert(
+            "committed_offset".into(),
+            json!(log.committed().checked_sub(1)),
+        );
+        let mut offsets: Vec<(String, u64)> = q
+            .consumers
+            .iter()
+            .filter_map(|(key, r)| Some((lossy(&r.tag), s.readers.get(&key)?.cursor.offset)))
+            .collect();
+        offsets.sort();
+        m.insert(
+            "consumer_offsets".into(),
+            Value::Array(
+                offsets
+                    .into_iter()
+                    .map(|(tag, offset)| json!({"consumer_tag": tag, "offset": offset}))
+                    .collect(),
+            ),
+        );
+    }
     if let (Some(owner), Some(m)) = (q.exclusive_owner, v.as_object_mut()) {
         if let Some(c) = core.conn(owner) {
             m.insert(
