@@ -20,6 +20,9 @@ use crate::config::Config;
 pub use crate::engine::Engine;
 pub use crate::mgmt::{HttpConn, Mgmt};
 pub use crate::store::crc::crc32c;
+pub use crate::store::stream::fuzzing::{
+    fuzz_segment as fuzz_stream_log, seeds as stream_log_seeds,
+};
 pub use crate::store::{free_disk, DiskOp, Faults, FORMAT_VERSION};
 pub use crate::tls::x509::{subject as x509_subject, Subject, X509Error};
 pub use crate::tls::{server_config as tls_server_config, TlsConn, TlsRead};

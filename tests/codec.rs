@@ -1951,6 +1951,7 @@ const FUZZ_TARGETS: &[(&str, FuzzTarget)] = &[
     ("websocket", warren::websocket::fuzzing::fuzz_websocket),
     ("mqtt", warren::mqtt::codec::fuzzing::fuzz_mqtt),
     ("mqtt_session", warren::testing::fuzz_mqtt_session),
+    ("stream_log", warren::testing::fuzz_stream_log),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -2200,6 +2201,10 @@ fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     // mqtt: whole packet streams of both versions
     for (name, bytes) in mqtt_seeds() {
         seeds.push(("mqtt", name, bytes));
+    }
+    // stream_log: stream segments, whole and damaged
+    for (name, bytes) in warren::testing::stream_log_seeds() {
+        seeds.push(("stream_log", name.to_string(), bytes));
     }
     // mqtt_session: what an MQTT 5 client sends once connected
     for (name, bytes) in mqtt_session_seeds() {
