@@ -127,6 +127,13 @@ struct Segment {
     mem: Vec<u8>,
     /// Sparse index: offset, time and position of a record every MiB.
     index: Vec<IndexEntry>,
+    /// The last chunk that starts in it: offset and position.
+    chunk: Option<(u64, u64)>,
+    /// No more records go to it (a later segment was started): its index
+    /// file is written once its records are.
+    sealed: bool,
+    /// Its index file is on disk.
+    indexed: bool,
 }
 
 impl Segment {
@@ -140,7 +147,76 @@ impl Segment {
             file,
             mem: Vec::new(),
             index: Vec::new(),
+            chunk: None,
+            sealed: false,
+            indexed: false,
         }
+    }
+
+    /// Its index file's contents: what recovery would learn by reading it
+    /// (see [`Segment::load_index`]).
+    fn index_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + self.index.len() * 24);
+        b.extend_from_slice(IDX_MAGIC);
+        for n in [self.first, self.end, self.size, self.last_ts] {
+            b.extend_from_slice(&n.to_be_bytes());
+        }
+        let (co, cp) = self.chunk.unwrap_or((u64::MAX, u64::MAX));
+        b.extend_from_slice(&co.to_be_bytes());
+        b.extend_from_slice(&cp.to_be_bytes());
+        b.extend_from_slice(&(self.index.len() as u64).to_be_bytes());
+        for e in &self.index {
+            for n in [e.offset, e.timestamp, e.pos] {
+                b.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        let crc = crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Take what an index file says, if it checks out and describes a
+    /// segment of `len` bytes named `first`.
+    fn load_index(&mut self, data: &[u8], len: u64) -> bool {
+        let Some((body, crc)) = data.split_last_chunk::<4>() else {
+            return false;
+        };
+        if crc32c(body) != u32::from_be_bytes(*crc) || !body.starts_with(IDX_MAGIC) {
+            return false;
+        }
+        let mut words = body
+            .get(IDX_MAGIC.len()..)
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .filter_map(|w| Some(u64::from_be_bytes(w.try_into().ok()?)));
+        let mut next = || words.next();
+        let (Some(first), Some(end), Some(size), Some(last_ts), Some(co), Some(cp), Some(n)) =
+            (next(), next(), next(), next(), next(), next(), next())
+        else {
+            return false;
+        };
+        if first != self.first || size != len || end < first {
+            return false;
+        }
+        let mut index = Vec::new();
+        for _ in 0..n {
+            let (Some(offset), Some(timestamp), Some(pos)) = (next(), next(), next()) else {
+                return false;
+            };
+            index.push(IndexEntry {
+                offset,
+                timestamp,
+                pos,
+            });
+        }
+        self.end = end;
+        self.size = size;
+        self.last_ts = last_ts;
+        self.chunk = (co != u64::MAX).then_some((co, cp));
+        self.index = index;
+        self.sealed = true;
+        self.indexed = true;
+        true
     }
 
     fn total(&self) -> u64 {
@@ -181,6 +257,13 @@ pub struct StreamLog {
 fn seg_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
 }
+
+fn idx_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.idx"))
+}
+
+/// First bytes of an index file.
+const IDX_MAGIC: &[u8] = b"warren-stream-index 1\n";
 
 /// Limits of a stream.
 #[derive(Debug, Clone, Copy)]
@@ -299,7 +382,22 @@ impl StreamLog {
             let path = seg_path(&dir, first);
             let file = log.disk.open_rw(&path)?;
             let mut seg = Segment::new(first.max(log.next), Some(file));
-            log.scan(&mut seg, len, i + 1 == count)?;
+            let last = i + 1 == count;
+            // A sealed segment's index file saves reading it whole; the
+            // last segment is always read (its tail may be torn).
+            let known = !last
+                && seg.first == first
+                && log
+                    .disk
+                    .read(&idx_path(&dir, first))
+                    .is_ok_and(|data| seg.load_index(&data, len));
+            if !known {
+                log.scan(&mut seg, len, last)?;
+                seg.sealed = !last;
+            }
+            if let Some((o, p)) = seg.chunk {
+                log.last_chunk = Some((o, seg.first, p));
+            }
             log.next = seg.end;
             log.bytes += seg.size;
             log.segs.push_back(seg);
@@ -367,7 +465,7 @@ impl StreamLog {
                 next_index = pos + INDEX_EVERY;
             }
             if flags & F_CHUNK != 0 {
-                self.last_chunk = Some((rec.offset, seg.first, pos));
+                seg.chunk = Some((rec.offset, pos));
             }
             seg.last_ts = rec.timestamp;
             seg.end = rec.offset + 1;
@@ -504,6 +602,7 @@ impl StreamLog {
         if self.open_chunk.is_none() {
             flags |= F_CHUNK;
             self.open_chunk = Some((offset, seg.first, pos));
+            seg.chunk = Some((offset, pos));
         }
         if seg.index.last().is_none_or(|e| pos >= e.pos + INDEX_EVERY) {
             seg.index.push(IndexEntry {
@@ -558,6 +657,9 @@ impl StreamLog {
             },
         };
         self.dir_dirty = true;
+        if let Some(prev) = self.segs.back_mut() {
+            prev.sealed = true;
+        }
         self.segs.push_back(Segment::new(first, file));
         self.apply_retention(now);
     }
@@ -586,6 +688,9 @@ impl StreamLog {
                 drop(old.file);
                 if let Err(e) = self.disk.remove(&seg_path(dir, old.first), old.size) {
                     error!("stream: cannot remove segment {}: {e}", old.first);
+                }
+                if old.indexed {
+                    let _ = self.disk.remove(&idx_path(dir, old.first), 0);
                 }
                 self.dir_dirty = true;
             }
@@ -635,7 +740,35 @@ impl StreamLog {
         if let Some(c) = self.open_chunk.take() {
             self.last_chunk = Some(c);
         }
+        self.write_indexes();
         Ok(true)
+    }
+
+    /// Write the index files of sealed segments whose records are all
+    /// written. Not synced: one that is missing, torn or stale after a
+    /// crash only means recovery reads that segment instead.
+    fn write_indexes(&mut self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        for seg in self.segs.iter_mut() {
+            if !seg.sealed || seg.indexed || !seg.pending.is_empty() {
+                continue;
+            }
+            seg.indexed = true;
+            let path = idx_path(dir, seg.first);
+            let data = seg.index_bytes();
+            let written = self.disk.create(&path, 0).and_then(|f| {
+                let (_, r) = self.disk.write_at(&f, &data, 0, 0);
+                r
+            });
+            if let Err(e) = written {
+                warn!(
+                    "stream: cannot write the index of segment {}: {e}",
+                    seg.first
+                );
+            }
+        }
     }
 
     /// A cursor at `at`.
@@ -851,10 +984,17 @@ impl StreamLog {
         let Some(dir) = self.dir.take() else {
             return;
         };
-        for s in std::mem::take(&mut self.segs) {
-            drop(s.file);
-            if let Err(e) = self.disk.remove(&seg_path(&dir, s.first), s.size) {
-                warn!("stream: cannot remove segment {}: {e}", s.first);
+        let sizes: Vec<(u64, u64)> = self.segs.iter().map(|s| (s.first, s.size)).collect();
+        self.segs.clear();
+        // Every file in its directory: segments, index files, and any a
+        // crash left half made.
+        for (name, len) in self.disk.list(&dir).unwrap_or_default() {
+            let freed = sizes
+                .iter()
+                .find(|(f, _)| name == format!("{f:020}.seg"))
+                .map_or(len, |&(_, s)| s);
+            if let Err(e) = self.disk.remove(&dir.join(&name), freed) {
+                warn!("stream: cannot remove {name}: {e}");
             }
         }
         drop(self.dir_file.take());
@@ -869,6 +1009,7 @@ impl StreamLog {
 /// never panics and keeps a prefix of whole, checked records with
 /// consecutive offsets; readers attached anywhere read only those, in
 /// order.
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzzing {
     // As in `codec::fuzzing`: a broken invariant is meant to panic here.
@@ -1114,6 +1255,44 @@ mod tests {
             fuzzing::fuzz_segment(&data);
             let _ = name;
         }
+    }
+
+    #[test]
+    fn sealed_segments_recover_from_their_index_files() {
+        let dir = std::env::temp_dir().join(format!("warren-stream-idx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut log = StreamLog::open(Some(dir.clone()), None, limits(300)).unwrap();
+            for i in 0..10 {
+                put(&mut log, 100 + i, 3);
+            }
+        }
+        let idx: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+            .collect();
+        assert!(idx.len() >= 3, "{idx:?}");
+        let check = |dir: &PathBuf| {
+            let mut log = StreamLog::open(Some(dir.clone()), None, limits(300)).unwrap();
+            assert_eq!(log.next_offset(), 30);
+            let mut c = log.attach(Attach::First);
+            assert_eq!(all(&mut log, &mut c), (0..30).collect::<Vec<_>>());
+            let mut c = log.attach(Attach::Last);
+            assert_eq!(all(&mut log, &mut c), vec![27, 28, 29]);
+            let mut c = log.attach(Attach::Time(105));
+            assert_eq!(all(&mut log, &mut c), (15..30).collect::<Vec<_>>());
+        };
+        check(&dir);
+        // A damaged or stale index file: the segment is read instead.
+        let mut b = std::fs::read(&idx[0]).unwrap();
+        b[30] ^= 1;
+        std::fs::write(&idx[0], &b).unwrap();
+        std::fs::write(&idx[1], b"short").unwrap();
+        check(&dir);
+        let log = StreamLog::open(Some(dir.clone()), None, limits(300)).unwrap();
+        log.destroy();
+        assert!(!dir.exists());
     }
 
     #[test]
