@@ -17,7 +17,7 @@ use crate::broker::ConnId;
 use crate::codec::frame::{parse_frame, Frame, PROTOCOL_HEADER};
 use crate::codec::*;
 use crate::config::Config;
-pub use crate::engine::Engine;
+pub use crate::engine::{Engine, PolicyKind, PolicySpec};
 pub use crate::mgmt::{HttpConn, Mgmt};
 pub use crate::store::crc::crc32c;
 pub use crate::store::stream::fuzzing::{

@@ -534,3 +534,57 @@ fn a_failed_fdatasync_nacks_and_the_records_are_written_again() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn policies_set_a_streams_retention_and_classic_keys_do_not_apply() {
+    use warren::testing::{PolicyKind, PolicySpec};
+    let dir = temp_dir("policy");
+    let mut p = Pair::open(on_disk(&dir, None)).unwrap();
+    p.handshake(0);
+    declare_stream(
+        &mut p,
+        "s",
+        &[("x-stream-max-segment-size-bytes", FieldValue::I32(1000))],
+    );
+    let def = |v: serde_json::Value| v.as_object().unwrap().clone();
+    // A policy with a key streams do not take does not apply to them.
+    p.core
+        .engine
+        .set_policy(
+            PolicyKind::User,
+            PolicySpec {
+                vhost: "/",
+                name: "ttl",
+                pattern: "^s$",
+                apply_to: "queues",
+                priority: 5,
+                definition: def(serde_json::json!({"message-ttl": 1, "max-length-bytes": 10})),
+            },
+        )
+        .unwrap();
+    p.core
+        .engine
+        .set_policy(
+            PolicyKind::User,
+            PolicySpec {
+                vhost: "/",
+                name: "retention",
+                pattern: "^s$",
+                apply_to: "streams",
+                priority: 1,
+                definition: def(serde_json::json!({"max-length-bytes": 3000, "max-age": "1D"})),
+            },
+        )
+        .unwrap();
+    let body = vec![b'x'; 100];
+    for _ in 0..100 {
+        p.publish(1, "", "s", BasicProperties::default(), &body);
+    }
+    open_channel(&mut p, 2, 1000);
+    consume(&mut p, 2, "s", "a", Some(s("first")));
+    let got = offsets(&drain(&mut p, &[2]), 2);
+    assert!(got[0] > 50, "{}", got[0]);
+    assert_eq!(*got.last().unwrap(), 99);
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

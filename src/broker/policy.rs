@@ -73,7 +73,7 @@ impl ApplyTo {
             (ApplyTo::Queues, _) => true,
             (ApplyTo::ClassicQueues, t) => t == Target::ClassicQueue,
             (ApplyTo::QuorumQueues, t) => t == Target::QuorumQueue,
-            (ApplyTo::Streams, _) => false,
+            (ApplyTo::Streams, t) => t == Target::Stream,
         }
     }
 }
@@ -85,6 +85,8 @@ pub enum Target {
     ClassicQueue,
     /// A quorum queue.
     QuorumQueue,
+    /// A stream.
+    Stream,
     /// An exchange.
     Exchange,
 }
@@ -112,11 +114,15 @@ pub struct PolicyKeys {
     pub delivery_limit: Option<i64>,
     /// `consumer-timeout` in milliseconds.
     pub consumer_timeout: Option<u64>,
+    /// `max-age` (streams), milliseconds.
+    pub max_age: Option<u64>,
+    /// `stream-max-segment-size-bytes` (streams).
+    pub stream_max_segment: Option<u64>,
 }
 
 /// Keys RabbitMQ accepts in a policy that warren keeps without acting on
 /// them (classic mirroring, federation, stream and quorum placement ...).
-pub const INERT_KEYS: [&str; 15] = [
+pub const INERT_KEYS: [&str; 13] = [
     "ha-mode",
     "ha-params",
     "ha-sync-mode",
@@ -127,8 +133,6 @@ pub const INERT_KEYS: [&str; 15] = [
     "queue-leader-locator",
     "max-in-memory-length",
     "max-in-memory-bytes",
-    "max-age",
-    "stream-max-segment-size-bytes",
     "initial-cluster-size",
     "target-group-size",
     "dead-letter-strategy",
@@ -176,6 +180,29 @@ const NOT_QUORUM_KEYS: [&str; 9] = [
     "ha-sync-mode",
     "ha-promote-on-shutdown",
     "ha-promote-on-failure",
+];
+
+/// Keys a stream does not take (the policy does not apply to it).
+const NOT_STREAM_KEYS: [&str; 19] = [
+    "message-ttl",
+    "expires",
+    "max-length",
+    "overflow",
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "dead-letter-strategy",
+    "delivery-limit",
+    "queue-mode",
+    "queue-version",
+    "queue-master-locator",
+    "ha-mode",
+    "ha-params",
+    "ha-sync-mode",
+    "ha-promote-on-shutdown",
+    "ha-promote-on-failure",
+    "max-in-memory-length",
+    "max-in-memory-bytes",
+    "target-group-size",
 ];
 
 /// How Erlang's `~tp` prints a JSON value RabbitMQ decoded: strings as
@@ -278,21 +305,24 @@ fn parse_key(k: &str, v: &Value, keys: &mut PolicyKeys) -> Result<(), String> {
                 return bad("cluster size");
             }
         }
-        "stream-max-segment-size-bytes" => {
-            if int_in(v, 0, i64::MAX).is_none() {
-                return bad("segment size");
-            }
-        }
+        "stream-max-segment-size-bytes" => match int_in(v, 0, i64::MAX) {
+            Some(n) => keys.stream_max_segment = Some((n as u64).max(1)),
+            None => return bad("segment size"),
+        },
         "target-group-size" => {
             if int_in(v, 1, i64::MAX).is_none() {
                 return bad("qq target count value");
             }
         }
-        "max-age" => {
-            if !v.as_str().is_some_and(valid_max_age) {
-                return bad("max age");
+        "max-age" => match v.as_str().filter(|s| valid_max_age(s)) {
+            Some(s) => {
+                keys.max_age = super::stream::interval_ms(s.as_bytes()).filter(|&ms| ms > 0);
+                if keys.max_age.is_none() {
+                    return bad("max age");
+                }
             }
-        }
+            None => return bad("max age"),
+        },
         "queue-leader-locator" => {
             if !matches!(
                 v.as_str(),
@@ -329,9 +359,10 @@ pub struct Policy {
     regex: Regex,
     /// What every name it matches starts with, if the pattern says.
     prefix: Option<String>,
-    /// Whether classic and quorum queues take all its keys (a policy with
-    /// a key the queue type does not take does not apply to it).
-    fits: (bool, bool),
+    /// Whether classic queues, quorum queues and streams take all its
+    /// keys (a policy with a key the queue type does not take does not
+    /// apply to it).
+    fits: (bool, bool, bool),
     /// What it applies to.
     pub apply_to: ApplyTo,
     /// Priority: the highest matching policy applies.
@@ -417,7 +448,11 @@ impl Policy {
         }
 
         let takes = |not: &[&str]| !definition.keys().any(|k| not.contains(&k.as_str()));
-        let fits = (takes(&NOT_CLASSIC_KEYS), takes(&NOT_QUORUM_KEYS));
+        let fits = (
+            takes(&NOT_CLASSIC_KEYS),
+            takes(&NOT_QUORUM_KEYS),
+            takes(&NOT_STREAM_KEYS),
+        );
         Ok(Policy {
             vhost: vhost.to_string(),
             name: name.to_string(),
@@ -452,6 +487,7 @@ impl Policy {
         let fits = match target {
             Target::ClassicQueue => self.fits.0,
             Target::QuorumQueue => self.fits.1,
+            Target::Stream => self.fits.2,
             Target::Exchange => true,
         };
         fits && self.regex.is_match(name).unwrap_or(false)
@@ -500,6 +536,8 @@ pub fn known_key(k: &str) -> bool {
             | "consumer-timeout"
             | "queue-mode"
             | "queue-version"
+            | "max-age"
+            | "stream-max-segment-size-bytes"
     ) || INERT_KEYS.contains(&k)
         || FEDERATION_KEYS.contains(&k)
 }
@@ -689,6 +727,15 @@ pub fn effective(declared: &QueueArgs, policy: Option<&Policy>, op: Option<&Poli
         declared.consumer_timeout,
         min(p.consumer_timeout, o.consumer_timeout),
     );
+    if declared.stream {
+        // The lower of the argument and the policies', as for lengths; a
+        // segment size given as an argument wins.
+        out.max_age = min(declared.max_age, min(p.max_age, o.max_age));
+        out.max_segment = declared
+            .max_segment
+            .or(p.stream_max_segment)
+            .or(o.stream_max_segment);
+    }
     if declared.quorum {
         let policies = delivery_limit(p.delivery_limit, o.delivery_limit);
         let limit = delivery_limit(declared.delivery_limit_arg, policies);

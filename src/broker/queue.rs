@@ -126,7 +126,9 @@ impl Queue {
 
     /// What policies see it as.
     pub fn target(&self) -> super::policy::Target {
-        if self.declared.quorum {
+        if self.declared.stream {
+            super::policy::Target::Stream
+        } else if self.declared.quorum {
             super::policy::Target::QuorumQueue
         } else {
             super::policy::Target::ClassicQueue

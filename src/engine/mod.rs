@@ -23,7 +23,7 @@ mod params;
 mod persist;
 mod policy;
 mod publish;
-mod stream;
+pub(crate) mod stream;
 mod take;
 
 use std::time::{Duration, Instant};

@@ -273,6 +273,9 @@ impl Engine {
             return;
         };
         let expires_changed = args.expires != q.args.expires;
+        if let Some(s) = q.stream.as_deref_mut() {
+            s.log.set_limits(crate::engine::stream::limits_of(&args));
+        }
         q.args = args;
         self.drop_over_limit(id);
         if expires_changed {

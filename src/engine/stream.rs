@@ -9,11 +9,21 @@ use std::io;
 use log::error;
 
 use super::Engine;
+use crate::broker::args::QueueArgs;
 use crate::broker::message::Message;
 use crate::broker::stream::{filter_value, Stream};
 use crate::broker::QueueId;
 use crate::codec::ContentHeader;
 use crate::store::stream::{Limits, StreamLog, DEFAULT_SEGMENT};
+
+/// A stream's limits from its effective arguments.
+pub(crate) fn limits_of(args: &QueueArgs) -> Limits {
+    Limits {
+        max_segment: args.max_segment.unwrap_or(DEFAULT_SEGMENT),
+        max_bytes: args.max_length_bytes,
+        max_age: args.max_age,
+    }
+}
 
 impl Engine {
     /// Open the log of stream queue `q` (just declared or restored).
@@ -27,11 +37,7 @@ impl Engine {
         if !queue.args.stream || queue.stream.is_some() {
             return Ok(());
         }
-        let limits = Limits {
-            max_segment: queue.args.max_segment.unwrap_or(DEFAULT_SEGMENT),
-            max_bytes: queue.args.max_length_bytes,
-            max_age: queue.args.max_age,
-        };
+        let limits = limits_of(&queue.args);
         let dir = match (dir, queue.store_id) {
             (Some(d), Some(sid)) => Some(d.join("streams").join(sid.to_string())),
             _ => None,

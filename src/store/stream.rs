@@ -566,6 +566,14 @@ impl StreamLog {
             .sum()
     }
 
+    /// New limits (a policy changed): retention applies them at the next
+    /// roll-over, a segment size to the next segment.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.max_segment = limits.max_segment.max(1);
+        self.max_bytes = limits.max_bytes;
+        self.max_age = limits.max_age;
+    }
+
     /// Append a message at time `now` (ms since the epoch); returns its
     /// offset. It becomes readable after the next [`StreamLog::commit`].
     pub fn append(
