@@ -121,7 +121,10 @@ struct Segment {
     pending: BytesMut,
     /// Timestamp of its newest message.
     last_ts: u64,
-    /// The file (None in memory).
+    /// The file, held open while it is written to or read at recovery
+    /// (None in memory, and for a sealed, indexed segment: readers open
+    /// it for each block they read, so a long stream holds no descriptor
+    /// per segment).
     file: Option<File>,
     /// The bytes, for a log in memory.
     mem: Vec<u8>,
@@ -391,7 +394,9 @@ impl StreamLog {
                     .disk
                     .read(&idx_path(&dir, first))
                     .is_ok_and(|data| seg.load_index(&data, len));
-            if !known {
+            if known {
+                seg.file = None;
+            } else {
                 log.scan(&mut seg, len, last)?;
                 seg.sealed = !last;
             }
@@ -501,9 +506,13 @@ impl StreamLog {
     /// Fill `buf` from segment `seg` at byte `pos` (its file, or its
     /// bytes in memory).
     fn read_seg(&self, seg: &Segment, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        match &seg.file {
-            Some(f) => self.disk.read_at(f, buf, pos),
-            None => {
+        match (&seg.file, &self.dir) {
+            (Some(f), _) => self.disk.read_at(f, buf, pos),
+            (None, Some(dir)) => {
+                let f = self.disk.open(&seg_path(dir, seg.first))?;
+                self.disk.read_at(&f, buf, pos)
+            }
+            (None, None) => {
                 let from = usize::try_from(pos).ok();
                 let src = from.and_then(|p| seg.mem.get(p..p.checked_add(buf.len())?));
                 match src {
@@ -737,8 +746,9 @@ impl StreamLog {
             }
             self.dir_dirty = false;
         }
+        let in_memory = self.dir.is_none();
         for seg in self.segs.iter_mut().filter(|s| !s.pending.is_empty()) {
-            if seg.file.is_none() {
+            if in_memory {
                 seg.mem.extend_from_slice(&seg.pending);
             }
             seg.size += seg.pending.len() as u64;
@@ -770,11 +780,13 @@ impl StreamLog {
                 let (_, r) = self.disk.write_at(&f, &data, 0, 0);
                 r
             });
-            if let Err(e) = written {
-                warn!(
+            match written {
+                // Written and complete: readers open it when they read.
+                Ok(()) => seg.file = None,
+                Err(e) => warn!(
                     "stream: cannot write the index of segment {}: {e}",
                     seg.first
-                );
+                ),
             }
         }
     }
