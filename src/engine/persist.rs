@@ -76,6 +76,13 @@ fn restore_spilled(
             (a, b) => a.or(b),
         };
         qm.set_expires_at(ttl.map(|t| m.timestamp.saturating_add(t)));
+        if q.dedup.is_some() {
+            if let Some(k) = msgs.key_of(&qm) {
+                if let Some(d) = q.dedup.as_deref_mut() {
+                    d.insert(k, seq, qm.expires_at());
+                }
+            }
+        }
         let level = usize::from(qm.prio).min(levels - 1);
         let to = if behind { &mut tails } else { &mut heads };
         if let Some(v) = to.get_mut(level) {
@@ -86,6 +93,13 @@ fn restore_spilled(
     }
     let mut spills: Vec<Option<crate::store::spill::Spill>> = (0..levels).map(|_| None).collect();
     for (level, mut sp) in clean.spills {
+        if q.dedup.is_some() && sp.count > 0 {
+            warn!(
+                "queue '{}': the deduplication keys of its {} spilled messages are not rebuilt",
+                String::from_utf8_lossy(&q.name),
+                sp.count
+            );
+        }
         n += sp.count;
         bytes += sp.bytes;
         if !clean.skip.is_empty() || !clean.seen.is_empty() {
@@ -173,8 +187,19 @@ impl Engine {
                 bytes += m.size;
                 let msg = QueuedMsg::recovered(&mut core.msgs.arena, &m);
                 let level = usize::from(q.args.max_priority.map_or(0, |p| m.priority.min(p)));
+                // A deduplication queue's keys are rebuilt: each message's
+                // header is read back (one read per message of such a queue).
+                let key = if q.dedup.is_some() {
+                    core.msgs.key_of(&msg)
+                } else {
+                    None
+                };
                 match q.push(msg, m.ttl, m.timestamp) {
-                    Ok(_) => {
+                    Ok(until) => {
+                        let seq = q.next_seq().saturating_sub(1);
+                        if let (Some(d), Some(k)) = (q.dedup.as_deref_mut(), key) {
+                            d.insert(k, seq, until);
+                        }
                         core.msgs.queued += 1;
                         core.msgs.spill_excess(&mut q.ready, level, now);
                     }
@@ -809,11 +834,12 @@ mod tests {
             assert_eq!(x.hops.downstream_vhost.as_deref(), Some(&b"/"[..]));
             let q = e.find_queue(b"/", qname).expect("queue restored");
             let mut out = Vec::new();
-            e.broker.route(b"/", b"fed.x", b"a.b", None, &mut out);
+            e.broker.route(b"/", b"fed.x", b"a.b", None, None, &mut out);
             assert_eq!(out, vec![q]);
             let mut h = FieldTable::new();
             h.insert("x-received-from", FieldValue::Array(vec![FieldValue::Void]));
-            e.broker.route(b"/", b"fed.x", b"a.b", Some(&h), &mut out);
+            e.broker
+                .route(b"/", b"fed.x", b"a.b", Some(&h), None, &mut out);
             assert!(out.is_empty());
             drop(e);
             std::fs::remove_dir_all(&dir).unwrap();
