@@ -433,6 +433,34 @@ fn expiry_drop_head_purge_and_delete_free_a_key() {
     p.publish(1, "", "max1", with("this", None), b"this again");
     assert_eq!(get(&mut p, "max1", true).unwrap().1, b"this again");
 
+    // A message refused by a full queue (reject-publish-dlx) frees
+    // nothing of the messages in it.
+    dedup_queue(
+        &mut p,
+        "full",
+        false,
+        &[
+            ("x-max-length", FieldValue::I32(1)),
+            (
+                "x-overflow",
+                FieldValue::LongStr(Bytes::from_static(b"reject-publish-dlx")),
+            ),
+        ],
+    );
+    p.publish(1, "", "full", with("first", None), b"first");
+    p.publish(1, "", "full", with("refused", None), b"refused");
+    let (tag, body) = get(&mut p, "full", false).unwrap();
+    assert_eq!(body, b"first");
+    p.publish(1, "", "full", with("first", None), b"first again");
+    assert_eq!(depth(&mut p, "full"), 0, "the first still holds its key");
+    p.send(
+        1,
+        BasicAck {
+            delivery_tag: tag,
+            multiple: false,
+        },
+    );
+
     // Dead-lettered (rejected) into another deduplication queue: checked
     // there too.
     dedup_queue(&mut p, "dead", false, &[]);

@@ -164,6 +164,9 @@ impl Queue {
     ) -> Result<Option<u64>, QueuedMsg> {
         let len = m.size();
         if self.args.overflow != Overflow::DropHead && self.over_limit_by(1, len) {
+            // No place in the queue: no sequence number of its messages
+            // (whatever leaves with it frees nothing of theirs).
+            m.seq = u64::MAX;
             return Err(m);
         }
         m.seq = self.next_seq;
