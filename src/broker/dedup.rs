@@ -142,6 +142,13 @@ impl QueueDedup {
         }
     }
 
+    /// Keys held, and keyed messages (one key each; a message whose time to
+    /// live ran out may have lost its key to a later one).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.keys.len(), self.seqs.len())
+    }
+
     /// The queue's ready messages were purged: only the keys of messages
     /// taken and not yet settled stay.
     pub fn purge(&mut self) {

@@ -88,6 +88,9 @@ pub struct Broker {
     pub auth: auth::Auth,
     /// Policies, operator policies and limits.
     pub runtime: policy::Runtime,
+    /// Queues with `x-message-deduplication` (none: a publish looks for
+    /// none).
+    pub dedup_queues: usize,
 }
 
 fn s(b: &[u8]) -> String {
@@ -531,6 +534,7 @@ impl Broker {
         }
         let mut q = Queue::new(id, Bytes::copy_from_slice(vhost), spec, owner, args);
         q.store_id = store_id;
+        self.dedup_queues += usize::from(q.dedup.is_some());
         entry.insert(q);
         let vh = self.vhost_mut(vhost)?;
         vh.queues.insert(name, id);
@@ -547,6 +551,7 @@ impl Broker {
         let vhost = q.vhost.clone();
         let name = q.name.clone();
         let mut q = self.queues.remove(id.idx as usize);
+        self.dedup_queues -= usize::from(q.dedup.is_some() && self.dedup_queues > 0);
         if let Some(vh) = self.vhosts.get_mut(&vhost) {
             vh.queues.remove(&name);
             let d = Dest::Queue(id);

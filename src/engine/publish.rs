@@ -92,10 +92,11 @@ impl Engine {
     pub(crate) fn enqueue(&mut self, mut msg: Message, targets: &[QueueId]) -> (bool, bool) {
         msg.timestamp = self.wall_ms();
         // Deduplication queues (`x-message-deduplication`) among the
-        // targets: looked for only when the message has headers, and its key
-        // read only then.
+        // targets: looked for only when there are some and the message has
+        // headers, and its key read only then.
         let mut kept = Vec::new();
-        let key = if has_headers(&msg.header)
+        let key = if self.broker.dedup_queues > 0
+            && has_headers(&msg.header)
             && targets
                 .iter()
                 .any(|q| self.broker.queue(*q).is_some_and(|q| q.dedup.is_some()))
