@@ -112,6 +112,9 @@ pub struct PolicyKeys {
     pub delivery_limit: Option<i64>,
     /// `consumer-timeout` in milliseconds.
     pub consumer_timeout: Option<u64>,
+    /// `x-message-deduplication` (the deduplication plugin's policy key):
+    /// wins over the queue argument, as with the plugin.
+    pub dedup: Option<bool>,
 }
 
 /// Keys RabbitMQ accepts in a policy that warren keeps without acting on
@@ -304,6 +307,34 @@ fn parse_key(k: &str, v: &Value, keys: &mut PolicyKeys) -> Result<(), String> {
         "dead-letter-strategy" => {
             if !matches!(v.as_str(), Some("at-most-once" | "at-least-once")) {
                 return bad("dead letter strategy");
+            }
+        }
+        // The deduplication plugin's policy validators (its texts). Only
+        // `x-message-deduplication` acts (on queues); the plugin's exchanges
+        // read their cache settings from their arguments alone.
+        "x-message-deduplication" => match v.as_bool() {
+            Some(b) => keys.dedup = Some(b),
+            None => {
+                return Err(format!(
+                    "'x-message-deduplication' must be a boolean, got {}",
+                    erl(v)
+                ))
+            }
+        },
+        "x-cache-size" | "x-cache-ttl" => {
+            if int_in(v, 1, i64::MAX).is_none() {
+                return Err(format!(
+                    "'{k}' must be an integer greater than 0, got {}",
+                    erl(v)
+                ));
+            }
+        }
+        "x-cache-persistence" => {
+            if !matches!(v.as_str(), Some("disk" | "memory")) {
+                return Err(format!(
+                    "'x-cache-persistence' must be either 'disk' or 'memory', got {}",
+                    erl(v)
+                ));
             }
         }
         "federation-upstream" | "federation-upstream-set" => {
@@ -500,6 +531,10 @@ pub fn known_key(k: &str) -> bool {
             | "consumer-timeout"
             | "queue-mode"
             | "queue-version"
+            | "x-message-deduplication"
+            | "x-cache-size"
+            | "x-cache-ttl"
+            | "x-cache-persistence"
     ) || INERT_KEYS.contains(&k)
         || FEDERATION_KEYS.contains(&k)
 }
@@ -706,6 +741,9 @@ pub fn effective(declared: &QueueArgs, policy: Option<&Policy>, op: Option<&Poli
     }
     if declared.dead_letter_routing_key.is_none() {
         out.dead_letter_routing_key = p.dead_letter_routing_key.clone();
+    }
+    if let Some(d) = p.dedup {
+        out.dedup = d;
     }
     out
 }
