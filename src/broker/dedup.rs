@@ -159,10 +159,11 @@ impl QueueDedup {
 }
 
 /// A header value as a cache key (strings as they are, other values by
-/// their text).
+/// their text). A copy: a slice would keep the buffer the header was
+/// decoded from (a socket read's) alive as long as the key.
 fn key_of(v: &FieldValue) -> Bytes {
     match v.as_bytes() {
-        Some(b) => b.clone(),
+        Some(b) => Bytes::copy_from_slice(b),
         None => match v.as_i64() {
             Some(i) => Bytes::from(i.to_string()),
             None => Bytes::from(format!("{v:?}")),
