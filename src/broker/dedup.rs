@@ -103,6 +103,8 @@ pub struct QueueDedup {
     /// Sequence number → (its key, when it stops counting (wall-clock ms,
     /// u64::MAX: never), taken from the queue and not yet settled).
     seqs: HashMap<u64, (Bytes, u64, bool)>,
+    /// Bytes of the keys held.
+    key_bytes: u64,
 }
 
 impl QueueDedup {
@@ -117,10 +119,13 @@ impl QueueDedup {
 
     /// The message `seq` (expiring at `until` ms, if ever) holds `key`.
     pub fn insert(&mut self, key: Bytes, seq: u64, until: Option<u64>) {
-        if let Some(old) = self.keys.insert(key.clone(), seq) {
+        match self.keys.insert(key.clone(), seq) {
             // A message whose time ran out while it was still queued: its
             // key is the new one's now.
-            self.seqs.remove(&old);
+            Some(old) => {
+                self.seqs.remove(&old);
+            }
+            None => self.key_bytes += key.len() as u64,
         }
         self.seqs
             .insert(seq, (key, until.unwrap_or(u64::MAX), false));
@@ -131,6 +136,7 @@ impl QueueDedup {
         if let Some((key, _, _)) = self.seqs.remove(&seq) {
             if self.keys.get(&key) == Some(&seq) {
                 self.keys.remove(&key);
+                self.key_bytes = self.key_bytes.saturating_sub(key.len() as u64);
             }
         }
     }
@@ -155,6 +161,15 @@ impl QueueDedup {
         self.seqs.retain(|_, e| e.2);
         let seqs = &self.seqs;
         self.keys.retain(|_, s| seqs.contains_key(s));
+        self.key_bytes = self.keys.keys().map(|k| k.len() as u64).sum();
+    }
+
+    /// Bytes of memory it takes, about: its tables as allocated and the
+    /// keys.
+    pub fn memory(&self) -> u64 {
+        let k = std::mem::size_of::<(Bytes, u64)>() + 8;
+        let s = std::mem::size_of::<(u64, (Bytes, u64, bool))>() + 8;
+        (self.keys.capacity() * k + self.seqs.capacity() * s) as u64 + self.key_bytes
     }
 }
 
@@ -299,9 +314,12 @@ mod tests {
         d.set_out(5, true);
         d.purge();
         assert!(!d.holds(&a, 0) && d.holds(&b, 0));
+        assert_eq!(d.key_bytes, 1);
+        assert!(d.memory() > 1);
         d.set_out(5, false);
         d.purge();
         assert!(d.keys.is_empty());
+        assert_eq!(d.key_bytes, 0);
         assert!(queue_enabled(&FieldValue::Bool(true)));
         assert!(!queue_enabled(&FieldValue::Bool(false)));
     }

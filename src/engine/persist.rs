@@ -660,7 +660,8 @@ impl Engine {
     /// arena and large bodies (see [`Engine::memory_used`]): the queues'
     /// entry buffers (by capacity: a queue that held a long backlog keeps
     /// its buffer, whose pages were all touched; those mostly empty are
-    /// shrunk here), plus what `front_doors` measures of theirs
+    /// shrunk here) and deduplication queues' keys, plus what `front_doors`
+    /// measures of theirs
     /// (connections' pending output and input buffers, channels' unacked
     /// lists). At most every [`super::BUFFER_SCAN_EVERY`]; the queues are
     /// measured [`QUEUE_SCAN_BATCH`] at a time, a round over all of them
@@ -677,6 +678,7 @@ impl Engine {
         for idx in next..stop {
             if let Some(q) = self.broker.queues.get_mut(idx) {
                 partial += q.ready.buffer_bytes();
+                partial += q.dedup.as_deref().map_or(0, |d| d.memory());
             }
         }
         next = stop;
