@@ -626,3 +626,94 @@ fn a_restart_rebuilds_the_keys_of_the_recovered_messages() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A deduplication queue that had spilled at a clean stop: the keys of the
+/// spilled messages are read back too (without taking them out of the
+/// spill); those of transient messages, gone with the restart, are free.
+#[test]
+fn a_restart_rebuilds_the_keys_of_spilled_messages_too() {
+    let dir = std::env::temp_dir().join(format!("warren-dedupq-spill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = || Config {
+        data_dir: Some(dir.clone()),
+        max_memory: 1 << 20,
+        max_outbox: 256 << 20,
+        ..Config::default()
+    };
+    let props = |i: usize| {
+        let mut p = with(&format!("k{i}"), None);
+        p.delivery_mode = Some(if i.is_multiple_of(3) { 1 } else { 2 });
+        p
+    };
+    let spilled = |p: &Pair| {
+        p.core
+            .engine
+            .broker
+            .queues
+            .iter()
+            .map(|(_, q)| (q.ready.len(), q.ready.spilled()))
+            .next()
+            .unwrap()
+    };
+    const N: usize = 12_000;
+    {
+        let mut p = Pair::open(config()).unwrap();
+        p.handshake(0);
+        dedup_queue(&mut p, "dq", true, &[]);
+        // 500 publishes a turn (one sync each).
+        let mut out = bytes::BytesMut::new();
+        for i in 0..N {
+            let body = format!("message {i:07}");
+            let publish = BasicPublish {
+                routing_key: Bytes::from_static(b"dq"),
+                ..Default::default()
+            };
+            warren::codec::frame::write_method(&mut out, 1, &publish.into());
+            Frame::Header(
+                1,
+                Box::new(ContentHeader {
+                    class_id: 60,
+                    body_size: body.len() as u64,
+                    properties: props(i),
+                }),
+            )
+            .encode(&mut out);
+            Frame::Body(1, Bytes::from(body)).encode(&mut out);
+            if i % 500 == 499 {
+                p.send_raw(&out.split());
+                p.advance(Duration::from_millis(1));
+            }
+        }
+        p.send_raw(&out.split());
+        p.advance(Duration::from_millis(1));
+        let (n, sp) = spilled(&p);
+        assert_eq!(n, N as u64);
+        assert!(sp > 0, "spilled");
+        p.core.check_invariants().unwrap();
+        p.core.engine.close_store();
+    }
+    let mut p = Pair::open(config()).unwrap();
+    p.handshake(0);
+    let (n, sp) = spilled(&p);
+    let kept = (0..N).filter(|i| !i.is_multiple_of(3)).count() as u64;
+    assert_eq!(n, kept);
+    assert!(sp > 0, "still spilled");
+    let st = p.core.engine.msgs.store.as_ref().unwrap();
+    assert_eq!(st.spill.read, 0, "nothing taken out of the spill");
+    // Duplicates of persistent messages anywhere in the queue are dropped;
+    // the transient ones' keys are free.
+    let persistent = |from: usize| (from..N).find(|i| !i.is_multiple_of(3)).unwrap();
+    let last = (0..N).rev().find(|i| !i.is_multiple_of(3)).unwrap();
+    for i in [1, 2, persistent(N / 2), last] {
+        p.publish(1, "", "dq", props(i), b"duplicate");
+        p.advance(Duration::from_millis(1));
+        assert_eq!(spilled(&p).0, kept, "k{i}");
+    }
+    let transient = (N / 2..N).find(|i| i.is_multiple_of(3)).unwrap();
+    p.publish(1, "", "dq", props(transient), b"transient before");
+    p.advance(Duration::from_millis(1));
+    assert_eq!(spilled(&p).0, kept + 1);
+    p.core.check_invariants().unwrap();
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -93,13 +93,6 @@ fn restore_spilled(
     }
     let mut spills: Vec<Option<crate::store::spill::Spill>> = (0..levels).map(|_| None).collect();
     for (level, mut sp) in clean.spills {
-        if q.dedup.is_some() && sp.count > 0 {
-            warn!(
-                "queue '{}': the deduplication keys of its {} spilled messages are not rebuilt",
-                String::from_utf8_lossy(&q.name),
-                sp.count
-            );
-        }
         n += sp.count;
         bytes += sp.bytes;
         if !clean.skip.is_empty() || !clean.seen.is_empty() {
@@ -110,6 +103,11 @@ fn restore_spilled(
             *slot = Some(sp);
         }
     }
+    if q.dedup.is_some() {
+        for sp in spills.iter().flatten() {
+            spilled_keys(msgs, q, sp);
+        }
+    }
     for (level, ((head, tail), spill)) in heads.into_iter().zip(tails).zip(spills).enumerate() {
         q.ready
             .restore(level, head, spill.unwrap_or_default(), tail);
@@ -117,6 +115,50 @@ fn restore_spilled(
     q.restore_next_seq(next_seq);
     msgs.queued += n;
     (n, bytes)
+}
+
+/// A deduplication queue restored with spilled messages: their keys, read
+/// from the spill files and the store without taking anything out (one
+/// read per spilled message and per batch).
+fn spilled_keys(
+    msgs: &mut super::Messages,
+    q: &mut crate::broker::queue::Queue,
+    sp: &crate::store::spill::Spill,
+) {
+    let Some(st) = msgs.store.as_ref() else {
+        return;
+    };
+    // The entries are parsed into a scratch arena, dropped afterwards.
+    let mut scratch = crate::broker::message::Arena::default();
+    let mut found = Vec::new();
+    let peeked = st.spill.peek(sp, &mut |mut data| {
+        while !data.is_empty() {
+            let Some((m, used)) = QueuedMsg::from_spill(&mut scratch, data) else {
+                break;
+            };
+            data = data.get(used..).unwrap_or_default();
+            let at = m.stored();
+            if sp.durable_only && !at.is_some_and(|r| r.durable) {
+                continue;
+            }
+            if at.is_some_and(|r| sp.skip.contains(&r.msg_id)) {
+                continue;
+            }
+            found.push(m);
+        }
+    });
+    if let Err(e) = peeked {
+        warn!(
+            "queue '{}': cannot read its spilled messages for their deduplication keys: {e}",
+            String::from_utf8_lossy(&q.name)
+        );
+    }
+    for m in found {
+        let key = msgs.key_of(&m);
+        if let (Some(k), Some(d)) = (key, q.dedup.as_deref_mut()) {
+            d.insert(k, m.seq, m.expires_at());
+        }
+    }
 }
 
 impl Engine {
