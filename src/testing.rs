@@ -239,6 +239,32 @@ impl Core {
             q.ready
                 .check()
                 .map_err(|e| format!("queue {}: {e}", String::from_utf8_lossy(&q.name)))?;
+            // A deduplication queue holds keys only for messages it has
+            // (ready, or taken and not settled).
+            if let Some(d) = q.dedup.as_deref() {
+                let (keys, seqs) = d.sizes();
+                if keys > seqs || seqs as u64 > q.ready.len() + q.unacked as u64 {
+                    return Err(format!(
+                        "queue {}: {keys} deduplication keys, {seqs} keyed messages, {} ready, {} unacked",
+                        String::from_utf8_lossy(&q.name),
+                        q.ready.len(),
+                        q.unacked
+                    ));
+                }
+            }
+        }
+        let dedup = self
+            .engine
+            .broker
+            .queues
+            .iter()
+            .filter(|(_, q)| q.dedup.is_some())
+            .count();
+        if dedup != self.engine.broker.dedup_queues {
+            return Err(format!(
+                "{dedup} deduplication queues, {} counted",
+                self.engine.broker.dedup_queues
+            ));
         }
         let held: usize = self
             .conns

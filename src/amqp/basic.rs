@@ -299,6 +299,7 @@ impl Core {
         let count = quorum.then(|| m.returns()).filter(|&n| n > 0);
         m.write_delivery(&mut c.outbox, ch, c.frame_max, from_store.as_ref(), count);
         if g.no_ack {
+            queue.leave(&m);
             engine.msgs.forget(sid, &m);
         } else {
             queue.unacked += 1;

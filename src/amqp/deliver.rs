@@ -201,7 +201,10 @@ impl Core {
             };
             count_taken(queue, &mut engine.counters, &m, false);
             match tracked {
-                None => engine.msgs.forget(store_id, &m),
+                None => {
+                    queue.leave(&m);
+                    engine.msgs.forget(store_id, &m);
+                }
                 Some(tag) => {
                     engine.msgs.delivered(store_id, &m);
                     queue.unacked += 1;

@@ -73,6 +73,10 @@ pub struct QueueArgs {
     pub max_age: Option<u64>,
     /// A stream's `x-stream-max-segment-size-bytes`.
     pub max_segment: Option<u64>,
+    /// `x-message-deduplication` (the deduplication plugin's): a message
+    /// whose `x-deduplication-header` value a message still in the queue
+    /// has is not enqueued.
+    pub dedup: bool,
 }
 
 /// Longest TTL or expiry RabbitMQ accepts (ten years, in milliseconds).
@@ -357,6 +361,10 @@ impl QueueArgs {
                 other => return Err(unacceptable("x-single-active-consumer", other)),
             }
         }
+        // The plugin takes any value; all but false (and void) enable it.
+        out.dedup = args
+            .get("x-message-deduplication")
+            .is_some_and(super::dedup::queue_enabled);
         if classic {
             if let Some(k) = NOT_CLASSIC.iter().find(|k| args.get(k).is_some()) {
                 return Err(ArgError::NotClassic(k));

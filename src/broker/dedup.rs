@@ -5,6 +5,13 @@
 //! is full the oldest goes. An entry lives `x-cache-ttl` milliseconds (the
 //! message's header of that name, else the exchange's argument, else
 //! until it is pushed out).
+//!
+//! A queue declared with `x-message-deduplication: true` ([`QueueDedup`])
+//! does not enqueue a message whose key is the key of a message it still
+//! holds (ready or delivered and not yet acknowledged); the key is free
+//! again once that message has left the queue (acknowledged, taken without
+//! ack, rejected, expired, dropped, dead-lettered or purged) or its time to
+//! live has run out.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -75,11 +82,103 @@ pub fn check_args(args: &FieldTable) -> Result<(), String> {
     }
 }
 
+/// The deduplication key of a message with these headers, if it has one.
+pub fn key_in(headers: Option<&FieldTable>) -> Option<Bytes> {
+    headers?.get(DEDUP_HEADER).map(key_of)
+}
+
+/// True for a queue argument `x-message-deduplication` that enables it:
+/// the plugin takes any value but `false` (and an absent or void one).
+pub fn queue_enabled(v: &FieldValue) -> bool {
+    !matches!(v, FieldValue::Bool(false) | FieldValue::Void)
+}
+
+/// The keys of a deduplication queue's messages, by the messages'
+/// sequence numbers in the queue (so that nothing is read back to free a
+/// key): memory only for messages that carry a key.
+#[derive(Debug, Default)]
+pub struct QueueDedup {
+    /// Key → the sequence number of the message holding it.
+    keys: HashMap<Bytes, u64>,
+    /// Sequence number → (its key, when it stops counting (wall-clock ms,
+    /// u64::MAX: never), taken from the queue and not yet settled).
+    seqs: HashMap<u64, (Bytes, u64, bool)>,
+    /// Bytes of the keys held.
+    key_bytes: u64,
+}
+
+impl QueueDedup {
+    /// True when a message holding `key` is still in the queue (and its
+    /// time to live, if any, has not run out at `now` ms).
+    pub fn holds(&self, key: &[u8], now: u64) -> bool {
+        self.keys
+            .get(key)
+            .and_then(|s| self.seqs.get(s))
+            .is_some_and(|&(_, until, _)| now < until)
+    }
+
+    /// The message `seq` (expiring at `until` ms, if ever) holds `key`.
+    pub fn insert(&mut self, key: Bytes, seq: u64, until: Option<u64>) {
+        match self.keys.insert(key.clone(), seq) {
+            // A message whose time ran out while it was still queued: its
+            // key is the new one's now.
+            Some(old) => {
+                self.seqs.remove(&old);
+            }
+            None => self.key_bytes += key.len() as u64,
+        }
+        self.seqs
+            .insert(seq, (key, until.unwrap_or(u64::MAX), false));
+    }
+
+    /// The message `seq` left the queue: its key is free.
+    pub fn release(&mut self, seq: u64) {
+        if let Some((key, _, _)) = self.seqs.remove(&seq) {
+            if self.keys.get(&key) == Some(&seq) {
+                self.keys.remove(&key);
+                self.key_bytes = self.key_bytes.saturating_sub(key.len() as u64);
+            }
+        }
+    }
+
+    /// The message `seq` was taken for delivery (`out`), or came back.
+    pub fn set_out(&mut self, seq: u64, out: bool) {
+        if let Some(e) = self.seqs.get_mut(&seq) {
+            e.2 = out;
+        }
+    }
+
+    /// Keys held, and keyed messages (one key each; a message whose time to
+    /// live ran out may have lost its key to a later one).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.keys.len(), self.seqs.len())
+    }
+
+    /// The queue's ready messages were purged: only the keys of messages
+    /// taken and not yet settled stay.
+    pub fn purge(&mut self) {
+        self.seqs.retain(|_, e| e.2);
+        let seqs = &self.seqs;
+        self.keys.retain(|_, s| seqs.contains_key(s));
+        self.key_bytes = self.keys.keys().map(|k| k.len() as u64).sum();
+    }
+
+    /// Bytes of memory it takes, about: its tables as allocated and the
+    /// keys.
+    pub fn memory(&self) -> u64 {
+        let k = std::mem::size_of::<(Bytes, u64)>() + 8;
+        let s = std::mem::size_of::<(u64, (Bytes, u64, bool))>() + 8;
+        (self.keys.capacity() * k + self.seqs.capacity() * s) as u64 + self.key_bytes
+    }
+}
+
 /// A header value as a cache key (strings as they are, other values by
-/// their text).
+/// their text). A copy: a slice would keep the buffer the header was
+/// decoded from (a socket read's) alive as long as the key.
 fn key_of(v: &FieldValue) -> Bytes {
     match v.as_bytes() {
-        Some(b) => b.clone(),
+        Some(b) => Bytes::copy_from_slice(b),
         None => match v.as_i64() {
             Some(i) => Bytes::from(i.to_string()),
             None => Bytes::from(format!("{v:?}")),
@@ -189,6 +288,40 @@ mod tests {
             c.is_duplicate(Some(&h(&k, Some(1))), i * 10);
         }
         assert!(c.order.len() <= 4 + 1);
+    }
+
+    #[test]
+    fn a_queue_key_is_held_until_its_message_leaves() {
+        let mut d = QueueDedup::default();
+        let a = Bytes::from_static(b"a");
+        assert!(!d.holds(&a, 0));
+        d.insert(a.clone(), 1, None);
+        assert!(d.holds(&a, 0));
+        d.release(2);
+        assert!(d.holds(&a, 0));
+        d.release(1);
+        assert!(!d.holds(&a, 0) && d.keys.is_empty());
+        // A time to live: the key counts until then; a later message takes
+        // it over, and the first one leaving does not free it.
+        d.insert(a.clone(), 3, Some(100));
+        assert!(d.holds(&a, 99) && !d.holds(&a, 100));
+        d.insert(a.clone(), 4, None);
+        d.release(3);
+        assert!(d.holds(&a, 1000));
+        // A purge keeps the keys of taken messages only.
+        let b = Bytes::from_static(b"b");
+        d.insert(b.clone(), 5, None);
+        d.set_out(5, true);
+        d.purge();
+        assert!(!d.holds(&a, 0) && d.holds(&b, 0));
+        assert_eq!(d.key_bytes, 1);
+        assert!(d.memory() > 1);
+        d.set_out(5, false);
+        d.purge();
+        assert!(d.keys.is_empty());
+        assert_eq!(d.key_bytes, 0);
+        assert!(queue_enabled(&FieldValue::Bool(true)));
+        assert!(!queue_enabled(&FieldValue::Bool(false)));
     }
 
     #[test]

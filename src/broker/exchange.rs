@@ -192,7 +192,9 @@ pub struct Exchange {
     /// `x-federation-upstream` exchanges: which messages go on.
     pub hops: HopFilter,
     /// `x-message-deduplication` exchanges: the keys seen.
-    pub dedup: Option<Box<super::dedup::DedupCache>>,
+    /// Its cache is checked (and filled) while routing, which only reads
+    /// the broker: hence the cell.
+    pub dedup: Option<Box<std::cell::RefCell<super::dedup::DedupCache>>>,
 }
 
 impl Exchange {
@@ -209,8 +211,11 @@ impl Exchange {
             .get("alternate-exchange")
             .and_then(|v| v.as_bytes())
             .cloned();
-        let dedup = (kind == ExchangeKind::Deduplication)
-            .then(|| Box::new(super::dedup::DedupCache::from_args(&arguments)));
+        let dedup = (kind == ExchangeKind::Deduplication).then(|| {
+            Box::new(std::cell::RefCell::new(
+                super::dedup::DedupCache::from_args(&arguments),
+            ))
+        });
         let hops = if kind == ExchangeKind::FederationUpstream {
             HopFilter::from_args(&arguments)
         } else {

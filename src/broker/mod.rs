@@ -93,6 +93,9 @@ pub struct Broker {
     pub auth: auth::Auth,
     /// Policies, operator policies and limits.
     pub runtime: policy::Runtime,
+    /// Queues with `x-message-deduplication` (none: a publish looks for
+    /// none).
+    pub dedup_queues: usize,
 }
 
 fn s(b: &[u8]) -> String {
@@ -538,6 +541,7 @@ impl Broker {
         let mut q = Queue::new(id, Bytes::copy_from_slice(vhost), spec, owner, args);
         q.store_id = store_id;
         self.streams += usize::from(q.args.stream);
+        self.dedup_queues += usize::from(q.dedup.is_some());
         entry.insert(q);
         let vh = self.vhost_mut(vhost)?;
         vh.queues.insert(name, id);
@@ -554,6 +558,7 @@ impl Broker {
         let vhost = q.vhost.clone();
         let name = q.name.clone();
         let mut q = self.queues.remove(id.idx as usize);
+        self.dedup_queues -= usize::from(q.dedup.is_some() && self.dedup_queues > 0);
         if let Some(vh) = self.vhosts.get_mut(&vhost) {
             vh.queues.remove(&name);
             let d = Dest::Queue(id);
@@ -717,17 +722,32 @@ impl Broker {
     }
 
     /// Route a message: the queues it goes to, each once, into `out`.
+    /// `dedup_at`: the time (wall-clock ms) at which the deduplication
+    /// exchanges on its way check it (and remember its key); None for a
+    /// message without a deduplication key, or routed again (CC keys).
     pub fn route(
         &self,
         vhost: &[u8],
         exchange: &[u8],
         routing_key: &[u8],
         headers: Option<&FieldTable>,
+        dedup_at: Option<u64>,
         out: &mut Vec<QueueId>,
     ) {
         out.clear();
         let Some(vh) = self.vhosts.get(vhost) else {
             return;
+        };
+        // An `x-message-deduplication` exchange on the way (published to,
+        // bound to another, an alternate) routes nothing it has seen: a
+        // duplicate is unroutable there, as with the plugin.
+        let duplicate = |x: &Exchange| -> bool {
+            let (Some(now), Some(cache)) = (dedup_at, x.dedup.as_deref()) else {
+                return false;
+            };
+            cache
+                .try_borrow_mut()
+                .is_ok_and(|mut c| c.is_duplicate(headers, now))
         };
         if exchange.is_empty() {
             if let Some(id) = vh.queues.get(routing_key) {
@@ -744,11 +764,13 @@ impl Broker {
             };
             if x.exchange_bindings == 0 {
                 // Fast path: no exchange-to-exchange bindings, no allocation.
-                x.route(routing_key, headers, &mut |d| {
-                    if let Dest::Queue(q) = d {
-                        out.push(*q)
-                    }
-                });
+                if !duplicate(x) {
+                    x.route(routing_key, headers, &mut |d| {
+                        if let Dest::Queue(q) = d {
+                            out.push(*q)
+                        }
+                    });
+                }
             } else {
                 let mut visited: Vec<&[u8]> = Vec::new();
                 let mut stack: Vec<&Exchange> = vec![x];
@@ -757,6 +779,9 @@ impl Broker {
                         continue;
                     }
                     visited.push(&x.name[..]);
+                    if duplicate(x) {
+                        continue;
+                    }
                     x.route(routing_key, headers, &mut |d| match d {
                         Dest::Queue(q) => out.push(*q),
                         Dest::Exchange(n) => {
@@ -971,7 +996,7 @@ mod tests {
         .unwrap();
         let route = |key: &[u8], h: Option<&FieldTable>| {
             let mut out = Vec::new();
-            b.route(b"/", b"fed.x", key, h, &mut out);
+            b.route(b"/", b"fed.x", key, h, None, &mut out);
             out
         };
         assert_eq!(route(b"a.b", None), vec![q]);

@@ -118,6 +118,9 @@ pub struct PolicyKeys {
     pub max_age: Option<u64>,
     /// `stream-max-segment-size-bytes` (streams).
     pub stream_max_segment: Option<u64>,
+    /// `x-message-deduplication` (the deduplication plugin's policy key):
+    /// wins over the queue argument, as with the plugin.
+    pub dedup: Option<bool>,
 }
 
 /// Keys RabbitMQ accepts in a policy that warren keeps without acting on
@@ -336,6 +339,34 @@ fn parse_key(k: &str, v: &Value, keys: &mut PolicyKeys) -> Result<(), String> {
                 return bad("dead letter strategy");
             }
         }
+        // The deduplication plugin's policy validators (its texts). Only
+        // `x-message-deduplication` acts (on queues); the plugin's exchanges
+        // read their cache settings from their arguments alone.
+        "x-message-deduplication" => match v.as_bool() {
+            Some(b) => keys.dedup = Some(b),
+            None => {
+                return Err(format!(
+                    "'x-message-deduplication' must be a boolean, got {}",
+                    erl(v)
+                ))
+            }
+        },
+        "x-cache-size" | "x-cache-ttl" => {
+            if int_in(v, 1, i64::MAX).is_none() {
+                return Err(format!(
+                    "'{k}' must be an integer greater than 0, got {}",
+                    erl(v)
+                ));
+            }
+        }
+        "x-cache-persistence" => {
+            if !matches!(v.as_str(), Some("disk" | "memory")) {
+                return Err(format!(
+                    "'x-cache-persistence' must be either 'disk' or 'memory', got {}",
+                    erl(v)
+                ));
+            }
+        }
         "federation-upstream" | "federation-upstream-set" => {
             if v.as_str().is_none_or(str::is_empty) {
                 return Err(format!("{} must be a non-empty binary", erl(v)));
@@ -538,6 +569,10 @@ pub fn known_key(k: &str) -> bool {
             | "queue-version"
             | "max-age"
             | "stream-max-segment-size-bytes"
+            | "x-message-deduplication"
+            | "x-cache-size"
+            | "x-cache-ttl"
+            | "x-cache-persistence"
     ) || INERT_KEYS.contains(&k)
         || FEDERATION_KEYS.contains(&k)
 }
@@ -753,6 +788,9 @@ pub fn effective(declared: &QueueArgs, policy: Option<&Policy>, op: Option<&Poli
     }
     if declared.dead_letter_routing_key.is_none() {
         out.dead_letter_routing_key = p.dead_letter_routing_key.clone();
+    }
+    if let Some(d) = p.dedup {
+        out.dedup = d;
     }
     out
 }

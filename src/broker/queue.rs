@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::args::{Overflow, QueueArgs};
 pub use super::consumers::ConsumerRef;
 use super::consumers::Consumers;
+use super::dedup::QueueDedup;
 use super::message::QueuedMsg;
 use super::ready::Ready;
 use super::{ConnId, QueueId, QueueSpec};
@@ -78,6 +79,9 @@ pub struct Queue {
     /// A stream's log and readers (`x-queue-type: stream`; opened by the
     /// engine, which knows where logs live).
     pub stream: Option<Box<super::stream::Stream>>,
+    /// The keys of its messages, if it deduplicates
+    /// (`x-message-deduplication`).
+    pub dedup: Option<Box<QueueDedup>>,
 }
 
 impl Queue {
@@ -99,6 +103,7 @@ impl Queue {
         let exclusive_owner = owner;
         let levels = args.max_priority.map_or(1, |p| usize::from(p) + 1);
         Queue {
+            dedup: args.dedup.then(Box::default),
             declared: args.clone(),
             args,
             policy: None,
@@ -165,6 +170,9 @@ impl Queue {
     ) -> Result<Option<u64>, QueuedMsg> {
         let len = m.size();
         if self.args.overflow != Overflow::DropHead && self.over_limit_by(1, len) {
+            // No place in the queue: no sequence number of its messages
+            // (whatever leaves with it frees nothing of theirs).
+            m.seq = u64::MAX;
             return Err(m);
         }
         m.seq = self.next_seq;
@@ -193,12 +201,28 @@ impl Queue {
     /// Take the head message for delivery (None also when it is spilled:
     /// see `engine::Messages::take`, which reads it back first).
     pub fn pop(&mut self) -> Option<QueuedMsg> {
-        self.ready.pop()
+        let m = self.ready.pop()?;
+        if let Some(d) = self.dedup.as_deref_mut() {
+            d.set_out(m.seq, true);
+        }
+        Some(m)
+    }
+
+    /// A message of this queue leaves it for good (acknowledged, taken
+    /// without ack, rejected, expired, dropped): its deduplication key, if
+    /// it has one, is free again.
+    pub fn leave(&mut self, m: &QueuedMsg) {
+        if let Some(d) = self.dedup.as_deref_mut() {
+            d.release(m.seq);
+        }
     }
 
     /// Put back a message just popped and not delivered after all (it could
     /// not be read for now): at the head again, unchanged.
     pub fn unpop(&mut self, m: QueuedMsg) {
+        if let Some(d) = self.dedup.as_deref_mut() {
+            d.set_out(m.seq, false);
+        }
         self.ready.unpop(m);
     }
 
@@ -206,6 +230,9 @@ impl Queue {
     pub fn requeue(&mut self, mut m: QueuedMsg) {
         m.set_redelivered(true);
         self.unacked = self.unacked.saturating_sub(1);
+        if let Some(d) = self.dedup.as_deref_mut() {
+            d.set_out(m.seq, false);
+        }
         self.ready.requeue(m);
     }
 

@@ -350,6 +350,9 @@ impl Engine {
         let n = queue.ready.len();
         let whole = queue.unacked == 0 && queue.ready.spilled() > 0;
         let (msgs, spills) = queue.ready.take_all();
+        if let Some(d) = queue.dedup.as_deref_mut() {
+            d.purge();
+        }
         if let (true, Some(sid), Some(st)) = (whole, sid, self.msgs.store.as_mut()) {
             st.purge(sid);
         }

@@ -78,6 +78,9 @@ impl Engine {
     /// A message leaves queue `qid` for `reason` ("rejected", "expired",
     /// "maxlen"): republish it to the queue's dead-letter exchange, or drop it.
     pub(crate) fn dead_letter(&mut self, qid: QueueId, mut qm: QueuedMsg, reason: &'static str) {
+        if let Some(q) = self.broker.queue_mut(qid) {
+            q.leave(&qm);
+        }
         let Some(q) = self.broker.queue(qid) else {
             self.msgs.forget(None, &qm);
             return;
@@ -159,8 +162,20 @@ impl Engine {
         let header = buf.freeze();
         let rk = dlrk.unwrap_or_else(|| old.routing_key.clone());
         let mut out = std::mem::take(&mut self.route_scratch);
-        self.broker
-            .route(&vhost, &dlx, &rk, h.properties.headers.as_ref(), &mut out);
+        let keyed = h
+            .properties
+            .headers
+            .as_ref()
+            .is_some_and(|t| t.get(crate::broker::dedup::DEDUP_HEADER).is_some());
+        let dedup_at = keyed.then(|| self.wall_ms());
+        self.broker.route(
+            &vhost,
+            &dlx,
+            &rk,
+            h.properties.headers.as_ref(),
+            dedup_at,
+            &mut out,
+        );
         if reason != "rejected" {
             let broker = &self.broker;
             out.retain(|t| {

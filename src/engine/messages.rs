@@ -139,6 +139,7 @@ impl Messages {
                     return Taken::Later;
                 }
                 Err(_) => {
+                    queue.leave(&m);
                     self.resident = self.resident.saturating_sub(m.resident());
                     self.queued = self.queued.saturating_sub(1);
                 }
@@ -409,6 +410,20 @@ impl Messages {
                 Err(Loaded::Lost)
             }
         }
+    }
+
+    /// A queued message's deduplication key (`x-deduplication-header`), its
+    /// header read back from the store if it is paged out (a record that
+    /// cannot be read has none: it is dropped when it is taken).
+    pub(crate) fn key_of(&mut self, m: &QueuedMsg) -> Option<Bytes> {
+        let header = if m.is_paged() {
+            let (st, r) = (self.store.as_mut()?, m.stored()?);
+            st.read(&r).ok()?.0
+        } else {
+            m.header()
+        };
+        let h = crate::codec::ContentHeader::decode(&header).ok()?;
+        crate::broker::dedup::key_in(h.properties.headers.as_ref())
     }
 
     /// Store a persistent message for the durable queues among its targets.

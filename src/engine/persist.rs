@@ -76,6 +76,13 @@ fn restore_spilled(
             (a, b) => a.or(b),
         };
         qm.set_expires_at(ttl.map(|t| m.timestamp.saturating_add(t)));
+        if q.dedup.is_some() {
+            if let Some(k) = msgs.key_of(&qm) {
+                if let Some(d) = q.dedup.as_deref_mut() {
+                    d.insert(k, seq, qm.expires_at());
+                }
+            }
+        }
         let level = usize::from(qm.prio).min(levels - 1);
         let to = if behind { &mut tails } else { &mut heads };
         if let Some(v) = to.get_mut(level) {
@@ -96,6 +103,11 @@ fn restore_spilled(
             *slot = Some(sp);
         }
     }
+    if q.dedup.is_some() {
+        for sp in spills.iter().flatten() {
+            spilled_keys(msgs, q, sp);
+        }
+    }
     for (level, ((head, tail), spill)) in heads.into_iter().zip(tails).zip(spills).enumerate() {
         q.ready
             .restore(level, head, spill.unwrap_or_default(), tail);
@@ -103,6 +115,50 @@ fn restore_spilled(
     q.restore_next_seq(next_seq);
     msgs.queued += n;
     (n, bytes)
+}
+
+/// A deduplication queue restored with spilled messages: their keys, read
+/// from the spill files and the store without taking anything out (one
+/// read per spilled message and per batch).
+fn spilled_keys(
+    msgs: &mut super::Messages,
+    q: &mut crate::broker::queue::Queue,
+    sp: &crate::store::spill::Spill,
+) {
+    let Some(st) = msgs.store.as_ref() else {
+        return;
+    };
+    // The entries are parsed into a scratch arena, dropped afterwards.
+    let mut scratch = crate::broker::message::Arena::default();
+    let mut found = Vec::new();
+    let peeked = st.spill.peek(sp, &mut |mut data| {
+        while !data.is_empty() {
+            let Some((m, used)) = QueuedMsg::from_spill(&mut scratch, data) else {
+                break;
+            };
+            data = data.get(used..).unwrap_or_default();
+            let at = m.stored();
+            if sp.durable_only && !at.is_some_and(|r| r.durable) {
+                continue;
+            }
+            if at.is_some_and(|r| sp.skip.contains(&r.msg_id)) {
+                continue;
+            }
+            found.push(m);
+        }
+    });
+    if let Err(e) = peeked {
+        warn!(
+            "queue '{}': cannot read its spilled messages for their deduplication keys: {e}",
+            String::from_utf8_lossy(&q.name)
+        );
+    }
+    for m in found {
+        let key = msgs.key_of(&m);
+        if let (Some(k), Some(d)) = (key, q.dedup.as_deref_mut()) {
+            d.insert(k, m.seq, m.expires_at());
+        }
+    }
 }
 
 impl Engine {
@@ -173,8 +229,19 @@ impl Engine {
                 bytes += m.size;
                 let msg = QueuedMsg::recovered(&mut core.msgs.arena, &m);
                 let level = usize::from(q.args.max_priority.map_or(0, |p| m.priority.min(p)));
+                // A deduplication queue's keys are rebuilt: each message's
+                // header is read back (one read per message of such a queue).
+                let key = if q.dedup.is_some() {
+                    core.msgs.key_of(&msg)
+                } else {
+                    None
+                };
                 match q.push(msg, m.ttl, m.timestamp) {
-                    Ok(_) => {
+                    Ok(until) => {
+                        let seq = q.next_seq().saturating_sub(1);
+                        if let (Some(d), Some(k)) = (q.dedup.as_deref_mut(), key) {
+                            d.insert(k, seq, until);
+                        }
                         core.msgs.queued += 1;
                         core.msgs.spill_excess(&mut q.ready, level, now);
                     }
@@ -641,7 +708,8 @@ impl Engine {
     /// arena and large bodies (see [`Engine::memory_used`]): the queues'
     /// entry buffers (by capacity: a queue that held a long backlog keeps
     /// its buffer, whose pages were all touched; those mostly empty are
-    /// shrunk here), plus what `front_doors` measures of theirs
+    /// shrunk here) and deduplication queues' keys, plus what `front_doors`
+    /// measures of theirs
     /// (connections' pending output and input buffers, channels' unacked
     /// lists). At most every [`super::BUFFER_SCAN_EVERY`]; the queues are
     /// measured [`QUEUE_SCAN_BATCH`] at a time, a round over all of them
@@ -658,6 +726,7 @@ impl Engine {
         for idx in next..stop {
             if let Some(q) = self.broker.queues.get_mut(idx) {
                 partial += q.ready.buffer_bytes();
+                partial += q.dedup.as_deref().map_or(0, |d| d.memory());
             }
         }
         next = stop;
@@ -815,11 +884,12 @@ mod tests {
             assert_eq!(x.hops.downstream_vhost.as_deref(), Some(&b"/"[..]));
             let q = e.find_queue(b"/", qname).expect("queue restored");
             let mut out = Vec::new();
-            e.broker.route(b"/", b"fed.x", b"a.b", None, &mut out);
+            e.broker.route(b"/", b"fed.x", b"a.b", None, None, &mut out);
             assert_eq!(out, vec![q]);
             let mut h = FieldTable::new();
             h.insert("x-received-from", FieldValue::Array(vec![FieldValue::Void]));
-            e.broker.route(b"/", b"fed.x", b"a.b", Some(&h), &mut out);
+            e.broker
+                .route(b"/", b"fed.x", b"a.b", Some(&h), None, &mut out);
             assert!(out.is_empty());
             drop(e);
             std::fs::remove_dir_all(&dir).unwrap();

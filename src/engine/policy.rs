@@ -276,7 +276,22 @@ impl Engine {
         if let Some(s) = q.stream.as_deref_mut() {
             s.log.set_limits(crate::engine::stream::limits_of(&args));
         }
+        // Deduplication switched on (with no keys, as the plugin starts its
+        // cache) or off by a policy.
+        let dedup = match (args.dedup, q.dedup.is_some()) {
+            (true, false) => {
+                q.dedup = Some(Box::default());
+                1
+            }
+            (false, true) => {
+                q.dedup = None;
+                -1
+            }
+            _ => 0,
+        };
         q.args = args;
+        let b = &mut self.broker;
+        b.dedup_queues = b.dedup_queues.saturating_add_signed(dedup);
         self.drop_over_limit(id);
         if expires_changed {
             // Counted from now (touch_queue marks it used now).
@@ -365,6 +380,97 @@ mod tests {
             priority: 0,
             definition: d.as_object().cloned().unwrap(),
         }
+    }
+
+    /// The deduplication plugin's policy key switches a queue's
+    /// deduplication on (with no keys) and off, over its argument.
+    #[test]
+    fn a_policy_switches_deduplication_on_and_off() {
+        use crate::broker::message::Message;
+        use crate::codec::{BasicProperties, ContentHeader, FieldTable, FieldValue};
+        let mut e = Engine::new(crate::Config::default());
+        let nobody = crate::mgmt::definitions::NOBODY;
+        let declare = |e: &mut Engine, name: &'static str, dedup: bool| {
+            let mut arguments = FieldTable::new();
+            if dedup {
+                arguments.insert("x-message-deduplication", FieldValue::Bool(true));
+            }
+            let spec = crate::broker::QueueSpec {
+                name: bytes::Bytes::from_static(name.as_bytes()),
+                passive: false,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                arguments,
+            };
+            e.declare_queue(b"/", spec, nobody, 0).unwrap().0
+        };
+        let publish = |e: &mut Engine, q: &'static str| {
+            let mut h = FieldTable::new();
+            h.insert("x-deduplication-header", FieldValue::I64(7));
+            let header = ContentHeader {
+                class_id: 60,
+                body_size: 0,
+                properties: BasicProperties {
+                    headers: Some(h),
+                    ..Default::default()
+                },
+            };
+            let mut buf = bytes::BytesMut::new();
+            header.encode(&mut buf);
+            let m = Message::new(
+                bytes::Bytes::new(),
+                bytes::Bytes::from_static(q.as_bytes()),
+                buf.freeze(),
+                bytes::Bytes::new(),
+                false,
+            );
+            e.publish(b"/", m, false).unwrap();
+        };
+        let depth = |e: &Engine, q| e.broker.queue(q).unwrap().ready.len();
+        let plain = declare(&mut e, "q-plain", false);
+        let with_arg = declare(&mut e, "q-arg", true);
+        for q in ["q-plain", "q-arg"] {
+            publish(&mut e, q);
+            publish(&mut e, q);
+        }
+        assert_eq!((depth(&e, plain), depth(&e, with_arg)), (2, 1));
+        assert_eq!(e.broker.dedup_queues, 1);
+        e.set_policy(
+            PolicyKind::User,
+            spec("/", "p", json!({"x-message-deduplication": true})),
+        )
+        .unwrap();
+        assert_eq!(e.broker.dedup_queues, 2);
+        // Switched on with no keys: the messages already queued hold none.
+        for _ in 0..2 {
+            publish(&mut e, "q-plain");
+        }
+        assert_eq!(depth(&e, plain), 3);
+        // The policy wins over the argument.
+        e.set_policy(
+            PolicyKind::User,
+            spec("/", "p", json!({"x-message-deduplication": false})),
+        )
+        .unwrap();
+        assert_eq!(e.broker.dedup_queues, 0);
+        publish(&mut e, "q-arg");
+        assert_eq!(depth(&e, with_arg), 2);
+        assert!(e.clear_policy(PolicyKind::User, "/", "p"));
+        assert_eq!(e.broker.dedup_queues, 1);
+        let bad = e.set_policy(
+            PolicyKind::User,
+            spec("/", "p", json!({"x-message-deduplication": 1})),
+        );
+        assert_eq!(
+            bad.unwrap_err(),
+            "'x-message-deduplication' must be a boolean, got 1"
+        );
+        let bad = e.set_policy(PolicyKind::User, spec("/", "p", json!({"x-cache-size": 0})));
+        assert_eq!(
+            bad.unwrap_err(),
+            "'x-cache-size' must be an integer greater than 0, got 0"
+        );
     }
 
     /// Policies and limits are durable item by item: set, changed, and

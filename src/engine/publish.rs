@@ -52,47 +52,23 @@ impl Engine {
         };
         let mut out = std::mem::take(&mut self.route_scratch);
         out.clear();
-        // An `x-message-deduplication` exchange routes nothing it has seen:
-        // a duplicate is unroutable (its alternate exchange's if it has one,
-        // else dropped, or returned if mandatory; still confirmed), as with
-        // the plugin. `Some(alternate)` for a duplicate.
+        // `x-message-deduplication` exchanges on the way check a message
+        // with a key (see `Broker::route`); a duplicate is unroutable there
+        // (still confirmed), as with the plugin.
         let keyed = headers
             .as_ref()
             .is_some_and(|h| h.get(crate::broker::dedup::DEDUP_HEADER).is_some());
-        let duplicate = if keyed {
-            let now = self.wall_ms();
-            self.broker
-                .vhosts
-                .get_mut(vhost)
-                .and_then(|v| v.exchanges.get_mut(&msg.exchange))
-                .and_then(|x| {
-                    let alternate = x.alternate.clone();
-                    let cache = x.dedup.as_deref_mut()?;
-                    cache
-                        .is_duplicate(headers.as_ref(), now)
-                        .then_some(alternate)
-                })
-        } else {
-            None
-        };
-        match duplicate {
-            None => {
-                self.broker.route(
-                    vhost,
-                    &msg.exchange,
-                    &msg.routing_key,
-                    headers.as_ref(),
-                    &mut out,
-                );
-                if let Some(h) = &headers {
-                    self.route_cc_bcc(vhost, &mut msg, h, &mut out);
-                }
-            }
-            Some(Some(ae)) => {
-                self.broker
-                    .route(vhost, &ae, &msg.routing_key, headers.as_ref(), &mut out)
-            }
-            Some(None) => {}
+        let dedup_at = keyed.then(|| self.wall_ms());
+        self.broker.route(
+            vhost,
+            &msg.exchange,
+            &msg.routing_key,
+            headers.as_ref(),
+            dedup_at,
+            &mut out,
+        );
+        if let Some(h) = &headers {
+            self.route_cc_bcc(vhost, &mut msg, h, &mut out);
         }
         let mut r = Routed {
             routed: !out.is_empty(),
@@ -129,6 +105,26 @@ impl Engine {
             if others == 0 {
                 return (false, appended);
             }
+        }
+        // Deduplication queues (`x-message-deduplication`) among the
+        // targets: looked for only when there are some and the message has
+        // headers, and its key read only then.
+        let mut kept = Vec::new();
+        let key = if self.broker.dedup_queues > 0
+            && has_headers(&msg.header)
+            && targets
+                .iter()
+                .any(|q| self.broker.queue(*q).is_some_and(|q| q.dedup.is_some()))
+        {
+            self.dedup_targets(&msg, targets, &mut kept)
+        } else {
+            None
+        };
+        let targets = if key.is_some() { &kept[..] } else { targets };
+        if targets.is_empty() {
+            // Only deduplication queues holding its key: dropped (a
+            // confirm is an ack, as with the plugin).
+            return (false, appended);
         }
         let mut durable = std::mem::take(&mut self.store_scratch);
         durable.clear();
@@ -177,6 +173,10 @@ impl Engine {
             let level = usize::from(queue.args.max_priority.map_or(0, |p| msg.priority.min(p)));
             let pushed = queue.push(m, msg.ttl, msg.timestamp);
             queue.stats.publish += u64::from(pushed.is_ok());
+            let seq = queue.next_seq().saturating_sub(1);
+            if let (Ok(until), Some(d), Some(k)) = (&pushed, queue.dedup.as_deref_mut(), &key) {
+                d.insert(k.clone(), seq, *until);
+            }
             let expiry = match pushed {
                 Ok(expiry) => {
                     let now = self.clock.now;
@@ -203,6 +203,28 @@ impl Engine {
             self.mark_queue(q);
         }
         (rejected, stored.is_some() || appended)
+    }
+
+    /// The message's deduplication key, if it has one, and in `kept` the
+    /// targets that take it: all but the deduplication queues holding a
+    /// message with that key.
+    fn dedup_targets(
+        &self,
+        msg: &Message,
+        targets: &[QueueId],
+        kept: &mut Vec<QueueId>,
+    ) -> Option<Bytes> {
+        let headers = ContentHeader::decode(&msg.header)
+            .ok()
+            .and_then(|h| h.properties.headers);
+        let key = crate::broker::dedup::key_in(headers.as_ref())?;
+        let now = msg.timestamp;
+        kept.extend(targets.iter().copied().filter(|q| {
+            self.broker
+                .queue(*q)
+                .is_some_and(|q| q.dedup.as_deref().is_none_or(|d| !d.holds(&key, now)))
+        }));
+        Some(key)
     }
 
     /// With `x-overflow` drop-head, drop (dead-letter) messages from the
@@ -254,7 +276,7 @@ impl Engine {
         let mut more = Vec::new();
         for k in cc.iter().chain(bcc.iter()) {
             self.broker
-                .route(vhost, &msg.exchange, k, Some(headers), &mut more);
+                .route(vhost, &msg.exchange, k, Some(headers), None, &mut more);
             out.append(&mut more);
         }
         out.sort_unstable();

@@ -53,6 +53,7 @@ impl Engine {
             queue.stats.ack += 1;
             self.counters.ack += 1;
         }
+        queue.leave(&m);
         let sid = queue.store_id;
         self.msgs.forget(sid, &m);
     }

@@ -860,7 +860,8 @@ mod tests {
         assert_eq!(out["exchanges"][0]["type"], "topic");
         // Routing works through what was imported.
         let mut to = Vec::new();
-        c.broker.route(b"prod", b"ev", b"job.a", None, &mut to);
+        c.broker
+            .route(b"prod", b"ev", b"job.a", None, None, &mut to);
         assert_eq!(to.len(), 1);
         // Re-importing the export is a no-op.
         import(&mut c, &out, None).unwrap();

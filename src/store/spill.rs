@@ -433,6 +433,26 @@ impl Spiller {
         out
     }
 
+    /// Hand every unread batch of `spill` to `f` (its entries), leaving
+    /// the spill as it is: a restart rebuilding what a queue keeps of its
+    /// spilled messages. A batch that does not check is left out (it is
+    /// dropped, and logged, when it is read back for delivery).
+    pub fn peek(&self, spill: &Spill, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        for file in &spill.files {
+            let handle = self.disk.open(&path(&self.dir, file.id))?;
+            let mut at = file.read;
+            for b in &file.batches {
+                let mut data = vec![0u8; b.len as usize];
+                self.disk.read_at(&handle, &mut data, at)?;
+                at += u64::from(b.len);
+                if let Ok(entries) = check_batch(data, b.len as usize) {
+                    f(&entries);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A file is no longer needed: removed at the next checkpoint (the
     /// last one may name it).
     fn remove(&mut self, id: u64, len: u64) {
