@@ -56,6 +56,17 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Memory it holds: the log's pending records and indexes, and the
+    /// readers' read-ahead blocks.
+    pub fn memory(&self) -> u64 {
+        self.log.memory()
+            + self
+                .readers
+                .values()
+                .map(|r| r.cursor.buffered() as u64 + 64)
+                .sum::<u64>()
+    }
+
     /// A stream over `log`.
     pub fn new(log: StreamLog) -> Stream {
         Stream {

@@ -708,7 +708,8 @@ impl Engine {
     /// arena and large bodies (see [`Engine::memory_used`]): the queues'
     /// entry buffers (by capacity: a queue that held a long backlog keeps
     /// its buffer, whose pages were all touched; those mostly empty are
-    /// shrunk here) and deduplication queues' keys, plus what `front_doors`
+    /// shrunk here), deduplication queues' keys and streams' pending records,
+    /// indexes and readers' read-ahead, plus what `front_doors`
     /// measures of theirs
     /// (connections' pending output and input buffers, channels' unacked
     /// lists). At most every [`super::BUFFER_SCAN_EVERY`]; the queues are
@@ -727,6 +728,7 @@ impl Engine {
             if let Some(q) = self.broker.queues.get_mut(idx) {
                 partial += q.ready.buffer_bytes();
                 partial += q.dedup.as_deref().map_or(0, |d| d.memory());
+                partial += q.stream.as_deref().map_or(0, |s| s.memory());
             }
         }
         next = stop;

@@ -101,6 +101,13 @@ pub struct Cursor {
     buf_at: u64,
 }
 
+impl Cursor {
+    /// Bytes of its read-ahead block.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry {
     offset: u64,
