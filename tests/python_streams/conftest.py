@@ -487,19 +487,34 @@ def watch_channel(ch):
     return got
 
 
+def _poll(conns):
+    """One round of I/O on every connection: a blocking wait of up to 20 ms
+    for a single connection, non-blocking polls for several (so that an
+    idle one does not hold back a busy one)."""
+    if len(conns) == 1:
+        if conns[0].is_open:
+            conns[0].process_data_events(time_limit=0.02)
+        return
+    for c in conns:
+        if c.is_open:
+            c.process_data_events(time_limit=0)
+    time.sleep(0.001)
+
+
 def pump(conns, seconds):
+    """Process I/O on `conns` for (about) `seconds`."""
     if not isinstance(conns, (list, tuple)):
         conns = [conns]
     deadline = time.monotonic() + seconds
     while True:
-        for c in conns:
-            if c.is_open:
-                c.process_data_events(time_limit=0.01)
+        _poll(conns)
         if time.monotonic() >= deadline:
             return
 
 
 def pump_until(conns, predicate, timeout=WAIT_S):
+    """Process I/O on `conns` until predicate() is truthy or `timeout` s
+    passed; the last value of predicate()."""
     if not isinstance(conns, (list, tuple)):
         conns = [conns]
     deadline = time.monotonic() + timeout
@@ -507,9 +522,7 @@ def pump_until(conns, predicate, timeout=WAIT_S):
         r = predicate()
         if r or time.monotonic() >= deadline:
             return r
-        for c in conns:
-            if c.is_open:
-                c.process_data_events(time_limit=0.02)
+        _poll(conns)
 
 
 def eventually(predicate, timeout=WAIT_S, interval=0.1):
