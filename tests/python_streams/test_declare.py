@@ -13,7 +13,6 @@ from conftest import (
     message_count,
     q_text,
     stream_args,
-    unique,
 )
 
 PROP = "PRECONDITION_FAILED - invalid property '%s' for queue '<q>' in vhost '/'"

@@ -27,7 +27,7 @@ def test_first_message_has_offset_0_and_offsets_count_up(conn, stream):
     q = stream()
     fill(conn, q, [b"m%d" % i for i in range(20)])
     r = Reader(conn, q, "first", 100)
-    got = r.wait(20)
+    r.wait(20)
     r.quiet()
     assert [(d.offset, d.body) for d in r.got] == [(i, b"m%d" % i) for i in range(20)]
 
@@ -62,7 +62,7 @@ def test_delivery_headers_and_properties(conn, stream, names):
     pdata.decode_value = spy
     try:
         r = Reader(conn, q, "first", 10)
-        got = r.wait(3)
+        r.wait(3)
         r.quiet()
     finally:
         pdata.decode_value = orig
@@ -389,3 +389,44 @@ def test_stream_declared_arguments_keep_messages(conn, stream):
     r = Reader(conn, q, "first", 10)
     r.wait(5)
     assert r.offsets == [0, 1, 2, 3, 4]
+
+
+def test_big_and_empty_bodies(conn, connect, stream):
+    """A 1 MB body (many frames) and an empty body keep their bytes."""
+    q = stream()
+    big = bytes(range(256)) * 4096
+    fill(conn, q, [big, b"", b"after"])
+    r = Reader(connect(), q, "first", 10)
+    r.wait(3)
+    r.quiet()
+    assert [(d.offset, d.body) for d in r.got] == [(0, big), (1, b""), (2, b"after")]
+
+
+def test_unacked_deliveries_are_not_redelivered(conn, connect, stream):
+    """Closing a connection that holds unacked stream deliveries changes
+    nothing in the log: a new consumer sees each message once, not
+    redelivered."""
+    q = stream()
+    fill(conn, q, [b"m%d" % i for i in range(5)])
+    holder = connect()
+    r = Reader(holder, q, "first", 3, ack=False)
+    r.wait(3)
+    holder.close()
+    again = Reader(connect(), q, "first", 10)
+    again.wait(5)
+    again.quiet()
+    assert [(d.offset, d.method.redelivered) for d in again.got] == [(i, False) for i in range(5)]
+
+
+def test_redeclared_stream_starts_again_at_0(conn, connect, names):
+    q = names()
+    ch = conn.channel()
+    ch.queue_declare(q, durable=True, arguments=dict(S))
+    fill(conn, q, [b"old%d" % i for i in range(5)])
+    ch.queue_delete(q)
+    ch.queue_declare(q, durable=True, arguments=dict(S))
+    fill(conn, q, [b"new"])
+    r = Reader(connect(), q, "first", 10)
+    r.wait(1)
+    r.quiet()
+    assert [(d.offset, d.body) for d in r.got] == [(0, b"new")]
