@@ -27,6 +27,9 @@ pub(crate) struct Consume {
     pub priority: i32,
     /// `x-consumer-timeout` in milliseconds.
     pub timeout: Option<u64>,
+    /// Its consume arguments, when it had some (the management API shows
+    /// them).
+    pub arguments: Option<Box<FieldTable>>,
 }
 
 impl Core {
@@ -161,6 +164,7 @@ impl Core {
             exclusive: bc.exclusive && reader.is_none(),
             priority,
             timeout,
+            arguments: (!bc.arguments.is_empty()).then(|| Box::new(bc.arguments.clone())),
         };
         self.add_consumer(id, ch, vhost, q, c)?;
         if let Some(r) = reader {
@@ -190,6 +194,7 @@ impl Core {
             exclusive,
             priority,
             timeout,
+            arguments,
         } = c;
         let Some(c) = self.chan(id, ch) else {
             return Ok(());
@@ -228,6 +233,7 @@ impl Core {
             prefetch,
             unacked: 0,
             timeout,
+            arguments,
         });
         let qkey = self.engine.broker.queue_mut(q).map(|queue| {
             queue.add_consumer(ConsumerRef {

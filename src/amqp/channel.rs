@@ -214,6 +214,8 @@ pub struct ChanConsumer {
     pub unacked: u32,
     /// Its own consumer timeout in milliseconds (`x-consumer-timeout`).
     pub timeout: Option<u64>,
+    /// Its consume arguments, if any.
+    pub arguments: Option<Box<crate::codec::FieldTable>>,
 }
 
 /// A channel's consumers: by key (which the queue's side keeps, so a

@@ -30,7 +30,6 @@ impl Engine {
     pub(crate) fn open_stream(&mut self, q: QueueId) -> io::Result<()> {
         let dir = self.config.data_dir.clone();
         let faults = self.config.faults.clone();
-        let now = self.wall_ms();
         let Some(queue) = self.broker.queue_mut(q) else {
             return Ok(());
         };
@@ -42,8 +41,9 @@ impl Engine {
             (Some(d), Some(sid)) => Some(d.join("streams").join(sid.to_string())),
             _ => None,
         };
-        let mut log = StreamLog::open(dir, faults, limits)?;
-        log.apply_retention(now);
+        // Retention is not applied here: as RabbitMQ, only when a segment
+        // rolls over (a restart drops nothing).
+        let log = StreamLog::open(dir, faults, limits)?;
         queue.stream = Some(Box::new(Stream::new(log)));
         Ok(())
     }

@@ -737,6 +737,7 @@ impl Core {
             exclusive: false,
             priority: 0,
             timeout: None,
+            arguments: None,
         };
         self.add_consumer(id, MQTT_CHANNEL, vhost, q, c)
     }

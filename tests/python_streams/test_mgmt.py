@@ -5,7 +5,9 @@ on RabbitMQ, so they are polled."""
 
 import urllib.parse
 
-from conftest import Reader, eventually, stream_args
+import pytest
+
+from conftest import TARGET, Reader, eventually, stream_args
 
 
 def fill(conn, q, n):
@@ -91,3 +93,25 @@ def test_list_queues_shows_type_and_messages(broker, conn, stream):
         return mine if mine == [f"{q}\tstream\t12"] else None
 
     assert eventually(row, timeout=20), broker.ctl_list_queues("name", "type", "messages")
+
+
+@pytest.mark.skipif(TARGET != "warren", reason="warren's own fields: RabbitMQ 3.10 shows no segments or offsets")
+def test_warren_shows_segments_offsets_and_consumer_positions(broker, conn, connect, stream):
+    """`/api/queues` and `warren ctl list_queues` show a stream's segments,
+    first and committed offsets, bytes, and each consumer's next offset."""
+    q = stream(x_stream_max_segment_size_bytes=2000)
+    fill(conn, q, 50)
+    r = Reader(connect(), q, "first", 20, ack=False)
+    r.wait(20)
+    body = eventually(lambda: (lambda b: b if b.get("consumer_offsets") else None)(get_queue(broker, q)),
+                      timeout=10)
+    assert body["segments"] >= 3, body
+    assert body["first_offset"] == 0
+    assert body["committed_offset"] == 49
+    assert body["message_bytes"] > 50 * 100
+    # It read 20 (prefetch 20, nothing acked): its next offset is 20.
+    assert body["consumer_offsets"] == [{"consumer_tag": r.tag, "offset": 20}]
+    code, out = broker.ctl_list_queues("name", "type", "messages", "segments", "committed_offset")
+    assert code == 0, out
+    mine = [line.split("\t") for line in out.splitlines() if line.split("\t")[0] == q]
+    assert mine == [[q, "stream", "50", str(body["segments"]), "49"]], out

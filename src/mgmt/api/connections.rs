@@ -239,7 +239,13 @@ pub(super) fn queue_consumers(core: &Core, mgmt: &Mgmt, q: &Queue) -> Vec<Value>
             .and_then(|ch| ch.consumers.get(r.slot))
             .filter(|k| k.tag == r.tag);
         let active = !q.args.single_active_consumer || i == 0;
-        let mut args = Map::new();
+        let mut args = match k.and_then(|k| k.arguments.as_deref()) {
+            Some(t) => match crate::mgmt::json::table_to_json(t) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            None => Map::new(),
+        };
         if r.priority != 0 {
             args.insert("x-priority".into(), json!(r.priority));
         }
