@@ -612,6 +612,12 @@ impl StreamLog {
             },
         };
         self.dir_dirty = true;
+        // The segment that was being written takes no more appends: the
+        // capacity its append buffer kept goes (with records still to
+        // write, the commit lets it go).
+        if let Some(full) = self.segs.back_mut().filter(|s| s.pending.is_empty()) {
+            full.pending = BytesMut::new();
+        }
         self.segs.push_back(Segment::new(first, file));
         self.apply_retention(now);
     }
@@ -659,6 +665,7 @@ impl StreamLog {
             return Ok(false);
         }
         let mut synced = Vec::new();
+        let last = self.segs.len().saturating_sub(1);
         for (i, seg) in self.segs.iter_mut().enumerate() {
             if seg.pending.is_empty() {
                 continue;
@@ -677,7 +684,13 @@ impl StreamLog {
                 }
             }
             seg.size += seg.pending.len() as u64;
-            seg.pending.clear();
+            if i == last {
+                seg.pending.clear();
+            } else {
+                // A full segment takes no more appends: its buffer (as
+                // large as the largest turn's appends) goes.
+                seg.pending = BytesMut::new();
+            }
         }
         for i in synced {
             if let Some(f) = self.segs.get(i).and_then(|s| s.file.as_ref()) {
@@ -1054,6 +1067,29 @@ mod tests {
         let mut c = log.attach(Attach::Offset(0));
         assert_eq!(c.offset, first);
         assert_eq!(all(&mut log, &mut c).len() as u64, 100 - first);
+    }
+
+    #[test]
+    fn full_segments_keep_no_append_buffer() {
+        let dir = std::env::temp_dir().join(format!("warren-stream-mem-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = StreamLog::open(Some(dir.clone()), None, limits(4096)).unwrap();
+        let body = [7u8; 1000];
+        // Turns of 3 KiB and 9 KiB: segments roll inside a turn and between
+        // turns; each commit's buffer is as large as its turn.
+        for turn in 0..200u64 {
+            for _ in 0..(if turn % 2 == 0 { 3 } else { 9 }) {
+                log.append(turn, None, b"", b"s", b"hdr", &body);
+            }
+            log.commit().unwrap();
+        }
+        assert!(log.segment_count() > 100);
+        // What is left: the last segment's buffer and the indexes.
+        let bound = 16 * 1024 + log.segment_count() as u64 * 4 * 24;
+        assert!(log.memory() < bound, "{} >= {bound}", log.memory());
+        let mut c = log.attach(Attach::First);
+        assert_eq!(all(&mut log, &mut c).len(), 1200);
+        log.destroy();
     }
 
     #[test]
