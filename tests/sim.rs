@@ -1074,41 +1074,6 @@ fn memory_account_follows_chunks_and_buffers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A stream declaration is refused clearly (406) rather than served as a
-/// queue that forgets what was read: warren does not implement streams yet.
-#[test]
-fn stream_queues_are_refused_not_served_as_classic() {
-    let mut p = Pair::new(Config {
-        data_dir: None,
-        ..Config::default()
-    });
-    p.handshake(0);
-    let mut args = FieldTable::new();
-    args.insert(
-        "x-queue-type",
-        FieldValue::LongStr(Bytes::from_static(b"stream")),
-    );
-    p.send(
-        1,
-        QueueDeclare {
-            queue: Bytes::from_static(b"events"),
-            durable: true,
-            arguments: args,
-            ..Default::default()
-        },
-    );
-    let m = p.recv_methods();
-    let text = m.iter().find_map(|(_, m)| match m {
-        Method::ChannelClose(c) if c.reply_code == 406 => Some(c.reply_text.clone()),
-        _ => None,
-    });
-    assert_eq!(
-        text.as_deref(),
-        Some(&b"PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'events' in vhost '/': \"unsupported queue type 'stream': warren does not implement streams yet\""[..]),
-        "{m:?}"
-    );
-}
-
 /// The consumer tags of the deliveries among `frames`, in order.
 fn delivered_to(frames: &[Frame]) -> Vec<String> {
     frames

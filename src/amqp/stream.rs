@@ -15,6 +15,7 @@ use super::{ConnState, Connection, Core};
 use crate::broker::message::QueuedMsg;
 use crate::broker::stream::{attach_point, filter_of, header_with_offset, Reader};
 use crate::broker::{ConnId, QueueId};
+use crate::codec::outbox::COPY_THRESHOLD;
 use crate::codec::{BasicConsume, Error, FieldTable, FieldValue, ReplyCode};
 use crate::store::stream::Attach;
 
@@ -248,7 +249,7 @@ impl Core {
             let rec = loop {
                 match stream.log.read(&mut reader.cursor) {
                     Ok(Some(rec)) => {
-                        if rec.offset >= reader.min_offset && reader.wants(rec.filter.as_ref()) {
+                        if rec.offset >= reader.min_offset && reader.wants(rec.filter()) {
                             break Some(rec);
                         }
                         skipped += 1;
@@ -284,11 +285,25 @@ impl Core {
             };
             chan.last_tag += 1;
             let tag = chan.last_tag;
-            outbox.deliver(channel, &ctag, tag, false, &rec.exchange, &rec.routing_key);
-            if header_with_offset(&rec.header, rec.offset, stream_header) {
-                outbox.content(channel, stream_header, &rec.body, frame_max);
+            outbox.deliver(
+                channel,
+                &ctag,
+                tag,
+                false,
+                rec.exchange(),
+                rec.routing_key(),
+            );
+            let header = if header_with_offset(rec.header(), rec.offset, stream_header) {
+                &stream_header[..]
             } else {
-                outbox.content(channel, &rec.header, &rec.body, frame_max);
+                rec.header()
+            };
+            // A small body is copied into the output; a large one goes
+            // out as a slice of the reader's block, uncopied.
+            if rec.body().len() < COPY_THRESHOLD {
+                outbox.content_copied(channel, header, rec.body(), frame_max);
+            } else {
+                outbox.content(channel, header, &rec.body_bytes(), frame_max);
             }
             *unacked += 1;
             delivered += 1;

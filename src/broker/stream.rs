@@ -34,12 +34,12 @@ pub struct Reader {
 
 impl Reader {
     /// Does a message with filter value `v` go to this reader?
-    pub fn wants(&self, v: Option<&Bytes>) -> bool {
+    pub fn wants(&self, v: Option<&[u8]>) -> bool {
         if self.filter.is_empty() {
             return true;
         }
         match v {
-            Some(v) => self.filter.iter().any(|f| f == v),
+            Some(v) => self.filter.iter().any(|f| f[..] == *v),
             None => self.match_unfiltered,
         }
     }

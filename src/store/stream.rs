@@ -28,6 +28,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -52,23 +53,63 @@ const F_CHUNK: u8 = 1;
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
 pub const DEFAULT_SEGMENT: u64 = 500_000_000;
 
-/// A message read from the log.
+/// A message read from the log: its record's payload (a slice of the
+/// reader's read-ahead block, shared, not copied) and where its parts lie
+/// in it. Reading one costs one reference to the block, whatever the
+/// number of parts.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Its offset.
     pub offset: u64,
     /// When it was appended (ms since the epoch).
     pub timestamp: u64,
+    payload: Bytes,
+    filter: Range<usize>,
+    exchange: Range<usize>,
+    routing_key: Range<usize>,
+    header: Range<usize>,
+    body: Range<usize>,
+}
+
+impl Record {
+    fn part(&self, r: &Range<usize>) -> &[u8] {
+        self.payload.get(r.clone()).unwrap_or_default()
+    }
+
     /// Its `x-stream-filter-value`, if any.
-    pub filter: Option<Bytes>,
+    pub fn filter(&self) -> Option<&[u8]> {
+        Some(self.part(&self.filter)).filter(|f| !f.is_empty())
+    }
+
     /// Exchange it was published to.
-    pub exchange: Bytes,
+    pub fn exchange(&self) -> &[u8] {
+        self.part(&self.exchange)
+    }
+
     /// Routing key.
-    pub routing_key: Bytes,
+    pub fn routing_key(&self) -> &[u8] {
+        self.part(&self.routing_key)
+    }
+
     /// Raw content header payload.
-    pub header: Bytes,
+    pub fn header(&self) -> &[u8] {
+        self.part(&self.header)
+    }
+
     /// Body.
-    pub body: Bytes,
+    pub fn body(&self) -> &[u8] {
+        self.part(&self.body)
+    }
+
+    /// Body, as a shared slice of the block (to send a large one without
+    /// copying it).
+    pub fn body_bytes(&self) -> Bytes {
+        if self.body.end <= self.payload.len() && self.body.start <= self.body.end {
+            self.payload.slice(self.body.clone())
+        } else {
+            Bytes::new()
+        }
+    }
 }
 
 /// Where a reader attaches.
@@ -286,41 +327,59 @@ pub struct Limits {
     pub max_age: Option<u64>,
 }
 
-/// Parse one record's payload (checked already). `payload` is a slice of
-/// a shared buffer: the parts are slices of it.
-fn parse(payload: Bytes) -> Option<(u8, Record)> {
-    let p = &payload[..];
+/// A record's payload, parsed: flags, offset, timestamp and where its
+/// parts lie (filter, exchange, routing key, header, body).
+struct Parsed {
+    flags: u8,
+    offset: u64,
+    timestamp: u64,
+    parts: [Range<usize>; 5],
+}
+
+/// Parse one record's payload (checked already).
+fn parse(p: &[u8]) -> Option<Parsed> {
     let flags = *p.first()?;
     let offset = u64::from_be_bytes(p.get(1..9)?.try_into().ok()?);
     let timestamp = u64::from_be_bytes(p.get(9..17)?.try_into().ok()?);
     let mut at = FIXED;
-    let short = |at: &mut usize| -> Option<Bytes> {
-        let n = usize::from(*p.get(*at)?);
-        let s = payload.slice(*at + 1..(*at + 1 + n).min(p.len()));
-        (s.len() == n).then_some(())?;
-        *at += 1 + n;
-        Some(s)
+    let mut short = || -> Option<Range<usize>> {
+        let n = usize::from(*p.get(at)?);
+        let r = at + 1..at + 1 + n;
+        p.get(r.clone())?;
+        at += 1 + n;
+        Some(r)
     };
-    let filter = short(&mut at)?;
-    let exchange = short(&mut at)?;
-    let routing_key = short(&mut at)?;
+    let filter = short()?;
+    let exchange = short()?;
+    let routing_key = short()?;
     let hl = u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
     at += 4;
     p.get(at..at + hl)?;
-    let header = payload.slice(at..at + hl);
-    let body = payload.slice(at + hl..);
-    Some((
+    let header = at..at + hl;
+    let body = at + hl..p.len();
+    Some(Parsed {
         flags,
+        offset,
+        timestamp,
+        parts: [filter, exchange, routing_key, header, body],
+    })
+}
+
+impl Parsed {
+    /// The record, its parts in `payload` (the bytes parsed).
+    fn record(self, payload: Bytes) -> Record {
+        let [filter, exchange, routing_key, header, body] = self.parts;
         Record {
-            offset,
-            timestamp,
-            filter: (!filter.is_empty()).then_some(filter),
+            offset: self.offset,
+            timestamp: self.timestamp,
+            payload,
+            filter,
             exchange,
             routing_key,
             header,
             body,
-        },
-    ))
+        }
+    }
 }
 
 /// Check the record at the start of `buf`: `Ok(Some(total length))` when
@@ -458,9 +517,10 @@ impl StreamLog {
             let Some(payload) = buf.get(rel + REC_HEADER..rel + total) else {
                 break pos;
             };
-            let Some((flags, rec)) = parse(Bytes::copy_from_slice(payload)) else {
+            let Some(rec) = parse(payload) else {
                 break pos;
             };
+            let flags = rec.flags;
             if expect.is_some_and(|e| rec.offset != e) || rec.offset < seg.first {
                 break pos;
             }
@@ -683,6 +743,12 @@ impl StreamLog {
         self.dir_dirty = true;
         if let Some(prev) = self.segs.back_mut() {
             prev.sealed = true;
+            // It takes no more appends: the capacity its append buffer
+            // kept goes (with records still to write, the commit lets it
+            // go).
+            if prev.pending.is_empty() {
+                prev.pending = BytesMut::new();
+            }
         }
         self.segs.push_back(Segment::new(first, file));
         self.apply_retention(now);
@@ -754,12 +820,22 @@ impl StreamLog {
             self.dir_dirty = false;
         }
         let in_memory = self.dir.is_none();
-        for seg in self.segs.iter_mut().filter(|s| !s.pending.is_empty()) {
+        let last = self.segs.len().saturating_sub(1);
+        for (i, seg) in self.segs.iter_mut().enumerate() {
+            if seg.pending.is_empty() {
+                continue;
+            }
             if in_memory {
                 seg.mem.extend_from_slice(&seg.pending);
             }
             seg.size += seg.pending.len() as u64;
-            seg.pending.clear();
+            if i == last {
+                seg.pending.clear();
+            } else {
+                // A full segment takes no more appends: its buffer (as
+                // large as the largest turn's appends) goes.
+                seg.pending = BytesMut::new();
+            }
         }
         self.committed = self.next;
         if let Some(c) = self.open_chunk.take() {
@@ -955,11 +1031,12 @@ impl StreamLog {
             };
             match framed {
                 Ok(Ok(total)) => {
-                    let payload = c.buf.slice(rel + REC_HEADER..rel + total);
-                    let Some((_, rec)) = parse(payload) else {
+                    let parsed = c.buf.get(rel + REC_HEADER..rel + total).and_then(parse);
+                    let Some(parsed) = parsed else {
                         self.skip_damaged(c, i);
                         continue;
                     };
+                    let rec = parsed.record(c.buf.slice(rel + REC_HEADER..rel + total));
                     c.pos += total as u64;
                     c.offset = rec.offset + 1;
                     return Ok(Some(rec));
@@ -1178,11 +1255,11 @@ mod tests {
             (
                 r.offset,
                 r.timestamp,
-                r.filter.as_deref(),
-                &r.exchange[..],
-                &r.routing_key[..],
-                &r.header[..],
-                &r.body[..]
+                r.filter(),
+                r.exchange(),
+                r.routing_key(),
+                r.header(),
+                r.body()
             ),
             (
                 0,
@@ -1194,7 +1271,23 @@ mod tests {
                 &b"body"[..]
             )
         );
+        assert_eq!(&r.body_bytes()[..], b"body");
         assert!(log.read(&mut c).unwrap().is_none());
+        // No filter, the default exchange, an empty body.
+        log.append(6, None, b"", b"q", b"HH", b"");
+        log.commit().unwrap();
+        let r = log.read(&mut c).unwrap().unwrap();
+        assert_eq!(
+            (
+                r.offset,
+                r.filter(),
+                r.exchange(),
+                r.routing_key(),
+                r.header()
+            ),
+            (1, None, &b""[..], &b"q"[..], &b"HH"[..])
+        );
+        assert!(r.body().is_empty() && r.body_bytes().is_empty());
     }
 
     #[test]
@@ -1243,6 +1336,29 @@ mod tests {
         let mut c = log.attach(Attach::Offset(0));
         assert_eq!(c.offset, first);
         assert_eq!(all(&mut log, &mut c).len() as u64, 100 - first);
+    }
+
+    #[test]
+    fn full_segments_keep_no_append_buffer() {
+        let dir = std::env::temp_dir().join(format!("warren-stream-mem-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = StreamLog::open(Some(dir.clone()), None, limits(4096)).unwrap();
+        let body = [7u8; 1000];
+        // Turns of 3 KiB and 9 KiB: segments roll inside a turn and between
+        // turns; each commit's buffer is as large as its turn.
+        for turn in 0..200u64 {
+            for _ in 0..(if turn % 2 == 0 { 3 } else { 9 }) {
+                log.append(turn, None, b"", b"s", b"hdr", &body);
+            }
+            log.commit().unwrap();
+        }
+        assert!(log.segment_count() > 100);
+        // What is left: the last segment's buffer and the indexes.
+        let bound = 16 * 1024 + log.segment_count() as u64 * 4 * 24;
+        assert!(log.memory() < bound, "{} >= {bound}", log.memory());
+        let mut c = log.attach(Attach::First);
+        assert_eq!(all(&mut log, &mut c).len(), 1200);
+        log.destroy();
     }
 
     #[test]

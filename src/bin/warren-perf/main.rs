@@ -25,6 +25,7 @@ mod mqtt;
 mod msg;
 mod run;
 mod stall;
+mod stream;
 mod tls;
 mod uri;
 
@@ -37,6 +38,7 @@ const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf declare [--uri URI] [--count N] [--transient] [--json]
        warren-perf stall [--uri URI] [--consumers N] [--phases P,...] [--prefetch N] [--messages N] [--broker-pid PID] [--json]
        warren-perf mqtt [--scenario fanin|qos1|idle] [--broker HOST:PORT] [--duration SECS] [--publishers N] [--size BYTES] [--inflight N] [--connections N] [--json]
+       warren-perf stream [--uri URI] [--messages N] [--publishers N] [--size BYTES] [--confirm N] [--consumers N] [--prefetch N] [--multi-ack N] [--phases publish,read] [--broker-pid PID] [--json]
 
 Publishes until --count or --duration is reached (or Ctrl-C: the summary is
 still printed; a second Ctrl-C exits at once), lets the consumers drain, then
@@ -52,6 +54,10 @@ CPU time, per phase. `mqtt` is MQTT 3.1.1 load: `fanin` (--publishers
 QoS 0 publishers → one subscriber on bench/#), `qos1` (one publisher with
 --inflight PUBLISHes awaiting PUBACK → one QoS 1 subscriber) or `idle`
 (--connections sessions held open for --duration); one summary line.
+`stream` publishes --messages to a stream queue with confirms, then
+--consumers each read all of it from `first` and check its offsets are
+contiguous and complete; per phase the rates, the broker's CPU per message
+and its RSS (start, peak, end).
 
 amqps://HOST[:PORT]/VHOST (default port 5671) connects over TLS and
 verifies the broker's certificate, for the URI's host (an IP address
@@ -705,6 +711,138 @@ fn mqtt(args: &[String]) -> ExitCode {
     subcommand("mqtt", args, o, false, settings, mqtt::run)
 }
 
+fn stream(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "u",
+        "uri",
+        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
+        "URI",
+    );
+    o.optopt(
+        "",
+        "queue",
+        "the stream's name (default perf-stream)",
+        "NAME",
+    );
+    o.optopt(
+        "C",
+        "messages",
+        "messages to publish in all; with --phases read, the number the stream holds (default 10000000)",
+        "N",
+    );
+    o.optopt("x", "publishers", "publisher connections (default 1)", "N");
+    o.optopt(
+        "s",
+        "size",
+        "message body size, at least 16 (default 16)",
+        "BYTES",
+    );
+    o.optopt(
+        "c",
+        "confirm",
+        "unconfirmed messages per publisher at most (default 1000)",
+        "N",
+    );
+    o.optopt(
+        "y",
+        "consumers",
+        "consumers reading the stream from first (default 4)",
+        "N",
+    );
+    o.optopt(
+        "q",
+        "prefetch",
+        "basic.qos prefetch count of each consumer (default 1000)",
+        "N",
+    );
+    o.optopt(
+        "A",
+        "multi-ack",
+        "ack with multiple=true every N deliveries (default half the prefetch)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "phases",
+        "publish, read or both (default publish,read); publish deletes and declares the stream afresh",
+        "LIST",
+    );
+    o.optflag("", "keep", "don't delete the stream at the end");
+    o.optopt(
+        "",
+        "stall",
+        "a phase fails when nothing moves for SECS seconds (default 30)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "broker-pid",
+        "report this process's CPU time per message and its RSS (from /proc)",
+        "PID",
+    );
+    tls_options(&mut o);
+    let settings = |m: &getopts::Matches| {
+        let phases = m.opt_str("phases").unwrap_or_else(|| "publish,read".into());
+        let (mut publish, mut read) = (false, false);
+        for p in phases.split(',') {
+            match p.trim() {
+                "publish" => publish = true,
+                "read" => read = true,
+                other => return Err(format!("--phases: unknown phase '{other}'")),
+            }
+        }
+        let prefetch: u16 = num(m, "prefetch", 1000)?;
+        let multi_ack: u64 = num(m, "multi-ack", u64::from(prefetch / 2).max(1))?;
+        let broker_pid = match m.opt_str("broker-pid") {
+            None => None,
+            Some(_) => Some(num(m, "broker-pid", 0u32)?),
+        };
+        if let Some(pid) = broker_pid {
+            if cpu::process(pid).is_none() {
+                return Err(format!("--broker-pid: cannot read /proc/{pid}/stat"));
+            }
+        }
+        let s = stream::StreamSettings {
+            uri: uri_option(m)?,
+            queue: m.opt_str("queue").unwrap_or_else(|| "perf-stream".into()),
+            publishers: num(m, "publishers", 1)?,
+            messages: num(m, "messages", 10_000_000)?,
+            size: num(m, "size", 16)?,
+            confirm: num(m, "confirm", 1000)?,
+            consumers: num(m, "consumers", 4)?,
+            prefetch,
+            multi_ack,
+            publish,
+            read,
+            keep: m.opt_present("keep"),
+            stall: secs(m, "stall")?.unwrap_or(Duration::from_secs(30)),
+            broker_pid,
+            json: m.opt_present("json"),
+        };
+        if s.size < msg::STAMP_LEN || s.size > 64 << 20 {
+            return Err(format!(
+                "--size must be between {} and 64 MiB",
+                msg::STAMP_LEN
+            ));
+        }
+        if s.publishers == 0 || s.publishers > 10_000 || s.consumers > 10_000 {
+            return Err("--publishers: 1 to 10000; --consumers: at most 10000".into());
+        }
+        if s.confirm == 0 || s.prefetch == 0 {
+            return Err("--confirm and --prefetch must be at least 1".into());
+        }
+        if s.multi_ack == 0 || s.multi_ack > u64::from(s.prefetch) {
+            return Err(format!(
+                "--multi-ack must be between 1 and --prefetch ({}): the consumer would stall",
+                s.prefetch
+            ));
+        }
+        Ok(s)
+    };
+    subcommand("stream", args, o, false, settings, stream::run)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -713,6 +851,7 @@ fn main() -> ExitCode {
         Some("declare") => return declare(args.get(1..).unwrap_or_default()),
         Some("stall") => return stall(args.get(1..).unwrap_or_default()),
         Some("mqtt") => return mqtt(args.get(1..).unwrap_or_default()),
+        Some("stream") => return stream(args.get(1..).unwrap_or_default()),
         _ => {}
     }
     let opts = options();

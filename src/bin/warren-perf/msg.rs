@@ -149,6 +149,8 @@ pub struct Msg {
     pub stamp: Option<(u64, u64)>,
     /// Body size.
     pub size: u64,
+    /// The `x-stream-offset` header (a stream's delivery), if present.
+    pub stream_offset: Option<u64>,
 }
 
 /// What the scanner found.
@@ -178,6 +180,41 @@ pub struct Scanner {
 
 fn be64(b: Option<&[u8]>) -> Option<u64> {
     b.and_then(|s| s.try_into().ok()).map(u64::from_be_bytes)
+}
+
+/// The integer `x-stream-offset` in a content header's headers table
+/// (payload: class, weight, body size, property flags, properties), found
+/// without decoding the table: the key's bytes, its type and value.
+pub fn stream_offset(p: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\x0fx-stream-offset";
+    let flags = u16::from_be_bytes(p.get(12..14)?.try_into().ok()?);
+    if flags & (1 << 13) == 0 {
+        return None;
+    }
+    let mut at = 14;
+    // content-type and content-encoding (shortstrs) come before headers.
+    for bit in [15u16, 14] {
+        if flags & (1 << bit) != 0 {
+            at += 1 + usize::from(*p.get(at)?);
+        }
+    }
+    let len = u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
+    let table = p.get(at + 4..at + 4 + len)?;
+    let k = table.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let v = table.get(k + 1..)?;
+    let int = |n: usize| -> Option<u64> {
+        let b = v.get(..n)?;
+        let mut x = [0u8; 8];
+        x.get_mut(8 - n..)?.copy_from_slice(b);
+        Some(u64::from_be_bytes(x))
+    };
+    match table.get(k)? {
+        b'l' | b'L' | b'T' => int(8),
+        b'I' | b'i' => int(4),
+        b's' | b'u' | b'U' => int(2),
+        b'b' | b'B' => int(1),
+        _ => None,
+    }
 }
 
 impl Scanner {
@@ -215,6 +252,7 @@ impl Scanner {
                                 redelivered,
                                 stamp: None,
                                 size: 0,
+                                stream_offset: None,
                             };
                             self.state = State::Header;
                             continue;
@@ -229,6 +267,7 @@ impl Scanner {
                     let size = be64(p.get(4..12))
                         .ok_or_else(|| PerfError::Protocol("content header too short".into()))?;
                     self.cur.size = size;
+                    self.cur.stream_offset = stream_offset(p);
                     self.remaining = size;
                     if size == 0 {
                         self.state = State::Idle;
@@ -313,6 +352,37 @@ mod tests {
             }),
         );
         assert_eq!(&bytes[..], &out[..]);
+    }
+
+    #[test]
+    fn stream_offset_is_read() {
+        use warren::codec::{FieldTable, FieldValue};
+        for (ct, offset) in [(None, 0u64), (Some("text/plain"), 123_456_789_012)] {
+            let mut headers = FieldTable::new();
+            headers.insert("a", FieldValue::I32(7));
+            headers.insert("x-stream-offset", FieldValue::I64(offset as i64));
+            let h = ContentHeader {
+                class_id: 60,
+                body_size: 16,
+                properties: BasicProperties {
+                    content_type: ct.map(|c| Bytes::copy_from_slice(c.as_bytes())),
+                    headers: Some(headers),
+                    delivery_mode: Some(2),
+                    ..Default::default()
+                },
+            };
+            let mut out = BytesMut::new();
+            h.encode(&mut out);
+            assert_eq!(stream_offset(&out), Some(offset));
+        }
+        let mut out = BytesMut::new();
+        ContentHeader {
+            class_id: 60,
+            body_size: 16,
+            properties: BasicProperties::default(),
+        }
+        .encode(&mut out);
+        assert_eq!(stream_offset(&out), None);
     }
 
     #[test]

@@ -316,13 +316,13 @@ impl Sender {
 /// Publisher confirms bookkeeping: tags below `base` are all settled;
 /// `above` holds settled tags above it (individual out-of-order acks).
 #[derive(Default)]
-struct ConfirmTracker {
+pub(super) struct ConfirmTracker {
     base: u64,
     above: BTreeSet<u64>,
 }
 
 impl ConfirmTracker {
-    fn new() -> ConfirmTracker {
+    pub(super) fn new() -> ConfirmTracker {
         ConfirmTracker {
             base: 1,
             above: BTreeSet::new(),
@@ -331,7 +331,7 @@ impl ConfirmTracker {
 
     /// Settle `tag` (and all before it if `multiple`); returns how many tags
     /// this newly settled.
-    fn settle(&mut self, tag: u64, multiple: bool) -> u64 {
+    pub(super) fn settle(&mut self, tag: u64, multiple: bool) -> u64 {
         if tag < self.base {
             return 0;
         }
@@ -355,16 +355,16 @@ impl ConfirmTracker {
 }
 
 #[derive(Default)]
-struct ConfirmWait {
+pub(super) struct ConfirmWait {
     lock: Mutex<()>,
     cv: Condvar,
     waiting: AtomicBool,
-    closing: AtomicBool,
+    pub(super) closing: AtomicBool,
 }
 
 impl ConfirmWait {
     /// Block until `ok()` or the timeout.
-    fn wait_until(&self, ok: impl Fn() -> bool, timeout: Duration) {
+    pub(super) fn wait_until(&self, ok: impl Fn() -> bool, timeout: Duration) {
         let g = lock(&self.lock);
         self.waiting.store(true, SeqCst);
         if !ok() {
@@ -372,7 +372,7 @@ impl ConfirmWait {
         }
     }
 
-    fn notify(&self) {
+    pub(super) fn notify(&self) {
         if self.waiting.swap(false, SeqCst) {
             let _g = lock(&self.lock);
             self.cv.notify_all();
