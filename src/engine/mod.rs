@@ -10,12 +10,14 @@
 //! | `publish.rs` | publish: route (CC/BCC, alternate exchanges), queue, store |
 //! | `take.rs` | settle a taken message: ack, reject (dead-letter), requeue |
 //! | `expiry.rs` | message and queue expiry, dead-lettering, timers |
+//! | `delayed.rs` | `x-delayed-message`: hold, and route when due |
 //! | `persist.rs` | open and restore, the group commit, alarms |
 //! | `policy.rs` | policies, operator policies and limits, applied at runtime |
 //! | `params.rs` | runtime parameters: shovels, federation upstreams and upstream sets |
 //! | `messages.rs` | [`Messages`]: store + arena + memory account; `take` |
 
 mod admin;
+mod delayed;
 mod expiry;
 mod messages;
 mod params;
@@ -175,6 +177,8 @@ pub struct Engine {
     /// Sync the store at the end of this turn (a tx.commit or management
     /// publish of persistent messages).
     pub(crate) force_sync: bool,
+    /// Messages held by `x-delayed-message` exchanges.
+    pub(crate) delayed: crate::store::delayed::DelayStore,
     /// Scratch vector for routing results.
     route_scratch: Vec<QueueId>,
     /// Scratch vector for the store ids of durable target queues.
@@ -239,6 +243,7 @@ impl Engine {
                 base: now,
             },
             force_sync: false,
+            delayed: crate::store::delayed::DelayStore::in_memory(),
             route_scratch: Vec::new(),
             store_scratch: Vec::new(),
         }
@@ -359,6 +364,7 @@ impl Engine {
         self.advance(now);
         self.clock.wake = None;
         self.run_timers(now);
+        self.run_delayed();
         for (q, m, reason) in std::mem::take(&mut self.dead_letter_later) {
             self.dead_letter(q, m, reason);
         }

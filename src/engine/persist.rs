@@ -124,6 +124,7 @@ impl Engine {
         let (log, defs) = DefsLog::open(&dir, faults)?;
         core.defs = Some(log);
         core.restore(&defs);
+        core.delayed = crate::store::delayed::DelayStore::open(&dir, core.config.faults.clone())?;
         // Restoring is not a change.
         core.broker.def_changes.clear();
         let mut messages = 0u64;
@@ -452,7 +453,8 @@ impl Engine {
                 .store
                 .as_ref()
                 .is_some_and(|st| st.wants_sync(now))
-            || self.defs.as_ref().is_some_and(|d| d.wants_commit(now));
+            || self.defs.as_ref().is_some_and(|d| d.wants_commit(now))
+            || self.delayed.wants_sync();
         let result = if wanted {
             self.commit(now)
         } else {
@@ -461,6 +463,7 @@ impl Engine {
                 Some(st) => st.flush(now),
                 None => Ok(()),
             }
+            .and_then(|()| self.delayed.flush(false))
         };
         self.force_sync = false;
         (wanted, result)
@@ -484,12 +487,14 @@ impl Engine {
         if let Some(st) = self.msgs.store.as_mut() {
             st.sync(now)?;
         }
-        let Some(mut d) = self.defs.take() else {
-            return Ok(());
-        };
-        let res = d.commit(now, || self.definitions());
-        self.defs = Some(d);
-        res
+        if let Some(mut d) = self.defs.take() {
+            let res = d.commit(now, || self.definitions());
+            self.defs = Some(d);
+            res?;
+        }
+        // After the store: a delayed message is marked routed, or its
+        // file deleted, only once its routed copies are durable.
+        self.delayed.flush(true)
     }
 
     /// What an index of the store holds (see `Store::close_clean`,
@@ -567,6 +572,9 @@ impl Engine {
     /// with messages spilled keeps its spill files and the place of every
     /// message in memory (see `Store::close_clean`).
     pub fn close_store(&mut self) {
+        if let Err(e) = self.delayed.flush(true) {
+            error!("cannot write the delayed messages: {e}");
+        }
         let (live, spilled) = self.index_state(std::iter::empty());
         let Some(st) = self.msgs.store.as_mut() else {
             return;
