@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(delay_of(Some(&h(FieldValue::F64(99.9)))), Ok(Some(99)));
         assert_eq!(delay_of(Some(&h(FieldValue::F64(0.5)))), Ok(None));
         assert_eq!(delay_of(Some(&h(FieldValue::Bool(true)))), Ok(None));
-        assert_eq!(delay_of(Some(&h(FieldValue::Decimal(1, 125)))), Ok(Some(12)));
+        assert_eq!(
+            delay_of(Some(&h(FieldValue::Decimal(1, 125)))),
+            Ok(Some(12))
+        );
     }
 
     #[test]

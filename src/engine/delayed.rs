@@ -41,8 +41,8 @@ impl Engine {
         if !delayed {
             return Ok(None);
         }
-        let Some(delay) = delay_of(Some(headers))
-            .map_err(|()| Error::new(ReplyCode::INTERNAL_ERROR, ""))?
+        let Some(delay) =
+            delay_of(Some(headers)).map_err(|()| Error::new(ReplyCode::INTERNAL_ERROR, ""))?
         else {
             return Ok(None);
         };

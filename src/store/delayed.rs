@@ -247,7 +247,10 @@ fn parse_file(data: Bytes) -> (Vec<Record>, usize, usize) {
             break;
         }
         let payload = data.slice(at + 8..end);
-        match (crc32c(&payload) == crc).then(|| parse_payload(payload)).flatten() {
+        match (crc32c(&payload) == crc)
+            .then(|| parse_payload(payload))
+            .flatten()
+        {
             Some(r) => out.push(r),
             None => bad += 1,
         }
