@@ -61,6 +61,9 @@ pub const LOOKAHEAD_MS: u64 = 1000;
 /// Files written and not yet synced kept open at most; beyond, the next
 /// sync is one `syncfs`.
 const MAX_OPEN: usize = 64;
+/// Messages read ahead into memory at most (a bucket is read whole, so
+/// this is exceeded by at most one bucket).
+const NEAR_CAP: usize = 65_536;
 /// Longest record accepted when reading back (a damaged length beyond it
 /// ends the file).
 const MAX_RECORD: usize = 1 << 30;
@@ -414,6 +417,10 @@ impl DelayStore {
     /// the first message's due time, or a bucket's to read ahead.
     pub fn next_due(&self) -> Option<u64> {
         let first = self.near.keys().next().map(|k| k.0);
+        if self.near.len() >= NEAR_CAP {
+            // Nothing more is read ahead until these have gone.
+            return first;
+        }
         let read = self
             .buckets
             .range(self.loaded_below..)
@@ -426,10 +433,23 @@ impl DelayStore {
     }
 
     /// The next message due at `now` (wall-clock ms), in due order, then
-    /// publish order (call [`DelayStore::read_ahead`] first).
+    /// publish order (call [`DelayStore::read_ahead`] first). Every message
+    /// in memory is due before any of a bucket not read yet, so a bucket
+    /// is read here only when memory has nothing due: a backlog (after a
+    /// restart) is read one bucket at a time.
     pub fn take_due(&mut self, now: u64) -> Option<Held> {
-        let (&(due, seq), _) = self.near.iter().next().filter(|(k, _)| k.0 <= now)?;
-        let h = self.near.remove(&(due, seq))?;
+        loop {
+            match self.near.first_key_value() {
+                Some((k, _)) if k.0 <= now => break,
+                Some(_) => return None,
+                None => {
+                    if !self.read_next(now / BUCKET_MS + 1) {
+                        return None;
+                    }
+                }
+            }
+        }
+        let ((due, seq), h) = self.near.pop_first()?;
         self.pending = self.pending.saturating_sub(1);
         if self.dir.is_none() {
             return Some(h);
@@ -446,22 +466,40 @@ impl DelayStore {
         Some(h)
     }
 
-    /// Read the buckets that come within the look-ahead into memory, and
-    /// retire those routed completely whose second has passed. Once per
-    /// timer run, before [`DelayStore::take_due`].
-    pub fn read_ahead(&mut self, now: u64) {
+    /// Read the next bucket not read yet if it is below bucket `below`.
+    fn read_next(&mut self, below: u64) -> bool {
         let Some(dir) = self.dir.clone() else {
-            return;
+            return false;
         };
-        let horizon = (now + LOOKAHEAD_MS) / BUCKET_MS + 1;
-        while self.loaded_below < horizon {
-            let Some((&b, _)) = self.buckets.range(self.loaded_below..horizon).next() else {
-                break;
-            };
-            self.load(&dir, b);
-            self.loaded_below = b + 1;
+        if self.loaded_below >= below {
+            return false;
         }
-        self.loaded_below = self.loaded_below.max(horizon);
+        let Some((&b, _)) = self.buckets.range(self.loaded_below..below).next() else {
+            return false;
+        };
+        self.load(&dir, b);
+        self.loaded_below = b + 1;
+        true
+    }
+
+    /// Read the buckets that come within the look-ahead into memory (while
+    /// fewer than [`NEAR_CAP`] messages are there), and retire those routed
+    /// completely whose second has passed. Once per timer run, before
+    /// [`DelayStore::take_due`].
+    pub fn read_ahead(&mut self, now: u64) {
+        if self.dir.is_none() {
+            return;
+        }
+        let horizon = (now + LOOKAHEAD_MS) / BUCKET_MS + 1;
+        while self.near.len() < NEAR_CAP && self.read_next(horizon) {}
+        if self
+            .buckets
+            .range(self.loaded_below..horizon)
+            .next()
+            .is_none()
+        {
+            self.loaded_below = self.loaded_below.max(horizon);
+        }
         let over: Vec<u64> = self
             .buckets
             .range(..now / BUCKET_MS)
@@ -672,6 +710,46 @@ mod tests {
         assert!(drain(&mut s, t + 21_000).is_empty());
         s.flush(true).unwrap();
         assert_eq!(std::fs::read_dir(d.join("delayed")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_backlog_is_read_a_bucket_at_a_time_in_order() {
+        let d = std::env::temp_dir().join(format!("warren-delayed-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut s = DelayStore::open(&d, None).unwrap();
+        let t = 3_000_000u64;
+        let n = 100_000u64;
+        for i in 0..n {
+            // Four buckets, published out of due order.
+            let due = t + (i * 7_919) % n / 25;
+            let mut h = held("");
+            h.body = Bytes::from(due.to_be_bytes().to_vec());
+            s.hold(due, h);
+        }
+        s.flush(true).unwrap();
+        drop(s);
+        let mut s = DelayStore::open(&d, None).unwrap();
+        assert_eq!(s.pending(), n);
+        let now = t + 60_000;
+        s.read_ahead(now);
+        assert!(
+            s.in_memory_count() <= NEAR_CAP + 25_000,
+            "{}",
+            s.in_memory_count()
+        );
+        let mut last = 0u64;
+        let mut most = 0usize;
+        for _ in 0..n {
+            most = most.max(s.in_memory_count());
+            let h = s.take_due(now).unwrap();
+            let due = u64::from_be_bytes(h.body[..8].try_into().unwrap());
+            assert!(due >= last);
+            last = due;
+        }
+        assert!(most <= NEAR_CAP + 25_000, "{most}");
+        assert_eq!(s.take_due(now), None);
+        assert_eq!(s.pending(), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 
