@@ -454,7 +454,7 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|st| st.wants_sync(now))
             || self.defs.as_ref().is_some_and(|d| d.wants_commit(now))
-            || self.delayed.wants_sync();
+            || self.delayed.wants_sync(now);
         let result = if wanted {
             self.commit(now)
         } else {
@@ -463,7 +463,7 @@ impl Engine {
                 Some(st) => st.flush(now),
                 None => Ok(()),
             }
-            .and_then(|()| self.delayed.flush(false))
+            .and_then(|()| self.delayed.flush(false, now))
         };
         self.force_sync = false;
         (wanted, result)
@@ -494,7 +494,7 @@ impl Engine {
         }
         // After the store: a delayed message is marked routed, or its
         // file deleted, only once its routed copies are durable.
-        self.delayed.flush(true)
+        self.delayed.flush(true, now)
     }
 
     /// What an index of the store holds (see `Store::close_clean`,
@@ -572,7 +572,8 @@ impl Engine {
     /// with messages spilled keeps its spill files and the place of every
     /// message in memory (see `Store::close_clean`).
     pub fn close_store(&mut self) {
-        if let Err(e) = self.delayed.flush(true) {
+        let now = self.clock.now;
+        if let Err(e) = self.delayed.flush(true, now) {
             error!("cannot write the delayed messages: {e}");
         }
         let (live, spilled) = self.index_state(std::iter::empty());
