@@ -30,7 +30,12 @@
 //! routed in part gets a marker record (the last routed message) at the
 //! next commit, so a restart does not route those again. Routing asks for
 //! such a commit at most every [`MARK_EVERY`]: a crash may route again
-//! what was routed in the last 200 ms (at least once, never lost).
+//! what was routed in the last 200 ms (at least once, never lost). All of
+//! this is for persistent messages: records of transient ones are written
+//! to the same files but never synced, their routing asks for no commit,
+//! and a file that only ever held transient messages is deleted without
+//! one (a deletion is never synced: a file that comes back after a crash
+//! says, by its synced markers, that it was routed).
 //!
 //! Each record is `len u32 | crc32c u32 | payload` (CRC-32C of the
 //! payload). Payload: `kind u8` (1 message, 2 marker) `| due u64 | seq
@@ -117,6 +122,11 @@ struct Bucket {
     marker: Option<(u64, u64)>,
     /// Routed completely and its second passed: in `done`.
     retiring: bool,
+    /// It held a persistent message: its file is synced, and deleted only
+    /// after a commit.
+    durable: bool,
+    /// Records of persistent messages (or their markers) not yet synced.
+    unsynced: bool,
 }
 
 /// The held messages (see the module documentation).
@@ -145,8 +155,11 @@ pub struct DelayStore {
     dir_changed: bool,
     /// Buckets routed completely: their files go after the next sync.
     done: Vec<u64>,
-    /// Messages were routed since the last sync (markers to write).
+    /// Persistent messages were routed since the last sync (markers to
+    /// write and sync).
     marked: bool,
+    /// A bucket in `done` held persistent messages.
+    done_durable: bool,
     /// When the last sync was.
     last_sync: Option<Instant>,
 }
@@ -312,6 +325,7 @@ impl DelayStore {
             dir_changed: false,
             done: Vec::new(),
             marked: false,
+            done_durable: false,
             last_sync: None,
         }
     }
@@ -421,6 +435,8 @@ impl DelayStore {
             self.dirty.push(b);
         }
         bucket.count += 1;
+        bucket.durable |= h.persistent;
+        bucket.unsynced |= h.persistent;
         put_record(&mut bucket.buf, &message_payload(due, seq, &h));
         if b < self.loaded_below {
             self.near.insert((due, seq), h);
@@ -476,8 +492,10 @@ impl DelayStore {
                 self.dirty.push(b);
             }
             bucket.marker = Some((due, seq));
+            bucket.unsynced |= h.persistent;
         }
-        self.marked = true;
+        // Only a persistent message's routing asks for a commit.
+        self.marked |= h.persistent;
         Some(h)
     }
 
@@ -525,6 +543,7 @@ impl DelayStore {
             if let Some(k) = self.buckets.get_mut(&b) {
                 if !k.retiring {
                     k.retiring = true;
+                    self.done_durable |= k.durable;
                     self.done.push(b);
                 }
             }
@@ -570,7 +589,7 @@ impl DelayStore {
     /// (at most every [`MARK_EVERY`]; a commit asked for by anything else
     /// records them too).
     pub fn wants_sync(&self, now: Instant) -> bool {
-        (!self.done.is_empty() || self.marked)
+        (self.done_durable || self.marked)
             && self
                 .last_sync
                 .is_none_or(|t| now.saturating_duration_since(t) >= MARK_EVERY)
@@ -617,16 +636,21 @@ impl DelayStore {
             })();
             match written {
                 Ok(f) => {
-                    if bucket.len == 0 {
-                        self.dir_changed = true;
+                    // Only what a persistent message needs is synced (a
+                    // transient one has no promise to keep).
+                    if bucket.unsynced {
+                        bucket.unsynced = false;
+                        if bucket.len == 0 {
+                            self.dir_changed = true;
+                        }
+                        if self.unsynced.len() < MAX_OPEN {
+                            self.unsynced.push(f);
+                        } else {
+                            self.sync_all = true;
+                        }
                     }
                     bucket.len += bucket.buf.len() as u64;
                     bucket.buf = Vec::new();
-                    if self.unsynced.len() < MAX_OPEN {
-                        self.unsynced.push(f);
-                    } else {
-                        self.sync_all = true;
-                    }
                     if bucket.marker.is_some() {
                         again.push(b);
                     }
@@ -641,6 +665,8 @@ impl DelayStore {
         self.dirty = again;
         result?;
         if !sync {
+            // Files of transient messages alone go without a commit.
+            self.remove_done(&dir, false);
             return Ok(());
         }
         if self.sync_all || self.unsynced.len() > SYNC_EACH {
@@ -655,24 +681,41 @@ impl DelayStore {
         self.sync_all = false;
         self.marked = false;
         self.last_sync = Some(now);
-        for b in std::mem::take(&mut self.done) {
-            let Some(k) = self.buckets.remove(&b) else {
-                continue;
-            };
-            if k.len > 0 {
-                match self.disk.remove(&file_name(&dir, b), k.len) {
-                    Ok(()) => self.dir_changed = true,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => warn!("delayed messages: cannot remove bucket {b}: {e}"),
-                }
-            }
-        }
         if self.dir_changed {
             let d = self.disk.open_dir(&dir)?;
             self.disk.sync_dir(&d)?;
             self.dir_changed = false;
         }
+        self.remove_done(&dir, true);
         Ok(())
+    }
+
+    /// Delete the files of the buckets routed completely (`durable`: also
+    /// those that held persistent messages, after a commit). A deletion is
+    /// not synced: a file that comes back after a crash has its markers
+    /// synced, says it was routed, and is deleted at the start.
+    fn remove_done(&mut self, dir: &Path, durable: bool) {
+        let mut keep = Vec::new();
+        for b in std::mem::take(&mut self.done) {
+            let Some(k) = self.buckets.get(&b) else {
+                continue;
+            };
+            if k.durable && !durable {
+                keep.push(b);
+                continue;
+            }
+            let len = k.len;
+            self.buckets.remove(&b);
+            if len > 0 {
+                match self.disk.remove(&file_name(dir, b), len) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => warn!("delayed messages: cannot remove bucket {b}: {e}"),
+                }
+            }
+        }
+        self.done_durable = !keep.is_empty();
+        self.done = keep;
     }
 }
 
@@ -771,6 +814,39 @@ mod tests {
         assert!(most <= NEAR_CAP + 25_000, "{most}");
         assert_eq!(s.take_due(now), None);
         assert_eq!(s.pending(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn transient_messages_ask_for_no_commit() {
+        let d =
+            std::env::temp_dir().join(format!("warren-delayed-transient-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut s = DelayStore::open(&d, None).unwrap();
+        let t = 4_000_000u64;
+        let now = Instant::now();
+        let mut h = held("t");
+        h.persistent = false;
+        s.hold(t + 10, h);
+        s.flush(false, now).unwrap();
+        assert_eq!(drain(&mut s, t + 10), ["t"]);
+        assert!(!s.wants_sync(now));
+        assert!(drain(&mut s, t + 2_000).is_empty());
+        assert!(!s.wants_sync(now));
+        s.flush(false, now).unwrap();
+        assert_eq!(std::fs::read_dir(d.join("delayed")).unwrap().count(), 0);
+        // A persistent one asks for a commit once routed, and its file
+        // goes only with one.
+        s.hold(t + 3_010, held("p"));
+        s.flush(false, now).unwrap();
+        assert_eq!(drain(&mut s, t + 3_010), ["p"]);
+        assert!(s.wants_sync(now));
+        assert!(drain(&mut s, t + 5_000).is_empty());
+        s.flush(false, now).unwrap();
+        assert_eq!(std::fs::read_dir(d.join("delayed")).unwrap().count(), 1);
+        s.flush(true, now).unwrap();
+        assert_eq!(std::fs::read_dir(d.join("delayed")).unwrap().count(), 0);
+        assert!(!s.wants_sync(now + MARK_EVERY));
         let _ = std::fs::remove_dir_all(&d);
     }
 
