@@ -2,7 +2,8 @@
 //! exchange with N pending delayed messages, measured from outside the
 //! broker process:
 //!
-//! - publish N small messages (persistent, with publisher confirms) to an
+//! - publish N small messages (persistent unless `--transient`, with
+//!   publisher confirms) to an
 //!   `x-delayed-message` exchange (`x-delayed-type: direct`), each with an
 //!   `x-delay` of `--min-delay` plus a share of `--spread` (a permutation
 //!   of the publish order, so due order is not publish order);
@@ -48,6 +49,8 @@ pub struct DelayedSettings {
     pub spread: u64,
     /// Body size (at least 16).
     pub size: usize,
+    /// Transient messages (delivery mode 1) instead of persistent.
+    pub transient: bool,
     /// One JSON line instead of text.
     pub json: bool,
 }
@@ -114,7 +117,15 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// One encoded publish with its `x-delay` and a body stamped with its due
 /// time (ns since `epoch`) and sequence number.
-fn encode(out: &mut BytesMut, size: usize, delay_ms: u64, due_ns: u64, seq: u64, frame_max: u32) {
+fn encode(
+    out: &mut BytesMut,
+    s: &DelayedSettings,
+    delay_ms: u64,
+    due_ns: u64,
+    seq: u64,
+    frame_max: u32,
+) {
+    let size = s.size;
     write_method(
         out,
         1,
@@ -134,7 +145,7 @@ fn encode(out: &mut BytesMut, size: usize, delay_ms: u64, due_ns: u64, seq: u64,
             class_id: 60,
             body_size: size as u64,
             properties: BasicProperties {
-                delivery_mode: Some(2),
+                delivery_mode: Some(if s.transient { 1 } else { 2 }),
                 headers: Some(h),
                 ..Default::default()
             },
@@ -236,7 +247,7 @@ fn measure(s: &DelayedSettings) -> Result<()> {
             let slot = (i.wrapping_mul(stride)) % n;
             let delay = s.min_delay + slot * s.spread / n.max(1);
             let due = epoch.elapsed().as_nanos() as u64 + delay * 1_000_000;
-            encode(&mut buf, s.size, delay, due, i, c.frame_max);
+            encode(&mut buf, s, delay, due, i, c.frame_max);
         }
         c.stream.write_all(&buf)?;
         sent = upto;
@@ -316,8 +327,9 @@ fn measure(s: &DelayedSettings) -> Result<()> {
     let mb = |b: u64| b as f64 / 1e6;
     if s.json {
         println!(
-            "{{\"mode\":\"delayed\",\"messages\":{n},\"size\":{},\"min_delay_ms\":{},\"spread_ms\":{},\"publish_secs\":{publish_secs:.2},\"broker_cpu_us_per_publish\":{publish_us:.2},\"rss_before\":{rss_before},\"rss_pending\":{rss_pending},\"hwm_pending\":{hwm_pending},\"delayed_dir_bytes\":{disk},\"deliver_secs\":{deliver_secs:.2},\"broker_cpu_us_per_delivery\":{per_msg_us:.2},\"late_ms\":{{\"p50\":{:.2},\"p99\":{:.2},\"max\":{:.2}}},\"early\":{early},\"early_max_ms\":{:.2},\"rss_after\":{rss_after},\"hwm_after\":{hwm_after}}}",
+            "{{\"mode\":\"delayed\",\"messages\":{n},\"size\":{},\"transient\":{},\"min_delay_ms\":{},\"spread_ms\":{},\"publish_secs\":{publish_secs:.2},\"broker_cpu_us_per_publish\":{publish_us:.2},\"rss_before\":{rss_before},\"rss_pending\":{rss_pending},\"hwm_pending\":{hwm_pending},\"delayed_dir_bytes\":{disk},\"deliver_secs\":{deliver_secs:.2},\"broker_cpu_us_per_delivery\":{per_msg_us:.2},\"late_ms\":{{\"p50\":{:.2},\"p99\":{:.2},\"max\":{:.2}}},\"early\":{early},\"early_max_ms\":{:.2},\"rss_after\":{rss_after},\"hwm_after\":{hwm_after}}}",
             s.size,
+            s.transient,
             s.min_delay,
             s.spread,
             pct(&late, 0.5),
@@ -327,8 +339,9 @@ fn measure(s: &DelayedSettings) -> Result<()> {
         );
     } else {
         println!(
-            "{n} delayed {} B persistent messages published and confirmed in {publish_secs:.1} s (broker CPU {publish_us:.2} µs per publish)",
-            s.size
+            "{n} delayed {} B {} messages published and confirmed in {publish_secs:.1} s (broker CPU {publish_us:.2} µs per publish)",
+            s.size,
+            if s.transient { "transient" } else { "persistent" }
         );
         println!(
             "RSS with all {n} pending: {:.1} MB (before publishing {:.1} MB, peak {:.1} MB); delayed/ on disk {:.1} MB",

@@ -35,7 +35,7 @@ use run::Settings;
 const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
        warren-perf footprint [--connections N] [--messages N] [--tls-port PORT --tls-ca FILE] [--json] -- BROKER [ARGS...]
-       warren-perf delayed [--messages N] [--min-delay MS] [--spread MS] [--size BYTES] [--json] -- BROKER [ARGS...]
+       warren-perf delayed [--messages N] [--min-delay MS] [--spread MS] [--size BYTES] [--transient] [--json] -- BROKER [ARGS...]
        warren-perf declare [--uri URI] [--count N] [--transient] [--json]
        warren-perf stall [--uri URI] [--consumers N] [--phases P,...] [--prefetch N] [--messages N] [--broker-pid PID] [--json]
        warren-perf mqtt [--scenario fanin|qos1|idle] [--broker HOST:PORT] [--duration SECS] [--publishers N] [--size BYTES] [--inflight N] [--connections N] [--json]
@@ -472,12 +472,14 @@ fn delayed(args: &[String]) -> ExitCode {
         "MS",
     );
     o.optopt("s", "size", "body size, at least 16 (default 16)", "BYTES");
+    o.optflag("", "transient", "transient messages (default persistent)");
     let settings = |m: &getopts::Matches| {
         let size = num(m, "size", 16)?;
         if size < msg::STAMP_LEN {
             return Err("--size must be at least 16".to_string());
         }
         Ok(delayed::DelayedSettings {
+            transient: m.opt_present("transient"),
             broker: m.free.clone(),
             port: num(m, "port", 5698)?,
             messages: num(m, "messages", 1_000_000)?,
