@@ -550,3 +550,26 @@ fn a_damaged_bucket_file_loses_only_the_damaged_records() {
     assert_eq!(bodies(&drain(&mut p, "q")), ["a", "c"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn held_messages_count_for_the_memory_alarm_without_a_data_dir() {
+    let mut p = Pair::new(Config {
+        max_memory: 1 << 20,
+        ..Config::default()
+    });
+    p.handshake(0);
+    declare_exchange(&mut p, "dx", args("fanout"), false);
+    let before = p.core.engine.memory_used();
+    let body = vec![b'x'; 200];
+    for _ in 0..8_000 {
+        p.publish(1, "dx", "", delayed(ms(60_000)), &body);
+    }
+    assert_eq!(p.core.engine.delayed_pending(), 8_000);
+    assert!(
+        p.core.engine.memory_used() >= before + 8_000 * 200,
+        "{} {}",
+        before,
+        p.core.engine.memory_used()
+    );
+    assert!(p.core.engine.alarms.blocked, "the memory alarm is on");
+}

@@ -390,11 +390,12 @@ impl Engine {
     /// Bytes of memory in use as the memory alarm counts them: the
     /// arena's chunks (content and stubs, as allocated), large bodies, the
     /// queues' and channels' entry buffers and the connections' buffers (as
-    /// last measured, plus an entry for each message added since). O(1).
+    /// last measured, plus an entry for each message added since), and
+    /// the delayed messages in memory. O(1).
     pub fn memory_used(&self) -> u64 {
         let (bytes, queued, _) = self.alarms.buffers;
         let buffers = bytes + self.msgs.queued.saturating_sub(queued) * PER_MESSAGE_OVERHEAD;
-        self.msgs.arena.bytes() + self.msgs.resident + buffers
+        self.msgs.arena.bytes() + self.msgs.resident + buffers + self.delayed.memory()
     }
 
     /// True when much of the memory in use at the last peak (`in_use`,

@@ -81,6 +81,8 @@ const MARK_EVERY: Duration = Duration::from_millis(200);
 const NEAR_CAP: usize = 65_536;
 /// Files synced one by one at most; more are synced with one `syncfs`.
 const SYNC_EACH: usize = 8;
+/// Memory a message in `near` takes besides its bytes: its map entry.
+const NEAR_ENTRY: u64 = 160;
 /// Longest record accepted when reading back (a damaged length beyond it
 /// ends the file).
 const MAX_RECORD: usize = 1 << 30;
@@ -106,6 +108,17 @@ pub struct Held {
     pub priority: u8,
     /// Per-message TTL (ms).
     pub ttl: Option<u64>,
+}
+
+impl Held {
+    /// Its bytes (header, body, names).
+    fn size(&self) -> u64 {
+        (self.vhost.len()
+            + self.exchange.len()
+            + self.routing_key.len()
+            + self.header.len()
+            + self.body.len()) as u64
+    }
 }
 
 /// One bucket's bookkeeping.
@@ -145,6 +158,8 @@ pub struct DelayStore {
     seq: u64,
     /// Messages held in all.
     pending: u64,
+    /// Bytes of the messages in `near` (headers, bodies, names).
+    near_bytes: u64,
     /// Buckets with records or a marker to write.
     dirty: Vec<u64>,
     /// Files written since the last sync.
@@ -319,6 +334,7 @@ impl DelayStore {
             near: BTreeMap::new(),
             seq: 0,
             pending: 0,
+            near_bytes: 0,
             dirty: Vec::new(),
             unsynced: Vec::new(),
             sync_all: false,
@@ -407,6 +423,12 @@ impl DelayStore {
         self.pending
     }
 
+    /// Bytes of memory the held messages take (those read ahead, or all of
+    /// them without a data directory), for the memory alarm.
+    pub fn memory(&self) -> u64 {
+        self.near_bytes + self.near.len() as u64 * NEAR_ENTRY
+    }
+
     /// Nothing held, nothing to retire.
     pub fn is_idle(&self) -> bool {
         self.pending == 0 && self.buckets.is_empty() && self.near.is_empty()
@@ -426,6 +448,7 @@ impl DelayStore {
         self.seq += 1;
         self.pending += 1;
         if self.dir.is_none() {
+            self.near_bytes += h.size();
             self.near.insert((due, seq), h);
             return false;
         }
@@ -439,6 +462,7 @@ impl DelayStore {
         bucket.unsynced |= h.persistent;
         put_record(&mut bucket.buf, &message_payload(due, seq, &h));
         if b < self.loaded_below {
+            self.near_bytes += h.size();
             self.near.insert((due, seq), h);
         }
         true
@@ -482,6 +506,7 @@ impl DelayStore {
         }
         let ((due, seq), h) = self.near.pop_first()?;
         self.pending = self.pending.saturating_sub(1);
+        self.near_bytes = self.near_bytes.saturating_sub(h.size());
         if self.dir.is_none() {
             return Some(h);
         }
@@ -581,6 +606,7 @@ impl DelayStore {
             k.count = msgs.len() as u64;
         }
         for (d, s, h) in msgs {
+            self.near_bytes += h.size();
             self.near.insert((d, s), h);
         }
     }
@@ -848,6 +874,24 @@ mod tests {
         assert_eq!(std::fs::read_dir(d.join("delayed")).unwrap().count(), 0);
         assert!(!s.wants_sync(now + MARK_EVERY));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn memory_counts_what_is_in_memory() {
+        let mut s = DelayStore::in_memory();
+        assert_eq!(s.memory(), 0);
+        s.hold(10, held("abc"));
+        s.hold(20, held("de"));
+        let one = held("abc").size() + NEAR_ENTRY;
+        assert_eq!(s.memory(), one + held("de").size() + NEAR_ENTRY);
+        s.read_ahead(10);
+        assert_eq!(
+            s.take_due(10).map(|h| h.body),
+            Some(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(s.memory(), held("de").size() + NEAR_ENTRY);
+        assert!(s.take_due(20).is_some());
+        assert_eq!(s.memory(), 0);
     }
 
     #[test]
