@@ -525,3 +525,36 @@ fn footprint_over_tls() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--tls-ca needs --tls-port"), "{err}");
 }
+
+/// `warren-perf delayed`: a small run of the delayed-message benchmark
+/// (the numbers in README come from a million).
+#[test]
+fn delayed_measures_pending_delayed_messages() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let j = perf(&[
+        "delayed",
+        "--port",
+        &port,
+        "--messages",
+        "2000",
+        "--min-delay",
+        "1500",
+        "--spread",
+        "500",
+        "--json",
+        "--",
+        env!("CARGO_BIN_EXE_warren"),
+        "--no-management",
+        "--no-prometheus",
+    ]);
+    assert_eq!(j["mode"], "delayed", "{j}");
+    assert_eq!(num(&j, "messages"), 2000.0, "{j}");
+    assert!(num(&j, "rss_pending") > 1e6, "{j}");
+    assert!(num(&j, "delayed_dir_bytes") > 2000.0 * 16.0, "{j}");
+    assert!(num(&j, "early_max_ms") < 1.0, "{j}");
+    assert!(num(&j, "deliver_secs") > 0.0, "{j}");
+}

@@ -36,6 +36,10 @@ pub enum ExchangeKind {
     /// binding, for the messages its cache has not seen (see
     /// `crate::broker::dedup`).
     Deduplication,
+    /// `x-delayed-message` (the delayed message plugin's type): routes as
+    /// its `x-delayed-type` (the exchange's `route_kind`), once a
+    /// message's `x-delay` has passed (see `crate::broker::delayed`).
+    Delayed,
 }
 
 impl ExchangeKind {
@@ -48,6 +52,7 @@ impl ExchangeKind {
             b"headers" => ExchangeKind::Headers,
             b"x-federation-upstream" => ExchangeKind::FederationUpstream,
             b"x-message-deduplication" => ExchangeKind::Deduplication,
+            b"x-delayed-message" => ExchangeKind::Delayed,
             _ => return None,
         })
     }
@@ -61,6 +66,7 @@ impl ExchangeKind {
             ExchangeKind::Headers => "headers",
             ExchangeKind::FederationUpstream => "x-federation-upstream",
             ExchangeKind::Deduplication => "x-message-deduplication",
+            ExchangeKind::Delayed => "x-delayed-message",
         }
     }
 }
@@ -168,6 +174,9 @@ pub struct Exchange {
     pub name: Bytes,
     /// Type.
     pub kind: ExchangeKind,
+    /// How it routes: `kind`, except for an `x-delayed-message` exchange,
+    /// which routes as its `x-delayed-type`.
+    pub route_kind: ExchangeKind,
     /// Survives restarts.
     pub durable: bool,
     /// Deleted when its last binding goes.
@@ -221,9 +230,15 @@ impl Exchange {
         } else {
             HopFilter::default()
         };
+        let route_kind = if kind == ExchangeKind::Delayed {
+            super::delayed::delayed_type(&arguments).unwrap_or(ExchangeKind::Direct)
+        } else {
+            kind
+        };
         Exchange {
             name,
             kind,
+            route_kind,
             durable,
             auto_delete,
             internal,
@@ -244,7 +259,7 @@ impl Exchange {
         if self.bindings.contains(&b) {
             return false;
         }
-        match self.kind {
+        match self.route_kind {
             ExchangeKind::Direct => self
                 .direct
                 .entry(b.routing_key.clone())
@@ -256,7 +271,8 @@ impl Exchange {
             ExchangeKind::Fanout
             | ExchangeKind::Headers
             | ExchangeKind::FederationUpstream
-            | ExchangeKind::Deduplication => {}
+            | ExchangeKind::Deduplication
+            | ExchangeKind::Delayed => {}
         }
         if matches!(b.dest, Dest::Exchange(_)) {
             self.exchange_bindings += 1;
@@ -279,7 +295,7 @@ impl Exchange {
     }
 
     fn unindex(&mut self, b: &Binding) {
-        match self.kind {
+        match self.route_kind {
             ExchangeKind::Direct => {
                 if let Some(v) = self.direct.get_mut(&b.routing_key) {
                     if let Some(j) = v.iter().position(|d| *d == b.dest) {
@@ -304,7 +320,8 @@ impl Exchange {
             ExchangeKind::Fanout
             | ExchangeKind::Headers
             | ExchangeKind::FederationUpstream
-            | ExchangeKind::Deduplication => {}
+            | ExchangeKind::Deduplication
+            | ExchangeKind::Delayed => {}
         }
     }
 
@@ -334,7 +351,7 @@ impl Exchange {
         headers: Option<&FieldTable>,
         f: &mut impl FnMut(&Dest),
     ) {
-        match self.kind {
+        match self.route_kind {
             ExchangeKind::Direct => {
                 if let Some(v) = self.direct.get(routing_key) {
                     v.iter().for_each(f);
@@ -356,6 +373,8 @@ impl Exchange {
                     self.bindings.iter().for_each(|b| f(&b.dest))
                 }
             }
+            // Never a route kind (`x-delayed-type` cannot name it).
+            ExchangeKind::Delayed => {}
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod args;
 pub mod auth;
 pub mod consumers;
 pub mod dedup;
+pub mod delayed;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -323,6 +324,9 @@ impl Broker {
             dedup::check_args(&spec.arguments)
                 .map_err(|e| Error::new(ReplyCode::PRECONDITION_FAILED, e))?;
         }
+        if kind == ExchangeKind::Delayed {
+            delayed::check_args(&spec.arguments).map_err(|(code, e)| Error::new(code, e))?;
+        }
         let x = Exchange::new(
             spec.name.clone(),
             kind,
@@ -610,7 +614,7 @@ impl Broker {
         let Some(x) = vh.exchanges.get_mut(source) else {
             return Err(not_found_exchange(vhost, source));
         };
-        if x.kind == ExchangeKind::Headers {
+        if x.route_kind == ExchangeKind::Headers {
             if let Err(e) = headers::parse_x_match(&arguments) {
                 return Err(Error::new(ReplyCode::PRECONDITION_FAILED, e));
             }

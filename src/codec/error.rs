@@ -144,6 +144,10 @@ impl Error {
     /// The reply text as RabbitMQ sends it: `NOT_FOUND - no queue 'x' ...`,
     /// cut to fit a shortstr.
     pub fn reply_text(&self) -> String {
+        if self.text.is_empty() {
+            // RabbitMQ's text for an internal failure is the bare name.
+            return ReplyCode::name(self.code).to_string();
+        }
         let mut s = format!("{} - {}", ReplyCode::name(self.code), self.text);
         if s.len() > 255 {
             let mut cut = 255;

@@ -233,6 +233,9 @@ impl Engine {
         let now_ms = self.wall_ms();
         let mut best: Option<Instant> = None;
         let mut consider = |t: Instant| best = Some(best.map_or(t, |b: Instant| b.min(t)));
+        if let Some(t) = self.next_delayed() {
+            consider(t);
+        }
         for (_, q) in self.broker.queues.iter() {
             if let Some(t) = q.ready.front().and_then(|m| m.expires_at()) {
                 consider(now + Duration::from_millis(t.saturating_sub(now_ms) + 1));

@@ -11,12 +11,14 @@
 //! | `stream.rs` | stream queues: open their logs, append, commit, wake readers |
 //! | `take.rs` | settle a taken message: ack, reject (dead-letter), requeue |
 //! | `expiry.rs` | message and queue expiry, dead-lettering, timers |
+//! | `delayed.rs` | `x-delayed-message`: hold, and route when due |
 //! | `persist.rs` | open and restore, the group commit, alarms |
 //! | `policy.rs` | policies, operator policies and limits, applied at runtime |
 //! | `params.rs` | runtime parameters: shovels, federation upstreams and upstream sets |
 //! | `messages.rs` | [`Messages`]: store + arena + memory account; `take` |
 
 mod admin;
+mod delayed;
 mod expiry;
 mod messages;
 mod params;
@@ -177,6 +179,8 @@ pub struct Engine {
     /// Sync the store at the end of this turn (a tx.commit or management
     /// publish of persistent messages).
     pub(crate) force_sync: bool,
+    /// Messages held by `x-delayed-message` exchanges.
+    pub(crate) delayed: crate::store::delayed::DelayStore,
     /// Scratch vector for routing results.
     route_scratch: Vec<QueueId>,
     /// Scratch vector for the store ids of durable target queues.
@@ -249,6 +253,7 @@ impl Engine {
                 base: now,
             },
             force_sync: false,
+            delayed: crate::store::delayed::DelayStore::in_memory(),
             route_scratch: Vec::new(),
             store_scratch: Vec::new(),
             streams_pending: Vec::new(),
@@ -372,6 +377,7 @@ impl Engine {
         self.advance(now);
         self.clock.wake = None;
         self.run_timers(now);
+        self.run_delayed();
         for (q, m, reason) in std::mem::take(&mut self.dead_letter_later) {
             self.dead_letter(q, m, reason);
         }
@@ -397,11 +403,12 @@ impl Engine {
     /// Bytes of memory in use as the memory alarm counts them: the
     /// arena's chunks (content and stubs, as allocated), large bodies, the
     /// queues' and channels' entry buffers and the connections' buffers (as
-    /// last measured, plus an entry for each message added since). O(1).
+    /// last measured, plus an entry for each message added since), and
+    /// the delayed messages in memory. O(1).
     pub fn memory_used(&self) -> u64 {
         let (bytes, queued, _) = self.alarms.buffers;
         let buffers = bytes + self.msgs.queued.saturating_sub(queued) * PER_MESSAGE_OVERHEAD;
-        self.msgs.arena.bytes() + self.msgs.resident + buffers
+        self.msgs.arena.bytes() + self.msgs.resident + buffers + self.delayed.memory()
     }
 
     /// True when much of the memory in use at the last peak (`in_use`,

@@ -180,6 +180,7 @@ impl Engine {
         let (log, defs) = DefsLog::open(&dir, faults)?;
         core.defs = Some(log);
         core.restore(&defs);
+        core.delayed = crate::store::delayed::DelayStore::open(&dir, core.config.faults.clone())?;
         // Restoring is not a change.
         core.broker.def_changes.clear();
         let mut messages = 0u64;
@@ -522,7 +523,8 @@ impl Engine {
                 .store
                 .as_ref()
                 .is_some_and(|st| st.wants_sync(now))
-            || self.defs.as_ref().is_some_and(|d| d.wants_commit(now));
+            || self.defs.as_ref().is_some_and(|d| d.wants_commit(now))
+            || self.delayed.wants_sync(now);
         let result = if wanted {
             self.commit(now)
         } else {
@@ -531,6 +533,7 @@ impl Engine {
                 Some(st) => st.flush(now),
                 None => Ok(()),
             }
+            .and_then(|()| self.delayed.flush(false, now))
         };
         self.force_sync = false;
         (wanted, result)
@@ -557,12 +560,14 @@ impl Engine {
         if let Some(st) = self.msgs.store.as_mut() {
             st.sync(now)?;
         }
-        let Some(mut d) = self.defs.take() else {
-            return Ok(());
-        };
-        let res = d.commit(now, || self.definitions());
-        self.defs = Some(d);
-        res
+        if let Some(mut d) = self.defs.take() {
+            let res = d.commit(now, || self.definitions());
+            self.defs = Some(d);
+            res?;
+        }
+        // After the store: a delayed message is marked routed, or its
+        // file deleted, only once its routed copies are durable.
+        self.delayed.flush(true, now)
     }
 
     /// What an index of the store holds (see `Store::close_clean`,
@@ -640,6 +645,10 @@ impl Engine {
     /// with messages spilled keeps its spill files and the place of every
     /// message in memory (see `Store::close_clean`).
     pub fn close_store(&mut self) {
+        let now = self.clock.now;
+        if let Err(e) = self.delayed.flush(true, now) {
+            error!("cannot write the delayed messages: {e}");
+        }
         let (live, spilled) = self.index_state(std::iter::empty());
         let Some(st) = self.msgs.store.as_mut() else {
             return;

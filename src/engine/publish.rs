@@ -50,6 +50,14 @@ impl Engine {
         } else {
             None
         };
+        // An `x-delayed-message` exchange holds a message with an x-delay.
+        if let Some(h) = &headers {
+            if h.get(crate::broker::delayed::DELAY_HEADER).is_some() {
+                if let Some(r) = self.hold_delayed(vhost, &msg, h, mandatory)? {
+                    return Ok(r);
+                }
+            }
+        }
         let mut out = std::mem::take(&mut self.route_scratch);
         out.clear();
         // `x-message-deduplication` exchanges on the way check a message
@@ -254,7 +262,7 @@ impl Engine {
     /// Sender-selected distribution (RabbitMQ): the routing keys listed in
     /// the `CC` and `BCC` headers route the message too; `BCC` is removed
     /// before the message is queued.
-    fn route_cc_bcc(
+    pub(crate) fn route_cc_bcc(
         &mut self,
         vhost: &[u8],
         msg: &mut Message,

@@ -984,6 +984,43 @@ mod tests {
     }
 
     #[test]
+    fn delayed_message_exchanges_round_trip() {
+        let mut c = engine();
+        let defs = json!({
+            "exchanges": [
+                {"name": "later", "vhost": "/", "type": "x-delayed-message", "durable": true,
+                 "arguments": {"x-delayed-type": "topic"}},
+                {"name": "bad", "vhost": "/", "type": "x-delayed-message", "durable": true,
+                 "arguments": {}}
+            ]
+        });
+        let rep = import(&mut c, &defs, None).unwrap();
+        assert_eq!(rep.applied, vec![("exchanges", 1)]);
+        assert!(
+            rep.errors[0].contains("'x-delayed-type' must be an existing exchange type"),
+            "{:?}",
+            rep.errors
+        );
+        let out = export(&c, None).unwrap();
+        let x = out["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "later")
+            .unwrap()
+            .clone();
+        assert_eq!(x["type"], "x-delayed-message");
+        assert_eq!(x["arguments"]["x-delayed-type"], "topic");
+        let mut d = engine();
+        let rep = import(&mut d, &out, None).unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        let got = &d.broker.vhost(b"/").unwrap().exchanges[&b"later"[..]];
+        assert_eq!(got.kind, ExchangeKind::Delayed);
+        assert_eq!(got.route_kind, ExchangeKind::Topic);
+        assert_eq!(export(&d, None).unwrap()["exchanges"], out["exchanges"]);
+    }
+
+    #[test]
     fn import_reports_errors_and_applies_the_rest() {
         let mut c = engine();
         let defs = json!({

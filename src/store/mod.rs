@@ -9,6 +9,7 @@
 
 pub mod crc;
 pub mod definitions;
+pub mod delayed;
 mod disk;
 mod file;
 mod recover;

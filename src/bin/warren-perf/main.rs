@@ -18,6 +18,7 @@ use std::time::Duration;
 mod client;
 mod cpu;
 mod declare;
+mod delayed;
 mod floor;
 mod footprint;
 mod hist;
@@ -35,6 +36,7 @@ use run::Settings;
 const USAGE: &str = "Usage: warren-perf [OPTIONS]
        warren-perf floor [--size BYTES] [--duration SECS] [--json]
        warren-perf footprint [--connections N] [--messages N] [--tls-port PORT --tls-ca FILE] [--json] -- BROKER [ARGS...]
+       warren-perf delayed [--messages N] [--min-delay MS] [--spread MS] [--size BYTES] [--transient] [--json] -- BROKER [ARGS...]
        warren-perf declare [--uri URI] [--count N] [--transient] [--json]
        warren-perf stall [--uri URI] [--consumers N] [--phases P,...] [--prefetch N] [--messages N] [--broker-pid PID] [--json]
        warren-perf mqtt [--scenario fanin|qos1|idle] [--broker HOST:PORT] [--duration SECS] [--publishers N] [--size BYTES] [--inflight N] [--connections N] [--json]
@@ -46,7 +48,11 @@ prints totals and end-to-end latency percentiles. `floor` pushes the same
 traffic through an in-process byte relay instead of a broker. `footprint`
 starts a broker binary (warren's --listen/--data-dir options are appended)
 and measures its start-up time, idle RSS, RSS per idle connection and RSS
-with a million queued messages. `declare` declares and binds --count queues
+with a million queued messages. `delayed` starts a broker the same way,
+holds --messages persistent messages in an x-delayed-message exchange
+(delays from --min-delay to --min-delay + --spread) and reports its RSS
+with all of them pending, then its CPU time per delivered delayed message
+and how late they arrived. `declare` declares and binds --count queues
 one operation at a time and reports the rate per thousand. `stall` adds and
 removes many consumers on one channel and reports how long a separate
 client's one-message round trip took meanwhile (max, p99) and the broker's
@@ -450,6 +456,48 @@ fn footprint(args: &[String]) -> ExitCode {
     subcommand("footprint", args, o, true, settings, footprint::run)
 }
 
+fn delayed(args: &[String]) -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "p",
+        "port",
+        "port to run the broker on (default 5698)",
+        "PORT",
+    );
+    o.optopt(
+        "m",
+        "messages",
+        "delayed messages to hold (default 1000000)",
+        "N",
+    );
+    o.optopt("", "min-delay", "shortest delay, ms (default 60000)", "MS");
+    o.optopt(
+        "",
+        "spread",
+        "delays spread over this many ms more (default 30000)",
+        "MS",
+    );
+    o.optopt("s", "size", "body size, at least 16 (default 16)", "BYTES");
+    o.optflag("", "transient", "transient messages (default persistent)");
+    let settings = |m: &getopts::Matches| {
+        let size = num(m, "size", 16)?;
+        if size < msg::STAMP_LEN {
+            return Err("--size must be at least 16".to_string());
+        }
+        Ok(delayed::DelayedSettings {
+            transient: m.opt_present("transient"),
+            broker: m.free.clone(),
+            port: num(m, "port", 5698)?,
+            messages: num(m, "messages", 1_000_000)?,
+            min_delay: num(m, "min-delay", 60_000)?,
+            spread: num(m, "spread", 30_000)?,
+            size,
+            json: m.opt_present("json"),
+        })
+    };
+    subcommand("delayed", args, o, true, settings, delayed::run)
+}
+
 fn declare(args: &[String]) -> ExitCode {
     let mut o = getopts::Options::new();
     o.optopt(
@@ -849,6 +897,7 @@ fn main() -> ExitCode {
         Some("floor") => return floor(args.get(1..).unwrap_or_default()),
         Some("footprint") => return footprint(args.get(1..).unwrap_or_default()),
         Some("declare") => return declare(args.get(1..).unwrap_or_default()),
+        Some("delayed") => return delayed(args.get(1..).unwrap_or_default()),
         Some("stall") => return stall(args.get(1..).unwrap_or_default()),
         Some("mqtt") => return mqtt(args.get(1..).unwrap_or_default()),
         Some("stream") => return stream(args.get(1..).unwrap_or_default()),

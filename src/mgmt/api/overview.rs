@@ -55,6 +55,7 @@ fn exchange_types() -> Value {
         {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification", "enabled": true},
         {"name": "x-federation-upstream", "description": "Federation upstream helper exchange", "internal_purpose": "federation", "enabled": true},
         {"name": "x-message-deduplication", "description": "Message Deduplication Exchange.", "enabled": true},
+        {"name": "x-delayed-message", "description": "Delayed Message Exchange.", "enabled": true},
     ])
 }
 
@@ -120,6 +121,8 @@ fn overview(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
             "messages_unacknowledged_details": details(cur.unacked, base.unacked, dt),
         },
         "message_stats": message_stats(&cur, &base, dt),
+        // warren's own: messages held by x-delayed-message exchanges.
+        "messages_delayed": core.engine.delayed_pending(),
     })
 }
 
