@@ -195,7 +195,7 @@ pub static OPTIONS: &[OptDef] = &[
     opt("u", "user", "user name (default guest)", "USER", CTL),
     opt("w", "password", "password (default guest)", "PASSWORD", CTL),
     opt("p", "vhost", "virtual host (default /)", "VHOST", CTL),
-    opt("t", "timeout", "seconds to wait for the broker (default 30)", "SECS", CTL),
+    opt("t", "timeout", "seconds to wait for the broker (default 30; await_startup: 300)", "SECS", CTL),
     flag("", "json", "print JSON instead of tables", CTL),
     opt("", "formatter", "table (default) or json", "FORMAT", CTL),
     flag("q", "quiet", "no informational messages", CTL),
@@ -334,6 +334,9 @@ Commands:
   import_definitions FILE|-
   reload_certificates              (TLS certificates and keys re-read from their files)
   status
+  await_startup                    (wait until the broker answers; --timeout, default 300)
+  stop                             (stop the broker gracefully, as SIGTERM does, and wait
+                                    until it is gone; --timeout, default 30)
 
 HTTPS: --https (default port 15671) with --tls-ca FILE, the CA that signed
 the management API's certificate (--tls-ca alone implies --https). With
@@ -384,6 +387,8 @@ pub const CTL_COMMANDS: &[&str] = &[
     "import_definitions",
     "reload_certificates",
     "status",
+    "await_startup",
+    "stop",
 ];
 
 /// `warren`'s own commands besides running the broker.

@@ -161,7 +161,10 @@ fn zsh_and_fish_scripts_are_valid() {
     for (shell, name) in [("zsh", "_warren"), ("fish", "warren.fish")] {
         let (code, script, err) = warren(&["completions", shell]);
         assert_eq!(code, 0, "{err}");
-        assert!(script.contains("listen") && script.contains("list_queues"), "{shell}");
+        assert!(
+            script.contains("listen") && script.contains("list_queues"),
+            "{shell}"
+        );
         if !have(shell) {
             eprintln!("SKIPPED: {shell} not installed, its script is not checked");
             continue;

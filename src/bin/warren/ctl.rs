@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 
 use warren::support::base64_encode;
 
+mod node;
 mod runtime;
 
 /// Bad command line.
@@ -47,6 +48,8 @@ pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
 /// Wrong credentials, or the user may not do this.
 pub const EX_NOPERM: u8 = 77;
+/// Timed out (`await_startup`, `stop`), as rabbitmqctl's timeouts.
+pub const EX_TEMPFAIL: u8 = 75;
 
 /// The commands, for `--help` (the table shared with the man page).
 const COMMANDS: &str = warren::cli::CTL_COMMANDS_HELP;
@@ -58,6 +61,9 @@ pub struct CtlError {
     pub code: u8,
     /// Message (printed after `Error: `).
     pub message: String,
+    /// The API could not be reached (no connection, or no response to a
+    /// request sent): `await_startup` and `stop` wait on this.
+    pub unreachable: bool,
 }
 
 impl CtlError {
@@ -65,6 +71,7 @@ impl CtlError {
         CtlError {
             code,
             message: message.into(),
+            unreachable: false,
         }
     }
 
@@ -322,8 +329,9 @@ impl Client {
         body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
-        let unreachable = |e: std::io::Error| {
-            CtlError::new(
+        let unreachable = |e: std::io::Error| CtlError {
+            unreachable: true,
+            ..CtlError::new(
                 EX_UNAVAILABLE,
                 format!("cannot reach the management API at {}: {e}", self.at()),
             )
@@ -585,6 +593,8 @@ struct Ctl {
     priority: Option<String>,
     apply_to: Option<String>,
     global: bool,
+    /// `--timeout`, if given (`await_startup` waits 300 s without it).
+    timeout: Option<u64>,
 }
 
 fn arg<'a>(args: &'a [String], i: usize, what: &str) -> Result<&'a str> {
@@ -697,14 +707,16 @@ impl Ctl {
         if tls.is_none() && m.opt_present("tls-server-name") {
             return Err(CtlError::usage("--tls-server-name is for HTTPS (--https)"));
         }
-        let timeout = match m.opt_str("timeout") {
-            None => 30,
-            Some(t) => t
-                .parse::<u64>()
-                .ok()
-                .filter(|&t| t > 0)
-                .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+        let given = match m.opt_str("timeout") {
+            None => None,
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .ok()
+                    .filter(|&t| t > 0)
+                    .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+            ),
         };
+        let timeout = given.unwrap_or(30);
         let json = match m.opt_str("formatter").as_deref() {
             None | Some("table") => m.opt_present("json"),
             Some("json") => true,
@@ -734,6 +746,7 @@ impl Ctl {
             priority: m.opt_str("priority"),
             apply_to: m.opt_str("apply-to"),
             global: m.opt_present("global"),
+            timeout: given,
         })
     }
 
@@ -1215,7 +1228,10 @@ impl Ctl {
             }
             other => match self.runtime_command(other, rest, out, err) {
                 Some(r) => r,
-                None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+                None => match self.node_command(other, rest, out, err) {
+                    Some(r) => r,
+                    None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+                },
             },
         }
     }
