@@ -1413,6 +1413,19 @@ mod tests {
             EX_USAGE
         );
         assert_eq!(run(&args(&["--help"]), &mut out, &mut err), 0);
+        assert_eq!(run(&args(&["stop", "now"]), &mut out, &mut err), EX_USAGE);
+        assert_eq!(
+            run(&args(&["await_startup", "x"]), &mut out, &mut err),
+            EX_USAGE
+        );
+        assert_eq!(
+            run(
+                &args(&["--timeout", "0", "await_startup"]),
+                &mut out,
+                &mut err
+            ),
+            EX_USAGE
+        );
     }
 
     #[test]
