@@ -1,6 +1,7 @@
 //! `warren ctl`: a `rabbitmqctl`-like operator CLI that talks to a running
-//! broker's management HTTP API with a small HTTP/1.1 client over
-//! `std::net::TcpStream`, or over TLS (rustls) with `--https`: the API's
+//! broker's management HTTP API with a blocking HTTP/1.1 client (`ureq`,
+//! one connection per request), over TLS (rustls with ring) with
+//! `--https`: the API's
 //! certificate is verified against `--tls-ca` (there is no system trust
 //! store), for `--host` or `--tls-server-name`. `--config FILE` reads the
 //! broker's `rabbitmq.conf` for where the API is: `management.ssl.port`
@@ -22,19 +23,21 @@
 //! connection, 70 any other refusal, 77 not authorised.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use warren::support::base64_encode;
 
+mod node;
 mod runtime;
 
 /// Bad command line.
@@ -47,56 +50,11 @@ pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
 /// Wrong credentials, or the user may not do this.
 pub const EX_NOPERM: u8 = 77;
+/// Timed out (`await_startup`, `stop`), as rabbitmqctl's timeouts.
+pub const EX_TEMPFAIL: u8 = 75;
 
-const COMMANDS: &str = "\
-Commands:
-  list_queues [COLUMN...]          (default: name messages)
-  list_exchanges [COLUMN...]       (default: name type)
-  list_bindings [COLUMN...]        (default: source_name source_kind destination_name
-                                    destination_kind routing_key arguments)
-  list_connections [COLUMN...]     (default: user peer_host peer_port state)
-  list_users                       (user tags)
-  list_vhosts [COLUMN...]          (default: name)
-  list_permissions                 (user configure write read, in --vhost)
-  list_user_permissions USER       (vhost configure write read)
-  list_topic_permissions           (user exchange write read, in --vhost)
-  add_user USER PASSWORD
-  delete_user USER
-  change_password USER PASSWORD
-  set_user_tags USER [TAG...]
-  set_permissions USER CONFIGURE WRITE READ    (in --vhost)
-  clear_permissions USER                       (in --vhost)
-  set_topic_permissions USER EXCHANGE WRITE READ  (in --vhost)
-  clear_topic_permissions USER [EXCHANGE]      (in --vhost)
-  add_vhost VHOST
-  delete_vhost VHOST
-  purge_queue QUEUE                            (in --vhost)
-  delete_queue QUEUE [--if-empty] [--if-unused] (in --vhost)
-  close_connection NAME [REASON]   (NAME as list_connections name shows it)
-  set_policy [--priority N] [--apply-to WHAT] NAME PATTERN DEFINITION  (in --vhost)
-  clear_policy NAME                            (in --vhost)
-  list_policies                                (in --vhost)
-  set_operator_policy / clear_operator_policy / list_operator_policies  (the same)
-  set_vhost_limits DEFINITION                  (in --vhost; JSON, e.g. {max-connections: 64})
-  clear_vhost_limits                           (in --vhost)
-  list_vhost_limits [--global]                 (in --vhost)
-  set_user_limits USER DEFINITION              (JSON, e.g. {max-channels: 16})
-  clear_user_limits USER NAME|all
-  list_user_limits [USER]
-  set_parameter COMPONENT NAME VALUE           (in --vhost; VALUE: JSON; COMPONENT: shovel,
-                                                federation-upstream, federation-upstream-set)
-  clear_parameter COMPONENT NAME               (in --vhost)
-  list_parameters                              (component name value, in --vhost)
-  export_definitions FILE|-
-  import_definitions FILE|-
-  reload_certificates              (TLS certificates and keys re-read from their files)
-  status
-
-HTTPS: --https (default port 15671) with --tls-ca FILE, the CA that signed
-the management API's certificate (--tls-ca alone implies --https). With
---config FILE (the broker's rabbitmq.conf), management.ssl.port selects
-HTTPS on that port trusting management.ssl.cacertfile; otherwise
-management.tcp.port/.ip are used. Flags override the file.";
+/// The commands, for `--help` (the table shared with the man page).
+const COMMANDS: &str = warren::cli::CTL_COMMANDS_HELP;
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +63,9 @@ pub struct CtlError {
     pub code: u8,
     /// Message (printed after `Error: `).
     pub message: String,
+    /// The API could not be reached (no connection, or no response to a
+    /// request sent): `await_startup` and `stop` wait on this.
+    pub unreachable: bool,
 }
 
 impl CtlError {
@@ -112,6 +73,7 @@ impl CtlError {
         CtlError {
             code,
             message: message.into(),
+            unreachable: false,
         }
     }
 
@@ -132,69 +94,7 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn options() -> getopts::Options {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "H",
-        "host",
-        "management API host (default localhost)",
-        "HOST",
-    );
-    o.optopt(
-        "P",
-        "port",
-        "management API port (default 15672, 15671 with --https)",
-        "PORT",
-    );
-    o.optopt(
-        "c",
-        "config",
-        "the broker's rabbitmq.conf: where its management API listens (management.tcp.*, management.ssl.*)",
-        "FILE",
-    );
-    o.optflag("", "https", "HTTPS (needs --tls-ca)");
-    o.optopt(
-        "",
-        "tls-ca",
-        "HTTPS: CA certificates (PEM) to verify the management API's certificate with",
-        "FILE",
-    );
-    o.optopt(
-        "",
-        "tls-server-name",
-        "HTTPS: the name to verify the certificate for (default: --host)",
-        "NAME",
-    );
-    o.optopt("u", "user", "user name (default guest)", "USER");
-    o.optopt("w", "password", "password (default guest)", "PASSWORD");
-    o.optopt("p", "vhost", "virtual host (default /)", "VHOST");
-    o.optopt(
-        "t",
-        "timeout",
-        "seconds to wait for the broker (default 30)",
-        "SECS",
-    );
-    o.optflag("", "json", "print JSON instead of tables");
-    o.optopt("", "formatter", "table (default) or json", "FORMAT");
-    o.optflag("q", "quiet", "no informational messages");
-    o.optflag("s", "silent", "same as --quiet");
-    o.optflag("", "no-table-headers", "no header line above tables");
-    o.optflag("", "if-empty", "delete_queue: only if it has no messages");
-    o.optflag("", "if-unused", "delete_queue: only if it has no consumers");
-    o.optopt("", "priority", "set_policy: priority (default 0)", "N");
-    o.optopt(
-        "",
-        "apply-to",
-        "set_policy: all, queues, classic_queues, quorum_queues, streams or exchanges (default all)",
-        "WHAT",
-    );
-    o.optflag("", "global", "list_vhost_limits: of every vhost");
-    o.optflag(
-        "",
-        "any-broker",
-        "act on the management API at --host/--port even if it is not warren's (e.g. RabbitMQ's)",
-    );
-    o.optflag("h", "help", "print this help");
-    o
+    warren::cli::getopts_for(warren::cli::Program::Ctl)
 }
 
 fn usage(o: &getopts::Options) -> String {
@@ -247,7 +147,7 @@ pub struct Client {
     /// Check, before the first request, that the API is warren's.
     pub expect_warren: bool,
     /// HTTPS with this configuration (the trusted CAs).
-    pub tls: Option<Arc<ClientConfig>>,
+    pub tls: Option<TlsConfig>,
     /// HTTPS: the name verified (default: `host`).
     pub server_name: Option<String>,
     /// The check was made.
@@ -329,44 +229,6 @@ impl Client {
         }
     }
 
-    /// The bytes of one request (HTTP/1.1, `Connection: close`, basic auth
-    /// with the client's credentials, a JSON `body` if any; a POST or PUT
-    /// without one says `Content-Length: 0`).
-    pub fn request_bytes(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-        headers: &[(&str, &str)],
-    ) -> Vec<u8> {
-        let auth = base64_encode(format!("{}:{}", self.user, self.password).as_bytes());
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}:{}\r\nAuthorization: Basic {auth}\r\n\
-             Accept: */*\r\nUser-Agent: warren-ctl\r\nConnection: close\r\n",
-            self.port
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        match body {
-            Some(b) => req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            )),
-            None if matches!(method, "POST" | "PUT") => req.push_str("Content-Length: 0\r\n"),
-            None => {}
-        }
-        req.push_str("\r\n");
-        let mut data = req.into_bytes();
-        data.extend_from_slice(body.unwrap_or_default());
-        data
-    }
-
     /// Is the management API at `host:port` warren's? Asks `/api/overview`
     /// for its `product_name`; when that is refused, the `server` header
     /// tells (warren's says `warren`), and warren's refusal is the error.
@@ -423,7 +285,9 @@ impl Client {
         self.request_unchecked(method, path, body, headers)
     }
 
-    /// Send one request, whoever answers.
+    /// Send one request, whoever answers: HTTP/1.1, `Connection: close`,
+    /// basic auth with the client's credentials, a JSON `body` if any (a
+    /// POST or PUT without one says `Content-Length: 0`).
     fn request_unchecked(
         &self,
         method: &str,
@@ -431,92 +295,177 @@ impl Client {
         body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
-        let unreachable = |e: std::io::Error| {
-            CtlError::new(
-                EX_UNAVAILABLE,
-                format!("cannot reach the management API at {}: {e}", self.at()),
-            )
-        };
-        let mut s = self.connect().map_err(unreachable)?;
-        let data = self.request_bytes(method, path, body, headers);
-        s.write_all(&data).map_err(unreachable)?;
-        let mut raw = Vec::new();
-        // Read to EOF (Connection: close); a reset after a complete
-        // response is not an error, nor (HTTPS) a close without
-        // close_notify.
-        if let Err(e) = s.read_to_end(&mut raw) {
-            if raw.is_empty() {
-                return Err(unreachable(e));
+        let https = self.tls.is_some();
+        // HTTPS verifies the certificate for the name in the URL: the
+        // --tls-server-name, if given; the resolver connects to --host.
+        let name = match &self.server_name {
+            Some(n) if https => {
+                ServerName::try_from(n.as_str()).map_err(|e| {
+                    self.unreachable(format!(
+                        "TLS handshake failed: '{n}' cannot be verified as a TLS server name: {e}"
+                    ))
+                })?;
+                n.as_str()
             }
-        }
-        parse_response(&raw).map_err(|e| {
-            let hint = match raw.first() {
-                // A TLS record (an alert) where HTTP was expected.
-                Some(0x15 | 0x16) if self.tls.is_none() => {
-                    " (it answered with TLS: an HTTPS port? use --https and --tls-ca)"
+            _ => self.host.as_str(),
+        };
+        let host = if name.contains(':') {
+            format!("[{name}]")
+        } else {
+            name.to_string()
+        };
+        let scheme = if https { "https" } else { "http" };
+        let url = format!("{scheme}://{host}:{}{path}", self.port);
+        let agent = self.agent();
+        let auth = base64_encode(format!("{}:{}", self.user, self.password).as_bytes());
+        macro_rules! with_headers {
+            ($b:expr) => {{
+                let mut b = $b
+                    .header_raw("Authorization", format!("Basic {auth}").as_bytes())
+                    .header_raw("Connection", b"close");
+                for (k, v) in headers {
+                    b = b.header_raw(k, v.as_bytes());
                 }
-                _ => "",
-            };
-            CtlError::new(
-                EX_SOFTWARE,
-                format!("bad HTTP response from {}: {e}{hint}", self.at()),
-            )
+                b
+            }};
+        }
+        let sent = match method {
+            "POST" | "PUT" => {
+                let b = if method == "POST" {
+                    agent.post(&url)
+                } else {
+                    agent.put(&url)
+                };
+                let b = with_headers!(b);
+                match body {
+                    Some(data) => b.header_raw("Content-Type", b"application/json").send(data),
+                    None => b.header_raw("Content-Length", b"0").send_empty(),
+                }
+            }
+            "GET" => with_headers!(agent.get(&url)).call(),
+            "DELETE" => with_headers!(agent.delete(&url)).call(),
+            other => {
+                return Err(CtlError::new(
+                    EX_SOFTWARE,
+                    format!("unsupported HTTP method {other}"),
+                ))
+            }
+        };
+        let mut resp = sent.map_err(|e| self.failed(e))?;
+        let status = resp.status().as_u16();
+        let server = resp
+            .headers()
+            .get("server")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| {
+                CtlError::new(
+                    EX_SOFTWARE,
+                    format!("bad HTTP response from {}: {e}", self.at()),
+                )
+            })?;
+        Ok(Response {
+            status,
+            body,
+            server,
         })
     }
 
-    /// A connection to the API: TCP, with the TLS handshake done over it
-    /// for HTTPS.
-    fn connect(&self) -> std::io::Result<HttpStream> {
-        let addrs: Vec<_> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
-        let mut last = std::io::Error::other("no address");
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, self.timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
+    /// The HTTP client: no proxy, no redirects, no pooling, statuses as
+    /// responses, `--timeout` for each step, the CA of `--tls-ca`.
+    fn agent(&self) -> ureq::Agent {
+        let t = Some(self.timeout);
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .max_idle_connections(0)
+            .user_agent("warren-ctl")
+            .accept("*/*")
+            .timeout_resolve(t)
+            .timeout_connect(t)
+            .timeout_send_request(t)
+            .timeout_send_body(t)
+            .timeout_recv_response(t)
+            .timeout_recv_body(t);
+        if let Some(tls) = &self.tls {
+            config = config.tls_config(tls.clone());
         }
-        let mut s = stream.ok_or(last)?;
-        s.set_read_timeout(Some(self.timeout))?;
-        s.set_write_timeout(Some(self.timeout))?;
-        let Some(config) = &self.tls else {
-            return Ok(HttpStream::Plain(s));
-        };
-        let name = self.server_name.as_deref().unwrap_or(&self.host);
-        let server_name = ServerName::try_from(name.to_string()).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("'{name}' cannot be verified as a TLS server name: {e}"),
+        ureq::Agent::with_parts(
+            config.build(),
+            DefaultConnector::default(),
+            ToHost {
+                host: self.host.clone(),
+                port: self.port,
+            },
+        )
+    }
+
+    /// A failure to reach the API (exit 69; `await_startup` and `stop`
+    /// wait on these).
+    fn unreachable(&self, what: String) -> CtlError {
+        CtlError {
+            unreachable: true,
+            ..CtlError::new(
+                EX_UNAVAILABLE,
+                format!("cannot reach the management API at {}: {what}", self.at()),
             )
-        })?;
-        let mut conn = ClientConnection::new(Arc::clone(config), server_name)
-            .map_err(std::io::Error::other)?;
-        while conn.is_handshaking() {
-            if let Err(e) = conn.complete_io(&mut s) {
-                let invalid_cert = e
+        }
+    }
+
+    /// What a failed request tells, with a hint where TLS is the trouble.
+    fn failed(&self, e: ureq::Error) -> CtlError {
+        let https = self.tls.is_some();
+        match e {
+            ureq::Error::Io(io) => {
+                let rustls = io
                     .get_ref()
                     .and_then(|i| i.downcast_ref::<rustls::Error>())
-                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-                let hint = if invalid_cert {
-                    format!(
-                        " (is --tls-ca the CA that signed the management API's certificate, \
-                         and is that certificate for '{name}'? --tls-server-name)"
-                    )
-                } else if e.kind() == std::io::ErrorKind::InvalidData {
-                    " (is this the management API's HTTPS port?)".to_string()
-                } else {
-                    String::new()
-                };
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("TLS handshake failed: {e}{hint}"),
-                ));
+                    .cloned();
+                match rustls {
+                    Some(r) => self.tls_failed(&r.to_string(), r.clone()),
+                    None if https && io.kind() == std::io::ErrorKind::InvalidData => self
+                        .unreachable(format!(
+                            "TLS handshake failed: {io} (is this the management API's HTTPS port?)"
+                        )),
+                    None => self.unreachable(io.to_string()),
+                }
             }
+            ureq::Error::Rustls(r) => self.tls_failed(&r.to_string(), r),
+            ureq::Error::Tls(t) => self.unreachable(format!("TLS handshake failed: {t}")),
+            e @ (ureq::Error::Timeout(_)
+            | ureq::Error::HostNotFound
+            | ureq::Error::ConnectionFailed) => self.unreachable(e.to_string()),
+            ureq::Error::Protocol(p) if !https => CtlError::new(
+                EX_SOFTWARE,
+                format!(
+                    "bad HTTP response from {}: {p} (if it answered with TLS: an HTTPS port? \
+                     use --https and --tls-ca)",
+                    self.at()
+                ),
+            ),
+            e => CtlError::new(
+                EX_SOFTWARE,
+                format!("bad HTTP response from {}: {e}", self.at()),
+            ),
         }
-        Ok(HttpStream::Tls(Box::new(StreamOwned::new(conn, s))))
+    }
+
+    fn tls_failed(&self, text: &str, e: rustls::Error) -> CtlError {
+        let name = self.server_name.as_deref().unwrap_or(&self.host);
+        let hint = match e {
+            rustls::Error::InvalidCertificate(_) => format!(
+                " (is --tls-ca the CA that signed the management API's certificate, \
+                 and is that certificate for '{name}'? --tls-server-name)"
+            ),
+            _ => " (is this the management API's HTTPS port?)".to_string(),
+        };
+        self.unreachable(format!("TLS handshake failed: {text}{hint}"))
     }
 
     /// A request that must succeed; its body as JSON.
@@ -528,55 +477,60 @@ impl Client {
     }
 }
 
-/// A connection to the management API.
-enum HttpStream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+/// Connects to `--host` whatever name the URL has (the URL names what the
+/// certificate is verified for: `--tls-server-name`).
+#[derive(Debug)]
+struct ToHost {
+    host: String,
+    port: u16,
 }
 
-impl Read for HttpStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            HttpStream::Plain(s) => s.read(buf),
-            HttpStream::Tls(s) => s.read(buf),
+impl Resolver for ToHost {
+    fn resolve(
+        &self,
+        _uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut out = self.empty();
+        for a in (self.host.as_str(), self.port).to_socket_addrs()? {
+            if out.try_push(a).is_err() {
+                break;
+            }
         }
-    }
-}
-
-impl Write for HttpStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            HttpStream::Plain(s) => s.write(buf),
-            HttpStream::Tls(s) => s.write(buf),
+        if out.is_empty() {
+            return Err(ureq::Error::HostNotFound);
         }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            HttpStream::Plain(s) => s.flush(),
-            HttpStream::Tls(s) => s.flush(),
-        }
+        Ok(out)
     }
 }
 
 /// The client side of HTTPS: trust the CA certificates (PEM) in `ca`.
-pub fn tls_config(ca: &Path) -> std::result::Result<Arc<ClientConfig>, String> {
+pub fn tls_config(ca: &Path) -> std::result::Result<TlsConfig, String> {
     let bad = |e: &dyn std::fmt::Display| format!("TLS CA file {}: {e}", ca.display());
-    let mut roots = RootCertStore::empty();
+    let mut roots = Vec::new();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
-        roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        let c = c.map_err(|e| bad(&e))?;
+        // As rustls's RootCertStore::add: a certificate it cannot use as a
+        // trust anchor is refused here, not at the first request.
+        webpki_check(&c).map_err(|e| bad(&e))?;
+        roots.push(Certificate::from_der(c.as_ref()).to_owned());
     }
     if roots.is_empty() {
         return Err(bad(&"no certificate in the file"));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .build())
+}
+
+/// Can `c` be a trust anchor?
+fn webpki_check(c: &CertificateDer<'_>) -> std::result::Result<(), rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(c.clone())
 }
 
 /// What `--config` tells about the management API: the `management.*`
@@ -667,16 +621,6 @@ fn check(r: &Response, method: &str, path: &str) -> Result<()> {
     ))
 }
 
-/// Parse a complete HTTP/1.1 response (Content-Length, chunked, or to EOF).
-pub fn parse_response(raw: &[u8]) -> std::result::Result<Response, String> {
-    let r = warren::support::parse_http_response(raw)?;
-    Ok(Response {
-        status: r.status,
-        body: r.body,
-        server: r.server,
-    })
-}
-
 /// How to show a table.
 #[derive(Debug, Clone, Copy)]
 struct Format {
@@ -694,6 +638,8 @@ struct Ctl {
     priority: Option<String>,
     apply_to: Option<String>,
     global: bool,
+    /// `--timeout`, if given (`await_startup` waits 300 s without it).
+    timeout: Option<u64>,
 }
 
 fn arg<'a>(args: &'a [String], i: usize, what: &str) -> Result<&'a str> {
@@ -806,14 +752,16 @@ impl Ctl {
         if tls.is_none() && m.opt_present("tls-server-name") {
             return Err(CtlError::usage("--tls-server-name is for HTTPS (--https)"));
         }
-        let timeout = match m.opt_str("timeout") {
-            None => 30,
-            Some(t) => t
-                .parse::<u64>()
-                .ok()
-                .filter(|&t| t > 0)
-                .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+        let given = match m.opt_str("timeout") {
+            None => None,
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .ok()
+                    .filter(|&t| t > 0)
+                    .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+            ),
         };
+        let timeout = given.unwrap_or(30);
         let json = match m.opt_str("formatter").as_deref() {
             None | Some("table") => m.opt_present("json"),
             Some("json") => true,
@@ -843,6 +791,7 @@ impl Ctl {
             priority: m.opt_str("priority"),
             apply_to: m.opt_str("apply-to"),
             global: m.opt_present("global"),
+            timeout: given,
         })
     }
 
@@ -1324,7 +1273,10 @@ impl Ctl {
             }
             other => match self.runtime_command(other, rest, out, err) {
                 Some(r) => r,
-                None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+                None => match self.node_command(other, rest, out, err) {
+                    Some(r) => r,
+                    None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+                },
             },
         }
     }
@@ -1415,22 +1367,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn responses_parse() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]extra").unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"[]"[..]));
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2;x=y\r\n2]\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.json(), json!([1, 2]));
-        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n{\"error\":\"Object Not Found\",\"reason\":\"Not Found\"}").unwrap();
-        assert_eq!(r.status, 404);
-        assert_eq!(r.error_text(), "Not Found");
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n[]").is_err());
-    }
-
-    #[test]
     fn cells_look_like_rabbitmqctl() {
         assert_eq!(cell(Some(&json!("q"))), "q");
         assert_eq!(cell(Some(&json!(3))), "3");
@@ -1477,25 +1413,24 @@ mod tests {
             EX_USAGE
         );
         assert_eq!(run(&args(&["--help"]), &mut out, &mut err), 0);
+        assert_eq!(run(&args(&["stop", "now"]), &mut out, &mut err), EX_USAGE);
+        assert_eq!(
+            run(&args(&["await_startup", "x"]), &mut out, &mut err),
+            EX_USAGE
+        );
+        assert_eq!(
+            run(
+                &args(&["--timeout", "0", "await_startup"]),
+                &mut out,
+                &mut err
+            ),
+            EX_USAGE
+        );
     }
 
     #[test]
-    fn requests_are_built_whole() {
+    fn where_the_api_is_named() {
         let c = Client::new("::1", 15671, "u", "p", Duration::from_secs(1));
-        let r = String::from_utf8(c.request_bytes("POST", "/api/reload-certificates", None, &[]))
-            .unwrap();
-        assert_eq!(
-            r,
-            "POST /api/reload-certificates HTTP/1.1\r\nHost: [::1]:15671\r\n\
-             Authorization: Basic dTpw\r\nAccept: */*\r\nUser-Agent: warren-ctl\r\n\
-             Connection: close\r\nContent-Length: 0\r\n\r\n"
-        );
-        let r = c.request_bytes("PUT", "/api/vhosts/v", Some(b"{}"), &[("X-Reason", "r")]);
-        assert!(String::from_utf8(r).unwrap().ends_with(
-            "X-Reason: r\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-        ));
-        let r = String::from_utf8(c.request_bytes("GET", "/api/overview", None, &[])).unwrap();
-        assert!(!r.contains("Content-Length"), "{r}");
         assert_eq!(c.at(), "[::1]:15671");
     }
 
