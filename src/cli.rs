@@ -30,11 +30,15 @@ pub enum Program {
     PerfStall,
     /// `warren-perf mqtt`.
     PerfMqtt,
+    /// `warren-perf delayed`.
+    PerfDelayed,
+    /// `warren-perf stream`.
+    PerfStream,
 }
 
 impl Program {
     /// Every program, in the man page's order.
-    pub const ALL: [Program; 8] = [
+    pub const ALL: [Program; 10] = [
         Program::Warren,
         Program::Ctl,
         Program::Perf,
@@ -43,6 +47,8 @@ impl Program {
         Program::PerfDeclare,
         Program::PerfStall,
         Program::PerfMqtt,
+        Program::PerfDelayed,
+        Program::PerfStream,
     ];
 
     /// Its bit in [`OptDef::programs`].
@@ -61,6 +67,8 @@ impl Program {
             Program::PerfDeclare => "warren-perf declare",
             Program::PerfStall => "warren-perf stall",
             Program::PerfMqtt => "warren-perf mqtt",
+            Program::PerfDelayed => "warren-perf delayed",
+            Program::PerfStream => "warren-perf stream",
         }
     }
 }
@@ -101,10 +109,12 @@ const FOOTPRINT: u16 = Program::PerfFootprint.bit();
 const DECLARE: u16 = Program::PerfDeclare.bit();
 const STALL: u16 = Program::PerfStall.bit();
 const MQTT: u16 = Program::PerfMqtt.bit();
+const DELAYED: u16 = Program::PerfDelayed.bit();
+const STREAM: u16 = Program::PerfStream.bit();
 /// `warren-perf`'s modes (they add `--json` and `--help` last).
-const PERF_MODES: u16 = FLOOR | FOOTPRINT | DECLARE | STALL | MQTT;
+const PERF_MODES: u16 = FLOOR | FOOTPRINT | DECLARE | STALL | MQTT | DELAYED | STREAM;
 /// The `warren-perf` modes that connect to a broker over AMQP (`--tls-*`).
-const PERF_AMQP: u16 = PERF | FOOTPRINT | DECLARE | STALL;
+const PERF_AMQP: u16 = PERF | FOOTPRINT | DECLARE | STALL | STREAM;
 
 const fn flag(
     short: &'static str,
@@ -261,6 +271,25 @@ pub static OPTIONS: &[OptDef] = &[
     opt("", "user", "user name in CONNECT (with --password)", "NAME", MQTT),
     opt("", "password", "password in CONNECT", "PASS", MQTT),
     opt("", "broker-pid", "report this process's CPU time (read from /proc) per received message", "PID", MQTT),
+    opt("p", "port", "port to run the broker on (default 5698)", "PORT", DELAYED),
+    opt("m", "messages", "delayed messages to hold (default 1000000)", "N", DELAYED),
+    opt("", "min-delay", "shortest delay, ms (default 60000)", "MS", DELAYED),
+    opt("", "spread", "delays spread over this many ms more (default 30000)", "MS", DELAYED),
+    opt("s", "size", "body size, at least 16 (default 16)", "BYTES", DELAYED),
+    flag("", "transient", "transient messages (default persistent)", DELAYED),
+    opt("u", "uri", "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)", "URI", STREAM),
+    opt("", "queue", "the stream's name (default perf-stream)", "NAME", STREAM),
+    opt("C", "messages", "messages to publish in all; with --phases read, the number the stream holds (default 10000000)", "N", STREAM),
+    opt("x", "publishers", "publisher connections (default 1)", "N", STREAM),
+    opt("s", "size", "message body size, at least 16 (default 16)", "BYTES", STREAM),
+    opt("c", "confirm", "unconfirmed messages per publisher at most (default 1000)", "N", STREAM),
+    opt("y", "consumers", "consumers reading the stream from first (default 4)", "N", STREAM),
+    opt("q", "prefetch", "basic.qos prefetch count of each consumer (default 1000)", "N", STREAM),
+    opt("A", "multi-ack", "ack with multiple=true every N deliveries (default half the prefetch)", "N", STREAM),
+    opt("", "phases", "publish, read or both (default publish,read); publish deletes and declares the stream afresh", "LIST", STREAM),
+    flag("", "keep", "don't delete the stream at the end", STREAM),
+    opt("", "stall", "a phase fails when nothing moves for SECS seconds (default 30)", "SECS", STREAM),
+    opt("", "broker-pid", "report this process's CPU time per message and its RSS (from /proc)", "PID", STREAM),
     opt("", "tls-ca", "amqps: CA certificates (PEM) to verify the broker with (as ?cacertfile=)", "FILE", PERF_AMQP),
     opt("", "tls-cert", "amqps: client certificate chain (PEM) to present (as ?certfile=)", "FILE", PERF_AMQP),
     opt("", "tls-key", "amqps: the client certificate's private key (PEM, unencrypted; as ?keyfile=)", "FILE", PERF_AMQP),
@@ -395,7 +424,15 @@ pub const CTL_COMMANDS: &[&str] = &[
 pub const WARREN_COMMANDS: &[&str] = &["ctl", "manpage", "completions"];
 
 /// `warren-perf`'s modes besides its default one.
-pub const PERF_MODES_NAMES: &[&str] = &["floor", "footprint", "declare", "stall", "mqtt"];
+pub const PERF_MODES_NAMES: &[&str] = &[
+    "floor",
+    "footprint",
+    "declare",
+    "stall",
+    "mqtt",
+    "delayed",
+    "stream",
+];
 
 /// The shells `completions` writes scripts for.
 pub const SHELLS: &[&str] = &["bash", "zsh", "fish"];

@@ -307,28 +307,7 @@ fn footprint(args: &[String]) -> ExitCode {
 }
 
 fn delayed(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "p",
-        "port",
-        "port to run the broker on (default 5698)",
-        "PORT",
-    );
-    o.optopt(
-        "m",
-        "messages",
-        "delayed messages to hold (default 1000000)",
-        "N",
-    );
-    o.optopt("", "min-delay", "shortest delay, ms (default 60000)", "MS");
-    o.optopt(
-        "",
-        "spread",
-        "delays spread over this many ms more (default 30000)",
-        "MS",
-    );
-    o.optopt("s", "size", "body size, at least 16 (default 16)", "BYTES");
-    o.optflag("", "transient", "transient messages (default persistent)");
+    let o = cli::getopts_for(cli::Program::PerfDelayed);
     let settings = |m: &getopts::Matches| {
         let size = num(m, "size", 16)?;
         if size < msg::STAMP_LEN {
@@ -473,76 +452,7 @@ fn mqtt(args: &[String]) -> ExitCode {
 }
 
 fn stream(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "u",
-        "uri",
-        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
-        "URI",
-    );
-    o.optopt(
-        "",
-        "queue",
-        "the stream's name (default perf-stream)",
-        "NAME",
-    );
-    o.optopt(
-        "C",
-        "messages",
-        "messages to publish in all; with --phases read, the number the stream holds (default 10000000)",
-        "N",
-    );
-    o.optopt("x", "publishers", "publisher connections (default 1)", "N");
-    o.optopt(
-        "s",
-        "size",
-        "message body size, at least 16 (default 16)",
-        "BYTES",
-    );
-    o.optopt(
-        "c",
-        "confirm",
-        "unconfirmed messages per publisher at most (default 1000)",
-        "N",
-    );
-    o.optopt(
-        "y",
-        "consumers",
-        "consumers reading the stream from first (default 4)",
-        "N",
-    );
-    o.optopt(
-        "q",
-        "prefetch",
-        "basic.qos prefetch count of each consumer (default 1000)",
-        "N",
-    );
-    o.optopt(
-        "A",
-        "multi-ack",
-        "ack with multiple=true every N deliveries (default half the prefetch)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "phases",
-        "publish, read or both (default publish,read); publish deletes and declares the stream afresh",
-        "LIST",
-    );
-    o.optflag("", "keep", "don't delete the stream at the end");
-    o.optopt(
-        "",
-        "stall",
-        "a phase fails when nothing moves for SECS seconds (default 30)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "broker-pid",
-        "report this process's CPU time per message and its RSS (from /proc)",
-        "PID",
-    );
-    tls_options(&mut o);
+    let o = cli::getopts_for(cli::Program::PerfStream);
     let settings = |m: &getopts::Matches| {
         let phases = m.opt_str("phases").unwrap_or_else(|| "publish,read".into());
         let (mut publish, mut read) = (false, false);
