@@ -11,6 +11,40 @@ use crate::broker::{ConnId, QueueId};
 use crate::codec::{BasicCancel, Error, ReplyCode};
 use crate::engine::{count_taken, Taken};
 
+/// May consumer `r` (key `key` of queue `qid`) on connection `c` take a
+/// delivery now? If not, the caller blocks it, and this notes what is to
+/// unblock it: its connection's output draining, the channel's window (a
+/// settle on the channel), or its own window (a settle of one of its
+/// deliveries, which knows it).
+pub(super) fn has_room(
+    c: &mut Connection,
+    r: &ConsumerRef,
+    qid: QueueId,
+    key: u32,
+    max_outbox: usize,
+) -> bool {
+    let room = if c.outbox.len() >= max_outbox {
+        Room::OutboxFull
+    } else {
+        c.channel(r.channel)
+            .map_or(Room::Gone, |ch| ch.room(r.slot, &r.tag))
+    };
+    match room {
+        Room::Yes => return true,
+        Room::OutboxFull => {
+            c.held_back = true;
+            c.held.push((qid, key));
+        }
+        Room::ChannelFull => {
+            if let Some(ch) = c.channel_mut(r.channel) {
+                ch.global_blocked.push((qid, key));
+            }
+        }
+        Room::ConsumerFull | Room::Gone => {}
+    }
+    false
+}
+
 impl Core {
     /// Deliver from every queue that may deliver, and tell the consumers of
     /// deleted queues.
@@ -103,30 +137,7 @@ impl Core {
                 queue.consumers.block(key);
                 continue;
             };
-            let room = if c.outbox.len() >= max_outbox {
-                Room::OutboxFull
-            } else {
-                c.channel(r.channel)
-                    .map_or(Room::Gone, |ch| ch.room(r.slot, &r.tag))
-            };
-            // Block it until something reopens what holds it back: its
-            // connection's output draining, the channel's window (a
-            // settle on the channel), its own window (a settle of one of
-            // its deliveries, which knows it).
-            match room {
-                Room::Yes => {}
-                Room::OutboxFull => {
-                    c.held_back = true;
-                    c.held.push((qid, key));
-                }
-                Room::ChannelFull => {
-                    if let Some(ch) = c.channel_mut(r.channel) {
-                        ch.global_blocked.push((qid, key));
-                    }
-                }
-                Room::ConsumerFull | Room::Gone => {}
-            }
-            if room != Room::Yes {
+            if !has_room(c, r, qid, key, max_outbox) {
                 queue.consumers.block(key);
                 continue;
             }

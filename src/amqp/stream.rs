@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use log::error;
 
-use super::channel::{Room, Unacked};
+use super::channel::Unacked;
 use super::dispatch::lossy;
 use super::{ConnState, Connection, Core};
 use crate::broker::message::QueuedMsg;
@@ -217,26 +217,7 @@ impl Core {
                 consumers.block(key);
                 continue;
             };
-            let room = if c.outbox.len() >= max_outbox {
-                Room::OutboxFull
-            } else {
-                c.channel(r.channel)
-                    .map_or(Room::Gone, |ch| ch.room(r.slot, &r.tag))
-            };
-            match room {
-                Room::Yes => {}
-                Room::OutboxFull => {
-                    c.held_back = true;
-                    c.held.push((qid, key));
-                }
-                Room::ChannelFull => {
-                    if let Some(ch) = c.channel_mut(r.channel) {
-                        ch.global_blocked.push((qid, key));
-                    }
-                }
-                Room::ConsumerFull | Room::Gone => {}
-            }
-            if room != Room::Yes {
+            if !super::deliver::has_room(c, r, qid, key, max_outbox) {
                 consumers.block(key);
                 continue;
             }

@@ -120,23 +120,7 @@ impl Engine {
             headers = ch.properties.headers;
         }
         let mut out = std::mem::take(&mut self.route_scratch);
-        out.clear();
-        // A deduplication exchange further on checks the message then.
-        let keyed = headers
-            .as_ref()
-            .is_some_and(|t| t.get(crate::broker::dedup::DEDUP_HEADER).is_some());
-        let dedup_at = keyed.then(|| self.wall_ms());
-        self.broker.route(
-            &h.vhost,
-            &msg.exchange,
-            &msg.routing_key,
-            headers.as_ref(),
-            dedup_at,
-            &mut out,
-        );
-        if let Some(t) = &headers {
-            self.route_cc_bcc(&h.vhost, &mut msg, t, &mut out);
-        }
+        self.route_message(&h.vhost, &mut msg, headers.as_ref(), &mut out);
         if out.is_empty() {
             self.counters.drop_unroutable += 1;
         } else {

@@ -59,25 +59,7 @@ impl Engine {
             }
         }
         let mut out = std::mem::take(&mut self.route_scratch);
-        out.clear();
-        // `x-message-deduplication` exchanges on the way check a message
-        // with a key (see `Broker::route`); a duplicate is unroutable there
-        // (still confirmed), as with the plugin.
-        let keyed = headers
-            .as_ref()
-            .is_some_and(|h| h.get(crate::broker::dedup::DEDUP_HEADER).is_some());
-        let dedup_at = keyed.then(|| self.wall_ms());
-        self.broker.route(
-            vhost,
-            &msg.exchange,
-            &msg.routing_key,
-            headers.as_ref(),
-            dedup_at,
-            &mut out,
-        );
-        if let Some(h) = &headers {
-            self.route_cc_bcc(vhost, &mut msg, h, &mut out);
-        }
+        self.route_message(vhost, &mut msg, headers.as_ref(), &mut out);
         let mut r = Routed {
             routed: !out.is_empty(),
             ..Routed::default()
@@ -91,6 +73,35 @@ impl Engine {
         }
         self.route_scratch = out;
         Ok(r)
+    }
+
+    /// The queues `msg` goes to from its exchange in `vhost`, into `out`:
+    /// its bindings (exchange to exchange too, alternate exchanges), the
+    /// CC and BCC keys of its `headers`. `x-message-deduplication`
+    /// exchanges on the way check a message with a key (see
+    /// `Broker::route`); a duplicate is unroutable there (still
+    /// confirmed), as with the plugin.
+    pub(crate) fn route_message(
+        &mut self,
+        vhost: &[u8],
+        msg: &mut Message,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueId>,
+    ) {
+        out.clear();
+        let keyed = headers.is_some_and(|h| h.get(crate::broker::dedup::DEDUP_HEADER).is_some());
+        let dedup_at = keyed.then(|| self.wall_ms());
+        self.broker.route(
+            vhost,
+            &msg.exchange,
+            &msg.routing_key,
+            headers,
+            dedup_at,
+            out,
+        );
+        if let Some(h) = headers {
+            self.route_cc_bcc(vhost, msg, h, out);
+        }
     }
 
     /// Put a routed message into its queues: store it once for the durable
