@@ -1,11 +1,9 @@
 //! Every system call warren makes through `libc` rather than `std`, behind
-//! safe functions, (in `arena.rs`) the refcounted chunk allocator queued
-//! messages are packed into, and (in `crc.rs`) the CPU's CRC-32C
-//! instruction: the only module where `unsafe` is allowed.
+//! safe functions, and (in `arena.rs`) the refcounted chunk allocator queued
+//! messages are packed into: the only module where `unsafe` is allowed.
 //! Each block has a SAFETY comment saying why it is sound.
 
 pub(crate) mod arena;
-pub(crate) mod crc;
 
 use std::fs::File;
 use std::io;
