@@ -10,51 +10,37 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use fancy_regex::Regex;
 use sha2::{Digest, Sha256};
 
 /// Name of the hashing algorithm in RabbitMQ definitions.
 pub const HASHING_ALGORITHM: &str = "rabbit_password_hashing_sha256";
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64 (RFC 4648 alphabet). Decoding is as lenient as
+/// RabbitMQ's: padding optional, non-zero trailing bits accepted.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let sextet = (n >> (18 - 6 * i) & 63) as usize;
-                out.push(B64.get(sextet).copied().unwrap_or(b'=') as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    B64.encode(data)
 }
 
-/// Decode standard base64 (padding optional); None on bad input.
+/// Decode standard base64 (padding optional, ASCII whitespace such as
+/// line breaks ignored); None on bad input.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            break;
-        }
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    if s.bytes().any(|c| c.is_ascii_whitespace()) {
+        let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        return B64.decode(compact).ok();
     }
-    Some(out)
+    B64.decode(s).ok()
 }
 
 fn random_salt() -> [u8; 4] {
@@ -318,6 +304,32 @@ mod tests {
             assert_eq!(base64_decode(&base64_encode(&data)).unwrap(), data);
         }
         assert_eq!(base64_encode(b"guest"), "Z3Vlc3Q=");
+    }
+
+    #[test]
+    fn base64_vectors_and_leniency() {
+        // RFC 4648 section 10.
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(raw.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), raw.as_bytes());
+        }
+        // Padding optional, line breaks ignored (as RabbitMQ's decoder).
+        assert_eq!(base64_decode("Zm9vYg").unwrap(), b"foob");
+        assert_eq!(base64_decode("Zm9v\r\nYmFy\n").unwrap(), b"foobar");
+        assert_eq!(base64_decode("Zh==").unwrap(), b"f");
+        // Not base64: characters outside the alphabet, data after padding,
+        // a length no encoder makes.
+        for bad in ["Zm9v!", "Zg==Zg==", "Z", "Zm9vY", "-_8="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]
