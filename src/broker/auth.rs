@@ -43,22 +43,21 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     B64.decode(s).ok()
 }
 
-fn random_salt() -> [u8; 4] {
-    use std::io::Read;
+/// A fresh 4-byte salt from the operating system's random source
+/// (`getrandom(2)`, or what the platform has instead). There is no fallback:
+/// a salt from the clock would be guessable.
+fn random_salt() -> Result<[u8; 4], String> {
     let mut salt = [0u8; 4];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut salt));
-    if ok.is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        salt = (t as u32 ^ (t >> 32) as u32).to_be_bytes();
-    }
-    salt
+    getrandom::fill(&mut salt).map_err(|e| {
+        format!("cannot hash the password: the system's random source failed ({e})")
+    })?;
+    Ok(salt)
 }
 
-/// Hash a password the way RabbitMQ's sha256 scheme does.
-pub fn hash_password(password: &[u8]) -> String {
-    hash_with_salt(&random_salt(), password)
+/// Hash a password the way RabbitMQ's sha256 scheme does, with a random
+/// salt. Fails (and nothing should be stored) when no random salt can be had.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    Ok(hash_with_salt(&random_salt()?, password))
 }
 
 fn hash_with_salt(salt: &[u8], password: &[u8]) -> String {
@@ -241,16 +240,19 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Add or replace a user with a plain password.
-    pub fn put_user(&mut self, name: &str, password: &str, tags: &[&str]) {
+    /// Add or replace a user with a plain password; nothing changes when
+    /// the password cannot be hashed (no random salt).
+    pub fn put_user(&mut self, name: &str, password: &str, tags: &[&str]) -> Result<(), String> {
+        let password_hash = hash_password(password.as_bytes())?;
         self.users.insert(
             name.into(),
             User {
                 name: name.into(),
-                password_hash: hash_password(password.as_bytes()),
+                password_hash,
                 tags: tags.iter().map(|t| t.to_string()).collect(),
             },
         );
+        Ok(())
     }
 
     /// Check credentials; returns the user.
@@ -340,13 +342,26 @@ mod tests {
         let h = hash_with_salt(&salt, b"guest");
         assert!(check_password(&h, b"guest"));
         assert!(!check_password(&h, b"Guest"));
-        assert!(check_password(&hash_password(b"s3cret"), b"s3cret"));
+        assert!(check_password(
+            &hash_password(b"s3cret").unwrap(),
+            b"s3cret"
+        ));
+    }
+
+    #[test]
+    fn salts_are_random() {
+        // Same password, fresh salt each time: 100 hashes, 100 salts (a
+        // collision of 4 random bytes among 100 is about 1 in a million).
+        let salts: std::collections::HashSet<Vec<u8>> = (0..100)
+            .map(|_| base64_decode(&hash_password(b"pw").unwrap()).unwrap()[..4].to_vec())
+            .collect();
+        assert_eq!(salts.len(), 100);
     }
 
     #[test]
     fn permissions_match_like_rabbitmq() {
         let mut a = Auth::default();
-        a.put_user("bob", "pw", &[]);
+        a.put_user("bob", "pw", &[]).unwrap();
         a.set_permission("bob", "/", Permission::new("^bob-.*", ".*", "").unwrap());
         assert!(a.allows("bob", "/", Access::Configure, "bob-q"));
         assert!(!a.allows("bob", "/", Access::Configure, "q"));
