@@ -334,6 +334,51 @@ fn auth_errors_and_http_behaviour() {
     s.write_all(b"\x16\x03\x01\x00\xff\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut Vec::new());
     assert_eq!(r.status, 400);
+    // A chunked body (what `requests` sends for a generator), written in
+    // pieces: decoded and served, and the connection kept for the next
+    // request; a chunk size over the body limit: 413; bad chunk syntax: 400.
+    let cred = warren::support::base64_encode(b"guest:guest");
+    let mut s = TcpStream::connect(api.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "PUT /api/queues/%2F/chunked-q HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {cred}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for piece in [
+        head.as_bytes(),
+        b"a;note=\"first\"\r\n{\"durabl",
+        b"e\"\r\n",
+        b"9\r\n:false,\"a\r\n",
+        b"11\r\nrguments\":{}}    \r\n0\r\nX-Checksum: none\r\n\r\n",
+    ] {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut buf = Vec::new();
+    let r = read_response(&mut s, &mut buf);
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    s.write_all(
+        raw_request(
+            "GET",
+            "/api/queues/%2F/chunked-q",
+            Some(("guest", "guest")),
+            None,
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = read_response(&mut s, &mut buf);
+    assert_eq!(
+        (r.status, r.json()["durable"].clone()),
+        (200, Value::Bool(false))
+    );
+    for (chunk, status) in [("1000001\r\n", 413), ("1\r\nab\r\n", 400), ("g\r\n", 400)] {
+        let mut s = TcpStream::connect(api.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("{head}{chunk}").as_bytes()).unwrap();
+        let r = read_response(&mut s, &mut Vec::new());
+        assert_eq!(r.status, status, "{chunk:?}");
+    }
     // The AMQP side still works.
     let mut raw = Raw::open(b.addr);
     raw.open_channel(1);

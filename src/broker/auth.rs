@@ -10,69 +10,54 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use fancy_regex::Regex;
 use sha2::{Digest, Sha256};
 
 /// Name of the hashing algorithm in RabbitMQ definitions.
 pub const HASHING_ALGORITHM: &str = "rabbit_password_hashing_sha256";
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64 (RFC 4648 alphabet). Decoding is as lenient as
+/// RabbitMQ's: padding optional, non-zero trailing bits accepted.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let sextet = (n >> (18 - 6 * i) & 63) as usize;
-                out.push(B64.get(sextet).copied().unwrap_or(b'=') as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    B64.encode(data)
 }
 
-/// Decode standard base64 (padding optional); None on bad input.
+/// Decode standard base64 (padding optional, ASCII whitespace such as
+/// line breaks ignored); None on bad input.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            break;
-        }
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    if s.bytes().any(|c| c.is_ascii_whitespace()) {
+        let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        return B64.decode(compact).ok();
     }
-    Some(out)
+    B64.decode(s).ok()
 }
 
-fn random_salt() -> [u8; 4] {
-    use std::io::Read;
+/// A fresh 4-byte salt from the operating system's random source
+/// (`getrandom(2)`, or what the platform has instead). There is no fallback:
+/// a salt from the clock would be guessable.
+fn random_salt() -> Result<[u8; 4], String> {
     let mut salt = [0u8; 4];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut salt));
-    if ok.is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        salt = (t as u32 ^ (t >> 32) as u32).to_be_bytes();
-    }
-    salt
+    getrandom::fill(&mut salt).map_err(|e| {
+        format!("cannot hash the password: the system's random source failed ({e})")
+    })?;
+    Ok(salt)
 }
 
-/// Hash a password the way RabbitMQ's sha256 scheme does.
-pub fn hash_password(password: &[u8]) -> String {
-    hash_with_salt(&random_salt(), password)
+/// Hash a password the way RabbitMQ's sha256 scheme does, with a random
+/// salt. Fails (and nothing should be stored) when no random salt can be had.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    Ok(hash_with_salt(&random_salt()?, password))
 }
 
 fn hash_with_salt(salt: &[u8], password: &[u8]) -> String {
@@ -255,16 +240,19 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Add or replace a user with a plain password.
-    pub fn put_user(&mut self, name: &str, password: &str, tags: &[&str]) {
+    /// Add or replace a user with a plain password; nothing changes when
+    /// the password cannot be hashed (no random salt).
+    pub fn put_user(&mut self, name: &str, password: &str, tags: &[&str]) -> Result<(), String> {
+        let password_hash = hash_password(password.as_bytes())?;
         self.users.insert(
             name.into(),
             User {
                 name: name.into(),
-                password_hash: hash_password(password.as_bytes()),
+                password_hash,
                 tags: tags.iter().map(|t| t.to_string()).collect(),
             },
         );
+        Ok(())
     }
 
     /// Check credentials; returns the user.
@@ -321,6 +309,32 @@ mod tests {
     }
 
     #[test]
+    fn base64_vectors_and_leniency() {
+        // RFC 4648 section 10.
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(raw.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), raw.as_bytes());
+        }
+        // Padding optional, line breaks ignored (as RabbitMQ's decoder).
+        assert_eq!(base64_decode("Zm9vYg").unwrap(), b"foob");
+        assert_eq!(base64_decode("Zm9v\r\nYmFy\n").unwrap(), b"foobar");
+        assert_eq!(base64_decode("Zh==").unwrap(), b"f");
+        // Not base64: characters outside the alphabet, data after padding,
+        // a length no encoder makes.
+        for bad in ["Zm9v!", "Zg==Zg==", "Z", "Zm9vY", "-_8="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn rabbitmq_hash_is_accepted() {
         // The hash RabbitMQ 3.x writes for guest/guest with salt 0x908d'c60a
         // (computed independently: base64(salt ++ sha256(salt ++ "guest"))).
@@ -328,13 +342,26 @@ mod tests {
         let h = hash_with_salt(&salt, b"guest");
         assert!(check_password(&h, b"guest"));
         assert!(!check_password(&h, b"Guest"));
-        assert!(check_password(&hash_password(b"s3cret"), b"s3cret"));
+        assert!(check_password(
+            &hash_password(b"s3cret").unwrap(),
+            b"s3cret"
+        ));
+    }
+
+    #[test]
+    fn salts_are_random() {
+        // Same password, fresh salt each time: 100 hashes, 100 salts (a
+        // collision of 4 random bytes among 100 is about 1 in a million).
+        let salts: std::collections::HashSet<Vec<u8>> = (0..100)
+            .map(|_| base64_decode(&hash_password(b"pw").unwrap()).unwrap()[..4].to_vec())
+            .collect();
+        assert_eq!(salts.len(), 100);
     }
 
     #[test]
     fn permissions_match_like_rabbitmq() {
         let mut a = Auth::default();
-        a.put_user("bob", "pw", &[]);
+        a.put_user("bob", "pw", &[]).unwrap();
         a.set_permission("bob", "/", Permission::new("^bob-.*", ".*", "").unwrap());
         assert!(a.allows("bob", "/", Access::Configure, "bob-q"));
         assert!(!a.allows("bob", "/", Access::Configure, "q"));

@@ -60,17 +60,18 @@ impl Engine {
     }
 
     /// Create or update a user. `password_hash` wins over `password` when both
-    /// are given (definitions import); neither keeps an existing hash.
+    /// are given (definitions import); neither keeps an existing hash. Fails,
+    /// changing nothing, when a password cannot be hashed (no random salt).
     pub fn put_user(
         &mut self,
         name: &str,
         password: Option<&str>,
         password_hash: Option<&str>,
         tags: Vec<String>,
-    ) {
+    ) -> Result<(), String> {
         let hash = match (password_hash, password) {
             (Some(h), _) => h.to_string(),
-            (None, Some(p)) => hash_password(p.as_bytes()),
+            (None, Some(p)) => hash_password(p.as_bytes())?,
             (None, None) => self
                 .broker
                 .auth
@@ -88,6 +89,7 @@ impl Engine {
             },
         );
         self.broker.def_changes.push(DefChange::Auth);
+        Ok(())
     }
 
     /// Delete a user and its permissions (the front doors close its

@@ -210,9 +210,12 @@ impl Engine {
             .iter()
             .map(String::as_str)
             .collect();
-        broker
+        if let Err(e) = broker
             .auth
-            .put_user(&config.default_user, &config.default_pass, &tags);
+            .put_user(&config.default_user, &config.default_pass, &tags)
+        {
+            log::error!("default user '{}' not created: {e}", config.default_user);
+        }
         let [c, w, r] = &config.default_permissions;
         match crate::broker::auth::Permission::new(c, w, r) {
             Ok(p) => broker

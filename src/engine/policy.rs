@@ -490,7 +490,7 @@ mod tests {
             let mut e = Engine::open(cfg.clone()).unwrap();
             let now = std::time::Instant::now();
             e.add_vhost("gone");
-            e.put_user("bob", Some("pw"), None, Vec::new());
+            e.put_user("bob", Some("pw"), None, Vec::new()).unwrap();
             e.set_policy(PolicyKind::User, spec("/", "p", json!({"max-length": 1})))
                 .unwrap();
             e.set_policy(PolicyKind::User, spec("/", "p", json!({"max-length": 2})))

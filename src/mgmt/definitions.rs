@@ -349,7 +349,7 @@ pub fn put_user(engine: &mut Engine, name: &str, body: &Value) -> Result<bool, S
     if hash.is_none() && password.is_none() && !exists {
         return Err("key_missing: password or password_hash".into());
     }
-    engine.put_user(name, password, hash, tags);
+    engine.put_user(name, password, hash, tags)?;
     Ok(!exists)
 }
 

@@ -5,6 +5,7 @@
 //! list query options (`columns`, `sort`, `page`, `name` filters).
 
 use bytes::Bytes;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
 use crate::codec::{BasicProperties, FieldTable, FieldValue};
@@ -226,41 +227,27 @@ pub fn json_to_properties(v: &Value) -> Result<BasicProperties, String> {
 }
 
 /// Percent-decode a path segment or query component (`+` is kept as is in
-/// paths; query strings pass `plus_is_space`).
+/// paths; query strings pass `plus_is_space`). A `%` not followed by two
+/// hex digits stays as it is; bytes that are not UTF-8 become U+FFFD.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let hex = |j: usize| b.get(j).and_then(|h| (*h as char).to_digit(16));
-        match c {
-            b'%' => match (hex(i + 1), hex(i + 2)) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(c),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            _ => out.push(c),
-        }
-        i += 1;
+    if plus_is_space && s.contains('+') {
+        // Literal `+` only: an encoded one (`%2B`) stays a plus.
+        let spaced = s.replace('+', " ");
+        return percent_decode_str(&spaced).decode_utf8_lossy().into_owned();
     }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
+
+/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Percent-encode for a `Location` header or a properties key.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, RESERVED).to_string()
 }
 
 /// Query string parameters, decoded.
@@ -485,6 +472,15 @@ mod tests {
         assert_eq!(percent_decode("a+b", true), "a b");
         assert_eq!(percent_decode("bad%zz%", false), "bad%zz%");
         assert_eq!(percent_encode("a/b c"), "a%2Fb%20c");
+        assert_eq!(percent_encode("AZaz09-_.~"), "AZaz09-_.~");
+        assert_eq!(percent_encode("%+é?#"), "%25%2B%C3%A9%3F%23");
+        assert_eq!(percent_decode("%C3%A9%2b%2B", true), "é++");
+        assert_eq!(percent_decode("a%2Bb+c", true), "a+b c");
+        assert_eq!(percent_decode("%ff", false), "\u{FFFD}");
+        assert_eq!(percent_decode("%2", false), "%2");
+        for s in ["/", "a b/c?d#e%f+g", "ünï", "%%41"] {
+            assert_eq!(percent_decode(&percent_encode(s), false), s);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The management HTTP API and Prometheus metrics, sans-IO like the core:
 //! the server reads socket bytes into an [`HttpConn`], which parses requests
-//! (httparse; `Content-Length` bodies; keep-alive and pipelining; limits on
-//! header and body size), hands each to [`api::handle`] with `&mut Core`,
+//! (httparse; `Content-Length` and chunked bodies; keep-alive and
+//! pipelining; limits on header and body size), hands each to [`api::handle`] with `&mut Core`,
 //! and queues the response for the server to write. Served from the broker's
 //! one poll loop, so every request sees (and changes) the broker between
 //! two AMQP frames, with no locks.
@@ -24,6 +24,12 @@ pub use stats::Mgmt;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest request body: 413 beyond it.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// Most bytes of chunked framing (size lines, extensions, line ends) one
+/// body may carry on top of its data: 413 beyond it.
+const MAX_CHUNK_OVERHEAD: usize = 1 << 20;
+/// Largest input one request may need buffered: its head, its body with
+/// chunked framing, and trailers.
+const MAX_INPUT: usize = 2 * MAX_HEADER_BYTES + MAX_BODY_BYTES + MAX_CHUNK_OVERHEAD;
 /// Pending output above which no further (pipelined) request is handled and
 /// the socket is not read until the peer has taken some.
 pub const MAX_OUTPUT: usize = 4 << 20;
@@ -168,9 +174,115 @@ struct Head {
     reason: Option<String>,
     scripted: bool,
     head_len: usize,
-    body_len: usize,
+    body: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
+}
+
+/// How a request's body is delimited.
+#[derive(Clone, Copy)]
+enum BodyFraming {
+    /// `Content-Length` bytes (0 without the header).
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// The outcome of decoding a chunked body.
+#[derive(Debug, PartialEq)]
+enum Chunked {
+    /// Not all of it yet.
+    Partial,
+    /// Complete: the data's ranges in the input, and the encoded length
+    /// (chunks, last chunk and trailers).
+    Done {
+        ranges: Vec<(usize, usize)>,
+        used: usize,
+    },
+    /// Malformed or over a limit: answer with this status and close.
+    Fail(u16, &'static str),
+}
+
+/// The next line (without its CRLF) of `buf` from `from`, and where the
+/// line after it starts; None if no CRLF yet. A bare LF is not a line end.
+fn line_at(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(from..)?;
+    let i = rest.windows(2).position(|w| w == b"\r\n")?;
+    Some((rest.get(..i)?, from + i + 2))
+}
+
+/// Decode a chunked body at the start of `buf` (RFC 9112 section 7.1):
+/// chunk extensions and trailer fields are read past and ignored. Only the
+/// positions are worked out (nothing copied), so calling it again as more
+/// input comes costs a walk over the size lines, not the data.
+fn decode_chunked(buf: &[u8]) -> Chunked {
+    // A size line longer than this is not one a client sends.
+    const MAX_LINE: usize = 4096;
+    let mut ranges = Vec::new();
+    let mut data = 0usize;
+    let mut pos = 0usize;
+    loop {
+        let Some((line, next)) = line_at(buf, pos) else {
+            if buf.len().saturating_sub(pos) > MAX_LINE {
+                return Chunked::Fail(400, "bad chunk size line");
+            }
+            return Chunked::Partial;
+        };
+        if line.len() > MAX_LINE {
+            return Chunked::Fail(400, "bad chunk size line");
+        }
+        // `size [; ext]`, whitespace tolerated before the extensions.
+        let digits = line
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii_end();
+        if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Chunked::Fail(400, "bad chunk size");
+        }
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| usize::from_str_radix(d, 16).ok());
+        let Some(size) = size else {
+            return Chunked::Fail(400, "bad chunk size");
+        };
+        pos = next;
+        if size == 0 {
+            // Trailer fields, up to an empty line.
+            let trailers_from = pos;
+            loop {
+                match line_at(buf, pos) {
+                    Some(([], n)) => {
+                        return Chunked::Done { ranges, used: n };
+                    }
+                    Some((_, n)) => pos = n,
+                    None => {
+                        if buf.len().saturating_sub(trailers_from) > MAX_HEADER_BYTES {
+                            return Chunked::Fail(431, "request trailers too large");
+                        }
+                        return Chunked::Partial;
+                    }
+                }
+                if pos - trailers_from > MAX_HEADER_BYTES {
+                    return Chunked::Fail(431, "request trailers too large");
+                }
+            }
+        }
+        // Framing so far: everything read but the data of earlier chunks.
+        let overhead = pos.saturating_sub(data);
+        data = data.saturating_add(size);
+        if data > MAX_BODY_BYTES || overhead > MAX_CHUNK_OVERHEAD {
+            return Chunked::Fail(413, "request body too large");
+        }
+        let end = pos + size;
+        match buf.get(end..end + 2) {
+            None => return Chunked::Partial,
+            Some(b"\r\n") => {}
+            Some(_) => return Chunked::Fail(400, "chunk data not followed by CRLF"),
+        }
+        ranges.push((pos, end));
+        pos = end + 2;
+    }
 }
 
 /// The outcome of parsing the input buffer's head.
@@ -202,6 +314,7 @@ fn parse_head(buf: &[u8]) -> Parsed {
     }
     let version = req.version.unwrap_or(1);
     let mut body_len: Option<usize> = None;
+    let mut chunked = false;
     let mut conn_close = false;
     let mut conn_keep = false;
     let mut auth = None;
@@ -220,7 +333,23 @@ fn parse_head(buf: &[u8]) -> Parsed {
                 _ => return Parsed::Fail(400, "bad content-length"),
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Fail(411, "chunked bodies are not supported; send content-length");
+            // Only `chunked`, once, as the last (here: only) coding.
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            let codings: Vec<&str> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            match codings.as_slice() {
+                ["chunked"] if !chunked => chunked = true,
+                [others @ .., "chunked"] if !chunked && !others.contains(&"chunked") => {
+                    return Parsed::Fail(
+                        501,
+                        "transfer codings other than chunked are not supported",
+                    )
+                }
+                _ => return Parsed::Fail(400, "bad transfer-encoding"),
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
             conn_close |= v.contains("close");
@@ -235,9 +364,17 @@ fn parse_head(buf: &[u8]) -> Parsed {
             expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
         }
     }
-    let body_len = body_len.unwrap_or(0);
-    if body_len > MAX_BODY_BYTES {
-        return Parsed::Fail(413, "request body too large");
+    let body = match (chunked, body_len) {
+        // Both would let a proxy and this server disagree on where the
+        // request ends (RFC 9112 section 6.3): refuse.
+        (true, Some(_)) => return Parsed::Fail(400, "both transfer-encoding and content-length"),
+        (true, None) => BodyFraming::Chunked,
+        (false, n) => BodyFraming::Length(n.unwrap_or(0)),
+    };
+    if let BodyFraming::Length(n) = body {
+        if n > MAX_BODY_BYTES {
+            return Parsed::Fail(413, "request body too large");
+        }
     }
     Parsed::Head(Head {
         method: req.method.unwrap_or("GET").to_string(),
@@ -246,7 +383,7 @@ fn parse_head(buf: &[u8]) -> Parsed {
         reason,
         scripted,
         head_len,
-        body_len,
+        body,
         keep_alive: if version == 0 { conn_keep } else { !conn_close },
         expect_continue,
     })
@@ -289,9 +426,7 @@ impl HttpConn {
 
     /// Should the server read more input now?
     pub fn wants_read(&self) -> bool {
-        !self.closing
-            && self.pending_output() < MAX_OUTPUT
-            && self.inbuf.len() < MAX_HEADER_BYTES + MAX_BODY_BYTES
+        !self.closing && self.pending_output() < MAX_OUTPUT && self.inbuf.len() < MAX_INPUT
     }
 
     /// Bytes waiting to be written.
@@ -335,6 +470,15 @@ impl HttpConn {
         self.closing = true;
     }
 
+    /// The body is not all there yet: ask for it if the client waits to be
+    /// asked (`Expect: 100-continue`).
+    fn await_body(&mut self, expect_continue: bool) {
+        if expect_continue && !self.continue_sent {
+            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.continue_sent = true;
+        }
+    }
+
     /// Handle every complete request in the input buffer.
     pub fn process(&mut self, core: &mut Core, mgmt: &mut Mgmt, now: Instant) {
         self.last_active = now;
@@ -344,21 +488,32 @@ impl HttpConn {
                 Parsed::Fail(status, reason) => return self.fail(status, reason),
                 Parsed::Head(h) => h,
             };
-            let total = head.head_len + head.body_len;
-            if self.inbuf.len() < total {
-                if head.expect_continue && !self.continue_sent {
-                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    self.continue_sent = true;
+            let (body, total) = match head.body {
+                BodyFraming::Length(n) => {
+                    let total = head.head_len + n;
+                    if self.inbuf.len() < total {
+                        return self.await_body(head.expect_continue);
+                    }
+                    let body = self.inbuf.get(head.head_len..total).map(<[u8]>::to_vec);
+                    (body.unwrap_or_default(), total)
                 }
-                return;
-            }
+                BodyFraming::Chunked => {
+                    let encoded = self.inbuf.get(head.head_len..).unwrap_or_default();
+                    match decode_chunked(encoded) {
+                        Chunked::Partial => return self.await_body(head.expect_continue),
+                        Chunked::Fail(status, reason) => return self.fail(status, reason),
+                        Chunked::Done { ranges, used } => {
+                            let mut body = Vec::new();
+                            for (from, to) in ranges {
+                                body.extend_from_slice(encoded.get(from..to).unwrap_or_default());
+                            }
+                            (body, head.head_len + used)
+                        }
+                    }
+                }
+            };
             self.continue_sent = false;
-            let body = self
-                .inbuf
-                .get(head.head_len..total)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            self.inbuf.drain(..total);
+            self.inbuf.drain(..total.min(self.inbuf.len()));
             let (path, query) = head
                 .target
                 .split_once('?')
@@ -489,6 +644,106 @@ mod tests {
         h.inbuf.extend_from_slice(b"\x16\x03\x01garbage\r\n\r\n");
         h.process(&mut core, &mut mgmt, Instant::now());
         assert!(out(&mut h).starts_with("HTTP/1.1 400"));
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        // Two chunks (one with an extension), a trailer; then a second,
+        // pipelined request on the same connection, fed a byte at a time.
+        let (mut core, mut mgmt, mut h) = setup();
+        let req = "PUT /api/queues/%2F/{q} HTTP/1.1\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+                   Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n\
+                   a;name=value\r\n{\"durable\"\r\n7 \r\n:false}\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let two = format!("{}{}", req.replace("{q}", "c1"), req.replace("{q}", "c2"));
+        for b in two.as_bytes() {
+            h.inbuf.push(*b);
+            h.process(&mut core, &mut mgmt, Instant::now());
+        }
+        let s = out(&mut h);
+        assert_eq!(s.matches("HTTP/1.1 201 Created").count(), 2, "{s}");
+        assert_eq!(s.matches("100 Continue").count(), 2, "{s}");
+        assert!(h.inbuf.is_empty() && !h.is_done());
+        let vhost = core.engine.broker.vhost(b"/").unwrap();
+        assert!(vhost.queues.contains_key(&b"c1"[..]) && vhost.queues.contains_key(&b"c2"[..]));
+
+        // The decoder on its own.
+        let done = |ranges: Vec<(usize, usize)>, used| Chunked::Done { ranges, used };
+        assert_eq!(decode_chunked(b"0\r\n\r\n"), done(vec![], 5));
+        assert_eq!(
+            decode_chunked(b"3\r\nabc\r\n0\r\n\r\nGET"),
+            done(vec![(3, 6)], 13)
+        );
+        assert_eq!(
+            decode_chunked(b"A\r\n0123456789\r\n0;x\r\nT: v\r\n\r\n"),
+            done(vec![(3, 13)], 28)
+        );
+        for partial in [
+            &b""[..],
+            b"3",
+            b"3\r\nab",
+            b"3\r\nabc\r",
+            b"3\r\nabc\r\n0\r\n",
+            b"0\r\nT: v\r\n",
+        ] {
+            assert_eq!(decode_chunked(partial), Chunked::Partial, "{partial:?}");
+        }
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"-1\r\n",
+            b"+3\r\nabc\r\n",
+            b"3\r\nabcd\r\n",
+            b"123456789\r\n",
+        ] {
+            assert!(
+                matches!(decode_chunked(bad), Chunked::Fail(400, _)),
+                "{bad:?}"
+            );
+        }
+        let mut long = b"1;".to_vec();
+        long.extend(std::iter::repeat_n(b'e', 5000));
+        assert!(matches!(decode_chunked(&long), Chunked::Fail(400, _)));
+
+        // Over the body limit: 413 as soon as a size line says so, before
+        // the data comes; bad syntax: 400; both framings: 400.
+        for (body, status) in [
+            (format!("{:x}\r\n", MAX_BODY_BYTES + 1), "413"),
+            (format!("{:x}\r\n", MAX_BODY_BYTES), "HTTP/1.1 100"),
+            ("zz\r\n".to_string(), "400"),
+        ] {
+            let (mut core, mut mgmt, mut h) = setup();
+            let r = format!(
+                "POST /api/definitions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\
+                 Expect: 100-continue\r\n\r\n{body}"
+            );
+            h.inbuf.extend_from_slice(r.as_bytes());
+            h.process(&mut core, &mut mgmt, Instant::now());
+            let s = out(&mut h);
+            assert!(
+                s.starts_with(&format!("HTTP/1.1 {status}")) || s.starts_with(status),
+                "{s}"
+            );
+        }
+        for head in [
+            "Transfer-Encoding: chunked\r\nContent-Length: 3",
+            "Transfer-Encoding: chunked, chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: identity",
+        ] {
+            let (mut core, mut mgmt, mut h) = setup();
+            h.inbuf.extend_from_slice(
+                format!("POST /api/definitions HTTP/1.1\r\n{head}\r\n\r\n").as_bytes(),
+            );
+            h.process(&mut core, &mut mgmt, Instant::now());
+            assert!(out(&mut h).starts_with("HTTP/1.1 400"), "{head}");
+            assert!(h.is_done());
+        }
+        let (mut core, mut mgmt, mut h) = setup();
+        h.inbuf.extend_from_slice(
+            b"POST /api/definitions HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        );
+        h.process(&mut core, &mut mgmt, Instant::now());
+        assert!(out(&mut h).starts_with("HTTP/1.1 501"));
     }
 
     #[test]

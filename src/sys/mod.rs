@@ -1,36 +1,37 @@
-//! Every system call warren makes through `libc` rather than `std`, behind
-//! safe functions, (in `arena.rs`) the refcounted chunk allocator queued
-//! messages are packed into, and (in `crc.rs`) the CPU's CRC-32C
-//! instruction: the only module where `unsafe` is allowed.
-//! Each block has a SAFETY comment saying why it is sound.
+//! The system calls warren makes beyond `std`, behind plain functions:
+//! through `rustix` (safe bindings: `read` into spare capacity, `fallocate`,
+//! `statvfs`, `uname` for the host name, `getrlimit`, the page size,
+//! `syncfs`), and through raw `libc` only `malloc_trim`, glibc's allocator
+//! call that `rustix` has no binding for. Also (in `arena.rs`) the
+//! refcounted chunk allocator queued messages are packed into. The only
+//! module where `unsafe` is allowed; each block has a SAFETY comment
+//! saying why it is sound.
 
 pub(crate) mod arena;
-pub(crate) mod crc;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::Path;
+
+use rustix::fs::{self, FallocateFlags};
 
 /// Read at most `max` bytes from `fd` straight into `buf`'s spare capacity
 /// (no zero-filling, no copy through a scratch buffer). Retries on EINTR.
-pub fn read_into(fd: &impl AsRawFd, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+pub fn read_into(fd: &impl AsFd, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
+    let spare = spare.get_mut(..len).unwrap_or_default();
     let n = loop {
-        // SAFETY: `spare` is writable memory of at least `len` bytes owned
-        // by `buf`; read(2) writes at most `len` bytes into it.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-        if n >= 0 {
-            break (n as usize).min(len);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::io::read(fd, &mut *spare) {
+            Ok((filled, _)) => break filled.len(),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     };
-    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
+    // SAFETY: read(2) initialised the first `n` (at most `len`) bytes of
+    // the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
@@ -46,13 +47,7 @@ pub fn trim_heap() {
 
 /// Reserve `len` bytes of `file` from offset 0 without changing its size.
 pub fn fallocate_keep_size(file: &File, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len as i64) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(fs::fallocate(file, FallocateFlags::KEEP_SIZE, 0, len)?)
 }
 
 /// Give back the space of `file` from `from` to `to`, keeping its size.
@@ -61,67 +56,86 @@ pub fn punch_hole(file: &File, from: u64, to: u64) {
     if to <= from {
         return;
     }
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
-    unsafe {
-        libc::fallocate(file.as_raw_fd(), mode, from as i64, (to - from) as i64);
-    }
+    let mode = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    let _ = fs::fallocate(file, mode, from, to - from);
 }
 
 /// Free bytes (for unprivileged users) on the file system holding `path`.
 pub fn free_disk(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// The host's name (up to 255 bytes), if it can be had.
+/// The host's name (`uname`'s node name, what gethostname(2) returns).
 pub fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // (or truncates) within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(buf.get(..end).unwrap_or(&[])).into_owned())
+    let uts = rustix::system::uname();
+    let name = uts.nodename().to_string_lossy();
+    (!name.is_empty()).then(|| name.into_owned())
 }
 
 /// The memory page size in bytes.
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    page.max(1) as u64
+    rustix::param::page_size().max(1) as u64
 }
 
-/// The process's soft limit of open file descriptors.
+/// The process's soft limit of open file descriptors (`u64::MAX` when
+/// unlimited).
 pub fn nofile_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid out pointer.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    (rc == 0).then_some(r.rlim_cur)
+    let r = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    Some(r.current.unwrap_or(u64::MAX))
 }
 
 /// Write back every dirty page and inode of the file system holding `file`,
 /// and wait (syncfs(2)): one call for many new files, instead of one
 /// fdatasync each.
 pub fn syncfs(file: &File) -> io::Result<()> {
-    // SAFETY: syncfs(2) on a file descriptor we own; no memory is passed.
-    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    Ok(fs::syncfs(file)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn host_limits_and_disk() {
+        let name = super::hostname().unwrap();
+        assert!(!name.is_empty() && !name.contains('\0'));
+        assert!(super::nofile_limit().unwrap() >= 16);
+        let page = super::page_size();
+        assert!(page >= 4096 && page.is_power_of_two());
+        let dir = std::env::temp_dir();
+        assert!(super::free_disk(&dir).unwrap() > 0);
+        assert!(super::free_disk(std::path::Path::new("/no/such/dir")).is_err());
+    }
+
+    #[test]
+    fn files_reads_and_space() {
+        let dir = std::env::temp_dir().join(format!("warren-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&[7u8; 10_000]).unwrap();
+        // Reserving keeps the size; punching keeps it too.
+        if super::fallocate_keep_size(&f, 1 << 20).is_ok() {
+            assert_eq!(f.metadata().unwrap().len(), 10_000);
+        }
+        super::punch_hole(&f, 4096, 8192);
+        assert_eq!(f.metadata().unwrap().len(), 10_000);
+        super::syncfs(&f).unwrap();
+        drop(f);
+        let f = std::fs::File::open(&path).unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let mut total = 0;
+        loop {
+            let n = super::read_into(&f, &mut buf, 3000).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= 3000);
+            total += n;
+        }
+        assert_eq!((total, buf.len()), (10_000, 10_000));
+        assert!(buf[..4096].iter().all(|&b| b == 7));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -154,6 +154,22 @@ def test_metrics_without_auth(api):
         assert f"\n{name} " in text or text.startswith(f"{name} ") or f"{name}{{" in text, name
 
 
+def test_chunked_request_body(api, names):
+    # requests sends a generator body with Transfer-Encoding: chunked (no
+    # Content-Length): one chunk per item.
+    qn = names("q")
+
+    def body():
+        yield b'{"durable": false, '
+        yield b'"arguments": {"x-max-length": 7}}'
+
+    r = api.s.put(BASE + f"/api/queues/%2F/{q(qn)}", data=body(),
+                  headers={"content-type": "application/json"}, timeout=20)
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert r.status_code == 201, r.text
+    assert api.ok(f"/api/queues/%2F/{q(qn)}")["arguments"] == {"x-max-length": 7}
+
+
 def test_keep_alive_on_one_socket():
     s = requests.Session()
     s.auth = ("guest", "guest")
