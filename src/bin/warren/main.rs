@@ -15,6 +15,12 @@ mod ctl;
 
 use warren::{Config, Server};
 
+/// The git revision this binary was built from (`git rev-parse
+/// --short=12 HEAD`, `-dirty` when tracked files differed from it), or
+/// `$WARREN_GIT_REV` at build time where there is no `.git` (a source
+/// tarball, a Docker build), else `unknown`: see `build.rs` beside this file.
+const GIT_REV: &str = env!("WARREN_GIT_REV");
+
 /// After the options in `--help`: the management API and the metrics.
 const MORE_HELP: &str = "\
 Management HTTP API (default 127.0.0.1:15672; --management-listen, --no-management,
@@ -210,7 +216,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if m.opt_present("version") {
-        println!("warren {}", env!("CARGO_PKG_VERSION"));
+        println!("warren {} ({GIT_REV})", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let mut config = Config::default();
@@ -372,7 +378,7 @@ fn main() -> ExitCode {
     }
     let limits = (config.max_memory, config.min_free_disk);
     let data_dir = config.data_dir.clone();
-    let server = match Server::bind(config) {
+    let mut server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
             if settings.log_file.is_some() {
@@ -386,6 +392,13 @@ fn main() -> ExitCode {
         "{}",
         banner(&server, data_dir.as_deref(), config_file.as_deref(), limits)
     );
+    // Under systemd (`Type=notify`): READY=1 once the loop runs, STOPPING=1
+    // when a signal stops it.
+    match server.notify_service_manager() {
+        Ok(true) => log::debug!("notifying the service manager (NOTIFY_SOCKET)"),
+        Ok(false) => {}
+        Err(e) => log::warn!("cannot notify the service manager: {e}"),
+    }
     let handle = server.handle();
     match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -438,7 +451,7 @@ fn banner(
         }
     };
     format!(
-        "warren {} started: AMQP {}, AMQPS {}, MQTT {}, MQTTS {}, MQTT over WebSocket {}, \
+        "warren {} ({GIT_REV}) started: AMQP {}, AMQPS {}, MQTT {}, MQTTS {}, MQTT over WebSocket {}, \
          management {}, prometheus {}, data dir {}, \
          config {}, memory limit {max_memory} bytes, disk free limit {min_free_disk} bytes",
         env!("CARGO_PKG_VERSION"),
