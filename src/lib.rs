@@ -11,9 +11,10 @@
 
 // The public surface: the server and its configuration, the codec, the
 // MQTT codec, the WebSocket layer, the file-based configuration and
-// logging the `warren` binary uses, and the few helpers the binaries share
+// logging the `warren` binary uses, the binaries' option table (`cli`), and the few helpers the binaries share
 // (`support`). Everything else is the
 // crate's own (the test harness re-exports what the tests look at).
+pub mod cli;
 pub mod codec;
 pub mod config_file;
 pub mod logging;

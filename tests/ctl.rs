@@ -933,3 +933,96 @@ fn ctl_policies_and_limits_survive_a_restart() {
     );
     assert_eq!(ok(p, &["-q", "--no-table-headers", "list_user_limits"]), "");
 }
+
+/// `await_startup` returns once the broker binary answers; `stop` stops it
+/// gracefully (the process exits 0, its durable queue and messages are
+/// there after a restart); `stop` refuses a non-administrator (77); and
+/// `await_startup` against nothing times out with 75 (EX_TEMPFAIL).
+#[test]
+fn ctl_await_startup_and_stop_a_broker_binary() {
+    let dir = common::temp_dir("ctl-stop");
+    let (amqp, http) = (free_port(), free_port());
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["--listen", &format!("127.0.0.1:{amqp}")])
+            .args(["--management-listen", &format!("127.0.0.1:{http}")])
+            .arg("--no-prometheus")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start warren")
+    };
+    let mut broker = Proc(start());
+    let o = ctl_at(http, &["--timeout", "20", "await_startup"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("is running"), "{}", o.stderr);
+    let addr: SocketAddr = format!("127.0.0.1:{amqp}").parse().unwrap();
+    let mut r = Raw::tcp(addr);
+    r.handshake("guest", "guest", "/").expect("log in");
+    r.open_channel(1);
+    declare(&mut r, "kept", FieldTable::new());
+    for _ in 0..3 {
+        r.publish(
+            1,
+            "",
+            "kept",
+            false,
+            b"m",
+            BasicProperties {
+                delivery_mode: Some(2),
+                ..BasicProperties::default()
+            },
+        );
+    }
+    declare(&mut r, "sync-point", FieldTable::new());
+    // Only administrators may stop it.
+    ok(http, &["-q", "add_user", "mon", "pw"]);
+    ok(http, &["-q", "set_user_tags", "mon", "monitoring"]);
+    let o = ctl_at(http, &["-u", "mon", "-w", "pw", "stop"]);
+    assert_eq!(o.code, 77, "{}{}", o.stdout, o.stderr);
+    let t = Instant::now();
+    let o = ctl_at(http, &["--timeout", "20", "stop"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("Stopping and halting node warren@"),
+        "{}",
+        o.stderr
+    );
+    // Gone when stop returns: the process exits 0, as after SIGTERM.
+    let status = loop {
+        if let Some(s) = broker.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "warren still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_ne!(ctl_at(http, &["-q", "status"]).code, 0);
+    // The client was closed with 320 CONNECTION_FORCED and the data kept.
+    drop(r);
+    let _ports = ports();
+    broker = Proc(start());
+    drop(_ports);
+    assert_eq!(ctl_at(http, &["-q", "-t", "20", "await_startup"]).code, 0);
+    assert!(
+        ok(http, &["-q", "list_queues"]).contains("\nkept\t3\n"),
+        "the queue and its messages were kept"
+    );
+    assert_eq!(ok(http, &["-q", "stop"]), "");
+    assert_eq!(broker.0.wait().unwrap().code(), Some(0));
+    // Nothing there: a timeout, 75.
+    let nothing = free_port();
+    let t = Instant::now();
+    let o = ctl_at(nothing, &["--timeout", "1", "await_startup"]);
+    assert_eq!(o.code, 75, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("did not start within 1 seconds"),
+        "{}",
+        o.stderr
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // And stop, with nothing to stop: unreachable, 69.
+    assert_eq!(ctl_at(nothing, &["stop"]).code, 69);
+}

@@ -121,6 +121,9 @@ pub struct Mgmt {
     /// descriptors, ...), set by the server while it lasts: the health
     /// checks fail with it.
     pub accept_error: Option<String>,
+    /// `POST /api/shutdown` asked the broker to stop (the server loop then
+    /// stops as on SIGTERM).
+    pub shutdown_requested: bool,
     /// The Prometheus metrics listener's address.
     pub prometheus_addr: Option<SocketAddr>,
     /// Global samples, oldest first, spanning a little over the rate window.
@@ -159,6 +162,7 @@ impl Mgmt {
             https_addr: None,
             tls: crate::tls::Certificates::default(),
             accept_error: None,
+            shutdown_requested: false,
             prometheus_addr: None,
             global: VecDeque::new(),
             queues_old: HashMap::new(),

@@ -676,6 +676,14 @@ impl Server {
                 }
             }
             self.serve_http(&mut scratch, now);
+            if std::mem::take(&mut self.http.mgmt.shutdown_requested) {
+                // `POST /api/shutdown`, answered above: the next turn stops
+                // as on SIGTERM.
+                self.stop.store(true, Ordering::SeqCst);
+                if let Err(e) = self.waker.wake() {
+                    error!("could not wake the broker loop: {e}");
+                }
+            }
             self.links_turn(&mut scratch, now);
             if now >= next_tick || self.core.wake_hint().is_some_and(|h| now >= h) {
                 self.core.tick(now);

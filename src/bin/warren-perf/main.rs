@@ -15,6 +15,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use warren::cli;
+
 mod client;
 mod cpu;
 mod declare;
@@ -62,28 +64,6 @@ needed (no system trust store). --tls-cert/--tls-key (?certfile=,
 --tls-listen 127.0.0.1:PORT to the broker's command line (give it
 --tls-cert and --tls-key there) and holds its connections over TLS.";
 
-/// The `--tls-*` options of the modes that connect to a broker.
-fn tls_options(o: &mut getopts::Options) {
-    o.optopt(
-        "",
-        "tls-ca",
-        "amqps: CA certificates (PEM) to verify the broker with (as ?cacertfile=)",
-        "FILE",
-    );
-    o.optopt(
-        "",
-        "tls-cert",
-        "amqps: client certificate chain (PEM) to present (as ?certfile=)",
-        "FILE",
-    );
-    o.optopt(
-        "",
-        "tls-key",
-        "amqps: the client certificate's private key (PEM, unencrypted; as ?keyfile=)",
-        "FILE",
-    );
-}
-
 /// Apply the `--tls-*` options (they win over the URI's query) and build
 /// the TLS configuration once; refused for an `amqp://` URI.
 fn apply_tls(m: &getopts::Matches, uri: &mut uri::Uri) -> Result<(), String> {
@@ -114,102 +94,7 @@ fn uri_option(m: &getopts::Matches) -> Result<uri::Uri, String> {
 }
 
 fn options() -> getopts::Options {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "u",
-        "uri",
-        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
-        "URI",
-    );
-    o.optopt("x", "publishers", "publisher connections (default 1)", "N");
-    o.optopt("y", "consumers", "consumer connections (default 1)", "N");
-    o.optopt("Q", "queues", "number of queues (default 1)", "N");
-    o.optopt(
-        "",
-        "queue-prefix",
-        "queue name prefix (default perf-q-)",
-        "P",
-    );
-    o.optopt(
-        "e",
-        "exchange",
-        "exchange name (default perf-<type>; \"\" = default exchange)",
-        "NAME",
-    );
-    o.optopt(
-        "t",
-        "exchange-type",
-        "direct, fanout or topic (default direct)",
-        "TYPE",
-    );
-    o.optopt(
-        "k",
-        "routing-key",
-        "fixed routing and binding key (default: one key per queue)",
-        "KEY",
-    );
-    o.optopt(
-        "s",
-        "size",
-        "message body size, at least 16 (default 16)",
-        "BYTES",
-    );
-    o.optflag("", "persistent", "publish with delivery-mode 2");
-    o.optopt(
-        "c",
-        "confirm",
-        "publisher confirms, at most N unconfirmed per publisher",
-        "N",
-    );
-    o.optflag("a", "ack", "manual acks (default: no-ack consumers)");
-    o.optopt("q", "prefetch", "basic.qos prefetch count", "N");
-    o.optopt(
-        "A",
-        "multi-ack",
-        "ack every N messages with multiple=true (implies --ack)",
-        "N",
-    );
-    o.optopt("C", "count", "messages per publisher", "N");
-    o.optopt("z", "duration", "publish for SECS seconds", "SECS");
-    o.optopt(
-        "r",
-        "rate",
-        "messages per second per publisher (0 = unlimited)",
-        "R",
-    );
-    o.optflag("", "durable-queues", "declare durable queues and exchange");
-    o.optmulti(
-        "",
-        "queue-arg",
-        "queue argument KEY=VALUE (integers as long, else string), e.g. x-message-ttl=60000",
-        "KEY=VALUE",
-    );
-    o.optflag(
-        "l",
-        "latency",
-        "one message in flight: 1 publisher, 1 consumer, 1 queue",
-    );
-    o.optflag("j", "json", "final summary as one JSON line on stdout");
-    o.optflag(
-        "",
-        "keep",
-        "don't delete the queues and exchange at the end",
-    );
-    o.optopt(
-        "",
-        "drain",
-        "consume N messages already queued (declared and filled by an earlier run with --keep): the queues are not purged first",
-        "N",
-    );
-    o.optopt(
-        "",
-        "broker-pid",
-        "report this process's CPU time (read from /proc) per message",
-        "PID",
-    );
-    tls_options(&mut o);
-    o.optflag("h", "help", "print this help");
-    o
+    cli::getopts_for(cli::Program::Perf)
 }
 
 fn num<T: std::str::FromStr>(m: &getopts::Matches, name: &str, default: T) -> Result<T, String> {
@@ -320,19 +205,17 @@ fn settings(m: &getopts::Matches) -> Result<Settings, String> {
     Ok(s)
 }
 
-/// Parse a subcommand's options (`--json` and `--help` are added here),
+/// Parse a subcommand's options (from the shared table),
 /// build its settings and run it. `needs_free`: it takes a command line
 /// after its options.
 fn subcommand<T>(
     name: &str,
     args: &[String],
-    mut o: getopts::Options,
+    o: getopts::Options,
     needs_free: bool,
     settings: impl FnOnce(&getopts::Matches) -> Result<T, String>,
     run: impl FnOnce(T) -> i32,
 ) -> ExitCode {
-    o.optflag("j", "json", "summary as one JSON line on stdout");
-    o.optflag("h", "help", "print this help");
     let m = match o.parse(args) {
         Ok(m) => m,
         Err(e) => {
@@ -361,14 +244,7 @@ fn subcommand<T>(
 }
 
 fn floor(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "s",
-        "size",
-        "message body size, at least 16 (default 16)",
-        "BYTES",
-    );
-    o.optopt("z", "duration", "seconds per phase (default 5)", "SECS");
+    let o = cli::getopts_for(cli::Program::PerfFloor);
     let settings = |m: &getopts::Matches| {
         let size = num(m, "size", 16)?;
         if size < msg::STAMP_LEN {
@@ -384,33 +260,7 @@ fn floor(args: &[String]) -> ExitCode {
 }
 
 fn footprint(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "p",
-        "port",
-        "port to run the broker on (default 5699)",
-        "PORT",
-    );
-    o.optopt(
-        "n",
-        "connections",
-        "idle connections to hold (default 10000)",
-        "N",
-    );
-    o.optopt("m", "messages", "messages to queue (default 1000000)", "N");
-    o.optopt(
-        "",
-        "tls-port",
-        "connect over TLS (amqps) to this port: --tls-listen 127.0.0.1:PORT is added to the broker's command line",
-        "PORT",
-    );
-    o.optopt(
-        "",
-        "tls-server-name",
-        "with --tls-port: the name to verify the broker's certificate for (default 127.0.0.1)",
-        "NAME",
-    );
-    tls_options(&mut o);
+    let o = cli::getopts_for(cli::Program::PerfFootprint);
     let settings = |m: &getopts::Matches| {
         let tls = match m.opt_str("tls-port") {
             None => {
@@ -445,27 +295,7 @@ fn footprint(args: &[String]) -> ExitCode {
 }
 
 fn declare(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "u",
-        "uri",
-        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
-        "URI",
-    );
-    o.optopt(
-        "C",
-        "count",
-        "queues to declare and bind (default 10000)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "queue-prefix",
-        "queue name prefix (default perf-decl-)",
-        "P",
-    );
-    o.optflag("", "transient", "declare transient queues and exchange");
-    tls_options(&mut o);
+    let o = cli::getopts_for(cli::Program::PerfDeclare);
     let settings = |m: &getopts::Matches| {
         Ok(declare::DeclareSettings {
             uri: uri_option(m)?,
@@ -481,50 +311,7 @@ fn declare(args: &[String]) -> ExitCode {
 }
 
 fn stall(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "u",
-        "uri",
-        "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
-        "URI",
-    );
-    o.optopt(
-        "n",
-        "consumers",
-        "consumers added by each consume phase (default 100000)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "phases",
-        "comma-separated: consume, cancel, close-channel, delete-queue, close-connection, publish (default consume,close-channel)",
-        "LIST",
-    );
-    o.optopt(
-        "q",
-        "prefetch",
-        "basic.qos prefetch count of the consumers (default 0: unlimited)",
-        "N",
-    );
-    o.optopt(
-        "m",
-        "messages",
-        "messages a publish phase sends (default 1000)",
-        "N",
-    );
-    o.optopt(
-        "w",
-        "window",
-        "requests in flight at most (default 10000)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "broker-pid",
-        "report this process's CPU time (read from /proc) per phase",
-        "PID",
-    );
-    tls_options(&mut o);
+    let o = cli::getopts_for(cli::Program::PerfStall);
     let settings = |m: &getopts::Matches| {
         let phases = m
             .opt_str("phases")
@@ -559,81 +346,7 @@ fn stall(args: &[String]) -> ExitCode {
 }
 
 fn mqtt(args: &[String]) -> ExitCode {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "",
-        "scenario",
-        "fanin, qos1 or idle (default fanin)",
-        "NAME",
-    );
-    o.optopt(
-        "b",
-        "broker",
-        "the broker's MQTT address (default 127.0.0.1:1883)",
-        "HOST:PORT",
-    );
-    o.optopt(
-        "z",
-        "duration",
-        "seconds to publish; idle: to hold the connections (default 10)",
-        "SECS",
-    );
-    o.optopt(
-        "x",
-        "publishers",
-        "fanin: publisher connections (default 100)",
-        "N",
-    );
-    o.optopt(
-        "s",
-        "size",
-        "payload bytes (default 16; qos1 stamps the send time in the first 8)",
-        "BYTES",
-    );
-    o.optopt(
-        "",
-        "inflight",
-        "qos1: PUBLISHes awaiting their PUBACK at most (default 100)",
-        "N",
-    );
-    o.optopt(
-        "n",
-        "connections",
-        "idle: connections to open (default 10000)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "threads",
-        "idle: threads opening the connections (default 4)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "source-addrs",
-        "idle: connect from 127.0.0.1 to 127.0.0.N in turn, for more connections than one address has ephemeral ports (loopback brokers; default: one per 20000 connections)",
-        "N",
-    );
-    o.optopt(
-        "k",
-        "keepalive",
-        "keep-alive in CONNECT, seconds (default 600 for idle, 60 otherwise)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "topic-prefix",
-        "publish to PREFIX/..., subscribe to PREFIX/# (default bench)",
-        "P",
-    );
-    o.optopt("", "user", "user name in CONNECT (with --password)", "NAME");
-    o.optopt("", "password", "password in CONNECT", "PASS");
-    o.optopt(
-        "",
-        "broker-pid",
-        "report this process's CPU time (read from /proc) per received message",
-        "PID",
-    );
+    let o = cli::getopts_for(cli::Program::PerfMqtt);
     let settings = |m: &getopts::Matches| {
         use std::net::ToSocketAddrs;
         let scenario_name = m.opt_str("scenario").unwrap_or_else(|| "fanin".into());

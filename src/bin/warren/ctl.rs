@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 
 use warren::support::base64_encode;
 
+mod node;
 mod runtime;
 
 /// Bad command line.
@@ -47,56 +48,11 @@ pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
 /// Wrong credentials, or the user may not do this.
 pub const EX_NOPERM: u8 = 77;
+/// Timed out (`await_startup`, `stop`), as rabbitmqctl's timeouts.
+pub const EX_TEMPFAIL: u8 = 75;
 
-const COMMANDS: &str = "\
-Commands:
-  list_queues [COLUMN...]          (default: name messages)
-  list_exchanges [COLUMN...]       (default: name type)
-  list_bindings [COLUMN...]        (default: source_name source_kind destination_name
-                                    destination_kind routing_key arguments)
-  list_connections [COLUMN...]     (default: user peer_host peer_port state)
-  list_users                       (user tags)
-  list_vhosts [COLUMN...]          (default: name)
-  list_permissions                 (user configure write read, in --vhost)
-  list_user_permissions USER       (vhost configure write read)
-  list_topic_permissions           (user exchange write read, in --vhost)
-  add_user USER PASSWORD
-  delete_user USER
-  change_password USER PASSWORD
-  set_user_tags USER [TAG...]
-  set_permissions USER CONFIGURE WRITE READ    (in --vhost)
-  clear_permissions USER                       (in --vhost)
-  set_topic_permissions USER EXCHANGE WRITE READ  (in --vhost)
-  clear_topic_permissions USER [EXCHANGE]      (in --vhost)
-  add_vhost VHOST
-  delete_vhost VHOST
-  purge_queue QUEUE                            (in --vhost)
-  delete_queue QUEUE [--if-empty] [--if-unused] (in --vhost)
-  close_connection NAME [REASON]   (NAME as list_connections name shows it)
-  set_policy [--priority N] [--apply-to WHAT] NAME PATTERN DEFINITION  (in --vhost)
-  clear_policy NAME                            (in --vhost)
-  list_policies                                (in --vhost)
-  set_operator_policy / clear_operator_policy / list_operator_policies  (the same)
-  set_vhost_limits DEFINITION                  (in --vhost; JSON, e.g. {max-connections: 64})
-  clear_vhost_limits                           (in --vhost)
-  list_vhost_limits [--global]                 (in --vhost)
-  set_user_limits USER DEFINITION              (JSON, e.g. {max-channels: 16})
-  clear_user_limits USER NAME|all
-  list_user_limits [USER]
-  set_parameter COMPONENT NAME VALUE           (in --vhost; VALUE: JSON; COMPONENT: shovel,
-                                                federation-upstream, federation-upstream-set)
-  clear_parameter COMPONENT NAME               (in --vhost)
-  list_parameters                              (component name value, in --vhost)
-  export_definitions FILE|-
-  import_definitions FILE|-
-  reload_certificates              (TLS certificates and keys re-read from their files)
-  status
-
-HTTPS: --https (default port 15671) with --tls-ca FILE, the CA that signed
-the management API's certificate (--tls-ca alone implies --https). With
---config FILE (the broker's rabbitmq.conf), management.ssl.port selects
-HTTPS on that port trusting management.ssl.cacertfile; otherwise
-management.tcp.port/.ip are used. Flags override the file.";
+/// The commands, for `--help` (the table shared with the man page).
+const COMMANDS: &str = warren::cli::CTL_COMMANDS_HELP;
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +61,9 @@ pub struct CtlError {
     pub code: u8,
     /// Message (printed after `Error: `).
     pub message: String,
+    /// The API could not be reached (no connection, or no response to a
+    /// request sent): `await_startup` and `stop` wait on this.
+    pub unreachable: bool,
 }
 
 impl CtlError {
@@ -112,6 +71,7 @@ impl CtlError {
         CtlError {
             code,
             message: message.into(),
+            unreachable: false,
         }
     }
 
@@ -132,69 +92,7 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn options() -> getopts::Options {
-    let mut o = getopts::Options::new();
-    o.optopt(
-        "H",
-        "host",
-        "management API host (default localhost)",
-        "HOST",
-    );
-    o.optopt(
-        "P",
-        "port",
-        "management API port (default 15672, 15671 with --https)",
-        "PORT",
-    );
-    o.optopt(
-        "c",
-        "config",
-        "the broker's rabbitmq.conf: where its management API listens (management.tcp.*, management.ssl.*)",
-        "FILE",
-    );
-    o.optflag("", "https", "HTTPS (needs --tls-ca)");
-    o.optopt(
-        "",
-        "tls-ca",
-        "HTTPS: CA certificates (PEM) to verify the management API's certificate with",
-        "FILE",
-    );
-    o.optopt(
-        "",
-        "tls-server-name",
-        "HTTPS: the name to verify the certificate for (default: --host)",
-        "NAME",
-    );
-    o.optopt("u", "user", "user name (default guest)", "USER");
-    o.optopt("w", "password", "password (default guest)", "PASSWORD");
-    o.optopt("p", "vhost", "virtual host (default /)", "VHOST");
-    o.optopt(
-        "t",
-        "timeout",
-        "seconds to wait for the broker (default 30)",
-        "SECS",
-    );
-    o.optflag("", "json", "print JSON instead of tables");
-    o.optopt("", "formatter", "table (default) or json", "FORMAT");
-    o.optflag("q", "quiet", "no informational messages");
-    o.optflag("s", "silent", "same as --quiet");
-    o.optflag("", "no-table-headers", "no header line above tables");
-    o.optflag("", "if-empty", "delete_queue: only if it has no messages");
-    o.optflag("", "if-unused", "delete_queue: only if it has no consumers");
-    o.optopt("", "priority", "set_policy: priority (default 0)", "N");
-    o.optopt(
-        "",
-        "apply-to",
-        "set_policy: all, queues, classic_queues, quorum_queues, streams or exchanges (default all)",
-        "WHAT",
-    );
-    o.optflag("", "global", "list_vhost_limits: of every vhost");
-    o.optflag(
-        "",
-        "any-broker",
-        "act on the management API at --host/--port even if it is not warren's (e.g. RabbitMQ's)",
-    );
-    o.optflag("h", "help", "print this help");
-    o
+    warren::cli::getopts_for(warren::cli::Program::Ctl)
 }
 
 fn usage(o: &getopts::Options) -> String {
@@ -431,8 +329,9 @@ impl Client {
         body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
-        let unreachable = |e: std::io::Error| {
-            CtlError::new(
+        let unreachable = |e: std::io::Error| CtlError {
+            unreachable: true,
+            ..CtlError::new(
                 EX_UNAVAILABLE,
                 format!("cannot reach the management API at {}: {e}", self.at()),
             )
@@ -694,6 +593,8 @@ struct Ctl {
     priority: Option<String>,
     apply_to: Option<String>,
     global: bool,
+    /// `--timeout`, if given (`await_startup` waits 300 s without it).
+    timeout: Option<u64>,
 }
 
 fn arg<'a>(args: &'a [String], i: usize, what: &str) -> Result<&'a str> {
@@ -806,14 +707,16 @@ impl Ctl {
         if tls.is_none() && m.opt_present("tls-server-name") {
             return Err(CtlError::usage("--tls-server-name is for HTTPS (--https)"));
         }
-        let timeout = match m.opt_str("timeout") {
-            None => 30,
-            Some(t) => t
-                .parse::<u64>()
-                .ok()
-                .filter(|&t| t > 0)
-                .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+        let given = match m.opt_str("timeout") {
+            None => None,
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .ok()
+                    .filter(|&t| t > 0)
+                    .ok_or_else(|| CtlError::usage(format!("bad --timeout '{t}'")))?,
+            ),
         };
+        let timeout = given.unwrap_or(30);
         let json = match m.opt_str("formatter").as_deref() {
             None | Some("table") => m.opt_present("json"),
             Some("json") => true,
@@ -843,6 +746,7 @@ impl Ctl {
             priority: m.opt_str("priority"),
             apply_to: m.opt_str("apply-to"),
             global: m.opt_present("global"),
+            timeout: given,
         })
     }
 
@@ -1324,7 +1228,10 @@ impl Ctl {
             }
             other => match self.runtime_command(other, rest, out, err) {
                 Some(r) => r,
-                None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+                None => match self.node_command(other, rest, out, err) {
+                    Some(r) => r,
+                    None => Err(CtlError::usage(format!("unknown command '{other}'"))),
+                },
             },
         }
     }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 mod ctl;
 
-use warren::{Config, Server};
+use warren::{cli, Config, Server};
 
 /// The git revision this binary was built from (`git rev-parse
 /// --short=12 HEAD`, `-dirty` when tracked files differed from it), or
@@ -51,7 +51,9 @@ fn usage(opts: &getopts::Options) -> String {
          [--consumer-timeout MS]\n       \
          [--management-listen ADDR:PORT | --no-management] \
          [--prometheus-listen ADDR:PORT | --no-prometheus]\n       \
-         warren ctl COMMAND [ARGS] (warren ctl --help)",
+         warren ctl COMMAND [ARGS] (warren ctl --help)\n       \
+         warren manpage [warren|warren-perf]\n       \
+         warren completions bash|zsh|fish",
     );
     format!("{head}\n{MORE_HELP}")
 }
@@ -67,143 +69,56 @@ fn addr_flag(m: &getopts::Matches, flag: &str) -> Result<Option<SocketAddr>, Str
     }
 }
 
+/// `warren manpage [warren|warren-perf]`: the man page, roff, on stdout.
+fn manpage(args: &[String]) -> ExitCode {
+    let page = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["warren"] => cli::Page::Warren,
+        ["warren-perf"] => cli::Page::Perf,
+        _ => {
+            eprintln!("warren: usage: warren manpage [warren|warren-perf]");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", cli::manpage(page));
+    ExitCode::SUCCESS
+}
+
+/// `warren completions bash|zsh|fish`: the completion script on stdout.
+fn completions(args: &[String]) -> ExitCode {
+    match args {
+        [shell] => match cli::completions(shell) {
+            Some(script) => {
+                print!("{script}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("warren: completions: unknown shell '{shell}' (bash, zsh or fish)");
+                ExitCode::from(2)
+            }
+        },
+        _ => {
+            eprintln!("warren: usage: warren completions bash|zsh|fish");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "ctl") {
         return ctl::main(args.get(1..).unwrap_or(&[]));
     }
-    let mut opts = getopts::Options::new();
-    opts.optopt(
-        "c",
-        "config",
-        "configuration file in rabbitmq.conf format (flags override it)",
-        "FILE",
-    );
-    opts.optopt(
-        "",
-        "definitions",
-        "RabbitMQ JSON definitions to import at start",
-        "FILE",
-    );
-    opts.optmulti(
-        "l",
-        "listen",
-        "AMQP listener address (default 127.0.0.1:5672)",
-        "ADDR:PORT",
-    );
-    opts.optmulti(
-        "",
-        "tls-listen",
-        "AMQPS (AMQP over TLS) listener address, beside the plain ones; needs --tls-cert and --tls-key",
-        "ADDR:PORT",
-    );
-    opts.optmulti(
-        "",
-        "mqtt-listen",
-        "MQTT listener address (RabbitMQ's port 1883; none by default)",
-        "ADDR:PORT",
-    );
-    opts.optmulti(
-        "",
-        "mqtts-listen",
-        "MQTT over TLS listener address (port 8883); needs --tls-cert and --tls-key",
-        "ADDR:PORT",
-    );
-    opts.optmulti(
-        "",
-        "mqtt-ws-listen",
-        "MQTT over WebSocket listener address (RabbitMQ web-mqtt's port 15675, path /ws)",
-        "ADDR:PORT",
-    );
-    opts.optopt(
-        "",
-        "tls-cert",
-        "TLS certificate chain, PEM, leaf first",
-        "FILE",
-    );
-    opts.optopt(
-        "",
-        "tls-key",
-        "TLS private key, PEM (PKCS#8, PKCS#1 or SEC1, unencrypted)",
-        "FILE",
-    );
-    opts.optopt(
-        "",
-        "tls-ca",
-        "CA certificates, PEM: a client certificate presented is verified against them (verify_peer)",
-        "FILE",
-    );
-    opts.optflag(
-        "",
-        "tls-fail-if-no-peer-cert",
-        "refuse TLS clients without a certificate (needs --tls-ca)",
-    );
-    opts.optmulti(
-        "",
-        "tls-sni",
-        "another certificate for clients asking for NAME (SNI)",
-        "NAME=CERT,KEY",
-    );
-    opts.optopt(
-        "",
-        "management-tls-listen",
-        "the management API over HTTPS too (RabbitMQ's 15671); needs --management-tls-cert and --management-tls-key",
-        "ADDR:PORT",
-    );
-    opts.optopt(
-        "",
-        "management-tls-cert",
-        "HTTPS certificate chain, PEM",
-        "FILE",
-    );
-    opts.optopt("", "management-tls-key", "HTTPS private key, PEM", "FILE");
-    opts.optopt(
-        "",
-        "management-tls-ca",
-        "CA certificates, PEM, for HTTPS client certificates",
-        "FILE",
-    );
-    opts.optopt("d", "data-dir", "data directory (default ./data)", "DIR");
-    opts.optopt(
-        "",
-        "management-listen",
-        "management HTTP API address (default 127.0.0.1:15672)",
-        "ADDR:PORT",
-    );
-    opts.optflag("", "no-management", "no management HTTP API");
-    opts.optopt(
-        "",
-        "prometheus-listen",
-        "Prometheus metrics address (default 127.0.0.1:15692)",
-        "ADDR:PORT",
-    );
-    opts.optflag("", "no-prometheus", "no Prometheus metrics listener");
-    opts.optopt(
-        "",
-        "max-memory",
-        "memory budget in bytes: message contents go to disk beyond half of it, and a queue keeps in memory only a window at its head and its tail, the rest spilled to disk (queue depth is bounded by the disk: --min-free-disk); publishers are blocked when memory reaches it all the same (default 134217728)",
-        "BYTES",
-    );
-    opts.optopt(
-        "",
-        "min-free-disk",
-        "block publishers below this much free disk, in bytes (default 67108864)",
-        "BYTES",
-    );
-    opts.optopt(
-        "",
-        "segment-size",
-        "message store segment file size in bytes (default 8388608)",
-        "BYTES",
-    );
-    opts.optopt(
-        "",
-        "consumer-timeout",
-        "close a channel whose delivery is not acknowledged within this many milliseconds; 0: never (default 1800000)",
-        "MS",
-    );
-    opts.optflag("h", "help", "print this help");
-    opts.optflag("V", "version", "print the version");
+    match args.first().map(String::as_str) {
+        Some("manpage") => return manpage(args.get(1..).unwrap_or(&[])),
+        Some("completions") => return completions(args.get(1..).unwrap_or(&[])),
+        _ => {}
+    }
+    let opts = cli::getopts_for(cli::Program::Warren);
     let m = match opts.parse(&args) {
         Ok(m) => m,
         Err(e) => {

@@ -222,6 +222,7 @@ pub fn handle(req: &Request, core: &mut Core, mgmt: &mut Mgmt, now: Instant) -> 
                 | "user-limits"
                 | "operator-policies"
                 | "reload-certificates"
+                | "shutdown"
         )
     ) || matches!(rest, [_, _, "permissions"] | [_, _, "topic-permissions"]);
     // As RabbitMQ: policymakers manage policies (not operator policies)
@@ -254,6 +255,7 @@ fn route(c: &mut Ctx<'_>, method: &str, p: &[&str]) -> Response {
         ("GET", ["overview"]) => overview::get_overview(c),
         ("GET", ["whoami"]) => users::whoami(c),
         ("POST", ["reload-certificates"]) => overview::reload_certificates(c),
+        ("POST", ["shutdown"]) => overview::shutdown(c),
         ("GET", ["nodes"]) => overview::list_nodes(c),
         ("GET", ["nodes", name]) if *name == c.mgmt.node => overview::get_node(c),
         ("GET", ["connections"]) => connections::list_connections(c, None),

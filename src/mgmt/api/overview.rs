@@ -185,6 +185,18 @@ fn node(core: &Core, mgmt: &Mgmt, now: Instant) -> Value {
     })
 }
 
+/// `POST /api/shutdown` (warren's own, administrators only; `warren ctl
+/// stop`): stop the broker gracefully, as SIGTERM does. Answered (202)
+/// before the broker closes its connections and stops.
+pub(super) fn shutdown(c: &mut Ctx<'_>) -> Response {
+    log::info!(
+        "shutdown requested through the management API by '{}'",
+        c.user
+    );
+    c.mgmt.shutdown_requested = true;
+    Response::json(202, &json!({"status": "stopping", "node": c.mgmt.node}))
+}
+
 /// `POST /api/reload-certificates` (warren's own; SIGHUP does the same):
 /// read the TLS certificate and key files again. New connections use them,
 /// existing ones keep theirs; a bad file leaves those in use (400, with
