@@ -6,9 +6,12 @@
 //! broker answers AMQP and `warren ctl`, SIGTERM brings `STOPPING=1` and a
 //! clean exit. Nothing is installed on this machine's root.
 //!
-//! `deb_in_a_debootstrap_chroot` (ignored: it downloads a Debian base system,
-//! minutes) installs the package with `dpkg -i` in a fresh chroot and starts
-//! it there:
+//! Two opt-in tests (ignored: each downloads a Debian base system with
+//! debootstrap, a minute or two) install the package with `dpkg -i` in a
+//! fresh root: `deb_in_a_debootstrap_chroot` starts it in the chroot as the
+//! user postinst made; `deb_under_systemd_in_a_booted_container` boots that
+//! root with systemd-nspawn, where systemd itself starts, reloads, stops and
+//! restarts warren.service and `warren ctl await_startup` answers:
 //!
 //! ```sh
 //! cargo test --release --test package -- --ignored --nocapture
@@ -542,27 +545,22 @@ fn docker_config_parses_and_the_dockerfile_uses_it() {
     );
 }
 
-/// The package installed with `dpkg -i` in a Debian chroot made by
-/// debootstrap (installed with apt-get when missing), then started there
-/// as its unit would start it: the user postinst made, READY=1, AMQP,
-/// `warren ctl`, STOPPING=1; then purged. Downloads a base system:
-/// minutes, so opt-in.
-#[test]
-#[ignore]
-fn deb_in_a_debootstrap_chroot() {
-    let t0 = Instant::now();
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (chroot, mount)");
-    if Command::new("debootstrap")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::run(Command::new("apt-get").args(["install", "-y", "-q", "debootstrap"]));
+/// `packages` installed with apt-get unless `tool` runs.
+fn ensure_tool(tool: &str, packages: &[&str]) {
+    if Command::new(tool).arg("--version").output().is_err() {
+        common::run(Command::new("apt-get").args(["update", "-q"]));
+        common::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q"])
+                .args(packages),
+        );
     }
-    let dir = common::temp_dir("chroot");
-    let deb = build_deb(&dir);
-    let root = dir.join("root");
-    // The mirror apt uses here.
+}
+
+/// A Debian bookworm base system (minbase and `include`) in `root`, from
+/// the mirror apt uses here (debootstrap installed when missing).
+fn debootstrap(root: &Path, include: &str) {
+    ensure_tool("debootstrap", &["debootstrap"]);
     let mirror = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
         .ok()
         .and_then(|s| {
@@ -574,11 +572,31 @@ fn deb_in_a_debootstrap_chroot() {
     let t = Instant::now();
     common::run(
         Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=adduser", "bookworm"])
-            .arg(&root)
+            .args([
+                "--variant=minbase",
+                &format!("--include={include}"),
+                "bookworm",
+            ])
+            .arg(root)
             .arg(&mirror),
     );
     eprintln!("debootstrap: {:.0} s", t.elapsed().as_secs_f64());
+}
+
+/// The package installed with `dpkg -i` in a Debian chroot made by
+/// debootstrap (installed with apt-get when missing), then started there
+/// as its unit would start it: the user postinst made, READY=1, AMQP,
+/// `warren ctl`, STOPPING=1; then purged. Downloads a base system:
+/// minutes, so opt-in.
+#[test]
+#[ignore]
+fn deb_in_a_debootstrap_chroot() {
+    let t0 = Instant::now();
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (chroot, mount)");
+    let dir = common::temp_dir("chroot");
+    let deb = build_deb(&dir);
+    let root = dir.join("root");
+    debootstrap(&root, "adduser");
     std::fs::copy(&deb, root.join("tmp/warren.deb")).unwrap();
     let chroot = |args: &[&str]| {
         let mut c = Command::new("chroot");
@@ -722,5 +740,133 @@ fn deb_in_a_debootstrap_chroot() {
     assert!(!root.join("etc/warren/warren.conf").exists());
     drop(_proc);
     eprintln!("chroot test: {:.0} s in all", t0.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs inside the booted container as a oneshot unit: install the
+/// package, see systemd start it, reload, stop and start it, then purge.
+const IN_CONTAINER: &str = r#"#!/bin/sh
+exec > /root/result.txt 2>&1
+set -x
+dpkg -i /root/warren.deb; echo "dpkg rc=$?"
+systemctl is-enabled warren
+systemctl is-active warren
+warren ctl await_startup --timeout 30; echo "await_startup rc=$?"
+systemctl show warren -p Type -p SubState -p StatusText -p User
+ps -o user= -C warren
+stat -c '%U:%G %a %n' /var/lib/warren /etc/warren/warren.conf
+systemctl reload warren; echo "reload rc=$?"
+systemctl stop warren; echo "stop rc=$?"
+systemctl show warren -p ActiveState -p Result -p ExecMainStatus
+systemctl start warren; warren ctl await_startup --timeout 30; echo "restart rc=$?"
+journalctl -u warren --no-pager
+systemd-analyze security warren --no-pager | tail -1
+dpkg --purge warren; echo "purge rc=$?"
+test -e /var/lib/warren; echo "data left=$?"
+echo DONE
+systemctl poweroff
+"#;
+
+/// The acceptance test of the package under a real systemd: a debootstrap
+/// root with systemd, booted with `systemd-nspawn` (Debian's
+/// systemd-container, installed when missing; a private network, so the
+/// package's default ports are its own), where `dpkg -i` enables and
+/// starts warren.service: Type=notify reaches `active (running)` as user
+/// warren with warren's STATUS line, `warren ctl await_startup` answers,
+/// reload (SIGHUP), stop (exit 0) and start work, and purge removes the
+/// data. Downloads a base system: minutes, so opt-in:
+///
+/// ```sh
+/// cargo test --release --test package deb_under_systemd -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore]
+fn deb_under_systemd_in_a_booted_container() {
+    let t0 = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (systemd-nspawn)");
+    ensure_tool("systemd-nspawn", &["systemd-container"]);
+    let dir = common::temp_dir("nspawn");
+    let deb = build_deb(&dir);
+    let root = dir.join("root");
+    debootstrap(&root, "adduser,systemd,systemd-sysv,dbus,procps");
+    // A minbase root has no /etc/hosts; an installed system does.
+    std::fs::write(
+        root.join("etc/hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .unwrap();
+    std::fs::copy(&deb, root.join("root/warren.deb")).unwrap();
+    let script = root.join("root/pkgtest.sh");
+    std::fs::write(&script, IN_CONTAINER).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        root.join("etc/systemd/system/pkgtest.service"),
+        "[Unit]\nDescription=install and start the warren package\nAfter=multi-user.target\n\
+         [Service]\nType=oneshot\nExecStart=/root/pkgtest.sh\n\
+         [Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/pkgtest.service",
+        root.join("etc/systemd/system/multi-user.target.wants/pkgtest.service"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut boot = Proc(
+        Command::new("systemd-nspawn")
+            .arg("-D")
+            .arg(&root)
+            .args([
+                "-b",
+                "--register=no",
+                "--private-network",
+                "--console=pipe",
+                "--keep-unit",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while boot.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the container did not power off");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = std::fs::read_to_string(root.join("root/result.txt")).unwrap_or_default();
+    eprintln!(
+        "booted, installed, started, stopped, purged in {:.1} s:\n{result}",
+        t.elapsed().as_secs_f64()
+    );
+    for line in [
+        "dpkg rc=0",
+        "enabled",
+        "active",
+        "await_startup rc=0",
+        "Type=notify",
+        "SubState=running",
+        "StatusText=serving AMQP 127.0.0.1:5672, management 127.0.0.1:15672",
+        "User=warren",
+        "warren",
+        "warren:warren 750 /var/lib/warren",
+        "root:warren 640 /etc/warren/warren.conf",
+        "reload rc=0",
+        "stop rc=0",
+        "ActiveState=inactive",
+        "Result=success",
+        "ExecMainStatus=0",
+        "restart rc=0",
+        "purge rc=0",
+        "data left=1",
+        "DONE",
+    ] {
+        assert!(
+            result.lines().any(|l| l == line),
+            "no line {line:?} in\n{result}"
+        );
+    }
+    eprintln!("systemd test: {:.0} s in all", t0.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
 }
