@@ -10,9 +10,11 @@
 //!
 //! It runs again when HEAD moves (a commit, a checkout: HEAD, the branch's
 //! ref and `packed-refs`, wherever `git rev-parse --git-path` puts them, so
-//! linked worktrees work), when `src/` or `Cargo.toml` change (the library is
-//! rebuilt then anyway; the dirty mark follows), and when `WARREN_GIT_REV`
-//! does. Changes elsewhere (tests) do not rebuild the library for this.
+//! linked worktrees work), when the library's sources (`src/` but
+//! `src/bin/`) or `Cargo.toml` change, and when `WARREN_GIT_REV` does.
+//! Each run rebuilds the package's library, so it watches only what
+//! rebuilds the library anyway: an edit of a binary's own files or of the
+//! tests alone leaves the dirty mark as it was at the last run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,7 +72,14 @@ fn from_git(dir: &Path) -> Option<(String, Vec<PathBuf>)> {
 fn main() {
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     println!("cargo:rerun-if-env-changed=WARREN_GIT_REV");
-    println!("cargo:rerun-if-changed={}", dir.join("src").display());
+    // The library's sources: everything in src/ but the binaries' folder.
+    if let Ok(entries) = std::fs::read_dir(dir.join("src")) {
+        for e in entries.flatten() {
+            if e.file_name() != "bin" {
+                println!("cargo:rerun-if-changed={}", e.path().display());
+            }
+        }
+    }
     println!(
         "cargo:rerun-if-changed={}",
         dir.join("Cargo.toml").display()

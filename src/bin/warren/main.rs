@@ -1,8 +1,10 @@
 //! The `warren` binary: `--config` file, then command-line flags → `Config`
 //! → logging (stderr, and a rotated file with `log.file`) → bind every
-//! listener → open the data directory → a one-line start-up banner → run.
+//! listener → open the data directory → a one-line start-up banner → run
+//! (under systemd's `Type=notify`, READY=1 as the loop starts).
 //! SIGINT/SIGTERM close every connection with 320
-//! CONNECTION_FORCED and exit; SIGHUP reloads the TLS certificates.
+//! CONNECTION_FORCED and exit (STOPPING=1 first); SIGHUP reloads the TLS
+//! certificates.
 //! `warren ctl ...` is the operator CLI
 //! (`ctl.rs` beside this file), talking to a running broker's management
 //! API.
