@@ -25,10 +25,12 @@ use crate::tls::TlsConn;
 
 mod http;
 mod links;
+mod notify;
 mod transport;
 
 use http::{Http, HttpKind};
 use links::{LinkIo, LINK_BASE, MAX_LINK_SOCKS};
+use notify::Notifier;
 use transport::{Dest, Got, Transport};
 
 // Tokens: AMQP sockets from 0 (their connection's slab index), management
@@ -229,6 +231,9 @@ pub struct Server {
     accept_retry: Option<Instant>,
     /// Outbound links' sockets and resolver.
     link_io: LinkIo,
+    /// systemd's notification socket, when asked for
+    /// ([`Server::notify_service_manager`]).
+    notify: Option<Notifier>,
 }
 
 /// Controls a running broker from another thread.
@@ -435,7 +440,52 @@ impl Server {
             accept_trouble: AcceptTrouble::default(),
             accept_retry: None,
             link_io: LinkIo::default(),
+            notify: None,
         })
+    }
+
+    /// Tell the service manager how the broker is doing, through the
+    /// datagram socket `$NOTIFY_SOCKET` names (systemd's `Type=notify`,
+    /// sd_notify(3); a path or an abstract `@name`): `READY=1` when [`run`]
+    /// starts (every listener is bound and the data directory recovered by
+    /// then: [`bind`] did both), `STOPPING=1` when shutdown begins, each
+    /// with a `STATUS=` line. Without `$NOTIFY_SOCKET` it does nothing and
+    /// returns `Ok(false)`; a name that is no socket address is an error.
+    ///
+    /// [`run`]: Server::run
+    /// [`bind`]: Server::bind
+    pub fn notify_service_manager(&mut self) -> io::Result<bool> {
+        self.notify = Notifier::from_env()?;
+        Ok(self.notify.is_some())
+    }
+
+    /// The `STATUS=` line of `READY=1`: what is served where.
+    fn ready_status(&self) -> String {
+        let mut parts = Vec::new();
+        let list = |l: &[SocketAddr]| {
+            l.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<String>>()
+                .join(" ")
+        };
+        if !self.addrs.is_empty() {
+            parts.push(format!("AMQP {}", list(&self.addrs)));
+        }
+        if !self.tls_addrs.is_empty() {
+            parts.push(format!("AMQPS {}", list(&self.tls_addrs)));
+        }
+        let mqtt: Vec<SocketAddr> = self.mqtt_addrs.iter().map(|&(_, _, a)| a).collect();
+        if !mqtt.is_empty() {
+            parts.push(format!("MQTT {}", list(&mqtt)));
+        }
+        if let Some(a) = self.management_addr() {
+            parts.push(format!("management {a}"));
+        }
+        if parts.is_empty() {
+            "running, no listeners".to_string()
+        } else {
+            format!("serving {}", parts.join(", "))
+        }
     }
 
     /// The management HTTP API's address, if it listens.
@@ -508,6 +558,13 @@ impl Server {
         let mut flush = Vec::new();
         let mut next_tick = Instant::now();
         let mut stopping: Option<Instant> = None;
+        if let Some(n) = &self.notify {
+            n.notify(&format!(
+                "READY=1\nMAINPID={}\nSTATUS={}",
+                std::process::id(),
+                self.ready_status()
+            ));
+        }
         loop {
             let now = Instant::now();
             let revisit = self.pending_reads.iter().any(|&idx| {
@@ -593,6 +650,9 @@ impl Server {
             }
             if self.stop.load(Ordering::SeqCst) && stopping.is_none() {
                 info!("shutting down: closing all connections");
+                if let Some(n) = &self.notify {
+                    n.notify("STOPPING=1\nSTATUS=shutting down: closing all connections");
+                }
                 self.core.close_all(
                     "broker forced connection closure with reason 'shutdown'",
                     now,

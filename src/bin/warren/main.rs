@@ -1,8 +1,10 @@
 //! The `warren` binary: `--config` file, then command-line flags → `Config`
 //! → logging (stderr, and a rotated file with `log.file`) → bind every
-//! listener → open the data directory → a one-line start-up banner → run.
+//! listener → open the data directory → a one-line start-up banner → run
+//! (under systemd's `Type=notify`, READY=1 as the loop starts).
 //! SIGINT/SIGTERM close every connection with 320
-//! CONNECTION_FORCED and exit; SIGHUP reloads the TLS certificates.
+//! CONNECTION_FORCED and exit (STOPPING=1 first); SIGHUP reloads the TLS
+//! certificates.
 //! `warren ctl ...` is the operator CLI
 //! (`ctl.rs` beside this file), talking to a running broker's management
 //! API.
@@ -14,6 +16,12 @@ use std::process::ExitCode;
 mod ctl;
 
 use warren::{cli, Config, Server};
+
+/// The git revision this binary was built from (`git rev-parse
+/// --short=12 HEAD`, `-dirty` when tracked files differed from it), or
+/// `$WARREN_GIT_REV` at build time where there is no `.git` (a source
+/// tarball, a Docker build), else `unknown`: see `build.rs` beside this file.
+const GIT_REV: &str = env!("WARREN_GIT_REV");
 
 /// After the options in `--help`: the management API and the metrics.
 const MORE_HELP: &str = "\
@@ -125,7 +133,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if m.opt_present("version") {
-        println!("warren {}", env!("CARGO_PKG_VERSION"));
+        println!("warren {} ({GIT_REV})", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let mut config = Config::default();
@@ -287,7 +295,7 @@ fn main() -> ExitCode {
     }
     let limits = (config.max_memory, config.min_free_disk);
     let data_dir = config.data_dir.clone();
-    let server = match Server::bind(config) {
+    let mut server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
             if settings.log_file.is_some() {
@@ -301,6 +309,13 @@ fn main() -> ExitCode {
         "{}",
         banner(&server, data_dir.as_deref(), config_file.as_deref(), limits)
     );
+    // Under systemd (`Type=notify`): READY=1 once the loop runs, STOPPING=1
+    // when a signal stops it.
+    match server.notify_service_manager() {
+        Ok(true) => log::debug!("notifying the service manager (NOTIFY_SOCKET)"),
+        Ok(false) => {}
+        Err(e) => log::warn!("cannot notify the service manager: {e}"),
+    }
     let handle = server.handle();
     match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -353,7 +368,7 @@ fn banner(
         }
     };
     format!(
-        "warren {} started: AMQP {}, AMQPS {}, MQTT {}, MQTTS {}, MQTT over WebSocket {}, \
+        "warren {} ({GIT_REV}) started: AMQP {}, AMQPS {}, MQTT {}, MQTTS {}, MQTT over WebSocket {}, \
          management {}, prometheus {}, data dir {}, \
          config {}, memory limit {max_memory} bytes, disk free limit {min_free_disk} bytes",
         env!("CARGO_PKG_VERSION"),
