@@ -190,7 +190,16 @@ class Warren(Broker):
         self.data = os.path.join(base, "data")
         self.log_path = os.path.join(base, "warren.log")
         self.proc = None
-        self.start()
+        # A port free a moment ago may have been taken since (as another
+        # test's client connection's own port): pick new ones and retry.
+        for attempt in range(5):
+            try:
+                self.start()
+                return
+            except AssertionError as e:
+                if "Address already in use" not in str(e) or attempt == 4:
+                    raise
+                self.amqp_port, self.http_port = free_port(), free_port()
 
     def start(self):
         with open(self.log_path, "ab") as log:
