@@ -114,6 +114,15 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// List it in `flush_list` (the core's), once a turn: its output is
+    /// written when the turn ends.
+    pub(crate) fn flush_later(&mut self, flush_list: &mut Vec<ConnId>) {
+        if !self.in_flush_list {
+            self.in_flush_list = true;
+            flush_list.push(self.id);
+        }
+    }
+
     /// A new connection waiting for the protocol header.
     pub fn new(id: ConnId, peer: SocketAddr, now: Instant) -> Connection {
         Connection {

@@ -280,9 +280,8 @@ impl Core {
     /// Note that a connection has output to flush.
     pub(crate) fn mark_flush(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(id.idx as usize) {
-            if c.id == id && !c.in_flush_list {
-                c.in_flush_list = true;
-                self.flush_list.push(id);
+            if c.id == id {
+                c.flush_later(&mut self.flush_list);
             }
         }
     }

@@ -231,10 +231,7 @@ impl Core {
                     }
                 }
             }
-            if !c.in_flush_list {
-                c.in_flush_list = true;
-                flush_list.push(c.id);
-            }
+            c.flush_later(flush_list);
         }
     }
 

@@ -296,10 +296,7 @@ impl Core {
                 consumer_slot: slot,
                 at: stamp,
             });
-            if !c.in_flush_list {
-                c.in_flush_list = true;
-                flush_list.push(c.id);
-            }
+            c.flush_later(flush_list);
         }
         stats.deliver += delivered;
         engine.counters.deliver += delivered;
